@@ -1,0 +1,105 @@
+//! Errors: validation of values and declarations, and store failures.
+
+use crate::value::ValueType;
+
+/// Why a value, key or declaration was refused. Nothing is written when this is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidationError {
+    /// The JSON has the wrong type for the flag.
+    #[error("expected a {expected} value, got {found}")]
+    WrongType {
+        /// The flag's type.
+        expected: ValueType,
+        /// The JSON kind that was given.
+        found: &'static str,
+    },
+    /// Below the declared minimum.
+    #[error("{value} is below the minimum {min}")]
+    BelowMin {
+        /// The value given.
+        value: serde_json::Value,
+        /// The bound.
+        min: serde_json::Value,
+    },
+    /// Above the declared maximum.
+    #[error("{value} is above the maximum {max}")]
+    AboveMax {
+        /// The value given.
+        value: serde_json::Value,
+        /// The bound.
+        max: serde_json::Value,
+    },
+    /// Not one of the allowed values.
+    #[error("{value} is not one of the allowed values {allowed:?}")]
+    NotAllowed {
+        /// The value given.
+        value: serde_json::Value,
+        /// What is allowed.
+        allowed: Vec<serde_json::Value>,
+    },
+    /// A malformed key.
+    #[error("flag key {key:?} {problem}")]
+    BadKey {
+        /// The key given.
+        key: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// An empty or over-long user id.
+    #[error("user id {0}")]
+    BadUserId(&'static str),
+    /// Bounds that contradict themselves or the type.
+    #[error("invalid schema: {0}")]
+    BadSchema(String),
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The flag does not exist (or is archived).
+    #[error("flag {0:?} does not exist")]
+    UnknownFlag(String),
+    /// A flag with this key exists already.
+    #[error("flag {0:?} exists already")]
+    FlagExists(String),
+    /// The version given is not the current one: someone else changed the flag.
+    #[error("flag {key:?} is at version {actual}, not {expected}: reload and retry")]
+    VersionConflict {
+        /// The flag.
+        key: String,
+        /// The version the caller based its change on.
+        expected: u64,
+        /// The current version.
+        actual: u64,
+    },
+    /// The value or declaration did not fit the flag's schema.
+    #[error("flag {key:?}: {error}")]
+    Invalid {
+        /// The flag.
+        key: String,
+        /// What did not fit.
+        #[source]
+        error: ValidationError,
+    },
+    /// Data in the store could not be understood.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+    /// The database failed or could not be reached.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A database URL that no compiled-in driver understands.
+    #[error("unsupported database URL {0:?} (expected sqlite: or postgres:)")]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    pub(crate) fn invalid(key: &str, error: ValidationError) -> Self {
+        StoreError::Invalid {
+            key: key.to_owned(),
+            error,
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Evaluation: who is asking (`EvalContext`), what they get (`Detail`, `Reason`),
+//! and the per-request `Evaluator` with typed config.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+use crate::flag::Flag;
+use crate::snapshot::{Snapshot, UserOverrides};
+use crate::value::FlagType;
+
+/// Who a flag is evaluated for: a user id and any attributes the application extracts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalContext {
+    user_id: Option<Arc<str>>,
+    attributes: BTreeMap<String, serde_json::Value>,
+}
+
+impl EvalContext {
+    /// An anonymous context: no user id, no attributes.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// A context for one user.
+    pub fn user(user_id: impl Into<Arc<str>>) -> Self {
+        EvalContext {
+            user_id: Some(user_id.into()),
+            attributes: BTreeMap::new(),
+        }
+    }
+
+    /// Adds an attribute (plan, country, app version...), for targeting.
+    pub fn with_attribute(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+
+    /// The user id, if known.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// One attribute.
+    pub fn attribute(&self, name: &str) -> Option<&serde_json::Value> {
+        self.attributes.get(name)
+    }
+
+    /// All attributes.
+    pub fn attributes(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.attributes
+    }
+}
+
+/// Why an evaluation served what it served, in the documented evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    /// The key is not in the snapshot: the code default.
+    Default,
+    /// The flag is switched off: its off value, for everyone.
+    Disabled,
+    /// The user's explicit value.
+    Override,
+    /// Targeting rule number `i` matched.
+    Rule(usize),
+    /// The percentage rollout / variant split.
+    Split,
+    /// The flag's global value.
+    Global,
+    /// The stored value does not fit the declared type or bounds: the code default.
+    Invalid,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Default => f.write_str("default"),
+            Reason::Disabled => f.write_str("disabled"),
+            Reason::Override => f.write_str("override"),
+            Reason::Rule(i) => write!(f, "rule {i}"),
+            Reason::Split => f.write_str("split"),
+            Reason::Global => f.write_str("global"),
+            Reason::Invalid => f.write_str("invalid"),
+        }
+    }
+}
+
+/// A value with the reason it was served and the snapshot version it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detail<T> {
+    /// The value.
+    pub value: T,
+    /// Why.
+    pub reason: Reason,
+    /// The snapshot's version.
+    pub version: u64,
+}
+
+/// An application's typed configuration, read as one struct.
+///
+/// ```
+/// use ff_core::{Config, ConfigReader, Flag};
+///
+/// const LEAD_TIME_HOURS: Flag<i64> = Flag::new("LEAD_TIME_HOURS", 24);
+///
+/// #[derive(Debug)]
+/// struct AppConfig { lead_time_hours: i64 }
+///
+/// impl Config for AppConfig {
+///     fn from_flags(flags: &ConfigReader<'_>) -> Self {
+///         AppConfig { lead_time_hours: flags.get(LEAD_TIME_HOURS) }
+///     }
+/// }
+/// ```
+///
+/// It is built at most once per request, and shared by all requests on the same
+/// snapshot whose user has no override of a flag it reads.
+pub trait Config: Send + Sync + 'static {
+    /// Reads the flags this config is made of.
+    fn from_flags(flags: &ConfigReader<'_>) -> Self;
+}
+
+/// Reads flags while a [`Config`] is built, recording which ones it reads.
+pub struct ConfigReader<'a> {
+    snapshot: &'a Snapshot,
+    user: Option<&'a UserOverrides>,
+    touched: RefCell<Vec<u32>>,
+}
+
+impl fmt::Debug for ConfigReader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigReader")
+            .field("version", &self.snapshot.version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigReader<'_> {
+    /// The flag's value for this request.
+    pub fn get<T: FlagType>(&self, flag: Flag<T>) -> T {
+        self.snapshot
+            .evaluate_tracked(&flag, self.user, &mut self.touched.borrow_mut())
+            .value
+    }
+}
+
+fn build<C: Config>(snapshot: &Snapshot, user: Option<&UserOverrides>) -> (C, Vec<u32>) {
+    let reader = ConfigReader {
+        snapshot,
+        user,
+        touched: RefCell::new(Vec::new()),
+    };
+    let config = C::from_flags(&reader);
+    (config, reader.touched.into_inner())
+}
+
+/// One snapshot seen by one [`EvalContext`]: what a request reads flags through.
+///
+/// Cheap to clone (one reference count), so it can follow work into spawned tasks.
+#[derive(Clone)]
+pub struct Evaluator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    snapshot: Arc<Snapshot>,
+    context: EvalContext,
+    user: Option<UserOverrides>,
+    config: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("version", &self.inner.snapshot.version())
+            .field("context", &self.inner.context)
+            .field(
+                "overrides",
+                &self.inner.user.as_ref().map_or(0, UserOverrides::len),
+            )
+            .finish()
+    }
+}
+
+impl Evaluator {
+    /// Binds a snapshot to a context, looking up the user's overrides once.
+    pub fn new(snapshot: Arc<Snapshot>, context: EvalContext) -> Self {
+        let user = context.user_id().and_then(|u| snapshot.user(u));
+        Evaluator {
+            inner: Arc::new(Inner {
+                snapshot,
+                context,
+                user,
+                config: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// An evaluator over an empty snapshot: every read serves the code default.
+    pub fn defaults() -> Self {
+        Self::new(Arc::new(Snapshot::empty()), EvalContext::anonymous())
+    }
+
+    /// The flag's value.
+    pub fn get<T: FlagType>(&self, flag: Flag<T>) -> T {
+        self.detail(flag).value
+    }
+
+    /// The flag's value with the reason and snapshot version.
+    pub fn detail<T: FlagType>(&self, flag: Flag<T>) -> Detail<T> {
+        self.inner
+            .snapshot
+            .evaluate(&flag, self.inner.user.as_ref())
+    }
+
+    /// The typed config, built at most once per evaluator, and shared across
+    /// evaluators on one snapshot when this user overrides none of its flags.
+    pub fn config<C: Config>(&self) -> Arc<C> {
+        if let Some(c) = self
+            .inner
+            .config
+            .get()
+            .and_then(|c| c.clone().downcast::<C>().ok())
+        {
+            return c;
+        }
+        let snapshot = &self.inner.snapshot;
+        let user = self.inner.user.as_ref();
+        let config = match snapshot.shared_config(|| build::<C>(snapshot, None)) {
+            Some((shared, touched)) if user.is_none_or(|u| !u.touches(touched)) => shared,
+            _ => Arc::new(build::<C>(snapshot, user).0),
+        };
+        // Only the first config type read through this evaluator is memoised.
+        let _ = self.inner.config.set(config.clone());
+        config
+    }
+
+    /// The snapshot.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.inner.snapshot
+    }
+
+    /// The context.
+    pub fn context(&self) -> &EvalContext {
+        &self.inner.context
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FlagRecord, OverrideRecord, StoreState};
+    use crate::value::{Schema, Value, ValueType};
+    use time::OffsetDateTime;
+
+    const ON: Flag<bool> = Flag::new("ON", false);
+    const HOURS: Flag<i64> = Flag::new("HOURS", 24).range(0, 100);
+    const MISSING: Flag<i64> = Flag::new("MISSING", 7);
+    const TYPO: Flag<String> = Flag::new("HOURS", "x");
+
+    fn record(key: &str, value: Value, enabled: bool) -> FlagRecord {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        FlagRecord {
+            key: key.into(),
+            value_type: value.value_type(),
+            off_value: match value {
+                Value::Bool(_) => Value::Bool(false),
+                ref v => v.clone(),
+            },
+            value,
+            enabled,
+            description: String::new(),
+            schema: Schema::default(),
+            archived: false,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn snapshot(on_enabled: bool) -> Arc<Snapshot> {
+        Arc::new(Snapshot::from_state(&StoreState {
+            seq: 9,
+            flags: vec![
+                record("ON", Value::Bool(true), on_enabled),
+                record("HOURS", Value::Int(24), true),
+            ],
+            overrides: vec![
+                OverrideRecord {
+                    key: "ON".into(),
+                    user_id: "tester".into(),
+                    value: true.into(),
+                },
+                OverrideRecord {
+                    key: "HOURS".into(),
+                    user_id: "tester".into(),
+                    value: 0.into(),
+                },
+                OverrideRecord {
+                    key: "HOURS".into(),
+                    user_id: "bad".into(),
+                    value: 500.into(),
+                },
+            ],
+        }))
+    }
+
+    #[derive(Debug)]
+    struct Cfg {
+        hours: i64,
+    }
+    impl Config for Cfg {
+        fn from_flags(f: &ConfigReader<'_>) -> Self {
+            Cfg {
+                hours: f.get(HOURS),
+            }
+        }
+    }
+
+    #[test]
+    fn evaluation_order() {
+        let s = snapshot(true);
+        let anon = Evaluator::new(s.clone(), EvalContext::anonymous());
+        assert_eq!(
+            anon.detail(ON),
+            Detail {
+                value: true,
+                reason: Reason::Global,
+                version: 9
+            }
+        );
+        assert_eq!(anon.detail(MISSING).reason, Reason::Default);
+        assert_eq!(anon.get(MISSING), 7);
+        let tester = Evaluator::new(s.clone(), EvalContext::user("tester"));
+        assert_eq!(
+            tester.detail(HOURS),
+            Detail {
+                value: 0,
+                reason: Reason::Override,
+                version: 9
+            }
+        );
+        // Out of the declared bounds: the code default, reason Invalid.
+        let bad = Evaluator::new(s.clone(), EvalContext::user("bad"));
+        assert_eq!(
+            bad.detail(HOURS),
+            Detail {
+                value: 24,
+                reason: Reason::Invalid,
+                version: 9
+            }
+        );
+        // Declared with another type in code.
+        assert_eq!(
+            anon.detail(TYPO),
+            Detail {
+                value: "x".to_owned(),
+                reason: Reason::Invalid,
+                version: 9
+            }
+        );
+    }
+
+    #[test]
+    fn kill_switch_beats_override() {
+        let s = snapshot(false);
+        let tester = Evaluator::new(s, EvalContext::user("tester"));
+        assert_eq!(tester.detail(ON).value, false);
+        assert_eq!(tester.detail(ON).reason, Reason::Disabled);
+    }
+
+    #[test]
+    fn config_is_shared_unless_overridden() {
+        let s = snapshot(true);
+        let a = Evaluator::new(s.clone(), EvalContext::user("someone")).config::<Cfg>();
+        let b = Evaluator::new(s.clone(), EvalContext::anonymous()).config::<Cfg>();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "users without overrides share one config"
+        );
+        assert_eq!(a.hours, 24);
+        let tester = Evaluator::new(s.clone(), EvalContext::user("tester"));
+        let t1 = tester.config::<Cfg>();
+        assert_eq!(t1.hours, 0);
+        assert!(!Arc::ptr_eq(&t1, &a));
+        assert!(
+            Arc::ptr_eq(&t1, &tester.config::<Cfg>()),
+            "memoised per evaluator"
+        );
+        // A new snapshot builds a new shared config.
+        let c = Evaluator::new(snapshot(true), EvalContext::anonymous()).config::<Cfg>();
+        assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn defaults_evaluator() {
+        let e = Evaluator::defaults();
+        assert_eq!(e.get(HOURS), 24);
+        assert_eq!(e.config::<Cfg>().hours, 24);
+        let _ = ValueType::Bool;
+    }
+}

@@ -1,0 +1,280 @@
+//! Typed flag keys declared in code, and their type-erased declarations.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+use crate::value::{FlagType, Schema, Value, ValueType};
+
+/// Longest allowed flag key.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// A typed flag (or config setting) declared once in code.
+///
+/// The declaration is the schema: its type and bounds are synced into the
+/// store, and writes that do not fit are refused.
+///
+/// ```
+/// use ff_core::Flag;
+///
+/// pub const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false)
+///     .description("The redesigned checkout flow");
+/// pub const LEAD_TIME_HOURS: Flag<i64> = Flag::new("LEAD_TIME_HOURS", 24)
+///     .range(0, 24 * 365)
+///     .description("Minimum hours between booking and start");
+/// pub const THEME: Flag<String> = Flag::new("THEME", "light").one_of(&["light", "dark"]);
+/// ```
+pub struct Flag<T: FlagType> {
+    key: &'static str,
+    default: T::Decl,
+    description: &'static str,
+    min: Option<T::Decl>,
+    max: Option<T::Decl>,
+    allowed: &'static [T::Decl],
+}
+
+impl<T: FlagType> Clone for Flag<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: FlagType> Copy for Flag<T> {}
+
+impl<T: FlagType> fmt::Debug for Flag<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flag")
+            .field("key", &self.key)
+            .field("type", &T::TYPE)
+            .field("default", &T::decl_value(self.default))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: FlagType> Flag<T> {
+    /// Declares a flag with its key and code default.
+    pub const fn new(key: &'static str, default: T::Decl) -> Self {
+        Flag {
+            key,
+            default,
+            description: "",
+            min: None,
+            max: None,
+            allowed: &[],
+        }
+    }
+
+    /// A human description, synced into the store.
+    pub const fn description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
+    }
+
+    /// Inclusive numeric bounds (meaningful for `i64` and `f64` flags).
+    pub const fn range(mut self, min: T::Decl, max: T::Decl) -> Self {
+        self.min = Some(min);
+        self.max = Some(max);
+        self
+    }
+
+    /// Inclusive lower bound.
+    pub const fn min(mut self, min: T::Decl) -> Self {
+        self.min = Some(min);
+        self
+    }
+
+    /// Inclusive upper bound.
+    pub const fn max(mut self, max: T::Decl) -> Self {
+        self.max = Some(max);
+        self
+    }
+
+    /// The only values allowed.
+    pub const fn one_of(mut self, allowed: &'static [T::Decl]) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
+    /// The key.
+    pub const fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The code default, materialised.
+    pub fn default_value(&self) -> T {
+        T::from_decl(self.default)
+    }
+
+    /// Whether `value` fits the declared bounds.
+    pub fn accepts(&self, value: &T) -> bool {
+        value.within(self.min, self.max, self.allowed)
+    }
+
+    /// The type-erased declaration, for syncing into the store.
+    pub fn decl(&self) -> FlagDecl {
+        let number = |d: T::Decl| match T::decl_value(d) {
+            Value::Int(i) => Some(serde_json::Number::from(i)),
+            Value::Float(f) => serde_json::Number::from_f64(f),
+            _ => None,
+        };
+        FlagDecl {
+            key: self.key.to_owned(),
+            value_type: T::TYPE,
+            default: T::decl_value(self.default),
+            description: self.description.to_owned(),
+            schema: Schema {
+                min: self.min.and_then(number),
+                max: self.max.and_then(number),
+                allowed: self
+                    .allowed
+                    .iter()
+                    .map(|a| T::decl_value(*a).to_json())
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl<T: FlagType> From<Flag<T>> for FlagDecl {
+    fn from(flag: Flag<T>) -> Self {
+        flag.decl()
+    }
+}
+
+/// A flag declaration without its Rust type: what gets synced into the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlagDecl {
+    /// The key.
+    pub key: String,
+    /// The value type.
+    pub value_type: ValueType,
+    /// The code default.
+    pub default: Value,
+    /// Human description.
+    pub description: String,
+    /// Bounds.
+    pub schema: Schema,
+}
+
+impl FlagDecl {
+    /// Checks the key, the bounds and that the default fits them.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        validate_key(&self.key)?;
+        self.schema.check_self(self.value_type)?;
+        if self.value_type == ValueType::Json && self.default.to_json().is_null() {
+            return Err(ValidationError::BadSchema(
+                "the JSON default is not valid JSON (or is null)".into(),
+            ));
+        }
+        self.schema.check(&self.default)
+    }
+}
+
+/// What a store keeps for a flag besides its value, as sent by clients.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct FlagDef {
+    /// The key.
+    pub key: String,
+    /// The value type.
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+    /// The initial value (JSON of the flag's type).
+    pub value: serde_json::Value,
+    /// Whether the flag is on; off serves the off value to everyone.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Value served while the flag is off; defaults to `false` for booleans
+    /// and to `value` for other types.
+    #[serde(default)]
+    pub off_value: Option<serde_json::Value>,
+    /// Human description.
+    #[serde(default)]
+    pub description: String,
+    /// Bounds.
+    #[serde(default)]
+    pub schema: Schema,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<&FlagDecl> for FlagDef {
+    fn from(d: &FlagDecl) -> Self {
+        FlagDef {
+            key: d.key.clone(),
+            value_type: d.value_type,
+            value: d.default.to_json(),
+            enabled: true,
+            off_value: None,
+            description: d.description.clone(),
+            schema: d.schema.clone(),
+        }
+    }
+}
+
+/// Checks a flag key: 1 to 128 characters of `A-Z a-z 0-9 _ - .`.
+pub fn validate_key(key: &str) -> Result<(), ValidationError> {
+    let problem = if key.is_empty() {
+        "is empty"
+    } else if key.len() > MAX_KEY_LEN {
+        "is longer than 128 characters"
+    } else if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        "may only contain letters, digits, '_', '-' and '.'"
+    } else {
+        return Ok(());
+    };
+    Err(ValidationError::BadKey {
+        key: key.to_owned(),
+        problem,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: Flag<f64> = Flag::new("RATE", 60.0)
+        .range(1.0, 500.0)
+        .description("rate");
+    const THEME: Flag<String> = Flag::new("THEME", "light").one_of(&["light", "dark"]);
+    const DOC: Flag<serde_json::Value> = Flag::new("DOC", r#"{"a": 1}"#);
+    const BROKEN: Flag<serde_json::Value> = Flag::new("BROKEN", "{nope");
+
+    #[test]
+    fn declarations_carry_schema() {
+        let d = RATE.decl();
+        assert_eq!(d.value_type, ValueType::Float);
+        assert_eq!(d.default, Value::Float(60.0));
+        assert_eq!(d.schema.min.as_ref().and_then(|n| n.as_f64()), Some(1.0));
+        assert_eq!(d.description, "rate");
+        assert!(d.validate().is_ok());
+        assert_eq!(
+            THEME.decl().schema.allowed,
+            vec![serde_json::json!("light"), serde_json::json!("dark")]
+        );
+        assert_eq!(DOC.default_value(), serde_json::json!({"a": 1}));
+        assert!(BROKEN.decl().validate().is_err());
+    }
+
+    #[test]
+    fn accepts_checks_bounds() {
+        assert!(RATE.accepts(&1.0));
+        assert!(!RATE.accepts(&0.5));
+        assert!(THEME.accepts(&"dark".to_owned()));
+        assert!(!THEME.accepts(&"blue".to_owned()));
+    }
+
+    #[test]
+    fn keys() {
+        assert!(validate_key("NEW_CHECKOUT").is_ok());
+        assert!(validate_key("a.b-c_1").is_ok());
+        assert!(validate_key("").is_err());
+        assert!(validate_key("has space").is_err());
+        assert!(validate_key(&"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! ff-core: typed feature flags and dynamic config — model, evaluation, snapshots,
+//! stores (memory, SQLite, PostgreSQL) and the refreshing [`Source`]. No HTTP.
+//!
+//! Evaluation order for one flag and one request:
+//! 1. key not in the snapshot: the code default ([`Reason::Default`]);
+//! 2. flag switched off: its off value, for everyone ([`Reason::Disabled`]);
+//! 3. the user's explicit value ([`Reason::Override`]);
+//! 4. targeting rules ([`Reason::Rule`]) and 5. splits ([`Reason::Split`]) — reserved;
+//! 6. the global value ([`Reason::Global`]).
+//!
+//! A stored value that does not fit the declared type or bounds serves the code
+//! default with [`Reason::Invalid`]. Evaluation never panics and never errors.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod eval;
+mod flag;
+mod model;
+mod snapshot;
+mod source;
+mod store;
+#[cfg(feature = "test-util")]
+mod test_util;
+mod value;
+
+pub use error::{StoreError, ValidationError};
+pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
+pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
+pub use model::{
+    Action, Change, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, StoreState, validate_user_id,
+};
+pub use snapshot::{ApplyError, Snapshot, UserOverrides};
+pub use source::{Origin, Source, SourceBuilder, Status};
+pub use store::{FlagPatch, MemoryStore, Mutation, SYNC_ACTOR, Store, SyncReport, Write, sync};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use store::{PoolConfig, SqlStore, redact};
+#[cfg(feature = "test-util")]
+pub use test_util::{SnapshotBuilder, TestFlags};
+pub use value::{FlagType, Schema, Value, ValueType};

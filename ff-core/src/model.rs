@@ -1,0 +1,216 @@
+//! What the store holds: flag records, per-user overrides and change rows.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::error::ValidationError;
+use crate::value::{Schema, Value, ValueType};
+
+/// Longest allowed user id.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// The stored state of one flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FlagRecordRepr", into = "FlagRecordRepr")]
+pub struct FlagRecord {
+    /// The key.
+    pub key: String,
+    /// The value type.
+    pub value_type: ValueType,
+    /// The global value.
+    pub value: Value,
+    /// The on/off switch: off serves `off_value` to everyone, overrides included.
+    pub enabled: bool,
+    /// What an off flag serves.
+    pub off_value: Value,
+    /// Human description.
+    pub description: String,
+    /// Bounds every value must respect.
+    pub schema: Schema,
+    /// Archived flags are kept for the audit log but not served.
+    pub archived: bool,
+    /// Incremented by every change to the flag itself (not its overrides).
+    pub version: u64,
+    /// When the flag was created.
+    pub created_at: OffsetDateTime,
+    /// When the flag was last changed.
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FlagRecordRepr {
+    key: String,
+    #[serde(rename = "type")]
+    value_type: ValueType,
+    value: serde_json::Value,
+    enabled: bool,
+    off_value: serde_json::Value,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    schema: Schema,
+    #[serde(default)]
+    archived: bool,
+    version: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl TryFrom<FlagRecordRepr> for FlagRecord {
+    type Error = ValidationError;
+    fn try_from(r: FlagRecordRepr) -> Result<Self, Self::Error> {
+        Ok(FlagRecord {
+            value: Value::from_json(r.value_type, &r.value)?,
+            off_value: Value::from_json(r.value_type, &r.off_value)?,
+            key: r.key,
+            value_type: r.value_type,
+            enabled: r.enabled,
+            description: r.description,
+            schema: r.schema,
+            archived: r.archived,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+impl From<FlagRecord> for FlagRecordRepr {
+    fn from(r: FlagRecord) -> Self {
+        FlagRecordRepr {
+            value: r.value.to_json(),
+            off_value: r.off_value.to_json(),
+            key: r.key,
+            value_type: r.value_type,
+            enabled: r.enabled,
+            description: r.description,
+            schema: r.schema,
+            archived: r.archived,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// One user's explicit value for one flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideRecord {
+    /// The flag.
+    pub key: String,
+    /// The user.
+    pub user_id: String,
+    /// The value, as JSON of the flag's type.
+    pub value: serde_json::Value,
+}
+
+/// Everything a snapshot is built from: live flags, their overrides, and the
+/// sequence number of the last change included.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreState {
+    /// Sequence number of the last change this state includes.
+    pub seq: u64,
+    /// Flags that are not archived.
+    pub flags: Vec<FlagRecord>,
+    /// Overrides of those flags.
+    pub overrides: Vec<OverrideRecord>,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Action {
+    /// A flag was created (`after` is the record).
+    #[serde(rename = "flag.create")]
+    FlagCreate,
+    /// A flag was changed (`before` and `after` are records).
+    #[serde(rename = "flag.update")]
+    FlagUpdate,
+    /// A flag was archived (`before` is the record).
+    #[serde(rename = "flag.archive")]
+    FlagArchive,
+    /// A user's override was set (`after` is the value).
+    #[serde(rename = "override.set")]
+    OverrideSet,
+    /// A user's override was removed (`before` is the value).
+    #[serde(rename = "override.delete")]
+    OverrideDelete,
+}
+
+impl Action {
+    /// The name stored in the change log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::FlagCreate => "flag.create",
+            Action::FlagUpdate => "flag.update",
+            Action::FlagArchive => "flag.archive",
+            Action::OverrideSet => "override.set",
+            Action::OverrideDelete => "override.delete",
+        }
+    }
+
+    /// Parses [`Action::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "flag.create" => Action::FlagCreate,
+            "flag.update" => Action::FlagUpdate,
+            "flag.archive" => Action::FlagArchive,
+            "override.set" => Action::OverrideSet,
+            "override.delete" => Action::OverrideDelete,
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the change log, which is also the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Position in the log: gap-free and in commit order.
+    pub seq: u64,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Who wrote it.
+    pub actor: String,
+    /// What it did.
+    pub action: Action,
+    /// The flag.
+    pub key: String,
+    /// The user, for override changes.
+    pub subject: Option<String>,
+    /// The state before (record or value), if any.
+    pub before: Option<serde_json::Value>,
+    /// The state after (record or value), if any.
+    pub after: Option<serde_json::Value>,
+    /// Why, as given by the writer.
+    pub reason: Option<String>,
+}
+
+/// Checks a user id: non-empty, at most 256 bytes.
+pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
+    if user_id.trim().is_empty() {
+        Err(ValidationError::BadUserId("is empty"))
+    } else if user_id.len() > MAX_USER_ID_LEN {
+        Err(ValidationError::BadUserId("is longer than 256 bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch, as stored in the database.
+pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`to_millis`].
+pub(crate) fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Now, truncated to the milliseconds the store keeps.
+pub(crate) fn now() -> OffsetDateTime {
+    from_millis(to_millis(OffsetDateTime::now_utc()))
+}

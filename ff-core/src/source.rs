@@ -1,0 +1,538 @@
+//! `Source`: owns the current snapshot and keeps it fresh from a store.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::error::StoreError;
+use crate::flag::FlagDecl;
+use crate::model::StoreState;
+use crate::snapshot::Snapshot;
+use crate::store::{Store, SyncReport, sync};
+
+/// Most changes read per round trip while catching up.
+const CHANGE_BATCH: u32 = 1000;
+const SNAPSHOT_FORMAT: &str = "ff-snapshot/1";
+
+/// The current flag snapshot, kept fresh by a background task.
+///
+/// Clones share one snapshot and one task; the task stops when the last clone is dropped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ff_core::StoreError> {
+/// use ff_core::{Flag, Source, SqlStore};
+/// const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
+///
+/// let store = SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?;
+/// let source = Source::builder(store).declare([NEW_CHECKOUT.decl()]).start().await;
+/// let snapshot = source.snapshot();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Source {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    status: watch::Sender<Status>,
+    nudge: Notify,
+    sync_report: Mutex<Option<SyncReport>>,
+}
+
+/// Where the current snapshot came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Nothing loaded yet: code defaults.
+    Defaults,
+    /// The snapshot saved on disk by an earlier run.
+    SavedFile,
+    /// The store.
+    Store,
+    /// Set directly (tests, fixed snapshots).
+    Manual,
+}
+
+/// How fresh the served snapshot is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// Where the snapshot came from.
+    pub origin: Origin,
+    /// The snapshot's version.
+    pub version: u64,
+    /// When the store last answered (a load, a poll or a change).
+    pub last_success: Option<Instant>,
+    /// The last error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Consecutive failed attempts.
+    pub failures: u32,
+}
+
+impl Status {
+    /// Whether the snapshot may be out of date: not loaded from the store yet, or
+    /// the last attempt to reach it failed.
+    pub fn is_stale(&self) -> bool {
+        self.origin != Origin::Manual && (self.origin != Origin::Store || self.last_error.is_some())
+    }
+
+    /// Time since the store last answered; `None` if it never has.
+    pub fn age(&self) -> Option<Duration> {
+        self.last_success.map(|t| t.elapsed())
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("status", &*self.inner.shared.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts a [`Source`].
+#[derive(Debug)]
+pub struct SourceBuilder {
+    store: Arc<dyn Store>,
+    decls: Vec<FlagDecl>,
+    snapshot_file: Option<PathBuf>,
+    startup_timeout: Duration,
+    poll_interval: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+}
+
+impl SourceBuilder {
+    /// Declarations to sync into the store on start (missing keys are created
+    /// with their code defaults; undeclared keys are reported, never deleted).
+    pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
+        self.decls.extend(decls);
+        self
+    }
+
+    /// Saves every new snapshot to `path`, and serves it at start while the store is unreachable.
+    pub fn snapshot_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.snapshot_file = Some(path.into());
+        self
+    }
+
+    /// How long [`start`](Self::start) waits for the first load before serving
+    /// defaults (or the saved snapshot). Default 5 s.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// How often the store is polled for changes it did not signal. Default 500 ms.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Bounds of the exponential backoff while the store is unreachable. Default 100 ms to 30 s.
+    pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_min = min;
+        self.retry_max = max.max(min);
+        self
+    }
+
+    /// Starts the background task and waits (at most the startup timeout) for the
+    /// first load. Never fails: an unreachable store means code defaults (or the
+    /// saved snapshot) are served while the task keeps retrying.
+    pub async fn start(self) -> Source {
+        let (initial, origin) = match self.snapshot_file.as_deref().and_then(read_snapshot_file) {
+            Some(s) => (s, Origin::SavedFile),
+            None => (Snapshot::empty(), Origin::Defaults),
+        };
+        let shared = Arc::new(Shared {
+            status: watch::Sender::new(Status {
+                origin,
+                version: initial.version(),
+                last_success: None,
+                last_error: None,
+                failures: 0,
+            }),
+            current: ArcSwap::from_pointee(initial),
+            nudge: Notify::new(),
+            sync_report: Mutex::new(None),
+        });
+        let mut status = shared.status.subscribe();
+        let startup_timeout = self.startup_timeout;
+        let task = tokio::spawn(run(shared.clone(), self));
+        let timeout = tokio::time::sleep(startup_timeout);
+        tokio::pin!(timeout);
+        loop {
+            if status.borrow_and_update().origin == Origin::Store {
+                break;
+            }
+            tokio::select! {
+                _ = &mut timeout => {
+                    tracing::warn!("ff: flag store not loaded within the startup timeout; serving defaults meanwhile");
+                    break;
+                }
+                r = status.changed() => if r.is_err() { break },
+            }
+        }
+        Source {
+            inner: Arc::new(Inner {
+                shared,
+                task: Some(task.abort_handle()),
+            }),
+        }
+    }
+}
+
+impl Source {
+    /// A builder for a source fed by `store`.
+    pub fn builder(store: impl Store) -> SourceBuilder {
+        Self::builder_arc(Arc::new(store))
+    }
+
+    /// Like [`Source::builder`], for a shared store.
+    pub fn builder_arc(store: Arc<dyn Store>) -> SourceBuilder {
+        SourceBuilder {
+            store,
+            decls: Vec::new(),
+            snapshot_file: None,
+            startup_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(500),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+
+    /// A source that always serves `snapshot` (no store, no task).
+    pub fn fixed(snapshot: Snapshot) -> Self {
+        let shared = Arc::new(Shared {
+            status: watch::Sender::new(Status {
+                origin: Origin::Manual,
+                version: snapshot.version(),
+                last_success: None,
+                last_error: None,
+                failures: 0,
+            }),
+            current: ArcSwap::from_pointee(snapshot),
+            nudge: Notify::new(),
+            sync_report: Mutex::new(None),
+        });
+        Source {
+            inner: Arc::new(Inner { shared, task: None }),
+        }
+    }
+
+    /// The current snapshot. Lock-free; what the layer calls once per request.
+    #[inline]
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.shared.current.load_full()
+    }
+
+    /// How fresh the snapshot is.
+    pub fn status(&self) -> Status {
+        self.inner.shared.status.borrow().clone()
+    }
+
+    /// Follows status changes (new versions, errors).
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.inner.shared.status.subscribe()
+    }
+
+    /// Waits until the snapshot's version is at least `version`; false on timeout.
+    pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.version >= version))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Asks the background task to check the store now rather than at the next poll.
+    pub fn refresh_soon(&self) {
+        self.inner.shared.nudge.notify_one();
+    }
+
+    /// What syncing the declarations found, once it has run.
+    pub fn sync_report(&self) -> Option<SyncReport> {
+        self.inner
+            .shared
+            .sync_report
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+    }
+
+    /// Replaces the snapshot (sources without a store: tests, fixed snapshots).
+    pub(crate) fn replace(&self, snapshot: Snapshot) {
+        let version = snapshot.version();
+        self.inner.shared.current.store(Arc::new(snapshot));
+        self.inner.shared.status.send_modify(|s| {
+            s.version = version;
+            s.origin = Origin::Manual;
+        });
+    }
+}
+
+impl Shared {
+    fn install(&self, snapshot: Snapshot) {
+        let version = snapshot.version();
+        self.current.store(Arc::new(snapshot));
+        self.status.send_modify(|s| {
+            s.origin = Origin::Store;
+            s.version = version;
+        });
+    }
+
+    fn succeeded(&self) {
+        self.status.send_if_modified(|s| {
+            let changed = s.last_error.is_some();
+            if changed {
+                tracing::info!(
+                    after_failures = s.failures,
+                    "ff: flag store reachable again"
+                );
+            }
+            s.last_success = Some(Instant::now());
+            s.last_error = None;
+            s.failures = 0;
+            changed
+        });
+    }
+
+    fn failed(&self, error: &StoreError) {
+        self.status.send_modify(|s| {
+            if s.failures == 0 {
+                tracing::warn!(error = %error, version = s.version, "ff: cannot refresh flags; serving the last good snapshot");
+            } else {
+                tracing::debug!(error = %error, failures = s.failures, "ff: flag store still unreachable");
+            }
+            s.failures = s.failures.saturating_add(1);
+            s.last_error = Some(error.to_string());
+        });
+    }
+}
+
+async fn run(shared: Arc<Shared>, config: SourceBuilder) {
+    let store = config.store.clone();
+    let mut signal = store.subscribe();
+    let mut backoff = config.retry_min;
+    // Start: sync declarations, then load everything.
+    loop {
+        match initial_load(&*store, &config.decls).await {
+            Ok((state, report)) => {
+                log_sync(&report);
+                if let Ok(mut r) = shared.sync_report.lock() {
+                    *r = Some(report);
+                }
+                let snapshot = Snapshot::from_state(&state);
+                tracing::info!(
+                    version = snapshot.version(),
+                    flags = snapshot.len(),
+                    "ff: flags loaded"
+                );
+                shared.install(snapshot);
+                shared.succeeded();
+                save(&config.snapshot_file, &shared).await;
+                break;
+            }
+            Err(e) => {
+                shared.failed(&e);
+                sleep_or_nudge(&shared, jitter(backoff)).await;
+                backoff = (backoff * 2).min(config.retry_max);
+            }
+        }
+    }
+    backoff = config.poll_interval;
+    loop {
+        let healthy = shared.status.borrow().last_error.is_none();
+        let wait = if healthy {
+            config.poll_interval
+        } else {
+            jitter(backoff)
+        };
+        tokio::select! {
+            r = signal.changed(), if healthy => {
+                if r.is_err() {
+                    // The store dropped its signal: polling alone from here on.
+                    signal = watch::channel(0).1;
+                }
+            }
+            _ = shared.nudge.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match refresh(&*store, &shared).await {
+            Ok(changed) => {
+                shared.succeeded();
+                backoff = config.poll_interval;
+                if changed {
+                    save(&config.snapshot_file, &shared).await;
+                }
+            }
+            Err(e) => {
+                shared.failed(&e);
+                backoff = (backoff * 2).clamp(config.retry_min, config.retry_max);
+            }
+        }
+    }
+}
+
+async fn initial_load(
+    store: &dyn Store,
+    decls: &[FlagDecl],
+) -> Result<(StoreState, SyncReport), StoreError> {
+    let report = if decls.is_empty() {
+        SyncReport::default()
+    } else {
+        sync(store, decls).await?
+    };
+    Ok((store.load().await?, report))
+}
+
+fn log_sync(report: &SyncReport) {
+    if !report.created.is_empty() {
+        tracing::info!(keys = ?report.created, "ff: created declared flags with their code defaults");
+    }
+    if !report.updated.is_empty() {
+        tracing::info!(keys = ?report.updated, "ff: updated flag descriptions/bounds from code");
+    }
+    if !report.undeclared.is_empty() {
+        tracing::warn!(keys = ?report.undeclared, "ff: flags in the store that code does not declare (not deleted)");
+    }
+    if !report.archived.is_empty() {
+        tracing::warn!(keys = ?report.archived, "ff: declared flags are archived in the store; serving code defaults");
+    }
+    if !report.type_conflicts.is_empty() {
+        tracing::warn!(keys = ?report.type_conflicts, "ff: stored type differs from the declaration; serving code defaults");
+    }
+    for (key, problem) in &report.problems {
+        tracing::warn!(flag = %key, problem = %problem, "ff: declaration problem");
+    }
+}
+
+/// Brings the snapshot up to date; `Ok(true)` if it changed.
+async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError> {
+    let mut changed = false;
+    loop {
+        let current = shared.current.load_full();
+        let latest = store.latest_seq().await?;
+        if latest == current.version() && shared.status.borrow().origin == Origin::Store {
+            return Ok(changed);
+        }
+        if latest < current.version() || shared.status.borrow().origin != Origin::Store {
+            // The store was reset or replaced, or we serve a saved file: start over.
+            full_reload(store, shared).await?;
+            return Ok(true);
+        }
+        let changes = store.changes_since(current.version(), CHANGE_BATCH).await?;
+        match current.apply(&changes) {
+            Ok(next) if next.version() > current.version() => {
+                tracing::debug!(
+                    from = current.version(),
+                    to = next.version(),
+                    "ff: applied flag changes"
+                );
+                shared.install(next);
+                changed = true;
+            }
+            Ok(_) => return Ok(changed),
+            Err(e) => {
+                tracing::info!(error = %e, "ff: cannot apply changes incrementally; reloading all flags");
+                full_reload(store, shared).await?;
+                return Ok(true);
+            }
+        }
+    }
+}
+
+async fn full_reload(store: &dyn Store, shared: &Shared) -> Result<(), StoreError> {
+    let state = store.load().await?;
+    shared.install(Snapshot::from_state(&state));
+    Ok(())
+}
+
+async fn sleep_or_nudge(shared: &Shared, d: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shared.nudge.notified() => {}
+    }
+}
+
+/// Spreads retries of many instances over time (±25 %), without a random-number crate.
+fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(factor)
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    format: String,
+    state: StoreState,
+}
+
+/// Reads a saved snapshot; `None` (with a warning) if missing, unreadable or corrupt.
+fn read_snapshot_file(path: &Path) -> Option<Snapshot> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ff: cannot read the saved snapshot; ignoring it");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<SnapshotFile>(&bytes) {
+        Ok(f) if f.format == SNAPSHOT_FORMAT => {
+            tracing::info!(path = %path.display(), version = f.state.seq, "ff: serving the saved snapshot until the store answers");
+            Some(Snapshot::from_state(&f.state))
+        }
+        Ok(f) => {
+            tracing::warn!(path = %path.display(), format = %f.format, "ff: saved snapshot has an unknown format; ignoring it");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ff: saved snapshot is corrupt; ignoring it");
+            None
+        }
+    }
+}
+
+async fn save(path: &Option<PathBuf>, shared: &Shared) {
+    let Some(path) = path.clone() else { return };
+    let state = shared.current.load().to_state();
+    let result = tokio::task::spawn_blocking(move || write_snapshot_file(&path, state)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "ff: cannot save the snapshot file"),
+        Err(e) => tracing::warn!(error = %e, "ff: snapshot save task failed"),
+    }
+}
+
+/// Writes atomically (temporary file, then rename) so a crash never leaves half a file.
+fn write_snapshot_file(path: &Path, state: StoreState) -> std::io::Result<()> {
+    let file = SnapshotFile {
+        format: SNAPSHOT_FORMAT.to_owned(),
+        state,
+    };
+    let json = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

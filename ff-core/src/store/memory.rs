@@ -1,0 +1,155 @@
+//! An in-memory store: for tests and single-process demos. Nothing survives a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use super::{Plan, Store, Write, plan};
+use crate::error::StoreError;
+use crate::model::{Change, FlagRecord, OverrideRecord, StoreState, now};
+
+/// A store in process memory. Clones share the same data.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    data: Mutex<Data>,
+    signal: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    flags: BTreeMap<String, FlagRecord>,
+    overrides: BTreeMap<(String, String), serde_json::Value>,
+    changes: Vec<Change>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Arc::new(Inner {
+                data: Mutex::default(),
+                signal: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        // A panic while holding the lock cannot leave `Data` half-written: every
+        // write is computed first and applied with infallible inserts.
+        self.inner.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        let d = self.data();
+        let flags: Vec<FlagRecord> = d.flags.values().filter(|f| !f.archived).cloned().collect();
+        let overrides = d
+            .overrides
+            .iter()
+            .filter(|((k, _), _)| d.flags.get(k).is_some_and(|f| !f.archived))
+            .map(|((key, user_id), value)| OverrideRecord {
+                key: key.clone(),
+                user_id: user_id.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        Ok(StoreState {
+            seq: d.changes.len() as u64,
+            flags,
+            overrides,
+        })
+    }
+
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        Ok(self.data().flags.values().cloned().collect())
+    }
+
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        Ok(self.data().flags.get(key).cloned())
+    }
+
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        let d = self.data();
+        Ok(d.overrides
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((key, user_id), value)| OverrideRecord {
+                key: key.clone(),
+                user_id: user_id.clone(),
+                value: value.clone(),
+            })
+            .collect())
+    }
+
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let d = self.data();
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(d.changes.len());
+        Ok(d.changes[start..]
+            .iter()
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.data().changes.len() as u64)
+    }
+
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        let change = {
+            let mut d = self.data();
+            let key = write.mutation.key().to_owned();
+            let okey = write
+                .mutation
+                .user_id()
+                .map(|u| (key.clone(), u.to_owned()));
+            let current_override = okey.as_ref().and_then(|k| d.overrides.get(k));
+            let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())?
+            else {
+                return Ok(None);
+            };
+            let change = plan.change(d.changes.len() as u64 + 1, now(), &write);
+            match plan {
+                Plan::PutFlag { record, .. } => {
+                    d.flags.insert(key, record);
+                }
+                Plan::PutOverride {
+                    key,
+                    user_id,
+                    value,
+                    ..
+                } => {
+                    d.overrides.insert((key, user_id), value);
+                }
+                Plan::DeleteOverride { key, user_id, .. } => {
+                    d.overrides.remove(&(key, user_id));
+                }
+            }
+            d.changes.push(change.clone());
+            change
+        };
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(Some(change))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.signal.subscribe()
+    }
+}

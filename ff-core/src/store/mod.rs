@@ -1,0 +1,528 @@
+//! The `Store` trait, the mutations it accepts, and the logic every backend shares.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::error::{StoreError, ValidationError};
+use crate::flag::{FlagDecl, FlagDef, validate_key};
+use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, validate_user_id};
+use crate::value::{Schema, Value, ValueType};
+
+mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+
+pub use memory::MemoryStore;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::{PoolConfig, SqlStore, redact};
+
+/// A change to make, with who makes it and why.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// What to change.
+    pub mutation: Mutation,
+    /// Who: recorded as the change's actor.
+    pub actor: String,
+    /// Why: recorded in the change row.
+    pub reason: Option<String>,
+}
+
+impl Write {
+    /// A write by `actor` with no reason.
+    pub fn new(actor: impl Into<String>, mutation: Mutation) -> Self {
+        Write {
+            mutation,
+            actor: actor.into(),
+            reason: None,
+        }
+    }
+
+    /// Adds the reason recorded in the change log.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Every change a store accepts. Each one is validated against the flag's
+/// stored schema and written together with its change row, or not at all.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Mutation {
+    /// Creates a flag; with `if_missing`, an existing key is left alone (no change row).
+    CreateFlag {
+        /// The flag.
+        def: FlagDef,
+        /// Do nothing if the key exists (sync on start).
+        if_missing: bool,
+    },
+    /// Changes fields of a flag; fields left `None` stay.
+    UpdateFlag {
+        /// The flag.
+        key: String,
+        /// What to change.
+        patch: FlagPatch,
+        /// The version the change is based on; a different current version is a conflict.
+        expected_version: Option<u64>,
+    },
+    /// Archives a flag: it is no longer served, and its history stays.
+    ArchiveFlag {
+        /// The flag.
+        key: String,
+        /// The version the change is based on.
+        expected_version: Option<u64>,
+    },
+    /// Sets one user's value for a flag.
+    SetOverride {
+        /// The flag.
+        key: String,
+        /// The user.
+        user_id: String,
+        /// The value, JSON of the flag's type.
+        value: serde_json::Value,
+    },
+    /// Removes one user's value for a flag (no change row if there was none).
+    DeleteOverride {
+        /// The flag.
+        key: String,
+        /// The user.
+        user_id: String,
+    },
+}
+
+impl Mutation {
+    /// Sets a flag's global value.
+    pub fn set_value(key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        Mutation::UpdateFlag {
+            key: key.into(),
+            patch: FlagPatch {
+                value: Some(value.into()),
+                ..FlagPatch::default()
+            },
+            expected_version: None,
+        }
+    }
+
+    /// Turns a flag on or off (the kill switch).
+    pub fn set_enabled(key: impl Into<String>, enabled: bool) -> Self {
+        Mutation::UpdateFlag {
+            key: key.into(),
+            patch: FlagPatch {
+                enabled: Some(enabled),
+                ..FlagPatch::default()
+            },
+            expected_version: None,
+        }
+    }
+
+    /// Sets one user's value.
+    pub fn set_override(
+        key: impl Into<String>,
+        user_id: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        Mutation::SetOverride {
+            key: key.into(),
+            user_id: user_id.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Removes one user's value.
+    pub fn delete_override(key: impl Into<String>, user_id: impl Into<String>) -> Self {
+        Mutation::DeleteOverride {
+            key: key.into(),
+            user_id: user_id.into(),
+        }
+    }
+
+    /// The flag this mutation is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Mutation::CreateFlag { def, .. } => &def.key,
+            Mutation::UpdateFlag { key, .. }
+            | Mutation::ArchiveFlag { key, .. }
+            | Mutation::SetOverride { key, .. }
+            | Mutation::DeleteOverride { key, .. } => key,
+        }
+    }
+
+    /// The user this mutation is about, for override changes.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Mutation::SetOverride { user_id, .. } | Mutation::DeleteOverride { user_id, .. } => {
+                Some(user_id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Fields of a flag to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlagPatch {
+    /// New global value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// New on/off state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// New off value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_value: Option<serde_json::Value>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New bounds; the current values must fit them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Schema>,
+}
+
+/// Where flags live. Implementations: [`MemoryStore`], [`SqlStore`] (SQLite, PostgreSQL).
+///
+/// Every implementation passes the same contract test suite.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// All live flags and their overrides, with the last change's sequence number,
+    /// read consistently (one transaction).
+    async fn load(&self) -> Result<StoreState, StoreError>;
+
+    /// Every flag, archived ones included, ordered by key.
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError>;
+
+    /// One flag, archived or not.
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError>;
+
+    /// The overrides of one flag, ordered by user id.
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError>;
+
+    /// Changes with `seq > after`, oldest first, at most `limit`.
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError>;
+
+    /// The sequence number of the newest change (0 when there is none). Cheap.
+    async fn latest_seq(&self) -> Result<u64, StoreError>;
+
+    /// Validates and applies one mutation with its change row, atomically.
+    /// `Ok(None)` means there was nothing to do and nothing was written.
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
+
+    /// A signal that changes whenever this store learns of new changes: its own
+    /// writes, and (PostgreSQL) notifications from other processes. A hint only:
+    /// readers still poll, since a hint can be lost.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// What syncing code declarations into a store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncReport {
+    /// Declared keys that were missing and have been created with their code defaults.
+    pub created: Vec<String>,
+    /// Declared keys whose description or bounds were updated from code.
+    pub updated: Vec<String>,
+    /// Keys in the store (live) that code does not declare. Never deleted.
+    pub undeclared: Vec<String>,
+    /// Declared keys that are archived in the store: they serve the code default.
+    pub archived: Vec<String>,
+    /// Declared keys whose stored type differs from code: reads serve the code default.
+    pub type_conflicts: Vec<String>,
+    /// Declarations that are invalid, or bounds the stored values do not fit, with why.
+    pub problems: Vec<(String, String)>,
+}
+
+/// The actor recorded for changes made by [`sync`].
+pub const SYNC_ACTOR: &str = "ff-sync";
+
+/// Syncs code declarations into a store: creates missing keys with their defaults,
+/// updates descriptions and bounds from code, and reports everything else.
+pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, StoreError> {
+    let mut report = SyncReport::default();
+    let existing = store.list_flags().await?;
+    let find = |key: &str| existing.iter().find(|f| f.key == key);
+    for decl in decls {
+        if let Err(e) = decl.validate() {
+            report.problems.push((decl.key.clone(), e.to_string()));
+            continue;
+        }
+        let Some(current) = find(&decl.key) else {
+            let created = store
+                .write(Write::new(
+                    SYNC_ACTOR,
+                    Mutation::CreateFlag {
+                        def: decl.into(),
+                        if_missing: true,
+                    },
+                ))
+                .await?;
+            if created.is_some() {
+                report.created.push(decl.key.clone());
+            }
+            continue;
+        };
+        if current.archived {
+            report.archived.push(decl.key.clone());
+        } else if current.value_type != decl.value_type {
+            report.type_conflicts.push(decl.key.clone());
+        } else if current.schema != decl.schema || current.description != decl.description {
+            let patch = FlagPatch {
+                description: Some(decl.description.clone()),
+                schema: Some(decl.schema.clone()),
+                ..FlagPatch::default()
+            };
+            let write = Write::new(
+                SYNC_ACTOR,
+                Mutation::UpdateFlag {
+                    key: decl.key.clone(),
+                    patch,
+                    expected_version: Some(current.version),
+                },
+            )
+            .reason("declaration changed in code");
+            match store.write(write).await {
+                Ok(_) => report.updated.push(decl.key.clone()),
+                // Another instance synced first.
+                Err(StoreError::VersionConflict { .. }) => {}
+                Err(StoreError::Invalid { error, .. }) => {
+                    report.problems.push((
+                        decl.key.clone(),
+                        format!("stored value does not fit the declared bounds: {error}"),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    for flag in existing.iter().filter(|f| !f.archived) {
+        if !decls.iter().any(|d| d.key == flag.key) {
+            report.undeclared.push(flag.key.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// What a validated mutation will write.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Insert or replace the flag row.
+    PutFlag {
+        record: FlagRecord,
+        before: Option<FlagRecord>,
+        action: Action,
+    },
+    /// Insert or replace one override row.
+    PutOverride {
+        key: String,
+        user_id: String,
+        value: serde_json::Value,
+        before: Option<serde_json::Value>,
+    },
+    /// Delete one override row.
+    DeleteOverride {
+        key: String,
+        user_id: String,
+        before: serde_json::Value,
+    },
+}
+
+impl Plan {
+    /// The change row for this plan.
+    pub(crate) fn change(&self, seq: u64, at: OffsetDateTime, write: &Write) -> Change {
+        let record = |r: &FlagRecord| serde_json::to_value(r).unwrap_or_default();
+        let (action, key, subject, before, after) = match self {
+            Plan::PutFlag {
+                record: r,
+                before,
+                action,
+            } => {
+                let after = (*action != Action::FlagArchive).then(|| record(r));
+                (*action, &r.key, None, before.as_ref().map(record), after)
+            }
+            Plan::PutOverride {
+                key,
+                user_id,
+                value,
+                before,
+            } => (
+                Action::OverrideSet,
+                key,
+                Some(user_id.clone()),
+                before.clone(),
+                Some(value.clone()),
+            ),
+            Plan::DeleteOverride {
+                key,
+                user_id,
+                before,
+            } => (
+                Action::OverrideDelete,
+                key,
+                Some(user_id.clone()),
+                Some(before.clone()),
+                None,
+            ),
+        };
+        Change {
+            seq,
+            at,
+            actor: write.actor.clone(),
+            action,
+            key: key.clone(),
+            subject,
+            before,
+            after,
+            reason: write.reason.clone(),
+        }
+    }
+}
+
+/// Validates `mutation` against the current state of its flag (and override).
+/// `Ok(None)`: nothing to do.
+pub(crate) fn plan(
+    mutation: &Mutation,
+    current: Option<&FlagRecord>,
+    current_override: Option<&serde_json::Value>,
+    now: OffsetDateTime,
+) -> Result<Option<Plan>, StoreError> {
+    let key = mutation.key();
+    let live = current.filter(|f| !f.archived);
+    let invalid = |e: ValidationError| StoreError::invalid(key, e);
+    match mutation {
+        Mutation::CreateFlag { def, if_missing } => {
+            if current.is_some() {
+                return if *if_missing {
+                    Ok(None)
+                } else {
+                    Err(StoreError::FlagExists(key.to_owned()))
+                };
+            }
+            validate_key(key).map_err(invalid)?;
+            def.schema.check_self(def.value_type).map_err(invalid)?;
+            let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
+            let off_value = match &def.off_value {
+                Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
+                None if def.value_type == ValueType::Bool => Value::Bool(false),
+                None => value.clone(),
+            };
+            let record = FlagRecord {
+                key: key.to_owned(),
+                value_type: def.value_type,
+                value,
+                enabled: def.enabled,
+                off_value,
+                description: def.description.clone(),
+                schema: def.schema.clone(),
+                archived: false,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            Ok(Some(Plan::PutFlag {
+                record,
+                before: None,
+                action: Action::FlagCreate,
+            }))
+        }
+        Mutation::UpdateFlag {
+            patch,
+            expected_version,
+            ..
+        } => {
+            let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
+            check_version(before, *expected_version)?;
+            let mut record = before.clone();
+            if let Some(schema) = &patch.schema {
+                schema.check_self(record.value_type).map_err(invalid)?;
+                record.schema = schema.clone();
+            }
+            let ty = record.value_type;
+            if let Some(v) = &patch.value {
+                record.value = Value::from_json(ty, v).map_err(invalid)?;
+            }
+            if let Some(v) = &patch.off_value {
+                record.off_value = Value::from_json(ty, v).map_err(invalid)?;
+            }
+            record.schema.check(&record.value).map_err(invalid)?;
+            record.schema.check(&record.off_value).map_err(invalid)?;
+            if let Some(e) = patch.enabled {
+                record.enabled = e;
+            }
+            if let Some(d) = &patch.description {
+                record.description = d.clone();
+            }
+            if record == *before {
+                return Ok(None);
+            }
+            record.version += 1;
+            record.updated_at = now;
+            Ok(Some(Plan::PutFlag {
+                record,
+                before: Some(before.clone()),
+                action: Action::FlagUpdate,
+            }))
+        }
+        Mutation::ArchiveFlag {
+            expected_version, ..
+        } => {
+            let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
+            check_version(before, *expected_version)?;
+            let mut record = before.clone();
+            record.archived = true;
+            record.version += 1;
+            record.updated_at = now;
+            Ok(Some(Plan::PutFlag {
+                record,
+                before: Some(before.clone()),
+                action: Action::FlagArchive,
+            }))
+        }
+        Mutation::SetOverride { user_id, value, .. } => {
+            let flag = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
+            validate_user_id(user_id).map_err(invalid)?;
+            let value = typed(flag.value_type, &flag.schema, value)
+                .map_err(invalid)?
+                .to_json();
+            if current_override == Some(&value) {
+                return Ok(None);
+            }
+            Ok(Some(Plan::PutOverride {
+                key: key.to_owned(),
+                user_id: user_id.clone(),
+                value,
+                before: current_override.cloned(),
+            }))
+        }
+        Mutation::DeleteOverride { user_id, .. } => {
+            live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
+            validate_user_id(user_id).map_err(invalid)?;
+            Ok(current_override.map(|before| Plan::DeleteOverride {
+                key: key.to_owned(),
+                user_id: user_id.clone(),
+                before: before.clone(),
+            }))
+        }
+    }
+}
+
+fn typed(
+    ty: ValueType,
+    schema: &Schema,
+    json: &serde_json::Value,
+) -> Result<Value, ValidationError> {
+    let value = Value::from_json(ty, json)?;
+    schema.check(&value)?;
+    Ok(value)
+}
+
+fn check_version(flag: &FlagRecord, expected: Option<u64>) -> Result<(), StoreError> {
+    match expected {
+        Some(v) if v != flag.version => Err(StoreError::VersionConflict {
+            key: flag.key.clone(),
+            expected: v,
+            actual: flag.version,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,608 @@
+//! The SQL store: SQLite (embedded, the default) and PostgreSQL, through sqlx.
+//!
+//! One code path serves both databases through sqlx's `Any` driver: the SQL is
+//! written to run on both (`$N` parameters, `ON CONFLICT`, `RETURNING`), and
+//! only migrations and change notification differ per dialect.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
+use tokio::sync::{OnceCell, watch};
+
+use super::{Plan, Store, Write, plan};
+use crate::error::StoreError;
+use crate::model::{
+    Action, Change, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis,
+};
+use crate::value::{Value, ValueType};
+
+/// The PostgreSQL channel the store notifies on and listens to.
+pub(crate) const NOTIFY_CHANNEL: &str = "ff_changes";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const MIGRATIONS_SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// A store in SQLite or PostgreSQL. Clones share one connection pool.
+///
+/// Migrations ship with the crate and run on first use, tracked in the table
+/// `ff_migrations` (not sqlx's own, so they never clash with the application's).
+#[derive(Clone)]
+pub struct SqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    dialect: Dialect,
+    url: String,
+    ready: OnceCell<()>,
+    signal: watch::Sender<u64>,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.inner.dialect)
+            .field("url", &redact(&self.inner.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with any password replaced by `***`, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.listener.get_mut().ok().and_then(Option::take) {
+            h.abort();
+        }
+    }
+}
+
+impl SqlStore {
+    /// A store for `url` (`sqlite://path.db`, `sqlite::memory:` is not supported
+    /// since every pooled connection would see its own database; `postgres://...`).
+    ///
+    /// Does not touch the database: connecting and migrating happen on first use,
+    /// so an application can start while its database is down.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        Self::connect_lazy_with(url, PoolConfig::default())
+    }
+
+    /// Like [`SqlStore::connect_lazy`], with pool settings.
+    pub fn connect_lazy_with(url: &str, config: PoolConfig) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") && cfg!(feature = "sqlite") {
+            Dialect::Sqlite
+        } else if (url.starts_with("postgres:") || url.starts_with("postgresql:"))
+            && cfg!(feature = "postgres")
+        {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact(url)));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA busy_timeout = 5000",
+                            "PRAGMA synchronous = NORMAL",
+                        ] {
+                            conn.execute(pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)?;
+        Ok(SqlStore {
+            inner: Arc::new(Inner {
+                pool,
+                dialect,
+                url: url.to_owned(),
+                ready: OnceCell::new(),
+                signal: watch::Sender::new(0),
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Connects and migrates now; fails if the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let store = Self::connect_lazy(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Runs pending migrations (once per store; retried on the next call after a failure).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.inner
+            .ready
+            .get_or_try_init(|| self.run_migrations())
+            .await
+            .map(|_| ())
+    }
+
+    /// The connection pool, e.g. to close it.
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        let (migrations, lock) = match self.inner.dialect {
+            Dialect::Sqlite => (MIGRATIONS_SQLITE, None),
+            // Serialises instances that start together against one database.
+            Dialect::Postgres => (
+                MIGRATIONS_POSTGRES,
+                Some("SELECT pg_advisory_xact_lock(7239001)"),
+            ),
+        };
+        let mut tx = self.inner.pool.begin().await?;
+        if let Some(lock) = lock {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
+        tx.execute("CREATE TABLE IF NOT EXISTS ff_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await?;
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM ff_migrations")
+                .fetch_one(&mut *tx)
+                .await?;
+        for (version, sql) in migrations.iter().filter(|(v, _)| *v > applied) {
+            tx.execute(*sql).await?;
+            sqlx::query("INSERT INTO ff_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(to_millis(now()))
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "ff: applied store migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<&AnyPool, StoreError> {
+        self.migrate().await?;
+        Ok(&self.inner.pool)
+    }
+
+    #[cfg(feature = "postgres")]
+    fn ensure_listener(&self) {
+        if self.inner.dialect != Dialect::Postgres {
+            return;
+        }
+        let Ok(mut slot) = self.inner.listener.lock() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("ff: no tokio runtime; PostgreSQL notifications disabled, polling only");
+            return;
+        };
+        *slot = Some(rt.spawn(listen(self.inner.url.clone(), self.inner.signal.clone())));
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    fn ensure_listener(&self) {}
+}
+
+/// Connection pool settings for [`SqlStore::connect_lazy_with`].
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most connections held open.
+    pub max_connections: u32,
+    /// How long an operation waits for a connection (and so for an unreachable database).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Follows `LISTEN ff_changes`, bumping `signal` on every notification and on
+/// every (re)connection, since notifications sent while disconnected are lost.
+#[cfg(feature = "postgres")]
+async fn listen(url: String, signal: watch::Sender<u64>) {
+    use sqlx::postgres::PgListener;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let mut l = PgListener::connect(&url).await?;
+            l.listen(NOTIFY_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = signal.closed() => return,
+            l = connected => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "ff: cannot LISTEN for flag changes");
+                    tokio::select! {
+                        _ = signal.closed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        tracing::debug!("ff: listening for flag changes");
+        signal.send_modify(|n| *n += 1);
+        loop {
+            tokio::select! {
+                _ = signal.closed() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(_)) => signal.send_modify(|n| *n += 1),
+                    Ok(None) => {
+                        tracing::warn!("ff: LISTEN connection lost; reconnecting");
+                        signal.send_modify(|n| *n += 1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ff: LISTEN connection failed; reconnecting");
+                        signal.send_modify(|n| *n += 1);
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, created_at, updated_at";
+const CHANGE_COLUMNS: &str =
+    "seq, at_ms, actor, action, key, subject, before_state, after_state, reason";
+
+fn corrupt(what: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
+    let key: String = row.try_get("key")?;
+    let ty: String = row.try_get("value_type")?;
+    let value_type = ValueType::parse(&ty)
+        .ok_or_else(|| corrupt(format!("flag {key:?} has unknown type {ty:?}")))?;
+    let value = |col: &str| -> Result<Value, StoreError> {
+        let text: String = row.try_get(col)?;
+        Value::from_json(value_type, &json(&text, col)?)
+            .map_err(|e| corrupt(format!("flag {key:?} {col}: {e}")))
+    };
+    let schema: String = row.try_get("schema")?;
+    Ok(FlagRecord {
+        value: value("value")?,
+        off_value: value("off_value")?,
+        value_type,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        schema: serde_json::from_str(&schema)
+            .map_err(|e| corrupt(format!("flag {key:?} schema: {e}")))?,
+        description: row.try_get("description")?,
+        archived: row.try_get::<i64, _>("archived")? != 0,
+        version: row.try_get::<i64, _>("version")? as u64,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+        key,
+    })
+}
+
+fn change_from_row(row: &AnyRow) -> Result<Change, StoreError> {
+    let action: String = row.try_get("action")?;
+    let state = |col: &str| -> Result<Option<serde_json::Value>, StoreError> {
+        row.try_get::<Option<String>, _>(col)?
+            .map(|t| json(&t, col))
+            .transpose()
+    };
+    Ok(Change {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        at: from_millis(row.try_get("at_ms")?),
+        actor: row.try_get("actor")?,
+        action: Action::parse(&action)
+            .ok_or_else(|| corrupt(format!("unknown action {action:?}")))?,
+        key: row.try_get("key")?,
+        subject: row.try_get("subject")?,
+        before: state("before_state")?,
+        after: state("after_state")?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
+    let text: String = row.try_get("value")?;
+    Ok(OverrideRecord {
+        key: row.try_get("key")?,
+        user_id: row.try_get("user_id")?,
+        value: json(&text, "override")?,
+    })
+}
+
+async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO ff_flags ({FLAG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (key) DO UPDATE SET value_type = excluded.value_type, value = excluded.value, \
+         off_value = excluded.off_value, enabled = excluded.enabled, schema = excluded.schema, \
+         description = excluded.description, archived = excluded.archived, version = excluded.version, \
+         updated_at = excluded.updated_at"
+    );
+    sqlx::query(&sql)
+        .bind(&r.key)
+        .bind(r.value_type.as_str())
+        .bind(r.value.to_json().to_string())
+        .bind(r.off_value.to_json().to_string())
+        .bind(i64::from(r.enabled))
+        .bind(serde_json::to_string(&r.schema).unwrap_or_else(|_| "{}".into()))
+        .bind(&r.description)
+        .bind(i64::from(r.archived))
+        .bind(r.version as i64)
+        .bind(to_millis(r.created_at))
+        .bind(to_millis(r.updated_at))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        if self.inner.dialect == Dialect::Postgres {
+            // One consistent view of flags, overrides and seq.
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let flags = sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 ORDER BY key"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(flag_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let overrides = sqlx::query(
+            "SELECT o.key, o.user_id, o.value FROM ff_overrides o JOIN ff_flags f ON f.key = o.key \
+             WHERE f.archived = 0 ORDER BY o.key, o.user_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(override_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(StoreState {
+            seq: seq as u64,
+            flags,
+            overrides,
+        })
+    }
+
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags ORDER BY key"))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(flag_from_row)
+            .collect()
+    }
+
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(flag_from_row)
+        .transpose()
+    }
+
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query("SELECT key, user_id, value FROM ff_overrides WHERE key = $1 ORDER BY user_id")
+            .bind(key)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(override_from_row)
+            .collect()
+    }
+
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM ff_changes WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(change_from_row)
+        .collect()
+    }
+
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        let pool = self.ready().await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1")
+            .fetch_one(pool)
+            .await?;
+        Ok(seq as u64)
+    }
+
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        // Taking the counter row first serialises writers, so seq order is commit
+        // order and the log has no gaps: readers can trust `seq > last`.
+        let seq: i64 =
+            sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+                .fetch_one(&mut *tx)
+                .await?;
+        let key = write.mutation.key();
+        let current = sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"
+        ))
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(flag_from_row)
+        .transpose()?;
+        let current_override = match write.mutation.user_id() {
+            Some(user) => sqlx::query_scalar::<_, String>(
+                "SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2",
+            )
+            .bind(key)
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|t| json(&t, "override"))
+            .transpose()?,
+            None => None,
+        };
+        let at = now();
+        // On error or no-op the transaction is dropped, which rolls back the counter.
+        let Some(plan) = plan(
+            &write.mutation,
+            current.as_ref(),
+            current_override.as_ref(),
+            at,
+        )?
+        else {
+            return Ok(None);
+        };
+        let change = plan.change(seq as u64, at, &write);
+        match &plan {
+            Plan::PutFlag { record, .. } => put_flag(&mut tx, record).await?,
+            Plan::PutOverride {
+                key,
+                user_id,
+                value,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(user_id)
+                .bind(value.to_string())
+                .bind(to_millis(at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Plan::DeleteOverride { key, user_id, .. } => {
+                sqlx::query("DELETE FROM ff_overrides WHERE key = $1 AND user_id = $2")
+                    .bind(key)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(seq)
+        .bind(to_millis(change.at))
+        .bind(&change.actor)
+        .bind(change.action.as_str())
+        .bind(&change.key)
+        .bind(change.subject.as_deref())
+        .bind(change.before.as_ref().map(|v| v.to_string()))
+        .bind(change.after.as_ref().map(|v| v.to_string()))
+        .bind(change.reason.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        if self.inner.dialect == Dialect::Postgres {
+            // Delivered to listeners only if and when the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(seq.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(Some(change))
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let rx = self.inner.signal.subscribe();
+        self.ensure_listener();
+        rx
+    }
+}
+
+impl SqlStore {
+    /// Closes the pool's connections (and stops listening).
+    pub async fn close(&self) {
+        if let Ok(mut l) = self.inner.listener.lock() {
+            if let Some(h) = l.take() {
+                h.abort();
+            }
+        }
+        self.inner.pool.close().await;
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://ff.db"), "sqlite://ff.db");
+    }
+}

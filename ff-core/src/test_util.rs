@@ -1,0 +1,186 @@
+//! Test injection: build snapshots without a database, and flip flags between requests.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use crate::flag::Flag;
+use crate::model::{FlagRecord, OverrideRecord, StoreState};
+use crate::snapshot::Snapshot;
+use crate::source::Source;
+use crate::value::{FlagType, Schema, Value};
+
+/// Builds a [`Snapshot`] in code.
+///
+/// ```
+/// use ff_core::{EvalContext, Evaluator, Flag, SnapshotBuilder};
+/// use std::sync::Arc;
+///
+/// const LEAD: Flag<i64> = Flag::new("LEAD", 24);
+/// let snapshot = SnapshotBuilder::new().set(LEAD, 48).set_override(LEAD, "tester", 0).build();
+/// let tester = Evaluator::new(Arc::new(snapshot), EvalContext::user("tester"));
+/// assert_eq!(tester.get(LEAD), 0);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotBuilder {
+    state: StoreState,
+}
+
+impl SnapshotBuilder {
+    /// No flags: every read serves the code default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn record<T: FlagType>(&mut self, flag: Flag<T>) -> &mut FlagRecord {
+        let i = match self.state.flags.iter().position(|f| f.key == flag.key()) {
+            Some(i) => i,
+            None => {
+                let default = flag.default_value().to_value();
+                let t = OffsetDateTime::UNIX_EPOCH;
+                self.state.flags.push(FlagRecord {
+                    key: flag.key().to_owned(),
+                    value_type: T::TYPE,
+                    off_value: match default {
+                        Value::Bool(_) => Value::Bool(false),
+                        ref v => v.clone(),
+                    },
+                    value: default,
+                    enabled: true,
+                    description: String::new(),
+                    schema: Schema::default(),
+                    archived: false,
+                    version: 1,
+                    created_at: t,
+                    updated_at: t,
+                });
+                self.state.flags.len() - 1
+            }
+        };
+        &mut self.state.flags[i]
+    }
+
+    /// Sets the flag's global value (the flag stays on).
+    pub fn set<T: FlagType>(mut self, flag: Flag<T>, value: T) -> Self {
+        self.set_mut(flag, value);
+        self
+    }
+
+    /// Sets one user's value.
+    pub fn set_override<T: FlagType>(mut self, flag: Flag<T>, user_id: &str, value: T) -> Self {
+        self.set_override_mut(flag, user_id, value);
+        self
+    }
+
+    /// Turns the flag on or off (off serves its off value to everyone).
+    pub fn enabled<T: FlagType>(mut self, flag: Flag<T>, enabled: bool) -> Self {
+        self.record(flag).enabled = enabled;
+        self
+    }
+
+    /// The snapshot, at version `n` (the number of changes made so far).
+    pub fn build(&self) -> Snapshot {
+        Snapshot::from_state(&self.state)
+    }
+
+    fn bump(&mut self) {
+        self.state.seq += 1;
+    }
+
+    fn set_mut<T: FlagType>(&mut self, flag: Flag<T>, value: T) {
+        self.record(flag).value = value.to_value();
+        self.bump();
+    }
+
+    fn set_override_mut<T: FlagType>(&mut self, flag: Flag<T>, user_id: &str, value: T) {
+        self.record(flag);
+        self.state
+            .overrides
+            .retain(|o| !(o.key == flag.key() && o.user_id == user_id));
+        self.state.overrides.push(OverrideRecord {
+            key: flag.key().to_owned(),
+            user_id: user_id.to_owned(),
+            value: value.to_value().to_json(),
+        });
+        self.bump();
+    }
+}
+
+/// Flags for tests: a [`Source`] without a database whose clones share state,
+/// so a test can flip a flag between two requests. Every change is visible to
+/// the next snapshot read, synchronously.
+#[derive(Debug, Clone)]
+pub struct TestFlags {
+    builder: Arc<Mutex<SnapshotBuilder>>,
+    source: Source,
+}
+
+impl Default for TestFlags {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestFlags {
+    /// No flags set: code defaults everywhere.
+    pub fn new() -> Self {
+        TestFlags {
+            builder: Arc::default(),
+            source: Source::fixed(Snapshot::empty()),
+        }
+    }
+
+    /// The source to give to the layer.
+    pub fn source(&self) -> Source {
+        self.source.clone()
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut SnapshotBuilder)) {
+        let mut b: MutexGuard<'_, SnapshotBuilder> =
+            self.builder.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut b);
+        self.source.replace(b.build());
+    }
+
+    /// Sets a flag's global value.
+    pub fn set<T: FlagType>(&self, flag: Flag<T>, value: T) -> &Self {
+        self.edit(|b| b.set_mut(flag, value));
+        self
+    }
+
+    /// Sets one user's value.
+    pub fn set_override<T: FlagType>(&self, flag: Flag<T>, user_id: &str, value: T) -> &Self {
+        self.edit(|b| b.set_override_mut(flag, user_id, value));
+        self
+    }
+
+    /// Removes one user's value.
+    pub fn remove_override<T: FlagType>(&self, flag: Flag<T>, user_id: &str) -> &Self {
+        self.edit(|b| {
+            b.state
+                .overrides
+                .retain(|o| !(o.key == flag.key() && o.user_id == user_id));
+            b.bump();
+        });
+        self
+    }
+
+    /// Turns a flag on or off.
+    pub fn set_enabled<T: FlagType>(&self, flag: Flag<T>, enabled: bool) -> &Self {
+        self.edit(|b| {
+            b.record(flag).enabled = enabled;
+            b.bump();
+        });
+        self
+    }
+
+    /// Removes a flag from the snapshot: reads serve the code default.
+    pub fn remove<T: FlagType>(&self, flag: Flag<T>) -> &Self {
+        self.edit(|b| {
+            b.state.flags.retain(|f| f.key != flag.key());
+            b.state.overrides.retain(|o| o.key != flag.key());
+            b.bump();
+        });
+        self
+    }
+}

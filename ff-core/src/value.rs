@@ -1,0 +1,513 @@
+//! Typed flag values: the five value types, conversion from JSON, and schema checks.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationError;
+
+/// The type of a flag's value, fixed when the flag is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    /// `true` / `false`.
+    Bool,
+    /// A 64-bit signed integer.
+    Int,
+    /// A 64-bit float (finite).
+    Float,
+    /// A UTF-8 string.
+    String,
+    /// Any JSON document.
+    Json,
+}
+
+impl ValueType {
+    /// The name used in the store, the API and error messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ValueType::Bool => "bool",
+            ValueType::Int => "int",
+            ValueType::Float => "float",
+            ValueType::String => "string",
+            ValueType::Json => "json",
+        }
+    }
+
+    /// Parses the name written by [`ValueType::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bool" => ValueType::Bool,
+            "int" => ValueType::Int,
+            "float" => ValueType::Float,
+            "string" => ValueType::String,
+            "json" => ValueType::Json,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A flag value. Cheap to clone: strings and JSON are reference counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A finite float.
+    Float(f64),
+    /// A string.
+    String(Arc<str>),
+    /// A JSON document.
+    Json(Arc<serde_json::Value>),
+}
+
+impl Value {
+    /// The type of this value.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::Bool(_) => ValueType::Bool,
+            Value::Int(_) => ValueType::Int,
+            Value::Float(_) => ValueType::Float,
+            Value::String(_) => ValueType::String,
+            Value::Json(_) => ValueType::Json,
+        }
+    }
+
+    /// Converts JSON into a value of type `ty`, or says why it does not fit.
+    /// An integer is accepted for a float; a float is never accepted for an integer.
+    pub fn from_json(ty: ValueType, json: &serde_json::Value) -> Result<Self, ValidationError> {
+        let mismatch = || ValidationError::WrongType {
+            expected: ty,
+            found: json_kind(json),
+        };
+        Ok(match ty {
+            ValueType::Bool => Value::Bool(json.as_bool().ok_or_else(mismatch)?),
+            ValueType::Int => Value::Int(json.as_i64().ok_or_else(mismatch)?),
+            ValueType::Float => {
+                let f = json.as_f64().ok_or_else(mismatch)?;
+                if !f.is_finite() {
+                    return Err(mismatch());
+                }
+                Value::Float(f)
+            }
+            ValueType::String => Value::String(json.as_str().ok_or_else(mismatch)?.into()),
+            ValueType::Json => Value::Json(Arc::new(json.clone())),
+        })
+    }
+
+    /// The value as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::String(s) => serde_json::Value::String(s.to_string()),
+            Value::Json(j) => (**j).clone(),
+        }
+    }
+
+    /// Orders two numbers; `None` for non-numbers.
+    fn cmp_number(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => s.serialize_i64(*i),
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::String(v) => s.serialize_str(v),
+            Value::Json(j) => j.serialize(s),
+        }
+    }
+}
+
+/// The JSON kind of a document, for error messages.
+pub(crate) fn json_kind(json: &serde_json::Value) -> &'static str {
+    match json {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        serde_json::Value::Number(_) => "float",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Bounds a flag's values must respect: numeric range and/or an allowed set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schema {
+    /// Smallest allowed number (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Number>,
+    /// Largest allowed number (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Number>,
+    /// If not empty, the only values allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<serde_json::Value>,
+}
+
+impl Schema {
+    /// Whether the schema sets no bound at all.
+    pub fn is_empty(&self) -> bool {
+        self.min.is_none() && self.max.is_none() && self.allowed.is_empty()
+    }
+
+    /// Checks that `value` fits these bounds.
+    pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
+        let ty = value.value_type();
+        let bound =
+            |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
+        if let Some(min) = &self.min {
+            if let Ok(min) = bound(min) {
+                if value.cmp_number(&min) == Some(Ordering::Less) {
+                    return Err(ValidationError::BelowMin {
+                        value: value.to_json(),
+                        min: min.to_json(),
+                    });
+                }
+            }
+        }
+        if let Some(max) = &self.max {
+            if let Ok(max) = bound(max) {
+                if value.cmp_number(&max) == Some(Ordering::Greater) {
+                    return Err(ValidationError::AboveMax {
+                        value: value.to_json(),
+                        max: max.to_json(),
+                    });
+                }
+            }
+        }
+        if !self.allowed.is_empty() {
+            let json = value.to_json();
+            if !self.allowed.contains(&json) {
+                return Err(ValidationError::NotAllowed {
+                    value: json,
+                    allowed: self.allowed.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the bounds themselves make sense for a flag of type `ty`.
+    pub fn check_self(&self, ty: ValueType) -> Result<(), ValidationError> {
+        let numeric = matches!(ty, ValueType::Int | ValueType::Float);
+        if (self.min.is_some() || self.max.is_some()) && !numeric {
+            return Err(ValidationError::BadSchema(format!(
+                "min/max apply to int and float flags, not {ty}"
+            )));
+        }
+        for n in self.min.iter().chain(self.max.iter()) {
+            Value::from_json(ty, &serde_json::Value::Number(n.clone())).map_err(|_| {
+                ValidationError::BadSchema(format!("bound {n} is not a valid {ty}"))
+            })?;
+        }
+        if let (Some(min), Some(max)) = (&self.min, &self.max) {
+            if min.as_f64() > max.as_f64() {
+                return Err(ValidationError::BadSchema(format!(
+                    "min {min} is greater than max {max}"
+                )));
+            }
+        }
+        for a in &self.allowed {
+            Value::from_json(ty, a).map_err(|_| {
+                ValidationError::BadSchema(format!("allowed value {a} is not a valid {ty}"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A Rust type a flag can be declared with: `bool`, `i64`, `f64`, `String`,
+/// `Arc<str>` or `serde_json::Value`.
+pub trait FlagType: Sized + Send + Sync + 'static {
+    /// The value type in the store.
+    const TYPE: ValueType;
+    /// How a default or bound is written in a `const` declaration.
+    type Decl: Copy + Send + Sync + 'static;
+
+    /// Reads a stored value; `None` if it has another type.
+    fn from_value(value: &Value) -> Option<Self>;
+    /// The declared default, materialised.
+    fn from_decl(decl: Self::Decl) -> Self;
+    /// A declared default or bound as a stored value.
+    fn decl_value(decl: Self::Decl) -> Value;
+    /// This value as a stored value.
+    fn to_value(&self) -> Value;
+    /// Whether `self` lies within the declared bounds.
+    fn within(
+        &self,
+        min: Option<Self::Decl>,
+        max: Option<Self::Decl>,
+        allowed: &[Self::Decl],
+    ) -> bool;
+}
+
+impl FlagType for bool {
+    const TYPE: ValueType = ValueType::Bool;
+    type Decl = bool;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: bool) -> Self {
+        decl
+    }
+    fn decl_value(decl: bool) -> Value {
+        Value::Bool(decl)
+    }
+    fn to_value(&self) -> Value {
+        Value::Bool(*self)
+    }
+    fn within(&self, _: Option<bool>, _: Option<bool>, allowed: &[bool]) -> bool {
+        allowed.is_empty() || allowed.contains(self)
+    }
+}
+
+impl FlagType for i64 {
+    const TYPE: ValueType = ValueType::Int;
+    type Decl = i64;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: i64) -> Self {
+        decl
+    }
+    fn decl_value(decl: i64) -> Value {
+        Value::Int(decl)
+    }
+    fn to_value(&self) -> Value {
+        Value::Int(*self)
+    }
+    fn within(&self, min: Option<i64>, max: Option<i64>, allowed: &[i64]) -> bool {
+        min.is_none_or(|m| *self >= m)
+            && max.is_none_or(|m| *self <= m)
+            && (allowed.is_empty() || allowed.contains(self))
+    }
+}
+
+impl FlagType for f64 {
+    const TYPE: ValueType = ValueType::Float;
+    type Decl = f64;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: f64) -> Self {
+        decl
+    }
+    fn decl_value(decl: f64) -> Value {
+        Value::Float(decl)
+    }
+    fn to_value(&self) -> Value {
+        Value::Float(*self)
+    }
+    fn within(&self, min: Option<f64>, max: Option<f64>, allowed: &[f64]) -> bool {
+        min.is_none_or(|m| *self >= m)
+            && max.is_none_or(|m| *self <= m)
+            && (allowed.is_empty() || allowed.contains(self))
+    }
+}
+
+impl FlagType for String {
+    const TYPE: ValueType = ValueType::String;
+    type Decl = &'static str;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: &'static str) -> Self {
+        decl.to_owned()
+    }
+    fn decl_value(decl: &'static str) -> Value {
+        Value::String(decl.into())
+    }
+    fn to_value(&self) -> Value {
+        Value::String(self.as_str().into())
+    }
+    fn within(
+        &self,
+        _: Option<&'static str>,
+        _: Option<&'static str>,
+        allowed: &[&'static str],
+    ) -> bool {
+        allowed.is_empty() || allowed.contains(&self.as_str())
+    }
+}
+
+impl FlagType for Arc<str> {
+    const TYPE: ValueType = ValueType::String;
+    type Decl = &'static str;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: &'static str) -> Self {
+        decl.into()
+    }
+    fn decl_value(decl: &'static str) -> Value {
+        Value::String(decl.into())
+    }
+    fn to_value(&self) -> Value {
+        Value::String(self.clone())
+    }
+    fn within(
+        &self,
+        _: Option<&'static str>,
+        _: Option<&'static str>,
+        allowed: &[&'static str],
+    ) -> bool {
+        allowed.is_empty() || allowed.contains(&&**self)
+    }
+}
+
+/// JSON flags are declared with their default as JSON text; text that does not
+/// parse reads as `null` (and is reported when the declaration is synced).
+impl FlagType for serde_json::Value {
+    const TYPE: ValueType = ValueType::Json;
+    type Decl = &'static str;
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Json(j) => Some((**j).clone()),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: &'static str) -> Self {
+        serde_json::from_str(decl).unwrap_or(serde_json::Value::Null)
+    }
+    fn decl_value(decl: &'static str) -> Value {
+        Value::Json(Arc::new(Self::from_decl(decl)))
+    }
+    fn to_value(&self) -> Value {
+        Value::Json(Arc::new(self.clone()))
+    }
+    fn within(&self, _: Option<&'static str>, _: Option<&'static str>, _: &[&'static str]) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn from_json_checks_type() {
+        assert_eq!(
+            Value::from_json(ValueType::Int, &json!(5)).unwrap(),
+            Value::Int(5)
+        );
+        assert_eq!(
+            Value::from_json(ValueType::Float, &json!(5)).unwrap(),
+            Value::Float(5.0)
+        );
+        assert!(matches!(
+            Value::from_json(ValueType::Int, &json!(5.5)),
+            Err(ValidationError::WrongType {
+                expected: ValueType::Int,
+                found: "float"
+            })
+        ));
+        assert!(Value::from_json(ValueType::Bool, &json!("true")).is_err());
+        assert!(Value::from_json(ValueType::String, &json!(1)).is_err());
+        assert!(Value::from_json(ValueType::Json, &json!({"a": [1]})).is_ok());
+    }
+
+    #[test]
+    fn schema_bounds() {
+        let s = Schema {
+            min: Some(1.into()),
+            max: Some(10.into()),
+            allowed: vec![],
+        };
+        assert!(s.check(&Value::Int(1)).is_ok());
+        assert!(s.check(&Value::Int(10)).is_ok());
+        assert!(matches!(
+            s.check(&Value::Int(0)),
+            Err(ValidationError::BelowMin { .. })
+        ));
+        assert!(matches!(
+            s.check(&Value::Int(11)),
+            Err(ValidationError::AboveMax { .. })
+        ));
+        assert!(matches!(
+            s.check(&Value::Float(10.5)),
+            Err(ValidationError::AboveMax { .. })
+        ));
+        let a = Schema {
+            allowed: vec![json!("a"), json!("b")],
+            ..Schema::default()
+        };
+        assert!(a.check(&Value::String("a".into())).is_ok());
+        assert!(matches!(
+            a.check(&Value::String("c".into())),
+            Err(ValidationError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn schema_self_check() {
+        let bad = Schema {
+            min: Some(5.into()),
+            max: Some(1.into()),
+            allowed: vec![],
+        };
+        assert!(bad.check_self(ValueType::Int).is_err());
+        let on_string = Schema {
+            min: Some(1.into()),
+            ..Schema::default()
+        };
+        assert!(on_string.check_self(ValueType::String).is_err());
+        let allowed = Schema {
+            allowed: vec![json!(1)],
+            ..Schema::default()
+        };
+        assert!(allowed.check_self(ValueType::String).is_err());
+        assert!(allowed.check_self(ValueType::Int).is_ok());
+    }
+}
