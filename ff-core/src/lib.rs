@@ -35,6 +35,8 @@ pub use source::{Origin, Source, SourceBuilder, Status};
 pub use store::{FlagPatch, MemoryStore, Mutation, SYNC_ACTOR, Store, SyncReport, Write, sync};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
+#[cfg(all(feature = "test-util", feature = "postgres"))]
+pub use test_util::postgres_test_database;
 #[cfg(feature = "test-util")]
 pub use test_util::{SnapshotBuilder, TestFlags};
 pub use value::{FlagType, Schema, Value, ValueType};

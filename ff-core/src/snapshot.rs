@@ -160,13 +160,14 @@ impl Snapshot {
 
     /// The full state this snapshot was built from (for saving to disk).
     pub fn to_state(&self) -> StoreState {
-        let flags: Vec<FlagRecord> = self
+        let mut flags: Vec<FlagRecord> = self
             .flags
             .slots
             .iter()
             .flatten()
             .map(|s| s.record.clone())
             .collect();
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
         let mut overrides: Vec<OverrideRecord> = self
             .users
             .iter()

@@ -184,3 +184,53 @@ impl TestFlags {
         self
     }
 }
+
+/// A fresh, empty PostgreSQL database for one test, created next to the one named
+/// by `FF_TEST_POSTGRES_URL`. `None` (with a skip notice) when that variable is
+/// unset, unless `FF_REQUIRE_POSTGRES=1`, which makes a missing database a failure.
+#[cfg(feature = "postgres")]
+pub async fn postgres_test_database() -> Option<String> {
+    use sqlx::Connection;
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let required = std::env::var("FF_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let Ok(base) = std::env::var("FF_TEST_POSTGRES_URL") else {
+        assert!(
+            !required,
+            "FF_REQUIRE_POSTGRES=1 but FF_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!(
+            "skipping PostgreSQL test: set FF_TEST_POSTGRES_URL=postgres://user:pass@host/db to run it"
+        );
+        return None;
+    };
+    let mut admin = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                !required,
+                "FF_REQUIRE_POSTGRES=1 but {} is unreachable: {e}",
+                crate::redact(&base)
+            );
+            eprintln!(
+                "skipping PostgreSQL test: {} is unreachable: {e}",
+                crate::redact(&base)
+            );
+            return None;
+        }
+    };
+    let name = format!(
+        "ff_t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
+    );
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+    let (prefix, rest) = base.rsplit_once('/').unwrap_or((&base, ""));
+    let query = rest
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Some(format!("{prefix}/{name}{query}"))
+}
