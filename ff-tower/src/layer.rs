@@ -1,0 +1,140 @@
+//! `FlagsLayer`, `FlagsService` and their `ResponseFuture`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ff_core::{Evaluator, Source};
+use http::Request;
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service};
+
+use crate::context::{FromExtensions, MakeContext};
+use crate::current::{CURRENT, Flags};
+
+/// Gives every request one snapshot of all flags, for the user
+/// [`MakeContext`] finds, in a task-local ([`Current`](crate::Current)) and in
+/// the request extensions ([`Flags`]).
+#[derive(Clone)]
+pub struct FlagsLayer<M = FromExtensions> {
+    source: Source,
+    make_context: M,
+}
+
+impl<M> fmt::Debug for FlagsLayer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagsLayer")
+            .field("source", &self.source)
+            .field("make_context", &std::any::type_name::<M>())
+            .finish()
+    }
+}
+
+impl FlagsLayer {
+    /// A layer serving `source`'s snapshots, with the context from request
+    /// extensions ([`FromExtensions`]).
+    pub fn new(source: Source) -> Self {
+        FlagsLayer {
+            source,
+            make_context: FromExtensions,
+        }
+    }
+}
+
+impl<M> FlagsLayer<M> {
+    /// Uses `make_context` to learn who is asking.
+    pub fn make_context<N: MakeContext>(self, make_context: N) -> FlagsLayer<N> {
+        FlagsLayer {
+            source: self.source,
+            make_context,
+        }
+    }
+}
+
+impl<S, M: Clone> Layer<S> for FlagsLayer<M> {
+    type Service = FlagsService<S, M>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FlagsService {
+            inner,
+            source: self.source.clone(),
+            make_context: self.make_context.clone(),
+        }
+    }
+}
+
+/// The service made by [`FlagsLayer`].
+#[derive(Clone)]
+pub struct FlagsService<S, M = FromExtensions> {
+    inner: S,
+    source: Source,
+    make_context: M,
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for FlagsService<S, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagsService")
+            .field("inner", &self.inner)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, M, B> Service<Request<B>> for FlagsService<S, M>
+where
+    S: Service<Request<B>>,
+    M: MakeContext,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        let context = self.make_context.make_context(&parts);
+        let flags = Evaluator::new(self.source.snapshot(), context);
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("ff.version", flags.snapshot().version());
+            if let Some(user) = flags.context().user_id() {
+                span.record("user_id", user);
+            }
+        }
+        parts.extensions.insert(Flags(flags.clone()));
+        let req = Request::from_parts(parts, body);
+        // `call` itself runs in the scope too: services may read flags before returning a future.
+        let fut = CURRENT.sync_scope(flags.clone(), || self.inner.call(req));
+        ResponseFuture {
+            inner: CURRENT.scope(flags, fut),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`FlagsService`]: the inner future, polled in the request's scope.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<Evaluator, F>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for ResponseFuture<F> {
+    type Output = F::Output;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
