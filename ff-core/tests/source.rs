@@ -1,0 +1,376 @@
+//! The refreshing Source: start-up, propagation, failure behaviour, saved snapshots.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ff_core::{
+    Change, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin,
+    OverrideRecord, Source, SqlStore, Store, StoreError, StoreState, Write,
+};
+use tokio::sync::watch;
+
+const LEAD: Flag<i64> = Flag::new("LEAD", 24).range(0, 1000);
+const CALENDAR: Flag<bool> = Flag::new("CALENDAR", false);
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn w(m: Mutation) -> Write {
+    Write::new("test", m)
+}
+
+fn get<T: ff_core::FlagType>(source: &Source, flag: Flag<T>, user: &str) -> T {
+    Evaluator::new(source.snapshot(), EvalContext::user(user)).get(flag)
+}
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("ff.db").display())
+}
+
+fn quick(store: impl Store) -> ff_core::SourceBuilder {
+    Source::builder(store)
+        .declare([LEAD.decl(), CALENDAR.decl()])
+        .poll_interval(Duration::from_millis(100))
+        .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .startup_timeout(Duration::from_millis(500))
+}
+
+#[tokio::test]
+async fn start_syncs_declarations_and_serves_the_store() {
+    let store = MemoryStore::new();
+    store
+        .write(w(Mutation::CreateFlag {
+            def: ff_core::FlagDef {
+                key: "LEGACY".into(),
+                value_type: ff_core::ValueType::Bool,
+                value: true.into(),
+                enabled: true,
+                off_value: None,
+                description: String::new(),
+                schema: Default::default(),
+            },
+            if_missing: false,
+        }))
+        .await
+        .unwrap();
+    let source = quick(store.clone()).start().await;
+    let status = source.status();
+    assert_eq!(
+        (status.origin, status.version, status.is_stale()),
+        (Origin::Store, 3, false)
+    );
+    let report = source.sync_report().unwrap();
+    assert_eq!(report.created, ["LEAD", "CALENDAR"]);
+    assert_eq!(report.undeclared, ["LEGACY"]);
+    assert_eq!(get(&source, LEAD, "u"), 24);
+
+    // Changes arrive (in-process signal), overrides included, in order.
+    store
+        .write(w(Mutation::set_value("LEAD", 48)))
+        .await
+        .unwrap();
+    store
+        .write(w(Mutation::set_override("LEAD", "tester", 0)))
+        .await
+        .unwrap();
+    assert!(source.wait_for_version(5, PATIENCE).await);
+    assert_eq!(
+        (get(&source, LEAD, "u"), get(&source, LEAD, "tester")),
+        (48, 0)
+    );
+    store
+        .write(w(Mutation::delete_override("LEAD", "tester")))
+        .await
+        .unwrap();
+    store
+        .write(w(Mutation::ArchiveFlag {
+            key: "LEAD".into(),
+            expected_version: None,
+        }))
+        .await
+        .unwrap();
+    assert!(source.wait_for_version(7, PATIENCE).await);
+    assert_eq!(get(&source, LEAD, "tester"), 24);
+    assert!(source.snapshot().flag("LEAD").is_none());
+    // The incrementally built snapshot equals a fresh full load.
+    assert_eq!(
+        source.snapshot().to_state(),
+        ff_core::Snapshot::from_state(&store.load().await.unwrap()).to_state()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_write_from_another_connection_propagates_by_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path());
+    let source = quick(SqlStore::connect_lazy(&url).unwrap()).start().await;
+    assert_eq!(source.status().origin, Origin::Store);
+    // A second pool on the same file, as the CLI or another process would have.
+    let other = SqlStore::connect(&url).await.unwrap();
+    other
+        .write(w(Mutation::set_override("CALENDAR", "tester", true)))
+        .await
+        .unwrap();
+    assert!(source.wait_for_version(3, PATIENCE).await);
+    assert!(get(&source, CALENDAR, "tester"));
+    assert!(!get(&source, CALENDAR, "alice"));
+}
+
+#[tokio::test]
+async fn unreachable_at_start_serves_defaults_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-yet");
+    let url = sqlite_url(&missing);
+    let started = Instant::now();
+    let source = quick(SqlStore::connect_lazy(&url).unwrap()).start().await;
+    // Start-up is bounded by the timeout (generous margin for a loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let status = source.status();
+    assert_eq!(status.origin, Origin::Defaults);
+    assert!(status.is_stale());
+    assert!(status.last_error.is_some());
+    assert_eq!(get(&source, LEAD, "u"), 24);
+    // The database appears: the background retries pick it up.
+    std::fs::create_dir(&missing).unwrap();
+    let other = SqlStore::connect(&url).await.unwrap();
+    ff_core::sync(&other, &[LEAD.decl()]).await.unwrap();
+    other
+        .write(w(Mutation::set_value("LEAD", 12)))
+        .await
+        .unwrap();
+    let mut rx = source.subscribe();
+    tokio::time::timeout(
+        PATIENCE,
+        rx.wait_for(|s| s.origin == Origin::Store && s.version >= 2),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(get(&source, LEAD, "u"), 12);
+    assert!(!source.status().is_stale());
+}
+
+#[tokio::test]
+async fn saved_snapshot_is_served_while_the_store_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snapshot.json");
+    let store = MemoryStore::new();
+    let source = quick(store.clone()).snapshot_file(&file).start().await;
+    store
+        .write(w(Mutation::set_value("LEAD", 36)))
+        .await
+        .unwrap();
+    store
+        .write(w(Mutation::set_override("CALENDAR", "tester", true)))
+        .await
+        .unwrap();
+    assert!(source.wait_for_version(4, PATIENCE).await);
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&file).is_ok_and(|s| s.contains("\"seq\":4")) {
+        assert!(Instant::now() < deadline, "snapshot file not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(source);
+
+    // Next start: the store is unreachable.
+    let down = SqlStore::connect_lazy(&sqlite_url(&dir.path().join("missing"))).unwrap();
+    let source = quick(down).snapshot_file(&file).start().await;
+    let status = source.status();
+    assert_eq!((status.origin, status.version), (Origin::SavedFile, 4));
+    assert!(status.is_stale());
+    assert_eq!(get(&source, LEAD, "u"), 36);
+    assert!(get(&source, CALENDAR, "tester"));
+}
+
+#[tokio::test]
+async fn corrupt_or_truncated_snapshot_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    for content in [
+        "{not json",
+        "",
+        r#"{"format":"ff-snapshot/99","state":{"seq":1,"flags":[],"overrides":[]}}"#,
+    ] {
+        let file = dir.path().join("snapshot.json");
+        std::fs::write(&file, content).unwrap();
+        let down = SqlStore::connect_lazy(&sqlite_url(&dir.path().join("missing"))).unwrap();
+        let source = quick(down)
+            .snapshot_file(&file)
+            .startup_timeout(Duration::from_millis(50))
+            .start()
+            .await;
+        assert_eq!(source.status().origin, Origin::Defaults, "{content}");
+        assert_eq!(get(&source, LEAD, "u"), 24);
+    }
+}
+
+/// A store that can be switched off, to lose it while running.
+#[derive(Debug, Clone)]
+struct Switchable {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Corrupt("switched off".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Switchable {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        self.check()?;
+        self.inner.load().await
+    }
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_flags().await
+    }
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        self.check()?;
+        self.inner.flag(key).await
+    }
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        self.check()?;
+        self.inner.overrides(key).await
+    }
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        self.check()?;
+        self.inner.changes_since(after, limit).await
+    }
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.latest_seq().await
+    }
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        self.inner.write(write).await
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}
+
+#[tokio::test]
+async fn store_lost_while_running_keeps_the_last_good_snapshot() {
+    let store = Switchable {
+        inner: MemoryStore::new(),
+        down: Arc::default(),
+    };
+    let source = quick(store.clone()).start().await;
+    store
+        .inner
+        .write(w(Mutation::set_value("LEAD", 5)))
+        .await
+        .unwrap();
+    assert!(source.wait_for_version(3, PATIENCE).await);
+    store.down.store(true, Ordering::SeqCst);
+    let mut rx = source.subscribe();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_some()))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = source.status();
+    assert!(status.is_stale());
+    assert_eq!(status.origin, Origin::Store);
+    let age = status.age().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        source.status().age().unwrap() > age,
+        "age grows while the store is away"
+    );
+    assert_eq!(get(&source, LEAD, "u"), 5, "last good value");
+    // A change made meanwhile arrives once the store is back.
+    store
+        .inner
+        .write(w(Mutation::set_value("LEAD", 6)))
+        .await
+        .unwrap();
+    store.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(
+        PATIENCE,
+        rx.wait_for(|s| s.last_error.is_none() && s.version >= 4),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(get(&source, LEAD, "u"), 6);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    #[tokio::test]
+    async fn notify_delivers_changes_without_waiting_for_the_poll() {
+        let Some(url) = ff_core::postgres_test_database().await else {
+            return;
+        };
+        // Poll once a minute: only NOTIFY can deliver within the test's patience.
+        let source = quick(SqlStore::connect_lazy(&url).unwrap())
+            .poll_interval(Duration::from_secs(60))
+            .start()
+            .await;
+        assert_eq!(source.status().origin, Origin::Store);
+        let other = SqlStore::connect(&url).await.unwrap();
+        // Give the listener a moment to subscribe before the first write.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, value) in [1, 2, 3].into_iter().enumerate() {
+            other
+                .write(w(Mutation::set_value("LEAD", value)))
+                .await
+                .unwrap();
+            assert!(
+                source
+                    .wait_for_version(3 + i as u64, Duration::from_secs(10))
+                    .await,
+                "change {value} not delivered"
+            );
+            assert_eq!(get(&source, LEAD, "u"), value);
+        }
+        other.close().await;
+    }
+
+    #[tokio::test]
+    async fn database_missing_at_start_then_created() {
+        let Some(url) = ff_core::postgres_test_database().await else {
+            return;
+        };
+        // The database does not exist yet: derive a name and create it later.
+        let (base, _) = url.rsplit_once('/').unwrap();
+        let name = format!("ff_late_{}", std::process::id());
+        let late = format!("{base}/{name}");
+        let source = quick(SqlStore::connect_lazy(&late).unwrap()).start().await;
+        assert_eq!(source.status().origin, Origin::Defaults);
+        assert_eq!(get(&source, LEAD, "u"), 24);
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let mut rx = source.subscribe();
+        tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store))
+            .await
+            .unwrap()
+            .unwrap();
+        let other = SqlStore::connect(&late).await.unwrap();
+        other
+            .write(w(Mutation::set_value("LEAD", 99)))
+            .await
+            .unwrap();
+        assert!(source.wait_for_version(3, PATIENCE).await);
+        assert_eq!(get(&source, LEAD, "u"), 99);
+        other.close().await;
+        drop(source);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = sqlx::Executor::execute(
+            &mut admin,
+            format!("DROP DATABASE {name} WITH (FORCE)").as_str(),
+        )
+        .await;
+    }
+}
