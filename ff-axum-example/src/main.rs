@@ -1,1 +1,68 @@
-fn main() {}
+//! Runs the booking app: `cargo run -p ff-axum-example`.
+//!
+//! `FF_LISTEN` (default `127.0.0.1:3000`), `DATABASE_URL` (default a SQLite file
+//! `ff-example.db` in the working directory; `postgres://...` for PostgreSQL),
+//! `FF_SNAPSHOT_FILE` (optional: last snapshot saved to disk, served while the
+//! database is unreachable at start).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use ff_core::{Source, SqlStore, redact};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let database_url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
+    let store = SqlStore::connect_lazy(&database_url).context("DATABASE_URL")?;
+    let mut builder = Source::builder(store).declare(ff_axum_example::declarations());
+    if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {
+        builder = builder.snapshot_file(path);
+    }
+    if let Some(ms) = std::env::var("FF_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.poll_interval(Duration::from_millis(ms));
+    }
+    let source = builder.start().await;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on FF_LISTEN={listen}"))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "ff-axum-example listening on http://{addr} (store: {})",
+        redact(&database_url)
+    );
+    println!("try: curl -H 'x-user-id: tester' http://{addr}/me/config");
+    axum::serve(listener, ff_axum_example::router(source))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("server failed")
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

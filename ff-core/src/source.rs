@@ -278,6 +278,7 @@ impl Source {
     }
 
     /// Replaces the snapshot (sources without a store: tests, fixed snapshots).
+    #[cfg(feature = "test-util")]
     pub(crate) fn replace(&self, snapshot: Snapshot) {
         let version = snapshot.version();
         self.inner.shared.current.store(Arc::new(snapshot));

@@ -1,0 +1,311 @@
+//! The booking app from the ff product story: captioners, bookings and payments,
+//! with typed config and flags read per request through `Current`.
+//!
+//! Users are identified by the `x-user-id` header. It stands in for real
+//! authentication: put ff's layer behind your auth layer and build the
+//! `EvalContext` from the authenticated user instead.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ff_core::{Config, ConfigReader, Flag, FlagDecl, Source};
+use ff_tower::{FlagsLayer, UserIdHeader};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Hours between booking and start; testers get 0.
+pub const MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS: Flag<i64> =
+    Flag::new("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 24)
+        .range(0, 24 * 365)
+        .description("Minimum hours between making a booking and its start");
+/// Lowest hourly rate a captioner may set, in dollars.
+pub const CAPTIONER_HOURLY_RATE_MIN: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RATE_MIN", 60.0)
+    .range(0.0, 10_000.0)
+    .description("Lowest hourly rate a captioner may set (USD)");
+/// Highest hourly rate a captioner may set, in dollars.
+pub const CAPTIONER_HOURLY_RATE_MAX: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RATE_MAX", 500.0)
+    .range(0.0, 10_000.0)
+    .description("Highest hourly rate a captioner may set (USD)");
+/// Availability through the external calendar (new path) instead of the basic check.
+pub const EXTERNAL_CALENDAR_INTEGRATION: Flag<bool> =
+    Flag::new("EXTERNAL_CALENDAR_INTEGRATION", false)
+        .description("Check captioner availability in their external calendar");
+/// Kill switch for paying with in-app credits.
+pub const CREDITS_PAYMENTS: Flag<bool> = Flag::new("CREDITS_PAYMENTS", true)
+    .description("Kill switch: accept payments with in-app credits");
+/// The redesigned checkout.
+pub const NEW_CHECKOUT: Flag<bool> =
+    Flag::new("NEW_CHECKOUT", false).description("Serve the redesigned checkout");
+
+/// Every flag the app declares, synced into the store on start.
+pub fn declarations() -> Vec<FlagDecl> {
+    vec![
+        MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.decl(),
+        CAPTIONER_HOURLY_RATE_MIN.decl(),
+        CAPTIONER_HOURLY_RATE_MAX.decl(),
+        EXTERNAL_CALENDAR_INTEGRATION.decl(),
+        CREDITS_PAYMENTS.decl(),
+        NEW_CHECKOUT.decl(),
+    ]
+}
+
+/// The app's typed configuration, read as `Current::config()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingConfig {
+    /// See [`MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS`].
+    pub minimum_time_required_before_booking_in_hours: i64,
+    /// See [`CAPTIONER_HOURLY_RATE_MIN`].
+    pub captioner_hourly_rate_min: f64,
+    /// See [`CAPTIONER_HOURLY_RATE_MAX`].
+    pub captioner_hourly_rate_max: f64,
+}
+
+impl Config for BookingConfig {
+    fn from_flags(f: &ConfigReader<'_>) -> Self {
+        BookingConfig {
+            minimum_time_required_before_booking_in_hours: f
+                .get(MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS),
+            captioner_hourly_rate_min: f.get(CAPTIONER_HOURLY_RATE_MIN),
+            captioner_hourly_rate_max: f.get(CAPTIONER_HOURLY_RATE_MAX),
+        }
+    }
+}
+
+/// `Current` for this app: flags plus `Current::config()` as [`BookingConfig`].
+pub type Current = ff_tower::CurrentWith<BookingConfig>;
+
+/// The app's routes with ff's layer.
+pub fn router(source: Source) -> Router {
+    Router::new()
+        .route("/bookings", post(create_booking))
+        .route("/captioners/me/rate", put(set_rate))
+        .route("/payments", post(pay))
+        .route("/me/config", get(my_config))
+        .layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
+        .route("/healthz", get(move || health(source.clone())))
+}
+
+/// Errors as responses: `{ "error": code, "message": text }`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            r.body_text(),
+        )
+    }
+}
+
+type ApiResult = Result<(StatusCode, Json<Value>), ApiError>;
+
+#[derive(Debug, Deserialize)]
+struct NewBooking {
+    captioner_id: String,
+    starts_at: String,
+}
+
+async fn create_booking(body: Result<Json<NewBooking>, JsonRejection>) -> ApiResult {
+    let Json(b) = body?;
+    let starts_at = OffsetDateTime::parse(&b.starts_at, &Rfc3339).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_starts_at",
+            format!("starts_at must be RFC 3339: {e}"),
+        )
+    })?;
+    if b.captioner_id.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_captioner",
+            "captioner_id is empty",
+        ));
+    }
+    let lead = Current::config().minimum_time_required_before_booking_in_hours;
+    let earliest = OffsetDateTime::now_utc() + time::Duration::hours(lead);
+    if starts_at < earliest {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_soon",
+            format!("bookings must start at least {lead} hours from now"),
+        ));
+    }
+    let (available, checked_by) = if Current::get(EXTERNAL_CALENDAR_INTEGRATION) {
+        (
+            check_availability_in_external_calendar(&b.captioner_id, starts_at),
+            "external_calendar",
+        )
+    } else {
+        (
+            check_basic_availability(&b.captioner_id, starts_at),
+            "basic",
+        )
+    };
+    if !available {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "unavailable",
+            "the captioner is not available then",
+        ));
+    }
+    let starts_at = starts_at.format(&Rfc3339).unwrap_or(b.starts_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "captioner_id": b.captioner_id, "starts_at": starts_at, "availability_checked_by": checked_by }),
+        ),
+    ))
+}
+
+/// The old path: captioners marked busy are never available.
+fn check_basic_availability(captioner_id: &str, _at: OffsetDateTime) -> bool {
+    !captioner_id.starts_with("busy")
+}
+
+/// The new path behind `EXTERNAL_CALENDAR_INTEGRATION`: shipped dark from the first commit.
+fn check_availability_in_external_calendar(captioner_id: &str, at: OffsetDateTime) -> bool {
+    check_basic_availability(captioner_id, at)
+}
+
+fn caller(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
+    match headers
+        .get("x-user-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+    {
+        Some(u) if !u.is_empty() => Ok(u.to_owned()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send an x-user-id header",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NewRate {
+    hourly_rate: f64,
+}
+
+async fn set_rate(
+    headers: axum::http::HeaderMap,
+    body: Result<Json<NewRate>, JsonRejection>,
+) -> ApiResult {
+    let user = caller(&headers)?;
+    let Json(r) = body?;
+    let config = Current::config();
+    let (min, max) = (
+        config.captioner_hourly_rate_min,
+        config.captioner_hourly_rate_max,
+    );
+    if !r.hourly_rate.is_finite() || r.hourly_rate < min || r.hourly_rate > max {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rate_out_of_range",
+            format!("hourly_rate must be between {min} and {max}"),
+        ));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "captioner_id": user, "hourly_rate": r.hourly_rate })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct Payment {
+    amount_cents: i64,
+    method: String,
+}
+
+async fn pay(body: Result<Json<Payment>, JsonRejection>) -> ApiResult {
+    let Json(p) = body?;
+    if p.amount_cents <= 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_amount",
+            "amount_cents must be positive",
+        ));
+    }
+    match p.method.as_str() {
+        "card" => {}
+        "credits" if Current::get(CREDITS_PAYMENTS) => {}
+        "credits" => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "credits_disabled",
+                "paying with credits is switched off for now; please pay by card",
+            ));
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_method",
+                format!("method must be \"card\" or \"credits\", not {other:?}"),
+            ));
+        }
+    }
+    let checkout = if Current::get(NEW_CHECKOUT) {
+        "new"
+    } else {
+        "classic"
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "status": "paid", "amount_cents": p.amount_cents, "method": p.method, "checkout": checkout }),
+        ),
+    ))
+}
+
+async fn my_config() -> Json<Value> {
+    let c = Current::config();
+    Json(json!({
+        MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.key(): c.minimum_time_required_before_booking_in_hours,
+        CAPTIONER_HOURLY_RATE_MIN.key(): c.captioner_hourly_rate_min,
+        CAPTIONER_HOURLY_RATE_MAX.key(): c.captioner_hourly_rate_max,
+        EXTERNAL_CALENDAR_INTEGRATION.key(): Current::get(EXTERNAL_CALENDAR_INTEGRATION),
+        CREDITS_PAYMENTS.key(): Current::get(CREDITS_PAYMENTS),
+        NEW_CHECKOUT.key(): Current::get(NEW_CHECKOUT),
+    }))
+}
+
+async fn health(source: Source) -> Json<Value> {
+    let s = source.status();
+    Json(json!({
+        "snapshot_version": s.version,
+        "origin": s.origin,
+        "stale": s.is_stale(),
+        "age_seconds": s.age().map(|a| a.as_secs_f64()),
+        "last_error": s.last_error,
+    }))
+}
