@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let database_url =

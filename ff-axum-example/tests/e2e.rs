@@ -1,0 +1,336 @@
+//! End to end: the real binary on a free loopback port, flags changed through the Store API.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ff_core::{Mutation, SqlStore, Store, Write};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+struct App {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl App {
+    fn start(database_url: &str) -> App {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
+            .env("FF_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("FF_POLL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start ff-axum-example");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        // Keep draining so the app never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        App {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.header("x-user-id", u);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn config(&self, user: &str) -> Value {
+        self.send(reqwest::Method::GET, "/me/config", Some(user), None)
+            .await
+            .1
+    }
+
+    /// Waits (bounded) until `user` sees `key = value`: propagation is asynchronous.
+    async fn wait_for(&self, user: &str, key: &str, value: Value) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let config = self.config(user).await;
+            if config[key] == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user} never saw {key}={value}: {config}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn book(&self, user: &str, hours_ahead: i64, captioner: &str) -> (StatusCode, Value) {
+        let at = (OffsetDateTime::now_utc() + time::Duration::hours(hours_ahead))
+            .format(&Rfc3339)
+            .unwrap();
+        let body = json!({ "captioner_id": captioner, "starts_at": at });
+        self.send(reqwest::Method::POST, "/bookings", Some(user), Some(body))
+            .await
+    }
+
+    async fn pay(&self, user: &str, method: &str) -> (StatusCode, Value) {
+        let body = json!({ "amount_cents": 1000, "method": method });
+        self.send(reqwest::Method::POST, "/payments", Some(user), Some(body))
+            .await
+    }
+
+    async fn rate(&self, user: Option<&str>, rate: f64) -> (StatusCode, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            "/captioners/me/rate",
+            user,
+            Some(json!({ "hourly_rate": rate })),
+        )
+        .await
+    }
+}
+
+async fn write(store: &SqlStore, m: Mutation) {
+    store
+        .write(Write::new("e2e", m).reason("e2e test"))
+        .await
+        .unwrap();
+}
+
+async fn story(database_url: &str) {
+    let app = App::start(database_url);
+    let store = SqlStore::connect(database_url).await.unwrap();
+
+    // Defaults synced from code on first start.
+    let defaults = app.config("alice").await;
+    assert_eq!(
+        defaults,
+        json!({
+            "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS": 24,
+            "CAPTIONER_HOURLY_RATE_MIN": 60.0,
+            "CAPTIONER_HOURLY_RATE_MAX": 500.0,
+            "EXTERNAL_CALENDAR_INTEGRATION": false,
+            "CREDITS_PAYMENTS": true,
+            "NEW_CHECKOUT": false,
+        })
+    );
+
+    // The tester story: lead time 0 for tester only.
+    let (s, body) = app.book("tester", 1, "c1").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "too_soon");
+    write(
+        &store,
+        Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "tester", 0),
+    )
+    .await;
+    app.wait_for(
+        "tester",
+        "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS",
+        json!(0),
+    )
+    .await;
+    let (s, body) = app.book("tester", 1, "c1").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["availability_checked_by"], "basic");
+    let (s, body) = app.book("alice", 1, "c1").await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("too_soon"))
+    );
+    assert_eq!(app.book("alice", 25, "c1").await.0, StatusCode::CREATED);
+
+    // EXTERNAL_CALENDAR_INTEGRATION: off = basic check, on = the new path.
+    assert_eq!(
+        app.book("alice", 25, "busy-1").await.0,
+        StatusCode::CONFLICT
+    );
+    write(
+        &store,
+        Mutation::set_value("EXTERNAL_CALENDAR_INTEGRATION", true),
+    )
+    .await;
+    app.wait_for("alice", "EXTERNAL_CALENDAR_INTEGRATION", json!(true))
+        .await;
+    let (s, body) = app.book("alice", 25, "c1").await;
+    assert_eq!(
+        (s, body["availability_checked_by"].clone()),
+        (StatusCode::CREATED, json!("external_calendar"))
+    );
+
+    // Rates: $1 minimum for tester, $60 for everyone else.
+    assert_eq!(
+        app.rate(Some("tester"), 1.0).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    write(
+        &store,
+        Mutation::set_override("CAPTIONER_HOURLY_RATE_MIN", "tester", 1.0),
+    )
+    .await;
+    app.wait_for("tester", "CAPTIONER_HOURLY_RATE_MIN", json!(1.0))
+        .await;
+    assert_eq!(app.rate(Some("tester"), 1.0).await.0, StatusCode::OK);
+    let (s, body) = app.rate(Some("alice"), 1.0).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("rate_out_of_range"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("between 60 and 500"),
+        "{body}"
+    );
+    assert_eq!(app.rate(Some("alice"), 75.0).await.0, StatusCode::OK);
+    assert_eq!(
+        app.rate(Some("alice"), 501.0).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(app.rate(None, 75.0).await.0, StatusCode::UNAUTHORIZED);
+
+    // CREDITS_PAYMENTS kill switch: off means off for everyone, overrides included.
+    write(
+        &store,
+        Mutation::set_override("CREDITS_PAYMENTS", "tester", true),
+    )
+    .await;
+    assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
+    write(&store, Mutation::set_enabled("CREDITS_PAYMENTS", false)).await;
+    app.wait_for("alice", "CREDITS_PAYMENTS", json!(false))
+        .await;
+    for user in ["alice", "tester"] {
+        let (s, body) = app.pay(user, "credits").await;
+        assert_eq!(
+            (s, body["error"].clone()),
+            (StatusCode::SERVICE_UNAVAILABLE, json!("credits_disabled"))
+        );
+        assert_eq!(app.pay(user, "card").await.0, StatusCode::CREATED);
+    }
+    write(&store, Mutation::set_enabled("CREDITS_PAYMENTS", true)).await;
+    app.wait_for("tester", "CREDITS_PAYMENTS", json!(true))
+        .await;
+    assert_eq!(app.pay("tester", "credits").await.0, StatusCode::CREATED);
+
+    // NEW_CHECKOUT, both states.
+    assert_eq!(app.pay("alice", "card").await.1["checkout"], "classic");
+    write(&store, Mutation::set_value("NEW_CHECKOUT", true)).await;
+    app.wait_for("alice", "NEW_CHECKOUT", json!(true)).await;
+    assert_eq!(app.pay("alice", "card").await.1["checkout"], "new");
+
+    // Bad input is refused with the one error shape.
+    let (s, body) = app.pay("alice", "bitcoin").await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_method"))
+    );
+    let (s, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/bookings",
+            Some("alice"),
+            Some(json!({"captioner_id": "c1", "starts_at": "tomorrow"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_starts_at"))
+    );
+    let (s, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/payments",
+            Some("alice"),
+            Some(json!({"amount_cents": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_body"))
+    );
+    // A bad write through the store changes nothing that is served.
+    let err = store
+        .write(Write::new(
+            "e2e",
+            Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", -5),
+        ))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("below the minimum"), "{err}");
+    assert_eq!(
+        app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"],
+        24
+    );
+
+    let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (health["origin"].clone(), health["stale"].clone()),
+        (json!("store"), json!(false))
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn booking_story_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    story(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("ff.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn booking_story_on_postgres() {
+    let Some(url) = ff_core::postgres_test_database().await else {
+        return;
+    };
+    story(&url).await;
+}
+
+#[tokio::test]
+async fn starts_with_the_database_unreachable_and_serves_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("missing/ff.db").display()
+    ));
+    assert_eq!(
+        app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"],
+        24
+    );
+    let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (health["origin"].clone(), health["stale"].clone()),
+        (json!("defaults"), json!(true))
+    );
+    assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
+}
