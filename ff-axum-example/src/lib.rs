@@ -31,12 +31,11 @@ pub const CAPTIONER_HOURLY_RATE_MAX: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RAT
     .range(0.0, 10_000.0)
     .description("Highest hourly rate a captioner may set (USD)");
 /// Availability through the external calendar (new path) instead of the basic check.
-pub const EXTERNAL_CALENDAR_INTEGRATION: Flag<bool> =
-    Flag::new("EXTERNAL_CALENDAR_INTEGRATION", false)
-        .description("Check captioner availability in their external calendar");
+pub const EXTERNAL_CALENDAR_INTEGRATION: Flag<bool> = Flag::new("EXTERNAL_CALENDAR_INTEGRATION", false)
+    .description("Check captioner availability in their external calendar");
 /// Kill switch for paying with in-app credits.
-pub const CREDITS_PAYMENTS: Flag<bool> = Flag::new("CREDITS_PAYMENTS", true)
-    .description("Kill switch: accept payments with in-app credits");
+pub const CREDITS_PAYMENTS: Flag<bool> =
+    Flag::new("CREDITS_PAYMENTS", true).description("Kill switch: accept payments with in-app credits");
 /// The redesigned checkout.
 pub const NEW_CHECKOUT: Flag<bool> =
     Flag::new("NEW_CHECKOUT", false).description("Serve the redesigned checkout");
@@ -99,31 +98,19 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        (self.status, Json(json!({ "error": self.code, "message": self.message }))).into_response()
     }
 }
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            r.body_text(),
-        )
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", r.body_text())
     }
 }
 
@@ -161,15 +148,9 @@ async fn create_booking(body: Result<Json<NewBooking>, JsonRejection>) -> ApiRes
         ));
     }
     let (available, checked_by) = if Current::get(EXTERNAL_CALENDAR_INTEGRATION) {
-        (
-            check_availability_in_external_calendar(&b.captioner_id, starts_at),
-            "external_calendar",
-        )
+        (check_availability_in_external_calendar(&b.captioner_id, starts_at), "external_calendar")
     } else {
-        (
-            check_basic_availability(&b.captioner_id, starts_at),
-            "basic",
-        )
+        (check_basic_availability(&b.captioner_id, starts_at), "basic")
     };
     if !available {
         return Err(ApiError::new(
@@ -198,17 +179,9 @@ fn check_availability_in_external_calendar(captioner_id: &str, at: OffsetDateTim
 }
 
 fn caller(headers: &axum::http::HeaderMap) -> Result<String, ApiError> {
-    match headers
-        .get("x-user-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-    {
+    match headers.get("x-user-id").and_then(|v| v.to_str().ok()).map(str::trim) {
         Some(u) if !u.is_empty() => Ok(u.to_owned()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "send an x-user-id header",
-        )),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "send an x-user-id header")),
     }
 }
 
@@ -217,17 +190,11 @@ struct NewRate {
     hourly_rate: f64,
 }
 
-async fn set_rate(
-    headers: axum::http::HeaderMap,
-    body: Result<Json<NewRate>, JsonRejection>,
-) -> ApiResult {
+async fn set_rate(headers: axum::http::HeaderMap, body: Result<Json<NewRate>, JsonRejection>) -> ApiResult {
     let user = caller(&headers)?;
     let Json(r) = body?;
     let config = Current::config();
-    let (min, max) = (
-        config.captioner_hourly_rate_min,
-        config.captioner_hourly_rate_max,
-    );
+    let (min, max) = (config.captioner_hourly_rate_min, config.captioner_hourly_rate_max);
     if !r.hourly_rate.is_finite() || r.hourly_rate < min || r.hourly_rate > max {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -235,10 +202,7 @@ async fn set_rate(
             format!("hourly_rate must be between {min} and {max}"),
         ));
     }
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "captioner_id": user, "hourly_rate": r.hourly_rate })),
-    ))
+    Ok((StatusCode::OK, Json(json!({ "captioner_id": user, "hourly_rate": r.hourly_rate }))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,11 +238,7 @@ async fn pay(body: Result<Json<Payment>, JsonRejection>) -> ApiResult {
             ));
         }
     }
-    let checkout = if Current::get(NEW_CHECKOUT) {
-        "new"
-    } else {
-        "classic"
-    };
+    let checkout = if Current::get(NEW_CHECKOUT) { "new" } else { "classic" };
     Ok((
         StatusCode::CREATED,
         Json(

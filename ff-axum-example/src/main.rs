@@ -14,9 +14,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
@@ -27,10 +25,7 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {
         builder = builder.snapshot_file(path);
     }
-    if let Some(ms) = std::env::var("FF_POLL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(ms) = std::env::var("FF_POLL_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.poll_interval(Duration::from_millis(ms));
     }
     let source = builder.start().await;
@@ -38,10 +33,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on FF_LISTEN={listen}"))?;
     let addr = listener.local_addr()?;
-    println!(
-        "ff-axum-example listening on http://{addr} (store: {})",
-        redact(&database_url)
-    );
+    println!("ff-axum-example listening on http://{addr} (store: {})", redact(&database_url));
     println!("try: curl -H 'x-user-id: tester' http://{addr}/me/config");
     axum::serve(listener, ff_axum_example::router(source))
         .with_graceful_shutdown(shutdown())
@@ -55,8 +47,7 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

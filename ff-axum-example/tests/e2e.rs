@@ -43,11 +43,7 @@ impl App {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        App {
-            child,
-            base,
-            http: reqwest::Client::new(),
-        }
+        App { child, base, http: reqwest::Client::new() }
     }
 
     async fn send(
@@ -70,9 +66,7 @@ impl App {
     }
 
     async fn config(&self, user: &str) -> Value {
-        self.send(reqwest::Method::GET, "/me/config", Some(user), None)
-            .await
-            .1
+        self.send(reqwest::Method::GET, "/me/config", Some(user), None).await.1
     }
 
     /// Waits (bounded) until `user` sees `key = value`: propagation is asynchronous.
@@ -83,45 +77,30 @@ impl App {
             if config[key] == value {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{user} never saw {key}={value}: {config}"
-            );
+            assert!(Instant::now() < deadline, "{user} never saw {key}={value}: {config}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn book(&self, user: &str, hours_ahead: i64, captioner: &str) -> (StatusCode, Value) {
-        let at = (OffsetDateTime::now_utc() + time::Duration::hours(hours_ahead))
-            .format(&Rfc3339)
-            .unwrap();
+        let at = (OffsetDateTime::now_utc() + time::Duration::hours(hours_ahead)).format(&Rfc3339).unwrap();
         let body = json!({ "captioner_id": captioner, "starts_at": at });
-        self.send(reqwest::Method::POST, "/bookings", Some(user), Some(body))
-            .await
+        self.send(reqwest::Method::POST, "/bookings", Some(user), Some(body)).await
     }
 
     async fn pay(&self, user: &str, method: &str) -> (StatusCode, Value) {
         let body = json!({ "amount_cents": 1000, "method": method });
-        self.send(reqwest::Method::POST, "/payments", Some(user), Some(body))
-            .await
+        self.send(reqwest::Method::POST, "/payments", Some(user), Some(body)).await
     }
 
     async fn rate(&self, user: Option<&str>, rate: f64) -> (StatusCode, Value) {
-        self.send(
-            reqwest::Method::PUT,
-            "/captioners/me/rate",
-            user,
-            Some(json!({ "hourly_rate": rate })),
-        )
-        .await
+        self.send(reqwest::Method::PUT, "/captioners/me/rate", user, Some(json!({ "hourly_rate": rate })))
+            .await
     }
 }
 
 async fn write(store: &SqlStore, m: Mutation) {
-    store
-        .write(Write::new("e2e", m).reason("e2e test"))
-        .await
-        .unwrap();
+    store.write(Write::new("e2e", m).reason("e2e test")).await.unwrap();
 }
 
 async fn story(database_url: &str) {
@@ -146,39 +125,19 @@ async fn story(database_url: &str) {
     let (s, body) = app.book("tester", 1, "c1").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "too_soon");
-    write(
-        &store,
-        Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "tester", 0),
-    )
-    .await;
-    app.wait_for(
-        "tester",
-        "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS",
-        json!(0),
-    )
-    .await;
+    write(&store, Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "tester", 0)).await;
+    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
     let (s, body) = app.book("tester", 1, "c1").await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["availability_checked_by"], "basic");
     let (s, body) = app.book("alice", 1, "c1").await;
-    assert_eq!(
-        (s, body["error"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("too_soon"))
-    );
+    assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("too_soon")));
     assert_eq!(app.book("alice", 25, "c1").await.0, StatusCode::CREATED);
 
     // EXTERNAL_CALENDAR_INTEGRATION: off = basic check, on = the new path.
-    assert_eq!(
-        app.book("alice", 25, "busy-1").await.0,
-        StatusCode::CONFLICT
-    );
-    write(
-        &store,
-        Mutation::set_value("EXTERNAL_CALENDAR_INTEGRATION", true),
-    )
-    .await;
-    app.wait_for("alice", "EXTERNAL_CALENDAR_INTEGRATION", json!(true))
-        .await;
+    assert_eq!(app.book("alice", 25, "busy-1").await.0, StatusCode::CONFLICT);
+    write(&store, Mutation::set_value("EXTERNAL_CALENDAR_INTEGRATION", true)).await;
+    app.wait_for("alice", "EXTERNAL_CALENDAR_INTEGRATION", json!(true)).await;
     let (s, body) = app.book("alice", 25, "c1").await;
     assert_eq!(
         (s, body["availability_checked_by"].clone()),
@@ -186,58 +145,29 @@ async fn story(database_url: &str) {
     );
 
     // Rates: $1 minimum for tester, $60 for everyone else.
-    assert_eq!(
-        app.rate(Some("tester"), 1.0).await.0,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    write(
-        &store,
-        Mutation::set_override("CAPTIONER_HOURLY_RATE_MIN", "tester", 1.0),
-    )
-    .await;
-    app.wait_for("tester", "CAPTIONER_HOURLY_RATE_MIN", json!(1.0))
-        .await;
+    assert_eq!(app.rate(Some("tester"), 1.0).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    write(&store, Mutation::set_override("CAPTIONER_HOURLY_RATE_MIN", "tester", 1.0)).await;
+    app.wait_for("tester", "CAPTIONER_HOURLY_RATE_MIN", json!(1.0)).await;
     assert_eq!(app.rate(Some("tester"), 1.0).await.0, StatusCode::OK);
     let (s, body) = app.rate(Some("alice"), 1.0).await;
-    assert_eq!(
-        (s, body["error"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("rate_out_of_range"))
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("between 60 and 500"),
-        "{body}"
-    );
+    assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("rate_out_of_range")));
+    assert!(body["message"].as_str().unwrap().contains("between 60 and 500"), "{body}");
     assert_eq!(app.rate(Some("alice"), 75.0).await.0, StatusCode::OK);
-    assert_eq!(
-        app.rate(Some("alice"), 501.0).await.0,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
+    assert_eq!(app.rate(Some("alice"), 501.0).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.rate(None, 75.0).await.0, StatusCode::UNAUTHORIZED);
 
     // CREDITS_PAYMENTS kill switch: off means off for everyone, overrides included.
-    write(
-        &store,
-        Mutation::set_override("CREDITS_PAYMENTS", "tester", true),
-    )
-    .await;
+    write(&store, Mutation::set_override("CREDITS_PAYMENTS", "tester", true)).await;
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
     write(&store, Mutation::set_enabled("CREDITS_PAYMENTS", false)).await;
-    app.wait_for("alice", "CREDITS_PAYMENTS", json!(false))
-        .await;
+    app.wait_for("alice", "CREDITS_PAYMENTS", json!(false)).await;
     for user in ["alice", "tester"] {
         let (s, body) = app.pay(user, "credits").await;
-        assert_eq!(
-            (s, body["error"].clone()),
-            (StatusCode::SERVICE_UNAVAILABLE, json!("credits_disabled"))
-        );
+        assert_eq!((s, body["error"].clone()), (StatusCode::SERVICE_UNAVAILABLE, json!("credits_disabled")));
         assert_eq!(app.pay(user, "card").await.0, StatusCode::CREATED);
     }
     write(&store, Mutation::set_enabled("CREDITS_PAYMENTS", true)).await;
-    app.wait_for("tester", "CREDITS_PAYMENTS", json!(true))
-        .await;
+    app.wait_for("tester", "CREDITS_PAYMENTS", json!(true)).await;
     assert_eq!(app.pay("tester", "credits").await.0, StatusCode::CREATED);
 
     // NEW_CHECKOUT, both states.
@@ -248,10 +178,7 @@ async fn story(database_url: &str) {
 
     // Bad input is refused with the one error shape.
     let (s, body) = app.pay("alice", "bitcoin").await;
-    assert_eq!(
-        (s, body["error"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_method"))
-    );
+    assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_method")));
     let (s, body) = app
         .send(
             reqwest::Method::POST,
@@ -260,52 +187,27 @@ async fn story(database_url: &str) {
             Some(json!({"captioner_id": "c1", "starts_at": "tomorrow"})),
         )
         .await;
-    assert_eq!(
-        (s, body["error"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_starts_at"))
-    );
-    let (s, body) = app
-        .send(
-            reqwest::Method::POST,
-            "/payments",
-            Some("alice"),
-            Some(json!({"amount_cents": "x"})),
-        )
-        .await;
-    assert_eq!(
-        (s, body["error"].clone()),
-        (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_body"))
-    );
+    assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_starts_at")));
+    let (s, body) =
+        app.send(reqwest::Method::POST, "/payments", Some("alice"), Some(json!({"amount_cents": "x"}))).await;
+    assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_body")));
     // A bad write through the store changes nothing that is served.
     let err = store
-        .write(Write::new(
-            "e2e",
-            Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", -5),
-        ))
+        .write(Write::new("e2e", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", -5)))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("below the minimum"), "{err}");
-    assert_eq!(
-        app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"],
-        24
-    );
+    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
 
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
-    assert_eq!(
-        (health["origin"].clone(), health["stale"].clone()),
-        (json!("store"), json!(false))
-    );
+    assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("store"), json!(false)));
     store.close().await;
 }
 
 #[tokio::test]
 async fn booking_story_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    story(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("ff.db").display()
-    ))
-    .await;
+    story(&format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display())).await;
 }
 
 #[tokio::test]
@@ -319,18 +221,9 @@ async fn booking_story_on_postgres() {
 #[tokio::test]
 async fn starts_with_the_database_unreachable_and_serves_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let app = App::start(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("missing/ff.db").display()
-    ));
-    assert_eq!(
-        app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"],
-        24
-    );
+    let app = App::start(&format!("sqlite://{}?mode=rwc", dir.path().join("missing/ff.db").display()));
+    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
-    assert_eq!(
-        (health["origin"].clone(), health["stale"].clone()),
-        (json!("defaults"), json!(true))
-    );
+    assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("defaults"), json!(true)));
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
 }

@@ -97,9 +97,6 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn invalid(key: &str, error: ValidationError) -> Self {
-        StoreError::Invalid {
-            key: key.to_owned(),
-            error,
-        }
+        StoreError::Invalid { key: key.to_owned(), error }
     }
 }

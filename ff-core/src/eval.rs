@@ -3,21 +3,24 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 use crate::flag::Flag;
-use crate::snapshot::{Snapshot, UserOverrides};
+use smol_str::SmolStr;
+
+use crate::snapshot::{Snapshot, UserRef};
 use crate::value::FlagType;
 
 /// Who a flag is evaluated for: a user id and any attributes the application extracts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EvalContext {
-    user_id: Option<Arc<str>>,
-    attributes: BTreeMap<String, serde_json::Value>,
+    // Inline up to 23 bytes: typical ids cost no allocation per request.
+    user_id: Option<SmolStr>,
+    // Few per request, sorted by name; empty costs nothing to create or drop.
+    attributes: Vec<(String, serde_json::Value)>,
 }
 
 impl EvalContext {
@@ -27,20 +30,17 @@ impl EvalContext {
     }
 
     /// A context for one user.
-    pub fn user(user_id: impl Into<Arc<str>>) -> Self {
-        EvalContext {
-            user_id: Some(user_id.into()),
-            attributes: BTreeMap::new(),
-        }
+    pub fn user(user_id: impl AsRef<str>) -> Self {
+        EvalContext { user_id: Some(SmolStr::new(user_id)), attributes: Vec::new() }
     }
 
     /// Adds an attribute (plan, country, app version...), for targeting.
-    pub fn with_attribute(
-        mut self,
-        name: impl Into<String>,
-        value: impl Into<serde_json::Value>,
-    ) -> Self {
-        self.attributes.insert(name.into(), value.into());
+    pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        match self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => self.attributes[i].1 = value,
+            Err(i) => self.attributes.insert(i, (name, value)),
+        }
         self
     }
 
@@ -51,12 +51,13 @@ impl EvalContext {
 
     /// One attribute.
     pub fn attribute(&self, name: &str) -> Option<&serde_json::Value> {
-        self.attributes.get(name)
+        let i = self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+        Some(&self.attributes[i].1)
     }
 
-    /// All attributes.
-    pub fn attributes(&self) -> &BTreeMap<String, serde_json::Value> {
-        &self.attributes
+    /// All attributes, sorted by name.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.attributes.iter().map(|(n, v)| (n.as_str(), v))
     }
 }
 
@@ -133,77 +134,57 @@ pub trait Config: Send + Sync + 'static {
 /// Reads flags while a [`Config`] is built, recording which ones it reads.
 pub struct ConfigReader<'a> {
     snapshot: &'a Snapshot,
-    user: Option<&'a UserOverrides>,
+    user: Option<UserRef>,
     touched: RefCell<Vec<u32>>,
 }
 
 impl fmt::Debug for ConfigReader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConfigReader")
-            .field("version", &self.snapshot.version())
-            .finish_non_exhaustive()
+        f.debug_struct("ConfigReader").field("version", &self.snapshot.version()).finish_non_exhaustive()
     }
 }
 
 impl ConfigReader<'_> {
     /// The flag's value for this request.
     pub fn get<T: FlagType>(&self, flag: Flag<T>) -> T {
-        self.snapshot
-            .evaluate_tracked(&flag, self.user, &mut self.touched.borrow_mut())
-            .value
+        self.snapshot.evaluate_tracked(&flag, self.user, &mut self.touched.borrow_mut()).value
     }
 }
 
-fn build<C: Config>(snapshot: &Snapshot, user: Option<&UserOverrides>) -> (C, Vec<u32>) {
-    let reader = ConfigReader {
-        snapshot,
-        user,
-        touched: RefCell::new(Vec::new()),
-    };
+fn build<C: Config>(snapshot: &Snapshot, user: Option<UserRef>) -> (C, Vec<u32>) {
+    let reader = ConfigReader { snapshot, user, touched: RefCell::new(Vec::new()) };
     let config = C::from_flags(&reader);
     (config, reader.touched.into_inner())
 }
 
 /// One snapshot seen by one [`EvalContext`]: what a request reads flags through.
 ///
-/// Cheap to clone (one reference count), so it can follow work into spawned tasks.
+/// Cheap to clone (a reference count and a small copy), so it can follow work
+/// into spawned tasks.
 #[derive(Clone)]
 pub struct Evaluator {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     snapshot: Arc<Snapshot>,
     context: EvalContext,
-    user: Option<UserOverrides>,
+    user: Option<UserRef>,
     config: OnceLock<Arc<dyn Any + Send + Sync>>,
 }
 
 impl fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Evaluator")
-            .field("version", &self.inner.snapshot.version())
-            .field("context", &self.inner.context)
-            .field(
-                "overrides",
-                &self.inner.user.as_ref().map_or(0, UserOverrides::len),
-            )
+            .field("version", &self.snapshot.version())
+            .field("context", &self.context)
+            .field("has_overrides", &self.user.is_some())
             .finish()
     }
 }
 
 impl Evaluator {
     /// Binds a snapshot to a context, looking up the user's overrides once.
+    #[inline]
     pub fn new(snapshot: Arc<Snapshot>, context: EvalContext) -> Self {
         let user = context.user_id().and_then(|u| snapshot.user(u));
-        Evaluator {
-            inner: Arc::new(Inner {
-                snapshot,
-                context,
-                user,
-                config: OnceLock::new(),
-            }),
-        }
+        Evaluator { snapshot, context, user, config: OnceLock::new() }
     }
 
     /// An evaluator over an empty snapshot: every read serves the code default.
@@ -212,47 +193,44 @@ impl Evaluator {
     }
 
     /// The flag's value.
+    #[inline]
     pub fn get<T: FlagType>(&self, flag: Flag<T>) -> T {
         self.detail(flag).value
     }
 
     /// The flag's value with the reason and snapshot version.
+    #[inline]
     pub fn detail<T: FlagType>(&self, flag: Flag<T>) -> Detail<T> {
-        self.inner
-            .snapshot
-            .evaluate(&flag, self.inner.user.as_ref())
+        self.snapshot.evaluate_for(&flag, self.user)
     }
 
     /// The typed config, built at most once per evaluator, and shared across
     /// evaluators on one snapshot when this user overrides none of its flags.
     pub fn config<C: Config>(&self) -> Arc<C> {
-        if let Some(c) = self
-            .inner
-            .config
-            .get()
-            .and_then(|c| c.clone().downcast::<C>().ok())
-        {
+        if let Some(c) = self.config.get().and_then(|c| c.clone().downcast::<C>().ok()) {
             return c;
         }
-        let snapshot = &self.inner.snapshot;
-        let user = self.inner.user.as_ref();
-        let config = match snapshot.shared_config(|| build::<C>(snapshot, None)) {
-            Some((shared, touched)) if user.is_none_or(|u| !u.touches(touched)) => shared,
-            _ => Arc::new(build::<C>(snapshot, user).0),
-        };
+        let snapshot = &self.snapshot;
+        if let Some((shared, touched)) = snapshot.shared_config(|| build::<C>(snapshot, None)) {
+            if self.user.is_none_or(|u| !snapshot.user_touches(u, touched)) {
+                // The snapshot keeps it: no need to memoise per request.
+                return shared;
+            }
+        }
+        let config = Arc::new(build::<C>(snapshot, self.user).0);
         // Only the first config type read through this evaluator is memoised.
-        let _ = self.inner.config.set(config.clone());
+        let _ = self.config.set(config.clone());
         config
     }
 
     /// The snapshot.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.inner.snapshot
+        &self.snapshot
     }
 
     /// The context.
     pub fn context(&self) -> &EvalContext {
-        &self.inner.context
+        &self.context
     }
 }
 
@@ -291,26 +269,11 @@ mod tests {
     fn snapshot(on_enabled: bool) -> Arc<Snapshot> {
         Arc::new(Snapshot::from_state(&StoreState {
             seq: 9,
-            flags: vec![
-                record("ON", Value::Bool(true), on_enabled),
-                record("HOURS", Value::Int(24), true),
-            ],
+            flags: vec![record("ON", Value::Bool(true), on_enabled), record("HOURS", Value::Int(24), true)],
             overrides: vec![
-                OverrideRecord {
-                    key: "ON".into(),
-                    user_id: "tester".into(),
-                    value: true.into(),
-                },
-                OverrideRecord {
-                    key: "HOURS".into(),
-                    user_id: "tester".into(),
-                    value: 0.into(),
-                },
-                OverrideRecord {
-                    key: "HOURS".into(),
-                    user_id: "bad".into(),
-                    value: 500.into(),
-                },
+                OverrideRecord { key: "ON".into(), user_id: "tester".into(), value: true.into() },
+                OverrideRecord { key: "HOURS".into(), user_id: "tester".into(), value: 0.into() },
+                OverrideRecord { key: "HOURS".into(), user_id: "bad".into(), value: 500.into() },
             ],
         }))
     }
@@ -321,9 +284,7 @@ mod tests {
     }
     impl Config for Cfg {
         fn from_flags(f: &ConfigReader<'_>) -> Self {
-            Cfg {
-                hours: f.get(HOURS),
-            }
+            Cfg { hours: f.get(HOURS) }
         }
     }
 
@@ -331,44 +292,16 @@ mod tests {
     fn evaluation_order() {
         let s = snapshot(true);
         let anon = Evaluator::new(s.clone(), EvalContext::anonymous());
-        assert_eq!(
-            anon.detail(ON),
-            Detail {
-                value: true,
-                reason: Reason::Global,
-                version: 9
-            }
-        );
+        assert_eq!(anon.detail(ON), Detail { value: true, reason: Reason::Global, version: 9 });
         assert_eq!(anon.detail(MISSING).reason, Reason::Default);
         assert_eq!(anon.get(MISSING), 7);
         let tester = Evaluator::new(s.clone(), EvalContext::user("tester"));
-        assert_eq!(
-            tester.detail(HOURS),
-            Detail {
-                value: 0,
-                reason: Reason::Override,
-                version: 9
-            }
-        );
+        assert_eq!(tester.detail(HOURS), Detail { value: 0, reason: Reason::Override, version: 9 });
         // Out of the declared bounds: the code default, reason Invalid.
         let bad = Evaluator::new(s.clone(), EvalContext::user("bad"));
-        assert_eq!(
-            bad.detail(HOURS),
-            Detail {
-                value: 24,
-                reason: Reason::Invalid,
-                version: 9
-            }
-        );
+        assert_eq!(bad.detail(HOURS), Detail { value: 24, reason: Reason::Invalid, version: 9 });
         // Declared with another type in code.
-        assert_eq!(
-            anon.detail(TYPO),
-            Detail {
-                value: "x".to_owned(),
-                reason: Reason::Invalid,
-                version: 9
-            }
-        );
+        assert_eq!(anon.detail(TYPO), Detail { value: "x".to_owned(), reason: Reason::Invalid, version: 9 });
     }
 
     #[test]
@@ -384,19 +317,13 @@ mod tests {
         let s = snapshot(true);
         let a = Evaluator::new(s.clone(), EvalContext::user("someone")).config::<Cfg>();
         let b = Evaluator::new(s.clone(), EvalContext::anonymous()).config::<Cfg>();
-        assert!(
-            Arc::ptr_eq(&a, &b),
-            "users without overrides share one config"
-        );
+        assert!(Arc::ptr_eq(&a, &b), "users without overrides share one config");
         assert_eq!(a.hours, 24);
         let tester = Evaluator::new(s.clone(), EvalContext::user("tester"));
         let t1 = tester.config::<Cfg>();
         assert_eq!(t1.hours, 0);
         assert!(!Arc::ptr_eq(&t1, &a));
-        assert!(
-            Arc::ptr_eq(&t1, &tester.config::<Cfg>()),
-            "memoised per evaluator"
-        );
+        assert!(Arc::ptr_eq(&t1, &tester.config::<Cfg>()), "memoised per evaluator");
         // A new snapshot builds a new shared config.
         let c = Evaluator::new(snapshot(true), EvalContext::anonymous()).config::<Cfg>();
         assert!(!Arc::ptr_eq(&a, &c));

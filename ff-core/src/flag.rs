@@ -27,6 +27,7 @@ pub const MAX_KEY_LEN: usize = 128;
 /// ```
 pub struct Flag<T: FlagType> {
     key: &'static str,
+    hash: u64,
     default: T::Decl,
     description: &'static str,
     min: Option<T::Decl>,
@@ -55,14 +56,7 @@ impl<T: FlagType> fmt::Debug for Flag<T> {
 impl<T: FlagType> Flag<T> {
     /// Declares a flag with its key and code default.
     pub const fn new(key: &'static str, default: T::Decl) -> Self {
-        Flag {
-            key,
-            default,
-            description: "",
-            min: None,
-            max: None,
-            allowed: &[],
-        }
+        Flag { key, hash: key_hash(key), default, description: "", min: None, max: None, allowed: &[] }
     }
 
     /// A human description, synced into the store.
@@ -101,6 +95,12 @@ impl<T: FlagType> Flag<T> {
         self.key
     }
 
+    /// The key's hash, computed at compile time for lookups.
+    #[inline]
+    pub(crate) const fn key_hash(&self) -> u64 {
+        self.hash
+    }
+
     /// The code default, materialised.
     pub fn default_value(&self) -> T {
         T::from_decl(self.default)
@@ -126,11 +126,7 @@ impl<T: FlagType> Flag<T> {
             schema: Schema {
                 min: self.min.and_then(number),
                 max: self.max.and_then(number),
-                allowed: self
-                    .allowed
-                    .iter()
-                    .map(|a| T::decl_value(*a).to_json())
-                    .collect(),
+                allowed: self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect(),
             },
         }
     }
@@ -163,9 +159,7 @@ impl FlagDecl {
         validate_key(&self.key)?;
         self.schema.check_self(self.value_type)?;
         if self.value_type == ValueType::Json && self.default.to_json().is_null() {
-            return Err(ValidationError::BadSchema(
-                "the JSON default is not valid JSON (or is null)".into(),
-            ));
+            return Err(ValidationError::BadSchema("the JSON default is not valid JSON (or is null)".into()));
         }
         self.schema.check(&self.default)
     }
@@ -214,33 +208,43 @@ impl From<&FlagDecl> for FlagDef {
     }
 }
 
+/// Hashes a flag key (FNV-1a, then a 64-bit finaliser to spread the bits).
+/// Declared keys are hashed at compile time, so a read does no hashing.
+pub(crate) const fn key_hash(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// Checks a flag key: 1 to 128 characters of `A-Z a-z 0-9 _ - .`.
 pub fn validate_key(key: &str) -> Result<(), ValidationError> {
     let problem = if key.is_empty() {
         "is empty"
     } else if key.len() > MAX_KEY_LEN {
         "is longer than 128 characters"
-    } else if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-    {
+    } else if !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
         "may only contain letters, digits, '_', '-' and '.'"
     } else {
         return Ok(());
     };
-    Err(ValidationError::BadKey {
-        key: key.to_owned(),
-        problem,
-    })
+    Err(ValidationError::BadKey { key: key.to_owned(), problem })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const RATE: Flag<f64> = Flag::new("RATE", 60.0)
-        .range(1.0, 500.0)
-        .description("rate");
+    const RATE: Flag<f64> = Flag::new("RATE", 60.0).range(1.0, 500.0).description("rate");
     const THEME: Flag<String> = Flag::new("THEME", "light").one_of(&["light", "dark"]);
     const DOC: Flag<serde_json::Value> = Flag::new("DOC", r#"{"a": 1}"#);
     const BROKEN: Flag<serde_json::Value> = Flag::new("BROKEN", "{nope");
@@ -253,10 +257,7 @@ mod tests {
         assert_eq!(d.schema.min.as_ref().and_then(|n| n.as_f64()), Some(1.0));
         assert_eq!(d.description, "rate");
         assert!(d.validate().is_ok());
-        assert_eq!(
-            THEME.decl().schema.allowed,
-            vec![serde_json::json!("light"), serde_json::json!("dark")]
-        );
+        assert_eq!(THEME.decl().schema.allowed, vec![serde_json::json!("light"), serde_json::json!("dark")]);
         assert_eq!(DOC.default_value(), serde_json::json!({"a": 1}));
         assert!(BROKEN.decl().validate().is_err());
     }

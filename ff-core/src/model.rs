@@ -206,8 +206,7 @@ pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
 
 /// The inverse of [`to_millis`].
 pub(crate) fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Now, truncated to the milliseconds the store keeps.

@@ -6,7 +6,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
+
+use crate::flag::key_hash;
 
 use crate::eval::{Detail, Reason};
 use crate::flag::Flag;
@@ -21,7 +24,7 @@ use crate::value::{FlagType, Value};
 pub struct Snapshot {
     version: u64,
     flags: Arc<FlagTable>,
-    users: Arc<FxHashMap<Arc<str>, UserOverrides>>,
+    users: Arc<UserTable>,
     shared_config: OnceLock<SharedConfig>,
 }
 
@@ -29,45 +32,91 @@ pub struct Snapshot {
 /// incrementally, so per-user overrides can refer to flags by slot.
 #[derive(Clone, Default)]
 struct FlagTable {
-    index: FxHashMap<Arc<str>, u32>,
+    /// Slot numbers, found by the key's precomputed hash.
+    index: HashTable<u32>,
     slots: Vec<Option<Arc<Slot>>>,
 }
 
 struct Slot {
     record: FlagRecord,
+    hash: u64,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
 }
 
-/// One user's overrides, sorted by flag slot. Cheap to clone.
+/// Users with overrides. Entries are looked up once per request and then
+/// referred to by position, so reads touch no reference count.
 #[derive(Clone, Default)]
-pub struct UserOverrides(Arc<[(u32, Value)]>);
+struct UserTable {
+    index: FxHashMap<Arc<str>, u32>,
+    entries: Vec<Option<Arc<UserEntry>>>,
+}
 
-impl UserOverrides {
+/// One user's overrides: flag slots (sorted) and their values, side by side so
+/// the scan over slots stays within a cache line or two.
+#[derive(Default)]
+struct UserEntry {
+    /// Bit `slot % 64` is set for every overridden slot: most reads of flags
+    /// the user does not override end here.
+    mask: u64,
+    slots: Box<[u32]>,
+    values: Box<[Value]>,
+}
+
+impl UserEntry {
+    fn from_pairs(mut pairs: Vec<(u32, Value)>) -> Self {
+        pairs.sort_by_key(|(s, _)| *s);
+        let (slots, values): (Vec<u32>, Vec<Value>) = pairs.into_iter().unzip();
+        let mask = slots.iter().fold(0, |m, s| m | 1u64 << (s % 64));
+        UserEntry { mask, slots: slots.into(), values: values.into() }
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (u32, &Value)> {
+        self.slots.iter().copied().zip(self.values.iter())
+    }
+
+    #[inline]
     fn get(&self, slot: u32) -> Option<&Value> {
-        // Few overrides per user: a linear scan beats a search.
-        self.0.iter().find(|(s, _)| *s == slot).map(|(_, v)| v)
+        if self.mask & (1u64 << (slot % 64)) == 0 {
+            return None;
+        }
+        let i = self.slots.binary_search(&slot).ok()?;
+        self.values.get(i)
     }
 
-    /// Number of flags this user has an explicit value for.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the user has no override.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Whether any of `slots` (sorted) has an override.
+    fn touches(&self, slots: &[u32]) -> bool {
+        self.slots.iter().any(|s| slots.binary_search(s).is_ok())
     }
 }
 
-impl fmt::Debug for UserOverrides {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(s, v)| (s, v)))
-            .finish()
+impl UserTable {
+    fn entry(&self, user: UserRef) -> Option<&UserEntry> {
+        self.entries.get(user.0 as usize)?.as_deref()
+    }
+
+    fn put(&mut self, user: &str, entry: Option<UserEntry>) {
+        let entry = entry.filter(|e| !e.slots.is_empty()).map(Arc::new);
+        match (self.index.get(user).copied(), entry) {
+            (Some(i), Some(e)) => self.entries[i as usize] = Some(e),
+            (Some(i), None) => {
+                self.index.remove(user);
+                self.entries[i as usize] = None;
+            }
+            (None, Some(e)) => {
+                self.index.insert(user.into(), self.entries.len() as u32);
+                self.entries.push(Some(e));
+            }
+            (None, None) => {}
+        }
     }
 }
+
+/// A user's overrides in one snapshot: found once per request by
+/// [`Snapshot::user`], valid only with the snapshot that returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRef(u32);
 
 struct SharedConfig {
     type_id: TypeId,
@@ -102,7 +151,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("version", &self.version)
             .field("flags", &self.flags.index.len())
-            .field("users_with_overrides", &self.users.len())
+            .field("users_with_overrides", &self.users.index.len())
             .finish()
     }
 }
@@ -116,12 +165,7 @@ impl Default for Snapshot {
 impl Snapshot {
     /// A snapshot with no flags: every read serves the code default.
     pub fn empty() -> Self {
-        Snapshot {
-            version: 0,
-            flags: Arc::default(),
-            users: Arc::default(),
-            shared_config: OnceLock::new(),
-        }
+        Snapshot { version: 0, flags: Arc::default(), users: Arc::default(), shared_config: OnceLock::new() }
     }
 
     /// Builds a snapshot from a full store state. Overrides that do not fit
@@ -131,25 +175,16 @@ impl Snapshot {
         for record in state.flags.iter().filter(|f| !f.archived) {
             flags.put(record.clone());
         }
-        let mut users: HashMap<Arc<str>, Vec<(u32, Value)>> = HashMap::new();
-        let mut interned: FxHashMap<&str, Arc<str>> = FxHashMap::default();
+        let mut by_user: HashMap<&str, Vec<(u32, Value)>> = HashMap::new();
         for o in &state.overrides {
-            let Some((slot, value)) = flags.typed_override(o) else {
-                continue;
-            };
-            let user = interned
-                .entry(&o.user_id)
-                .or_insert_with(|| o.user_id.as_str().into())
-                .clone();
-            users.entry(user).or_default().push((slot, value));
+            if let Some(pair) = flags.typed_override(o) {
+                by_user.entry(&o.user_id).or_default().push(pair);
+            }
         }
-        let users = users
-            .into_iter()
-            .map(|(u, mut list)| {
-                list.sort_by_key(|(s, _)| *s);
-                (u, UserOverrides(list.into()))
-            })
-            .collect();
+        let mut users = UserTable::default();
+        for (user, pairs) in by_user {
+            users.put(user, Some(UserEntry::from_pairs(pairs)));
+        }
         Snapshot {
             version: state.seq,
             flags: Arc::new(flags),
@@ -160,62 +195,47 @@ impl Snapshot {
 
     /// The full state this snapshot was built from (for saving to disk).
     pub fn to_state(&self) -> StoreState {
-        let mut flags: Vec<FlagRecord> = self
-            .flags
-            .slots
-            .iter()
-            .flatten()
-            .map(|s| s.record.clone())
-            .collect();
+        let mut flags: Vec<FlagRecord> =
+            self.flags.slots.iter().flatten().map(|s| s.record.clone()).collect();
         flags.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut overrides: Vec<OverrideRecord> = self
-            .users
-            .iter()
-            .flat_map(|(user, list)| {
-                list.0.iter().filter_map(|(slot, value)| {
-                    let flag = self.flags.slot(*slot)?;
-                    Some(OverrideRecord {
+        let mut overrides: Vec<OverrideRecord> = Vec::new();
+        for (user, &i) in &self.users.index {
+            let Some(entry) = self.users.entry(UserRef(i)) else { continue };
+            for (slot, value) in entry.pairs() {
+                if let Some(flag) = self.flags.slot(slot) {
+                    overrides.push(OverrideRecord {
                         key: flag.record.key.clone(),
                         user_id: user.to_string(),
                         value: value.to_json(),
-                    })
-                })
-            })
-            .collect();
-        overrides.sort_by(|a, b| (&a.key, &a.user_id).cmp(&(&b.key, &b.user_id)));
-        StoreState {
-            seq: self.version,
-            flags,
-            overrides,
+                    });
+                }
+            }
         }
+        overrides.sort_by(|a, b| (&a.key, &a.user_id).cmp(&(&b.key, &b.user_id)));
+        StoreState { seq: self.version, flags, overrides }
     }
 
     /// Applies changes that directly follow this snapshot's version, giving the next snapshot.
+    ///
+    /// Only the tables a change touches are copied; the rest is shared with `self`.
     pub fn apply(&self, changes: &[Change]) -> Result<Snapshot, ApplyError> {
         let mut flags: Option<FlagTable> = None;
-        let mut users: Option<FxHashMap<Arc<str>, UserOverrides>> = None;
+        let mut users: Option<UserTable> = None;
         let mut version = self.version;
         for c in changes {
             if c.seq != version + 1 {
-                return Err(ApplyError::Gap {
-                    expected: version + 1,
-                    found: c.seq,
-                });
+                return Err(ApplyError::Gap { expected: version + 1, found: c.seq });
             }
             version = c.seq;
-            let bad = |problem: &str| ApplyError::Bad {
-                seq: c.seq,
-                problem: problem.to_owned(),
-            };
+            let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
             match c.action {
                 Action::FlagCreate | Action::FlagUpdate => {
                     let after = c.after.clone().ok_or_else(|| bad("no after state"))?;
                     let record: FlagRecord =
                         serde_json::from_value(after).map_err(|e| bad(&e.to_string()))?;
                     let table = flags.get_or_insert_with(|| (*self.flags).clone());
-                    if let Some(slot) = table.index.get(record.key.as_str()).copied() {
-                        let old = table.slot(slot).map(|s| s.record.value_type);
-                        if old.is_some_and(|t| t != record.value_type) {
+                    if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s)) {
+                        if old.record.value_type != record.value_type {
                             return Err(bad("a flag's type changed"));
                         }
                     }
@@ -223,23 +243,27 @@ impl Snapshot {
                 }
                 Action::FlagArchive => {
                     let table = flags.get_or_insert_with(|| (*self.flags).clone());
-                    if let Some(slot) = table.index.remove(c.key.as_str()) {
-                        table.slots[slot as usize] = None;
+                    if let Some(slot) = table.remove(&c.key) {
                         let map = users.get_or_insert_with(|| (*self.users).clone());
-                        map.retain(|_, list| {
-                            if list.get(slot).is_some() {
-                                *list = UserOverrides(
-                                    list.0.iter().filter(|(s, _)| *s != slot).cloned().collect(),
-                                );
-                            }
-                            !list.is_empty()
-                        });
+                        let affected: Vec<(Arc<str>, UserEntry)> = map
+                            .index
+                            .iter()
+                            .filter_map(|(u, &i)| {
+                                let e = map.entry(UserRef(i))?;
+                                e.get(slot)?;
+                                let rest = e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone()));
+                                Some((u.clone(), UserEntry::from_pairs(rest.collect())))
+                            })
+                            .collect();
+                        for (user, entry) in affected {
+                            map.put(&user, Some(entry));
+                        }
                     }
                 }
                 Action::OverrideSet | Action::OverrideDelete => {
                     let user = c.subject.as_deref().ok_or_else(|| bad("no user"))?;
-                    let table = flags.as_ref().unwrap_or(&self.flags);
-                    let Some(slot) = table.index.get(c.key.as_str()).copied() else {
+                    let table = flags.as_ref().unwrap_or(&*self.flags);
+                    let Some(slot) = table.find(&c.key) else {
                         return Err(bad("override of an unknown flag"));
                     };
                     let value = match (c.action, &c.after) {
@@ -260,19 +284,12 @@ impl Snapshot {
                         _ => None,
                     };
                     let map = users.get_or_insert_with(|| (*self.users).clone());
-                    let mut list: Vec<(u32, Value)> = map
-                        .get(user)
-                        .map(|l| l.0.iter().filter(|(s, _)| *s != slot).cloned().collect())
+                    let current = map.index.get(user).and_then(|i| map.entry(UserRef(*i)));
+                    let mut pairs: Vec<(u32, Value)> = current
+                        .map(|e| e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone())).collect())
                         .unwrap_or_default();
-                    if let Some(v) = value {
-                        list.push((slot, v));
-                        list.sort_by_key(|(s, _)| *s);
-                    }
-                    if list.is_empty() {
-                        map.remove(user);
-                    } else {
-                        map.insert(user.into(), UserOverrides(list.into()));
-                    }
+                    pairs.extend(value.map(|v| (slot, v)));
+                    map.put(user, Some(UserEntry::from_pairs(pairs)));
                 }
             }
         }
@@ -301,12 +318,12 @@ impl Snapshot {
 
     /// Number of users with at least one override.
     pub fn users_with_overrides(&self) -> usize {
-        self.users.len()
+        self.users.index.len()
     }
 
     /// The stored record of a flag.
     pub fn flag(&self, key: &str) -> Option<&FlagRecord> {
-        let slot = *self.flags.index.get(key)?;
+        let slot = self.flags.find(key)?;
         self.flags.slot(slot).map(|s| &s.record)
     }
 
@@ -315,61 +332,46 @@ impl Snapshot {
         self.flags.slots.iter().flatten().map(|s| &s.record)
     }
 
-    /// One user's overrides, looked up once per request.
-    pub fn user(&self, user_id: &str) -> Option<UserOverrides> {
-        self.users.get(user_id).cloned()
+    /// Finds a user's overrides, once per request.
+    #[inline]
+    pub fn user(&self, user_id: &str) -> Option<UserRef> {
+        self.users.index.get(user_id).map(|i| UserRef(*i))
     }
 
-    /// Evaluates `flag` for a user (with that user's overrides, if any), in the
-    /// documented order. Never panics; falls back to the code default.
-    pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, user: Option<&UserOverrides>) -> Detail<T> {
+    /// Evaluates `flag` for `context`, in the documented order. Never panics;
+    /// falls back to the code default.
+    pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &crate::EvalContext) -> Detail<T> {
+        let user = context.user_id().and_then(|u| self.user(u));
+        self.evaluate_for(flag, user)
+    }
+
+    /// [`Snapshot::evaluate`] with the user already looked up.
+    #[inline]
+    pub fn evaluate_for<T: FlagType>(&self, flag: &Flag<T>, user: Option<UserRef>) -> Detail<T> {
         self.evaluate_slot(flag, user).1
     }
 
-    fn evaluate_slot<T: FlagType>(
-        &self,
-        flag: &Flag<T>,
-        user: Option<&UserOverrides>,
-    ) -> (Option<u32>, Detail<T>) {
+    #[inline]
+    fn evaluate_slot<T: FlagType>(&self, flag: &Flag<T>, user: Option<UserRef>) -> (Option<u32>, Detail<T>) {
         let version = self.version;
-        let default = |reason| Detail {
-            value: flag.default_value(),
-            reason,
-            version,
+        let found = self.flags.find_hashed(flag.key_hash(), flag.key());
+        let Some(s) = found.and_then(|i| Some((i, self.flags.slot(i)?))) else {
+            return (None, Detail { value: flag.default_value(), reason: Reason::Default, version });
         };
-        let Some(&slot) = self.flags.index.get(flag.key()) else {
-            return (None, default(Reason::Default));
-        };
-        let Some(s) = self.flags.slot(slot) else {
-            return (None, default(Reason::Default));
-        };
+        let (slot, s) = s;
         let r = &s.record;
         let (value, reason) = if !r.enabled {
             (&r.off_value, Reason::Disabled)
-        } else if let Some(v) = user.and_then(|u| u.get(slot)) {
+        } else if let Some(v) = user.and_then(|u| self.users.entry(u)?.get(slot)) {
             (v, Reason::Override)
         } else {
             (&r.value, Reason::Global)
         };
         match T::from_value(value) {
-            Some(v) if flag.accepts(&v) => (
-                Some(slot),
-                Detail {
-                    value: v,
-                    reason,
-                    version,
-                },
-            ),
+            Some(v) if flag.accepts(&v) => (Some(slot), Detail { value: v, reason, version }),
             _ => {
-                if !s.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        flag = flag.key(),
-                        stored = %value,
-                        declared = %T::TYPE,
-                        "ff: stored value does not fit the flag's declaration; serving the code default"
-                    );
-                }
-                (Some(slot), default(Reason::Invalid))
+                s.warn_invalid(flag.key(), value, T::TYPE);
+                (Some(slot), Detail { value: flag.default_value(), reason: Reason::Invalid, version })
             }
         }
     }
@@ -378,12 +380,17 @@ impl Snapshot {
     pub(crate) fn evaluate_tracked<T: FlagType>(
         &self,
         flag: &Flag<T>,
-        user: Option<&UserOverrides>,
+        user: Option<UserRef>,
         touched: &mut Vec<u32>,
     ) -> Detail<T> {
         let (slot, detail) = self.evaluate_slot(flag, user);
         touched.extend(slot);
         detail
+    }
+
+    /// Whether `user` overrides any of `slots` (sorted).
+    pub(crate) fn user_touches(&self, user: UserRef, slots: &[u32]) -> bool {
+        self.users.entry(user).is_some_and(|e| e.touches(slots))
     }
 
     /// The config built for users without overrides, shared by every request on
@@ -396,24 +403,27 @@ impl Snapshot {
             let (value, mut touched) = build();
             touched.sort_unstable();
             touched.dedup();
-            SharedConfig {
-                type_id: TypeId::of::<C>(),
-                value: Arc::new(value),
-                touched: touched.into(),
-            }
+            SharedConfig { type_id: TypeId::of::<C>(), value: Arc::new(value), touched: touched.into() }
         });
         if shared.type_id != TypeId::of::<C>() {
             return None;
         }
-        let value = shared.value.clone().downcast::<C>().ok()?;
+        let value = Arc::clone(&shared.value).downcast::<C>().ok()?;
         Some((value, &shared.touched))
     }
 }
 
-impl UserOverrides {
-    /// Whether any of `slots` (sorted) has an override for this user.
-    pub(crate) fn touches(&self, slots: &[u32]) -> bool {
-        self.0.iter().any(|(s, _)| slots.binary_search(s).is_ok())
+impl Slot {
+    #[cold]
+    fn warn_invalid(&self, key: &str, value: &Value, declared: crate::ValueType) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                flag = key,
+                stored = %value,
+                declared = %declared,
+                "ff: stored value does not fit the flag's declaration; serving the code default"
+            );
+        }
     }
 }
 
@@ -422,23 +432,51 @@ impl FlagTable {
         self.slots.get(slot as usize)?.as_ref()
     }
 
+    #[inline]
+    fn find_hashed(&self, hash: u64, key: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots.get(i as usize).and_then(Option::as_ref).is_some_and(|s| s.record.key == key)
+            })
+            .copied()
+    }
+
+    fn find(&self, key: &str) -> Option<u32> {
+        self.find_hashed(key_hash(key), key)
+    }
+
     fn put(&mut self, record: FlagRecord) {
-        let slot = Arc::new(Slot {
-            record,
-            warned: AtomicBool::new(false),
-        });
-        match self.index.get(slot.record.key.as_str()) {
-            Some(&i) => self.slots[i as usize] = Some(slot),
+        let hash = key_hash(&record.key);
+        let found = self.find_hashed(hash, &record.key);
+        let slot = Arc::new(Slot { record, hash, warned: AtomicBool::new(false) });
+        match found {
+            Some(i) => self.slots[i as usize] = Some(slot),
             None => {
                 let i = self.slots.len() as u32;
-                self.index.insert(slot.record.key.as_str().into(), i);
                 self.slots.push(Some(slot));
+                let slots = &self.slots;
+                self.index.insert_unique(hash, i, |&j| slots[j as usize].as_ref().map_or(0, |s| s.hash));
             }
         }
     }
 
+    fn remove(&mut self, key: &str) -> Option<u32> {
+        let hash = key_hash(key);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(hash, |&i| {
+                slots.get(i as usize).and_then(Option::as_ref).is_some_and(|s| s.record.key == key)
+            })
+            .ok()?;
+        let (i, _) = entry.remove();
+        self.slots[i as usize] = None;
+        Some(i)
+    }
+
     fn typed_override(&self, o: &OverrideRecord) -> Option<(u32, Value)> {
-        let slot = *self.index.get(o.key.as_str())?;
+        let slot = self.find(&o.key)?;
         let flag = &self.slot(slot)?.record;
         match Value::from_json(flag.value_type, &o.value) {
             Ok(v) => Some((slot, v)),

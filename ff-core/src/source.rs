@@ -102,9 +102,7 @@ impl Status {
 
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source")
-            .field("status", &*self.inner.shared.status.borrow())
-            .finish_non_exhaustive()
+        f.debug_struct("Source").field("status", &*self.inner.shared.status.borrow()).finish_non_exhaustive()
     }
 }
 
@@ -191,12 +189,7 @@ impl SourceBuilder {
                 r = status.changed() => if r.is_err() { break },
             }
         }
-        Source {
-            inner: Arc::new(Inner {
-                shared,
-                task: Some(task.abort_handle()),
-            }),
-        }
+        Source { inner: Arc::new(Inner { shared, task: Some(task.abort_handle()) }) }
     }
 }
 
@@ -233,9 +226,7 @@ impl Source {
             nudge: Notify::new(),
             sync_report: Mutex::new(None),
         });
-        Source {
-            inner: Arc::new(Inner { shared, task: None }),
-        }
+        Source { inner: Arc::new(Inner { shared, task: None }) }
     }
 
     /// The current snapshot. Lock-free; what the layer calls once per request.
@@ -257,9 +248,7 @@ impl Source {
     /// Waits until the snapshot's version is at least `version`; false on timeout.
     pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> bool {
         let mut rx = self.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|s| s.version >= version))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|s| s.version >= version)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// Asks the background task to check the store now rather than at the next poll.
@@ -269,12 +258,7 @@ impl Source {
 
     /// What syncing the declarations found, once it has run.
     pub fn sync_report(&self) -> Option<SyncReport> {
-        self.inner
-            .shared
-            .sync_report
-            .lock()
-            .ok()
-            .and_then(|r| r.clone())
+        self.inner.shared.sync_report.lock().ok().and_then(|r| r.clone())
     }
 
     /// Replaces the snapshot (sources without a store: tests, fixed snapshots).
@@ -303,10 +287,7 @@ impl Shared {
         self.status.send_if_modified(|s| {
             let changed = s.last_error.is_some();
             if changed {
-                tracing::info!(
-                    after_failures = s.failures,
-                    "ff: flag store reachable again"
-                );
+                tracing::info!(after_failures = s.failures, "ff: flag store reachable again");
             }
             s.last_success = Some(Instant::now());
             s.last_error = None;
@@ -341,11 +322,7 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
                     *r = Some(report);
                 }
                 let snapshot = Snapshot::from_state(&state);
-                tracing::info!(
-                    version = snapshot.version(),
-                    flags = snapshot.len(),
-                    "ff: flags loaded"
-                );
+                tracing::info!(version = snapshot.version(), flags = snapshot.len(), "ff: flags loaded");
                 shared.install(snapshot);
                 shared.succeeded();
                 save(&config.snapshot_file, &shared).await;
@@ -361,11 +338,7 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     backoff = config.poll_interval;
     loop {
         let healthy = shared.status.borrow().last_error.is_none();
-        let wait = if healthy {
-            config.poll_interval
-        } else {
-            jitter(backoff)
-        };
+        let wait = if healthy { config.poll_interval } else { jitter(backoff) };
         tokio::select! {
             r = signal.changed(), if healthy => {
                 if r.is_err() {
@@ -392,15 +365,8 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     }
 }
 
-async fn initial_load(
-    store: &dyn Store,
-    decls: &[FlagDecl],
-) -> Result<(StoreState, SyncReport), StoreError> {
-    let report = if decls.is_empty() {
-        SyncReport::default()
-    } else {
-        sync(store, decls).await?
-    };
+async fn initial_load(store: &dyn Store, decls: &[FlagDecl]) -> Result<(StoreState, SyncReport), StoreError> {
+    let report = if decls.is_empty() { SyncReport::default() } else { sync(store, decls).await? };
     Ok((store.load().await?, report))
 }
 
@@ -442,11 +408,7 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
         let changes = store.changes_since(current.version(), CHANGE_BATCH).await?;
         match current.apply(&changes) {
             Ok(next) if next.version() > current.version() => {
-                tracing::debug!(
-                    from = current.version(),
-                    to = next.version(),
-                    "ff: applied flag changes"
-                );
+                tracing::debug!(from = current.version(), to = next.version(), "ff: applied flag changes");
                 shared.install(next);
                 changed = true;
             }
@@ -475,9 +437,7 @@ async fn sleep_or_nudge(shared: &Shared, d: Duration) {
 
 /// Spreads retries of many instances over time (±25 %), without a random-number crate.
 fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
     let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
     d.mul_f64(factor)
 }
@@ -527,10 +487,7 @@ async fn save(path: &Option<PathBuf>, shared: &Shared) {
 
 /// Writes atomically (temporary file, then rename) so a crash never leaves half a file.
 fn write_snapshot_file(path: &Path, state: StoreState) -> std::io::Result<()> {
-    let file = SnapshotFile {
-        format: SNAPSHOT_FORMAT.to_owned(),
-        state,
-    };
+    let file = SnapshotFile { format: SNAPSHOT_FORMAT.to_owned(), state };
     let json = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");

@@ -94,9 +94,7 @@ impl SnapshotBuilder {
 
     fn set_override_mut<T: FlagType>(&mut self, flag: Flag<T>, user_id: &str, value: T) {
         self.record(flag);
-        self.state
-            .overrides
-            .retain(|o| !(o.key == flag.key() && o.user_id == user_id));
+        self.state.overrides.retain(|o| !(o.key == flag.key() && o.user_id == user_id));
         self.state.overrides.push(OverrideRecord {
             key: flag.key().to_owned(),
             user_id: user_id.to_owned(),
@@ -124,10 +122,7 @@ impl Default for TestFlags {
 impl TestFlags {
     /// No flags set: code defaults everywhere.
     pub fn new() -> Self {
-        TestFlags {
-            builder: Arc::default(),
-            source: Source::fixed(Snapshot::empty()),
-        }
+        TestFlags { builder: Arc::default(), source: Source::fixed(Snapshot::empty()) }
     }
 
     /// The source to give to the layer.
@@ -136,8 +131,7 @@ impl TestFlags {
     }
 
     fn edit(&self, f: impl FnOnce(&mut SnapshotBuilder)) {
-        let mut b: MutexGuard<'_, SnapshotBuilder> =
-            self.builder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b: MutexGuard<'_, SnapshotBuilder> = self.builder.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut b);
         self.source.replace(b.build());
     }
@@ -157,9 +151,7 @@ impl TestFlags {
     /// Removes one user's value.
     pub fn remove_override<T: FlagType>(&self, flag: Flag<T>, user_id: &str) -> &Self {
         self.edit(|b| {
-            b.state
-                .overrides
-                .retain(|o| !(o.key == flag.key() && o.user_id == user_id));
+            b.state.overrides.retain(|o| !(o.key == flag.key() && o.user_id == user_id));
             b.bump();
         });
         self
@@ -194,10 +186,7 @@ pub async fn postgres_test_database() -> Option<String> {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let required = std::env::var("FF_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
     let Ok(base) = std::env::var("FF_TEST_POSTGRES_URL") else {
-        assert!(
-            !required,
-            "FF_REQUIRE_POSTGRES=1 but FF_TEST_POSTGRES_URL is not set"
-        );
+        assert!(!required, "FF_REQUIRE_POSTGRES=1 but FF_TEST_POSTGRES_URL is not set");
         eprintln!(
             "skipping PostgreSQL test: set FF_TEST_POSTGRES_URL=postgres://user:pass@host/db to run it"
         );
@@ -206,15 +195,8 @@ pub async fn postgres_test_database() -> Option<String> {
     let mut admin = match sqlx::PgConnection::connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            assert!(
-                !required,
-                "FF_REQUIRE_POSTGRES=1 but {} is unreachable: {e}",
-                crate::redact(&base)
-            );
-            eprintln!(
-                "skipping PostgreSQL test: {} is unreachable: {e}",
-                crate::redact(&base)
-            );
+            assert!(!required, "FF_REQUIRE_POSTGRES=1 but {} is unreachable: {e}", crate::redact(&base));
+            eprintln!("skipping PostgreSQL test: {} is unreachable: {e}", crate::redact(&base));
             return None;
         }
     };
@@ -228,9 +210,6 @@ pub async fn postgres_test_database() -> Option<String> {
         .await
         .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
     let (prefix, rest) = base.rsplit_once('/').unwrap_or((&base, ""));
-    let query = rest
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
+    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     Some(format!("{prefix}/{name}{query}"))
 }

@@ -85,10 +85,7 @@ impl Value {
     /// Converts JSON into a value of type `ty`, or says why it does not fit.
     /// An integer is accepted for a float; a float is never accepted for an integer.
     pub fn from_json(ty: ValueType, json: &serde_json::Value) -> Result<Self, ValidationError> {
-        let mismatch = || ValidationError::WrongType {
-            expected: ty,
-            found: json_kind(json),
-        };
+        let mismatch = || ValidationError::WrongType { expected: ty, found: json_kind(json) };
         Ok(match ty {
             ValueType::Bool => Value::Bool(json.as_bool().ok_or_else(mismatch)?),
             ValueType::Int => Value::Int(json.as_i64().ok_or_else(mismatch)?),
@@ -188,35 +185,25 @@ impl Schema {
     /// Checks that `value` fits these bounds.
     pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
         let ty = value.value_type();
-        let bound =
-            |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
+        let bound = |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
         if let Some(min) = &self.min {
             if let Ok(min) = bound(min) {
                 if value.cmp_number(&min) == Some(Ordering::Less) {
-                    return Err(ValidationError::BelowMin {
-                        value: value.to_json(),
-                        min: min.to_json(),
-                    });
+                    return Err(ValidationError::BelowMin { value: value.to_json(), min: min.to_json() });
                 }
             }
         }
         if let Some(max) = &self.max {
             if let Ok(max) = bound(max) {
                 if value.cmp_number(&max) == Some(Ordering::Greater) {
-                    return Err(ValidationError::AboveMax {
-                        value: value.to_json(),
-                        max: max.to_json(),
-                    });
+                    return Err(ValidationError::AboveMax { value: value.to_json(), max: max.to_json() });
                 }
             }
         }
         if !self.allowed.is_empty() {
             let json = value.to_json();
             if !self.allowed.contains(&json) {
-                return Err(ValidationError::NotAllowed {
-                    value: json,
-                    allowed: self.allowed.clone(),
-                });
+                return Err(ValidationError::NotAllowed { value: json, allowed: self.allowed.clone() });
             }
         }
         Ok(())
@@ -231,21 +218,17 @@ impl Schema {
             )));
         }
         for n in self.min.iter().chain(self.max.iter()) {
-            Value::from_json(ty, &serde_json::Value::Number(n.clone())).map_err(|_| {
-                ValidationError::BadSchema(format!("bound {n} is not a valid {ty}"))
-            })?;
+            Value::from_json(ty, &serde_json::Value::Number(n.clone()))
+                .map_err(|_| ValidationError::BadSchema(format!("bound {n} is not a valid {ty}")))?;
         }
         if let (Some(min), Some(max)) = (&self.min, &self.max) {
             if min.as_f64() > max.as_f64() {
-                return Err(ValidationError::BadSchema(format!(
-                    "min {min} is greater than max {max}"
-                )));
+                return Err(ValidationError::BadSchema(format!("min {min} is greater than max {max}")));
             }
         }
         for a in &self.allowed {
-            Value::from_json(ty, a).map_err(|_| {
-                ValidationError::BadSchema(format!("allowed value {a} is not a valid {ty}"))
-            })?;
+            Value::from_json(ty, a)
+                .map_err(|_| ValidationError::BadSchema(format!("allowed value {a} is not a valid {ty}")))?;
         }
         Ok(())
     }
@@ -268,32 +251,32 @@ pub trait FlagType: Sized + Send + Sync + 'static {
     /// This value as a stored value.
     fn to_value(&self) -> Value;
     /// Whether `self` lies within the declared bounds.
-    fn within(
-        &self,
-        min: Option<Self::Decl>,
-        max: Option<Self::Decl>,
-        allowed: &[Self::Decl],
-    ) -> bool;
+    fn within(&self, min: Option<Self::Decl>, max: Option<Self::Decl>, allowed: &[Self::Decl]) -> bool;
 }
 
 impl FlagType for bool {
     const TYPE: ValueType = ValueType::Bool;
     type Decl = bool;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Bool(b) => Some(*b),
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: bool) -> Self {
         decl
     }
+    #[inline]
     fn decl_value(decl: bool) -> Value {
         Value::Bool(decl)
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::Bool(*self)
     }
+    #[inline]
     fn within(&self, _: Option<bool>, _: Option<bool>, allowed: &[bool]) -> bool {
         allowed.is_empty() || allowed.contains(self)
     }
@@ -302,21 +285,26 @@ impl FlagType for bool {
 impl FlagType for i64 {
     const TYPE: ValueType = ValueType::Int;
     type Decl = i64;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Int(i) => Some(*i),
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: i64) -> Self {
         decl
     }
+    #[inline]
     fn decl_value(decl: i64) -> Value {
         Value::Int(decl)
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::Int(*self)
     }
+    #[inline]
     fn within(&self, min: Option<i64>, max: Option<i64>, allowed: &[i64]) -> bool {
         min.is_none_or(|m| *self >= m)
             && max.is_none_or(|m| *self <= m)
@@ -327,6 +315,7 @@ impl FlagType for i64 {
 impl FlagType for f64 {
     const TYPE: ValueType = ValueType::Float;
     type Decl = f64;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Float(f) => Some(*f),
@@ -334,15 +323,19 @@ impl FlagType for f64 {
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: f64) -> Self {
         decl
     }
+    #[inline]
     fn decl_value(decl: f64) -> Value {
         Value::Float(decl)
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::Float(*self)
     }
+    #[inline]
     fn within(&self, min: Option<f64>, max: Option<f64>, allowed: &[f64]) -> bool {
         min.is_none_or(|m| *self >= m)
             && max.is_none_or(|m| *self <= m)
@@ -353,27 +346,27 @@ impl FlagType for f64 {
 impl FlagType for String {
     const TYPE: ValueType = ValueType::String;
     type Decl = &'static str;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::String(s) => Some(s.to_string()),
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: &'static str) -> Self {
         decl.to_owned()
     }
+    #[inline]
     fn decl_value(decl: &'static str) -> Value {
         Value::String(decl.into())
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::String(self.as_str().into())
     }
-    fn within(
-        &self,
-        _: Option<&'static str>,
-        _: Option<&'static str>,
-        allowed: &[&'static str],
-    ) -> bool {
+    #[inline]
+    fn within(&self, _: Option<&'static str>, _: Option<&'static str>, allowed: &[&'static str]) -> bool {
         allowed.is_empty() || allowed.contains(&self.as_str())
     }
 }
@@ -381,27 +374,27 @@ impl FlagType for String {
 impl FlagType for Arc<str> {
     const TYPE: ValueType = ValueType::String;
     type Decl = &'static str;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::String(s) => Some(s.clone()),
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: &'static str) -> Self {
         decl.into()
     }
+    #[inline]
     fn decl_value(decl: &'static str) -> Value {
         Value::String(decl.into())
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::String(self.clone())
     }
-    fn within(
-        &self,
-        _: Option<&'static str>,
-        _: Option<&'static str>,
-        allowed: &[&'static str],
-    ) -> bool {
+    #[inline]
+    fn within(&self, _: Option<&'static str>, _: Option<&'static str>, allowed: &[&'static str]) -> bool {
         allowed.is_empty() || allowed.contains(&&**self)
     }
 }
@@ -411,21 +404,26 @@ impl FlagType for Arc<str> {
 impl FlagType for serde_json::Value {
     const TYPE: ValueType = ValueType::Json;
     type Decl = &'static str;
+    #[inline]
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Json(j) => Some((**j).clone()),
             _ => None,
         }
     }
+    #[inline]
     fn from_decl(decl: &'static str) -> Self {
         serde_json::from_str(decl).unwrap_or(serde_json::Value::Null)
     }
+    #[inline]
     fn decl_value(decl: &'static str) -> Value {
         Value::Json(Arc::new(Self::from_decl(decl)))
     }
+    #[inline]
     fn to_value(&self) -> Value {
         Value::Json(Arc::new(self.clone()))
     }
+    #[inline]
     fn within(&self, _: Option<&'static str>, _: Option<&'static str>, _: &[&'static str]) -> bool {
         true
     }
@@ -438,20 +436,11 @@ mod tests {
 
     #[test]
     fn from_json_checks_type() {
-        assert_eq!(
-            Value::from_json(ValueType::Int, &json!(5)).unwrap(),
-            Value::Int(5)
-        );
-        assert_eq!(
-            Value::from_json(ValueType::Float, &json!(5)).unwrap(),
-            Value::Float(5.0)
-        );
+        assert_eq!(Value::from_json(ValueType::Int, &json!(5)).unwrap(), Value::Int(5));
+        assert_eq!(Value::from_json(ValueType::Float, &json!(5)).unwrap(), Value::Float(5.0));
         assert!(matches!(
             Value::from_json(ValueType::Int, &json!(5.5)),
-            Err(ValidationError::WrongType {
-                expected: ValueType::Int,
-                found: "float"
-            })
+            Err(ValidationError::WrongType { expected: ValueType::Int, found: "float" })
         ));
         assert!(Value::from_json(ValueType::Bool, &json!("true")).is_err());
         assert!(Value::from_json(ValueType::String, &json!(1)).is_err());
@@ -460,53 +449,24 @@ mod tests {
 
     #[test]
     fn schema_bounds() {
-        let s = Schema {
-            min: Some(1.into()),
-            max: Some(10.into()),
-            allowed: vec![],
-        };
+        let s = Schema { min: Some(1.into()), max: Some(10.into()), allowed: vec![] };
         assert!(s.check(&Value::Int(1)).is_ok());
         assert!(s.check(&Value::Int(10)).is_ok());
-        assert!(matches!(
-            s.check(&Value::Int(0)),
-            Err(ValidationError::BelowMin { .. })
-        ));
-        assert!(matches!(
-            s.check(&Value::Int(11)),
-            Err(ValidationError::AboveMax { .. })
-        ));
-        assert!(matches!(
-            s.check(&Value::Float(10.5)),
-            Err(ValidationError::AboveMax { .. })
-        ));
-        let a = Schema {
-            allowed: vec![json!("a"), json!("b")],
-            ..Schema::default()
-        };
+        assert!(matches!(s.check(&Value::Int(0)), Err(ValidationError::BelowMin { .. })));
+        assert!(matches!(s.check(&Value::Int(11)), Err(ValidationError::AboveMax { .. })));
+        assert!(matches!(s.check(&Value::Float(10.5)), Err(ValidationError::AboveMax { .. })));
+        let a = Schema { allowed: vec![json!("a"), json!("b")], ..Schema::default() };
         assert!(a.check(&Value::String("a".into())).is_ok());
-        assert!(matches!(
-            a.check(&Value::String("c".into())),
-            Err(ValidationError::NotAllowed { .. })
-        ));
+        assert!(matches!(a.check(&Value::String("c".into())), Err(ValidationError::NotAllowed { .. })));
     }
 
     #[test]
     fn schema_self_check() {
-        let bad = Schema {
-            min: Some(5.into()),
-            max: Some(1.into()),
-            allowed: vec![],
-        };
+        let bad = Schema { min: Some(5.into()), max: Some(1.into()), allowed: vec![] };
         assert!(bad.check_self(ValueType::Int).is_err());
-        let on_string = Schema {
-            min: Some(1.into()),
-            ..Schema::default()
-        };
+        let on_string = Schema { min: Some(1.into()), ..Schema::default() };
         assert!(on_string.check_self(ValueType::String).is_err());
-        let allowed = Schema {
-            allowed: vec![json!(1)],
-            ..Schema::default()
-        };
+        let allowed = Schema { allowed: vec![json!(1)], ..Schema::default() };
         assert!(allowed.check_self(ValueType::String).is_err());
         assert!(allowed.check_self(ValueType::Int).is_ok());
     }

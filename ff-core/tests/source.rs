@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ff_core::{
-    Change, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin,
-    OverrideRecord, Source, SqlStore, Store, StoreError, StoreState, Write,
+    Change, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin, OverrideRecord, Source,
+    SqlStore, Store, StoreError, StoreState, Write,
 };
 use tokio::sync::watch;
 
@@ -55,40 +55,19 @@ async fn start_syncs_declarations_and_serves_the_store() {
         .unwrap();
     let source = quick(store.clone()).start().await;
     let status = source.status();
-    assert_eq!(
-        (status.origin, status.version, status.is_stale()),
-        (Origin::Store, 3, false)
-    );
+    assert_eq!((status.origin, status.version, status.is_stale()), (Origin::Store, 3, false));
     let report = source.sync_report().unwrap();
     assert_eq!(report.created, ["LEAD", "CALENDAR"]);
     assert_eq!(report.undeclared, ["LEGACY"]);
     assert_eq!(get(&source, LEAD, "u"), 24);
 
     // Changes arrive (in-process signal), overrides included, in order.
-    store
-        .write(w(Mutation::set_value("LEAD", 48)))
-        .await
-        .unwrap();
-    store
-        .write(w(Mutation::set_override("LEAD", "tester", 0)))
-        .await
-        .unwrap();
+    store.write(w(Mutation::set_value("LEAD", 48))).await.unwrap();
+    store.write(w(Mutation::set_override("LEAD", "tester", 0))).await.unwrap();
     assert!(source.wait_for_version(5, PATIENCE).await);
-    assert_eq!(
-        (get(&source, LEAD, "u"), get(&source, LEAD, "tester")),
-        (48, 0)
-    );
-    store
-        .write(w(Mutation::delete_override("LEAD", "tester")))
-        .await
-        .unwrap();
-    store
-        .write(w(Mutation::ArchiveFlag {
-            key: "LEAD".into(),
-            expected_version: None,
-        }))
-        .await
-        .unwrap();
+    assert_eq!((get(&source, LEAD, "u"), get(&source, LEAD, "tester")), (48, 0));
+    store.write(w(Mutation::delete_override("LEAD", "tester"))).await.unwrap();
+    store.write(w(Mutation::ArchiveFlag { key: "LEAD".into(), expected_version: None })).await.unwrap();
     assert!(source.wait_for_version(7, PATIENCE).await);
     assert_eq!(get(&source, LEAD, "tester"), 24);
     assert!(source.snapshot().flag("LEAD").is_none());
@@ -107,10 +86,7 @@ async fn sqlite_write_from_another_connection_propagates_by_poll() {
     assert_eq!(source.status().origin, Origin::Store);
     // A second pool on the same file, as the CLI or another process would have.
     let other = SqlStore::connect(&url).await.unwrap();
-    other
-        .write(w(Mutation::set_override("CALENDAR", "tester", true)))
-        .await
-        .unwrap();
+    other.write(w(Mutation::set_override("CALENDAR", "tester", true))).await.unwrap();
     assert!(source.wait_for_version(3, PATIENCE).await);
     assert!(get(&source, CALENDAR, "tester"));
     assert!(!get(&source, CALENDAR, "alice"));
@@ -134,18 +110,12 @@ async fn unreachable_at_start_serves_defaults_then_recovers() {
     std::fs::create_dir(&missing).unwrap();
     let other = SqlStore::connect(&url).await.unwrap();
     ff_core::sync(&other, &[LEAD.decl()]).await.unwrap();
-    other
-        .write(w(Mutation::set_value("LEAD", 12)))
-        .await
-        .unwrap();
+    other.write(w(Mutation::set_value("LEAD", 12))).await.unwrap();
     let mut rx = source.subscribe();
-    tokio::time::timeout(
-        PATIENCE,
-        rx.wait_for(|s| s.origin == Origin::Store && s.version >= 2),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store && s.version >= 2))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(get(&source, LEAD, "u"), 12);
     assert!(!source.status().is_stale());
 }
@@ -156,14 +126,8 @@ async fn saved_snapshot_is_served_while_the_store_is_down() {
     let file = dir.path().join("snapshot.json");
     let store = MemoryStore::new();
     let source = quick(store.clone()).snapshot_file(&file).start().await;
-    store
-        .write(w(Mutation::set_value("LEAD", 36)))
-        .await
-        .unwrap();
-    store
-        .write(w(Mutation::set_override("CALENDAR", "tester", true)))
-        .await
-        .unwrap();
+    store.write(w(Mutation::set_value("LEAD", 36))).await.unwrap();
+    store.write(w(Mutation::set_override("CALENDAR", "tester", true))).await.unwrap();
     assert!(source.wait_for_version(4, PATIENCE).await);
     let deadline = Instant::now() + PATIENCE;
     while !std::fs::read_to_string(&file).is_ok_and(|s| s.contains("\"seq\":4")) {
@@ -185,19 +149,14 @@ async fn saved_snapshot_is_served_while_the_store_is_down() {
 #[tokio::test]
 async fn corrupt_or_truncated_snapshot_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    for content in [
-        "{not json",
-        "",
-        r#"{"format":"ff-snapshot/99","state":{"seq":1,"flags":[],"overrides":[]}}"#,
-    ] {
+    for content in
+        ["{not json", "", r#"{"format":"ff-snapshot/99","state":{"seq":1,"flags":[],"overrides":[]}}"#]
+    {
         let file = dir.path().join("snapshot.json");
         std::fs::write(&file, content).unwrap();
         let down = SqlStore::connect_lazy(&sqlite_url(&dir.path().join("missing"))).unwrap();
-        let source = quick(down)
-            .snapshot_file(&file)
-            .startup_timeout(Duration::from_millis(50))
-            .start()
-            .await;
+        let source =
+            quick(down).snapshot_file(&file).startup_timeout(Duration::from_millis(50)).start().await;
         assert_eq!(source.status().origin, Origin::Defaults, "{content}");
         assert_eq!(get(&source, LEAD, "u"), 24);
     }
@@ -256,47 +215,27 @@ impl Store for Switchable {
 
 #[tokio::test]
 async fn store_lost_while_running_keeps_the_last_good_snapshot() {
-    let store = Switchable {
-        inner: MemoryStore::new(),
-        down: Arc::default(),
-    };
+    let store = Switchable { inner: MemoryStore::new(), down: Arc::default() };
     let source = quick(store.clone()).start().await;
-    store
-        .inner
-        .write(w(Mutation::set_value("LEAD", 5)))
-        .await
-        .unwrap();
+    store.inner.write(w(Mutation::set_value("LEAD", 5))).await.unwrap();
     assert!(source.wait_for_version(3, PATIENCE).await);
     store.down.store(true, Ordering::SeqCst);
     let mut rx = source.subscribe();
-    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_some()))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_some())).await.unwrap().unwrap();
     let status = source.status();
     assert!(status.is_stale());
     assert_eq!(status.origin, Origin::Store);
     let age = status.age().unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        source.status().age().unwrap() > age,
-        "age grows while the store is away"
-    );
+    assert!(source.status().age().unwrap() > age, "age grows while the store is away");
     assert_eq!(get(&source, LEAD, "u"), 5, "last good value");
     // A change made meanwhile arrives once the store is back.
-    store
-        .inner
-        .write(w(Mutation::set_value("LEAD", 6)))
-        .await
-        .unwrap();
+    store.inner.write(w(Mutation::set_value("LEAD", 6))).await.unwrap();
     store.down.store(false, Ordering::SeqCst);
-    tokio::time::timeout(
-        PATIENCE,
-        rx.wait_for(|s| s.last_error.is_none() && s.version >= 4),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_none() && s.version >= 4))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(get(&source, LEAD, "u"), 6);
 }
 
@@ -310,23 +249,16 @@ mod postgres {
             return;
         };
         // Poll once a minute: only NOTIFY can deliver within the test's patience.
-        let source = quick(SqlStore::connect_lazy(&url).unwrap())
-            .poll_interval(Duration::from_secs(60))
-            .start()
-            .await;
+        let source =
+            quick(SqlStore::connect_lazy(&url).unwrap()).poll_interval(Duration::from_secs(60)).start().await;
         assert_eq!(source.status().origin, Origin::Store);
         let other = SqlStore::connect(&url).await.unwrap();
         // Give the listener a moment to subscribe before the first write.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (i, value) in [1, 2, 3].into_iter().enumerate() {
-            other
-                .write(w(Mutation::set_value("LEAD", value)))
-                .await
-                .unwrap();
+            other.write(w(Mutation::set_value("LEAD", value))).await.unwrap();
             assert!(
-                source
-                    .wait_for_version(3 + i as u64, Duration::from_secs(10))
-                    .await,
+                source.wait_for_version(3 + i as u64, Duration::from_secs(10)).await,
                 "change {value} not delivered"
             );
             assert_eq!(get(&source, LEAD, "u"), value);
@@ -346,31 +278,18 @@ mod postgres {
         let source = quick(SqlStore::connect_lazy(&late).unwrap()).start().await;
         assert_eq!(source.status().origin, Origin::Defaults);
         assert_eq!(get(&source, LEAD, "u"), 24);
-        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-            .await
-            .unwrap();
-        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
+        let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
         let mut rx = source.subscribe();
-        tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store)).await.unwrap().unwrap();
         let other = SqlStore::connect(&late).await.unwrap();
-        other
-            .write(w(Mutation::set_value("LEAD", 99)))
-            .await
-            .unwrap();
+        other.write(w(Mutation::set_value("LEAD", 99))).await.unwrap();
         assert!(source.wait_for_version(3, PATIENCE).await);
         assert_eq!(get(&source, LEAD, "u"), 99);
         other.close().await;
         drop(source);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let _ = sqlx::Executor::execute(
-            &mut admin,
-            format!("DROP DATABASE {name} WITH (FORCE)").as_str(),
-        )
-        .await;
+        let _ =
+            sqlx::Executor::execute(&mut admin, format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await;
     }
 }

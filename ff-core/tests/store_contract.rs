@@ -32,82 +32,44 @@ async fn seq(store: &dyn Store) -> u64 {
 async fn contract(store: Arc<dyn Store>) {
     let s = &*store;
     let state = s.load().await.unwrap();
-    assert_eq!(
-        (state.seq, state.flags.len(), state.overrides.len()),
-        (0, 0, 0)
-    );
+    assert_eq!((state.seq, state.flags.len(), state.overrides.len()), (0, 0, 0));
     let mut signal = s.subscribe();
     signal.borrow_and_update();
 
     // Create, with a change row carrying actor, reason and the record.
     let rate = FlagDef {
-        schema: Schema {
-            min: Some(1.into()),
-            max: Some(500.into()),
-            allowed: vec![],
-        },
+        schema: Schema { min: Some(1.into()), max: Some(500.into()), allowed: vec![] },
         ..def("RATE_MIN", ValueType::Float, json!(60.0))
     };
     let c = s
-        .write(
-            w(Mutation::CreateFlag {
-                def: rate.clone(),
-                if_missing: false,
-            })
-            .reason("launch"),
-        )
+        .write(w(Mutation::CreateFlag { def: rate.clone(), if_missing: false }).reason("launch"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        (c.seq, c.action, c.key.as_str()),
-        (1, Action::FlagCreate, "RATE_MIN")
-    );
+    assert_eq!((c.seq, c.action, c.key.as_str()), (1, Action::FlagCreate, "RATE_MIN"));
     assert_eq!(c.actor, "tester@example.com");
     assert_eq!(c.reason.as_deref(), Some("launch"));
     assert!(c.before.is_none());
     assert_eq!(c.after.as_ref().unwrap()["value"], json!(60.0));
-    tokio::time::timeout(Duration::from_secs(5), signal.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), signal.changed()).await.unwrap().unwrap();
 
     // Creating again fails, or is a silent no-op with if_missing.
     assert!(matches!(
-        s.write(w(Mutation::CreateFlag {
-            def: rate.clone(),
-            if_missing: false
-        }))
-        .await,
+        s.write(w(Mutation::CreateFlag { def: rate.clone(), if_missing: false })).await,
         Err(StoreError::FlagExists(_))
     ));
-    assert!(
-        s.write(w(Mutation::CreateFlag {
-            def: rate,
-            if_missing: true
-        }))
-        .await
-        .unwrap()
-        .is_none()
-    );
+    assert!(s.write(w(Mutation::CreateFlag { def: rate, if_missing: true })).await.unwrap().is_none());
     assert_eq!(seq(s).await, 1);
 
     // A bool flag: off value defaults to false.
-    s.write(w(Mutation::CreateFlag {
-        def: def("KILL", ValueType::Bool, json!(true)),
-        if_missing: false,
-    }))
-    .await
-    .unwrap();
+    s.write(w(Mutation::CreateFlag { def: def("KILL", ValueType::Bool, json!(true)), if_missing: false }))
+        .await
+        .unwrap();
     let kill = s.flag("KILL").await.unwrap().unwrap();
     assert_eq!((kill.off_value.to_json(), kill.version), (json!(false), 1));
 
     // Values are checked against type and bounds; nothing is written on error.
-    let c = s
-        .write(w(Mutation::set_value("RATE_MIN", 75)))
-        .await
-        .unwrap()
-        .unwrap();
+    let c = s.write(w(Mutation::set_value("RATE_MIN", 75))).await.unwrap().unwrap();
     assert_eq!((c.seq, c.action), (3, Action::FlagUpdate));
     assert_eq!(c.before.as_ref().unwrap()["value"], json!(60.0));
     assert_eq!(c.after.as_ref().unwrap()["value"], json!(75.0));
@@ -116,10 +78,7 @@ async fn contract(store: Arc<dyn Store>) {
         (json!(0.5), "below the minimum"),
         (json!(501), "above the maximum"),
     ] {
-        let err = s
-            .write(w(Mutation::set_value("RATE_MIN", bad)))
-            .await
-            .unwrap_err();
+        let err = s.write(w(Mutation::set_value("RATE_MIN", bad))).await.unwrap_err();
         assert!(err.to_string().contains(check), "{err}");
         assert!(err.to_string().contains("RATE_MIN"), "{err}");
     }
@@ -129,84 +88,45 @@ async fn contract(store: Arc<dyn Store>) {
     ));
     let bad_key = def("bad key", ValueType::Bool, json!(true));
     assert!(matches!(
-        s.write(w(Mutation::CreateFlag {
-            def: bad_key,
-            if_missing: false
-        }))
-        .await,
-        Err(StoreError::Invalid {
-            error: ValidationError::BadKey { .. },
-            ..
-        })
+        s.write(w(Mutation::CreateFlag { def: bad_key, if_missing: false })).await,
+        Err(StoreError::Invalid { error: ValidationError::BadKey { .. }, .. })
     ));
     assert_eq!(seq(s).await, 3);
     let rate = s.flag("RATE_MIN").await.unwrap().unwrap();
     assert_eq!((rate.value.to_json(), rate.version), (json!(75.0), 2));
 
     // No-op updates write nothing.
-    assert!(
-        s.write(w(Mutation::set_value("RATE_MIN", 75)))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.write(w(Mutation::set_value("RATE_MIN", 75))).await.unwrap().is_none());
 
     // Versions: a stale version is refused and nothing is written.
     let stale = Mutation::UpdateFlag {
         key: "RATE_MIN".into(),
-        patch: FlagPatch {
-            value: Some(json!(80)),
-            ..FlagPatch::default()
-        },
+        patch: FlagPatch { value: Some(json!(80)), ..FlagPatch::default() },
         expected_version: Some(1),
     };
     assert!(matches!(
         s.write(w(stale)).await,
-        Err(StoreError::VersionConflict {
-            expected: 1,
-            actual: 2,
-            ..
-        })
+        Err(StoreError::VersionConflict { expected: 1, actual: 2, .. })
     ));
     let fresh = Mutation::UpdateFlag {
         key: "RATE_MIN".into(),
-        patch: FlagPatch {
-            value: Some(json!(80)),
-            ..FlagPatch::default()
-        },
+        patch: FlagPatch { value: Some(json!(80)), ..FlagPatch::default() },
         expected_version: Some(2),
     };
     assert_eq!(s.write(w(fresh)).await.unwrap().unwrap().seq, 4);
 
     // Overrides.
-    let c = s
-        .write(w(Mutation::set_override("RATE_MIN", "tester", 1)))
-        .await
-        .unwrap()
-        .unwrap();
+    let c = s.write(w(Mutation::set_override("RATE_MIN", "tester", 1))).await.unwrap().unwrap();
     assert_eq!(
         (c.action, c.subject.as_deref(), c.after.clone()),
         (Action::OverrideSet, Some("tester"), Some(json!(1.0)))
     );
-    s.write(w(Mutation::set_override("RATE_MIN", "other", 2)))
-        .await
-        .unwrap();
-    s.write(w(Mutation::set_override("KILL", "tester", false)))
-        .await
-        .unwrap();
+    s.write(w(Mutation::set_override("RATE_MIN", "other", 2))).await.unwrap();
+    s.write(w(Mutation::set_override("KILL", "tester", false))).await.unwrap();
     for (m, check) in [
-        (
-            Mutation::set_override("RATE_MIN", "", 5),
-            "user id is empty",
-        ),
-        (
-            Mutation::set_override("RATE_MIN", "x", "five"),
-            "expected a float",
-        ),
-        (
-            Mutation::set_override("RATE_MIN", "x", 1000),
-            "above the maximum",
-        ),
+        (Mutation::set_override("RATE_MIN", "", 5), "user id is empty"),
+        (Mutation::set_override("RATE_MIN", "x", "five"), "expected a float"),
+        (Mutation::set_override("RATE_MIN", "x", 1000), "above the maximum"),
     ] {
         let err = s.write(w(m)).await.unwrap_err();
         assert!(err.to_string().contains(check), "{err}");
@@ -217,41 +137,18 @@ async fn contract(store: Arc<dyn Store>) {
     ));
     assert_eq!(seq(s).await, 7);
     let o = s.overrides("RATE_MIN").await.unwrap();
-    assert_eq!(
-        o.iter().map(|o| o.user_id.as_str()).collect::<Vec<_>>(),
-        ["other", "tester"]
-    );
-    let c = s
-        .write(w(Mutation::delete_override("RATE_MIN", "other")))
-        .await
-        .unwrap()
-        .unwrap();
+    assert_eq!(o.iter().map(|o| o.user_id.as_str()).collect::<Vec<_>>(), ["other", "tester"]);
+    let c = s.write(w(Mutation::delete_override("RATE_MIN", "other"))).await.unwrap().unwrap();
     assert_eq!(
         (c.action, c.before.clone(), c.after.clone()),
         (Action::OverrideDelete, Some(json!(2.0)), None)
     );
-    assert!(
-        s.write(w(Mutation::delete_override("RATE_MIN", "other")))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(s.write(w(Mutation::delete_override("RATE_MIN", "other"))).await.unwrap().is_none());
 
     // The log is gap-free, ordered, and pages with a limit.
     let all = s.changes_since(0, 100).await.unwrap();
-    assert_eq!(
-        all.iter().map(|c| c.seq).collect::<Vec<_>>(),
-        (1..=8).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        s.changes_since(5, 2)
-            .await
-            .unwrap()
-            .iter()
-            .map(|c| c.seq)
-            .collect::<Vec<_>>(),
-        [6, 7]
-    );
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(s.changes_since(5, 2).await.unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), [6, 7]);
     assert!(s.changes_since(8, 100).await.unwrap().is_empty());
 
     // Replaying the log gives the same snapshot as a full load.
@@ -262,42 +159,21 @@ async fn contract(store: Arc<dyn Store>) {
 
     // Archive: gone from load (with its overrides), kept in list_flags, no more writes.
     let c = s
-        .write(w(Mutation::ArchiveFlag {
-            key: "KILL".into(),
-            expected_version: Some(1),
-        }))
+        .write(w(Mutation::ArchiveFlag { key: "KILL".into(), expected_version: Some(1) }))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(c.action, Action::FlagArchive);
     let state = s.load().await.unwrap();
-    assert_eq!(
-        state
-            .flags
-            .iter()
-            .map(|f| f.key.as_str())
-            .collect::<Vec<_>>(),
-        ["RATE_MIN"]
-    );
+    assert_eq!(state.flags.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["RATE_MIN"]);
     assert!(state.overrides.iter().all(|o| o.key != "KILL"));
-    assert!(
-        s.list_flags()
-            .await
-            .unwrap()
-            .iter()
-            .any(|f| f.key == "KILL" && f.archived)
-    );
+    assert!(s.list_flags().await.unwrap().iter().any(|f| f.key == "KILL" && f.archived));
     assert!(matches!(
         s.write(w(Mutation::set_enabled("KILL", false))).await,
         Err(StoreError::UnknownFlag(_))
     ));
-    let after_archive = Snapshot::empty()
-        .apply(&s.changes_since(0, 100).await.unwrap())
-        .unwrap();
-    assert_eq!(
-        after_archive.to_state(),
-        Snapshot::from_state(&state).to_state()
-    );
+    let after_archive = Snapshot::empty().apply(&s.changes_since(0, 100).await.unwrap()).unwrap();
+    assert_eq!(after_archive.to_state(), Snapshot::from_state(&state).to_state());
 }
 
 async fn sync_contract(store: Arc<dyn Store>) {
@@ -308,30 +184,18 @@ async fn sync_contract(store: Arc<dyn Store>) {
     const C_AS_STRING: Flag<String> = Flag::new("C", "x");
     const BROKEN: Flag<i64> = Flag::new("BROKEN", 500).range(0, 10);
     let s = &*store;
-    s.write(w(Mutation::CreateFlag {
-        def: def("C", ValueType::Int, json!(1)),
-        if_missing: false,
-    }))
-    .await
-    .unwrap();
-    s.write(w(Mutation::CreateFlag {
-        def: def("LEGACY", ValueType::Bool, json!(true)),
-        if_missing: false,
-    }))
-    .await
-    .unwrap();
-    let r = sync(s, &[A.decl(), B.decl(), C_AS_STRING.decl(), BROKEN.decl()])
+    s.write(w(Mutation::CreateFlag { def: def("C", ValueType::Int, json!(1)), if_missing: false }))
         .await
         .unwrap();
+    s.write(w(Mutation::CreateFlag { def: def("LEGACY", ValueType::Bool, json!(true)), if_missing: false }))
+        .await
+        .unwrap();
+    let r = sync(s, &[A.decl(), B.decl(), C_AS_STRING.decl(), BROKEN.decl()]).await.unwrap();
     assert_eq!(r.created, ["A", "B"]);
     assert_eq!(r.undeclared, ["LEGACY"]);
     assert_eq!(r.type_conflicts, ["C"]);
     assert_eq!(r.problems.len(), 1);
-    assert!(
-        r.problems[0].1.contains("above the maximum"),
-        "{:?}",
-        r.problems
-    );
+    assert!(r.problems[0].1.contains("above the maximum"), "{:?}", r.problems);
     let b = s.flag("B").await.unwrap().unwrap();
     assert_eq!((b.value.to_json(), b.description.as_str()), (json!(24), ""));
     let created = s.changes_since(2, 10).await.unwrap();
@@ -349,21 +213,14 @@ async fn sync_contract(store: Arc<dyn Store>) {
     assert_eq!(r.updated, ["B"]);
     let b = s.flag("B").await.unwrap().unwrap();
     assert_eq!(
-        (
-            b.value.to_json(),
-            b.schema.max.clone(),
-            b.description.as_str()
-        ),
+        (b.value.to_json(), b.schema.max.clone(), b.description.as_str()),
         (json!(40), Some(50.into()), "narrower")
     );
     // Bounds the stored value does not fit are reported, not applied.
     let r = sync(s, &[B_TOO_NARROW.decl()]).await.unwrap();
     assert!(r.updated.is_empty());
     assert!(r.problems[0].1.contains("does not fit"), "{:?}", r.problems);
-    assert_eq!(
-        s.flag("B").await.unwrap().unwrap().schema.max,
-        Some(50.into())
-    );
+    assert_eq!(s.flag("B").await.unwrap().unwrap().schema.max, Some(50.into()));
 }
 
 #[tokio::test]
@@ -394,12 +251,9 @@ mod sqlite {
     async fn sqlite_migrations_are_idempotent_and_data_persists() {
         let dir = tempfile::tempdir().unwrap();
         let a = store(&dir);
-        a.write(w(Mutation::CreateFlag {
-            def: def("X", ValueType::Bool, json!(true)),
-            if_missing: false,
-        }))
-        .await
-        .unwrap();
+        a.write(w(Mutation::CreateFlag { def: def("X", ValueType::Bool, json!(true)), if_missing: false }))
+            .await
+            .unwrap();
         a.close().await;
         let b = store(&dir);
         b.migrate().await.unwrap();
@@ -410,10 +264,7 @@ mod sqlite {
     #[tokio::test]
     async fn unsupported_urls_are_refused() {
         let err = SqlStore::connect_lazy("mysql://u:secret@h/db").unwrap_err();
-        assert!(
-            err.to_string().contains("unsupported database URL"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unsupported database URL"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
     }
 
@@ -448,28 +299,19 @@ mod postgres {
         };
         let store = SqlStore::connect(&url).await.unwrap();
         store
-            .write(w(Mutation::CreateFlag {
-                def: def("N", ValueType::Int, json!(0)),
-                if_missing: false,
-            }))
+            .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
             .await
             .unwrap();
         let tasks: Vec<_> = (0..20)
             .map(|i| {
                 let s = store.clone();
-                tokio::spawn(async move {
-                    s.write(w(Mutation::set_override("N", format!("u{i}"), i)))
-                        .await
-                })
+                tokio::spawn(async move { s.write(w(Mutation::set_override("N", format!("u{i}"), i))).await })
             })
             .collect();
         for t in tasks {
             t.await.unwrap().unwrap();
         }
         let log = store.changes_since(0, 100).await.unwrap();
-        assert_eq!(
-            log.iter().map(|c| c.seq).collect::<Vec<_>>(),
-            (1..=21).collect::<Vec<_>>()
-        );
+        assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
     }
 }

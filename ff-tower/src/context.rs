@@ -29,11 +29,7 @@ pub struct FromExtensions;
 
 impl MakeContext for FromExtensions {
     fn make_context(&self, parts: &Parts) -> EvalContext {
-        parts
-            .extensions
-            .get::<EvalContext>()
-            .cloned()
-            .unwrap_or_default()
+        parts.extensions.get::<EvalContext>().cloned().unwrap_or_default()
     }
 }
 
@@ -56,18 +52,9 @@ impl UserIdHeader {
 
 impl MakeContext for UserIdHeader {
     fn make_context(&self, parts: &Parts) -> EvalContext {
-        match parts
-            .headers
-            .get(&self.0)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-        {
+        match parts.headers.get(&self.0).and_then(|v| v.to_str().ok()).map(str::trim) {
             Some(user) if !user.is_empty() => EvalContext::user(user),
-            _ => parts
-                .extensions
-                .get::<EvalContext>()
-                .cloned()
-                .unwrap_or_default(),
+            _ => parts.extensions.get::<EvalContext>().cloned().unwrap_or_default(),
         }
     }
 }

@@ -76,11 +76,7 @@ impl<C> CurrentWith<C> {
     pub fn detail<T: FlagType>(flag: Flag<T>) -> Detail<T> {
         CURRENT.try_with(|e| e.detail(flag)).unwrap_or_else(|_| {
             outside(&flag);
-            Detail {
-                value: flag.default_value(),
-                reason: Reason::Default,
-                version: 0,
-            }
+            Detail { value: flag.default_value(), reason: Reason::Default, version: 0 }
         })
     }
 
@@ -91,9 +87,7 @@ impl<C> CurrentWith<C> {
 
     /// A typed config other than `C`.
     pub fn config_of<D: Config>() -> Arc<D> {
-        CURRENT
-            .try_with(Evaluator::config::<D>)
-            .unwrap_or_else(|_| Evaluator::defaults().config::<D>())
+        CURRENT.try_with(Evaluator::config::<D>).unwrap_or_else(|_| Evaluator::defaults().config::<D>())
     }
 }
 

@@ -14,11 +14,7 @@ pub struct MissingFlagsLayer;
 impl IntoResponse for MissingFlagsLayer {
     fn into_response(self) -> Response {
         let body = r#"{"error":"flags_layer_missing","message":"ff_tower::FlagsLayer is not installed on this route"}"#;
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
+        (StatusCode::INTERNAL_SERVER_ERROR, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
             .into_response()
     }
 }
@@ -27,10 +23,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Flags {
     type Rejection = MissingFlagsLayer;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Flags>()
-            .cloned()
+        // Handlers run inside the layer's scope; extensions cover the rest.
+        crate::Current::evaluator()
+            .map(Flags)
+            .or_else(|| parts.extensions.get::<Flags>().cloned())
             .ok_or(MissingFlagsLayer)
     }
 }

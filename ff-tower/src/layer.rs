@@ -14,12 +14,13 @@ use crate::context::{FromExtensions, MakeContext};
 use crate::current::{CURRENT, Flags};
 
 /// Gives every request one snapshot of all flags, for the user
-/// [`MakeContext`] finds, in a task-local ([`Current`](crate::Current)) and in
-/// the request extensions ([`Flags`]).
+/// [`MakeContext`] finds, in a task-local ([`Current`](crate::Current)) and,
+/// if asked, in the request extensions ([`Flags`]).
 #[derive(Clone)]
 pub struct FlagsLayer<M = FromExtensions> {
     source: Source,
     make_context: M,
+    extension: bool,
 }
 
 impl<M> fmt::Debug for FlagsLayer<M> {
@@ -27,6 +28,7 @@ impl<M> fmt::Debug for FlagsLayer<M> {
         f.debug_struct("FlagsLayer")
             .field("source", &self.source)
             .field("make_context", &std::any::type_name::<M>())
+            .field("extension", &self.extension)
             .finish()
     }
 }
@@ -35,20 +37,23 @@ impl FlagsLayer {
     /// A layer serving `source`'s snapshots, with the context from request
     /// extensions ([`FromExtensions`]).
     pub fn new(source: Source) -> Self {
-        FlagsLayer {
-            source,
-            make_context: FromExtensions,
-        }
+        FlagsLayer { source, make_context: FromExtensions, extension: false }
     }
 }
 
 impl<M> FlagsLayer<M> {
     /// Uses `make_context` to learn who is asking.
     pub fn make_context<N: MakeContext>(self, make_context: N) -> FlagsLayer<N> {
-        FlagsLayer {
-            source: self.source,
-            make_context,
-        }
+        FlagsLayer { source: self.source, make_context, extension: self.extension }
+    }
+
+    /// Also puts the request's [`Flags`] in the request extensions, for code that
+    /// gets the request but runs outside its task. Off by default: it costs two
+    /// allocations per request, and handlers (the axum extractor included) read
+    /// the task-local.
+    pub fn with_request_extension(mut self) -> Self {
+        self.extension = true;
+        self
     }
 }
 
@@ -60,6 +65,7 @@ impl<S, M: Clone> Layer<S> for FlagsLayer<M> {
             inner,
             source: self.source.clone(),
             make_context: self.make_context.clone(),
+            extension: self.extension,
         }
     }
 }
@@ -70,6 +76,7 @@ pub struct FlagsService<S, M = FromExtensions> {
     inner: S,
     source: Source,
     make_context: M,
+    extension: bool,
 }
 
 impl<S: fmt::Debug, M> fmt::Debug for FlagsService<S, M> {
@@ -99,20 +106,22 @@ where
         let (mut parts, body) = req.into_parts();
         let context = self.make_context.make_context(&parts);
         let flags = Evaluator::new(self.source.snapshot(), context);
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
-            span.record("ff.version", flags.snapshot().version());
-            if let Some(user) = flags.context().user_id() {
-                span.record("user_id", user);
+        // No subscriber at all: skip the span lookup.
+        if tracing::dispatcher::has_been_set() {
+            let span = tracing::Span::current();
+            if !span.is_disabled() {
+                span.record("ff.version", flags.snapshot().version());
+                if let Some(user) = flags.context().user_id() {
+                    span.record("user_id", user);
+                }
             }
         }
-        parts.extensions.insert(Flags(flags.clone()));
-        let req = Request::from_parts(parts, body);
-        // `call` itself runs in the scope too: services may read flags before returning a future.
-        let fut = CURRENT.sync_scope(flags.clone(), || self.inner.call(req));
-        ResponseFuture {
-            inner: CURRENT.scope(flags, fut),
+        if self.extension {
+            parts.extensions.insert(Flags(flags.clone()));
         }
+        // Handlers run when the future is polled, inside the scope below.
+        let fut = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture { inner: CURRENT.scope(flags, fut) }
     }
 }
 

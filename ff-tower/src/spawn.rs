@@ -40,19 +40,13 @@ pub trait FlagsFutureExt: Future + Sized {
     fn with_current_flags(self) -> WithFlags<Self> {
         match Current::evaluator() {
             Some(flags) => self.with_flags(flags),
-            None => WithFlags {
-                inner: Inner::Plain { fut: self },
-            },
+            None => WithFlags { inner: Inner::Plain { fut: self } },
         }
     }
 
     /// Runs this future with `flags`.
     fn with_flags(self, flags: Evaluator) -> WithFlags<Self> {
-        WithFlags {
-            inner: Inner::Scoped {
-                fut: CURRENT.scope(flags, self),
-            },
-        }
+        WithFlags { inner: Inner::Scoped { fut: CURRENT.scope(flags, self) } }
     }
 }
 

@@ -26,10 +26,7 @@ struct AppConfig {
 
 impl Config for AppConfig {
     fn from_flags(f: &ConfigReader<'_>) -> Self {
-        AppConfig {
-            lead_hours: f.get(LEAD_HOURS),
-            rate_min: f.get(RATE_MIN),
-        }
+        AppConfig { lead_hours: f.get(LEAD_HOURS), rate_min: f.get(RATE_MIN) }
     }
 }
 
@@ -37,14 +34,8 @@ type AppCurrent = CurrentWith<AppConfig>;
 
 fn app(flags: &TestFlags) -> Router {
     Router::new()
-        .route(
-            "/calendar",
-            get(|| async { Current::get(CALENDAR).to_string() }),
-        )
-        .route(
-            "/credits",
-            get(|| async { format!("{:?}", Current::detail(CREDITS)) }),
-        )
+        .route("/calendar", get(|| async { Current::get(CALENDAR).to_string() }))
+        .route("/credits", get(|| async { format!("{:?}", Current::detail(CREDITS)) }))
         .route(
             "/config",
             get(|| async {
@@ -52,10 +43,7 @@ fn app(flags: &TestFlags) -> Router {
                 format!("{} {}", c.lead_hours, c.rate_min)
             }),
         )
-        .route(
-            "/extract",
-            get(|flags: Flags| async move { flags.get(LEAD_HOURS).to_string() }),
-        )
+        .route("/extract", get(|flags: Flags| async move { flags.get(LEAD_HOURS).to_string() }))
         .layer(FlagsLayer::new(flags.source()).make_context(UserIdHeader::new("x-user-id")))
 }
 
@@ -64,11 +52,7 @@ async fn call(app: &Router, path: &str, user: Option<&str>) -> String {
     if let Some(u) = user {
         req = req.header("x-user-id", u);
     }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
@@ -79,26 +63,18 @@ async fn defaults_when_nothing_is_set() {
     let app = app(&flags);
     assert_eq!(call(&app, "/calendar", None).await, "false");
     assert_eq!(call(&app, "/config", Some("anyone")).await, "24 60");
-    assert!(
-        call(&app, "/credits", None)
-            .await
-            .contains("reason: Default")
-    );
+    assert!(call(&app, "/credits", None).await.contains("reason: Default"));
 }
 
 #[tokio::test]
 async fn override_beats_global_both_states() {
     let flags = TestFlags::new();
     let app = app(&flags);
-    flags
-        .set(CALENDAR, false)
-        .set_override(CALENDAR, "tester", true);
+    flags.set(CALENDAR, false).set_override(CALENDAR, "tester", true);
     assert_eq!(call(&app, "/calendar", Some("tester")).await, "true");
     assert_eq!(call(&app, "/calendar", Some("alice")).await, "false");
     assert_eq!(call(&app, "/calendar", None).await, "false");
-    flags
-        .set(CALENDAR, true)
-        .set_override(CALENDAR, "tester", false);
+    flags.set(CALENDAR, true).set_override(CALENDAR, "tester", false);
     assert_eq!(call(&app, "/calendar", Some("tester")).await, "false");
     assert_eq!(call(&app, "/calendar", Some("alice")).await, "true");
 }
@@ -107,41 +83,20 @@ async fn override_beats_global_both_states() {
 async fn kill_switch_beats_override() {
     let flags = TestFlags::new();
     let app = app(&flags);
-    flags
-        .set(CREDITS, true)
-        .set_override(CREDITS, "tester", true);
-    assert!(
-        call(&app, "/credits", Some("tester"))
-            .await
-            .contains("value: true, reason: Override")
-    );
+    flags.set(CREDITS, true).set_override(CREDITS, "tester", true);
+    assert!(call(&app, "/credits", Some("tester")).await.contains("value: true, reason: Override"));
     flags.set_enabled(CREDITS, false);
-    assert!(
-        call(&app, "/credits", Some("tester"))
-            .await
-            .contains("value: false, reason: Disabled")
-    );
-    assert!(
-        call(&app, "/credits", Some("alice"))
-            .await
-            .contains("value: false, reason: Disabled")
-    );
+    assert!(call(&app, "/credits", Some("tester")).await.contains("value: false, reason: Disabled"));
+    assert!(call(&app, "/credits", Some("alice")).await.contains("value: false, reason: Disabled"));
     flags.set_enabled(CREDITS, true);
-    assert!(
-        call(&app, "/credits", Some("alice"))
-            .await
-            .contains("value: true, reason: Global")
-    );
+    assert!(call(&app, "/credits", Some("alice")).await.contains("value: true, reason: Global"));
 }
 
 #[tokio::test]
 async fn typed_config_per_user() {
     let flags = TestFlags::new();
     let app = app(&flags);
-    flags
-        .set(LEAD_HOURS, 48)
-        .set_override(LEAD_HOURS, "tester", 0)
-        .set_override(RATE_MIN, "tester", 1.0);
+    flags.set(LEAD_HOURS, 48).set_override(LEAD_HOURS, "tester", 0).set_override(RATE_MIN, "tester", 1.0);
     assert_eq!(call(&app, "/config", Some("tester")).await, "0 1");
     assert_eq!(call(&app, "/config", Some("alice")).await, "48 60");
     assert_eq!(call(&app, "/extract", Some("tester")).await, "0");
@@ -203,16 +158,12 @@ async fn call_owned(app: Router) -> String {
 #[tokio::test]
 async fn spawned_tasks_with_and_without_propagation() {
     let flags = TestFlags::new();
-    flags
-        .set(LEAD_HOURS, 7)
-        .set_override(LEAD_HOURS, "tester", 0);
+    flags.set(LEAD_HOURS, 7).set_override(LEAD_HOURS, "tester", 0);
     let app = Router::new()
         .route(
             "/",
             get(|| async {
-                let plain = tokio::spawn(async {
-                    (Current::try_get(LEAD_HOURS), Current::get(LEAD_HOURS))
-                });
+                let plain = tokio::spawn(async { (Current::try_get(LEAD_HOURS), Current::get(LEAD_HOURS)) });
                 let carried = ff_tower::spawn(async { Current::get(LEAD_HOURS) });
                 let blocking = ff_tower::spawn_blocking(|| Current::get(LEAD_HOURS));
                 let plain_blocking = tokio::task::spawn_blocking(|| Current::try_get(LEAD_HOURS));
@@ -235,34 +186,25 @@ async fn context_from_extensions_and_closures() {
     flags.set_override(CALENDAR, "ext-user", true);
     let inner = Router::new().route("/", get(|| async { Current::get(CALENDAR).to_string() }));
     // Default MakeContext: an EvalContext put in extensions by an auth layer.
-    let with_ext =
-        inner
-            .clone()
-            .layer(FlagsLayer::new(flags.source()))
-            .layer(axum::middleware::map_request(
-                |mut req: Request<Body>| async move {
-                    req.extensions_mut().insert(EvalContext::user("ext-user"));
-                    req
-                },
-            ));
-    assert_eq!(call(&with_ext, "/", None).await, "true");
-    let closure = inner.layer(FlagsLayer::new(flags.source()).make_context(
-        |parts: &http::request::Parts| EvalContext::user(parts.uri.query().unwrap_or("anon")),
+    let with_ext = inner.clone().layer(FlagsLayer::new(flags.source())).layer(axum::middleware::map_request(
+        |mut req: Request<Body>| async move {
+            req.extensions_mut().insert(EvalContext::user("ext-user"));
+            req
+        },
     ));
+    assert_eq!(call(&with_ext, "/", None).await, "true");
+    let closure =
+        inner.layer(FlagsLayer::new(flags.source()).make_context(|parts: &http::request::Parts| {
+            EvalContext::user(parts.uri.query().unwrap_or("anon"))
+        }));
     assert_eq!(call(&closure, "/?ext-user", None).await, "true");
     assert_eq!(call(&closure, "/?other", None).await, "false");
 }
 
 #[tokio::test]
 async fn extractor_without_layer_is_a_clear_500() {
-    let app = Router::new().route(
-        "/",
-        get(|flags: Flags| async move { flags.get(CALENDAR).to_string() }),
-    );
-    let res = app
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let app = Router::new().route("/", get(|flags: Flags| async move { flags.get(CALENDAR).to_string() }));
+    let res = app.oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("flags_layer_missing"));
@@ -298,30 +240,36 @@ async fn tonic_body_type_compiles_and_runs() {
     let flags = TestFlags::new();
     flags.set(CALENDAR, true);
     let grpc_like = tower::service_fn(|_: Request<tonic::body::Body>| async {
-        Ok::<_, Infallible>(http::Response::new(tonic::body::Body::new(
-            http_body_util::Full::new(bytes_of(Current::get(CALENDAR))),
-        )))
+        Ok::<_, Infallible>(http::Response::new(tonic::body::Body::new(http_body_util::Full::new(bytes_of(
+            Current::get(CALENDAR),
+        )))))
     });
-    let mut svc = ServiceBuilder::new()
-        .layer(FlagsLayer::new(flags.source()))
-        .service(grpc_like);
+    let mut svc = ServiceBuilder::new().layer(FlagsLayer::new(flags.source())).service(grpc_like);
     fn assert_service<S: Service<Request<tonic::body::Body>> + Clone + Send + 'static>(_: &S)
     where
         S::Future: Send,
     {
     }
     assert_service(&svc);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(tonic::body::Body::empty()))
-        .await
-        .unwrap();
+    let res = svc.ready().await.unwrap().call(Request::new(tonic::body::Body::empty())).await.unwrap();
     let body = res.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"true");
 }
 
 fn bytes_of(b: bool) -> axum::body::Bytes {
     axum::body::Bytes::from(b.to_string())
+}
+
+#[tokio::test]
+async fn request_extension_only_when_asked() {
+    let flags = TestFlags::new();
+    flags.set(LEAD_HOURS, 9);
+    let probe = tower::service_fn(|req: Request<()>| async move {
+        Ok::<_, Infallible>(req.extensions().get::<Flags>().map(|f| f.get(LEAD_HOURS)))
+    });
+    let plain = ServiceBuilder::new().layer(FlagsLayer::new(flags.source())).service(probe);
+    assert_eq!(plain.oneshot(Request::new(())).await.unwrap(), None);
+    let with =
+        ServiceBuilder::new().layer(FlagsLayer::new(flags.source()).with_request_extension()).service(probe);
+    assert_eq!(with.oneshot(Request::new(())).await.unwrap(), Some(9));
 }

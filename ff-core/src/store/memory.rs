@@ -38,12 +38,7 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        MemoryStore {
-            inner: Arc::new(Inner {
-                data: Mutex::default(),
-                signal: watch::Sender::new(0),
-            }),
-        }
+        MemoryStore { inner: Arc::new(Inner { data: Mutex::default(), signal: watch::Sender::new(0) }) }
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
@@ -68,11 +63,7 @@ impl Store for MemoryStore {
                 value: value.clone(),
             })
             .collect();
-        Ok(StoreState {
-            seq: d.changes.len() as u64,
-            flags,
-            overrides,
-        })
+        Ok(StoreState { seq: d.changes.len() as u64, flags, overrides })
     }
 
     async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
@@ -98,14 +89,8 @@ impl Store for MemoryStore {
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let d = self.data();
-        let start = usize::try_from(after)
-            .unwrap_or(usize::MAX)
-            .min(d.changes.len());
-        Ok(d.changes[start..]
-            .iter()
-            .take(limit as usize)
-            .cloned()
-            .collect())
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(d.changes.len());
+        Ok(d.changes[start..].iter().take(limit as usize).cloned().collect())
     }
 
     async fn latest_seq(&self) -> Result<u64, StoreError> {
@@ -116,13 +101,9 @@ impl Store for MemoryStore {
         let change = {
             let mut d = self.data();
             let key = write.mutation.key().to_owned();
-            let okey = write
-                .mutation
-                .user_id()
-                .map(|u| (key.clone(), u.to_owned()));
+            let okey = write.mutation.user_id().map(|u| (key.clone(), u.to_owned()));
             let current_override = okey.as_ref().and_then(|k| d.overrides.get(k));
-            let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())?
-            else {
+            let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())? else {
                 return Ok(None);
             };
             let change = plan.change(d.changes.len() as u64 + 1, now(), &write);
@@ -130,12 +111,7 @@ impl Store for MemoryStore {
                 Plan::PutFlag { record, .. } => {
                     d.flags.insert(key, record);
                 }
-                Plan::PutOverride {
-                    key,
-                    user_id,
-                    value,
-                    ..
-                } => {
+                Plan::PutOverride { key, user_id, value, .. } => {
                     d.overrides.insert((key, user_id), value);
                 }
                 Plan::DeleteOverride { key, user_id, .. } => {

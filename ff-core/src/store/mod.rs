@@ -34,11 +34,7 @@ pub struct Write {
 impl Write {
     /// A write by `actor` with no reason.
     pub fn new(actor: impl Into<String>, mutation: Mutation) -> Self {
-        Write {
-            mutation,
-            actor: actor.into(),
-            reason: None,
-        }
+        Write { mutation, actor: actor.into(), reason: None }
     }
 
     /// Adds the reason recorded in the change log.
@@ -99,10 +95,7 @@ impl Mutation {
     pub fn set_value(key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         Mutation::UpdateFlag {
             key: key.into(),
-            patch: FlagPatch {
-                value: Some(value.into()),
-                ..FlagPatch::default()
-            },
+            patch: FlagPatch { value: Some(value.into()), ..FlagPatch::default() },
             expected_version: None,
         }
     }
@@ -111,10 +104,7 @@ impl Mutation {
     pub fn set_enabled(key: impl Into<String>, enabled: bool) -> Self {
         Mutation::UpdateFlag {
             key: key.into(),
-            patch: FlagPatch {
-                enabled: Some(enabled),
-                ..FlagPatch::default()
-            },
+            patch: FlagPatch { enabled: Some(enabled), ..FlagPatch::default() },
             expected_version: None,
         }
     }
@@ -125,19 +115,12 @@ impl Mutation {
         user_id: impl Into<String>,
         value: impl Into<serde_json::Value>,
     ) -> Self {
-        Mutation::SetOverride {
-            key: key.into(),
-            user_id: user_id.into(),
-            value: value.into(),
-        }
+        Mutation::SetOverride { key: key.into(), user_id: user_id.into(), value: value.into() }
     }
 
     /// Removes one user's value.
     pub fn delete_override(key: impl Into<String>, user_id: impl Into<String>) -> Self {
-        Mutation::DeleteOverride {
-            key: key.into(),
-            user_id: user_id.into(),
-        }
+        Mutation::DeleteOverride { key: key.into(), user_id: user_id.into() }
     }
 
     /// The flag this mutation is about.
@@ -154,9 +137,7 @@ impl Mutation {
     /// The user this mutation is about, for override changes.
     pub fn user_id(&self) -> Option<&str> {
         match self {
-            Mutation::SetOverride { user_id, .. } | Mutation::DeleteOverride { user_id, .. } => {
-                Some(user_id)
-            }
+            Mutation::SetOverride { user_id, .. } | Mutation::DeleteOverride { user_id, .. } => Some(user_id),
             _ => None,
         }
     }
@@ -249,13 +230,7 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
         }
         let Some(current) = find(&decl.key) else {
             let created = store
-                .write(Write::new(
-                    SYNC_ACTOR,
-                    Mutation::CreateFlag {
-                        def: decl.into(),
-                        if_missing: true,
-                    },
-                ))
+                .write(Write::new(SYNC_ACTOR, Mutation::CreateFlag { def: decl.into(), if_missing: true }))
                 .await?;
             if created.is_some() {
                 report.created.push(decl.key.clone());
@@ -307,24 +282,11 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
 #[derive(Debug)]
 pub(crate) enum Plan {
     /// Insert or replace the flag row.
-    PutFlag {
-        record: FlagRecord,
-        before: Option<FlagRecord>,
-        action: Action,
-    },
+    PutFlag { record: FlagRecord, before: Option<FlagRecord>, action: Action },
     /// Insert or replace one override row.
-    PutOverride {
-        key: String,
-        user_id: String,
-        value: serde_json::Value,
-        before: Option<serde_json::Value>,
-    },
+    PutOverride { key: String, user_id: String, value: serde_json::Value, before: Option<serde_json::Value> },
     /// Delete one override row.
-    DeleteOverride {
-        key: String,
-        user_id: String,
-        before: serde_json::Value,
-    },
+    DeleteOverride { key: String, user_id: String, before: serde_json::Value },
 }
 
 impl Plan {
@@ -332,37 +294,16 @@ impl Plan {
     pub(crate) fn change(&self, seq: u64, at: OffsetDateTime, write: &Write) -> Change {
         let record = |r: &FlagRecord| serde_json::to_value(r).unwrap_or_default();
         let (action, key, subject, before, after) = match self {
-            Plan::PutFlag {
-                record: r,
-                before,
-                action,
-            } => {
+            Plan::PutFlag { record: r, before, action } => {
                 let after = (*action != Action::FlagArchive).then(|| record(r));
                 (*action, &r.key, None, before.as_ref().map(record), after)
             }
-            Plan::PutOverride {
-                key,
-                user_id,
-                value,
-                before,
-            } => (
-                Action::OverrideSet,
-                key,
-                Some(user_id.clone()),
-                before.clone(),
-                Some(value.clone()),
-            ),
-            Plan::DeleteOverride {
-                key,
-                user_id,
-                before,
-            } => (
-                Action::OverrideDelete,
-                key,
-                Some(user_id.clone()),
-                Some(before.clone()),
-                None,
-            ),
+            Plan::PutOverride { key, user_id, value, before } => {
+                (Action::OverrideSet, key, Some(user_id.clone()), before.clone(), Some(value.clone()))
+            }
+            Plan::DeleteOverride { key, user_id, before } => {
+                (Action::OverrideDelete, key, Some(user_id.clone()), Some(before.clone()), None)
+            }
         };
         Change {
             seq,
@@ -392,11 +333,7 @@ pub(crate) fn plan(
     match mutation {
         Mutation::CreateFlag { def, if_missing } => {
             if current.is_some() {
-                return if *if_missing {
-                    Ok(None)
-                } else {
-                    Err(StoreError::FlagExists(key.to_owned()))
-                };
+                return if *if_missing { Ok(None) } else { Err(StoreError::FlagExists(key.to_owned())) };
             }
             validate_key(key).map_err(invalid)?;
             def.schema.check_self(def.value_type).map_err(invalid)?;
@@ -419,17 +356,9 @@ pub(crate) fn plan(
                 created_at: now,
                 updated_at: now,
             };
-            Ok(Some(Plan::PutFlag {
-                record,
-                before: None,
-                action: Action::FlagCreate,
-            }))
+            Ok(Some(Plan::PutFlag { record, before: None, action: Action::FlagCreate }))
         }
-        Mutation::UpdateFlag {
-            patch,
-            expected_version,
-            ..
-        } => {
+        Mutation::UpdateFlag { patch, expected_version, .. } => {
             let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
             check_version(before, *expected_version)?;
             let mut record = before.clone();
@@ -457,33 +386,21 @@ pub(crate) fn plan(
             }
             record.version += 1;
             record.updated_at = now;
-            Ok(Some(Plan::PutFlag {
-                record,
-                before: Some(before.clone()),
-                action: Action::FlagUpdate,
-            }))
+            Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagUpdate }))
         }
-        Mutation::ArchiveFlag {
-            expected_version, ..
-        } => {
+        Mutation::ArchiveFlag { expected_version, .. } => {
             let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
             check_version(before, *expected_version)?;
             let mut record = before.clone();
             record.archived = true;
             record.version += 1;
             record.updated_at = now;
-            Ok(Some(Plan::PutFlag {
-                record,
-                before: Some(before.clone()),
-                action: Action::FlagArchive,
-            }))
+            Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagArchive }))
         }
         Mutation::SetOverride { user_id, value, .. } => {
             let flag = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
             validate_user_id(user_id).map_err(invalid)?;
-            let value = typed(flag.value_type, &flag.schema, value)
-                .map_err(invalid)?
-                .to_json();
+            let value = typed(flag.value_type, &flag.schema, value).map_err(invalid)?.to_json();
             if current_override == Some(&value) {
                 return Ok(None);
             }
@@ -506,11 +423,7 @@ pub(crate) fn plan(
     }
 }
 
-fn typed(
-    ty: ValueType,
-    schema: &Schema,
-    json: &serde_json::Value,
-) -> Result<Value, ValidationError> {
+fn typed(ty: ValueType, schema: &Schema, json: &serde_json::Value) -> Result<Value, ValidationError> {
     let value = Value::from_json(ty, json)?;
     schema.check(&value)?;
     Ok(value)
@@ -518,11 +431,9 @@ fn typed(
 
 fn check_version(flag: &FlagRecord, expected: Option<u64>) -> Result<(), StoreError> {
     match expected {
-        Some(v) if v != flag.version => Err(StoreError::VersionConflict {
-            key: flag.key.clone(),
-            expected: v,
-            actual: flag.version,
-        }),
+        Some(v) if v != flag.version => {
+            Err(StoreError::VersionConflict { key: flag.key.clone(), expected: v, actual: flag.version })
+        }
         _ => Ok(()),
     }
 }

@@ -15,9 +15,7 @@ use tokio::sync::{OnceCell, watch};
 
 use super::{Plan, Store, Write, plan};
 use crate::error::StoreError;
-use crate::model::{
-    Action, Change, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis,
-};
+use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis};
 use crate::value::{Value, ValueType};
 
 /// The PostgreSQL channel the store notifies on and listens to.
@@ -29,10 +27,8 @@ enum Dialect {
     Postgres,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
 ///
@@ -144,11 +140,7 @@ impl SqlStore {
 
     /// Runs pending migrations (once per store; retried on the next call after a failure).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.inner
-            .ready
-            .get_or_try_init(|| self.run_migrations())
-            .await
-            .map(|_| ())
+        self.inner.ready.get_or_try_init(|| self.run_migrations()).await.map(|_| ())
     }
 
     /// The connection pool, e.g. to close it.
@@ -160,10 +152,7 @@ impl SqlStore {
         let (migrations, lock) = match self.inner.dialect {
             Dialect::Sqlite => (MIGRATIONS_SQLITE, None),
             // Serialises instances that start together against one database.
-            Dialect::Postgres => (
-                MIGRATIONS_POSTGRES,
-                Some("SELECT pg_advisory_xact_lock(7239001)"),
-            ),
+            Dialect::Postgres => (MIGRATIONS_POSTGRES, Some("SELECT pg_advisory_xact_lock(7239001)")),
         };
         let mut tx = self.inner.pool.begin().await?;
         if let Some(lock) = lock {
@@ -171,10 +160,9 @@ impl SqlStore {
         }
         tx.execute("CREATE TABLE IF NOT EXISTS ff_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .await?;
-        let applied: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM ff_migrations")
-                .fetch_one(&mut *tx)
-                .await?;
+        let applied: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM ff_migrations")
+            .fetch_one(&mut *tx)
+            .await?;
         for (version, sql) in migrations.iter().filter(|(v, _)| *v > applied) {
             tx.execute(*sql).await?;
             sqlx::query("INSERT INTO ff_migrations (version, applied_at) VALUES ($1, $2)")
@@ -226,10 +214,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig {
-            max_connections: 4,
-            acquire_timeout: Duration::from_secs(3),
-        }
+        PoolConfig { max_connections: 4, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -284,8 +269,7 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
 }
 
 const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, created_at, updated_at";
-const CHANGE_COLUMNS: &str =
-    "seq, at_ms, actor, action, key, subject, before_state, after_state, reason";
+const CHANGE_COLUMNS: &str = "seq, at_ms, actor, action, key, subject, before_state, after_state, reason";
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -298,8 +282,8 @@ fn json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
 fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
     let key: String = row.try_get("key")?;
     let ty: String = row.try_get("value_type")?;
-    let value_type = ValueType::parse(&ty)
-        .ok_or_else(|| corrupt(format!("flag {key:?} has unknown type {ty:?}")))?;
+    let value_type =
+        ValueType::parse(&ty).ok_or_else(|| corrupt(format!("flag {key:?} has unknown type {ty:?}")))?;
     let value = |col: &str| -> Result<Value, StoreError> {
         let text: String = row.try_get(col)?;
         Value::from_json(value_type, &json(&text, col)?)
@@ -311,8 +295,7 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
         off_value: value("off_value")?,
         value_type,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
-        schema: serde_json::from_str(&schema)
-            .map_err(|e| corrupt(format!("flag {key:?} schema: {e}")))?,
+        schema: serde_json::from_str(&schema).map_err(|e| corrupt(format!("flag {key:?} schema: {e}")))?,
         description: row.try_get("description")?,
         archived: row.try_get::<i64, _>("archived")? != 0,
         version: row.try_get::<i64, _>("version")? as u64,
@@ -325,16 +308,13 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
 fn change_from_row(row: &AnyRow) -> Result<Change, StoreError> {
     let action: String = row.try_get("action")?;
     let state = |col: &str| -> Result<Option<serde_json::Value>, StoreError> {
-        row.try_get::<Option<String>, _>(col)?
-            .map(|t| json(&t, col))
-            .transpose()
+        row.try_get::<Option<String>, _>(col)?.map(|t| json(&t, col)).transpose()
     };
     Ok(Change {
         seq: row.try_get::<i64, _>("seq")? as u64,
         at: from_millis(row.try_get("at_ms")?),
         actor: row.try_get("actor")?,
-        action: Action::parse(&action)
-            .ok_or_else(|| corrupt(format!("unknown action {action:?}")))?,
+        action: Action::parse(&action).ok_or_else(|| corrupt(format!("unknown action {action:?}")))?,
         key: row.try_get("key")?,
         subject: row.try_get("subject")?,
         before: state("before_state")?,
@@ -388,17 +368,14 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        let flags = sqlx::query(&format!(
-            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 ORDER BY key"
-        ))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(flag_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1").fetch_one(&mut *tx).await?;
+        let flags =
+            sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 ORDER BY key"))
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(flag_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
         let overrides = sqlx::query(
             "SELECT o.key, o.user_id, o.value FROM ff_overrides o JOIN ff_flags f ON f.key = o.key \
              WHERE f.archived = 0 ORDER BY o.key, o.user_id",
@@ -409,11 +386,7 @@ impl Store for SqlStore {
         .map(override_from_row)
         .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        Ok(StoreState {
-            seq: seq as u64,
-            flags,
-            overrides,
-        })
+        Ok(StoreState { seq: seq as u64, flags, overrides })
     }
 
     async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
@@ -428,15 +401,13 @@ impl Store for SqlStore {
 
     async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
         let pool = self.ready().await?;
-        sqlx::query(&format!(
-            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"
-        ))
-        .bind(key)
-        .fetch_optional(pool)
-        .await?
-        .as_ref()
-        .map(flag_from_row)
-        .transpose()
+        sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
+            .bind(key)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(flag_from_row)
+            .transpose()
     }
 
     async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
@@ -452,23 +423,19 @@ impl Store for SqlStore {
 
     async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
         let pool = self.ready().await?;
-        sqlx::query(&format!(
-            "SELECT {CHANGE_COLUMNS} FROM ff_changes WHERE seq > $1 ORDER BY seq LIMIT $2"
-        ))
-        .bind(after as i64)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(change_from_row)
-        .collect()
+        sqlx::query(&format!("SELECT {CHANGE_COLUMNS} FROM ff_changes WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            .bind(after as i64)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(change_from_row)
+            .collect()
     }
 
     async fn latest_seq(&self) -> Result<u64, StoreError> {
         let pool = self.ready().await?;
-        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1")
-            .fetch_one(pool)
-            .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM ff_meta WHERE id = 1").fetch_one(pool).await?;
         Ok(seq as u64)
     }
 
@@ -477,20 +444,17 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await?;
         // Taking the counter row first serialises writers, so seq order is commit
         // order and the log has no gaps: readers can trust `seq > last`.
-        let seq: i64 =
-            sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-                .fetch_one(&mut *tx)
-                .await?;
+        let seq: i64 = sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+            .fetch_one(&mut *tx)
+            .await?;
         let key = write.mutation.key();
-        let current = sqlx::query(&format!(
-            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"
-        ))
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .as_ref()
-        .map(flag_from_row)
-        .transpose()?;
+        let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(flag_from_row)
+            .transpose()?;
         let current_override = match write.mutation.user_id() {
             Some(user) => sqlx::query_scalar::<_, String>(
                 "SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2",
@@ -505,24 +469,13 @@ impl Store for SqlStore {
         };
         let at = now();
         // On error or no-op the transaction is dropped, which rolls back the counter.
-        let Some(plan) = plan(
-            &write.mutation,
-            current.as_ref(),
-            current_override.as_ref(),
-            at,
-        )?
-        else {
+        let Some(plan) = plan(&write.mutation, current.as_ref(), current_override.as_ref(), at)? else {
             return Ok(None);
         };
         let change = plan.change(seq as u64, at, &write);
         match &plan {
             Plan::PutFlag { record, .. } => put_flag(&mut tx, record).await?,
-            Plan::PutOverride {
-                key,
-                user_id,
-                value,
-                ..
-            } => {
+            Plan::PutOverride { key, user_id, value, .. } => {
                 sqlx::query(
                     "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
