@@ -211,11 +211,11 @@ impl Evaluator {
             return c;
         }
         let snapshot = &self.snapshot;
-        if let Some((shared, touched)) = snapshot.shared_config(|| build::<C>(snapshot, None)) {
-            if self.user.is_none_or(|u| !snapshot.user_touches(u, touched)) {
-                // The snapshot keeps it: no need to memoise per request.
-                return shared;
-            }
+        if let Some((shared, touched)) = snapshot.shared_config(|| build::<C>(snapshot, None))
+            && self.user.is_none_or(|u| !snapshot.user_touches(u, touched))
+        {
+            // The snapshot keeps it: no need to memoise per request.
+            return shared;
         }
         let config = Arc::new(build::<C>(snapshot, self.user).0);
         // Only the first config type read through this evaluator is memoised.
@@ -308,7 +308,7 @@ mod tests {
     fn kill_switch_beats_override() {
         let s = snapshot(false);
         let tester = Evaluator::new(s, EvalContext::user("tester"));
-        assert_eq!(tester.detail(ON).value, false);
+        assert!(!tester.detail(ON).value);
         assert_eq!(tester.detail(ON).reason, Reason::Disabled);
     }
 

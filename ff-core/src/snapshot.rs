@@ -234,10 +234,10 @@ impl Snapshot {
                     let record: FlagRecord =
                         serde_json::from_value(after).map_err(|e| bad(&e.to_string()))?;
                     let table = flags.get_or_insert_with(|| (*self.flags).clone());
-                    if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s)) {
-                        if old.record.value_type != record.value_type {
-                            return Err(bad("a flag's type changed"));
-                        }
+                    if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s))
+                        && old.record.value_type != record.value_type
+                    {
+                        return Err(bad("a flag's type changed"));
                     }
                     table.put(record);
                 }

@@ -186,19 +186,17 @@ impl Schema {
     pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
         let ty = value.value_type();
         let bound = |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
-        if let Some(min) = &self.min {
-            if let Ok(min) = bound(min) {
-                if value.cmp_number(&min) == Some(Ordering::Less) {
-                    return Err(ValidationError::BelowMin { value: value.to_json(), min: min.to_json() });
-                }
-            }
+        if let Some(min) = &self.min
+            && let Ok(min) = bound(min)
+            && value.cmp_number(&min) == Some(Ordering::Less)
+        {
+            return Err(ValidationError::BelowMin { value: value.to_json(), min: min.to_json() });
         }
-        if let Some(max) = &self.max {
-            if let Ok(max) = bound(max) {
-                if value.cmp_number(&max) == Some(Ordering::Greater) {
-                    return Err(ValidationError::AboveMax { value: value.to_json(), max: max.to_json() });
-                }
-            }
+        if let Some(max) = &self.max
+            && let Ok(max) = bound(max)
+            && value.cmp_number(&max) == Some(Ordering::Greater)
+        {
+            return Err(ValidationError::AboveMax { value: value.to_json(), max: max.to_json() });
         }
         if !self.allowed.is_empty() {
             let json = value.to_json();
@@ -221,10 +219,10 @@ impl Schema {
             Value::from_json(ty, &serde_json::Value::Number(n.clone()))
                 .map_err(|_| ValidationError::BadSchema(format!("bound {n} is not a valid {ty}")))?;
         }
-        if let (Some(min), Some(max)) = (&self.min, &self.max) {
-            if min.as_f64() > max.as_f64() {
-                return Err(ValidationError::BadSchema(format!("min {min} is greater than max {max}")));
-            }
+        if let (Some(min), Some(max)) = (&self.min, &self.max)
+            && min.as_f64() > max.as_f64()
+        {
+            return Err(ValidationError::BadSchema(format!("min {min} is greater than max {max}")));
         }
         for a in &self.allowed {
             Value::from_json(ty, a)

@@ -280,6 +280,7 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
 
 /// What a validated mutation will write.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per write, never stored
 pub(crate) enum Plan {
     /// Insert or replace the flag row.
     PutFlag { record: FlagRecord, before: Option<FlagRecord>, action: Action },

@@ -532,10 +532,10 @@ impl Store for SqlStore {
 impl SqlStore {
     /// Closes the pool's connections (and stops listening).
     pub async fn close(&self) {
-        if let Ok(mut l) = self.inner.listener.lock() {
-            if let Some(h) = l.take() {
-                h.abort();
-            }
+        if let Ok(mut l) = self.inner.listener.lock()
+            && let Some(h) = l.take()
+        {
+            h.abort();
         }
         self.inner.pool.close().await;
     }
