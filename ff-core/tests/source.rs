@@ -1,5 +1,7 @@
 //! The refreshing Source: start-up, propagation, failure behaviour, saved snapshots.
 
+#![cfg(feature = "sqlite")]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -107,7 +107,7 @@ where
         let context = self.make_context.make_context(&parts);
         let flags = Evaluator::new(self.source.snapshot(), context);
         // No subscriber at all: skip the span lookup.
-        if tracing::dispatcher::has_been_set() {
+        if tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF {
             let span = tracing::Span::current();
             if !span.is_disabled() {
                 span.record("ff.version", flags.snapshot().version());
