@@ -238,8 +238,7 @@ impl Evaluator {
 mod tests {
     use super::*;
     use crate::model::{FlagRecord, OverrideRecord, StoreState};
-    use crate::value::{Schema, Value, ValueType};
-    use time::OffsetDateTime;
+    use crate::value::{Value, ValueType};
 
     const ON: Flag<bool> = Flag::new("ON", false);
     const HOURS: Flag<i64> = Flag::new("HOURS", 24).range(0, 100);
@@ -247,23 +246,7 @@ mod tests {
     const TYPO: Flag<String> = Flag::new("HOURS", "x");
 
     fn record(key: &str, value: Value, enabled: bool) -> FlagRecord {
-        let t = OffsetDateTime::UNIX_EPOCH;
-        FlagRecord {
-            key: key.into(),
-            value_type: value.value_type(),
-            off_value: match value {
-                Value::Bool(_) => Value::Bool(false),
-                ref v => v.clone(),
-            },
-            value,
-            enabled,
-            description: String::new(),
-            schema: Schema::default(),
-            archived: false,
-            version: 1,
-            created_at: t,
-            updated_at: t,
-        }
+        FlagRecord { enabled, ..FlagRecord::new(key, value) }
     }
 
     fn snapshot(on_enabled: bool) -> Arc<Snapshot> {

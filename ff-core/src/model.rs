@@ -37,6 +37,35 @@ pub struct FlagRecord {
     pub updated_at: OffsetDateTime,
 }
 
+impl FlagRecord {
+    /// A live flag with `value`, switched on, no bounds, at version 1; its off
+    /// value is `false` for booleans and `value` otherwise.
+    pub fn new(key: impl Into<String>, value: Value) -> Self {
+        let t = OffsetDateTime::UNIX_EPOCH;
+        FlagRecord {
+            key: key.into(),
+            value_type: value.value_type(),
+            off_value: default_off_value(&value),
+            value,
+            enabled: true,
+            description: String::new(),
+            schema: Schema::default(),
+            archived: false,
+            version: 1,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+}
+
+/// What an off flag serves unless told otherwise: `false` for booleans, else the value.
+pub(crate) fn default_off_value(value: &Value) -> Value {
+    match value {
+        Value::Bool(_) => Value::Bool(false),
+        v => v.clone(),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct FlagRecordRepr {
     key: String,

@@ -2,13 +2,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use time::OffsetDateTime;
-
 use crate::flag::Flag;
 use crate::model::{FlagRecord, OverrideRecord, StoreState};
 use crate::snapshot::Snapshot;
 use crate::source::Source;
-use crate::value::{FlagType, Schema, Value};
+use crate::value::FlagType;
 
 /// Builds a [`Snapshot`] in code.
 ///
@@ -36,24 +34,7 @@ impl SnapshotBuilder {
         let i = match self.state.flags.iter().position(|f| f.key == flag.key()) {
             Some(i) => i,
             None => {
-                let default = flag.default_value().to_value();
-                let t = OffsetDateTime::UNIX_EPOCH;
-                self.state.flags.push(FlagRecord {
-                    key: flag.key().to_owned(),
-                    value_type: T::TYPE,
-                    off_value: match default {
-                        Value::Bool(_) => Value::Bool(false),
-                        ref v => v.clone(),
-                    },
-                    value: default,
-                    enabled: true,
-                    description: String::new(),
-                    schema: Schema::default(),
-                    archived: false,
-                    version: 1,
-                    created_at: t,
-                    updated_at: t,
-                });
+                self.state.flags.push(FlagRecord::new(flag.key(), flag.default_value().to_value()));
                 self.state.flags.len() - 1
             }
         };

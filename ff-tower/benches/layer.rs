@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ff_core::{
-    Config, ConfigReader, EvalContext, Evaluator, Flag, FlagRecord, OverrideRecord, Schema, Snapshot, Source,
+    Config, ConfigReader, EvalContext, Evaluator, Flag, FlagRecord, OverrideRecord, Snapshot, Source,
     StoreState, Value,
 };
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
@@ -45,23 +45,10 @@ impl Config for BenchConfig {
 /// 1,000 flags (even: bool, odd: int) and 100,000 overrides spread over 10,000
 /// users, none of them on the flags the benches read.
 fn workload() -> Snapshot {
-    let t = time::OffsetDateTime::UNIX_EPOCH;
     let flags = (0..FLAGS)
         .map(|i| {
             let value = if i % 2 == 0 { Value::Bool(true) } else { Value::Int(i as i64) };
-            FlagRecord {
-                key: format!("flag_{i}"),
-                value_type: value.value_type(),
-                off_value: value.clone(),
-                value,
-                enabled: true,
-                description: String::new(),
-                schema: Schema::default(),
-                archived: false,
-                version: 1,
-                created_at: t,
-                updated_at: t,
-            }
+            FlagRecord::new(format!("flag_{i}"), value)
         })
         .collect();
     let overrides = (0..USERS)

@@ -341,8 +341,7 @@ pub(crate) fn plan(
             let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
             let off_value = match &def.off_value {
                 Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
-                None if def.value_type == ValueType::Bool => Value::Bool(false),
-                None => value.clone(),
+                None => crate::model::default_off_value(&value),
             };
             let record = FlagRecord {
                 key: key.to_owned(),
