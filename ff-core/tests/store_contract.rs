@@ -248,6 +248,11 @@ mod sqlite {
     }
 
     #[tokio::test]
+    async fn sqlite_in_memory_store_contract() {
+        contract(Arc::new(SqlStore::connect_lazy("sqlite::memory:").unwrap())).await;
+    }
+
+    #[tokio::test]
     async fn sqlite_migrations_are_idempotent_and_data_persists() {
         let dir = tempfile::tempdir().unwrap();
         let a = store(&dir);

@@ -80,8 +80,9 @@ impl Drop for Inner {
 }
 
 impl SqlStore {
-    /// A store for `url` (`sqlite://path.db`, `sqlite::memory:` is not supported
-    /// since every pooled connection would see its own database; `postgres://...`).
+    /// A store for `url`: `sqlite://path.db?mode=rwc` (a file, created if missing),
+    /// `sqlite::memory:` (one connection, gone when the store is dropped) or
+    /// `postgres://user:pass@host/db`.
     ///
     /// Does not touch the database: connecting and migrating happen on first use,
     /// so an application can start while its database is down.
@@ -101,8 +102,14 @@ impl SqlStore {
         } else {
             return Err(StoreError::UnsupportedUrl(redact(url)));
         };
+        // Every connection to an in-memory SQLite database sees its own database:
+        // keep exactly one, and never retire it.
+        let in_memory =
+            dialect == Dialect::Sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
         let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(if in_memory { 1 } else { config.max_connections })
+            .idle_timeout((!in_memory).then_some(Duration::from_secs(600)))
+            .max_lifetime((!in_memory).then_some(Duration::from_secs(1800)))
             .acquire_timeout(config.acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
