@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use hashbrown::HashTable;
-use rustc_hash::FxHashMap;
+use rustc_hash::FxBuildHasher;
+use smol_str::SmolStr;
 
 use crate::flag::key_hash;
 
@@ -49,7 +50,9 @@ struct Slot {
 /// referred to by position, so reads touch no reference count.
 #[derive(Clone, Default)]
 struct UserTable {
-    index: FxHashMap<Arc<str>, u32>,
+    /// User id (inline up to 23 bytes, so a lookup compares without a pointer
+    /// chase) and position in `entries`.
+    index: HashTable<(SmolStr, u32)>,
     entries: Vec<Option<Arc<UserEntry>>>,
 }
 
@@ -96,21 +99,43 @@ impl UserTable {
         self.entries.get(user.0 as usize)?.as_deref()
     }
 
+    #[inline]
+    fn find(&self, user: &str) -> Option<u32> {
+        self.index.find(user_hash(user), |(id, _)| id == user).map(|(_, i)| *i)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, UserRef)> {
+        self.index.iter().map(|(id, i)| (id.as_str(), UserRef(*i)))
+    }
+
     fn put(&mut self, user: &str, entry: Option<UserEntry>) {
         let entry = entry.filter(|e| !e.slots.is_empty()).map(Arc::new);
-        match (self.index.get(user).copied(), entry) {
+        let hash = user_hash(user);
+        match (self.find(user), entry) {
             (Some(i), Some(e)) => self.entries[i as usize] = Some(e),
             (Some(i), None) => {
-                self.index.remove(user);
+                if let Ok(found) = self.index.find_entry(hash, |(id, _)| id == user) {
+                    found.remove();
+                }
                 self.entries[i as usize] = None;
             }
             (None, Some(e)) => {
-                self.index.insert(user.into(), self.entries.len() as u32);
+                let i = self.entries.len() as u32;
                 self.entries.push(Some(e));
+                self.index.insert_unique(hash, (SmolStr::new(user), i), |(id, _)| user_hash(id));
             }
             (None, None) => {}
         }
     }
+}
+
+fn user_hash(user: &str) -> u64 {
+    use std::hash::BuildHasher;
+    FxBuildHasher.hash_one(user)
 }
 
 /// A user's overrides in one snapshot: found once per request by
@@ -151,7 +176,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("version", &self.version)
             .field("flags", &self.flags.index.len())
-            .field("users_with_overrides", &self.users.index.len())
+            .field("users_with_overrides", &self.users.len())
             .finish()
     }
 }
@@ -199,8 +224,8 @@ impl Snapshot {
             self.flags.slots.iter().flatten().map(|s| s.record.clone()).collect();
         flags.sort_by(|a, b| a.key.cmp(&b.key));
         let mut overrides: Vec<OverrideRecord> = Vec::new();
-        for (user, &i) in &self.users.index {
-            let Some(entry) = self.users.entry(UserRef(i)) else { continue };
+        for (user, i) in self.users.iter() {
+            let Some(entry) = self.users.entry(i) else { continue };
             for (slot, value) in entry.pairs() {
                 if let Some(flag) = self.flags.slot(slot) {
                     overrides.push(OverrideRecord {
@@ -245,14 +270,13 @@ impl Snapshot {
                     let table = flags.get_or_insert_with(|| (*self.flags).clone());
                     if let Some(slot) = table.remove(&c.key) {
                         let map = users.get_or_insert_with(|| (*self.users).clone());
-                        let affected: Vec<(Arc<str>, UserEntry)> = map
-                            .index
+                        let affected: Vec<(String, UserEntry)> = map
                             .iter()
-                            .filter_map(|(u, &i)| {
-                                let e = map.entry(UserRef(i))?;
+                            .filter_map(|(u, i)| {
+                                let e = map.entry(i)?;
                                 e.get(slot)?;
                                 let rest = e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone()));
-                                Some((u.clone(), UserEntry::from_pairs(rest.collect())))
+                                Some((u.to_owned(), UserEntry::from_pairs(rest.collect())))
                             })
                             .collect();
                         for (user, entry) in affected {
@@ -284,7 +308,7 @@ impl Snapshot {
                         _ => None,
                     };
                     let map = users.get_or_insert_with(|| (*self.users).clone());
-                    let current = map.index.get(user).and_then(|i| map.entry(UserRef(*i)));
+                    let current = map.find(user).and_then(|i| map.entry(UserRef(i)));
                     let mut pairs: Vec<(u32, Value)> = current
                         .map(|e| e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone())).collect())
                         .unwrap_or_default();
@@ -318,7 +342,7 @@ impl Snapshot {
 
     /// Number of users with at least one override.
     pub fn users_with_overrides(&self) -> usize {
-        self.users.index.len()
+        self.users.len()
     }
 
     /// The stored record of a flag.
@@ -335,7 +359,7 @@ impl Snapshot {
     /// Finds a user's overrides, once per request.
     #[inline]
     pub fn user(&self, user_id: &str) -> Option<UserRef> {
-        self.users.index.get(user_id).map(|i| UserRef(*i))
+        self.users.find(user_id).map(UserRef)
     }
 
     /// Evaluates `flag` for `context`, in the documented order. Never panics;

@@ -110,6 +110,22 @@ fn benches(c: &mut Criterion) {
     let mut layered =
         FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")).layer(Noop);
     g.bench_function("with_layer", |b| b.iter(|| run(&mut layered, request(&users, &mut i))));
+    // The default `FromExtensions`: the app's auth layer already put the context
+    // in the extensions (both variants build the same request).
+    let contexts: Vec<EvalContext> = (0..USERS).map(|u| EvalContext::user(format!("user-{u}"))).collect();
+    let with_context = |i: &mut usize| {
+        *i = (*i + 1) % USERS;
+        let mut req = Request::new(());
+        req.extensions_mut().insert(contexts[*i].clone());
+        req
+    };
+    g.bench_function("without_layer_context_in_extensions", |b| {
+        b.iter(|| run(&mut plain, with_context(&mut i)))
+    });
+    let mut default_layer = FlagsLayer::new(source.clone()).layer(Noop);
+    g.bench_function("with_layer_context_in_extensions", |b| {
+        b.iter(|| run(&mut default_layer, with_context(&mut i)))
+    });
     g.finish();
 
     let snap = source.snapshot();

@@ -52,7 +52,8 @@ impl UserIdHeader {
 
 impl MakeContext for UserIdHeader {
     fn make_context(&self, parts: &Parts) -> EvalContext {
-        match parts.headers.get(&self.0).and_then(|v| v.to_str().ok()).map(str::trim) {
+        let value = parts.headers.get(&self.0).and_then(|v| v.to_str().ok());
+        match value.map(str::trim) {
             Some(user) if !user.is_empty() => EvalContext::user(user),
             _ => parts.extensions.get::<EvalContext>().cloned().unwrap_or_default(),
         }
