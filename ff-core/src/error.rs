@@ -49,6 +49,14 @@ pub enum ValidationError {
     /// An empty or over-long user id.
     #[error("user id {0}")]
     BadUserId(&'static str),
+    /// A metadata field that is too long or malformed.
+    #[error("{field} {problem}")]
+    BadField {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Bounds that contradict themselves or the type.
     #[error("invalid schema: {0}")]
     BadSchema(String),
@@ -64,6 +72,15 @@ pub enum StoreError {
     /// A flag with this key exists already.
     #[error("flag {0:?} exists already")]
     FlagExists(String),
+    /// The flag is live: only archived flags can be restored.
+    #[error("flag {0:?} is not archived")]
+    NotArchived(String),
+    /// No token with this name.
+    #[error("no token named {0:?}")]
+    UnknownToken(String),
+    /// A token with this name exists already.
+    #[error("a token named {0:?} exists already")]
+    TokenExists(String),
     /// The version given is not the current one: someone else changed the flag.
     #[error("flag {key:?} is at version {actual}, not {expected}: reload and retry")]
     VersionConflict {

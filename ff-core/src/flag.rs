@@ -188,6 +188,9 @@ pub struct FlagDef {
     /// Bounds.
     #[serde(default)]
     pub schema: Schema,
+    /// Owner, tags, ticket, expiry.
+    #[serde(flatten)]
+    pub meta: crate::model::FlagMeta,
 }
 
 fn yes() -> bool {
@@ -204,6 +207,7 @@ impl From<&FlagDecl> for FlagDef {
             off_value: None,
             description: d.description.clone(),
             schema: d.schema.clone(),
+            meta: Default::default(),
         }
     }
 }

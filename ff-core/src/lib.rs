@@ -27,10 +27,15 @@ mod value;
 pub use error::{StoreError, ValidationError};
 pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
-pub use model::{Action, Change, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, StoreState, validate_user_id};
+pub use model::{
+    Action, Change, FlagMeta, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, StoreState, validate_user_id,
+};
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
-pub use store::{FlagPatch, MemoryStore, Mutation, SYNC_ACTOR, Store, SyncReport, Write, sync};
+pub use store::{
+    ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord, Write,
+    sync, validate_token_name,
+};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
 #[cfg(all(feature = "test-util", feature = "postgres"))]

@@ -27,6 +27,8 @@ pub struct FlagRecord {
     pub description: String,
     /// Bounds every value must respect.
     pub schema: Schema,
+    /// Owner, tags, ticket, expiry.
+    pub meta: FlagMeta,
     /// Archived flags are kept for the audit log but not served.
     pub archived: bool,
     /// Incremented by every change to the flag itself (not its overrides).
@@ -50,6 +52,7 @@ impl FlagRecord {
             enabled: true,
             description: String::new(),
             schema: Schema::default(),
+            meta: FlagMeta::default(),
             archived: false,
             version: 1,
             created_at: t,
@@ -78,6 +81,8 @@ struct FlagRecordRepr {
     description: String,
     #[serde(default)]
     schema: Schema,
+    #[serde(flatten)]
+    meta: FlagMeta,
     #[serde(default)]
     archived: bool,
     version: u64,
@@ -98,6 +103,7 @@ impl TryFrom<FlagRecordRepr> for FlagRecord {
             enabled: r.enabled,
             description: r.description,
             schema: r.schema,
+            meta: r.meta,
             archived: r.archived,
             version: r.version,
             created_at: r.created_at,
@@ -116,11 +122,53 @@ impl From<FlagRecord> for FlagRecordRepr {
             enabled: r.enabled,
             description: r.description,
             schema: r.schema,
+            meta: r.meta,
             archived: r.archived,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
+    }
+}
+
+/// Who owns a flag, how to find it, and when it should go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagMeta {
+    /// Team or person responsible.
+    #[serde(default)]
+    pub owner: String,
+    /// Free labels for filtering (at most 32, each 1 to 64 of `a-z 0-9 - _ . :`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Link or id of the ticket that introduced the flag.
+    #[serde(default)]
+    pub ticket: String,
+    /// When the flag should be cleaned up.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl FlagMeta {
+    /// Checks lengths and tag syntax.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let bad = |field: &'static str, problem: String| Err(ValidationError::BadField { field, problem });
+        if self.owner.len() > 128 {
+            return bad("owner", "is longer than 128 bytes".into());
+        }
+        if self.ticket.len() > 512 {
+            return bad("ticket", "is longer than 512 bytes".into());
+        }
+        if self.tags.len() > 32 {
+            return bad("tags", "has more than 32 tags".into());
+        }
+        for tag in &self.tags {
+            let ok = (1..=64).contains(&tag.len())
+                && tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.:".contains(&b));
+            if !ok {
+                return bad("tags", format!("{tag:?} must be 1 to 64 of a-z 0-9 - _ . :"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -166,6 +214,15 @@ pub enum Action {
     /// A user's override was removed (`before` is the value).
     #[serde(rename = "override.delete")]
     OverrideDelete,
+    /// An archived flag was restored (`before` and `after` are records).
+    #[serde(rename = "flag.restore")]
+    FlagRestore,
+    /// An API token was created (`after` is its name and role; never the secret).
+    #[serde(rename = "token.create")]
+    TokenCreate,
+    /// An API token was revoked.
+    #[serde(rename = "token.revoke")]
+    TokenRevoke,
 }
 
 impl Action {
@@ -177,6 +234,9 @@ impl Action {
             Action::FlagArchive => "flag.archive",
             Action::OverrideSet => "override.set",
             Action::OverrideDelete => "override.delete",
+            Action::FlagRestore => "flag.restore",
+            Action::TokenCreate => "token.create",
+            Action::TokenRevoke => "token.revoke",
         }
     }
 
@@ -188,6 +248,9 @@ impl Action {
             "flag.archive" => Action::FlagArchive,
             "override.set" => Action::OverrideSet,
             "override.delete" => Action::OverrideDelete,
+            "flag.restore" => Action::FlagRestore,
+            "token.create" => Action::TokenCreate,
+            "token.revoke" => Action::TokenRevoke,
             _ => return None,
         })
     }

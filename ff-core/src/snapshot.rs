@@ -161,6 +161,12 @@ pub enum ApplyError {
         /// The seq it has.
         found: u64,
     },
+    /// The change can only be applied by loading everything again.
+    #[error("change {seq} needs a full reload")]
+    NeedsReload {
+        /// The change.
+        seq: u64,
+    },
     /// A change could not be understood or does not fit the snapshot.
     #[error("change {seq}: {problem}")]
     Bad {
@@ -254,6 +260,10 @@ impl Snapshot {
             version = c.seq;
             let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
             match c.action {
+                Action::TokenCreate | Action::TokenRevoke => {}
+                // The restored flag's overrides come back from the store's table,
+                // which the change row does not carry.
+                Action::FlagRestore => return Err(ApplyError::NeedsReload { seq: c.seq }),
                 Action::FlagCreate | Action::FlagUpdate => {
                     let after = c.after.clone().ok_or_else(|| bad("no after state"))?;
                     let record: FlagRecord =

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ff_core::{
-    Change, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin, OverrideRecord, Source,
-    SqlStore, Store, StoreError, StoreState, Write,
+    Change, ChangeQuery, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin,
+    OverrideRecord, Source, SqlStore, Store, StoreError, StoreState, TokenRecord, Write,
 };
 use tokio::sync::watch;
 
@@ -50,6 +50,7 @@ async fn start_syncs_declarations_and_serves_the_store() {
                 off_value: None,
                 description: String::new(),
                 schema: Default::default(),
+                meta: Default::default(),
             },
             if_missing: false,
         }))
@@ -210,6 +211,26 @@ impl Store for Switchable {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         self.inner.write(write).await
     }
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        self.check()?;
+        self.inner.changes(q).await
+    }
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        self.check()?;
+        self.inner.change(seq).await
+    }
+    async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
+        self.inner.create_token(t, actor).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token(id).await
+    }
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
+        self.inner.revoke_token(name, actor).await
+    }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.subscribe()
     }
@@ -294,4 +315,17 @@ mod postgres {
         let _ =
             sqlx::Executor::execute(&mut admin, format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await;
     }
+}
+
+#[tokio::test]
+async fn a_restored_flag_comes_back_with_its_overrides() {
+    let store = MemoryStore::new();
+    let source = quick(store.clone()).start().await;
+    store.write(w(Mutation::set_override("LEAD", "tester", 1))).await.unwrap();
+    store.write(w(Mutation::ArchiveFlag { key: "LEAD".into(), expected_version: None })).await.unwrap();
+    assert!(source.wait_for_version(4, PATIENCE).await);
+    assert_eq!(get(&source, LEAD, "tester"), 24);
+    store.write(w(Mutation::RestoreFlag { key: "LEAD".into() })).await.unwrap();
+    assert!(source.wait_for_version(5, PATIENCE).await);
+    assert_eq!(get(&source, LEAD, "tester"), 1);
 }

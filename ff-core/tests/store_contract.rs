@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::{
-    Action, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Schema, Snapshot, Store, StoreError,
-    ValidationError, ValueType, Write, sync,
+    Action, ApplyError, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema, Snapshot,
+    Store, StoreError, TokenRecord, ValidationError, ValueType, Write, sync,
 };
 use serde_json::json;
 
@@ -18,6 +18,7 @@ fn def(key: &str, ty: ValueType, value: serde_json::Value) -> FlagDef {
         off_value: None,
         description: format!("{key} for tests"),
         schema: Schema::default(),
+        meta: Default::default(),
     }
 }
 
@@ -174,6 +175,96 @@ async fn contract(store: Arc<dyn Store>) {
     ));
     let after_archive = Snapshot::empty().apply(&s.changes_since(0, 100).await.unwrap()).unwrap();
     assert_eq!(after_archive.to_state(), Snapshot::from_state(&state).to_state());
+
+    // Restore: back as it was, version bumped, overrides back with it.
+    assert!(matches!(
+        s.write(w(Mutation::RestoreFlag { key: "RATE_MIN".into() })).await,
+        Err(StoreError::NotArchived(_))
+    ));
+    let c = s.write(w(Mutation::RestoreFlag { key: "KILL".into() })).await.unwrap().unwrap();
+    assert_eq!((c.seq, c.action), (10, Action::FlagRestore));
+    let kill = s.flag("KILL").await.unwrap().unwrap();
+    assert_eq!((kill.archived, kill.version), (false, 3));
+    assert!(s.load().await.unwrap().overrides.iter().any(|o| o.key == "KILL"));
+
+    // Metadata: set, kept by other patches, cleared with null, validated.
+    let expires = time::OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap();
+    let patch: FlagPatch = serde_json::from_value(json!({
+        "owner": "payments-team", "tags": ["payments", "q3"], "ticket": "PAY-12",
+        "expires_at": "2033-05-18T03:33:20Z"
+    }))
+    .unwrap();
+    s.write(w(Mutation::UpdateFlag { key: "KILL".into(), patch, expected_version: Some(3) })).await.unwrap();
+    s.write(w(Mutation::set_enabled("KILL", false))).await.unwrap();
+    let kill = s.flag("KILL").await.unwrap().unwrap();
+    assert_eq!(kill.meta.owner, "payments-team");
+    assert_eq!(kill.meta.tags, ["payments", "q3"]);
+    assert_eq!((kill.meta.ticket.as_str(), kill.meta.expires_at), ("PAY-12", Some(expires)));
+    let clear: FlagPatch = serde_json::from_value(json!({ "expires_at": null })).unwrap();
+    s.write(w(Mutation::UpdateFlag { key: "KILL".into(), patch: clear, expected_version: None }))
+        .await
+        .unwrap();
+    assert_eq!(s.flag("KILL").await.unwrap().unwrap().meta.expires_at, None);
+    let before = seq(s).await;
+    let bad_tags: FlagPatch = serde_json::from_value(json!({ "tags": ["Has Space"] })).unwrap();
+    let err = s
+        .write(w(Mutation::UpdateFlag { key: "KILL".into(), patch: bad_tags, expected_version: None }))
+        .await;
+    assert!(err.unwrap_err().to_string().contains("tags"));
+    assert_eq!(seq(s).await, before);
+
+    // The audit log, newest first, filtered and paged.
+    let all = s.changes(&ChangeQuery { limit: 100, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(all.first().unwrap().seq, before);
+    assert!(all.windows(2).all(|p| p[0].seq > p[1].seq));
+    let kill_log = s
+        .changes(&ChangeQuery { key: Some("KILL".into()), limit: 100, ..ChangeQuery::default() })
+        .await
+        .unwrap();
+    assert!(!kill_log.is_empty() && kill_log.iter().all(|c| c.key == "KILL"));
+    let page =
+        s.changes(&ChangeQuery { before_seq: Some(5), limit: 2, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 3]);
+    let nobody = ChangeQuery { actor: Some("nobody".into()), limit: 10, ..ChangeQuery::default() };
+    assert!(s.changes(&nobody).await.unwrap().is_empty());
+    let future = Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    assert!(
+        s.changes(&ChangeQuery { since: future, limit: 10, ..ChangeQuery::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.change(3).await.unwrap().unwrap().seq, 3);
+    assert!(s.change(9999).await.unwrap().is_none());
+
+    // Tokens: stored, unique by name, revocable, audited without secrets.
+    let token = TokenRecord {
+        id: "tok1".into(),
+        name: "ci-bot".into(),
+        role: Role::Editor,
+        secret_hash: "abc123".into(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        revoked_at: None,
+    };
+    s.create_token(token.clone(), "admin@example.com").await.unwrap();
+    assert!(matches!(s.create_token(token.clone(), "admin").await, Err(StoreError::TokenExists(_))));
+    let bad = TokenRecord { id: "tok2".into(), name: "bad name".into(), ..token.clone() };
+    assert!(s.create_token(bad, "admin").await.is_err());
+    assert_eq!(s.token("tok1").await.unwrap().unwrap().secret_hash, "abc123");
+    assert_eq!(s.tokens().await.unwrap().len(), 1);
+    let revoked = s.revoke_token("ci-bot", "admin@example.com").await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(s.token("tok1").await.unwrap().unwrap().revoked_at.is_some());
+    assert!(matches!(s.revoke_token("ci-bot", "admin").await, Err(StoreError::UnknownToken(_))));
+    let log = s.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(log.iter().map(|c| c.action).collect::<Vec<_>>(), [Action::TokenRevoke, Action::TokenCreate]);
+    assert!(log.iter().all(|c| !c.after.as_ref().unwrap().to_string().contains("abc123")));
+    // A restore can only be followed by a full load (its overrides are not in the log);
+    // after it, token rows and the rest apply incrementally.
+    let log = s.changes_since(0, 1000).await.unwrap();
+    assert!(matches!(Snapshot::empty().apply(&log), Err(ApplyError::NeedsReload { seq: 10 })));
+    let at_restore = Snapshot::from_state(&ff_core::StoreState { seq: 10, ..Default::default() });
+    assert!(at_restore.apply(&log[10..]).is_ok());
 }
 
 async fn sync_contract(store: Arc<dyn Store>) {

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{Plan, Store, Write, plan};
+use super::{ChangeQuery, Plan, Store, TokenRecord, Write, plan, token_audit, validate_token_name};
 use crate::error::StoreError;
-use crate::model::{Change, FlagRecord, OverrideRecord, StoreState, now};
+use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, now};
 
 /// A store in process memory. Clones share the same data.
 #[derive(Debug, Clone)]
@@ -27,6 +27,25 @@ struct Data {
     flags: BTreeMap<String, FlagRecord>,
     overrides: BTreeMap<(String, String), serde_json::Value>,
     changes: Vec<Change>,
+    tokens: BTreeMap<String, TokenRecord>,
+}
+
+impl Data {
+    fn log(&mut self, action: Action, actor: &str, subject: &str, after: serde_json::Value) -> Change {
+        let change = Change {
+            seq: self.changes.len() as u64 + 1,
+            at: now(),
+            actor: actor.to_owned(),
+            action,
+            key: String::new(),
+            subject: Some(subject.to_owned()),
+            before: None,
+            after: Some(after),
+            reason: None,
+        };
+        self.changes.push(change.clone());
+        change
+    }
 }
 
 impl Default for MemoryStore {
@@ -123,6 +142,63 @@ impl Store for MemoryStore {
         };
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(Some(change))
+    }
+
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        let d = self.data();
+        Ok(d.changes
+            .iter()
+            .rev()
+            .filter(|c| q.key.as_ref().is_none_or(|k| &c.key == k))
+            .filter(|c| q.actor.as_ref().is_none_or(|a| &c.actor == a))
+            .filter(|c| q.since.is_none_or(|t| c.at >= t))
+            .filter(|c| q.before_seq.is_none_or(|s| c.seq < s))
+            .take(q.limit.min(1000) as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        let d = self.data();
+        Ok(seq.checked_sub(1).and_then(|i| d.changes.get(i as usize)).cloned())
+    }
+
+    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
+        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
+        {
+            let mut d = self.data();
+            if d.tokens.values().any(|t| t.name == token.name) {
+                return Err(StoreError::TokenExists(token.name));
+            }
+            d.tokens.insert(token.id.clone(), token.clone());
+            d.log(Action::TokenCreate, actor, &token.name, token_audit(&token));
+        }
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut all: Vec<TokenRecord> = self.data().tokens.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.data().tokens.get(id).cloned())
+    }
+
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
+        let token = {
+            let mut d = self.data();
+            let token = d.tokens.values_mut().find(|t| t.name == name && t.revoked_at.is_none());
+            let Some(token) = token else { return Err(StoreError::UnknownToken(name.to_owned())) };
+            token.revoked_at = Some(now());
+            let token = token.clone();
+            d.log(Action::TokenRevoke, actor, name, token_audit(&token));
+            token
+        };
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

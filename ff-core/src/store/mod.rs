@@ -81,6 +81,11 @@ pub enum Mutation {
         /// The value, JSON of the flag's type.
         value: serde_json::Value,
     },
+    /// Restores an archived flag as it was when archived.
+    RestoreFlag {
+        /// The flag.
+        key: String,
+    },
     /// Removes one user's value for a flag (no change row if there was none).
     DeleteOverride {
         /// The flag.
@@ -129,6 +134,7 @@ impl Mutation {
             Mutation::CreateFlag { def, .. } => &def.key,
             Mutation::UpdateFlag { key, .. }
             | Mutation::ArchiveFlag { key, .. }
+            | Mutation::RestoreFlag { key }
             | Mutation::SetOverride { key, .. }
             | Mutation::DeleteOverride { key, .. } => key,
         }
@@ -161,6 +167,138 @@ pub struct FlagPatch {
     /// New bounds; the current values must fit them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
+    /// New owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// New tags (replacing the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// New ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// New expiry; `Some(None)` (JSON `null`) clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option_time")]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+}
+
+/// `Option<Option<time>>` where a missing field is `None` and `null` is `Some(None)`.
+mod double_option_time {
+    use serde::{Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<Option<OffsetDateTime>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => time::serde::rfc3339::option::serialize(inner, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<OffsetDateTime>>, D::Error> {
+        time::serde::rfc3339::option::deserialize(d).map(Some)
+    }
+}
+
+/// Which change rows to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangeQuery {
+    /// Only changes of this flag.
+    pub key: Option<String>,
+    /// Only changes by this actor.
+    pub actor: Option<String>,
+    /// Only changes at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only changes with a smaller seq (for paging backwards).
+    pub before_seq: Option<u64>,
+    /// At most this many (capped at 1,000).
+    pub limit: u32,
+}
+
+/// What an API token may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read flags, overrides and the audit log.
+    Viewer,
+    /// Also change flags and overrides.
+    Editor,
+    /// Also manage tokens.
+    Admin,
+}
+
+impl Role {
+    /// The name used in the store and the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses [`Role::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "viewer" => Role::Viewer,
+            "editor" => Role::Editor,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// A stored API token. The secret itself is never stored, only its hash.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct TokenRecord {
+    /// Public id, part of the token string.
+    pub id: String,
+    /// Unique name: the actor recorded in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Hash of the secret part (hex).
+    #[serde(skip)]
+    pub secret_hash: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was revoked, if it was.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the audit log records of a token: never its secret or hash.
+pub(crate) fn token_audit(token: &TokenRecord) -> serde_json::Value {
+    serde_json::json!({ "id": token.id, "name": token.name, "role": token.role })
+}
+
+/// Checks a token name: 1 to 64 characters of `A-Z a-z 0-9 _ - . @`.
+pub fn validate_token_name(name: &str) -> Result<(), ValidationError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::BadField {
+            field: "name",
+            problem: "must be 1 to 64 of A-Z a-z 0-9 _ - . @".into(),
+        })
+    }
 }
 
 /// Where flags live. Implementations: [`MemoryStore`], [`SqlStore`] (SQLite, PostgreSQL).
@@ -190,6 +328,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Validates and applies one mutation with its change row, atomically.
     /// `Ok(None)` means there was nothing to do and nothing was written.
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
+
+    /// Change rows matching `query`, newest first.
+    async fn changes(&self, query: &ChangeQuery) -> Result<Vec<Change>, StoreError>;
+
+    /// One change row.
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError>;
+
+    /// Stores a new token (its secret already hashed), with an audit row.
+    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError>;
+
+    /// All tokens, revoked ones included, ordered by name.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// One token by id.
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Revokes a token by name, with an audit row.
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError>;
 
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:
@@ -337,6 +493,7 @@ pub(crate) fn plan(
                 return if *if_missing { Ok(None) } else { Err(StoreError::FlagExists(key.to_owned())) };
             }
             validate_key(key).map_err(invalid)?;
+            def.meta.validate().map_err(invalid)?;
             def.schema.check_self(def.value_type).map_err(invalid)?;
             let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
             let off_value = match &def.off_value {
@@ -351,6 +508,7 @@ pub(crate) fn plan(
                 off_value,
                 description: def.description.clone(),
                 schema: def.schema.clone(),
+                meta: def.meta.clone(),
                 archived: false,
                 version: 1,
                 created_at: now,
@@ -381,6 +539,19 @@ pub(crate) fn plan(
             if let Some(d) = &patch.description {
                 record.description = d.clone();
             }
+            if let Some(o) = &patch.owner {
+                record.meta.owner = o.clone();
+            }
+            if let Some(t) = &patch.tags {
+                record.meta.tags = t.clone();
+            }
+            if let Some(t) = &patch.ticket {
+                record.meta.ticket = t.clone();
+            }
+            if let Some(e) = patch.expires_at {
+                record.meta.expires_at = e;
+            }
+            record.meta.validate().map_err(invalid)?;
             if record == *before {
                 return Ok(None);
             }
@@ -396,6 +567,17 @@ pub(crate) fn plan(
             record.version += 1;
             record.updated_at = now;
             Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagArchive }))
+        }
+        Mutation::RestoreFlag { .. } => {
+            let before = current.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
+            if !before.archived {
+                return Err(StoreError::NotArchived(key.to_owned()));
+            }
+            let mut record = before.clone();
+            record.archived = false;
+            record.version += 1;
+            record.updated_at = now;
+            Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagRestore }))
         }
         Mutation::SetOverride { user_id, value, .. } => {
             let flag = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;

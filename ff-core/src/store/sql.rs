@@ -13,9 +13,11 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::{OnceCell, watch};
 
-use super::{Plan, Store, Write, plan};
+use super::{ChangeQuery, Plan, Role, Store, TokenRecord, Write, plan, token_audit, validate_token_name};
 use crate::error::StoreError;
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis};
+use crate::model::{
+    Action, Change, FlagMeta, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis,
+};
 use crate::value::{Value, ValueType};
 
 /// The PostgreSQL channel the store notifies on and listens to.
@@ -27,8 +29,14 @@ enum Dialect {
     Postgres,
 }
 
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
-const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_admin.sql")),
+];
+const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_admin.sql")),
+];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
 ///
@@ -275,7 +283,31 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
     }
 }
 
-const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, created_at, updated_at";
+const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, \
+     created_at, updated_at, owner, tags, ticket, expires_at";
+const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    let role: String = row.try_get("role")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| corrupt(format!("unknown token role {role:?}")))?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: from_millis(row.try_get("created_at")?),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_millis),
+    })
+}
+
+/// Takes the next seq. Taking the counter row first serialises writers, so seq
+/// order is commit order and the log has no gaps: readers can trust `seq > last`.
+async fn next_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
+    let seq: i64 = sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
+        .fetch_one(conn)
+        .await?;
+    Ok(seq as u64)
+}
+
 const CHANGE_COLUMNS: &str = "seq, at_ms, actor, action, key, subject, before_state, after_state, reason";
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
@@ -304,6 +336,13 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
         enabled: row.try_get::<i64, _>("enabled")? != 0,
         schema: serde_json::from_str(&schema).map_err(|e| corrupt(format!("flag {key:?} schema: {e}")))?,
         description: row.try_get("description")?,
+        meta: FlagMeta {
+            owner: row.try_get("owner")?,
+            tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
+                .map_err(|e| corrupt(format!("flag {key:?} tags: {e}")))?,
+            ticket: row.try_get("ticket")?,
+            expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_millis),
+        },
         archived: row.try_get::<i64, _>("archived")? != 0,
         version: row.try_get::<i64, _>("version")? as u64,
         created_at: from_millis(row.try_get("created_at")?),
@@ -341,11 +380,13 @@ fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
 
 async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO ff_flags ({FLAG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO ff_flags ({FLAG_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (key) DO UPDATE SET value_type = excluded.value_type, value = excluded.value, \
          off_value = excluded.off_value, enabled = excluded.enabled, schema = excluded.schema, \
          description = excluded.description, archived = excluded.archived, version = excluded.version, \
-         updated_at = excluded.updated_at"
+         updated_at = excluded.updated_at, owner = excluded.owner, tags = excluded.tags, \
+         ticket = excluded.ticket, expires_at = excluded.expires_at"
     );
     sqlx::query(&sql)
         .bind(&r.key)
@@ -359,6 +400,10 @@ async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreE
         .bind(r.version as i64)
         .bind(to_millis(r.created_at))
         .bind(to_millis(r.updated_at))
+        .bind(&r.meta.owner)
+        .bind(serde_json::to_string(&r.meta.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(&r.meta.ticket)
+        .bind(r.meta.expires_at.map(to_millis))
         .execute(conn)
         .await?;
     Ok(())
@@ -449,11 +494,7 @@ impl Store for SqlStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let pool = self.ready().await?;
         let mut tx = pool.begin().await?;
-        // Taking the counter row first serialises writers, so seq order is commit
-        // order and the log has no gaps: readers can trust `seq > last`.
-        let seq: i64 = sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-            .fetch_one(&mut *tx)
-            .await?;
+        let seq = next_seq(&mut tx).await?;
         let key = write.mutation.key();
         let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
             .bind(key)
@@ -479,7 +520,7 @@ impl Store for SqlStore {
         let Some(plan) = plan(&write.mutation, current.as_ref(), current_override.as_ref(), at)? else {
             return Ok(None);
         };
-        let change = plan.change(seq as u64, at, &write);
+        let change = plan.change(seq, at, &write);
         match &plan {
             Plan::PutFlag { record, .. } => put_flag(&mut tx, record).await?,
             Plan::PutOverride { key, user_id, value, .. } => {
@@ -502,31 +543,134 @@ impl Store for SqlStore {
                     .await?;
             }
         }
-        sqlx::query(&format!(
-            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        ))
-        .bind(seq)
-        .bind(to_millis(change.at))
-        .bind(&change.actor)
-        .bind(change.action.as_str())
-        .bind(&change.key)
-        .bind(change.subject.as_deref())
-        .bind(change.before.as_ref().map(|v| v.to_string()))
-        .bind(change.after.as_ref().map(|v| v.to_string()))
-        .bind(change.reason.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        if self.inner.dialect == Dialect::Postgres {
-            // Delivered to listeners only if and when the transaction commits.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(seq.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.record(&mut tx, &change).await?;
         tx.commit().await?;
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(Some(change))
+    }
+
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        let pool = self.ready().await?;
+        let mut sql = format!("SELECT {CHANGE_COLUMNS} FROM ff_changes WHERE 1 = 1");
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if q.key.is_some() {
+            sql += &format!(" AND key = ${}", next());
+        }
+        if q.actor.is_some() {
+            sql += &format!(" AND actor = ${}", next());
+        }
+        if q.since.is_some() {
+            sql += &format!(" AND at_ms >= ${}", next());
+        }
+        if q.before_seq.is_some() {
+            sql += &format!(" AND seq < ${}", next());
+        }
+        sql += &format!(" ORDER BY seq DESC LIMIT ${}", next());
+        let mut query = sqlx::query(&sql);
+        if let Some(k) = &q.key {
+            query = query.bind(k);
+        }
+        if let Some(a) = &q.actor {
+            query = query.bind(a);
+        }
+        if let Some(t) = q.since {
+            query = query.bind(to_millis(t));
+        }
+        if let Some(s) = q.before_seq {
+            query = query.bind(s as i64);
+        }
+        query = query.bind(i64::from(q.limit.min(1000)));
+        query.fetch_all(pool).await?.iter().map(change_from_row).collect()
+    }
+
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {CHANGE_COLUMNS} FROM ff_changes WHERE seq = $1"))
+            .bind(seq as i64)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(change_from_row)
+            .transpose()
+    }
+
+    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
+        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_tokens WHERE name = $1")
+            .bind(&token.name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::TokenExists(token.name));
+        }
+        sqlx::query(
+            "INSERT INTO ff_tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(token.role.as_str())
+        .bind(&token.secret_hash)
+        .bind(to_millis(token.created_at))
+        .execute(&mut *tx)
+        .await?;
+        self.log_token(&mut tx, seq, Action::TokenCreate, actor, &token).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM ff_tokens ORDER BY name"))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM ff_tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM ff_tokens WHERE name = $1 AND revoked_at IS NULL"
+        ))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(mut token) = row.as_ref().map(token_from_row).transpose()? else {
+            return Err(StoreError::UnknownToken(name.to_owned()));
+        };
+        let at = now();
+        sqlx::query("UPDATE ff_tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(to_millis(at))
+            .bind(&token.id)
+            .execute(&mut *tx)
+            .await?;
+        token.revoked_at = Some(at);
+        self.log_token(&mut tx, seq, Action::TokenRevoke, actor, &token).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -537,6 +681,54 @@ impl Store for SqlStore {
 }
 
 impl SqlStore {
+    /// Writes a change row and, on PostgreSQL, its notification (delivered at commit).
+    async fn record(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(change.seq as i64)
+        .bind(to_millis(change.at))
+        .bind(&change.actor)
+        .bind(change.action.as_str())
+        .bind(&change.key)
+        .bind(change.subject.as_deref())
+        .bind(change.before.as_ref().map(|v| v.to_string()))
+        .bind(change.after.as_ref().map(|v| v.to_string()))
+        .bind(change.reason.as_deref())
+        .execute(&mut *conn)
+        .await?;
+        if self.inner.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(change.seq.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn log_token(
+        &self,
+        conn: &mut AnyConnection,
+        seq: u64,
+        action: Action,
+        actor: &str,
+        token: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        let change = Change {
+            seq,
+            at: now(),
+            actor: actor.to_owned(),
+            action,
+            key: String::new(),
+            subject: Some(token.name.clone()),
+            before: None,
+            after: Some(token_audit(token)),
+            reason: None,
+        };
+        self.record(conn, &change).await
+    }
+
     /// Closes the pool's connections (and stops listening).
     pub async fn close(&self) {
         if let Ok(mut l) = self.inner.listener.lock()
