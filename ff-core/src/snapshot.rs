@@ -379,6 +379,21 @@ impl Snapshot {
         self.evaluate_for(flag, user)
     }
 
+    /// Evaluates a flag by key without its Rust type (admin tools, "what does
+    /// this user see"): `None` if the snapshot does not hold the key.
+    pub fn evaluate_key(&self, key: &str, context: &crate::EvalContext) -> Option<(Value, Reason)> {
+        let slot = self.flags.find(key)?;
+        let r = &self.flags.slot(slot)?.record;
+        let user = context.user_id().and_then(|u| self.user(u));
+        Some(if !r.enabled {
+            (r.off_value.clone(), Reason::Disabled)
+        } else if let Some(v) = user.and_then(|u| self.users.entry(u)?.get(slot)) {
+            (v.clone(), Reason::Override)
+        } else {
+            (r.value.clone(), Reason::Global)
+        })
+    }
+
     /// [`Snapshot::evaluate`] with the user already looked up.
     #[inline]
     pub fn evaluate_for<T: FlagType>(&self, flag: &Flag<T>, user: Option<UserRef>) -> Detail<T> {

@@ -151,6 +151,7 @@ impl Mutation {
 
 /// Fields of a flag to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FlagPatch {
     /// New global value.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,465 @@
+//! The JSON routes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ff_core::{
+    Action, ChangeQuery, EvalContext, FlagDef, FlagPatch, FlagRecord, Mutation, Reason, Role, Snapshot,
+    Write, validate_user_id,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::Admin;
+use crate::auth::Caller;
+use crate::error::AdminError;
+
+type ApiResult = Result<Response, AdminError>;
+
+/// Fields a PATCH may change. Bounds come from the code declaration.
+const PATCHABLE: &[&str] =
+    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at"];
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn with_etag(status: StatusCode, version: u64, body: Value) -> Response {
+    (status, [(header::ETAG, etag(version))], Json(body)).into_response()
+}
+
+/// `If-Match: "3"` (also `3` and `W/"3"`) as a version.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AdminError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or_default().trim();
+    let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    text.parse::<u64>().map(Some).map_err(|_| {
+        AdminError::BadRequest(format!(
+            "If-Match must be the flag's version as its ETag gives it, like \"3\"; got {text:?}"
+        ))
+    })
+}
+
+/// Splits an optional `reason` off a JSON object body.
+fn take_reason(body: &mut Map<String, Value>) -> Result<Option<String>, AdminError> {
+    match body.remove("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(r)) if r.len() <= 1024 => Ok(Some(r)),
+        Some(Value::String(_)) => Err(AdminError::BadRequest("reason is longer than 1024 bytes".into())),
+        Some(_) => Err(AdminError::BadRequest("reason must be a string".into())),
+    }
+}
+
+fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>, AdminError> {
+    match body? {
+        Json(Value::Object(map)) => Ok(map),
+        _ => Err(AdminError::InvalidBody {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "the body must be a JSON object".into(),
+        }),
+    }
+}
+
+fn write(caller: &Caller, mutation: Mutation, reason: Option<String>) -> Write {
+    Write { mutation, actor: caller.name.clone(), reason }
+}
+
+fn flag_json(record: &FlagRecord, overrides: usize, declared: bool) -> Value {
+    let mut v = serde_json::to_value(record).unwrap_or_default();
+    if let Value::Object(m) = &mut v {
+        m.insert("overrides".into(), overrides.into());
+        m.insert("declared".into(), declared.into());
+    }
+    v
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListQuery {
+    q: Option<String>,
+    tag: Option<String>,
+    owner: Option<String>,
+    stale: Option<bool>,
+    archived: Option<bool>,
+}
+
+/// Stale for now means past `expires_at`.
+fn is_stale(f: &FlagRecord, now: OffsetDateTime) -> bool {
+    f.meta.expires_at.is_some_and(|t| t <= now)
+}
+
+pub(crate) async fn list_flags(
+    State(admin): State<Admin>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let store = admin.store();
+    let flags = store.list_flags().await?;
+    let counts = store.load().await?.overrides;
+    let now = OffsetDateTime::now_utc();
+    let text = q.q.as_deref().map(str::to_lowercase);
+    let list: Vec<Value> = flags
+        .iter()
+        .filter(|f| f.archived == q.archived.unwrap_or(false))
+        .filter(|f| {
+            text.as_ref()
+                .is_none_or(|t| f.key.to_lowercase().contains(t) || f.description.to_lowercase().contains(t))
+        })
+        .filter(|f| q.tag.as_ref().is_none_or(|t| f.meta.tags.contains(t)))
+        .filter(|f| q.owner.as_ref().is_none_or(|o| &f.meta.owner == o))
+        .filter(|f| q.stale.is_none_or(|s| is_stale(f, now) == s))
+        .map(|f| {
+            let n = counts.iter().filter(|o| o.key == f.key).count();
+            flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key))
+        })
+        .collect();
+    Ok(Json(json!({ "flags": list })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+pub(crate) async fn get_flag(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let Query(page) = query?;
+    let store = admin.store();
+    let flag = store
+        .flag(&key)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("flag {key:?} does not exist")))?;
+    let overrides = store.overrides(&key).await?;
+    let (offset, limit) = (page.offset.unwrap_or(0), page.limit.unwrap_or(100).min(1000));
+    let shown: Vec<Value> = overrides
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|o| json!({ "user_id": o.user_id, "value": o.value }))
+        .collect();
+    let body = json!({
+        "flag": flag_json(&flag, overrides.len(), admin.decls().iter().any(|d| d.key == key)),
+        "overrides": shown,
+        "overrides_total": overrides.len(),
+        "offset": offset,
+        "limit": limit,
+        "rules": [],
+    });
+    Ok(with_etag(StatusCode::OK, flag.version, body))
+}
+
+pub(crate) async fn patch_flag(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let mut body = object(body)?;
+    let reason = take_reason(&mut body)?;
+    let expected = if_match(&headers)?.ok_or(AdminError::PreconditionRequired)?;
+    if let Some(field) = body.keys().find(|k| !PATCHABLE.contains(&k.as_str())) {
+        return Err(AdminError::BadRequest(format!(
+            "field {field:?} cannot be changed here; changeable: {}",
+            PATCHABLE.join(", ")
+        )));
+    }
+    let patch: FlagPatch = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        AdminError::InvalidBody { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() }
+    })?;
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(expected) };
+    admin.store().write(write(&caller, m, reason)).await?;
+    let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
+    Ok(with_etag(StatusCode::OK, flag.version, json!({ "flag": flag })))
+}
+
+pub(crate) async fn create_flag(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let mut body = object(body)?;
+    let reason = take_reason(&mut body)?;
+    if let Some(k) = body.get("key")
+        && k.as_str() != Some(key.as_str())
+    {
+        return Err(AdminError::BadRequest("the body's key differs from the path's".into()));
+    }
+    body.insert("key".into(), Value::String(key.clone()));
+    let def: FlagDef = serde_json::from_value(Value::Object(body)).map_err(|e| AdminError::InvalidBody {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: e.to_string(),
+    })?;
+    let m = Mutation::CreateFlag { def, if_missing: false };
+    admin.store().write(write(&caller, m, reason)).await?;
+    let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
+    Ok(with_etag(StatusCode::CREATED, flag.version, json!({ "flag": flag })))
+}
+
+fn optional_reason(body: &Bytes) -> Result<Option<String>, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut m)) => take_reason(&mut m),
+        Ok(_) => Err(AdminError::BadRequest("the body must be a JSON object".into())),
+        Err(e) => Err(AdminError::InvalidBody { status: StatusCode::BAD_REQUEST, message: e.to_string() }),
+    }
+}
+
+pub(crate) async fn archive_flag(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let reason = optional_reason(&body)?;
+    let m = Mutation::ArchiveFlag { key: key.clone(), expected_version: if_match(&headers)? };
+    admin.store().write(write(&caller, m, reason)).await?;
+    Ok(Json(json!({ "archived": key })).into_response())
+}
+
+pub(crate) async fn restore_flag(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let reason = optional_reason(&body)?;
+    admin.store().write(write(&caller, Mutation::RestoreFlag { key: key.clone() }, reason)).await?;
+    let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
+    Ok(with_etag(StatusCode::OK, flag.version, json!({ "flag": flag })))
+}
+
+pub(crate) async fn set_override(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path((key, user_id)): Path<(String, String)>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let mut body = object(body)?;
+    let reason = take_reason(&mut body)?;
+    let value = body.remove("value").ok_or_else(|| AdminError::InvalidBody {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: "missing field `value`".into(),
+    })?;
+    if let Some(extra) = body.keys().next() {
+        return Err(AdminError::BadRequest(format!(
+            "unknown field {extra:?}; expected `value` and `reason`"
+        )));
+    }
+    let m = Mutation::SetOverride { key: key.clone(), user_id: user_id.clone(), value };
+    let change = admin.store().write(write(&caller, m, reason)).await?;
+    let value = match change {
+        Some(c) => c.after.unwrap_or_default(),
+        None => admin
+            .store()
+            .overrides(&key)
+            .await?
+            .into_iter()
+            .find(|o| o.user_id == user_id)
+            .map(|o| o.value)
+            .unwrap_or_default(),
+    };
+    Ok(Json(json!({ "key": key, "user_id": user_id, "value": value })).into_response())
+}
+
+pub(crate) async fn delete_override(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path((key, user_id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let reason = optional_reason(&body)?;
+    let m = Mutation::DeleteOverride { key: key.clone(), user_id: user_id.clone() };
+    match admin.store().write(write(&caller, m, reason)).await? {
+        Some(_) => Ok(Json(json!({ "key": key, "user_id": user_id, "deleted": true })).into_response()),
+        None => Err(AdminError::NotFound(format!("{user_id:?} has no override of {key:?}"))),
+    }
+}
+
+pub(crate) async fn user_lookup(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(user_id): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    validate_user_id(&user_id).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    let snapshot = Snapshot::from_state(&admin.store().load().await?);
+    let context = EvalContext::user(&user_id);
+    let mut flags: Vec<Value> = snapshot
+        .flags()
+        .filter_map(|f| {
+            let (value, reason) = snapshot.evaluate_key(&f.key, &context)?;
+            Some(json!({ "key": f.key, "type": f.value_type, "value": value, "reason": reason }))
+        })
+        .collect();
+    for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+        flags.push(
+            json!({ "key": d.key, "type": d.value_type, "value": d.default, "reason": Reason::Default }),
+        );
+    }
+    flags.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    Ok(Json(json!({ "user_id": user_id, "version": snapshot.version(), "flags": flags })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ChangesQuery {
+    key: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    before: Option<u64>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn changes(
+    State(admin): State<Admin>,
+    caller: Caller,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            OffsetDateTime::parse(s, &Rfc3339)
+                .map_err(|e| AdminError::BadRequest(format!("since must be an RFC 3339 time: {e}")))?,
+        ),
+        None => None,
+    };
+    let query = ChangeQuery {
+        key: q.key.filter(|k| !k.is_empty()),
+        actor: q.actor.filter(|a| !a.is_empty()),
+        since,
+        before_seq: q.before,
+        limit: q.limit.unwrap_or(50).clamp(1, 1000),
+    };
+    let list = admin.store().changes(&query).await?;
+    Ok(Json(json!({ "changes": list })).into_response())
+}
+
+/// The mutation that undoes `change`, refusing if what it changed has changed since.
+async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<Mutation, AdminError> {
+    let record = |v: &Option<Value>| -> Result<FlagRecord, AdminError> {
+        serde_json::from_value(v.clone().unwrap_or_default())
+            .map_err(|e| AdminError::BadRequest(format!("change {} cannot be read: {e}", change.seq)))
+    };
+    let key = change.key.clone();
+    Ok(match change.action {
+        Action::FlagUpdate => {
+            let (before, after) = (record(&change.before)?, record(&change.after)?);
+            let patch = FlagPatch {
+                value: Some(before.value.to_json()),
+                enabled: Some(before.enabled),
+                off_value: Some(before.off_value.to_json()),
+                description: Some(before.description),
+                owner: Some(before.meta.owner),
+                tags: Some(before.meta.tags),
+                ticket: Some(before.meta.ticket),
+                expires_at: Some(before.meta.expires_at),
+                ..FlagPatch::default()
+            };
+            Mutation::UpdateFlag { key, patch, expected_version: Some(after.version) }
+        }
+        Action::FlagCreate | Action::FlagRestore => {
+            Mutation::ArchiveFlag { key, expected_version: Some(record(&change.after)?.version) }
+        }
+        Action::FlagArchive => Mutation::RestoreFlag { key },
+        Action::OverrideSet | Action::OverrideDelete => {
+            let user = change.subject.clone().unwrap_or_default();
+            let now =
+                admin.store().overrides(&key).await?.into_iter().find(|o| o.user_id == user).map(|o| o.value);
+            if now != change.after {
+                return Err(AdminError::Store(ff_core::StoreError::VersionConflict {
+                    key,
+                    expected: change.seq,
+                    actual: admin.store().latest_seq().await?,
+                }));
+            }
+            match change.before.clone() {
+                Some(value) => Mutation::SetOverride { key, user_id: user, value },
+                None => Mutation::DeleteOverride { key, user_id: user },
+            }
+        }
+        _ => {
+            return Err(AdminError::BadRequest(format!(
+                "a {} change cannot be reverted",
+                change.action.as_str()
+            )));
+        }
+    })
+}
+
+pub(crate) async fn revert(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(seq): Path<u64>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let why = optional_reason(&body)?;
+    let change =
+        admin.store().change(seq).await?.ok_or_else(|| AdminError::NotFound(format!("no change {seq}")))?;
+    let mutation = inverse(&admin, &change).await?;
+    let reason = Some(match why {
+        Some(r) => format!("revert of #{seq}: {r}"),
+        None => format!("revert of #{seq}"),
+    });
+    match admin.store().write(write(&caller, mutation, reason)).await? {
+        Some(c) => Ok(Json(json!({ "reverted": seq, "change": c })).into_response()),
+        None => Err(AdminError::BadRequest(format!("change {seq} is already undone"))),
+    }
+}
+
+pub(crate) async fn list_tokens(State(admin): State<Admin>, caller: Caller) -> ApiResult {
+    caller.require(Role::Admin)?;
+    Ok(Json(json!({ "tokens": admin.store().tokens().await? })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewToken {
+    name: String,
+    role: Role,
+}
+
+pub(crate) async fn create_token(
+    State(admin): State<Admin>,
+    caller: Caller,
+    body: Result<Json<NewToken>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Admin)?;
+    let Json(t) = body?;
+    let (record, token) = crate::auth::create_token(admin.store(), &t.name, t.role, &caller.name).await?;
+    let body = json!({ "name": record.name, "role": record.role, "id": record.id, "token": token });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(crate) async fn revoke_token(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Admin)?;
+    let record = admin.store().revoke_token(&name, &caller.name).await?;
+    Ok(Json(json!({ "revoked": record.name })).into_response())
+}

@@ -1,0 +1,92 @@
+//! API tokens: `ff_<id>_<secret>`, stored as a SHA-256 hash of the secret,
+//! compared in constant time; roles checked per route.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use ff_core::{Role, Store, StoreError, TokenRecord};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Admin;
+use crate::error::AdminError;
+
+/// Who is calling: the token's name (the audit actor) and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Recorded as the actor of every change this caller makes.
+    pub name: String,
+    /// What the caller may do.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuses callers below `needed`.
+    pub fn require(&self, needed: Role) -> Result<(), AdminError> {
+        if self.role >= needed { Ok(()) } else { Err(AdminError::Forbidden { needed }) }
+    }
+}
+
+/// The actor name of the token given in `FF_ADMIN_TOKEN`.
+pub const ENV_ADMIN: &str = "env-admin";
+
+pub(crate) fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Creates a token and returns it with its one-time secret string
+/// (`ff_<id>_<secret>`); only the secret's hash is stored.
+pub async fn create_token(
+    store: &dyn Store,
+    name: &str,
+    role: Role,
+    actor: &str,
+) -> Result<(TokenRecord, String), StoreError> {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut id)
+        .and_then(|()| getrandom::getrandom(&mut secret))
+        .map_err(|e| StoreError::Corrupt(format!("no randomness for a token: {e}")))?;
+    let (id, secret) = (hex::encode(id), hex::encode(secret));
+    let record = TokenRecord {
+        id: id.clone(),
+        name: name.to_owned(),
+        role,
+        secret_hash: hex::encode(digest(&secret)),
+        created_at: time::OffsetDateTime::now_utc(),
+        revoked_at: None,
+    };
+    let record = store.create_token(record, actor).await?;
+    Ok((record, format!("ff_{id}_{secret}")))
+}
+
+impl FromRequestParts<Admin> for Caller {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+            return Err(AdminError::Unauthorized);
+        };
+        admin.authenticate(token).await
+    }
+}
+
+impl Admin {
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AdminError> {
+        if let Some(expected) = &self.inner.env_token
+            && bool::from(digest(token).ct_eq(expected))
+        {
+            return Ok(Caller { name: ENV_ADMIN.to_owned(), role: Role::Admin });
+        }
+        let Some((id, secret)) = token.strip_prefix("ff_").and_then(|t| t.split_once('_')) else {
+            return Err(AdminError::Unauthorized);
+        };
+        let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
+        let stored = hex::decode(&record.secret_hash).unwrap_or_default();
+        let matches = bool::from(digest(secret).as_slice().ct_eq(stored.as_slice()));
+        if !matches || record.revoked_at.is_some() {
+            return Err(AdminError::Unauthorized);
+        }
+        Ok(Caller { name: record.name, role: record.role })
+    }
+}

@@ -1,0 +1,119 @@
+//! Errors as responses: one JSON shape `{ "error": code, "message": text }`.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ff_core::{Role, StoreError};
+
+/// Everything the admin API can refuse.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// No token, a malformed one, an unknown or revoked one.
+    Unauthorized,
+    /// The token's role may not do this.
+    Forbidden {
+        /// The role needed.
+        needed: Role,
+    },
+    /// A mutation of a flag without `If-Match`.
+    PreconditionRequired,
+    /// A request that does not make sense (bad header, bad query, field not allowed).
+    BadRequest(String),
+    /// A body that is not the expected JSON.
+    InvalidBody {
+        /// 400, 413, 415 or 422, as the body reader decided.
+        status: StatusCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// Something that is not there.
+    NotFound(String),
+    /// The store refused or failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        AdminError::Store(e)
+    }
+}
+
+impl From<JsonRejection> for AdminError {
+    fn from(r: JsonRejection) -> Self {
+        AdminError::InvalidBody { status: r.status(), message: r.body_text() }
+    }
+}
+
+impl From<QueryRejection> for AdminError {
+    fn from(r: QueryRejection) -> Self {
+        AdminError::BadRequest(r.body_text())
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (_, _, message) = self.parts();
+        f.write_str(&message)
+    }
+}
+
+impl AdminError {
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use AdminError as E;
+        match self {
+            E::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send a valid token as `Authorization: Bearer <token>`".into(),
+            ),
+            E::Forbidden { needed } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs a token with the {} role", needed.as_str()),
+            ),
+            E::PreconditionRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition_required",
+                "send `If-Match` with the flag's current version (its ETag) so no change is lost".into(),
+            ),
+            E::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone()),
+            E::InvalidBody { status, message } => {
+                let code =
+                    if *status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+                (*status, code, message.clone())
+            }
+            E::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            E::Store(e) => {
+                let (status, code) = match e {
+                    StoreError::UnknownFlag(_) | StoreError::UnknownToken(_) => {
+                        (StatusCode::NOT_FOUND, "not_found")
+                    }
+                    StoreError::FlagExists(_) | StoreError::TokenExists(_) | StoreError::NotArchived(_) => {
+                        (StatusCode::CONFLICT, "conflict")
+                    }
+                    StoreError::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
+                    StoreError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+                    StoreError::UnsupportedUrl(_) | StoreError::Corrupt(_) => {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+                    }
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+                };
+                (status, code, e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if status.is_server_error() {
+            tracing::warn!(error = %message, "ff-admin: request failed");
+        }
+        (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+    }
+}

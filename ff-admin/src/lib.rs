@@ -1,0 +1,113 @@
+//! ff-admin: the admin HTTP API for ff, an axum `Router` an application mounts
+//! (the example mounts it at `/admin`).
+//!
+//! Every route needs `Authorization: Bearer <token>`: `viewer` tokens read,
+//! `editor` tokens change flags and overrides, `admin` tokens also manage tokens.
+//! Every change is validated against the flag's declaration, version-checked
+//! (`If-Match`), and recorded in the audit log with the token's name as actor.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ff_core::StoreError> {
+//! use std::sync::Arc;
+//! let store = Arc::new(ff_core::SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?);
+//! let admin = ff_admin::Admin::new(store).env_admin_token(std::env::var("FF_ADMIN_TOKEN").ok());
+//! let app: axum::Router = axum::Router::new().nest("/admin", admin.router());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod api;
+mod auth;
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use ff_core::{FlagDecl, Store};
+
+pub use auth::{Caller, ENV_ADMIN, create_token};
+pub use error::AdminError;
+
+/// Largest request body accepted (flag values, overrides, imports).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The admin API's configuration and state. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    store: Arc<dyn Store>,
+    decls: Vec<FlagDecl>,
+    env_token: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("store", &self.inner.store)
+            .field("declared", &self.inner.decls.len())
+            .field("env_token", &self.inner.env_token.is_some())
+            .finish()
+    }
+}
+
+impl Admin {
+    /// An admin API over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Admin { inner: Arc::new(Inner { store, decls: Vec::new(), env_token: None }) }
+    }
+
+    /// The application's declarations: the user lookup shows declared flags the
+    /// store does not have yet with their code defaults.
+    pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
+        self.inner_mut().decls.extend(decls);
+        self
+    }
+
+    /// Also accepts this token (e.g. from `FF_ADMIN_TOKEN`) with the admin role, as
+    /// actor `env-admin`. Empty or absent: no such token.
+    pub fn env_admin_token(mut self, token: Option<String>) -> Self {
+        self.inner_mut().env_token = token.filter(|t| !t.trim().is_empty()).map(|t| auth::digest(t.trim()));
+        self
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The routes, under `/api` (nest the router where the admin should live).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/flags", get(api::list_flags))
+            .route(
+                "/api/flags/{key}",
+                get(api::get_flag).patch(api::patch_flag).put(api::create_flag).delete(api::archive_flag),
+            )
+            .route("/api/flags/{key}/restore", post(api::restore_flag))
+            .route(
+                "/api/flags/{key}/overrides/{user_id}",
+                put(api::set_override).delete(api::delete_override),
+            )
+            .route("/api/users/{user_id}", get(api::user_lookup))
+            .route("/api/changes", get(api::changes))
+            .route("/api/changes/{seq}/revert", post(api::revert))
+            .route("/api/tokens", get(api::list_tokens).post(api::create_token))
+            .route("/api/tokens/{name}", axum::routing::delete(api::revoke_token))
+            .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .with_state(self.clone())
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    pub(crate) fn decls(&self) -> &[FlagDecl] {
+        &self.inner.decls
+    }
+}

@@ -1,0 +1,465 @@
+//! The admin API's contract: every route, every role, bad tokens, stale versions, bad values.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use ff_admin::Admin;
+use ff_core::{ChangeQuery, Flag, Role, SqlStore, Store, sync};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000).description("lead time");
+const CREDITS: Flag<bool> = Flag::new("CREDITS", true);
+const ONLY_IN_CODE: Flag<bool> = Flag::new("ONLY_IN_CODE", false);
+
+struct Api {
+    app: Router,
+    store: Arc<SqlStore>,
+    admin: String,
+    editor: String,
+    viewer: String,
+    _dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    body: Value,
+}
+
+impl Api {
+    async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        sync(&*store, &[LEAD.decl(), CREDITS.decl()]).await.unwrap();
+        let (_, admin) = ff_admin::create_token(&*store, "root", Role::Admin, "test").await.unwrap();
+        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test").await.unwrap();
+        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test").await.unwrap();
+        let api = Admin::new(store.clone())
+            .declare([LEAD.decl(), CREDITS.decl(), ONLY_IN_CODE.decl()])
+            .env_admin_token(Some("env-secret-token".into()));
+        Api { app: Router::new().nest("/admin", api.router()), store, admin, editor, viewer, _dir: dir }
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let raw = body.map(|b| b.to_string());
+        self.raw(method, path, token, raw, headers).await
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply { status, etag, body }
+    }
+
+    async fn log_len(&self) -> usize {
+        self.store.changes(&ChangeQuery { limit: 1000, ..ChangeQuery::default() }).await.unwrap().len()
+    }
+}
+
+fn error(r: &Reply) -> &str {
+    r.body["error"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn every_route_needs_a_valid_token() {
+    let api = Api::new().await;
+    let routes = [
+        ("GET", "/admin/api/flags"),
+        ("GET", "/admin/api/flags/LEAD_HOURS"),
+        ("PATCH", "/admin/api/flags/LEAD_HOURS"),
+        ("PUT", "/admin/api/flags/NEW"),
+        ("DELETE", "/admin/api/flags/LEAD_HOURS"),
+        ("POST", "/admin/api/flags/LEAD_HOURS/restore"),
+        ("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
+        ("DELETE", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
+        ("GET", "/admin/api/users/u1"),
+        ("GET", "/admin/api/changes"),
+        ("POST", "/admin/api/changes/1/revert"),
+        ("GET", "/admin/api/tokens"),
+        ("POST", "/admin/api/tokens"),
+        ("DELETE", "/admin/api/tokens/ed"),
+    ];
+    let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
+    let before = api.log_len().await;
+    for (method, path) in routes {
+        let r = api.call(method, path, None, Some(json!({}))).await;
+        assert_eq!((r.status, error(&r)), (401, "unauthorized"), "{method} {path}");
+        for token in bad {
+            let r = api.call(method, path, Some(token), Some(json!({}))).await;
+            assert_eq!(r.status, 401, "{method} {path} with {token:?}");
+        }
+        // A real token's id with another secret.
+        let forged = format!("{}_{}", &api.editor[..api.editor.rfind('_').unwrap()], "0".repeat(64));
+        assert_eq!(api.call(method, path, Some(&forged), Some(json!({}))).await.status, 401);
+    }
+    assert_eq!(api.log_len().await, before, "nothing written");
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_token_may_do() {
+    let api = Api::new().await;
+    let (v, e) = (Some(api.viewer.as_str()), Some(api.editor.as_str()));
+    assert_eq!(api.call("GET", "/admin/api/flags", v, None).await.status, 200);
+    assert_eq!(api.call("GET", "/admin/api/changes", v, None).await.status, 200);
+    assert_eq!(api.call("GET", "/admin/api/users/u1", v, None).await.status, 200);
+    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", v, Some(json!({"value": 1}))).await;
+    assert_eq!((r.status, error(&r)), (403, "forbidden"));
+    assert!(r.body["message"].as_str().unwrap().contains("editor"));
+    let r = api
+        .call_with(
+            "PATCH",
+            "/admin/api/flags/LEAD_HOURS",
+            v,
+            Some(json!({"value": 2})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.call("GET", "/admin/api/tokens", e, None).await.status, 403);
+    let r = api.call("POST", "/admin/api/tokens", e, Some(json!({"name": "x", "role": "admin"}))).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(api.call("GET", "/admin/api/tokens", Some("env-secret-token"), None).await.status, 200);
+    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, Some(json!({"value": 1}))).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn list_and_get_with_filters_pages_and_etag() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    for u in 0..5 {
+        api.call("PUT", &format!("/admin/api/flags/LEAD_HOURS/overrides/u{u}"), e, Some(json!({"value": u})))
+            .await;
+    }
+    let r = api
+        .call_with(
+            "PATCH",
+            "/admin/api/flags/CREDITS",
+            e,
+            Some(json!({"owner": "payments", "tags": ["money"], "expires_at": "2020-01-01T00:00:00Z"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = api.call("GET", "/admin/api/flags", e, None).await.body;
+    let keys: Vec<&str> =
+        list["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["CREDITS", "LEAD_HOURS"]);
+    let lead = &list["flags"][1];
+    assert_eq!(
+        (lead["type"].clone(), lead["value"].clone(), lead["overrides"].clone()),
+        (json!("int"), json!(24), json!(5))
+    );
+    assert_eq!(
+        (lead["enabled"].clone(), lead["declared"].clone(), lead["version"].clone()),
+        (json!(true), json!(true), json!(1))
+    );
+    for (query, expected) in [
+        ("q=lead", vec!["LEAD_HOURS"]),
+        ("q=time", vec!["LEAD_HOURS"]),
+        ("tag=money", vec!["CREDITS"]),
+        ("owner=payments", vec!["CREDITS"]),
+        ("stale=true", vec!["CREDITS"]),
+        ("stale=false", vec!["LEAD_HOURS"]),
+        ("archived=true", vec![]),
+    ] {
+        let r = api.call("GET", &format!("/admin/api/flags?{query}"), e, None).await;
+        let got: Vec<&str> =
+            r.body["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+        assert_eq!(got, expected, "{query}");
+    }
+    assert_eq!(api.call("GET", "/admin/api/flags?stale=maybe", e, None).await.status, 400);
+    let r = api.call("GET", "/admin/api/flags/LEAD_HOURS?offset=1&limit=2", e, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.etag.as_deref(), Some("\"1\""));
+    assert_eq!(r.body["overrides_total"], 5);
+    assert_eq!(r.body["overrides"], json!([{"user_id": "u1", "value": 1}, {"user_id": "u2", "value": 2}]));
+    let r = api.call("GET", "/admin/api/flags/NOPE", e, None).await;
+    assert_eq!((r.status, error(&r)), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn patch_needs_the_current_version_and_valid_values() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let path = "/admin/api/flags/LEAD_HOURS";
+    let before = api.log_len().await;
+    let r = api.call("PATCH", path, e, Some(json!({"value": 12}))).await;
+    assert_eq!((r.status, error(&r)), (428, "precondition_required"));
+    let stale = api.call_with("PATCH", path, e, Some(json!({"value": 12})), &[("if-match", "\"7\"")]).await;
+    assert_eq!((stale.status, error(&stale)), (409, "version_conflict"));
+    let bad = [
+        (json!({"value": 5000}), 422, "above the maximum 1000"),
+        (json!({"value": -1}), 422, "below the minimum 0"),
+        (json!({"value": "twelve"}), 422, "expected a int value, got string"),
+        (json!({"enabled": "yes"}), 422, "invalid type"),
+        (json!({"schema": {"max": 5}}), 400, "cannot be changed here"),
+        (json!({"valeu": 3}), 400, "cannot be changed here"),
+        (json!({"tags": ["Bad Tag"]}), 422, "tags"),
+        (json!([1, 2]), 422, "JSON object"),
+        (json!({"value": 3, "reason": 5}), 400, "reason must be a string"),
+    ];
+    for (body, status, message) in bad {
+        let r = api.call_with("PATCH", path, e, Some(body.clone()), &[("if-match", "\"1\"")]).await;
+        assert_eq!(r.status, status, "{body}: {}", r.body);
+        assert!(r.body["message"].as_str().unwrap().contains(message), "{body}: {}", r.body);
+        assert!(r.body["error"].is_string());
+    }
+    let r = api.raw("PATCH", path, e, Some("{not json".into()), &[("if-match", "\"1\"")]).await;
+    assert_eq!((r.status, error(&r)), (400, "invalid_body"));
+    let r = api.call_with("PATCH", path, e, Some(json!({"value": 3})), &[("if-match", "three")]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(api.log_len().await, before, "nothing written by refused requests");
+    let ok = api
+        .call_with(
+            "PATCH",
+            path,
+            e,
+            Some(json!({"value": 12, "reason": "incident 42", "description": "hours"})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.etag.as_deref(), Some("\"2\""));
+    assert_eq!(
+        (ok.body["flag"]["value"].clone(), ok.body["flag"]["description"].clone()),
+        (json!(12), json!("hours"))
+    );
+    let log = api.call("GET", "/admin/api/changes?limit=1", e, None).await.body;
+    let c = &log["changes"][0];
+    assert_eq!(
+        (c["actor"].clone(), c["reason"].clone(), c["action"].clone()),
+        (json!("ed"), json!("incident 42"), json!("flag.update"))
+    );
+    assert_eq!((c["before"]["value"].clone(), c["after"]["value"].clone()), (json!(24), json!(12)));
+    // The same If-Match again is now stale.
+    let again = api.call_with("PATCH", path, e, Some(json!({"value": 13})), &[("if-match", "\"1\"")]).await;
+    assert_eq!(again.status, 409);
+    let weak =
+        api.call_with("PATCH", path, e, Some(json!({"enabled": false})), &[("if-match", "W/\"2\"")]).await;
+    assert_eq!(weak.status, 200);
+}
+
+#[tokio::test]
+async fn create_archive_restore_and_bad_keys() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let r = api
+        .call(
+            "PUT",
+            "/admin/api/flags/BANNER",
+            e,
+            Some(json!({"type": "string", "value": "hello", "reason": "launch"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.body["flag"]["value"].clone(), r.etag.as_deref()), (json!("hello"), Some("\"1\"")));
+    let dup =
+        api.call("PUT", "/admin/api/flags/BANNER", e, Some(json!({"type": "string", "value": "x"}))).await;
+    assert_eq!((dup.status, error(&dup)), (409, "conflict"));
+    for (path, body, status) in [
+        ("/admin/api/flags/%3Cscript%3E", json!({"type": "bool", "value": true}), 422),
+        ("/admin/api/flags/..%2F..%2Fetc", json!({"type": "bool", "value": true}), 422),
+        ("/admin/api/flags/OK_KEY", json!({"type": "bool", "value": 3}), 422),
+        ("/admin/api/flags/OK_KEY", json!({"type": "color", "value": 3}), 422),
+        ("/admin/api/flags/OK_KEY", json!({"value": true}), 422),
+        ("/admin/api/flags/OK_KEY", json!({"key": "OTHER", "type": "bool", "value": true}), 400),
+    ] {
+        let r = api.call("PUT", path, e, Some(body.clone())).await;
+        assert_eq!(r.status, status, "{path} {body}: {}", r.body);
+    }
+    assert!(api.store.flag("OK_KEY").await.unwrap().is_none());
+    let r = api.call_with("DELETE", "/admin/api/flags/BANNER", e, None, &[("if-match", "\"9\"")]).await;
+    assert_eq!(r.status, 409);
+    let r = api.call("DELETE", "/admin/api/flags/BANNER", e, None).await;
+    assert_eq!(r.status, 200);
+    let archived = api.call("GET", "/admin/api/flags?archived=true", e, None).await.body;
+    assert_eq!(archived["flags"][0]["key"], "BANNER");
+    assert_eq!(api.call("DELETE", "/admin/api/flags/BANNER", e, None).await.status, 404);
+    let r = api.call("POST", "/admin/api/flags/BANNER/restore", e, Some(json!({"reason": "oops"}))).await;
+    assert_eq!((r.status, r.body["flag"]["archived"].clone()), (200, json!(false)));
+    assert_eq!(api.call("POST", "/admin/api/flags/BANNER/restore", e, None).await.status, 409);
+}
+
+#[tokio::test]
+async fn overrides_and_what_a_user_sees() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let path = "/admin/api/flags/LEAD_HOURS/overrides/tester";
+    let r = api.call("PUT", path, e, Some(json!({"value": 0, "reason": "QA"}))).await;
+    assert_eq!((r.status, r.body["value"].clone()), (200, json!(0)));
+    for (body, status) in [
+        (json!({"value": 5000}), 422),
+        (json!({"value": "x"}), 422),
+        (json!({}), 422),
+        (json!({"value": 1, "extra": 2}), 400),
+    ] {
+        assert_eq!(api.call("PUT", path, e, Some(body.clone())).await.status, status, "{body}");
+    }
+    assert_eq!(
+        api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/%20", e, Some(json!({"value": 1})))
+            .await
+            .status,
+        422
+    );
+    assert_eq!(
+        api.call("PUT", "/admin/api/flags/NOPE/overrides/tester", e, Some(json!({"value": 1}))).await.status,
+        404
+    );
+    api.call_with(
+        "PATCH",
+        "/admin/api/flags/CREDITS",
+        e,
+        Some(json!({"enabled": false})),
+        &[("if-match", "\"1\"")],
+    )
+    .await;
+    api.call("PUT", "/admin/api/flags/CREDITS/overrides/tester", e, Some(json!({"value": true}))).await;
+    let seen = api.call("GET", "/admin/api/users/tester", e, None).await.body;
+    let by_key = |k: &str| seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == k).unwrap().clone();
+    assert_eq!(
+        by_key("LEAD_HOURS"),
+        json!({"key": "LEAD_HOURS", "type": "int", "value": 0, "reason": "override"})
+    );
+    assert_eq!(by_key("CREDITS")["reason"], "disabled");
+    assert_eq!(by_key("ONLY_IN_CODE")["reason"], "default");
+    let other = api.call("GET", "/admin/api/users/alice", e, None).await.body;
+    assert_eq!(
+        other["flags"][1],
+        json!({"key": "LEAD_HOURS", "type": "int", "value": 24, "reason": "global"})
+    );
+    assert_eq!(api.call("GET", "/admin/api/users/%20", e, None).await.status, 400);
+    assert_eq!(api.call("DELETE", path, e, None).await.status, 200);
+    assert_eq!(api.call("DELETE", path, e, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn audit_log_has_exactly_one_row_per_change_and_revert_undoes() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let start = api.log_len().await;
+    let flag = "/admin/api/flags/LEAD_HOURS";
+    api.call_with("PATCH", flag, e, Some(json!({"value": 48})), &[("if-match", "\"1\"")]).await;
+    api.call("PUT", &format!("{flag}/overrides/tester"), e, Some(json!({"value": 0}))).await;
+    api.call("PUT", &format!("{flag}/overrides/tester"), e, Some(json!({"value": 1}))).await;
+    api.call("DELETE", &format!("{flag}/overrides/tester"), e, None).await;
+    api.call("PUT", "/admin/api/flags/NEWONE", e, Some(json!({"type": "bool", "value": true}))).await;
+    assert_eq!(api.log_len().await, start + 5);
+    let log = api.call("GET", "/admin/api/changes?actor=ed&limit=10", e, None).await.body;
+    let log = log["changes"].as_array().unwrap().clone();
+    assert_eq!(log.len(), 5);
+    assert!(log.iter().all(|c| c["actor"] == "ed"));
+    let actions: Vec<&str> = log.iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["flag.create", "override.delete", "override.set", "override.set", "flag.update"]);
+    assert_eq!((log[1]["before"].clone(), log[1]["after"].clone()), (json!(1), Value::Null));
+    assert_eq!((log[2]["before"].clone(), log[2]["after"].clone()), (json!(0), json!(1)));
+    let seq = |i: usize| log[i]["seq"].as_u64().unwrap();
+    let by_key = api.call("GET", "/admin/api/changes?key=NEWONE", e, None).await.body;
+    assert_eq!(by_key["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(api.call("GET", "/admin/api/changes?since=yesterday", e, None).await.status, 400);
+
+    // Revert the value change: back to 24, audited as a revert.
+    let r = api
+        .call(
+            "POST",
+            &format!("/admin/api/changes/{}/revert", seq(4)),
+            e,
+            Some(json!({"reason": "bad idea"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["change"]["reason"], format!("revert of #{}: bad idea", seq(4)));
+    assert_eq!(api.store.flag("LEAD_HOURS").await.unwrap().unwrap().value.to_json(), json!(24));
+    // Reverting it again conflicts: the flag changed since.
+    assert_eq!(api.call("POST", &format!("/admin/api/changes/{}/revert", seq(4)), e, None).await.status, 409);
+    // Revert the override delete: tester's value is back.
+    assert_eq!(api.call("POST", &format!("/admin/api/changes/{}/revert", seq(1)), e, None).await.status, 200);
+    let o = api.store.overrides("LEAD_HOURS").await.unwrap();
+    assert_eq!((o[0].user_id.as_str(), o[0].value.clone()), ("tester", json!(1)));
+    // An older override change no longer matches what is there: conflict.
+    assert_eq!(api.call("POST", &format!("/admin/api/changes/{}/revert", seq(3)), e, None).await.status, 409);
+    // Revert the creation: archived.
+    assert_eq!(api.call("POST", &format!("/admin/api/changes/{}/revert", seq(0)), e, None).await.status, 200);
+    assert!(api.store.flag("NEWONE").await.unwrap().unwrap().archived);
+    assert_eq!(api.call("POST", "/admin/api/changes/99999/revert", e, None).await.status, 404);
+    assert_eq!(api.log_len().await, start + 8);
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked() {
+    let api = Api::new().await;
+    let a = Some(api.admin.as_str());
+    let r =
+        api.call("POST", "/admin/api/tokens", a, Some(json!({"name": "deploy-bot", "role": "viewer"}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("ff_"));
+    assert_eq!(api.call("GET", "/admin/api/flags", Some(&token), None).await.status, 200);
+    let list = api.call("GET", "/admin/api/tokens", a, None).await;
+    assert!(!list.body.to_string().contains(&token[token.rfind('_').unwrap() + 1..]), "no secrets listed");
+    assert!(!list.body.to_string().contains("secret_hash"));
+    for (body, status) in [
+        (json!({"name": "deploy-bot", "role": "viewer"}), 409),
+        (json!({"name": "bad name", "role": "viewer"}), 422),
+        (json!({"name": "x", "role": "god"}), 422),
+        (json!({"name": "x", "role": "viewer", "extra": 1}), 422),
+    ] {
+        assert_eq!(
+            api.call("POST", "/admin/api/tokens", a, Some(body.clone())).await.status,
+            status,
+            "{body}"
+        );
+    }
+    assert_eq!(api.call("DELETE", "/admin/api/tokens/deploy-bot", a, None).await.status, 200);
+    assert_eq!(api.call("GET", "/admin/api/flags", Some(&token), None).await.status, 401);
+    assert_eq!(api.call("DELETE", "/admin/api/tokens/deploy-bot", a, None).await.status, 404);
+    let log = api.store.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
+    assert!(log.iter().all(|c| c.actor == "root"));
+}
+
+#[tokio::test]
+async fn huge_bodies_are_refused() {
+    let api = Api::new().await;
+    let big = "x".repeat(ff_admin::MAX_BODY_BYTES + 1);
+    let r = api
+        .call("PUT", "/admin/api/flags/BIG", Some(&api.editor), Some(json!({"type": "string", "value": big})))
+        .await;
+    assert_eq!((r.status, error(&r)), (413, "body_too_large"));
+    assert!(api.store.flag("BIG").await.unwrap().is_none());
+}
