@@ -77,8 +77,8 @@ impl Config for BookingConfig {
 /// `Current` for this app: flags plus `Current::config()` as [`BookingConfig`].
 pub type Current = ff_tower::CurrentWith<BookingConfig>;
 
-/// The app's routes with ff's layer.
-pub fn router(source: Source) -> Router {
+/// The app's routes with ff's layer, and ff's admin API under `/admin`.
+pub fn router(source: Source, admin: ff_admin::Admin) -> Router {
     Router::new()
         .route("/bookings", post(create_booking))
         .route("/captioners/me/rate", put(set_rate))
@@ -86,6 +86,7 @@ pub fn router(source: Source) -> Router {
         .route("/me/config", get(my_config))
         .layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
         .route("/healthz", get(move || health(source.clone())))
+        .nest("/admin", admin.router())
 }
 
 /// Errors as responses: `{ "error": code, "message": text }`.

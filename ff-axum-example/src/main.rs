@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ff_core::{Source, SqlStore, redact};
+use std::sync::Arc;
+
+use ff_core::{Source, SqlStore, Store, redact};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -20,8 +22,12 @@ async fn main() -> anyhow::Result<()> {
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
-    let store = SqlStore::connect_lazy(&database_url).context("DATABASE_URL")?;
-    let mut builder = Source::builder(store).declare(ff_axum_example::declarations());
+    let store = Arc::new(SqlStore::connect_lazy(&database_url).context("DATABASE_URL")?);
+    let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let admin = ff_admin::Admin::new(store.clone())
+        .declare(ff_axum_example::declarations())
+        .env_admin_token(env_token.clone());
+    let mut builder = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations());
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {
         builder = builder.snapshot_file(path);
     }
@@ -35,7 +41,15 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("ff-axum-example listening on http://{addr} (store: {})", redact(&database_url));
     println!("try: curl -H 'x-user-id: tester' http://{addr}/me/config");
-    axum::serve(listener, ff_axum_example::router(source))
+    if env_token.is_some() {
+        println!("admin API: http://{addr}/admin/api (token from FF_ADMIN_TOKEN)");
+    } else if store.tokens().await.map(|t| t.iter().all(|t| t.revoked_at.is_some())).unwrap_or(false) {
+        println!(
+            "admin API: http://{addr}/admin/api needs a token: restart with FF_ADMIN_TOKEN=<a long random secret>, \
+             or create one with `ff token create --role admin --name you`"
+        );
+    }
+    axum::serve(listener, ff_axum_example::router(source, admin))
         .with_graceful_shutdown(shutdown())
         .await
         .context("server failed")

@@ -25,11 +25,16 @@ impl Drop for App {
 
 impl App {
     fn start(database_url: &str) -> App {
+        Self::start_with(database_url, &[])
+    }
+
+    fn start_with(database_url: &str, env: &[(&str, &str)]) -> App {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
             .env("FF_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
             .env("FF_POLL_MS", "100")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start ff-axum-example");
@@ -53,7 +58,22 @@ impl App {
         user: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.send_as(method, path, user, body, &[]).await.0
+    }
+
+    /// A request with extra headers; returns the ETag too.
+    async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> ((StatusCode, Value), Option<String>) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(u) = user {
             req = req.header("x-user-id", u);
         }
@@ -62,7 +82,8 @@ impl App {
         }
         let res = req.send().await.unwrap();
         let status = res.status();
-        (status, res.json().await.unwrap_or(Value::Null))
+        let etag = res.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        ((status, res.json().await.unwrap_or(Value::Null)), etag)
     }
 
     async fn config(&self, user: &str) -> Value {
@@ -225,5 +246,75 @@ async fn starts_with_the_database_unreachable_and_serves_defaults() {
     assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("defaults"), json!(true)));
+    assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
+}
+
+const OPERATOR: &str = "e2e-operator-secret-0123456789";
+
+#[tokio::test]
+async fn operators_change_flags_through_the_admin_api() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let app = App::start_with(&url, &[("FF_ADMIN_TOKEN", OPERATOR)]);
+    let auth = format!("Bearer {OPERATOR}");
+    let admin = |method: Method, path: &str, body: Option<Value>| {
+        let (app, auth) = (&app, auth.clone());
+        let path = format!("/admin/api{path}");
+        async move { app.send_as(method, &path, None, body, &[("authorization", &auth)]).await }
+    };
+    let ((s, _), _) = app.send_as(Method::GET, "/admin/api/flags", None, None, &[]).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // The tester story, by an operator: lead time 0 for tester only.
+    let ((s, body), _) = admin(
+        Method::PUT,
+        "/flags/MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS/overrides/tester",
+        Some(json!({"value": 0, "reason": "QA books an hour ahead"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
+    assert_eq!(app.book("tester", 1, "c1").await.0, StatusCode::CREATED);
+    assert_eq!(app.book("alice", 1, "c1").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let ((_, seen), _) = admin(Method::GET, "/users/tester", None).await;
+    let lead = seen["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")
+        .unwrap()
+        .clone();
+    assert_eq!((lead["value"].clone(), lead["reason"].clone()), (json!(0), json!("override")));
+
+    // An out-of-bounds value is refused and nothing changes.
+    let ((s, body), _) =
+        admin(Method::PUT, "/flags/CAPTIONER_HOURLY_RATE_MIN/overrides/tester", Some(json!({"value": -1})))
+            .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["message"].as_str().unwrap().contains("below the minimum"), "{body}");
+
+    // The kill switch, version-checked; then reverted from the audit log.
+    let ((_, _), etag) = admin(Method::GET, "/flags/CREDITS_PAYMENTS", None).await;
+    let etag = etag.unwrap();
+    let ((s, body), _) = app
+        .send_as(
+            Method::PATCH,
+            "/admin/api/flags/CREDITS_PAYMENTS",
+            None,
+            Some(json!({"enabled": false, "reason": "incident"})),
+            &[("authorization", &auth), ("if-match", &etag)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    app.wait_for("alice", "CREDITS_PAYMENTS", json!(false)).await;
+    assert_eq!(app.pay("alice", "credits").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let ((_, log), _) = admin(Method::GET, "/changes?key=CREDITS_PAYMENTS&limit=1", None).await;
+    let change = log["changes"][0].clone();
+    assert_eq!((change["actor"].clone(), change["reason"].clone()), (json!("env-admin"), json!("incident")));
+    let seq = change["seq"].as_u64().unwrap();
+    let ((s, _), _) = admin(Method::POST, &format!("/changes/{seq}/revert"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    app.wait_for("alice", "CREDITS_PAYMENTS", json!(true)).await;
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
 }
