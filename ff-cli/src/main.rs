@@ -1,0 +1,495 @@
+//! `ff`: operate ff flags from a terminal, over the admin API.
+//!
+//! `--url`/`FF_URL` is where the admin is mounted (default
+//! `http://127.0.0.1:3000/admin`), `--token`/`FF_TOKEN` the API token. Human
+//! tables by default, `--json` for scripts; any failure exits non-zero with a
+//! one-line reason.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use ff_core::{Role, SqlStore, Store};
+use reqwest::{Method, Url};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(name = "ff", version, about = "Operate ff feature flags: read, flip, override, audit, revert")]
+struct Cli {
+    /// Where the admin API is mounted.
+    #[arg(long, env = "FF_URL", global = true, default_value = "http://127.0.0.1:3000/admin")]
+    url: String,
+    /// API token (`Authorization: Bearer`).
+    #[arg(long, env = "FF_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List flags.
+    Flags {
+        /// Text in the key or description.
+        #[arg(long)]
+        q: Option<String>,
+        /// Only flags with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only flags of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only flags past their expiry.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show one flag with its overrides.
+    Get { key: String },
+    /// Set a flag's global value (JSON, or a plain word for strings).
+    Set {
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Switch a flag on.
+    On {
+        key: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Switch a flag off: its off value for everyone, overrides included.
+    Off {
+        key: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Per-user values.
+    #[command(subcommand)]
+    Override(OverrideCommand),
+    /// What one user sees, and why.
+    User { user: String },
+    /// The audit log, newest first.
+    History {
+        key: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Undo one change (itself recorded).
+    Revert {
+        seq: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OverrideCommand {
+    /// Set a user's value.
+    Set {
+        key: String,
+        user: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove a user's value.
+    Rm {
+        key: String,
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it once.
+    Create {
+        /// Unique name, recorded as the actor of its changes.
+        #[arg(long)]
+        name: String,
+        /// viewer, editor or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Create it directly in this database (for the first admin token)
+        /// instead of through the API.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+    },
+    /// List tokens.
+    List,
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: viewer, editor or admin"))
+}
+
+/// A value as typed: JSON if it parses (`true`, `12`, `"x"`, `{...}`), else a string.
+fn parse_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Api {
+    fn new(url: &str, token: Option<String>) -> anyhow::Result<Api> {
+        let base = Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
+        if base.cannot_be_a_base() {
+            bail!("--url {url:?} cannot have paths below it");
+        }
+        Ok(Api { http: reqwest::Client::new(), base, token })
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push("api").extend(segments);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<(Value, Option<String>)> {
+        let token = self.token.as_deref().context("no token: pass --token or set FF_TOKEN")?;
+        let url = self.url(segments, query);
+        let mut req = self.http.request(method, url.clone()).bearer_auth(token);
+        if let Some(v) = if_match {
+            req = req.header("if-match", v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+        let status = res.status();
+        let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["message"].as_str().unwrap_or("no details");
+            bail!("{} {}: {message}", status.as_u16(), body["error"].as_str().unwrap_or("error"));
+        }
+        Ok((body, etag))
+    }
+
+    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
+        Ok(self.call(Method::GET, segments, query, None, None).await?.0)
+    }
+
+    /// PATCH with the flag's current version, so a concurrent change is never lost.
+    async fn patch_flag(&self, key: &str, body: Value, reason: Option<String>) -> anyhow::Result<Value> {
+        let (_, etag) = self.call(Method::GET, &["flags", key], &[], None, None).await?;
+        let body = with_reason(body, reason);
+        Ok(self.call(Method::PATCH, &["flags", key], &[], Some(body), etag.as_deref()).await?.0)
+    }
+}
+
+fn with_reason(mut body: Value, reason: Option<String>) -> Value {
+    if let (Some(r), Some(obj)) = (reason, body.as_object_mut()) {
+        obj.insert("reason".into(), r.into());
+    }
+    body
+}
+
+/// Prints rows as aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A short "before -> after" of a change row.
+fn summary(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.contains_key("value") => {
+            let on = if m.get("enabled") == Some(&Value::Bool(false)) { " (off)" } else { "" };
+            format!("{}{on}", text(&m["value"]))
+        }
+        Value::Object(m) if m.contains_key("role") => format!("{} ({})", text(&m["name"]), text(&m["role"])),
+        other => text(other),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = Api::new(&cli.url, cli.token.clone())?;
+    let json_out = cli.json;
+    let print = |v: &Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match cli.command {
+        Command::Flags { q, tag, owner, stale } => {
+            let mut query = Vec::new();
+            query.extend(q.map(|v| ("q", v)));
+            query.extend(tag.map(|v| ("tag", v)));
+            query.extend(owner.map(|v| ("owner", v)));
+            if stale {
+                query.push(("stale", "true".into()));
+            }
+            let body = api.get(&["flags"], &query).await?;
+            if json_out {
+                return print(&body);
+            }
+            let rows = body["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    vec![
+                        text(&f["key"]),
+                        text(&f["type"]),
+                        text(&f["value"]),
+                        if f["enabled"] == true { "on".into() } else { "OFF".into() },
+                        text(&f["overrides"]),
+                        text(&f["version"]),
+                        text(&f["owner"]),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "TYPE", "VALUE", "SWITCH", "OVERRIDES", "VERSION", "OWNER"], rows);
+        }
+        Command::Get { key } => {
+            let body = api.get(&["flags", &key], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            let f = &body["flag"];
+            let schema = &f["schema"];
+            let bounds = [("min", &schema["min"]), ("max", &schema["max"]), ("allowed", &schema["allowed"])]
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k} {}", text(v)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let fields = [
+                ("key", text(&f["key"])),
+                ("type", text(&f["type"])),
+                ("value", text(&f["value"])),
+                ("switch", if f["enabled"] == true { "on".into() } else { "OFF".into() }),
+                ("off value", text(&f["off_value"])),
+                ("bounds", if bounds.is_empty() { "-".into() } else { bounds }),
+                ("description", text(&f["description"])),
+                ("owner", text(&f["owner"])),
+                ("tags", text(&f["tags"])),
+                ("ticket", text(&f["ticket"])),
+                ("expires", text(&f["expires_at"])),
+                ("version", text(&f["version"])),
+                ("archived", text(&f["archived"])),
+            ];
+            for (k, v) in fields {
+                println!("{k:<12} {v}");
+            }
+            let overrides: Vec<Vec<String>> = body["overrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| vec![text(&o["user_id"]), text(&o["value"])])
+                .collect();
+            println!("overrides    {}", body["overrides_total"]);
+            if !overrides.is_empty() {
+                table(&["USER", "VALUE"], overrides);
+            }
+        }
+        Command::Set { key, value, reason } => {
+            let body = api.patch_flag(&key, json!({ "value": parse_value(&value) }), reason).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("{key} = {} (version {})", text(&body["flag"]["value"]), body["flag"]["version"]);
+        }
+        Command::On { key, reason } => switch(&api, &key, true, reason, json_out).await?,
+        Command::Off { key, reason } => switch(&api, &key, false, reason, json_out).await?,
+        Command::Override(OverrideCommand::Set { key, user, value, reason }) => {
+            let body = with_reason(json!({ "value": parse_value(&value) }), reason);
+            let (body, _) =
+                api.call(Method::PUT, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("{key} for {user} = {}", text(&body["value"]));
+        }
+        Command::Override(OverrideCommand::Rm { key, user, reason }) => {
+            let body = with_reason(json!({}), reason);
+            let (body, _) =
+                api.call(Method::DELETE, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("{key} for {user}: override removed");
+        }
+        Command::User { user } => {
+            let body = api.get(&["users", &user], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            let rows = body["flags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| vec![text(&f["key"]), text(&f["value"]), text(&f["reason"])])
+                .collect();
+            table(&["KEY", "VALUE", "REASON"], rows);
+        }
+        Command::History { key, actor, limit } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(key.map(|k| ("key", k)));
+            query.extend(actor.map(|a| ("actor", a)));
+            let body = api.get(&["changes"], &query).await?;
+            if json_out {
+                return print(&body);
+            }
+            let rows = body["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    vec![
+                        text(&c["seq"]),
+                        text(&c["at"]),
+                        text(&c["actor"]),
+                        text(&c["action"]),
+                        text(&c["key"]),
+                        text(&c["subject"]),
+                        format!("{} -> {}", summary(&c["before"]), summary(&c["after"])),
+                        text(&c["reason"]),
+                    ]
+                })
+                .collect();
+            table(&["SEQ", "TIME", "ACTOR", "ACTION", "KEY", "USER", "CHANGE", "REASON"], rows);
+        }
+        Command::Revert { seq, reason } => {
+            let body = with_reason(json!({}), reason);
+            let (body, _) = api
+                .call(Method::POST, &["changes", &seq.to_string(), "revert"], &[], Some(body), None)
+                .await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("reverted change {seq} (as change {})", body["change"]["seq"]);
+        }
+        Command::Token(TokenCommand::Create { name, role, database_url: Some(url) }) => {
+            let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.context("DATABASE_URL")?);
+            let (record, token) = ff_admin::create_token(&*store, &name, role, "ff-cli").await?;
+            if json_out {
+                return print(&json!({ "name": record.name, "role": record.role, "token": token }));
+            }
+            println!("{token}");
+            eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
+        }
+        Command::Token(TokenCommand::Create { name, role, database_url: None }) => {
+            let body = json!({ "name": name, "role": role });
+            let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(body), None).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("{}", text(&body["token"]));
+            eprintln!(
+                "token {:?} ({}) created; it is shown only once",
+                text(&body["name"]),
+                text(&body["role"])
+            );
+        }
+        Command::Token(TokenCommand::List) => {
+            let body = api.get(&["tokens"], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            let rows = body["tokens"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["revoked_at"])]
+                })
+                .collect();
+            table(&["NAME", "ROLE", "CREATED", "REVOKED"], rows);
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], None, None).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn switch(
+    api: &Api,
+    key: &str,
+    on: bool,
+    reason: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let body = api.patch_flag(key, json!({ "enabled": on }), reason).await?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    } else {
+        let state = if on { "on" } else { "OFF (its off value for everyone)" };
+        println!("{key} is {state} (version {})", body["flag"]["version"]);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ff: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ff: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! `ff` end to end: the real binary against the example app (its real router,
+//! Source and SQLite store) on a loopback port.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ff_core::{Source, SqlStore};
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ff(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ff"))
+        .args(args)
+        .env_remove("FF_URL")
+        .env_remove("FF_TOKEN")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ff");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The row of a table whose first cell is `first`, split on whitespace.
+fn row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|r| r.first() == Some(&first))
+        .unwrap_or_default()
+}
+
+async fn config(base: &str, user: &str) -> Value {
+    let res = reqwest::Client::new().get(format!("{base}/me/config")).header("x-user-id", user).send().await;
+    res.unwrap().json().await.unwrap()
+}
+
+async fn wait_for(base: &str, user: &str, key: &str, value: Value) {
+    let start = Instant::now();
+    while config(base, user).await[key] != value {
+        assert!(start.elapsed() < Duration::from_secs(10), "{user} never saw {key}={value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn pay(base: &str) -> u16 {
+    let res = reqwest::Client::new()
+        .post(format!("{base}/payments"))
+        .json(&json!({"amount_cents": 100, "method": "credits"}))
+        .send()
+        .await
+        .unwrap();
+    res.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operate_the_example_from_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect_lazy(&db).unwrap());
+    let source = Source::builder_arc(store.clone())
+        .declare(ff_axum_example::declarations())
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await;
+    let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::router(source, admin)).await });
+
+    // The first admin token, straight into the database.
+    let created = tokio::task::spawn_blocking({
+        let db = db.clone();
+        move || ff(&["token", "create", "--name", "root", "--role", "admin"], &[("DATABASE_URL", &db)])
+    })
+    .await
+    .unwrap();
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let token = created.stdout.trim().to_owned();
+    assert!(token.starts_with("ff_"), "{token}");
+    let url = format!("{base}/admin");
+    let env: Vec<(&str, &str)> = vec![("FF_URL", &url), ("FF_TOKEN", &token)];
+    let run = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            ff(&args, &env)
+        })
+    };
+
+    let flags = run(&["flags"]).await.unwrap();
+    assert_eq!(flags.code, 0, "{}", flags.stderr);
+    assert!(flags.stdout.starts_with("KEY"));
+    assert_eq!(
+        row(&flags.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")[1..],
+        ["int", "24", "on", "0", "1"]
+    );
+
+    let set = run(&[
+        "override",
+        "set",
+        "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS",
+        "tester",
+        "0",
+        "--reason",
+        "QA",
+    ]);
+    assert_eq!(set.await.unwrap().code, 0);
+    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    let user = run(&["user", "tester"]).await.unwrap();
+    assert_eq!(row(&user.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")[1..], ["0", "override"]);
+
+    let off = run(&["off", "CREDITS_PAYMENTS", "--reason", "incident"]).await.unwrap();
+    assert_eq!(off.code, 0, "{}", off.stderr);
+    wait_for(&base, "alice", "CREDITS_PAYMENTS", json!(false)).await;
+    assert_eq!(pay(&base).await, 503);
+
+    let history = run(&["history", "--json", "--limit", "1"]).await.unwrap();
+    let last: Value = serde_json::from_str(&history.stdout).unwrap();
+    let change = &last["changes"][0];
+    assert_eq!((change["actor"].clone(), change["reason"].clone()), (json!("root"), json!("incident")));
+    let table = run(&["history", "CREDITS_PAYMENTS"]).await.unwrap();
+    assert!(
+        table.stdout.contains("flag.update") && table.stdout.contains("true -> true (off)"),
+        "{}",
+        table.stdout
+    );
+    let seq = change["seq"].to_string();
+    assert_eq!(run(&["revert", &seq]).await.unwrap().code, 0);
+    wait_for(&base, "alice", "CREDITS_PAYMENTS", json!(true)).await;
+    assert_eq!(pay(&base).await, 201);
+
+    let set = run(&["set", "NEW_CHECKOUT", "true"]).await.unwrap();
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    wait_for(&base, "alice", "NEW_CHECKOUT", json!(true)).await;
+
+    // Failures: non-zero exit, one line that says why, nothing written.
+    for (args, says) in [
+        (&["set", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "-5"][..], "422 invalid_value"),
+        (&["get", "NOPE"][..], "404 not_found"),
+        (&["override", "set", "CAPTIONER_HOURLY_RATE_MIN", "tester", "cheap"][..], "expected a float"),
+        (&["revert", "99999"][..], "404"),
+    ] {
+        let out = run(args).await.unwrap();
+        assert_eq!(out.code, 1, "{args:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with("ff: ") && out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    let no_token = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || ff(&["flags"], &[("FF_URL", &url)])
+    })
+    .await
+    .unwrap();
+    assert_eq!(no_token.code, 1);
+    assert!(no_token.stderr.contains("no token"), "{}", no_token.stderr);
+    let unreachable = tokio::task::spawn_blocking(|| {
+        ff(&["flags", "--url", "http://127.0.0.1:9/admin", "--token", "x"], &[])
+    });
+    let unreachable = unreachable.await.unwrap();
+    assert_eq!(unreachable.code, 1);
+    assert!(unreachable.stderr.contains("cannot reach"), "{}", unreachable.stderr);
+
+    // Tokens through the API.
+    let bot = run(&["token", "create", "--name", "bot", "--role", "viewer"]).await.unwrap();
+    assert_eq!(bot.code, 0, "{}", bot.stderr);
+    assert_eq!(row(&run(&["token", "list"]).await.unwrap().stdout, "bot")[1], "viewer");
+    assert_eq!(run(&["token", "revoke", "bot"]).await.unwrap().code, 0);
+    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"]).await.unwrap();
+    assert_eq!(row(&get.stdout, "bounds")[1..], ["min", "0,", "max", "8760"]);
+    assert_eq!(row(&get.stdout, "tester"), ["tester", "0"]);
+}
