@@ -463,3 +463,36 @@ pub(crate) async fn revoke_token(
     let record = admin.store().revoke_token(&name, &caller.name).await?;
     Ok(Json(json!({ "revoked": record.name })).into_response())
 }
+
+/// Every live flag with its overrides: the document `ff export` writes and `ff import` reads.
+pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let state = admin.store().load().await?;
+    let flags: Vec<Value> = state
+        .flags
+        .iter()
+        .map(|f| {
+            let overrides: Map<String, Value> = state
+                .overrides
+                .iter()
+                .filter(|o| o.key == f.key)
+                .map(|o| (o.user_id.clone(), o.value.clone()))
+                .collect();
+            json!({
+                "key": f.key,
+                "type": f.value_type,
+                "value": f.value,
+                "enabled": f.enabled,
+                "off_value": f.off_value,
+                "description": f.description,
+                "schema": f.schema,
+                "owner": f.meta.owner,
+                "tags": f.meta.tags,
+                "ticket": f.meta.ticket,
+                "expires_at": f.meta.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+                "overrides": overrides,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "version": state.seq, "flags": flags })).into_response())
+}

@@ -96,6 +96,7 @@ impl Admin {
             )
             .route("/api/users/{user_id}", get(api::user_lookup))
             .route("/api/changes", get(api::changes))
+            .route("/api/export", get(api::export))
             .route("/api/changes/{seq}/revert", post(api::revert))
             .route("/api/tokens", get(api::list_tokens).post(api::create_token))
             .route("/api/tokens/{name}", axum::routing::delete(api::revoke_token))

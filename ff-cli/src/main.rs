@@ -88,9 +88,155 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Write every flag and override as YAML (what `ff import` reads).
+    Export,
+    /// Make the flags match a YAML file: prints the diff, then applies it as
+    /// audited changes. Flags missing from the file are left alone.
+    Import {
+        file: std::path::PathBuf,
+        /// Only print the diff.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "ff import")]
+        reason: String,
+    },
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+/// Fields `ff import` changes on existing flags, in the order it applies them.
+const IMPORTED: &[&str] =
+    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at"];
+
+/// One change `ff import` makes.
+#[derive(Debug)]
+enum Step {
+    Create { key: String, body: Value },
+    Patch { key: String, fields: serde_json::Map<String, Value> },
+    SetOverride { key: String, user: String, value: Value },
+    DeleteOverride { key: String, user: String },
+}
+
+/// Equal as flag values: numbers by value, so `60` in a file equals a stored `60.0`.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+        _ => a == b,
+    }
+}
+
+/// The steps that make `current` (an export) match `wanted` (a file), and notes.
+fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Vec<String>)> {
+    let Some(flags) = wanted.get("flags").and_then(Value::as_array) else {
+        bail!("the file needs a top-level `flags:` list (as `ff export` writes)");
+    };
+    let existing = current["flags"].as_array().cloned().unwrap_or_default();
+    let find = |key: &str| existing.iter().find(|f| f["key"] == key);
+    let (mut steps, mut notes) = (Vec::new(), Vec::new());
+    for (i, w) in flags.iter().enumerate() {
+        let Some(key) = w.get("key").and_then(Value::as_str) else { bail!("flag #{} has no `key`", i + 1) };
+        let key = key.to_owned();
+        let overrides = w.get("overrides");
+        if overrides.is_some_and(|o| !o.is_object()) {
+            bail!("{key}: `overrides` must map user ids to values");
+        }
+        let Some(c) = find(&key) else {
+            let mut body = w.clone();
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("overrides");
+                obj.remove("key");
+            }
+            steps.push(Step::Create { key: key.clone(), body });
+            for (user, value) in overrides.and_then(Value::as_object).into_iter().flatten() {
+                steps.push(Step::SetOverride { key: key.clone(), user: user.clone(), value: value.clone() });
+            }
+            continue;
+        };
+        if w.get("type").is_some_and(|t| t != &c["type"]) {
+            bail!(
+                "{key}: the file says type {}, the store has {}; types come from code",
+                w["type"],
+                c["type"]
+            );
+        }
+        if w.get("schema").is_some_and(|s| s != &c["schema"]) {
+            notes.push(format!(
+                "{key}: bounds differ from the file; bounds come from code and stay as they are"
+            ));
+        }
+        let mut fields = serde_json::Map::new();
+        for field in IMPORTED {
+            if let Some(v) = w.get(*field) {
+                if !same(v, &c[*field]) {
+                    fields.insert((*field).to_owned(), v.clone());
+                }
+            }
+        }
+        if !fields.is_empty() {
+            steps.push(Step::Patch { key: key.clone(), fields });
+        }
+        if let Some(wanted) = overrides.and_then(Value::as_object) {
+            let now = c["overrides"].as_object().cloned().unwrap_or_default();
+            for (user, value) in wanted {
+                if !now.get(user).is_some_and(|v| same(v, value)) {
+                    steps.push(Step::SetOverride {
+                        key: key.clone(),
+                        user: user.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            for user in now.keys().filter(|u| !wanted.contains_key(*u)) {
+                steps.push(Step::DeleteOverride { key: key.clone(), user: user.clone() });
+            }
+        }
+    }
+    for c in &existing {
+        if !flags.iter().any(|w| w["key"] == c["key"]) {
+            notes.push(format!("{}: in the store, not in the file; left as it is", text(&c["key"])));
+        }
+    }
+    Ok((steps, notes))
+}
+
+fn describe(step: &Step, current: &Value) -> String {
+    match step {
+        Step::Create { key, body } => format!("+ create {key} ({}) = {}", text(&body["type"]), body["value"]),
+        Step::Patch { key, fields } => {
+            let flag = current["flags"].as_array().and_then(|f| f.iter().find(|f| f["key"] == key.as_str()));
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    format!("~ {key} {k}: {} -> {v}", flag.map(|f| f[k].to_string()).unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Step::SetOverride { key, user, value } => format!("+ {key} override {user} = {value}"),
+        Step::DeleteOverride { key, user } => format!("- {key} override {user}"),
+    }
+}
+
+async fn apply(api: &Api, step: &Step, reason: &str) -> anyhow::Result<()> {
+    match step {
+        Step::Create { key, body } => {
+            let body = with_reason(body.clone(), Some(reason.to_owned()));
+            api.call(Method::PUT, &["flags", key], &[], Some(body), None).await?;
+        }
+        Step::Patch { key, fields } => {
+            api.patch_flag(key, Value::Object(fields.clone()), Some(reason.to_owned())).await?;
+        }
+        Step::SetOverride { key, user, value } => {
+            let body = json!({ "value": value, "reason": reason });
+            api.call(Method::PUT, &["flags", key, "overrides", user], &[], Some(body), None).await?;
+        }
+        Step::DeleteOverride { key, user } => {
+            let body = json!({ "reason": reason });
+            api.call(Method::DELETE, &["flags", key, "overrides", user], &[], Some(body), None).await?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -410,6 +556,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return print(&body);
             }
             println!("reverted change {seq} (as change {})", body["change"]["seq"]);
+        }
+        Command::Export => {
+            let body = api.get(&["export"], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            print!("# ff export: every flag and override; `ff import FILE` applies a file like this\n");
+            print!("{}", serde_yaml_ng::to_string(&body)?);
+        }
+        Command::Import { file, dry_run, reason } => {
+            let raw =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let wanted: Value = serde_yaml_ng::from_str(&raw)
+                .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
+            let current = api.get(&["export"], &[]).await?;
+            let (steps, notes) = plan_import(&current, &wanted)?;
+            for step in &steps {
+                println!("{}", describe(step, &current));
+            }
+            for note in &notes {
+                println!("! {note}");
+            }
+            if dry_run || steps.is_empty() {
+                let tail = if dry_run { " (dry run: nothing written)" } else { "" };
+                println!("{} change(s){tail}", steps.len());
+                return Ok(());
+            }
+            for (i, step) in steps.iter().enumerate() {
+                apply(&api, step, &reason).await.with_context(|| {
+                    format!(
+                        "step {} of {} failed after {i} applied (each applied step is in the audit log)",
+                        i + 1,
+                        steps.len()
+                    )
+                })?;
+            }
+            println!("{} change(s) applied", steps.len());
         }
         Command::Token(TokenCommand::Create { name, role, database_url: Some(url) }) => {
             let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.context("DATABASE_URL")?);

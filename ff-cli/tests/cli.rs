@@ -62,8 +62,24 @@ async fn pay(base: &str) -> u16 {
     res.status().as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operate_the_example_from_the_terminal() {
+/// `ff ARGS` with `FF_URL` and `FF_TOKEN`, off the async runtime.
+fn run_as(url: &str, token: &str, args: &[&str]) -> tokio::task::JoinHandle<Run> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (url, token) = (url.to_owned(), token.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ff(&args, &[("FF_URL", &url), ("FF_TOKEN", &token)])
+    })
+}
+
+/// The example's router and Source on a loopback port, over a fresh SQLite file.
+struct Example {
+    base: String,
+    db: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_example() -> Example {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect_lazy(&db).unwrap());
@@ -72,32 +88,33 @@ async fn operate_the_example_from_the_terminal() {
         .poll_interval(Duration::from_millis(50))
         .start()
         .await;
-    let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
+    let admin = ff_admin::Admin::new(store).declare(ff_axum_example::declarations());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::router(source, admin)).await });
+    Example { base, db, _dir: dir }
+}
 
-    // The first admin token, straight into the database.
-    let created = tokio::task::spawn_blocking({
-        let db = db.clone();
-        move || ff(&["token", "create", "--name", "root", "--role", "admin"], &[("DATABASE_URL", &db)])
+/// `ff token create` straight into the database: the first admin token.
+async fn first_token(db: &str) -> String {
+    let db = db.to_owned();
+    let created = tokio::task::spawn_blocking(move || {
+        ff(&["token", "create", "--name", "root", "--role", "admin"], &[("DATABASE_URL", &db)])
     })
     .await
     .unwrap();
     assert_eq!(created.code, 0, "{}", created.stderr);
     let token = created.stdout.trim().to_owned();
     assert!(token.starts_with("ff_"), "{token}");
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operate_the_example_from_the_terminal() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
     let url = format!("{base}/admin");
-    let env: Vec<(&str, &str)> = vec![("FF_URL", &url), ("FF_TOKEN", &token)];
-    let run = |args: &[&str]| {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            ff(&args, &env)
-        })
-    };
+    let run = |args: &[&str]| run_as(&url, &token, args);
 
     let flags = run(&["flags"]).await.unwrap();
     assert_eq!(flags.code, 0, "{}", flags.stderr);
@@ -182,4 +199,90 @@ async fn operate_the_example_from_the_terminal() {
     let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"]).await.unwrap();
     assert_eq!(row(&get.stdout, "bounds")[1..], ["min", "0,", "max", "8760"]);
     assert_eq!(row(&get.stdout, "tester"), ["tester", "0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_import_round_trip() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    let run = |args: &[&str]| run_as(&url, &token, args);
+    let exported = run(&["export"]).await.unwrap();
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    assert!(exported.stdout.starts_with("# ff export"));
+    let mut doc: Value = serde_yaml_ng::from_str(&exported.stdout).unwrap();
+    assert_eq!(doc["flags"].as_array().unwrap().len(), 6);
+
+    // What an operator edits in the file.
+    let flags = doc["flags"].as_array_mut().unwrap();
+    let find = |flags: &mut Vec<Value>, key: &str| flags.iter().position(|f| f["key"] == key).unwrap();
+    let i = find(flags, "NEW_CHECKOUT");
+    flags[i]["value"] = json!(true);
+    let i = find(flags, "CREDITS_PAYMENTS");
+    flags[i]["enabled"] = json!(false);
+    let i = find(flags, "CAPTIONER_HOURLY_RATE_MIN");
+    flags[i]["overrides"] = json!({"tester": 1});
+    flags[i]["value"] = json!(60); // an integer for a float flag: the same value, no change
+    flags.push(json!({"key": "BANNER", "type": "string", "value": "hello", "owner": "web", "overrides": {"vip": "hi"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flags.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let file = file.to_str().unwrap();
+
+    let dry = run(&["import", file, "--dry-run"]).await.unwrap();
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let lines: Vec<&str> = dry.stdout.lines().collect();
+    assert!(lines.contains(&"~ NEW_CHECKOUT value: false -> true"), "{}", dry.stdout);
+    assert!(lines.contains(&"~ CREDITS_PAYMENTS enabled: true -> false"), "{}", dry.stdout);
+    assert!(lines.contains(&"+ CAPTIONER_HOURLY_RATE_MIN override tester = 1"), "{}", dry.stdout);
+    assert!(lines.contains(&"+ create BANNER (string) = \"hello\""), "{}", dry.stdout);
+    assert!(lines.contains(&"+ BANNER override vip = \"hi\""), "{}", dry.stdout);
+    assert_eq!(lines.last(), Some(&"5 change(s) (dry run: nothing written)"));
+    assert_eq!(config(&base, "alice").await["NEW_CHECKOUT"], false);
+
+    let applied = run(&["import", file]).await.unwrap();
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(applied.stdout.ends_with("5 change(s) applied\n"), "{}", applied.stdout);
+    wait_for(&base, "alice", "NEW_CHECKOUT", json!(true)).await;
+    wait_for(&base, "tester", "CAPTIONER_HOURLY_RATE_MIN", json!(1.0)).await;
+    assert_eq!(config(&base, "alice").await["CREDITS_PAYMENTS"], false);
+    let again = run(&["import", file]).await.unwrap();
+    assert_eq!(again.stdout.trim(), "0 change(s)", "idempotent");
+    let history = run(&["history", "--json", "--limit", "5"]).await.unwrap();
+    let history: Value = serde_json::from_str(&history.stdout).unwrap();
+    assert!(
+        history["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["reason"] == "ff import" && c["actor"] == "root")
+    );
+
+    // Operators removing an override in the file removes it.
+    let i = find(doc["flags"].as_array_mut().unwrap(), "CAPTIONER_HOURLY_RATE_MIN");
+    doc["flags"][i]["overrides"] = json!({});
+    std::fs::write(file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let removed = run(&["import", file]).await.unwrap();
+    assert!(removed.stdout.contains("- CAPTIONER_HOURLY_RATE_MIN override tester"), "{}", removed.stdout);
+
+    // Bad files: a clear one-line error, exit 1, nothing written.
+    let before = run(&["export", "--json"]).await.unwrap().stdout;
+    for (content, says) in [
+        ("flags: [unclosed", "not valid YAML"),
+        ("nothing: here", "top-level `flags:`"),
+        ("flags:\n  - key: NEW_CHECKOUT\n    type: string\n    value: x", "types come from code"),
+        (
+            "flags:\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\n    value: -3",
+            "below the minimum",
+        ),
+    ] {
+        std::fs::write(file, content).unwrap();
+        let out = run(&["import", file]).await.unwrap();
+        assert_eq!(out.code, 1, "{content}");
+        assert_eq!(out.stderr.lines().count(), 1, "{content}: {}", out.stderr);
+        assert!(out.stderr.contains(says), "{content}: {}", out.stderr);
+    }
+    assert_eq!(run(&["export", "--json"]).await.unwrap().stdout, before);
+    let missing = run(&["import", "/nonexistent/flags.yaml"]).await.unwrap();
+    assert!(missing.code == 1 && missing.stderr.contains("cannot read"), "{}", missing.stderr);
 }
