@@ -167,11 +167,10 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
         }
         let mut fields = serde_json::Map::new();
         for field in IMPORTED {
-            if let Some(v) = w.get(*field) {
-                if !same(v, &c[*field]) {
+            if let Some(v) = w.get(*field)
+                && !same(v, &c[*field]) {
                     fields.insert((*field).to_owned(), v.clone());
                 }
-            }
         }
         if !fields.is_empty() {
             steps.push(Step::Patch { key: key.clone(), fields });
@@ -562,7 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            print!("# ff export: every flag and override; `ff import FILE` applies a file like this\n");
+            println!("# ff export: every flag and override; `ff import FILE` applies a file like this");
             print!("{}", serde_yaml_ng::to_string(&body)?);
         }
         Command::Import { file, dry_run, reason } => {
