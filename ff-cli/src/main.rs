@@ -168,9 +168,10 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
         let mut fields = serde_json::Map::new();
         for field in IMPORTED {
             if let Some(v) = w.get(*field)
-                && !same(v, &c[*field]) {
-                    fields.insert((*field).to_owned(), v.clone());
-                }
+                && !same(v, &c[*field])
+            {
+                fields.insert((*field).to_owned(), v.clone());
+            }
         }
         if !fields.is_empty() {
             steps.push(Step::Patch { key: key.clone(), fields });
