@@ -358,7 +358,7 @@ pub(crate) async fn changes(
 }
 
 /// The mutation that undoes `change`, refusing if what it changed has changed since.
-async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<Mutation, AdminError> {
+pub(crate) async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<Mutation, AdminError> {
     let record = |v: &Option<Value>| -> Result<FlagRecord, AdminError> {
         serde_json::from_value(v.clone().unwrap_or_default())
             .map_err(|e| AdminError::BadRequest(format!("change {} cannot be read: {e}", change.seq)))

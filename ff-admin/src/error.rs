@@ -62,7 +62,7 @@ impl std::fmt::Display for AdminError {
 }
 
 impl AdminError {
-    fn parts(&self) -> (StatusCode, &'static str, String) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, String) {
         use AdminError as E;
         match self {
             E::Unauthorized => (

@@ -20,6 +20,7 @@
 mod api;
 mod auth;
 mod error;
+mod page;
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ struct Inner {
     store: Arc<dyn Store>,
     decls: Vec<FlagDecl>,
     env_token: Option<[u8; 32]>,
+    sessions: Arc<page::Sessions>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -60,7 +62,9 @@ impl std::fmt::Debug for Admin {
 impl Admin {
     /// An admin API over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Admin { inner: Arc::new(Inner { store, decls: Vec::new(), env_token: None }) }
+        Admin {
+            inner: Arc::new(Inner { store, decls: Vec::new(), env_token: None, sessions: Arc::default() }),
+        }
     }
 
     /// The application's declarations: the user lookup shows declared flags the
@@ -81,9 +85,20 @@ impl Admin {
         Arc::make_mut(&mut self.inner)
     }
 
-    /// The routes, under `/api` (nest the router where the admin should live).
+    /// The routes: the web page at the root, the JSON API under `/api` (nest the
+    /// router where the admin should live).
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/", get(page::list))
+            .route("/login", get(page::login_page).post(page::login))
+            .route("/logout", post(page::logout))
+            .route("/users", get(page::user_page))
+            .route("/flags/{key}", get(page::flag_page))
+            .route("/flags/{key}/switch", post(page::switch))
+            .route("/flags/{key}/value", post(page::set_value))
+            .route("/flags/{key}/overrides", post(page::add_override))
+            .route("/flags/{key}/overrides/remove", post(page::remove_override))
+            .route("/changes/{seq}/revert", post(page::revert))
             .route("/api/flags", get(api::list_flags))
             .route(
                 "/api/flags/{key}",

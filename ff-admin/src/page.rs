@@ -1,0 +1,769 @@
+//! The admin web page: server-rendered HTML, a little inline JavaScript, no build step.
+//!
+//! Log in with an API token; the page then uses an HttpOnly, SameSite=Strict
+//! session cookie, and every form carries the session's CSRF token.
+
+// Handlers return the error page itself as `Err(Response)`: boxing it gains nothing.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::Form;
+use axum::extract::{FromRequestParts, NestedPath, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use ff_core::{
+    Action, ChangeQuery, EvalContext, FlagPatch, FlagRecord, Mutation, Role, Snapshot, ValueType, Write,
+};
+use serde::Deserialize;
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::Admin;
+use crate::auth::Caller;
+use crate::error::AdminError;
+
+const COOKIE: &str = "ff_session";
+const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+
+/// Logged-in browser sessions, in memory: a restart logs everyone out.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions(std::sync::Mutex<HashMap<String, Session>>);
+
+#[derive(Debug, Clone)]
+struct Session {
+    caller: Caller,
+    csrf: String,
+    expires: Instant,
+}
+
+fn random_hex(bytes: usize) -> Result<String, AdminError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf).map_err(|e| AdminError::BadRequest(format!("no randomness: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+impl Sessions {
+    fn create(&self, caller: Caller) -> Result<(String, Session), AdminError> {
+        let (id, csrf) = (random_hex(32)?, random_hex(32)?);
+        let session = Session { caller, csrf, expires: Instant::now() + SESSION_TTL };
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, s| s.expires > Instant::now());
+        map.insert(id.clone(), session.clone());
+        Ok((id, session))
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Escapes text for HTML bodies and attribute values.
+pub(crate) fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a URL path segment.
+fn seg(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".into(),
+        other => other.to_string(),
+    }
+}
+
+const STYLE: &str = "
+body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.6rem 1.5rem;display:flex;gap:1.5rem;align-items:center}
+header a{color:#fff;text-decoration:none}header .who{margin-left:auto;opacity:.8}
+main{max-width:1100px;margin:1.2rem auto;padding:0 1.5rem}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #e3e6eb;vertical-align:top}
+th{background:#eef0f4;font-weight:600}code{font-size:.92em}
+.on{color:#16794c;font-weight:600}.off{color:#b42318;font-weight:600}
+form.inline{display:inline}input,select,textarea,button{font:inherit;padding:.25rem .45rem}
+button{cursor:pointer;border:1px solid #9aa3b2;background:#fff;border-radius:4px}
+button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding:1rem 1.2rem;margin:1rem 0;border:1px solid #e3e6eb;border-radius:6px}
+.muted{color:#667085}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
+";
+
+fn layout(base: &str, title: &str, who: Option<&Caller>, csrf: Option<&str>, body: &str) -> Html<String> {
+    let nav = match (who, csrf) {
+        (Some(c), Some(csrf)) => format!(
+            "<a href=\"{base}\">Flags</a><a href=\"{base}/users\">User lookup</a>\
+             <span class=\"who\">{} ({})</span>\
+             <form class=\"inline\" method=\"post\" action=\"{base}/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button>Log out</button></form>",
+            esc(&c.name),
+            c.role.as_str()
+        ),
+        _ => String::new(),
+    };
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} · ff admin</title><style>{STYLE}</style></head>\
+         <body><header><strong>ff admin</strong>{nav}</header><main>{body}</main></body></html>",
+        esc(title)
+    ))
+}
+
+/// A logged-in page visitor.
+pub(crate) struct Visitor {
+    caller: Caller,
+    csrf: String,
+    base: String,
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == COOKIE).then(|| v.to_owned())
+        })
+}
+
+fn base_of(parts: &mut Parts) -> String {
+    parts
+        .extensions
+        .get::<NestedPath>()
+        .map(|p| p.as_str().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+impl FromRequestParts<Admin> for Visitor {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Response> {
+        let base = base_of(parts);
+        let session = cookie(&parts.headers).and_then(|id| admin.inner.sessions.get(&id));
+        match session {
+            Some(s) => Ok(Visitor { caller: s.caller, csrf: s.csrf, base }),
+            None => Err(Redirect::to(&format!("{base}/login")).into_response()),
+        }
+    }
+}
+
+impl Visitor {
+    fn check(&self, csrf: &str, needed: Role) -> Result<(), Response> {
+        if !bool::from(self.csrf.as_bytes().ct_eq(csrf.as_bytes())) {
+            return Err(self.error(
+                StatusCode::FORBIDDEN,
+                "the form is stale or forged (CSRF check failed): reload the page",
+            ));
+        }
+        self.caller.require(needed).map_err(|e| self.fail(e))
+    }
+
+    fn page(&self, title: &str, body: &str) -> Response {
+        layout(&self.base, title, Some(&self.caller), Some(&self.csrf), body).into_response()
+    }
+
+    fn error(&self, status: StatusCode, message: &str) -> Response {
+        let body = format!(
+            "<div class=\"error\"><strong>Nothing was changed.</strong> {}</div>\
+             <p><a href=\"javascript:history.back()\">Back</a></p>",
+            esc(message)
+        );
+        (status, self.page("Error", &body)).into_response()
+    }
+
+    fn fail(&self, e: AdminError) -> Response {
+        let (status, _, message) = e.parts();
+        self.error(status, &message)
+    }
+
+    fn write(&self, m: Mutation, reason: &str) -> Write {
+        let reason = Some(reason.trim()).filter(|r| !r.is_empty()).map(str::to_owned);
+        Write { mutation: m, actor: self.caller.name.clone(), reason }
+    }
+
+    fn back_to(&self, key: &str) -> Response {
+        Redirect::to(&format!("{}/flags/{}", self.base, seg(key))).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+}
+
+/// Where the admin is mounted (the nest prefix), for links.
+pub(crate) struct Base(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Base {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Base(base_of(parts)))
+    }
+}
+
+pub(crate) async fn login_page(Base(base): Base) -> Response {
+    login_form(&base, None)
+}
+
+fn login_form(base: &str, error: Option<&str>) -> Response {
+    let error = error.map(|e| format!("<p class=\"error\">{}</p>", esc(e))).unwrap_or_default();
+    let body = format!(
+        "<section><h1>Log in</h1>{error}<form method=\"post\" action=\"{base}/login\">\
+         <p><label>API token<br><input type=\"password\" name=\"token\" size=\"60\" autocomplete=\"off\" autofocus></label></p>\
+         <p><button>Log in</button></p></form>\
+         <p class=\"muted\">Create one with <code>ff token create --role editor --name you</code>.</p></section>"
+    );
+    layout(base, "Log in", None, None, &body).into_response()
+}
+
+pub(crate) async fn login(
+    State(admin): State<Admin>,
+    Base(base): Base,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let caller = match admin.authenticate(form.token.trim()).await {
+        Ok(c) => c,
+        Err(_) => {
+            let mut res = login_form(&base, Some("That token is not valid (unknown, revoked or mistyped)."));
+            *res.status_mut() = StatusCode::UNAUTHORIZED;
+            return res;
+        }
+    };
+    let (id, _) = match admin.inner.sessions.create(caller) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let cookie =
+        format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL.as_secs());
+    let mut res = Redirect::to(if base.is_empty() { "/" } else { &base }).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfForm {
+    csrf: String,
+}
+
+pub(crate) async fn logout(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Viewer) {
+        return r;
+    }
+    if let Some(id) = cookie(&headers) {
+        admin.inner.sessions.remove(&id);
+    }
+    let mut res = Redirect::to(&format!("{}/login", visitor.base)).into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("ff_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    res
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListForm {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    stale: String,
+}
+
+pub(crate) async fn list(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Query(f): Query<ListForm>,
+) -> Response {
+    let store = admin.store();
+    let (flags, state) = match (store.list_flags().await, store.load().await) {
+        (Ok(f), Ok(s)) => (f, s),
+        (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let q = f.q.to_lowercase();
+    let rows: String = flags
+        .iter()
+        .filter(|x| !x.archived)
+        .filter(|x| q.is_empty() || x.key.to_lowercase().contains(&q) || x.description.to_lowercase().contains(&q))
+        .filter(|x| f.tag.is_empty() || x.meta.tags.contains(&f.tag))
+        .filter(|x| f.owner.is_empty() || x.meta.owner == f.owner)
+        .filter(|x| f.stale.is_empty() || x.meta.expires_at.is_some_and(|t| t <= now))
+        .map(|x| {
+            let n = state.overrides.iter().filter(|o| o.key == x.key).count();
+            let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
+            format!(
+                "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a><div class=\"muted\">{}</div></td><td>{}</td>\
+                 <td><code>{}</code></td><td>{switch}</td><td>{n}</td><td>{}</td><td>{}</td></tr>",
+                visitor.base,
+                seg(&x.key),
+                esc(&x.key),
+                esc(&x.description),
+                x.value_type,
+                esc(&x.value.to_string()),
+                esc(&x.meta.owner),
+                esc(&x.meta.tags.join(", ")),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<section><form method=\"get\" action=\"{base}\">\
+         <input name=\"q\" placeholder=\"Search keys and descriptions\" value=\"{}\" size=\"34\"> \
+         <input name=\"tag\" placeholder=\"tag\" value=\"{}\" size=\"10\"> \
+         <input name=\"owner\" placeholder=\"owner\" value=\"{}\" size=\"12\"> \
+         <label><input type=\"checkbox\" name=\"stale\" value=\"1\"{}> past expiry</label> <button>Filter</button></form></section>\
+         <table><tr><th>Flag</th><th>Type</th><th>Value</th><th>Switch</th><th>Overrides</th><th>Owner</th><th>Tags</th></tr>{rows}</table>",
+        esc(&f.q),
+        esc(&f.tag),
+        esc(&f.owner),
+        if f.stale.is_empty() { "" } else { " checked" },
+        base = visitor.base,
+    );
+    visitor.page("Flags", &body)
+}
+
+/// An input for a value of the flag's type, showing its bounds.
+fn value_input(flag: &FlagRecord, name: &str, current: Option<&Value>) -> String {
+    let cur = current.map(show).unwrap_or_default();
+    let s = &flag.schema;
+    if !s.allowed.is_empty() {
+        let options: String = s
+            .allowed
+            .iter()
+            .map(|a| {
+                let v = show(a);
+                let sel = if Some(a) == current { " selected" } else { "" };
+                format!("<option value=\"{}\"{sel}>{}</option>", esc(&v), esc(&v))
+            })
+            .collect();
+        return format!("<select name=\"{name}\">{options}</select>");
+    }
+    match flag.value_type {
+        ValueType::Bool => {
+            let (t, f) = if cur == "true" { (" selected", "") } else { ("", " selected") };
+            format!("<select name=\"{name}\"><option{t}>true</option><option{f}>false</option></select>")
+        }
+        ValueType::Int | ValueType::Float => {
+            let step = if flag.value_type == ValueType::Int { "1" } else { "any" };
+            let min = s.min.as_ref().map(|m| format!(" min=\"{m}\"")).unwrap_or_default();
+            let max = s.max.as_ref().map(|m| format!(" max=\"{m}\"")).unwrap_or_default();
+            let bounds = match (&s.min, &s.max) {
+                (Some(a), Some(b)) => format!(" <span class=\"muted\">{a} to {b}</span>"),
+                (Some(a), None) => format!(" <span class=\"muted\">at least {a}</span>"),
+                (None, Some(b)) => format!(" <span class=\"muted\">at most {b}</span>"),
+                (None, None) => String::new(),
+            };
+            format!(
+                "<input type=\"number\" name=\"{name}\" step=\"{step}\"{min}{max} value=\"{}\" required>{bounds}",
+                esc(&cur)
+            )
+        }
+        ValueType::String => format!("<input name=\"{name}\" value=\"{}\" size=\"30\">", esc(&cur)),
+        ValueType::Json => {
+            format!("<textarea name=\"{name}\" rows=\"3\" cols=\"50\">{}</textarea>", esc(&cur))
+        }
+    }
+}
+
+/// Reads a form value as JSON of the flag's type.
+fn parse_value(ty: ValueType, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim_end_matches(['\r', '\n']);
+    match ty {
+        ValueType::Bool => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("{raw:?} is not true or false")),
+        },
+        ValueType::Int => {
+            raw.trim().parse::<i64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number"))
+        }
+        ValueType::Float => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{raw:?} is not a number")),
+        ValueType::String => Ok(Value::String(raw.to_owned())),
+        ValueType::Json => serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}")),
+    }
+}
+
+fn csrf_field(v: &Visitor) -> String {
+    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", v.csrf)
+}
+
+pub(crate) async fn flag_page(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+) -> Response {
+    let store = admin.store();
+    let flag = match store.flag(&key).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return visitor.error(StatusCode::NOT_FOUND, &format!("There is no flag {key:?}.")),
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let (overrides, history) = match (
+        store.overrides(&key).await,
+        store.changes(&ChangeQuery { key: Some(key.clone()), limit: 25, ..ChangeQuery::default() }).await,
+    ) {
+        (Ok(o), Ok(h)) => (o, h),
+        (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
+    };
+    let (base, k, csrf) = (&visitor.base, seg(&key), csrf_field(&visitor));
+    let version = flag.version;
+    let switch = if flag.archived {
+        "<p class=\"off\">Archived: served as its code default.</p>".to_owned()
+    } else if flag.enabled {
+        format!(
+            "<form class=\"inline\" method=\"post\" action=\"{base}/flags/{k}/switch\" \
+             onsubmit=\"return confirm('Turn {} OFF for everyone? Its off value ({}) is served to all users, overrides included.')\">\
+             {csrf}<input type=\"hidden\" name=\"enabled\" value=\"false\"><input type=\"hidden\" name=\"version\" value=\"{version}\">\
+             <span class=\"on\">on</span> <button class=\"danger\">Turn off</button> <input name=\"reason\" placeholder=\"reason\"></form>",
+            esc(&key.replace('\'', "")),
+            esc(&flag.off_value.to_string().replace('\'', "")),
+        )
+    } else {
+        format!(
+            "<form class=\"inline\" method=\"post\" action=\"{base}/flags/{k}/switch\">{csrf}\
+             <input type=\"hidden\" name=\"enabled\" value=\"true\"><input type=\"hidden\" name=\"version\" value=\"{version}\">\
+             <span class=\"off\">OFF</span> (serving {} to everyone) <button>Turn on</button> <input name=\"reason\" placeholder=\"reason\"></form>",
+            esc(&flag.off_value.to_string())
+        )
+    };
+    let override_rows: String = overrides
+        .iter()
+        .take(200)
+        .map(|o| {
+            format!(
+                "<tr><td>{}</td><td><code>{}</code></td><td><form class=\"inline\" method=\"post\" action=\"{base}/flags/{k}/overrides/remove\">\
+                 {csrf}<input type=\"hidden\" name=\"user_id\" value=\"{}\"><button>Remove</button></form></td></tr>",
+                esc(&o.user_id),
+                esc(&show(&o.value)),
+                esc(&o.user_id),
+            )
+        })
+        .collect();
+    let history_rows: String = history
+        .iter()
+        .map(|c| {
+            let summary = |v: &Option<Value>| match v {
+                Some(Value::Object(m)) if m.contains_key("value") => {
+                    let off = if m.get("enabled") == Some(&Value::Bool(false)) { " (off)" } else { "" };
+                    format!("{}{off}", show(&m["value"]))
+                }
+                Some(v) => show(v),
+                None => "—".into(),
+            };
+            let revert = match c.action {
+                Action::TokenCreate | Action::TokenRevoke => String::new(),
+                _ => format!(
+                    "<form class=\"inline\" method=\"post\" action=\"{base}/changes/{}/revert\" onsubmit=\"return confirm('Undo change #{}?')\">\
+                     {csrf}<input type=\"hidden\" name=\"key\" value=\"{}\"><button>Revert</button></form>",
+                    c.seq, c.seq, esc(&key)
+                ),
+            };
+            format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code> → <code>{}</code></td><td>{}</td><td>{revert}</td></tr>",
+                c.seq,
+                c.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                esc(&c.actor),
+                c.action.as_str(),
+                esc(c.subject.as_deref().unwrap_or("")),
+                esc(&summary(&c.before)),
+                esc(&summary(&c.after)),
+                esc(c.reason.as_deref().unwrap_or("")),
+            )
+        })
+        .collect();
+    let expires =
+        flag.meta.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let body = format!(
+        "<h1><code>{}</code></h1><p>{}</p>\
+         <section><h2>Switch</h2>{switch}</section>\
+         <section><h2>Value</h2><p>Everyone without an override gets <code id=\"current-value\">{}</code> ({}).</p>\
+         <form method=\"post\" action=\"{base}/flags/{k}/value\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
+         {} <input name=\"reason\" placeholder=\"reason\"> <button>Save value</button></form>\
+         <p class=\"muted\">owner {} · tags {} · ticket {} · expires {} · version {version}</p></section>\
+         <section><h2>Overrides ({})</h2><table><tr><th>User</th><th>Value</th><th></th></tr>{override_rows}</table>\
+         <form method=\"post\" action=\"{base}/flags/{k}/overrides\" style=\"margin-top:.6rem\">{csrf}\
+         <input name=\"user_id\" placeholder=\"user id\" required> {} <input name=\"reason\" placeholder=\"reason\"> <button>Add override</button></form></section>\
+         <section><h2>History</h2><table><tr><th>#</th><th>Time</th><th>Who</th><th>What</th><th>User</th><th>Change</th><th>Reason</th><th></th></tr>{history_rows}</table></section>",
+        esc(&key),
+        esc(&flag.description),
+        esc(&show(&flag.value.to_json())),
+        flag.value_type,
+        value_input(&flag, "value", Some(&flag.value.to_json())),
+        esc(&flag.meta.owner),
+        esc(&flag.meta.tags.join(", ")),
+        esc(&flag.meta.ticket),
+        esc(expires.as_deref().unwrap_or("never")),
+        overrides.len(),
+        value_input(&flag, "value", None),
+    );
+    visitor.page(&key, &body)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SwitchForm {
+    csrf: String,
+    enabled: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn switch(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<SwitchForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let patch = FlagPatch { enabled: Some(f.enabled == "true"), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    match admin.store().write(visitor.write(m, &f.reason)).await {
+        Ok(_) => visitor.back_to(&key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ValueForm {
+    csrf: String,
+    value: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn typed(admin: &Admin, visitor: &Visitor, key: &str, raw: &str) -> Result<Value, Response> {
+    let flag = match admin.store().flag(key).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(visitor.error(StatusCode::NOT_FOUND, &format!("There is no flag {key:?}."))),
+        Err(e) => return Err(visitor.fail(e.into())),
+    };
+    parse_value(flag.value_type, raw)
+        .map_err(|e| visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{key}: {e}")))
+}
+
+pub(crate) async fn set_value(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<ValueForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let value = match typed(&admin, &visitor, &key, &f.value).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let patch = FlagPatch { value: Some(value), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    match admin.store().write(visitor.write(m, &f.reason)).await {
+        Ok(_) => visitor.back_to(&key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OverrideForm {
+    csrf: String,
+    user_id: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn add_override(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<OverrideForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let value = match typed(&admin, &visitor, &key, &f.value).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let m = Mutation::SetOverride { key: key.clone(), user_id: f.user_id.trim().to_owned(), value };
+    match admin.store().write(visitor.write(m, &f.reason)).await {
+        Ok(_) => visitor.back_to(&key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+pub(crate) async fn remove_override(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<OverrideForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let m = Mutation::DeleteOverride { key: key.clone(), user_id: f.user_id };
+    match admin.store().write(visitor.write(m, &f.reason)).await {
+        Ok(_) => visitor.back_to(&key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RevertForm {
+    csrf: String,
+    key: String,
+}
+
+pub(crate) async fn revert(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(seq): Path<u64>,
+    Form(f): Form<RevertForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let change = match admin.store().change(seq).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return visitor.error(StatusCode::NOT_FOUND, &format!("There is no change #{seq}.")),
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let mutation = match crate::api::inverse(&admin, &change).await {
+        Ok(m) => m,
+        Err(e) => return visitor.fail(e),
+    };
+    match admin.store().write(visitor.write(mutation, &format!("revert of #{seq}"))).await {
+        Ok(_) => visitor.back_to(&f.key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UserForm {
+    #[serde(default)]
+    user: String,
+}
+
+pub(crate) async fn user_page(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Query(f): Query<UserForm>,
+) -> Response {
+    let user = f.user.trim();
+    let mut body = format!(
+        "<section><h1>What does a user see, and why?</h1><form method=\"get\" action=\"{}/users\">\
+         <input name=\"user\" placeholder=\"user id\" value=\"{}\" required> <button>Look up</button></form></section>",
+        visitor.base,
+        esc(user)
+    );
+    if !user.is_empty() {
+        let state = match admin.store().load().await {
+            Ok(s) => s,
+            Err(e) => return visitor.fail(e.into()),
+        };
+        let snapshot = Snapshot::from_state(&state);
+        let context = EvalContext::user(user);
+        let mut rows: Vec<(String, String)> = snapshot
+            .flags()
+            .filter_map(|flag| {
+                let (value, reason) = snapshot.evaluate_key(&flag.key, &context)?;
+                Some((
+                    flag.key.clone(),
+                    format!("<td><code>{}</code></td><td>{reason}</td>", esc(&show(&value.to_json()))),
+                ))
+            })
+            .collect();
+        for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+            rows.push((
+                d.key.clone(),
+                format!("<td><code>{}</code></td><td>default</td>", esc(&show(&d.default.to_json()))),
+            ));
+        }
+        rows.sort();
+        let rows: String = rows
+            .iter()
+            .map(|(k, cells)| {
+                format!(
+                    "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a></td>{cells}</tr>",
+                    visitor.base,
+                    seg(k),
+                    esc(k)
+                )
+            })
+            .collect();
+        body += &format!("<table><tr><th>Flag</th><th>Value</th><th>Why</th></tr>{rows}</table>");
+    }
+    visitor.page("User lookup", &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            esc("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(seg("a b/../c"), "a%20b%2F..%2Fc");
+    }
+
+    #[test]
+    fn form_values_by_type() {
+        assert_eq!(parse_value(ValueType::Bool, "true"), Ok(Value::Bool(true)));
+        assert!(parse_value(ValueType::Bool, "yes").is_err());
+        assert_eq!(parse_value(ValueType::Int, " 12 "), Ok(Value::from(12)));
+        assert!(parse_value(ValueType::Int, "1.5").is_err());
+        assert_eq!(parse_value(ValueType::Float, "1.5"), Ok(serde_json::json!(1.5)));
+        assert!(parse_value(ValueType::Float, "NaN").is_err());
+        assert_eq!(parse_value(ValueType::String, "a b"), Ok(Value::from("a b")));
+        assert!(parse_value(ValueType::Json, "{").is_err());
+    }
+}

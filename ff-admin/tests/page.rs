@@ -1,0 +1,213 @@
+//! The admin web page over HTTP: login, session cookie, CSRF, escaping, forms.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use ff_admin::Admin;
+use ff_core::{Flag, Mutation, Role, SqlStore, Store, Write, sync};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000).description("Lead <b>time</b>");
+const CREDITS: Flag<bool> = Flag::new("CREDITS", true);
+
+struct Page {
+    app: Router,
+    store: Arc<SqlStore>,
+    _dir: tempfile::TempDir,
+}
+
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    cookie: Option<String>,
+    body: String,
+}
+
+impl Page {
+    async fn new() -> (Page, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+        let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+        sync(&*store, &[LEAD.decl(), CREDITS.decl()]).await.unwrap();
+        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test").await.unwrap();
+        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test").await.unwrap();
+        let app = Router::new().nest("/admin", Admin::new(store.clone()).router());
+        (Page { app, store, _dir: dir }, editor, viewer)
+    }
+
+    async fn send(&self, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(path);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if form.is_some() {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        let req = req.body(form.map(|f| Body::from(f.to_owned())).unwrap_or_else(Body::empty)).unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let header = |name: &str| res.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+        let (status, location, cookie) = (res.status().as_u16(), header("location"), header("set-cookie"));
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        Reply { status, location, cookie, body }
+    }
+
+    /// Logs in; returns the cookie to send and the page's CSRF token.
+    async fn login(&self, token: &str) -> (String, String) {
+        let r = self.send("POST", "/admin/login", None, Some(&format!("token={token}"))).await;
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin")));
+        let set = r.cookie.unwrap();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let list = self.send("GET", "/admin", Some(&cookie), None).await;
+        let csrf =
+            list.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        (cookie, csrf)
+    }
+}
+
+#[tokio::test]
+async fn login_sessions_and_csrf() {
+    let (page, editor, viewer) = Page::new().await;
+    // Every page needs a session.
+    for path in ["/admin", "/admin/flags/LEAD_HOURS", "/admin/users?user=x"] {
+        let r = page.send("GET", path, None, None).await;
+        assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/login")), "{path}");
+    }
+    let r = page.send("GET", "/admin/login", None, None).await;
+    assert!(r.body.contains("type=\"password\" name=\"token\""));
+    let bad = page.send("POST", "/admin/login", None, Some("token=ff_nope_nope")).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("not valid") && bad.cookie.is_none());
+    let forged = page.send("GET", "/admin", Some("ff_session=guessed"), None).await;
+    assert_eq!(forged.status, 303);
+
+    let (cookie, csrf) = page.login(&editor).await;
+    let list = page.send("GET", "/admin", Some(&cookie), None).await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains("LEAD_HOURS") && list.body.contains("CREDITS"));
+    assert!(list.body.contains("Lead &lt;b&gt;time&lt;/b&gt;"), "descriptions are escaped");
+    let filtered = page.send("GET", "/admin?q=lead", Some(&cookie), None).await;
+    assert!(filtered.body.contains("LEAD_HOURS") && !filtered.body.contains(">CREDITS<"));
+
+    // A form without the session's CSRF token changes nothing.
+    let before = page.store.latest_seq().await.unwrap();
+    for form in ["enabled=false&version=1", "csrf=wrong&enabled=false&version=1"] {
+        let r = page.send("POST", "/admin/flags/CREDITS/switch", Some(&cookie), Some(form)).await;
+        assert_eq!(r.status, if form.starts_with("csrf") { 403 } else { 422 }, "{form}: {}", r.body);
+    }
+    assert_eq!(page.store.latest_seq().await.unwrap(), before);
+    let ok = page
+        .send(
+            "POST",
+            "/admin/flags/CREDITS/switch",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&enabled=false&version=1&reason=incident")),
+        )
+        .await;
+    assert_eq!((ok.status, ok.location.as_deref()), (303, Some("/admin/flags/CREDITS")));
+    assert!(!page.store.flag("CREDITS").await.unwrap().unwrap().enabled);
+    let log = page.store.changes_since(before, 10).await.unwrap();
+    assert_eq!((log[0].actor.as_str(), log[0].reason.as_deref()), ("ed", Some("incident")));
+    // The same form again carries a stale version: refused.
+    let stale = page
+        .send(
+            "POST",
+            "/admin/flags/CREDITS/switch",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&enabled=true&version=1")),
+        )
+        .await;
+    assert_eq!(stale.status, 409);
+    assert!(stale.body.contains("Nothing was changed"));
+
+    // Viewers read but cannot change.
+    let (vcookie, vcsrf) = page.login(&viewer).await;
+    let r = page
+        .send(
+            "POST",
+            "/admin/flags/LEAD_HOURS/value",
+            Some(&vcookie),
+            Some(&format!("csrf={vcsrf}&value=5&version=1")),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("editor"));
+
+    // Logging out ends the session.
+    let out = page.send("POST", "/admin/logout", Some(&cookie), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(page.send("GET", "/admin", Some(&cookie), None).await.status, 303);
+}
+
+#[tokio::test]
+async fn flag_page_forms_and_escaping() {
+    let (page, editor, _) = Page::new().await;
+    let (cookie, csrf) = page.login(&editor).await;
+    let evil = "<img src=x onerror=alert(1)>";
+    page.store
+        .write(Write::new("test", Mutation::set_override("LEAD_HOURS", evil, 3)).reason("<script>x</script>"))
+        .await
+        .unwrap();
+    let r = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains(evil) && r.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(!r.body.contains("<script>x</script>"));
+    assert!(r.body.contains("min=\"0\" max=\"1000\"") && r.body.contains("0 to 1000"), "bounds shown");
+    let form = |s: &str| format!("csrf={csrf}&{s}");
+    let set = page
+        .send("POST", "/admin/flags/LEAD_HOURS/value", Some(&cookie), Some(&form("value=48&version=1")))
+        .await;
+    assert_eq!(set.status, 303);
+    assert_eq!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().value.to_json(), 48);
+    for (body, status, says) in [
+        ("value=5000&version=2", 422, "above the maximum 1000"),
+        ("value=abc&version=2", 422, "not a whole number"),
+    ] {
+        let r = page.send("POST", "/admin/flags/LEAD_HOURS/value", Some(&cookie), Some(&form(body))).await;
+        assert_eq!(r.status, status, "{body}");
+        assert!(r.body.contains(says), "{body}: {}", r.body);
+    }
+    let add = page
+        .send(
+            "POST",
+            "/admin/flags/LEAD_HOURS/overrides",
+            Some(&cookie),
+            Some(&form("user_id=tester&value=0")),
+        )
+        .await;
+    assert_eq!(add.status, 303);
+    let users = page.send("GET", "/admin/users?user=tester", Some(&cookie), None).await;
+    assert!(users.body.contains("<code>0</code></td><td>override"), "{}", users.body);
+    let rm = page
+        .send(
+            "POST",
+            "/admin/flags/LEAD_HOURS/overrides/remove",
+            Some(&cookie),
+            Some(&form("user_id=tester")),
+        )
+        .await;
+    assert_eq!(rm.status, 303);
+    assert!(page.store.overrides("LEAD_HOURS").await.unwrap().iter().all(|o| o.user_id != "tester"));
+    // History shows the value change; reverting it restores 24.
+    let seq = page
+        .store
+        .changes_since(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|c| c.key == "LEAD_HOURS" && c.action == ff_core::Action::FlagUpdate)
+        .unwrap()
+        .seq;
+    let flag = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
+    assert!(flag.body.contains(&format!("/admin/changes/{seq}/revert")));
+    let revert = page
+        .send("POST", &format!("/admin/changes/{seq}/revert"), Some(&cookie), Some(&form("key=LEAD_HOURS")))
+        .await;
+    assert_eq!(revert.status, 303, "{}", revert.body);
+    assert_eq!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().value.to_json(), 24);
+    let missing = page.send("GET", "/admin/flags/NOPE", Some(&cookie), None).await;
+    assert_eq!(missing.status, 404);
+}
