@@ -1,0 +1,101 @@
+//! The admin page in a real browser: headless Chromium (Debian's package) driven by
+//! `tests/browser/flag-page.mjs` (playwright-core), against the example app.
+//!
+//! Skipped with a notice when Chromium or the script's `node_modules` are missing,
+//! unless `FF_REQUIRE_BROWSER=1` (CI), which makes that a failure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ff_core::{Role, Source, SqlStore};
+use serde_json::{Value, json};
+
+fn browser_ready(dir: &Path) -> bool {
+    let required = std::env::var("FF_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = if !Path::new(&chromium).exists() {
+        Some(format!("{chromium} is missing (apt-get install chromium)"))
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some(format!("{}/node_modules is missing (npm ci --prefix {})", dir.display(), dir.display()))
+    } else {
+        None
+    };
+    match missing {
+        Some(why) => {
+            assert!(!required, "FF_REQUIRE_BROWSER=1 but {why}");
+            eprintln!("skipping the browser test: {why}");
+            false
+        }
+        None => true,
+    }
+}
+
+async fn config(base: &str, user: &str) -> Value {
+    let res = reqwest::Client::new().get(format!("{base}/me/config")).header("x-user-id", user).send().await;
+    res.unwrap().json().await.unwrap()
+}
+
+async fn wait_for(base: &str, user: &str, key: &str, value: Value) {
+    let start = Instant::now();
+    while config(base, user).await[key] != value {
+        assert!(start.elapsed() < Duration::from_secs(10), "{user} never saw {key}={value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !browser_ready(&scripts) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&db).await.unwrap());
+    let source = Source::builder_arc(store.clone())
+        .declare(ff_axum_example::declarations())
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await;
+    let (_, token) = ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test").await.unwrap();
+    let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::router(source, admin)).await });
+    assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&target).unwrap();
+    let screenshot = target.join("ff-admin-flag-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = scripts.join("flag-page.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("FF_BASE", &base)
+        .env("FF_TOKEN", &token)
+        .env("FF_SCREENSHOT", &screenshot)
+        .output();
+    let out =
+        tokio::time::timeout(Duration::from_secs(120), out).await.expect("the browser test hung").unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser script failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("browser test ok"), "{stdout}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000, "screenshot saved under target/");
+
+    // What the operator did in the browser reaches the app.
+    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    wait_for(&base, "alice", "CREDITS_PAYMENTS", json!(false)).await;
+    let pay = reqwest::Client::new()
+        .post(format!("{base}/payments"))
+        .json(&json!({"amount_cents": 100, "method": "credits"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status().as_u16(), 503);
+    let log = ff_core::Store::changes(&*store, &ff_core::ChangeQuery { limit: 2, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(log.iter().all(|c| c.actor == "browser-operator"), "{log:?}");
+}
