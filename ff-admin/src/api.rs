@@ -440,6 +440,8 @@ pub(crate) async fn list_tokens(State(admin): State<Admin>, caller: Caller) -> A
 pub(crate) struct NewToken {
     name: String,
     role: Role,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 pub(crate) async fn create_token(
@@ -449,7 +451,9 @@ pub(crate) async fn create_token(
 ) -> ApiResult {
     caller.require(Role::Admin)?;
     let Json(t) = body?;
-    let (record, token) = crate::auth::create_token(admin.store(), &t.name, t.role, &caller.name).await?;
+    let reason = t.reason.as_deref();
+    let (record, token) =
+        crate::auth::create_token(admin.store(), &t.name, t.role, &caller.name, reason).await?;
     let body = json!({ "name": record.name, "role": record.role, "id": record.id, "token": token });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -458,9 +462,11 @@ pub(crate) async fn revoke_token(
     State(admin): State<Admin>,
     caller: Caller,
     Path(name): Path<String>,
+    body: Bytes,
 ) -> ApiResult {
     caller.require(Role::Admin)?;
-    let record = admin.store().revoke_token(&name, &caller.name).await?;
+    let reason = optional_reason(&body)?;
+    let record = admin.store().revoke_token(&name, &caller.name, reason.as_deref()).await?;
     Ok(Json(json!({ "revoked": record.name })).into_response())
 }
 

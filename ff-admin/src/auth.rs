@@ -40,6 +40,7 @@ pub async fn create_token(
     name: &str,
     role: Role,
     actor: &str,
+    reason: Option<&str>,
 ) -> Result<(TokenRecord, String), StoreError> {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
@@ -55,7 +56,7 @@ pub async fn create_token(
         created_at: time::OffsetDateTime::now_utc(),
         revoked_at: None,
     };
-    let record = store.create_token(record, actor).await?;
+    let record = store.create_token(record, actor, reason).await?;
     Ok((record, format!("ff_{id}_{secret}")))
 }
 

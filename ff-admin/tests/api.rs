@@ -35,9 +35,9 @@ impl Api {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
         let store = Arc::new(SqlStore::connect(&url).await.unwrap());
         sync(&*store, &[LEAD.decl(), CREDITS.decl()]).await.unwrap();
-        let (_, admin) = ff_admin::create_token(&*store, "root", Role::Admin, "test").await.unwrap();
-        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test").await.unwrap();
-        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test").await.unwrap();
+        let (_, admin) = ff_admin::create_token(&*store, "root", Role::Admin, "test", None).await.unwrap();
+        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test", None).await.unwrap();
+        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test", None).await.unwrap();
         let api = Admin::new(store.clone())
             .declare([LEAD.decl(), CREDITS.decl(), ONLY_IN_CODE.decl()])
             .env_admin_token(Some("env-secret-token".into()));
@@ -425,8 +425,14 @@ async fn audit_log_has_exactly_one_row_per_change_and_revert_undoes() {
 async fn tokens_are_created_listed_and_revoked() {
     let api = Api::new().await;
     let a = Some(api.admin.as_str());
-    let r =
-        api.call("POST", "/admin/api/tokens", a, Some(json!({"name": "deploy-bot", "role": "viewer"}))).await;
+    let r = api
+        .call(
+            "POST",
+            "/admin/api/tokens",
+            a,
+            Some(json!({"name": "deploy-bot", "role": "viewer", "reason": "deploys"})),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let token = r.body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("ff_"));
@@ -446,11 +452,16 @@ async fn tokens_are_created_listed_and_revoked() {
             "{body}"
         );
     }
-    assert_eq!(api.call("DELETE", "/admin/api/tokens/deploy-bot", a, None).await.status, 200);
+    let r = api.call("DELETE", "/admin/api/tokens/deploy-bot", a, Some(json!({"reason": "leaked"}))).await;
+    assert_eq!(r.status, 200);
     assert_eq!(api.call("GET", "/admin/api/flags", Some(&token), None).await.status, 401);
     assert_eq!(api.call("DELETE", "/admin/api/tokens/deploy-bot", a, None).await.status, 404);
     let log = api.store.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
     assert!(log.iter().all(|c| c.actor == "root"));
+    assert_eq!(
+        log.iter().map(|c| c.reason.as_deref()).collect::<Vec<_>>(),
+        [Some("leaked"), Some("deploys")]
+    );
 }
 
 #[tokio::test]

@@ -31,8 +31,8 @@ impl Page {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
         let store = Arc::new(SqlStore::connect(&url).await.unwrap());
         sync(&*store, &[LEAD.decl(), CREDITS.decl()]).await.unwrap();
-        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test").await.unwrap();
-        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test").await.unwrap();
+        let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test", None).await.unwrap();
+        let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test", None).await.unwrap();
         let app = Router::new().nest("/admin", Admin::new(store.clone()).router());
         (Page { app, store, _dir: dir }, editor, viewer)
     }

@@ -273,11 +273,17 @@ enum TokenCommand {
         /// instead of through the API.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// List tokens.
     List,
     /// Revoke a token by name.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -594,17 +600,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{} change(s) applied", steps.len());
         }
-        Command::Token(TokenCommand::Create { name, role, database_url: Some(url) }) => {
+        Command::Token(TokenCommand::Create { name, role, database_url: Some(url), reason }) => {
             let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.context("DATABASE_URL")?);
-            let (record, token) = ff_admin::create_token(&*store, &name, role, "ff-cli").await?;
+            let (record, token) =
+                ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
             if json_out {
                 return print(&json!({ "name": record.name, "role": record.role, "token": token }));
             }
             println!("{token}");
             eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
         }
-        Command::Token(TokenCommand::Create { name, role, database_url: None }) => {
-            let body = json!({ "name": name, "role": role });
+        Command::Token(TokenCommand::Create { name, role, database_url: None, reason }) => {
+            let body = with_reason(json!({ "name": name, "role": role }), reason);
             let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(body), None).await?;
             if json_out {
                 return print(&body);
@@ -631,8 +638,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             table(&["NAME", "ROLE", "CREATED", "REVOKED"], rows);
         }
-        Command::Token(TokenCommand::Revoke { name }) => {
-            let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], None, None).await?;
+        Command::Token(TokenCommand::Revoke { name, reason }) => {
+            let body = with_reason(json!({}), reason);
+            let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], Some(body), None).await?;
             if json_out {
                 return print(&body);
             }

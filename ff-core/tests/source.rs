@@ -219,8 +219,13 @@ impl Store for Switchable {
         self.check()?;
         self.inner.change(seq).await
     }
-    async fn create_token(&self, t: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
-        self.inner.create_token(t, actor).await
+    async fn create_token(
+        &self,
+        t: TokenRecord,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.create_token(t, actor, why).await
     }
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.tokens().await
@@ -228,8 +233,13 @@ impl Store for Switchable {
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.token(id).await
     }
-    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
-        self.inner.revoke_token(name, actor).await
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.revoke_token(name, actor, why).await
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.subscribe()

@@ -246,18 +246,22 @@ async fn contract(store: Arc<dyn Store>) {
         created_at: time::OffsetDateTime::UNIX_EPOCH,
         revoked_at: None,
     };
-    s.create_token(token.clone(), "admin@example.com").await.unwrap();
-    assert!(matches!(s.create_token(token.clone(), "admin").await, Err(StoreError::TokenExists(_))));
+    s.create_token(token.clone(), "admin@example.com", Some("CI needs it")).await.unwrap();
+    assert!(matches!(s.create_token(token.clone(), "admin", None).await, Err(StoreError::TokenExists(_))));
     let bad = TokenRecord { id: "tok2".into(), name: "bad name".into(), ..token.clone() };
-    assert!(s.create_token(bad, "admin").await.is_err());
+    assert!(s.create_token(bad, "admin", None).await.is_err());
     assert_eq!(s.token("tok1").await.unwrap().unwrap().secret_hash, "abc123");
     assert_eq!(s.tokens().await.unwrap().len(), 1);
-    let revoked = s.revoke_token("ci-bot", "admin@example.com").await.unwrap();
+    let revoked = s.revoke_token("ci-bot", "admin@example.com", Some("rotated")).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     assert!(s.token("tok1").await.unwrap().unwrap().revoked_at.is_some());
-    assert!(matches!(s.revoke_token("ci-bot", "admin").await, Err(StoreError::UnknownToken(_))));
+    assert!(matches!(s.revoke_token("ci-bot", "admin", None).await, Err(StoreError::UnknownToken(_))));
     let log = s.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
     assert_eq!(log.iter().map(|c| c.action).collect::<Vec<_>>(), [Action::TokenRevoke, Action::TokenCreate]);
+    assert_eq!(
+        log.iter().map(|c| c.reason.as_deref()).collect::<Vec<_>>(),
+        [Some("rotated"), Some("CI needs it")]
+    );
     assert!(log.iter().all(|c| !c.after.as_ref().unwrap().to_string().contains("abc123")));
     // A restore can only be followed by a full load (its overrides are not in the log);
     // after it, token rows and the rest apply incrementally.

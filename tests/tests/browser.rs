@@ -58,7 +58,8 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         .poll_interval(Duration::from_millis(50))
         .start()
         .await;
-    let (_, token) = ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test").await.unwrap();
+    let (_, token) =
+        ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test", None).await.unwrap();
     let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

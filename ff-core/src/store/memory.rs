@@ -31,7 +31,14 @@ struct Data {
 }
 
 impl Data {
-    fn log(&mut self, action: Action, actor: &str, subject: &str, after: serde_json::Value) -> Change {
+    fn log(
+        &mut self,
+        action: Action,
+        who: (&str, Option<&str>),
+        subject: &str,
+        after: serde_json::Value,
+    ) -> Change {
+        let (actor, reason) = who;
         let change = Change {
             seq: self.changes.len() as u64 + 1,
             at: now(),
@@ -41,7 +48,7 @@ impl Data {
             subject: Some(subject.to_owned()),
             before: None,
             after: Some(after),
-            reason: None,
+            reason: reason.map(str::to_owned),
         };
         self.changes.push(change.clone());
         change
@@ -163,7 +170,12 @@ impl Store for MemoryStore {
         Ok(seq.checked_sub(1).and_then(|i| d.changes.get(i as usize)).cloned())
     }
 
-    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
+    async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
         validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
         {
             let mut d = self.data();
@@ -171,7 +183,7 @@ impl Store for MemoryStore {
                 return Err(StoreError::TokenExists(token.name));
             }
             d.tokens.insert(token.id.clone(), token.clone());
-            d.log(Action::TokenCreate, actor, &token.name, token_audit(&token));
+            d.log(Action::TokenCreate, (actor, reason), &token.name, token_audit(&token));
         }
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
@@ -187,14 +199,19 @@ impl Store for MemoryStore {
         Ok(self.data().tokens.get(id).cloned())
     }
 
-    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
         let token = {
             let mut d = self.data();
             let token = d.tokens.values_mut().find(|t| t.name == name && t.revoked_at.is_none());
             let Some(token) = token else { return Err(StoreError::UnknownToken(name.to_owned())) };
             token.revoked_at = Some(now());
             let token = token.clone();
-            d.log(Action::TokenRevoke, actor, name, token_audit(&token));
+            d.log(Action::TokenRevoke, (actor, reason), name, token_audit(&token));
             token
         };
         self.inner.signal.send_modify(|n| *n += 1);

@@ -337,7 +337,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError>;
 
     /// Stores a new token (its secret already hashed), with an audit row.
-    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError>;
+    async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError>;
 
     /// All tokens, revoked ones included, ordered by name.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
@@ -346,7 +351,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     /// Revokes a token by name, with an audit row.
-    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError>;
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError>;
 
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:

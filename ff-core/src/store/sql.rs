@@ -598,7 +598,12 @@ impl Store for SqlStore {
             .transpose()
     }
 
-    async fn create_token(&self, token: TokenRecord, actor: &str) -> Result<TokenRecord, StoreError> {
+    async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
         validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
         let pool = self.ready().await?;
         let mut tx = pool.begin().await?;
@@ -620,7 +625,7 @@ impl Store for SqlStore {
         .bind(to_millis(token.created_at))
         .execute(&mut *tx)
         .await?;
-        self.log_token(&mut tx, seq, Action::TokenCreate, actor, &token).await?;
+        self.log_token(&mut tx, seq, Action::TokenCreate, (actor, reason), &token).await?;
         tx.commit().await?;
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
@@ -647,7 +652,12 @@ impl Store for SqlStore {
             .transpose()
     }
 
-    async fn revoke_token(&self, name: &str, actor: &str) -> Result<TokenRecord, StoreError> {
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
         let pool = self.ready().await?;
         let mut tx = pool.begin().await?;
         let seq = next_seq(&mut tx).await?;
@@ -667,7 +677,7 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await?;
         token.revoked_at = Some(at);
-        self.log_token(&mut tx, seq, Action::TokenRevoke, actor, &token).await?;
+        self.log_token(&mut tx, seq, Action::TokenRevoke, (actor, reason), &token).await?;
         tx.commit().await?;
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
@@ -712,7 +722,7 @@ impl SqlStore {
         conn: &mut AnyConnection,
         seq: u64,
         action: Action,
-        actor: &str,
+        (actor, reason): (&str, Option<&str>),
         token: &TokenRecord,
     ) -> Result<(), StoreError> {
         let change = Change {
@@ -724,7 +734,7 @@ impl SqlStore {
             subject: Some(token.name.clone()),
             before: None,
             after: Some(token_audit(token)),
-            reason: None,
+            reason: reason.map(str::to_owned),
         };
         self.record(conn, &change).await
     }
