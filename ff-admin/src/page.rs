@@ -141,7 +141,7 @@ pub(crate) struct Visitor {
     base: String,
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -149,9 +149,16 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|kv| {
             let (k, v) = kv.trim().split_once('=')?;
-            (k == COOKIE).then(|| v.to_owned())
+            (k == name).then(|| v.to_owned())
         })
 }
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+/// The login form's CSRF token travels in this cookie and in the form (double submit).
+const LOGIN_COOKIE: &str = "ff_login";
 
 fn base_of(parts: &mut Parts) -> String {
     parts
@@ -216,6 +223,8 @@ impl Visitor {
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginForm {
     token: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 /// Where the admin is mounted (the nest prefix), for links.
@@ -234,21 +243,39 @@ pub(crate) async fn login_page(Base(base): Base) -> Response {
 }
 
 fn login_form(base: &str, error: Option<&str>) -> Response {
+    let csrf = match random_hex(32) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
     let error = error.map(|e| format!("<p class=\"error\">{}</p>", esc(e))).unwrap_or_default();
     let body = format!(
         "<section><h1>Log in</h1>{error}<form method=\"post\" action=\"{base}/login\">\
          <p><label>API token<br><input type=\"password\" name=\"token\" size=\"60\" autocomplete=\"off\" autofocus></label></p>\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
          <p><button>Log in</button></p></form>\
          <p class=\"muted\">Create one with <code>ff token create --role editor --name you</code>.</p></section>"
     );
-    layout(base, "Log in", None, None, &body).into_response()
+    let mut res = layout(base, "Log in", None, None, &body).into_response();
+    let cookie = format!("{LOGIN_COOKIE}={csrf}; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
 }
 
 pub(crate) async fn login(
     State(admin): State<Admin>,
     Base(base): Base,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    let expected = cookie_named(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) {
+        let mut res =
+            login_form(&base, Some("The login form expired or came from elsewhere: please log in again."));
+        *res.status_mut() = StatusCode::FORBIDDEN;
+        return res;
+    }
     let caller = match admin.authenticate(form.token.trim()).await {
         Ok(c) => c,
         Err(_) => {

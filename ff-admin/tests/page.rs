@@ -53,9 +53,20 @@ impl Page {
         Reply { status, location, cookie, body }
     }
 
+    /// The login form's CSRF cookie and field, as a browser gets them.
+    async fn login_form(&self) -> (String, String) {
+        let form = self.send("GET", "/admin/login", None, None).await;
+        let cookie = form.cookie.unwrap().split(';').next().unwrap().to_owned();
+        let csrf =
+            form.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        (cookie, csrf)
+    }
+
     /// Logs in; returns the cookie to send and the page's CSRF token.
     async fn login(&self, token: &str) -> (String, String) {
-        let r = self.send("POST", "/admin/login", None, Some(&format!("token={token}"))).await;
+        let (login_cookie, login_csrf) = self.login_form().await;
+        let form = format!("token={token}&csrf={login_csrf}");
+        let r = self.send("POST", "/admin/login", Some(&login_cookie), Some(&form)).await;
         assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin")));
         let set = r.cookie.unwrap();
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
@@ -77,9 +88,26 @@ async fn login_sessions_and_csrf() {
     }
     let r = page.send("GET", "/admin/login", None, None).await;
     assert!(r.body.contains("type=\"password\" name=\"token\""));
-    let bad = page.send("POST", "/admin/login", None, Some("token=ff_nope_nope")).await;
+    let (login_cookie, login_csrf) = page.login_form().await;
+    let bad = page
+        .send(
+            "POST",
+            "/admin/login",
+            Some(&login_cookie),
+            Some(&format!("token=ff_nope_nope&csrf={login_csrf}")),
+        )
+        .await;
     assert_eq!(bad.status, 401);
-    assert!(bad.body.contains("not valid") && bad.cookie.is_none());
+    assert!(bad.body.contains("not valid") && !bad.cookie.unwrap().starts_with("ff_session"));
+    // A login posted from elsewhere (no login cookie, or another token) is refused.
+    for (cookie, form) in [
+        (None, format!("token={editor}&csrf={login_csrf}")),
+        (Some(login_cookie.as_str()), format!("token={editor}&csrf=forged")),
+    ] {
+        let r = page.send("POST", "/admin/login", cookie, Some(&form)).await;
+        assert_eq!(r.status, 403);
+        assert!(!r.cookie.unwrap_or_default().starts_with("ff_session"));
+    }
     let forged = page.send("GET", "/admin", Some("ff_session=guessed"), None).await;
     assert_eq!(forged.status, 303);
 
