@@ -132,6 +132,44 @@ async fn every_route_needs_a_valid_token() {
 }
 
 #[tokio::test]
+async fn every_mutation_needs_its_role() {
+    let api = Api::new().await;
+    let editor_routes = [
+        ("PATCH", "/admin/api/flags/LEAD_HOURS"),
+        ("PUT", "/admin/api/flags/NEW"),
+        ("DELETE", "/admin/api/flags/LEAD_HOURS"),
+        ("POST", "/admin/api/flags/LEAD_HOURS/restore"),
+        ("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
+        ("DELETE", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
+        ("POST", "/admin/api/changes/1/revert"),
+    ];
+    let admin_routes =
+        [("GET", "/admin/api/tokens"), ("POST", "/admin/api/tokens"), ("DELETE", "/admin/api/tokens/ed")];
+    let reads = [
+        "/admin/api/flags",
+        "/admin/api/flags/LEAD_HOURS",
+        "/admin/api/users/u1",
+        "/admin/api/changes",
+        "/admin/api/export",
+    ];
+    let before = api.log_len().await;
+    for (method, path) in editor_routes.iter().chain(&admin_routes) {
+        let r = api.call(method, path, Some(&api.viewer), Some(json!({}))).await;
+        assert_eq!((r.status, error(&r)), (403, "forbidden"), "viewer {method} {path}");
+    }
+    for (method, path) in admin_routes {
+        let r = api.call(method, path, Some(&api.editor), Some(json!({}))).await;
+        assert_eq!((r.status, error(&r)), (403, "forbidden"), "editor {method} {path}");
+    }
+    for path in reads {
+        for token in [&api.viewer, &api.editor, &api.admin] {
+            assert_eq!(api.call("GET", path, Some(token), None).await.status, 200, "{path}");
+        }
+    }
+    assert_eq!(api.log_len().await, before, "nothing written");
+}
+
+#[tokio::test]
 async fn roles_limit_what_a_token_may_do() {
     let api = Api::new().await;
     let (v, e) = (Some(api.viewer.as_str()), Some(api.editor.as_str()));

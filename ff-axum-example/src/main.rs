@@ -42,11 +42,11 @@ async fn main() -> anyhow::Result<()> {
     println!("ff-axum-example listening on http://{addr} (store: {})", redact(&database_url));
     println!("try: curl -H 'x-user-id: tester' http://{addr}/me/config");
     if env_token.is_some() {
-        println!("admin API: http://{addr}/admin/api (token from FF_ADMIN_TOKEN)");
+        println!("admin: http://{addr}/admin (page) and /admin/api (JSON), token from FF_ADMIN_TOKEN");
     } else if store.tokens().await.map(|t| t.iter().all(|t| t.revoked_at.is_some())).unwrap_or(false) {
         println!(
-            "admin API: http://{addr}/admin/api needs a token: restart with FF_ADMIN_TOKEN=<a long random secret>, \
-             or create one with `ff token create --role admin --name you`"
+            "admin: http://{addr}/admin (page) and /admin/api (JSON) need a token: restart with \
+             FF_ADMIN_TOKEN=<a long random secret>, or create one with `ff token create --role admin --name you`"
         );
     }
     axum::serve(listener, ff_axum_example::router(source, admin))
