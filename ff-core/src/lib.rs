@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bucket;
 mod error;
 mod eval;
 mod flag;
@@ -24,6 +25,7 @@ mod store;
 mod test_util;
 mod value;
 
+pub use bucket::{BUCKETS, bucket, murmur3_32};
 pub use error::{StoreError, ValidationError};
 pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
