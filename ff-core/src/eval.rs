@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::flag::Flag;
 use smol_str::SmolStr;
 
-use crate::snapshot::{Snapshot, UserRef};
+use crate::snapshot::{Input, Snapshot, UserRef};
 use crate::value::FlagType;
 
 /// Who a flag is evaluated for: a user id and any attributes the application extracts.
@@ -86,6 +86,8 @@ pub enum Reason {
     Global,
     /// The stored value does not fit the declared type or bounds: the code default.
     Invalid,
+    /// Schedule step `i` sets the value.
+    Scheduled(usize),
 }
 
 impl fmt::Display for Reason {
@@ -98,6 +100,7 @@ impl fmt::Display for Reason {
             Reason::Split => f.write_str("split"),
             Reason::Global => f.write_str("global"),
             Reason::Invalid => f.write_str("invalid"),
+            Reason::Scheduled(i) => write!(f, "schedule step {i}"),
         }
     }
 }
@@ -140,7 +143,7 @@ pub trait Config: Send + Sync + 'static {
 /// Reads flags while a [`Config`] is built, recording which ones it reads.
 pub struct ConfigReader<'a> {
     snapshot: &'a Snapshot,
-    user: Option<UserRef>,
+    input: Input<'a>,
     touched: RefCell<Vec<u32>>,
 }
 
@@ -153,12 +156,14 @@ impl fmt::Debug for ConfigReader<'_> {
 impl ConfigReader<'_> {
     /// The flag's value for this request.
     pub fn get<T: FlagType>(&self, flag: Flag<T>) -> T {
-        self.snapshot.evaluate_tracked(&flag, self.user, &mut self.touched.borrow_mut()).value
+        let (slot, detail) = self.snapshot.evaluate_slot(&flag, &self.input);
+        self.touched.borrow_mut().extend(slot);
+        detail.value
     }
 }
 
-fn build<C: Config>(snapshot: &Snapshot, user: Option<UserRef>) -> (C, Vec<u32>) {
-    let reader = ConfigReader { snapshot, user, touched: RefCell::new(Vec::new()) };
+fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
+    let reader = ConfigReader { snapshot, input, touched: RefCell::new(Vec::new()) };
     let config = C::from_flags(&reader);
     (config, reader.touched.into_inner())
 }
@@ -173,6 +178,8 @@ pub struct Evaluator {
     context: EvalContext,
     user: Option<UserRef>,
     config: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// The request's clock, read at most once (only flags with a schedule need it).
+    now: OnceLock<time::OffsetDateTime>,
 }
 
 impl fmt::Debug for Evaluator {
@@ -190,7 +197,14 @@ impl Evaluator {
     #[inline]
     pub fn new(snapshot: Arc<Snapshot>, context: EvalContext) -> Self {
         let user = context.user_id().and_then(|u| snapshot.user(u));
-        Evaluator { snapshot, context, user, config: OnceLock::new() }
+        Evaluator { snapshot, context, user, config: OnceLock::new(), now: OnceLock::new() }
+    }
+
+    /// Evaluates as of `now` instead of the request's own clock (previews, tests).
+    pub fn at(self, now: time::OffsetDateTime) -> Self {
+        let clock = OnceLock::new();
+        let _ = clock.set(now);
+        Evaluator { now: clock, config: OnceLock::new(), ..self }
     }
 
     /// An evaluator over an empty snapshot: every read serves the code default.
@@ -207,7 +221,7 @@ impl Evaluator {
     /// The flag's value with the reason and snapshot version.
     #[inline]
     pub fn detail<T: FlagType>(&self, flag: Flag<T>) -> Detail<T> {
-        self.snapshot.evaluate_for(&flag, self.user)
+        self.snapshot.evaluate_slot(&flag, &self.input()).1
     }
 
     /// The typed config, built at most once per evaluator, and shared across
@@ -217,16 +231,25 @@ impl Evaluator {
             return c;
         }
         let snapshot = &self.snapshot;
-        if let Some((shared, touched)) = snapshot.shared_config(|| build::<C>(snapshot, None))
+        let anonymous = EvalContext::anonymous();
+        let shared = snapshot.shared_config(|| {
+            build::<C>(snapshot, Input { user: None, context: &anonymous, now: &self.now })
+        });
+        if let Some((shared, touched, targeted)) = shared
+            && !targeted
             && self.user.is_none_or(|u| !snapshot.user_touches(u, touched))
         {
             // The snapshot keeps it: no need to memoise per request.
             return shared;
         }
-        let config = Arc::new(build::<C>(snapshot, self.user).0);
+        let config = Arc::new(build::<C>(snapshot, self.input()).0);
         // Only the first config type read through this evaluator is memoised.
         let _ = self.config.set(config.clone());
         config
+    }
+
+    fn input(&self) -> Input<'_> {
+        Input { user: self.user, context: &self.context, now: &self.now }
     }
 
     /// The snapshot.

@@ -191,6 +191,9 @@ pub struct FlagDef {
     /// Owner, tags, ticket, expiry.
     #[serde(flatten)]
     pub meta: crate::model::FlagMeta,
+    /// Rules, split and schedule.
+    #[serde(default)]
+    pub targeting: crate::targeting::Targeting,
 }
 
 fn yes() -> bool {
@@ -208,6 +211,7 @@ impl From<&FlagDecl> for FlagDef {
             description: d.description.clone(),
             schema: d.schema.clone(),
             meta: Default::default(),
+            targeting: Default::default(),
         }
     }
 }

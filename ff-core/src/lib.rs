@@ -21,6 +21,7 @@ mod model;
 mod snapshot;
 mod source;
 mod store;
+mod targeting;
 #[cfg(feature = "test-util")]
 mod test_util;
 mod value;
@@ -40,6 +41,10 @@ pub use store::{
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
+pub use targeting::{
+    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, Split, Step, Targeting,
+    USER_ID, Variation,
+};
 #[cfg(all(feature = "test-util", feature = "postgres"))]
 pub use test_util::postgres_test_database;
 #[cfg(feature = "test-util")]

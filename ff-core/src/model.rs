@@ -29,6 +29,8 @@ pub struct FlagRecord {
     pub schema: Schema,
     /// Owner, tags, ticket, expiry.
     pub meta: FlagMeta,
+    /// Rules, split and schedule.
+    pub targeting: crate::targeting::Targeting,
     /// Archived flags are kept for the audit log but not served.
     pub archived: bool,
     /// Incremented by every change to the flag itself (not its overrides).
@@ -53,6 +55,7 @@ impl FlagRecord {
             description: String::new(),
             schema: Schema::default(),
             meta: FlagMeta::default(),
+            targeting: Default::default(),
             archived: false,
             version: 1,
             created_at: t,
@@ -83,6 +86,8 @@ struct FlagRecordRepr {
     schema: Schema,
     #[serde(flatten)]
     meta: FlagMeta,
+    #[serde(default, skip_serializing_if = "crate::targeting::Targeting::is_empty")]
+    targeting: crate::targeting::Targeting,
     #[serde(default)]
     archived: bool,
     version: u64,
@@ -104,6 +109,7 @@ impl TryFrom<FlagRecordRepr> for FlagRecord {
             description: r.description,
             schema: r.schema,
             meta: r.meta,
+            targeting: r.targeting,
             archived: r.archived,
             version: r.version,
             created_at: r.created_at,
@@ -123,6 +129,7 @@ impl From<FlagRecord> for FlagRecordRepr {
             description: r.description,
             schema: r.schema,
             meta: r.meta,
+            targeting: r.targeting,
             archived: r.archived,
             version: r.version,
             created_at: r.created_at,

@@ -10,7 +10,10 @@ use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use smol_str::SmolStr;
 
+use crate::eval::EvalContext;
 use crate::flag::key_hash;
+use crate::targeting::{Compiled, Outcome};
+use time::OffsetDateTime;
 
 use crate::eval::{Detail, Reason};
 use crate::flag::Flag;
@@ -41,6 +44,9 @@ struct FlagTable {
 struct Slot {
     record: FlagRecord,
     hash: u64,
+    /// Targeting compiled once per flag version; `None` when there is none
+    /// (or it is invalid, which is logged).
+    compiled: Option<Compiled>,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
@@ -147,6 +153,23 @@ struct SharedConfig {
     type_id: TypeId,
     value: Arc<dyn Any + Send + Sync>,
     touched: Box<[u32]>,
+    /// Some flag it read has targeting: it cannot be shared between users.
+    targeted: bool,
+}
+
+/// Who is asking, for one evaluation: the user's overrides, the context, and the
+/// request's clock (read at most once, only by flags with a schedule).
+#[derive(Debug)]
+pub(crate) struct Input<'a> {
+    pub(crate) user: Option<UserRef>,
+    pub(crate) context: &'a EvalContext,
+    pub(crate) now: &'a OnceLock<OffsetDateTime>,
+}
+
+impl Input<'_> {
+    fn now(&self) -> OffsetDateTime {
+        *self.now.get_or_init(OffsetDateTime::now_utc)
+    }
 }
 
 /// Why a snapshot could not apply changes incrementally; the caller reloads fully.
@@ -374,48 +397,64 @@ impl Snapshot {
 
     /// Evaluates `flag` for `context`, in the documented order. Never panics;
     /// falls back to the code default.
-    pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &crate::EvalContext) -> Detail<T> {
-        let user = context.user_id().and_then(|u| self.user(u));
-        self.evaluate_for(flag, user)
+    pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
+        let now = OnceLock::new();
+        let input = Input { user: context.user_id().and_then(|u| self.user(u)), context, now: &now };
+        self.evaluate_slot(flag, &input).1
     }
 
     /// Evaluates a flag by key without its Rust type (admin tools, "what does
     /// this user see"): `None` if the snapshot does not hold the key.
-    pub fn evaluate_key(&self, key: &str, context: &crate::EvalContext) -> Option<(Value, Reason)> {
+    pub fn evaluate_key(&self, key: &str, context: &EvalContext) -> Option<(Value, Reason)> {
         let slot = self.flags.find(key)?;
-        let r = &self.flags.slot(slot)?.record;
-        let user = context.user_id().and_then(|u| self.user(u));
-        Some(if !r.enabled {
-            (r.off_value.clone(), Reason::Disabled)
-        } else if let Some(v) = user.and_then(|u| self.users.entry(u)?.get(slot)) {
-            (v.clone(), Reason::Override)
-        } else {
-            (r.value.clone(), Reason::Global)
-        })
+        let s = self.flags.slot(slot)?;
+        let now = OnceLock::new();
+        let input = Input { user: context.user_id().and_then(|u| self.user(u)), context, now: &now };
+        let (value, reason) = self.resolve(slot, s, &input);
+        Some((value.clone(), reason))
     }
 
-    /// [`Snapshot::evaluate`] with the user already looked up.
+    /// The evaluation order, without the Rust type: the value and why.
     #[inline]
-    pub fn evaluate_for<T: FlagType>(&self, flag: &Flag<T>, user: Option<UserRef>) -> Detail<T> {
-        self.evaluate_slot(flag, user).1
+    fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason) {
+        let r = &s.record;
+        let Some(c) = s.compiled.as_ref() else {
+            // No targeting: the common case, kept short.
+            return if !r.enabled {
+                (&r.off_value, Reason::Disabled)
+            } else if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
+                (v, Reason::Override)
+            } else {
+                (&r.value, Reason::Global)
+            };
+        };
+        let now = c.needs_time().then(|| input.now());
+        if !c.enabled_at(now).unwrap_or(r.enabled) {
+            return (&r.off_value, Reason::Disabled);
+        }
+        if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
+            return (v, Reason::Override);
+        }
+        match c.decide(input.context, now) {
+            Outcome::Rule(i, v) => (v, Reason::Rule(i)),
+            Outcome::Split(v) => (v, Reason::Split),
+            Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i)),
+            Outcome::Fallthrough => (&r.value, Reason::Global),
+        }
     }
 
     #[inline]
-    fn evaluate_slot<T: FlagType>(&self, flag: &Flag<T>, user: Option<UserRef>) -> (Option<u32>, Detail<T>) {
+    pub(crate) fn evaluate_slot<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
         let version = self.version;
         let found = self.flags.find_hashed(flag.key_hash(), flag.key());
-        let Some(s) = found.and_then(|i| Some((i, self.flags.slot(i)?))) else {
+        let Some((slot, s)) = found.and_then(|i| Some((i, self.flags.slot(i)?))) else {
             return (None, Detail { value: flag.default_value(), reason: Reason::Default, version });
         };
-        let (slot, s) = s;
-        let r = &s.record;
-        let (value, reason) = if !r.enabled {
-            (&r.off_value, Reason::Disabled)
-        } else if let Some(v) = user.and_then(|u| self.users.entry(u)?.get(slot)) {
-            (v, Reason::Override)
-        } else {
-            (&r.value, Reason::Global)
-        };
+        let (value, reason) = self.resolve(slot, s, input);
         match T::from_value(value) {
             Some(v) if flag.accepts(&v) => (Some(slot), Detail { value: v, reason, version }),
             _ => {
@@ -425,16 +464,9 @@ impl Snapshot {
         }
     }
 
-    /// Evaluates and records which slot was read (for config dependency tracking).
-    pub(crate) fn evaluate_tracked<T: FlagType>(
-        &self,
-        flag: &Flag<T>,
-        user: Option<UserRef>,
-        touched: &mut Vec<u32>,
-    ) -> Detail<T> {
-        let (slot, detail) = self.evaluate_slot(flag, user);
-        touched.extend(slot);
-        detail
+    /// Whether any of `slots` has targeting (its value depends on who asks).
+    pub(crate) fn any_targeted(&self, slots: &[u32]) -> bool {
+        slots.iter().any(|s| self.flags.slot(*s).is_some_and(|s| s.compiled.is_some()))
     }
 
     /// Whether `user` overrides any of `slots` (sorted).
@@ -447,18 +479,24 @@ impl Snapshot {
     pub(crate) fn shared_config<C: Any + Send + Sync>(
         &self,
         build: impl FnOnce() -> (C, Vec<u32>),
-    ) -> Option<(Arc<C>, &[u32])> {
+    ) -> Option<(Arc<C>, &[u32], bool)> {
         let shared = self.shared_config.get_or_init(|| {
             let (value, mut touched) = build();
             touched.sort_unstable();
             touched.dedup();
-            SharedConfig { type_id: TypeId::of::<C>(), value: Arc::new(value), touched: touched.into() }
+            let targeted = self.any_targeted(&touched);
+            SharedConfig {
+                type_id: TypeId::of::<C>(),
+                value: Arc::new(value),
+                touched: touched.into(),
+                targeted,
+            }
         });
         if shared.type_id != TypeId::of::<C>() {
             return None;
         }
         let value = Arc::clone(&shared.value).downcast::<C>().ok()?;
-        Some((value, &shared.touched))
+        Some((value, &shared.touched, shared.targeted))
     }
 }
 
@@ -498,7 +536,15 @@ impl FlagTable {
     fn put(&mut self, record: FlagRecord) {
         let hash = key_hash(&record.key);
         let found = self.find_hashed(hash, &record.key);
-        let slot = Arc::new(Slot { record, hash, warned: AtomicBool::new(false) });
+        let compiled = match Compiled::new(&record.key, record.value_type, &record.schema, &record.targeting)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(flag = %record.key, error = %e, "ff: ignoring targeting that does not compile");
+                None
+            }
+        };
+        let slot = Arc::new(Slot { record, hash, compiled, warned: AtomicBool::new(false) });
         match found {
             Some(i) => self.slots[i as usize] = Some(slot),
             None => {

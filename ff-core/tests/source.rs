@@ -51,6 +51,7 @@ async fn start_syncs_declarations_and_serves_the_store() {
                 description: String::new(),
                 schema: Default::default(),
                 meta: Default::default(),
+                targeting: Default::default(),
             },
             if_missing: false,
         }))

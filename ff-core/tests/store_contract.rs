@@ -19,6 +19,7 @@ fn def(key: &str, ty: ValueType, value: serde_json::Value) -> FlagDef {
         description: format!("{key} for tests"),
         schema: Schema::default(),
         meta: Default::default(),
+        targeting: Default::default(),
     }
 }
 

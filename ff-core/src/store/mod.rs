@@ -177,6 +177,9 @@ pub struct FlagPatch {
     /// New ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// New rules, split and schedule (replacing the old ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targeting: Option<crate::targeting::Targeting>,
     /// New expiry; `Some(None)` (JSON `null`) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option_time")]
     pub expires_at: Option<Option<OffsetDateTime>>,
@@ -520,11 +523,14 @@ pub(crate) fn plan(
                 description: def.description.clone(),
                 schema: def.schema.clone(),
                 meta: def.meta.clone(),
+                targeting: def.targeting.clone(),
                 archived: false,
                 version: 1,
                 created_at: now,
                 updated_at: now,
             };
+            crate::targeting::Compiled::new(key, record.value_type, &record.schema, &record.targeting)
+                .map_err(invalid)?;
             Ok(Some(Plan::PutFlag { record, before: None, action: Action::FlagCreate }))
         }
         Mutation::UpdateFlag { patch, expected_version, .. } => {
@@ -563,6 +569,12 @@ pub(crate) fn plan(
                 record.meta.expires_at = e;
             }
             record.meta.validate().map_err(invalid)?;
+            if let Some(t) = &patch.targeting {
+                record.targeting = t.clone();
+            }
+            // Also re-checks targeting values against changed bounds.
+            crate::targeting::Compiled::new(key, record.value_type, &record.schema, &record.targeting)
+                .map_err(invalid)?;
             if record == *before {
                 return Ok(None);
             }

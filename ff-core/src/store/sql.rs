@@ -32,10 +32,12 @@ enum Dialect {
 const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_admin.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_targeting.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_admin.sql")),
+    (3, include_str!("../../migrations/postgres/0003_targeting.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -284,7 +286,7 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
 }
 
 const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, \
-     created_at, updated_at, owner, tags, ticket, expires_at";
+     created_at, updated_at, owner, tags, ticket, expires_at, targeting";
 const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
@@ -343,6 +345,8 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
             ticket: row.try_get("ticket")?,
             expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_millis),
         },
+        targeting: serde_json::from_str(&row.try_get::<String, _>("targeting")?)
+            .map_err(|e| corrupt(format!("flag {key:?} targeting: {e}")))?,
         archived: row.try_get::<i64, _>("archived")? != 0,
         version: row.try_get::<i64, _>("version")? as u64,
         created_at: from_millis(row.try_get("created_at")?),
@@ -381,12 +385,13 @@ fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
 async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO ff_flags ({FLAG_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (key) DO UPDATE SET value_type = excluded.value_type, value = excluded.value, \
          off_value = excluded.off_value, enabled = excluded.enabled, schema = excluded.schema, \
          description = excluded.description, archived = excluded.archived, version = excluded.version, \
          updated_at = excluded.updated_at, owner = excluded.owner, tags = excluded.tags, \
-         ticket = excluded.ticket, expires_at = excluded.expires_at"
+         ticket = excluded.ticket, expires_at = excluded.expires_at, \
+         targeting = excluded.targeting"
     );
     sqlx::query(&sql)
         .bind(&r.key)
@@ -404,6 +409,7 @@ async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreE
         .bind(serde_json::to_string(&r.meta.tags).unwrap_or_else(|_| "[]".into()))
         .bind(&r.meta.ticket)
         .bind(r.meta.expires_at.map(to_millis))
+        .bind(serde_json::to_string(&r.targeting).unwrap_or_else(|_| "{}".into()))
         .execute(conn)
         .await?;
     Ok(())

@@ -1,0 +1,570 @@
+//! Targeting: ordered rules, percentage splits and scheduled steps, stored with a
+//! flag, validated on write, compiled once per snapshot, evaluated per request.
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::bucket::{BUCKETS, bucket};
+use crate::error::ValidationError;
+use crate::eval::EvalContext;
+use crate::value::{Schema, Value, ValueType};
+
+/// Most rules on one flag.
+pub const MAX_RULES: usize = 100;
+/// Most values in one clause (explicit lists of ids included).
+pub const MAX_CLAUSE_VALUES: usize = 100_000;
+/// Most compiled size of one regex, in bytes.
+pub const MAX_REGEX_BYTES: usize = 64 * 1024;
+/// Most steps in one schedule.
+pub const MAX_STEPS: usize = 100;
+
+/// The attribute that names the user id in clauses and `bucket_by`.
+pub const USER_ID: &str = "user_id";
+
+/// How a flag serves different values to different users.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targeting {
+    /// Rules, in order: the first whose clauses all match serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+    /// The split for users no rule matched (before the global value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    /// Attribute whose value is bucketed; default the user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_by: Option<String>,
+    /// Bucketing salt; default the flag key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
+    /// Timed steps; the latest step at or before now applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Step>,
+}
+
+impl Targeting {
+    /// Whether there is nothing to evaluate.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.split.is_none() && self.schedule.is_empty()
+    }
+}
+
+/// Clauses joined by AND, and what to serve when they all match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// All must match.
+    pub clauses: Vec<Clause>,
+    /// A fixed value...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// ...or a split among the matching users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    /// For people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// One test of one attribute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clause {
+    /// The attribute (`user_id` is the user id).
+    pub attribute: String,
+    /// The test.
+    pub op: Op,
+    /// What to test against (any may match).
+    #[serde(default)]
+    pub values: Vec<serde_json::Value>,
+    /// Inverts the result; a missing attribute still never matches (except for
+    /// `exists`, whose negation means "absent").
+    #[serde(default)]
+    pub negate: bool,
+}
+
+/// Clause operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Op {
+    /// Equal to one of the values.
+    In,
+    /// Equal to none of the values.
+    NotIn,
+    /// Equal to the value.
+    Eq,
+    /// Not equal to the value.
+    Neq,
+    /// String starts with one of the values.
+    StartsWith,
+    /// String ends with one of the values.
+    EndsWith,
+    /// String contains one of the values.
+    Contains,
+    /// String matches one of the regexes.
+    Matches,
+    /// Number below the value.
+    Lt,
+    /// Number at most the value.
+    Lte,
+    /// Number above the value.
+    Gt,
+    /// Number at least the value.
+    Gte,
+    /// Time (RFC 3339 or Unix milliseconds) before the value.
+    Before,
+    /// Time after the value.
+    After,
+    /// Semantic version equal to the value.
+    SemverEq,
+    /// Semantic version below the value.
+    SemverLt,
+    /// Semantic version above the value.
+    SemverGt,
+    /// The attribute is present.
+    Exists,
+}
+
+/// Values with weights in basis points (1/10,000) that add up to 10,000.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    /// In order: bucket 0 lands in the first one. Raising the first weight only adds users to it.
+    pub variations: Vec<Variation>,
+}
+
+/// One value of a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variation {
+    /// What it serves.
+    pub value: serde_json::Value,
+    /// Its share, in basis points.
+    pub weight: u32,
+}
+
+/// A timed change: from `at` on, the given fields replace the flag's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// When it starts.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Turn the flag on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Serve this value to everyone not overridden or matched by a rule...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// ...or this split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+fn bad(message: String) -> ValidationError {
+    ValidationError::BadField { field: "targeting", problem: message }
+}
+
+/// A clause ready to test: lists as sets, regexes and versions parsed.
+#[derive(Debug)]
+enum Test {
+    Set(FxHashSet<String>, Vec<f64>, Vec<bool>),
+    Strings(Vec<String>),
+    Regex(Vec<regex::Regex>),
+    Number(f64),
+    Time(i64),
+    Semver(semver::Version),
+    Exists,
+}
+
+#[derive(Debug)]
+struct CompiledClause {
+    attribute: String,
+    op: Op,
+    negate: bool,
+    test: Test,
+}
+
+#[derive(Debug)]
+enum CompiledServe {
+    Value(Value),
+    Split(CompiledSplit),
+}
+
+#[derive(Debug)]
+struct CompiledSplit {
+    /// Cumulative upper bounds of each variation's buckets.
+    bounds: Vec<(u32, Value)>,
+}
+
+#[derive(Debug)]
+struct CompiledStep {
+    at: OffsetDateTime,
+    enabled: Option<bool>,
+    serve: Option<CompiledServe>,
+}
+
+/// Targeting compiled for one flag version.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    rules: Vec<(Vec<CompiledClause>, CompiledServe)>,
+    split: Option<CompiledSplit>,
+    schedule: Vec<CompiledStep>,
+    salt: String,
+    bucket_by: Option<String>,
+}
+
+/// What targeting decided for one user.
+#[derive(Debug)]
+pub(crate) enum Outcome<'a> {
+    /// Rule `i` matched and served this value.
+    Rule(usize, &'a Value),
+    /// The split served this value.
+    Split(&'a Value),
+    /// Schedule step `i` serves this value.
+    Scheduled(usize, &'a Value),
+    /// Nothing applied: the global value.
+    Fallthrough,
+}
+
+fn typed(
+    ty: ValueType,
+    schema: &Schema,
+    json: &serde_json::Value,
+    what: &str,
+) -> Result<Value, ValidationError> {
+    let v = Value::from_json(ty, json).map_err(|e| bad(format!("{what}: {e}")))?;
+    schema.check(&v).map_err(|e| bad(format!("{what}: {e}")))?;
+    Ok(v)
+}
+
+fn compile_split(
+    ty: ValueType,
+    schema: &Schema,
+    split: &Split,
+    what: &str,
+) -> Result<CompiledSplit, ValidationError> {
+    if split.variations.is_empty() {
+        return Err(bad(format!("{what} has no variations")));
+    }
+    let total: u64 = split.variations.iter().map(|v| u64::from(v.weight)).sum();
+    if total != u64::from(BUCKETS) {
+        return Err(bad(format!(
+            "{what}: weights add up to {total}, not 10000 (they are basis points: 100% = 10000)"
+        )));
+    }
+    let mut upper = 0;
+    let mut bounds = Vec::new();
+    for (i, v) in split.variations.iter().enumerate() {
+        upper += v.weight;
+        bounds.push((upper, typed(ty, schema, &v.value, &format!("{what} variation {i}"))?));
+    }
+    Ok(CompiledSplit { bounds })
+}
+
+fn time_of(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        }
+        _ => None,
+    }
+}
+
+fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationError> {
+    if c.attribute.is_empty() || c.attribute.len() > 128 {
+        return Err(bad(format!("{what}: attribute must be 1 to 128 bytes")));
+    }
+    if c.values.len() > MAX_CLAUSE_VALUES {
+        return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} values")));
+    }
+    let one = || -> Result<&serde_json::Value, ValidationError> {
+        match c.values.as_slice() {
+            [v] => Ok(v),
+            _ => Err(bad(format!("{what}: {:?} takes exactly one value", c.op))),
+        }
+    };
+    let strings = || -> Result<Vec<String>, ValidationError> {
+        c.values
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad(format!("{what}: {:?} takes strings, got {v}", c.op)))
+            })
+            .collect()
+    };
+    let test =
+        match c.op {
+            Op::In | Op::NotIn | Op::Eq | Op::Neq => {
+                if matches!(c.op, Op::Eq | Op::Neq) {
+                    one()?;
+                }
+                let (mut set, mut numbers, mut bools) = (FxHashSet::default(), Vec::new(), Vec::new());
+                for v in &c.values {
+                    match v {
+                        serde_json::Value::String(s) => {
+                            set.insert(s.clone());
+                        }
+                        serde_json::Value::Number(n) => numbers.extend(n.as_f64()),
+                        serde_json::Value::Bool(b) => bools.push(*b),
+                        other => return Err(bad(format!("{what}: cannot compare with {other}"))),
+                    }
+                }
+                Test::Set(set, numbers, bools)
+            }
+            Op::StartsWith | Op::EndsWith | Op::Contains => Test::Strings(strings()?),
+            Op::Matches => Test::Regex(
+                strings()?
+                    .iter()
+                    .map(|p| {
+                        regex::RegexBuilder::new(p)
+                            .size_limit(MAX_REGEX_BYTES)
+                            .build()
+                            .map_err(|e| bad(format!("{what}: bad regex {p:?}: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Op::Lt | Op::Lte | Op::Gt | Op::Gte => Test::Number(
+                one()?.as_f64().ok_or_else(|| bad(format!("{what}: {:?} takes a number", c.op)))?,
+            ),
+            Op::Before | Op::After => Test::Time(time_of(one()?).ok_or_else(|| {
+                bad(format!("{what}: {:?} takes an RFC 3339 time or Unix milliseconds", c.op))
+            })?),
+            Op::SemverEq | Op::SemverLt | Op::SemverGt => {
+                let v = one()?.as_str().unwrap_or_default();
+                Test::Semver(
+                    semver::Version::parse(v).map_err(|e| bad(format!("{what}: bad version {v:?}: {e}")))?,
+                )
+            }
+            Op::Exists => {
+                if !c.values.is_empty() {
+                    return Err(bad(format!("{what}: exists takes no values")));
+                }
+                Test::Exists
+            }
+        };
+    Ok(CompiledClause { attribute: c.attribute.clone(), op: c.op, negate: c.negate, test })
+}
+
+fn compile_serve(
+    ty: ValueType,
+    schema: &Schema,
+    value: &Option<serde_json::Value>,
+    split: &Option<Split>,
+    what: &str,
+) -> Result<Option<CompiledServe>, ValidationError> {
+    match (value, split) {
+        (Some(v), None) => Ok(Some(CompiledServe::Value(typed(ty, schema, v, what)?))),
+        (None, Some(s)) => {
+            Ok(Some(CompiledServe::Split(compile_split(ty, schema, s, &format!("{what} split"))?)))
+        }
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(bad(format!("{what}: give a value or a split, not both"))),
+    }
+}
+
+impl Compiled {
+    /// Validates and compiles `t` for a flag of type `ty`; `None` when there is nothing to do.
+    pub(crate) fn new(
+        key: &str,
+        ty: ValueType,
+        schema: &Schema,
+        t: &Targeting,
+    ) -> Result<Option<Self>, ValidationError> {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        if t.rules.len() > MAX_RULES {
+            return Err(bad(format!("more than {MAX_RULES} rules")));
+        }
+        if t.schedule.len() > MAX_STEPS {
+            return Err(bad(format!("more than {MAX_STEPS} schedule steps")));
+        }
+        let mut rules = Vec::new();
+        for (i, r) in t.rules.iter().enumerate() {
+            let what = format!("rule {i}");
+            if r.clauses.is_empty() {
+                return Err(bad(format!("{what} has no clauses")));
+            }
+            let clauses = r
+                .clauses
+                .iter()
+                .enumerate()
+                .map(|(j, c)| compile_clause(c, &format!("{what} clause {j}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let serve = compile_serve(ty, schema, &r.value, &r.split, &what)?
+                .ok_or_else(|| bad(format!("{what} serves nothing: give a value or a split")))?;
+            rules.push((clauses, serve));
+        }
+        let split = t.split.as_ref().map(|s| compile_split(ty, schema, s, "split")).transpose()?;
+        let mut schedule = Vec::new();
+        for (i, s) in t.schedule.iter().enumerate() {
+            let what = format!("schedule step {i}");
+            if schedule.last().is_some_and(|p: &CompiledStep| p.at >= s.at) {
+                return Err(bad(format!("{what}: steps must be in time order")));
+            }
+            let serve = compile_serve(ty, schema, &s.value, &s.split, &what)?;
+            if serve.is_none() && s.enabled.is_none() {
+                return Err(bad(format!("{what} changes nothing")));
+            }
+            schedule.push(CompiledStep { at: s.at, enabled: s.enabled, serve });
+        }
+        if let Some(b) = &t.bucket_by
+            && (b.is_empty() || b.len() > 128)
+        {
+            return Err(bad("bucket_by must be 1 to 128 bytes".into()));
+        }
+        Ok(Some(Compiled {
+            rules,
+            split,
+            schedule,
+            salt: t.salt.clone().unwrap_or_else(|| key.to_owned()),
+            // Bucketing by the user id is the default.
+            bucket_by: t.bucket_by.clone().filter(|b| b != USER_ID),
+        }))
+    }
+
+    /// Whether evaluation needs the current time.
+    pub(crate) fn needs_time(&self) -> bool {
+        !self.schedule.is_empty()
+    }
+
+    /// The schedule step in force at `now`, with its index.
+    fn step(&self, now: Option<OffsetDateTime>) -> Option<(usize, &CompiledStep)> {
+        let now = now?;
+        self.schedule.iter().enumerate().rev().find(|(_, s)| s.at <= now)
+    }
+
+    /// The switch as the schedule sets it at `now`, if it does.
+    pub(crate) fn enabled_at(&self, now: Option<OffsetDateTime>) -> Option<bool> {
+        let (i, _) = self.step(now)?;
+        self.schedule[..=i].iter().rev().find_map(|s| s.enabled)
+    }
+
+    /// Rules, then the split (the schedule's if a step sets one), then the global value.
+    pub(crate) fn decide<'a>(&'a self, ctx: &EvalContext, now: Option<OffsetDateTime>) -> Outcome<'a> {
+        for (i, (clauses, serve)) in self.rules.iter().enumerate() {
+            if clauses.iter().all(|c| c.matches(ctx)) {
+                match serve {
+                    CompiledServe::Value(v) => return Outcome::Rule(i, v),
+                    CompiledServe::Split(s) => {
+                        if let Some(v) = self.pick(s, ctx) {
+                            return Outcome::Rule(i, v);
+                        }
+                    }
+                }
+            }
+        }
+        let step = self.step(now).and_then(|(i, _)| {
+            self.schedule[..=i].iter().enumerate().rev().find_map(|(j, s)| s.serve.as_ref().map(|v| (j, v)))
+        });
+        match step {
+            Some((i, CompiledServe::Value(v))) => Outcome::Scheduled(i, v),
+            Some((_, CompiledServe::Split(s))) => {
+                self.pick(s, ctx).map_or(Outcome::Fallthrough, Outcome::Split)
+            }
+            None => match &self.split {
+                Some(s) => self.pick(s, ctx).map_or(Outcome::Fallthrough, Outcome::Split),
+                None => Outcome::Fallthrough,
+            },
+        }
+    }
+
+    /// The variation for this user's bucket; `None` without a bucketing value.
+    fn pick<'a>(&self, split: &'a CompiledSplit, ctx: &EvalContext) -> Option<&'a Value> {
+        let b = match &self.bucket_by {
+            None => bucket(&self.salt, ctx.user_id()?),
+            Some(attr) => match lookup(ctx, attr)? {
+                serde_json::Value::String(s) => bucket(&self.salt, s),
+                serde_json::Value::Number(n) => bucket(&self.salt, &n.to_string()),
+                _ => return None,
+            },
+        };
+        split.bounds.iter().find(|(upper, _)| b < *upper).map(|(_, v)| v)
+    }
+}
+
+/// An attribute of the context; `user_id` is the user id.
+fn lookup<'a>(ctx: &'a EvalContext, name: &str) -> Option<&'a serde_json::Value> {
+    ctx.attribute(name)
+}
+
+impl CompiledClause {
+    fn matches(&self, ctx: &EvalContext) -> bool {
+        let user;
+        let attr = if self.attribute == USER_ID {
+            match ctx.user_id() {
+                Some(u) => {
+                    user = serde_json::Value::String(u.to_owned());
+                    Some(&user)
+                }
+                None => None,
+            }
+        } else {
+            lookup(ctx, &self.attribute)
+        };
+        let attr = attr.filter(|a| !a.is_null());
+        if self.op == Op::Exists {
+            // The one test of absence: negated, it matches a missing attribute.
+            return attr.is_some() != self.negate;
+        }
+        // Otherwise a missing attribute never matches, negated or not.
+        let Some(attr) = attr else { return false };
+        let Some(hit) = self.test(attr) else { return false };
+        hit != self.negate
+    }
+
+    /// `None`: the attribute has the wrong type for this test (never matches).
+    fn test(&self, attr: &serde_json::Value) -> Option<bool> {
+        use serde_json::Value as J;
+        Some(match (&self.test, attr) {
+            (Test::Exists, _) => true,
+            (Test::Set(strings, numbers, bools), a) => {
+                let found = match a {
+                    J::String(s) => strings.contains(s.as_str()),
+                    J::Number(n) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
+                    J::Bool(b) => bools.contains(b),
+                    _ => return None,
+                };
+                if matches!(self.op, Op::NotIn | Op::Neq) { !found } else { found }
+            }
+            (Test::Strings(list), J::String(s)) => list.iter().any(|v| match self.op {
+                Op::StartsWith => s.starts_with(v.as_str()),
+                Op::EndsWith => s.ends_with(v.as_str()),
+                _ => s.contains(v.as_str()),
+            }),
+            (Test::Regex(list), J::String(s)) => list.iter().any(|r| r.is_match(s)),
+            (Test::Number(bound), a) => {
+                let n = a.as_f64()?;
+                match self.op {
+                    Op::Lt => n < *bound,
+                    Op::Lte => n <= *bound,
+                    Op::Gt => n > *bound,
+                    _ => n >= *bound,
+                }
+            }
+            (Test::Time(bound), a) => {
+                let t = time_of(a)?;
+                if self.op == Op::Before { t < *bound } else { t > *bound }
+            }
+            (Test::Semver(bound), J::String(s)) => {
+                let v = semver::Version::parse(s).ok()?;
+                let ord = v.cmp_precedence(bound);
+                match self.op {
+                    Op::SemverEq => ord == Ordering::Equal,
+                    Op::SemverLt => ord == Ordering::Less,
+                    _ => ord == Ordering::Greater,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
