@@ -23,7 +23,7 @@ type ApiResult = Result<Response, AdminError>;
 
 /// Fields a PATCH may change. Bounds come from the code declaration.
 const PATCHABLE: &[&str] =
-    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at"];
+    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at", "targeting"];
 
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
@@ -155,7 +155,7 @@ pub(crate) async fn get_flag(
         "overrides_total": overrides.len(),
         "offset": offset,
         "limit": limit,
-        "rules": [],
+        "rules": flag.targeting.rules,
     });
     Ok(with_etag(StatusCode::OK, flag.version, body))
 }
@@ -496,6 +496,7 @@ pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiRes
                 "tags": f.meta.tags,
                 "ticket": f.meta.ticket,
                 "expires_at": f.meta.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
+                "targeting": f.targeting,
                 "overrides": overrides,
             })
         })

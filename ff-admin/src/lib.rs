@@ -96,6 +96,7 @@ impl Admin {
             .route("/flags/{key}", get(page::flag_page))
             .route("/flags/{key}/switch", post(page::switch))
             .route("/flags/{key}/value", post(page::set_value))
+            .route("/flags/{key}/targeting", post(page::set_targeting))
             .route("/flags/{key}/overrides", post(page::add_override))
             .route("/flags/{key}/overrides/remove", post(page::remove_override))
             .route("/changes/{seq}/revert", post(page::revert))

@@ -550,6 +550,11 @@ pub(crate) async fn flag_page(
          <form method=\"post\" action=\"{base}/flags/{k}/value\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
          {} <input name=\"reason\" placeholder=\"reason\"> <button>Save value</button></form>\
          <p class=\"muted\">owner {} · tags {} · ticket {} · expires {} · version {version}</p></section>\
+         <section><h2>Targeting</h2><p class=\"muted\">Rules (first match wins), then the split, then the schedule's step in force; \
+         weights are basis points (100% = 10000). Everyone else gets the value above.</p>\
+         <form method=\"post\" action=\"{base}/flags/{k}/targeting\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
+         <textarea name=\"targeting\" rows=\"8\" cols=\"90\" spellcheck=\"false\">{}</textarea><br>\
+         <input name=\"reason\" placeholder=\"reason\"> <button>Save targeting</button></form></section>\
          <section><h2>Overrides ({})</h2><table><tr><th>User</th><th>Value</th><th></th></tr>{override_rows}</table>\
          <form method=\"post\" action=\"{base}/flags/{k}/overrides\" style=\"margin-top:.6rem\">{csrf}\
          <input name=\"user_id\" placeholder=\"user id\" required> {} <input name=\"reason\" placeholder=\"reason\"> <button>Add override</button></form></section>\
@@ -563,6 +568,7 @@ pub(crate) async fn flag_page(
         esc(&flag.meta.tags.join(", ")),
         esc(&flag.meta.ticket),
         esc(expires.as_deref().unwrap_or("never")),
+        esc(&serde_json::to_string_pretty(&flag.targeting).unwrap_or_default()),
         overrides.len(),
         value_input(&flag, "value", None),
     );
@@ -628,6 +634,37 @@ pub(crate) async fn set_value(
         Err(r) => return r,
     };
     let patch = FlagPatch { value: Some(value), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    match admin.store().write(visitor.write(m, &f.reason)).await {
+        Ok(_) => visitor.back_to(&key),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TargetingForm {
+    csrf: String,
+    targeting: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn set_targeting(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<TargetingForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let text = if f.targeting.trim().is_empty() { "{}" } else { f.targeting.as_str() };
+    let targeting = match serde_json::from_str(text) {
+        Ok(t) => t,
+        Err(e) => return visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{key}: targeting: {e}")),
+    };
+    let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
     match admin.store().write(visitor.write(m, &f.reason)).await {
         Ok(_) => visitor.back_to(&key),

@@ -236,6 +236,33 @@ async fn flag_page_forms_and_escaping() {
         .await;
     assert_eq!(revert.status, 303, "{}", revert.body);
     assert_eq!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().value.to_json(), 24);
+    // Targeting as JSON: validated like every write.
+    let version = page.store.flag("LEAD_HOURS").await.unwrap().unwrap().version;
+    let rule = r#"{"rules":[{"clauses":[{"attribute":"plan","op":"in","values":["pro"]}],"value":2}]}"#;
+    let enc = |t: &str| t.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let bad = r#"{"split":{"variations":[{"value":1,"weight":10}]}}"#;
+    let r = page
+        .send(
+            "POST",
+            "/admin/flags/LEAD_HOURS/targeting",
+            Some(&cookie),
+            Some(&form(&format!("targeting={}&version={version}", enc(bad)))),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("add up to 10"), "{}", r.body);
+    let r = page
+        .send(
+            "POST",
+            "/admin/flags/LEAD_HOURS/targeting",
+            Some(&cookie),
+            Some(&form(&format!("targeting={}&version={version}", enc(rule)))),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().targeting.rules.len(), 1);
+    let shown = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
+    assert!(shown.body.contains("&quot;plan&quot;"), "targeting shown, escaped");
     let missing = page.send("GET", "/admin/flags/NOPE", Some(&cookie), None).await;
     assert_eq!(missing.status, 404);
 }

@@ -318,3 +318,52 @@ async fn operators_change_flags_through_the_admin_api() {
     app.wait_for("alice", "CREDITS_PAYMENTS", json!(true)).await;
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn new_checkout_at_ten_percent_serves_the_same_tenth_twice() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let app = App::start_with(&url, &[("FF_ADMIN_TOKEN", OPERATOR)]);
+    let auth = format!("Bearer {OPERATOR}");
+    let ((_, _), etag) = app
+        .send_as(Method::GET, "/admin/api/flags/NEW_CHECKOUT", None, None, &[("authorization", &auth)])
+        .await;
+    let split = json!({"targeting": {"split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]}}, "reason": "ramp to 10%"});
+    let ((s, body), _) = app
+        .send_as(
+            Method::PATCH,
+            "/admin/api/flags/NEW_CHECKOUT",
+            None,
+            Some(split),
+            &[("authorization", &auth), ("if-match", &etag.unwrap())],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // Wait until a user in the split sees it (propagation is asynchronous).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ((_, seen), _) =
+            app.send_as(Method::GET, "/admin/api/users/probe", None, None, &[("authorization", &auth)]).await;
+        let reason =
+            seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == "NEW_CHECKOUT").unwrap()["reason"]
+                .clone();
+        if reason == json!("split") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the split never reached the store view");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // the app's poll interval is 100 ms
+    let pass = || async {
+        let mut answers = Vec::with_capacity(10_000);
+        for i in 0..10_000 {
+            answers.push(app.config(&format!("user-{i}")).await["NEW_CHECKOUT"] == json!(true));
+        }
+        answers
+    };
+    let first = pass().await;
+    let count = first.iter().filter(|b| **b).count();
+    assert!((850..=1150).contains(&count), "{count} of 10,000 users got the new checkout");
+    assert_eq!(pass().await, first, "the same users on the second pass");
+}

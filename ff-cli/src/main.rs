@@ -107,7 +107,7 @@ enum Command {
 
 /// Fields `ff import` changes on existing flags, in the order it applies them.
 const IMPORTED: &[&str] =
-    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at"];
+    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at", "targeting"];
 
 /// One change `ff import` makes.
 #[derive(Debug)]
