@@ -183,6 +183,8 @@ enum Test {
 
 #[derive(Debug)]
 struct CompiledClause {
+    /// The clause reads the user id (decided once, not per evaluation).
+    user_id: bool,
     attribute: String,
     op: Op,
     negate: bool,
@@ -351,7 +353,13 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
                 Test::Exists
             }
         };
-    Ok(CompiledClause { attribute: c.attribute.clone(), op: c.op, negate: c.negate, test })
+    Ok(CompiledClause {
+        user_id: c.attribute == USER_ID,
+        attribute: c.attribute.clone(),
+        op: c.op,
+        negate: c.negate,
+        test,
+    })
 }
 
 fn compile_serve(
@@ -497,21 +505,38 @@ fn lookup<'a>(ctx: &'a EvalContext, name: &str) -> Option<&'a serde_json::Value>
     ctx.attribute(name)
 }
 
+/// An attribute's value, borrowed: the user id is a plain string, so testing it
+/// allocates nothing.
+#[derive(Clone, Copy)]
+enum Attr<'a> {
+    Str(&'a str),
+    Json(&'a serde_json::Value),
+}
+
+impl<'a> Attr<'a> {
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Attr::Str(s) => Some(s),
+            Attr::Json(j) => j.as_str(),
+        }
+    }
+
+    fn as_json(self) -> serde_json::Value {
+        match self {
+            Attr::Str(s) => serde_json::Value::String(s.to_owned()),
+            Attr::Json(j) => j.clone(),
+        }
+    }
+}
+
 impl CompiledClause {
+    #[inline]
     fn matches(&self, ctx: &EvalContext) -> bool {
-        let user;
-        let attr = if self.attribute == USER_ID {
-            match ctx.user_id() {
-                Some(u) => {
-                    user = serde_json::Value::String(u.to_owned());
-                    Some(&user)
-                }
-                None => None,
-            }
+        let attr = if self.user_id {
+            ctx.user_id().map(Attr::Str)
         } else {
-            lookup(ctx, &self.attribute)
+            lookup(ctx, &self.attribute).filter(|a| !a.is_null()).map(Attr::Json)
         };
-        let attr = attr.filter(|a| !a.is_null());
         if self.op == Op::Exists {
             // The one test of absence: negated, it matches a missing attribute.
             return attr.is_some() != self.negate;
@@ -523,27 +548,35 @@ impl CompiledClause {
     }
 
     /// `None`: the attribute has the wrong type for this test (never matches).
-    fn test(&self, attr: &serde_json::Value) -> Option<bool> {
+    fn test(&self, attr: Attr<'_>) -> Option<bool> {
         use serde_json::Value as J;
-        Some(match (&self.test, attr) {
-            (Test::Exists, _) => true,
-            (Test::Set(strings, numbers, bools), a) => {
-                let found = match a {
-                    J::String(s) => strings.contains(s.as_str()),
-                    J::Number(n) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
-                    J::Bool(b) => bools.contains(b),
-                    _ => return None,
+        Some(match &self.test {
+            Test::Exists => true,
+            Test::Set(strings, numbers, bools) => {
+                let found = match attr {
+                    Attr::Str(s) => strings.contains(s),
+                    Attr::Json(J::String(s)) => strings.contains(s.as_str()),
+                    Attr::Json(J::Number(n)) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
+                    Attr::Json(J::Bool(b)) => bools.contains(b),
+                    Attr::Json(_) => return None,
                 };
                 if matches!(self.op, Op::NotIn | Op::Neq) { !found } else { found }
             }
-            (Test::Strings(list), J::String(s)) => list.iter().any(|v| match self.op {
-                Op::StartsWith => s.starts_with(v.as_str()),
-                Op::EndsWith => s.ends_with(v.as_str()),
-                _ => s.contains(v.as_str()),
-            }),
-            (Test::Regex(list), J::String(s)) => list.iter().any(|r| r.is_match(s)),
-            (Test::Number(bound), a) => {
-                let n = a.as_f64()?;
+            Test::Strings(list) => {
+                let s = attr.as_str()?;
+                list.iter().any(|v| match self.op {
+                    Op::StartsWith => s.starts_with(v.as_str()),
+                    Op::EndsWith => s.ends_with(v.as_str()),
+                    _ => s.contains(v.as_str()),
+                })
+            }
+            Test::Regex(list) => {
+                let s = attr.as_str()?;
+                list.iter().any(|r| r.is_match(s))
+            }
+            Test::Number(bound) => {
+                let Attr::Json(j) = attr else { return None };
+                let n = j.as_f64()?;
                 match self.op {
                     Op::Lt => n < *bound,
                     Op::Lte => n <= *bound,
@@ -551,12 +584,12 @@ impl CompiledClause {
                     _ => n >= *bound,
                 }
             }
-            (Test::Time(bound), a) => {
-                let t = time_of(a)?;
+            Test::Time(bound) => {
+                let t = time_of(&attr.as_json())?;
                 if self.op == Op::Before { t < *bound } else { t > *bound }
             }
-            (Test::Semver(bound), J::String(s)) => {
-                let v = semver::Version::parse(s).ok()?;
+            Test::Semver(bound) => {
+                let v = semver::Version::parse(attr.as_str()?).ok()?;
                 let ord = v.cmp_precedence(bound);
                 match self.op {
                     Op::SemverEq => ord == Ordering::Equal,
@@ -564,7 +597,6 @@ impl CompiledClause {
                     _ => ord == Ordering::Greater,
                 }
             }
-            _ => return None,
         })
     }
 }
