@@ -118,6 +118,18 @@ enum Step {
     DeleteOverride { key: String, user: String },
 }
 
+/// Equal as the store sees it: targeting as parsed (defaults filled in), numbers by
+/// value, so `60` in a file equals a stored `60.0`.
+fn same_field(field: &str, a: &Value, b: &Value) -> bool {
+    if field == "targeting" {
+        let parse = |v: &Value| serde_json::from_value::<ff_core::Targeting>(v.clone());
+        if let (Ok(x), Ok(y)) = (parse(a), parse(b)) {
+            return x == y;
+        }
+    }
+    same(a, b)
+}
+
 /// Equal as flag values: numbers by value, so `60` in a file equals a stored `60.0`.
 fn same(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
@@ -168,7 +180,7 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
         let mut fields = serde_json::Map::new();
         for field in IMPORTED {
             if let Some(v) = w.get(*field)
-                && !same(v, &c[*field])
+                && !same_field(field, v, &c[*field])
             {
                 fields.insert((*field).to_owned(), v.clone());
             }
@@ -394,6 +406,14 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A reason as people read it: `rule 0`, `split`, `override`.
+fn reason(v: &Value) -> String {
+    match v {
+        Value::Object(m) if m.len() == 1 => m.iter().map(|(k, i)| format!("{k} {i}")).collect(),
+        other => text(other),
+    }
+}
+
 /// A short "before -> after" of a change row.
 fn summary(v: &Value) -> String {
     match v {
@@ -522,7 +542,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|f| vec![text(&f["key"]), text(&f["value"]), text(&f["reason"])])
+                .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
                 .collect();
             table(&["KEY", "VALUE", "REASON"], rows);
         }

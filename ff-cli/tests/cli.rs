@@ -223,6 +223,8 @@ async fn export_and_import_round_trip() {
     let i = find(flags, "CAPTIONER_HOURLY_RATE_MIN");
     flags[i]["overrides"] = json!({"tester": 1});
     flags[i]["value"] = json!(60); // an integer for a float flag: the same value, no change
+    let i = find(flags, "EXTERNAL_CALENDAR_INTEGRATION");
+    flags[i]["targeting"] = json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in", "values": ["vip"]}], "value": true}]});
     flags.push(json!({"key": "BANNER", "type": "string", "value": "hello", "owner": "web", "overrides": {"vip": "hi"}}));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("flags.yaml");
@@ -237,12 +239,24 @@ async fn export_and_import_round_trip() {
     assert!(lines.contains(&"+ CAPTIONER_HOURLY_RATE_MIN override tester = 1"), "{}", dry.stdout);
     assert!(lines.contains(&"+ create BANNER (string) = \"hello\""), "{}", dry.stdout);
     assert!(lines.contains(&"+ BANNER override vip = \"hi\""), "{}", dry.stdout);
-    assert_eq!(lines.last(), Some(&"5 change(s) (dry run: nothing written)"));
+    assert!(
+        lines.iter().any(|l| l.starts_with("~ EXTERNAL_CALENDAR_INTEGRATION targeting:")),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(lines.last(), Some(&"6 change(s) (dry run: nothing written)"));
     assert_eq!(config(&base, "alice").await["NEW_CHECKOUT"], false);
 
     let applied = run(&["import", file]).await.unwrap();
     assert_eq!(applied.code, 0, "{}", applied.stderr);
-    assert!(applied.stdout.ends_with("5 change(s) applied\n"), "{}", applied.stdout);
+    assert!(applied.stdout.ends_with("6 change(s) applied\n"), "{}", applied.stdout);
+    let vip = run(&["user", "vip"]).await.unwrap();
+    assert_eq!(
+        row(&vip.stdout, "EXTERNAL_CALENDAR_INTEGRATION")[1..],
+        ["true", "rule", "0"],
+        "{}",
+        vip.stdout
+    );
     wait_for(&base, "alice", "NEW_CHECKOUT", json!(true)).await;
     wait_for(&base, "tester", "CAPTIONER_HOURLY_RATE_MIN", json!(1.0)).await;
     assert_eq!(config(&base, "alice").await["CREDITS_PAYMENTS"], false);
