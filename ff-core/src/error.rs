@@ -75,6 +75,17 @@ pub enum StoreError {
     /// The flag is live: only archived flags can be restored.
     #[error("flag {0:?} is not archived")]
     NotArchived(String),
+    /// No segment with this key.
+    #[error("segment {0:?} does not exist")]
+    UnknownSegment(String),
+    /// Live flags refer to the segment.
+    #[error("segment {key:?} is used by {flags:?}: remove it from their rules first")]
+    SegmentInUse {
+        /// The segment.
+        key: String,
+        /// The flags whose rules name it.
+        flags: Vec<String>,
+    },
     /// No token with this name.
     #[error("no token named {0:?}")]
     UnknownToken(String),

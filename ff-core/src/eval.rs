@@ -287,6 +287,7 @@ mod tests {
                 OverrideRecord { key: "HOURS".into(), user_id: "tester".into(), value: 0.into() },
                 OverrideRecord { key: "HOURS".into(), user_id: "bad".into(), value: 500.into() },
             ],
+            ..Default::default()
         }))
     }
 

@@ -31,7 +31,8 @@ pub use error::{StoreError, ValidationError};
 pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
 pub use model::{
-    Action, Change, FlagMeta, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, StoreState, validate_user_id,
+    Action, Change, FlagMeta, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, SegmentRecord, StoreState,
+    validate_user_id,
 };
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
@@ -42,8 +43,8 @@ pub use store::{
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
 pub use targeting::{
-    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, Split, Step, Targeting,
-    USER_ID, Variation,
+    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, SegmentDef, SegmentRule,
+    Split, Step, Targeting, USER_ID, Variation,
 };
 #[cfg(all(feature = "test-util", feature = "postgres"))]
 pub use test_util::postgres_test_database;

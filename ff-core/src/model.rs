@@ -200,6 +200,26 @@ pub struct StoreState {
     pub flags: Vec<FlagRecord>,
     /// Overrides of those flags.
     pub overrides: Vec<OverrideRecord>,
+    /// Segments.
+    #[serde(default)]
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// A stored segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The key rules refer to it by.
+    pub key: String,
+    /// Who belongs.
+    pub definition: crate::targeting::SegmentDef,
+    /// Incremented by every change.
+    pub version: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }
 
 /// What a change did.
@@ -224,6 +244,12 @@ pub enum Action {
     /// An archived flag was restored (`before` and `after` are records).
     #[serde(rename = "flag.restore")]
     FlagRestore,
+    /// A segment was created or changed (`after` is the record).
+    #[serde(rename = "segment.put")]
+    SegmentPut,
+    /// A segment was deleted (`before` is the record).
+    #[serde(rename = "segment.delete")]
+    SegmentDelete,
     /// An API token was created (`after` is its name and role; never the secret).
     #[serde(rename = "token.create")]
     TokenCreate,
@@ -242,6 +268,8 @@ impl Action {
             Action::OverrideSet => "override.set",
             Action::OverrideDelete => "override.delete",
             Action::FlagRestore => "flag.restore",
+            Action::SegmentPut => "segment.put",
+            Action::SegmentDelete => "segment.delete",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
         }
@@ -256,6 +284,8 @@ impl Action {
             "override.set" => Action::OverrideSet,
             "override.delete" => Action::OverrideDelete,
             "flag.restore" => Action::FlagRestore,
+            "segment.put" => Action::SegmentPut,
+            "segment.delete" => Action::SegmentDelete,
             "token.create" => Action::TokenCreate,
             "token.revoke" => Action::TokenRevoke,
             _ => return None,

@@ -12,7 +12,8 @@ use smol_str::SmolStr;
 
 use crate::eval::EvalContext;
 use crate::flag::key_hash;
-use crate::targeting::{Compiled, Outcome};
+use crate::model::SegmentRecord;
+use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
 use time::OffsetDateTime;
 
 use crate::eval::{Detail, Reason};
@@ -29,6 +30,7 @@ pub struct Snapshot {
     version: u64,
     flags: Arc<FlagTable>,
     users: Arc<UserTable>,
+    segments: Arc<Segments>,
     shared_config: OnceLock<SharedConfig>,
 }
 
@@ -219,7 +221,13 @@ impl Default for Snapshot {
 impl Snapshot {
     /// A snapshot with no flags: every read serves the code default.
     pub fn empty() -> Self {
-        Snapshot { version: 0, flags: Arc::default(), users: Arc::default(), shared_config: OnceLock::new() }
+        Snapshot {
+            version: 0,
+            flags: Arc::default(),
+            users: Arc::default(),
+            segments: Arc::default(),
+            shared_config: OnceLock::new(),
+        }
     }
 
     /// Builds a snapshot from a full store state. Overrides that do not fit
@@ -239,10 +247,12 @@ impl Snapshot {
         for (user, pairs) in by_user {
             users.put(user, Some(UserEntry::from_pairs(pairs)));
         }
+        let segments = state.segments.iter().filter_map(compile_segment).collect();
         Snapshot {
             version: state.seq,
             flags: Arc::new(flags),
             users: Arc::new(users),
+            segments: Arc::new(segments),
             shared_config: OnceLock::new(),
         }
     }
@@ -266,7 +276,10 @@ impl Snapshot {
             }
         }
         overrides.sort_by(|a, b| (&a.key, &a.user_id).cmp(&(&b.key, &b.user_id)));
-        StoreState { seq: self.version, flags, overrides }
+        let mut segments: Vec<SegmentRecord> =
+            self.segments.values().filter_map(|s| s.record.clone()).collect();
+        segments.sort_by(|a, b| a.key.cmp(&b.key));
+        StoreState { seq: self.version, flags, overrides, segments }
     }
 
     /// Applies changes that directly follow this snapshot's version, giving the next snapshot.
@@ -275,6 +288,7 @@ impl Snapshot {
     pub fn apply(&self, changes: &[Change]) -> Result<Snapshot, ApplyError> {
         let mut flags: Option<FlagTable> = None;
         let mut users: Option<UserTable> = None;
+        let mut segments: Option<Segments> = None;
         let mut version = self.version;
         for c in changes {
             if c.seq != version + 1 {
@@ -284,6 +298,19 @@ impl Snapshot {
             let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
             match c.action {
                 Action::TokenCreate | Action::TokenRevoke => {}
+                Action::SegmentPut => {
+                    let after = c.after.clone().ok_or_else(|| bad("no after state"))?;
+                    let record: SegmentRecord =
+                        serde_json::from_value(after).map_err(|e| bad(&e.to_string()))?;
+                    let map = segments.get_or_insert_with(|| (*self.segments).clone());
+                    match compile_segment(&record) {
+                        Some((key, seg)) => map.insert(key, seg),
+                        None => map.remove(&record.key),
+                    };
+                }
+                Action::SegmentDelete => {
+                    segments.get_or_insert_with(|| (*self.segments).clone()).remove(&c.key);
+                }
                 // The restored flag's overrides come back from the store's table,
                 // which the change row does not carry.
                 Action::FlagRestore => return Err(ApplyError::NeedsReload { seq: c.seq }),
@@ -354,6 +381,7 @@ impl Snapshot {
             version,
             flags: flags.map(Arc::new).unwrap_or_else(|| self.flags.clone()),
             users: users.map(Arc::new).unwrap_or_else(|| self.users.clone()),
+            segments: segments.map(Arc::new).unwrap_or_else(|| self.segments.clone()),
             shared_config: OnceLock::new(),
         })
     }
@@ -435,7 +463,7 @@ impl Snapshot {
         if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
             return (v, Reason::Override);
         }
-        match c.decide(input.context, now) {
+        match c.decide(input.context, now, &self.segments) {
             Outcome::Rule(i, v) => (v, Reason::Rule(i)),
             Outcome::Split(v) => (v, Reason::Split),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i)),
@@ -497,6 +525,20 @@ impl Snapshot {
         }
         let value = Arc::clone(&shared.value).downcast::<C>().ok()?;
         Some((value, &shared.touched, shared.targeted))
+    }
+}
+
+/// Compiles a stored segment for a snapshot; an invalid one is skipped with a warning.
+fn compile_segment(record: &SegmentRecord) -> Option<(String, Arc<CompiledSegment>)> {
+    match CompiledSegment::new(&record.definition) {
+        Ok(mut seg) => {
+            seg.record = Some(record.clone());
+            Some((record.key.clone(), Arc::new(seg)))
+        }
+        Err(e) => {
+            tracing::warn!(segment = %record.key, error = %e, "ff: ignoring a segment that does not compile");
+            None
+        }
     }
 }
 

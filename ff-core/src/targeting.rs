@@ -127,6 +127,113 @@ pub enum Op {
     SemverGt,
     /// The attribute is present.
     Exists,
+    /// The user belongs to one of the named segments.
+    InSegment,
+}
+
+/// A named, reusable set of users: explicit ids and/or rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentDef {
+    /// For people.
+    #[serde(default)]
+    pub description: String,
+    /// User ids that belong (checked in O(1)).
+    #[serde(default)]
+    pub included: Vec<String>,
+    /// User ids that never belong, even if a rule matches.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Users any of whose rules match belong (clauses joined by AND).
+    #[serde(default)]
+    pub rules: Vec<SegmentRule>,
+}
+
+/// Clauses joined by AND.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRule {
+    /// All must match.
+    pub clauses: Vec<Clause>,
+}
+
+impl Targeting {
+    /// The segments its rules refer to.
+    pub fn segment_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.clauses)
+            .filter(|c| c.op == Op::InSegment)
+            .flat_map(|c| c.values.iter().filter_map(|v| v.as_str()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// A segment ready to test membership.
+#[derive(Debug)]
+pub(crate) struct CompiledSegment {
+    /// What it was built from (kept by snapshots, to save them).
+    pub(crate) record: Option<crate::model::SegmentRecord>,
+    included: FxHashSet<String>,
+    excluded: FxHashSet<String>,
+    rules: Vec<Vec<CompiledClause>>,
+}
+
+/// Compiled segments by key, shared by every flag of a snapshot.
+pub(crate) type Segments = rustc_hash::FxHashMap<String, std::sync::Arc<CompiledSegment>>;
+
+impl CompiledSegment {
+    /// Validates and compiles a segment definition.
+    pub(crate) fn new(def: &SegmentDef) -> Result<Self, ValidationError> {
+        let ids = |list: &[String], what: &str| -> Result<FxHashSet<String>, ValidationError> {
+            if list.len() > MAX_CLAUSE_VALUES {
+                return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} user ids")));
+            }
+            for id in list {
+                crate::model::validate_user_id(id).map_err(|e| bad(format!("{what}: {e}")))?;
+            }
+            Ok(list.iter().cloned().collect())
+        };
+        let mut rules = Vec::new();
+        for (i, r) in def.rules.iter().enumerate() {
+            if r.clauses.is_empty() {
+                return Err(bad(format!("segment rule {i} has no clauses")));
+            }
+            let mut clauses = Vec::new();
+            for (j, c) in r.clauses.iter().enumerate() {
+                if c.op == Op::InSegment {
+                    return Err(bad(format!(
+                        "segment rule {i} clause {j}: segments cannot refer to segments"
+                    )));
+                }
+                clauses.push(compile_clause(c, &format!("segment rule {i} clause {j}"))?);
+            }
+            rules.push(clauses);
+        }
+        Ok(CompiledSegment {
+            record: None,
+            included: ids(&def.included, "included")?,
+            excluded: ids(&def.excluded, "excluded")?,
+            rules,
+        })
+    }
+
+    fn contains(&self, ctx: &EvalContext) -> bool {
+        if let Some(user) = ctx.user_id() {
+            if self.excluded.contains(user) {
+                return false;
+            }
+            if self.included.contains(user) {
+                return true;
+            }
+        }
+        let none = Segments::default();
+        self.rules.iter().any(|clauses| clauses.iter().all(|c| c.matches(ctx, &none)))
+    }
 }
 
 /// Values with weights in basis points (1/10,000) that add up to 10,000.
@@ -179,6 +286,7 @@ enum Test {
     Time(i64),
     Semver(semver::Version),
     Exists,
+    Segments(Vec<String>),
 }
 
 #[derive(Debug)]
@@ -352,6 +460,18 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
                 }
                 Test::Exists
             }
+            Op::InSegment => {
+                if c.attribute != USER_ID {
+                    return Err(bad(format!(
+                        "{what}: in_segment tests the user, so its attribute is \"user_id\""
+                    )));
+                }
+                let keys = strings()?;
+                if keys.is_empty() {
+                    return Err(bad(format!("{what}: in_segment names no segment")));
+                }
+                Test::Segments(keys)
+            }
         };
     Ok(CompiledClause {
         user_id: c.attribute == USER_ID,
@@ -458,9 +578,14 @@ impl Compiled {
     }
 
     /// Rules, then the split (the schedule's if a step sets one), then the global value.
-    pub(crate) fn decide<'a>(&'a self, ctx: &EvalContext, now: Option<OffsetDateTime>) -> Outcome<'a> {
+    pub(crate) fn decide<'a>(
+        &'a self,
+        ctx: &EvalContext,
+        now: Option<OffsetDateTime>,
+        segments: &Segments,
+    ) -> Outcome<'a> {
         for (i, (clauses, serve)) in self.rules.iter().enumerate() {
-            if clauses.iter().all(|c| c.matches(ctx)) {
+            if clauses.iter().all(|c| c.matches(ctx, segments)) {
                 match serve {
                     CompiledServe::Value(v) => return Outcome::Rule(i, v),
                     CompiledServe::Split(s) => {
@@ -531,7 +656,12 @@ impl<'a> Attr<'a> {
 
 impl CompiledClause {
     #[inline]
-    fn matches(&self, ctx: &EvalContext) -> bool {
+    fn matches(&self, ctx: &EvalContext, segments: &Segments) -> bool {
+        if let Test::Segments(keys) = &self.test {
+            // Unknown segments never match (writes refuse them; this covers deletions in flight).
+            let hit = keys.iter().any(|k| segments.get(k).is_some_and(|s| s.contains(ctx)));
+            return hit != self.negate;
+        }
         let attr = if self.user_id {
             ctx.user_id().map(Attr::Str)
         } else {
@@ -551,7 +681,7 @@ impl CompiledClause {
     fn test(&self, attr: Attr<'_>) -> Option<bool> {
         use serde_json::Value as J;
         Some(match &self.test {
-            Test::Exists => true,
+            Test::Exists | Test::Segments(_) => true,
             Test::Set(strings, numbers, bools) => {
                 let found = match attr {
                     Attr::Str(s) => strings.contains(s),

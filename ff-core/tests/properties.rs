@@ -26,7 +26,12 @@ fn rollout(basis_points: u32, salt: Option<&str>) -> Arc<Snapshot> {
     }
     let targeting: Targeting = serde_json::from_value(t).unwrap();
     let record = FlagRecord { targeting, ..FlagRecord::new("F", Value::Bool(false)) };
-    Arc::new(Snapshot::from_state(&StoreState { seq: 1, flags: vec![record], overrides: vec![] }))
+    Arc::new(Snapshot::from_state(&StoreState {
+        seq: 1,
+        flags: vec![record],
+        overrides: vec![],
+        ..Default::default()
+    }))
 }
 
 fn inside(s: &Arc<Snapshot>, user: &str) -> bool {

@@ -242,6 +242,22 @@ impl Store for Switchable {
     ) -> Result<TokenRecord, StoreError> {
         self.inner.revoke_token(name, actor, why).await
     }
+    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
+        self.check()?;
+        self.inner.segments().await
+    }
+    async fn put_segment(
+        &self,
+        key: &str,
+        def: ff_core::SegmentDef,
+        expected: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        self.inner.put_segment(key, def, expected, who).await
+    }
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        self.inner.delete_segment(key, who).await
+    }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.subscribe()
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::{
-    Action, ApplyError, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema, Snapshot,
-    Store, StoreError, TokenRecord, ValidationError, ValueType, Write, sync,
+    Action, ApplyError, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema,
+    SegmentDef, Snapshot, Store, StoreError, TokenRecord, ValidationError, ValueType, Write, sync,
 };
 use serde_json::json;
 
@@ -272,6 +272,64 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(at_restore.apply(&log[10..]).is_ok());
 }
 
+async fn segments_contract(store: Arc<dyn Store>) {
+    let s = &*store;
+    let who = ("ops@example.com", Some("beta testers"));
+    let seg = |v: serde_json::Value| serde_json::from_value::<SegmentDef>(v).unwrap();
+    let testers = seg(json!({"description": "QA", "included": ["qa-1", "qa-2"], "excluded": ["qa-2"]}));
+    let c = s.put_segment("testers", testers.clone(), Some(0), who).await.unwrap().unwrap();
+    assert_eq!((c.seq, c.action, c.key.as_str()), (1, Action::SegmentPut, "testers"));
+    assert_eq!((c.actor.as_str(), c.reason.as_deref()), ("ops@example.com", Some("beta testers")));
+    assert!(s.put_segment("testers", testers.clone(), None, who).await.unwrap().is_none(), "unchanged");
+    assert!(matches!(
+        s.put_segment("testers", testers.clone(), Some(0), who).await,
+        Err(StoreError::VersionConflict { expected: 0, actual: 1, .. })
+    ));
+    for (key, bad, says) in [
+        ("x", json!({"included": [""]}), "user id is empty"),
+        (
+            "x",
+            json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}]}]}),
+            "cannot refer to segments",
+        ),
+        (
+            "x",
+            json!({"rules": [{"clauses": [{"attribute": "email", "op": "matches", "values": ["("]}]}]}),
+            "bad regex",
+        ),
+        ("bad key", json!({}), "may only contain"),
+    ] {
+        let err = s.put_segment(key, seg(bad), None, who).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(s.latest_seq().await.unwrap(), 1, "nothing written by refused writes");
+
+    // Flags may only name segments that exist.
+    let mut flag = def("BETA", ValueType::Bool, json!(false));
+    flag.targeting = serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["nobody"]}], "value": true}]})).unwrap();
+    let err = s.write(w(Mutation::CreateFlag { def: flag.clone(), if_missing: false })).await.unwrap_err();
+    assert!(err.to_string().contains("segment \"nobody\" does not exist"), "{err}");
+    flag.targeting = serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": true}]})).unwrap();
+    s.write(w(Mutation::CreateFlag { def: flag, if_missing: false })).await.unwrap();
+
+    // In use: not deleted. Unused: deleted, with its record in the log.
+    assert!(
+        matches!(s.delete_segment("testers", who).await, Err(StoreError::SegmentInUse { flags, .. }) if flags == ["BETA"])
+    );
+    let state = s.load().await.unwrap();
+    assert_eq!(state.segments.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(), ["testers"]);
+    let log = s.changes_since(0, 100).await.unwrap();
+    assert_eq!(Snapshot::empty().apply(&log).unwrap().to_state(), Snapshot::from_state(&state).to_state());
+    s.write(w(Mutation::ArchiveFlag { key: "BETA".into(), expected_version: None })).await.unwrap();
+    let c = s.delete_segment("testers", who).await.unwrap();
+    assert_eq!(
+        (c.action, c.before.as_ref().unwrap()["definition"]["description"].clone()),
+        (Action::SegmentDelete, json!("QA"))
+    );
+    assert!(matches!(s.delete_segment("testers", who).await, Err(StoreError::UnknownSegment(_))));
+    assert!(s.segments().await.unwrap().is_empty());
+}
+
 async fn sync_contract(store: Arc<dyn Store>) {
     const A: Flag<bool> = Flag::new("A", false).description("a");
     const B: Flag<i64> = Flag::new("B", 24).range(0, 100);
@@ -323,6 +381,7 @@ async fn sync_contract(store: Arc<dyn Store>) {
 async fn memory_store_contract() {
     contract(Arc::new(MemoryStore::new())).await;
     sync_contract(Arc::new(MemoryStore::new())).await;
+    segments_contract(Arc::new(MemoryStore::new())).await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -341,6 +400,8 @@ mod sqlite {
         contract(Arc::new(store(&dir))).await;
         let dir = tempfile::tempdir().unwrap();
         sync_contract(Arc::new(store(&dir))).await;
+        let dir = tempfile::tempdir().unwrap();
+        segments_contract(Arc::new(store(&dir))).await;
     }
 
     #[tokio::test]
@@ -391,6 +452,8 @@ mod postgres {
             return;
         };
         sync_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+        let Some(url) = ff_core::postgres_test_database().await else { return };
+        segments_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
     }
 
     #[tokio::test]

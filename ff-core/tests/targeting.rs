@@ -18,7 +18,12 @@ fn targeting(t: serde_json::Value) -> Targeting {
 }
 
 fn snapshot(records: Vec<FlagRecord>) -> Arc<Snapshot> {
-    Arc::new(Snapshot::from_state(&StoreState { seq: 1, flags: records, overrides: vec![] }))
+    Arc::new(Snapshot::from_state(&StoreState {
+        seq: 1,
+        flags: records,
+        overrides: vec![],
+        ..Default::default()
+    }))
 }
 
 fn flag(key: &str, value: Value, t: serde_json::Value) -> FlagRecord {
@@ -238,6 +243,7 @@ fn rules_in_order_then_split_then_global_and_precedence() {
             user_id: "vip".into(),
             value: json!("vip"),
         }],
+        ..Default::default()
     }));
     let d = Evaluator::new(s, EvalContext::user("vip").with_attribute("plan", "x")).detail(CHECKOUT);
     assert_eq!((d.value.as_str(), d.reason), ("classic", Reason::Disabled));
@@ -489,4 +495,74 @@ fn config_is_not_shared_when_it_reads_a_targeted_flag() {
     let free =
         Evaluator::new(s.clone(), EvalContext::user("b").with_attribute("plan", "free")).config::<Cfg>();
     assert!(pro.0 && !free.0);
+}
+
+#[tokio::test]
+async fn segments_in_rules() {
+    let store = MemoryStore::new();
+    ff_core::sync(&store, &[PREMIUM.decl()]).await.unwrap();
+    let who = ("t", None);
+    let seg = |v: serde_json::Value| serde_json::from_value::<ff_core::SegmentDef>(v).unwrap();
+    // 100,000 explicit ids, an exclusion, and a rule.
+    let ids: Vec<String> = (0..100_000).map(|i| format!("member-{i}")).collect();
+    let big = seg(
+        json!({"included": ids, "excluded": ["member-7"], "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["enterprise"]}]}]}),
+    );
+    store.put_segment("beta", big, None, who).await.unwrap();
+    store.put_segment("empty", seg(json!({})), None, who).await.unwrap();
+    let t = json!({"rules": [
+        {"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["beta"]}], "value": true},
+        {"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["empty"], "negate": true}, {"attribute": "plan", "op": "eq", "values": ["never"]}], "value": true}
+    ]});
+    let patch: ff_core::FlagPatch = serde_json::from_value(json!({ "targeting": t })).unwrap();
+    store
+        .write(Write::new("t", Mutation::UpdateFlag { key: "PREMIUM".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    let source = ff_core::Source::builder(store.clone())
+        .poll_interval(std::time::Duration::from_millis(20))
+        .start()
+        .await;
+    let eval = |c: EvalContext| Evaluator::new(source.snapshot(), c).detail(PREMIUM);
+    assert_eq!(eval(EvalContext::user("member-99999")).reason, Reason::Rule(0));
+    assert_eq!(eval(EvalContext::user("member-7")).reason, Reason::Global, "excluded beats included");
+    assert_eq!(
+        eval(EvalContext::user("stranger").with_attribute("plan", "enterprise")).reason,
+        Reason::Rule(0)
+    );
+    assert_eq!(
+        eval(EvalContext::user("member-7").with_attribute("plan", "enterprise")).reason,
+        Reason::Global,
+        "excluded beats rules"
+    );
+    assert_eq!(eval(EvalContext::user("stranger")).reason, Reason::Global);
+    assert_eq!(
+        eval(EvalContext::user("x").with_attribute("plan", "never")).reason,
+        Reason::Rule(1),
+        "negated in_segment"
+    );
+    // 100,000 lookups of a 100,000-id segment: O(1) each (a hash set), so this is quick.
+    let snap = source.snapshot();
+    let started = std::time::Instant::now();
+    let hits = (0..100_000)
+        .filter(|i| Evaluator::new(snap.clone(), EvalContext::user(format!("member-{i}"))).get(PREMIUM))
+        .count();
+    assert_eq!(hits, 99_999);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "generous bound: {:?}",
+        started.elapsed()
+    );
+    // Changing the segment changes who gets the flag, without touching the flag.
+    let version = source.status().version;
+    store.put_segment("beta", seg(json!({"included": ["newcomer"]})), None, who).await.unwrap();
+    assert!(source.wait_for_version(version + 1, std::time::Duration::from_secs(10)).await);
+    assert_eq!(eval(EvalContext::user("newcomer")).reason, Reason::Rule(0));
+    assert_eq!(eval(EvalContext::user("member-99999")).reason, Reason::Global);
+}
+
+#[test]
+fn an_unknown_segment_never_matches() {
+    let s = premium_with(json!({"attribute": "user_id", "op": "in_segment", "values": ["gone"]}));
+    assert_eq!(Evaluator::new(s, EvalContext::user("u")).detail(PREMIUM).reason, Reason::Global);
 }

@@ -63,7 +63,7 @@ fn workload() -> Snapshot {
             })
         })
         .collect();
-    Snapshot::from_state(&StoreState { seq: 1, flags, overrides })
+    Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
 }
 
 fn users() -> Vec<http::HeaderValue> {

@@ -51,7 +51,12 @@ fn benches(c: &mut Criterion) {
     let keys: Vec<&'static str> =
         (0..1000).map(|i| &*Box::leak(format!("mixed_{i}").into_boxed_str())).collect();
     flags.extend(keys.iter().enumerate().map(|(i, k)| kinds(k, i % 4)));
-    let snapshot = Arc::new(Snapshot::from_state(&StoreState { seq: 1, flags, overrides: vec![] }));
+    let snapshot = Arc::new(Snapshot::from_state(&StoreState {
+        seq: 1,
+        flags,
+        overrides: vec![],
+        ..Default::default()
+    }));
     let plans = ["free", "pro", "enterprise", "team"];
     let evals: Vec<Evaluator> = (0..USERS)
         .map(|i| {

@@ -55,7 +55,7 @@ fn workload() -> Snapshot {
             })
         })
         .collect();
-    Snapshot::from_state(&StoreState { seq: 1, flags, overrides })
+    Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
 }
 
 fn run<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) {

@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{ChangeQuery, Plan, Store, TokenRecord, Write, plan, token_audit, validate_token_name};
+use super::{
+    ChangeQuery, Plan, Store, TokenRecord, Write, check_segments, flags_using, plan, plan_segment,
+    segment_change, token_audit, validate_token_name,
+};
 use crate::error::StoreError;
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, now};
+use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
+use crate::targeting::SegmentDef;
 
 /// A store in process memory. Clones share the same data.
 #[derive(Debug, Clone)]
@@ -28,6 +32,7 @@ struct Data {
     overrides: BTreeMap<(String, String), serde_json::Value>,
     changes: Vec<Change>,
     tokens: BTreeMap<String, TokenRecord>,
+    segments: BTreeMap<String, SegmentRecord>,
 }
 
 impl Data {
@@ -89,7 +94,8 @@ impl Store for MemoryStore {
                 value: value.clone(),
             })
             .collect();
-        Ok(StoreState { seq: d.changes.len() as u64, flags, overrides })
+        let segments = d.segments.values().cloned().collect();
+        Ok(StoreState { seq: d.changes.len() as u64, flags, overrides, segments })
     }
 
     async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
@@ -127,6 +133,7 @@ impl Store for MemoryStore {
         let change = {
             let mut d = self.data();
             let key = write.mutation.key().to_owned();
+            check_segments(&write.mutation, |k| d.segments.contains_key(k))?;
             let okey = write.mutation.user_id().map(|u| (key.clone(), u.to_owned()));
             let current_override = okey.as_ref().and_then(|k| d.overrides.get(k));
             let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())? else {
@@ -216,6 +223,54 @@ impl Store for MemoryStore {
         };
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
+    }
+
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        Ok(self.data().segments.values().cloned().collect())
+    }
+
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        let change = {
+            let mut d = self.data();
+            let current = d.segments.get(key);
+            let Some(record) = plan_segment(key, definition, current, expected_version, now())? else {
+                return Ok(None);
+            };
+            let seq = d.changes.len() as u64 + 1;
+            let change = segment_change(seq, Action::SegmentPut, key, current, Some(&record), who);
+            d.segments.insert(key.to_owned(), record);
+            d.changes.push(change.clone());
+            change
+        };
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(Some(change))
+    }
+
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        let change = {
+            let mut d = self.data();
+            let Some(current) = d.segments.get(key).cloned() else {
+                return Err(StoreError::UnknownSegment(key.to_owned()));
+            };
+            let flags: Vec<FlagRecord> = d.flags.values().cloned().collect();
+            let users = flags_using(&flags, key);
+            if !users.is_empty() {
+                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
+            }
+            let seq = d.changes.len() as u64 + 1;
+            let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
+            d.segments.remove(key);
+            d.changes.push(change.clone());
+            change
+        };
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(change)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

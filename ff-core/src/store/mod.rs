@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::error::{StoreError, ValidationError};
 use crate::flag::{FlagDecl, FlagDef, validate_key};
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState, validate_user_id};
+use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, validate_user_id};
+use crate::targeting::{CompiledSegment, SegmentDef};
 use crate::value::{Schema, Value, ValueType};
 
 mod memory;
@@ -361,6 +362,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError>;
 
+    /// All segments, ordered by key.
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError>;
+
+    /// Creates or replaces a segment (validated; `expected_version` 0 means "must not
+    /// exist yet"), with an audit row. `Ok(None)`: unchanged, nothing written.
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError>;
+
+    /// Deletes a segment that no live flag refers to, with an audit row.
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError>;
+
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:
     /// readers still poll, since a hint can be lost.
@@ -446,6 +463,88 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
         }
     }
     Ok(report)
+}
+
+/// The segments a mutation's targeting names.
+pub(crate) fn referenced_segments(m: &Mutation) -> Vec<String> {
+    let t = match m {
+        Mutation::CreateFlag { def, .. } => Some(&def.targeting),
+        Mutation::UpdateFlag { patch, .. } => patch.targeting.as_ref(),
+        _ => None,
+    };
+    t.map(|t| t.segment_keys().into_iter().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+/// Refuses targeting that names a segment the store does not have.
+pub(crate) fn check_segments(m: &Mutation, exists: impl Fn(&str) -> bool) -> Result<(), StoreError> {
+    match referenced_segments(m).into_iter().find(|k| !exists(k)) {
+        Some(missing) => Err(StoreError::invalid(
+            m.key(),
+            ValidationError::BadField {
+                field: "targeting",
+                problem: format!("segment {missing:?} does not exist"),
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Live flags whose rules name segment `key`.
+pub(crate) fn flags_using(flags: &[FlagRecord], key: &str) -> Vec<String> {
+    flags
+        .iter()
+        .filter(|f| !f.archived && f.targeting.segment_keys().contains(&key))
+        .map(|f| f.key.clone())
+        .collect()
+}
+
+/// Validates a segment write; `Ok(None)`: unchanged.
+pub(crate) fn plan_segment(
+    key: &str,
+    definition: SegmentDef,
+    current: Option<&SegmentRecord>,
+    expected_version: Option<u64>,
+    now: OffsetDateTime,
+) -> Result<Option<SegmentRecord>, StoreError> {
+    validate_key(key).map_err(|e| StoreError::invalid(key, e))?;
+    CompiledSegment::new(&definition).map_err(|e| StoreError::invalid(key, e))?;
+    let actual = current.map_or(0, |c| c.version);
+    if let Some(expected) = expected_version.filter(|v| *v != actual) {
+        return Err(StoreError::VersionConflict { key: key.to_owned(), expected, actual });
+    }
+    if current.is_some_and(|c| c.definition == definition) {
+        return Ok(None);
+    }
+    Ok(Some(SegmentRecord {
+        key: key.to_owned(),
+        definition,
+        version: actual + 1,
+        created_at: current.map_or(now, |c| c.created_at),
+        updated_at: now,
+    }))
+}
+
+/// The change row of a segment write.
+pub(crate) fn segment_change(
+    seq: u64,
+    action: Action,
+    key: &str,
+    before: Option<&SegmentRecord>,
+    after: Option<&SegmentRecord>,
+    (actor, reason): (&str, Option<&str>),
+) -> Change {
+    let json = |r: Option<&SegmentRecord>| r.and_then(|r| serde_json::to_value(r).ok());
+    Change {
+        seq,
+        at: crate::model::now(),
+        actor: actor.to_owned(),
+        action,
+        key: key.to_owned(),
+        subject: None,
+        before: json(before),
+        after: json(after),
+        reason: reason.map(str::to_owned),
+    }
 }
 
 /// What a validated mutation will write.

@@ -13,11 +13,16 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::{OnceCell, watch};
 
-use super::{ChangeQuery, Plan, Role, Store, TokenRecord, Write, plan, token_audit, validate_token_name};
+use super::{
+    ChangeQuery, Plan, Role, Store, TokenRecord, Write, check_segments, flags_using, plan, plan_segment,
+    segment_change, token_audit, validate_token_name,
+};
 use crate::error::StoreError;
 use crate::model::{
-    Action, Change, FlagMeta, FlagRecord, OverrideRecord, StoreState, from_millis, now, to_millis,
+    Action, Change, FlagMeta, FlagRecord, OverrideRecord, SegmentRecord, StoreState, from_millis, now,
+    to_millis,
 };
+use crate::targeting::SegmentDef;
 use crate::value::{Value, ValueType};
 
 /// The PostgreSQL channel the store notifies on and listens to.
@@ -33,11 +38,13 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_admin.sql")),
     (3, include_str!("../../migrations/sqlite/0003_targeting.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_segments.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_admin.sql")),
     (3, include_str!("../../migrations/postgres/0003_targeting.sql")),
+    (4, include_str!("../../migrations/postgres/0004_segments.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -287,6 +294,31 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
 
 const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, \
      created_at, updated_at, owner, tags, ticket, expires_at, targeting";
+const SEGMENT_COLUMNS: &str = "key, definition, version, created_at, updated_at";
+
+fn segment_from_row(row: &AnyRow) -> Result<SegmentRecord, StoreError> {
+    let key: String = row.try_get("key")?;
+    let definition: String = row.try_get("definition")?;
+    Ok(SegmentRecord {
+        definition: serde_json::from_str(&definition)
+            .map_err(|e| corrupt(format!("segment {key:?}: {e}")))?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        created_at: from_millis(row.try_get("created_at")?),
+        updated_at: from_millis(row.try_get("updated_at")?),
+        key,
+    })
+}
+
+async fn fetch_segment(conn: &mut AnyConnection, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
+    sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments WHERE key = $1"))
+        .bind(key)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(segment_from_row)
+        .transpose()
+}
+
 const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
@@ -443,8 +475,14 @@ impl Store for SqlStore {
         .iter()
         .map(override_from_row)
         .collect::<Result<Vec<_>, _>>()?;
+        let segments = sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments ORDER BY key"))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(segment_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         tx.commit().await?;
-        Ok(StoreState { seq: seq as u64, flags, overrides })
+        Ok(StoreState { seq: seq as u64, flags, overrides, segments })
     }
 
     async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
@@ -502,6 +540,13 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await?;
         let seq = next_seq(&mut tx).await?;
         let key = write.mutation.key();
+        for segment in super::referenced_segments(&write.mutation) {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
+                .bind(&segment)
+                .fetch_optional(&mut *tx)
+                .await?;
+            check_segments(&write.mutation, |k| k != segment || found.is_some())?;
+        }
         let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -687,6 +732,75 @@ impl Store for SqlStore {
         tx.commit().await?;
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
+    }
+
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments ORDER BY key"))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(segment_from_row)
+            .collect()
+    }
+
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let current = fetch_segment(&mut tx, key).await?;
+        let Some(record) = plan_segment(key, definition, current.as_ref(), expected_version, now())? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO ff_segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, version = excluded.version, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(serde_json::to_string(&record.definition).unwrap_or_else(|_| "{}".into()))
+        .bind(record.version as i64)
+        .bind(to_millis(record.created_at))
+        .bind(to_millis(record.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        let change = segment_change(seq, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
+        self.record(&mut tx, &change).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(Some(change))
+    }
+
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let current =
+            fetch_segment(&mut tx, key).await?.ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))?;
+        let flags = sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 AND targeting LIKE '%in_segment%'"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(flag_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let users = flags_using(&flags, key);
+        if !users.is_empty() {
+            return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
+        }
+        sqlx::query("DELETE FROM ff_segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
+        let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
+        self.record(&mut tx, &change).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(change)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
