@@ -501,5 +501,74 @@ pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiRes
             })
         })
         .collect();
-    Ok(Json(json!({ "version": state.seq, "flags": flags })).into_response())
+    Ok(Json(json!({ "version": state.seq, "flags": flags, "segments": state.segments })).into_response())
+}
+
+pub(crate) async fn list_segments(State(admin): State<Admin>, caller: Caller) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let segments: Vec<Value> = admin
+        .store()
+        .segments()
+        .await?
+        .iter()
+        .map(|s| {
+            json!({
+                "key": s.key,
+                "description": s.definition.description,
+                "included": s.definition.included.len(),
+                "excluded": s.definition.excluded.len(),
+                "rules": s.definition.rules.len(),
+                "version": s.version,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "segments": segments })).into_response())
+}
+
+pub(crate) async fn get_segment(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let segments = admin.store().segments().await?;
+    let s = segments
+        .into_iter()
+        .find(|s| s.key == key)
+        .ok_or_else(|| AdminError::NotFound(format!("segment {key:?} does not exist")))?;
+    Ok(with_etag(StatusCode::OK, s.version, json!({ "segment": s })))
+}
+
+/// Creates or replaces a segment; `If-Match: "0"` means "only if it does not exist yet".
+pub(crate) async fn put_segment(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let mut body = object(body)?;
+    let reason = take_reason(&mut body)?;
+    let definition: ff_core::SegmentDef = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        AdminError::InvalidBody { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() }
+    })?;
+    let expected = if_match(&headers)?;
+    let change =
+        admin.store().put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;
+    let version = change.as_ref().and_then(|c| c.after.as_ref()).and_then(|a| a["version"].as_u64());
+    let status = if version == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "key": key, "changed": change.is_some(), "version": version }))).into_response())
+}
+
+pub(crate) async fn delete_segment(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    caller.require(Role::Editor)?;
+    let reason = optional_reason(&body)?;
+    admin.store().delete_segment(&key, (&caller.name, reason.as_deref())).await?;
+    Ok(Json(json!({ "deleted": key })).into_response())
 }

@@ -89,9 +89,10 @@ impl AdminError {
             E::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             E::Store(e) => {
                 let (status, code) = match e {
-                    StoreError::UnknownFlag(_) | StoreError::UnknownToken(_) => {
-                        (StatusCode::NOT_FOUND, "not_found")
-                    }
+                    StoreError::UnknownFlag(_)
+                    | StoreError::UnknownToken(_)
+                    | StoreError::UnknownSegment(_) => (StatusCode::NOT_FOUND, "not_found"),
+                    StoreError::SegmentInUse { .. } => (StatusCode::CONFLICT, "in_use"),
                     StoreError::FlagExists(_) | StoreError::TokenExists(_) | StoreError::NotArchived(_) => {
                         (StatusCode::CONFLICT, "conflict")
                     }

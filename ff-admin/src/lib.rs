@@ -113,6 +113,11 @@ impl Admin {
             .route("/api/users/{user_id}", get(api::user_lookup))
             .route("/api/changes", get(api::changes))
             .route("/api/export", get(api::export))
+            .route("/api/segments", get(api::list_segments))
+            .route(
+                "/api/segments/{key}",
+                get(api::get_segment).put(api::put_segment).delete(api::delete_segment),
+            )
             .route("/api/changes/{seq}/revert", post(api::revert))
             .route("/api/tokens", get(api::list_tokens).post(api::create_token))
             .route("/api/tokens/{name}", axum::routing::delete(api::revoke_token))

@@ -114,6 +114,11 @@ async fn every_route_needs_a_valid_token() {
         ("GET", "/admin/api/tokens"),
         ("POST", "/admin/api/tokens"),
         ("DELETE", "/admin/api/tokens/ed"),
+        ("GET", "/admin/api/export"),
+        ("GET", "/admin/api/segments"),
+        ("GET", "/admin/api/segments/s"),
+        ("PUT", "/admin/api/segments/s"),
+        ("DELETE", "/admin/api/segments/s"),
     ];
     let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
     let before = api.log_len().await;
@@ -142,6 +147,8 @@ async fn every_mutation_needs_its_role() {
         ("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
         ("DELETE", "/admin/api/flags/LEAD_HOURS/overrides/u1"),
         ("POST", "/admin/api/changes/1/revert"),
+        ("PUT", "/admin/api/segments/s"),
+        ("DELETE", "/admin/api/segments/s"),
     ];
     let admin_routes =
         [("GET", "/admin/api/tokens"), ("POST", "/admin/api/tokens"), ("DELETE", "/admin/api/tokens/ed")];
@@ -511,4 +518,71 @@ async fn huge_bodies_are_refused() {
         .await;
     assert_eq!((r.status, error(&r)), (413, "body_too_large"));
     assert!(api.store.flag("BIG").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn segments_through_the_api() {
+    let api = Api::new().await;
+    let (e, v) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
+    let body = json!({"description": "QA", "included": ["qa-1", "qa-2"], "reason": "beta"});
+    assert_eq!(api.call("PUT", "/admin/api/segments/testers", v, Some(body.clone())).await.status, 403);
+    let r = api.call("PUT", "/admin/api/segments/testers", e, Some(body.clone())).await;
+    assert_eq!((r.status, r.body["version"].clone()), (201, json!(1)), "{}", r.body);
+    let again = api.call("PUT", "/admin/api/segments/testers", e, Some(body)).await;
+    assert_eq!((again.status, again.body["changed"].clone()), (200, json!(false)));
+    let r = api.call("GET", "/admin/api/segments/testers", v, None).await;
+    assert_eq!((r.status, r.etag.as_deref()), (200, Some("\"1\"")));
+    assert_eq!(r.body["segment"]["definition"]["included"], json!(["qa-1", "qa-2"]));
+    let list = api.call("GET", "/admin/api/segments", v, None).await;
+    assert_eq!(list.body["segments"][0]["included"], 2);
+    let stale = api
+        .call_with(
+            "PUT",
+            "/admin/api/segments/testers",
+            e,
+            Some(json!({"included": []})),
+            &[("if-match", "\"0\"")],
+        )
+        .await;
+    assert_eq!((stale.status, error(&stale)), (409, "version_conflict"));
+    for (b, status) in [(json!({"included": [""]}), 422), (json!({"inclded": []}), 422), (json!([1]), 422)] {
+        assert_eq!(
+            api.call("PUT", "/admin/api/segments/bad", e, Some(b.clone())).await.status,
+            status,
+            "{b}"
+        );
+    }
+    // A flag using it: the segment cannot be deleted; an unknown segment cannot be used.
+    let rule = |seg: &str| json!({"targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": [seg]}], "value": 0}]}});
+    let r = api
+        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule("nope")), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body["message"].as_str().unwrap().contains("does not exist"));
+    let r = api
+        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule("testers")), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = api.call("GET", "/admin/api/users/qa-1", v, None).await.body;
+    let lead = seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == "LEAD_HOURS").unwrap().clone();
+    assert_eq!((lead["value"].clone(), lead["reason"].clone()), (json!(0), json!({"rule": 0})));
+    let r = api.call("DELETE", "/admin/api/segments/testers", e, None).await;
+    assert_eq!((r.status, error(&r)), (409, "in_use"));
+    assert!(r.body["message"].as_str().unwrap().contains("LEAD_HOURS"));
+    let export = api.call("GET", "/admin/api/export", v, None).await.body;
+    assert_eq!(export["segments"][0]["key"], "testers");
+    api.call_with(
+        "PATCH",
+        "/admin/api/flags/LEAD_HOURS",
+        e,
+        Some(json!({"targeting": {}})),
+        &[("if-match", "\"2\"")],
+    )
+    .await;
+    assert_eq!(
+        api.call("DELETE", "/admin/api/segments/testers", e, Some(json!({"reason": "done"}))).await.status,
+        200
+    );
+    assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, None).await.status, 404);
+    assert_eq!(api.call("GET", "/admin/api/segments/testers", v, None).await.status, 404);
 }
