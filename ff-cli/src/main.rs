@@ -100,9 +100,34 @@ enum Command {
         #[arg(long, default_value = "ff import")]
         reason: String,
     },
+    /// List segments.
+    Segments,
+    /// Segments: named sets of users that rules refer to with `in_segment`.
+    #[command(subcommand)]
+    Segment(SegmentCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SegmentCommand {
+    /// Show one segment.
+    Get { key: String },
+    /// Create or replace a segment from a YAML or JSON file
+    /// (`description`, `included`, `excluded`, `rules`).
+    Put {
+        key: String,
+        file: std::path::PathBuf,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete a segment no flag uses.
+    Rm {
+        key: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 /// Fields `ff import` changes on existing flags, in the order it applies them.
@@ -619,6 +644,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
             }
             println!("{} change(s) applied", steps.len());
+        }
+        Command::Segments => {
+            let body = api.get(&["segments"], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            let rows = body["segments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    vec![
+                        text(&s["key"]),
+                        text(&s["included"]),
+                        text(&s["excluded"]),
+                        text(&s["rules"]),
+                        text(&s["version"]),
+                        text(&s["description"]),
+                    ]
+                })
+                .collect();
+            table(&["KEY", "INCLUDED", "EXCLUDED", "RULES", "VERSION", "DESCRIPTION"], rows);
+        }
+        Command::Segment(SegmentCommand::Get { key }) => {
+            let body = api.get(&["segments", &key], &[]).await?;
+            if json_out {
+                return print(&body);
+            }
+            print!("{}", serde_yaml_ng::to_string(&body["segment"])?);
+        }
+        Command::Segment(SegmentCommand::Put { key, file, reason }) => {
+            let raw =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let definition: Value = serde_yaml_ng::from_str(&raw)
+                .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
+            let body = with_reason(definition, reason);
+            let (body, _) = api.call(Method::PUT, &["segments", &key], &[], Some(body), None).await?;
+            if json_out {
+                return print(&body);
+            }
+            let state = if body["changed"] == true { "saved" } else { "unchanged" };
+            println!("segment {key} {state} (version {})", text(&body["version"]));
+        }
+        Command::Segment(SegmentCommand::Rm { key, reason }) => {
+            let body = with_reason(json!({}), reason);
+            let (body, _) = api.call(Method::DELETE, &["segments", &key], &[], Some(body), None).await?;
+            if json_out {
+                return print(&body);
+            }
+            println!("segment {key} deleted");
         }
         Command::Token(TokenCommand::Create { name, role, database_url: Some(url), reason }) => {
             let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.context("DATABASE_URL")?);

@@ -279,6 +279,22 @@ async fn export_and_import_round_trip() {
     let removed = run(&["import", file]).await.unwrap();
     assert!(removed.stdout.contains("- CAPTIONER_HOURLY_RATE_MIN override tester"), "{}", removed.stdout);
 
+    // Segments from a file; a rule may then name it.
+    let seg_file = dir.path().join("testers.yaml");
+    std::fs::write(&seg_file, "description: QA\nincluded: [qa-1, qa-2]\n").unwrap();
+    let put =
+        run(&["segment", "put", "testers", seg_file.to_str().unwrap(), "--reason", "beta"]).await.unwrap();
+    assert_eq!(put.code, 0, "{}", put.stderr);
+    assert_eq!(put.stdout.trim(), "segment testers saved (version 1)");
+    assert_eq!(row(&run(&["segments"]).await.unwrap().stdout, "testers")[1..5], ["2", "0", "0", "1"]);
+    assert!(run(&["segment", "get", "testers"]).await.unwrap().stdout.contains("- qa-1"));
+    std::fs::write(&seg_file, "included: [\"\"]\n").unwrap();
+    let bad = run(&["segment", "put", "testers", seg_file.to_str().unwrap()]).await.unwrap();
+    assert!(bad.code == 1 && bad.stderr.contains("user id is empty"), "{}", bad.stderr);
+    assert_eq!(run(&["segment", "rm", "testers"]).await.unwrap().code, 0);
+    let gone = run(&["segment", "rm", "testers"]).await.unwrap();
+    assert!(gone.code == 1 && gone.stderr.contains("404"), "{}", gone.stderr);
+
     // Bad files: a clear one-line error, exit 1, nothing written.
     let before = run(&["export", "--json"]).await.unwrap().stdout;
     for (content, says) in [
