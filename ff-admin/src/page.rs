@@ -116,7 +116,7 @@ button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding
 fn layout(base: &str, title: &str, who: Option<&Caller>, csrf: Option<&str>, body: &str) -> Html<String> {
     let nav = match (who, csrf) {
         (Some(c), Some(csrf)) => format!(
-            "<a href=\"{base}\">Flags</a><a href=\"{base}/users\">User lookup</a>\
+            "<a href=\"{base}\">Flags</a><a href=\"{base}/segments\">Segments</a><a href=\"{base}/users\">User lookup</a>\
              <span class=\"who\">{} ({})</span>\
              <form class=\"inline\" method=\"post\" action=\"{base}/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button>Log out</button></form>",
@@ -829,5 +829,122 @@ mod tests {
         assert!(parse_value(ValueType::Float, "NaN").is_err());
         assert_eq!(parse_value(ValueType::String, "a b"), Ok(Value::from("a b")));
         assert!(parse_value(ValueType::Json, "{").is_err());
+    }
+}
+
+pub(crate) async fn segments_page(State(admin): State<Admin>, visitor: Visitor) -> Response {
+    let segments = match admin.store().segments().await {
+        Ok(s) => s,
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let base = &visitor.base;
+    let rows: String = segments
+        .iter()
+        .map(|s| {
+            format!(
+                "<tr><td><a href=\"{base}/segments/{}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                seg(&s.key),
+                esc(&s.key),
+                esc(&s.definition.description),
+                s.definition.included.len(),
+                s.definition.excluded.len(),
+                s.definition.rules.len(),
+            )
+        })
+        .collect();
+    let body = format!(
+        "<section><h1>Segments</h1><p class=\"muted\">Named sets of users; a flag's rule uses one with \
+         <code>{{\"attribute\": \"user_id\", \"op\": \"in_segment\", \"values\": [\"key\"]}}</code>.</p>\
+         <table><tr><th>Segment</th><th>Description</th><th>Included</th><th>Excluded</th><th>Rules</th></tr>{rows}</table></section>\
+         <section><h2>New segment</h2><form method=\"post\" action=\"{base}/segments\">{}\
+         <p><input name=\"key\" placeholder=\"key\" required></p>\
+         <textarea name=\"definition\" rows=\"6\" cols=\"90\" spellcheck=\"false\">{{\"description\": \"\", \"included\": [], \"excluded\": [], \"rules\": []}}</textarea><br>\
+         <input name=\"reason\" placeholder=\"reason\"> <button>Create</button></form></section>",
+        csrf_field(&visitor)
+    );
+    visitor.page("Segments", &body)
+}
+
+pub(crate) async fn segment_page(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+) -> Response {
+    let found = match admin.store().segments().await {
+        Ok(all) => all.into_iter().find(|s| s.key == key),
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let Some(s) = found else {
+        return visitor.error(StatusCode::NOT_FOUND, &format!("There is no segment {key:?}."));
+    };
+    let (base, k, csrf) = (&visitor.base, seg(&key), csrf_field(&visitor));
+    let body = format!(
+        "<h1>Segment <code>{}</code></h1><section><form method=\"post\" action=\"{base}/segments\">{csrf}\
+         <input type=\"hidden\" name=\"key\" value=\"{}\"><input type=\"hidden\" name=\"version\" value=\"{}\">\
+         <textarea name=\"definition\" rows=\"14\" cols=\"90\" spellcheck=\"false\">{}</textarea><br>\
+         <input name=\"reason\" placeholder=\"reason\"> <button>Save</button></form></section>\
+         <section><form method=\"post\" action=\"{base}/segments/{k}/delete\" onsubmit=\"return confirm('Delete segment {}?')\">{csrf}\
+         <input name=\"reason\" placeholder=\"reason\"> <button class=\"danger\">Delete</button></form></section>",
+        esc(&key),
+        esc(&key),
+        s.version,
+        esc(&serde_json::to_string_pretty(&s.definition).unwrap_or_default()),
+        esc(&key.replace('\'', "")),
+    );
+    visitor.page(&key, &body)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SegmentForm {
+    csrf: String,
+    key: String,
+    definition: String,
+    /// Absent: create (must not exist yet); present: the version the edit is based on.
+    version: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn save_segment(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Form(f): Form<SegmentForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let key = f.key.trim();
+    let definition = match serde_json::from_str(&f.definition) {
+        Ok(d) => d,
+        Err(e) => return visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("segment {key}: {e}")),
+    };
+    let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
+    let expected = Some(f.version.unwrap_or(0));
+    match admin.store().put_segment(key, definition, expected, (&visitor.caller.name, reason)).await {
+        Ok(_) => Redirect::to(&format!("{}/segments/{}", visitor.base, seg(key))).into_response(),
+        Err(e) => visitor.fail(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeleteForm {
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn delete_segment(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<DeleteForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
+    match admin.store().delete_segment(&key, (&visitor.caller.name, reason)).await {
+        Ok(_) => Redirect::to(&format!("{}/segments", visitor.base)).into_response(),
+        Err(e) => visitor.fail(e.into()),
     }
 }

@@ -266,3 +266,41 @@ async fn flag_page_forms_and_escaping() {
     let missing = page.send("GET", "/admin/flags/NOPE", Some(&cookie), None).await;
     assert_eq!(missing.status, 404);
 }
+
+#[tokio::test]
+async fn segments_on_the_page() {
+    let (page, editor, viewer) = Page::new().await;
+    let (cookie, csrf) = page.login(&editor).await;
+    let enc = |t: &str| t.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let def = r#"{"description":"QA <team>","included":["qa-1"]}"#;
+    let create = format!("csrf={csrf}&key=testers&definition={}", enc(def));
+    let r = page.send("POST", "/admin/segments", Some(&cookie), Some(&create)).await;
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/segments/testers")));
+    // Creating it again (no version: "must not exist") conflicts.
+    assert_eq!(page.send("POST", "/admin/segments", Some(&cookie), Some(&create)).await.status, 409);
+    let list = page.send("GET", "/admin/segments", Some(&cookie), None).await;
+    assert!(list.body.contains("/admin/segments/testers") && list.body.contains("QA &lt;team&gt;"));
+    let one = page.send("GET", "/admin/segments/testers", Some(&cookie), None).await;
+    assert!(one.body.contains("qa-1") && one.body.contains("name=\"version\" value=\"1\""));
+    let bad = format!("csrf={csrf}&key=testers&version=1&definition={}", enc(r#"{"included":[""]}"#));
+    assert_eq!(page.send("POST", "/admin/segments", Some(&cookie), Some(&bad)).await.status, 422);
+    let edit =
+        format!("csrf={csrf}&key=testers&version=1&definition={}", enc(r#"{"included":["qa-1","qa-2"]}"#));
+    assert_eq!(page.send("POST", "/admin/segments", Some(&cookie), Some(&edit)).await.status, 303);
+    assert_eq!(page.store.segments().await.unwrap()[0].definition.included.len(), 2);
+    let (vcookie, vcsrf) = page.login(&viewer).await;
+    let denied = page
+        .send("POST", "/admin/segments/testers/delete", Some(&vcookie), Some(&format!("csrf={vcsrf}")))
+        .await;
+    assert_eq!(denied.status, 403);
+    let del = page
+        .send(
+            "POST",
+            "/admin/segments/testers/delete",
+            Some(&cookie),
+            Some(&format!("csrf={csrf}&reason=done")),
+        )
+        .await;
+    assert_eq!(del.status, 303);
+    assert!(page.store.segments().await.unwrap().is_empty());
+}
