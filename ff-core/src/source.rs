@@ -111,6 +111,7 @@ impl fmt::Debug for Source {
 pub struct SourceBuilder {
     store: Arc<dyn Store>,
     decls: Vec<FlagDecl>,
+    attributes: Vec<String>,
     snapshot_file: Option<PathBuf>,
     startup_timeout: Duration,
     poll_interval: Duration,
@@ -123,6 +124,14 @@ impl SourceBuilder {
     /// with their code defaults; undeclared keys are reported, never deleted).
     pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
         self.decls.extend(decls);
+        self
+    }
+
+    /// Context attributes the application's `MakeContext` provides (plan, org_id...):
+    /// synced into the store on start; once any are declared, targeting that reads an
+    /// undeclared attribute is refused on write.
+    pub fn attributes(mut self, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.attributes.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -204,6 +213,7 @@ impl Source {
         SourceBuilder {
             store,
             decls: Vec::new(),
+            attributes: Vec::new(),
             snapshot_file: None,
             startup_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
@@ -315,7 +325,7 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     let mut backoff = config.retry_min;
     // Start: sync declarations, then load everything.
     loop {
-        match initial_load(&*store, &config.decls).await {
+        match initial_load(&*store, &config.decls, &config.attributes).await {
             Ok((state, report)) => {
                 log_sync(&report);
                 if let Ok(mut r) = shared.sync_report.lock() {
@@ -365,7 +375,17 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     }
 }
 
-async fn initial_load(store: &dyn Store, decls: &[FlagDecl]) -> Result<(StoreState, SyncReport), StoreError> {
+async fn initial_load(
+    store: &dyn Store,
+    decls: &[FlagDecl],
+    attributes: &[String],
+) -> Result<(StoreState, SyncReport), StoreError> {
+    if !attributes.is_empty() {
+        let added = store.declare_attributes(attributes).await?;
+        if !added.is_empty() {
+            tracing::info!(attributes = ?added, "ff: declared context attributes");
+        }
+    }
     let report = if decls.is_empty() { SyncReport::default() } else { sync(store, decls).await? };
     Ok((store.load().await?, report))
 }

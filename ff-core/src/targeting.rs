@@ -158,6 +158,16 @@ pub struct SegmentRule {
 }
 
 impl Targeting {
+    /// The context attributes it reads (clauses and `bucket_by`), without `user_id`.
+    pub fn attributes(&self) -> Vec<&str> {
+        let clauses = self.rules.iter().flat_map(|r| &r.clauses).map(|c| c.attribute.as_str());
+        let mut names: Vec<&str> =
+            clauses.chain(self.bucket_by.as_deref()).filter(|a| *a != USER_ID).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// The segments its rules refer to.
     pub fn segment_keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = self
@@ -185,6 +195,22 @@ pub(crate) struct CompiledSegment {
 
 /// Compiled segments by key, shared by every flag of a snapshot.
 pub(crate) type Segments = rustc_hash::FxHashMap<String, std::sync::Arc<CompiledSegment>>;
+
+impl SegmentDef {
+    /// The context attributes its rules read, without `user_id`.
+    pub fn attributes(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .rules
+            .iter()
+            .flat_map(|r| &r.clauses)
+            .map(|c| c.attribute.as_str())
+            .filter(|a| *a != USER_ID)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
 
 impl CompiledSegment {
     /// Validates and compiles a segment definition.

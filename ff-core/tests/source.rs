@@ -57,9 +57,10 @@ async fn start_syncs_declarations_and_serves_the_store() {
         }))
         .await
         .unwrap();
-    let source = quick(store.clone()).start().await;
+    let source = quick(store.clone()).attributes(["plan", "org_id"]).start().await;
     let status = source.status();
     assert_eq!((status.origin, status.version, status.is_stale()), (Origin::Store, 3, false));
+    assert_eq!(store.attributes().await.unwrap(), ["org_id", "plan"], "declared attributes synced");
     let report = source.sync_report().unwrap();
     assert_eq!(report.created, ["LEAD", "CALENDAR"]);
     assert_eq!(report.undeclared, ["LEGACY"]);
@@ -257,6 +258,14 @@ impl Store for Switchable {
     }
     async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
         self.inner.delete_segment(key, who).await
+    }
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        self.check()?;
+        self.inner.attributes().await
+    }
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        self.check()?;
+        self.inner.declare_attributes(names).await
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.subscribe()

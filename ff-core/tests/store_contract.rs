@@ -330,6 +330,48 @@ async fn segments_contract(store: Arc<dyn Store>) {
     assert!(s.segments().await.unwrap().is_empty());
 }
 
+async fn attributes_contract(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.write(w(Mutation::CreateFlag { def: def("F", ValueType::Bool, json!(false)), if_missing: false }))
+        .await
+        .unwrap();
+    let targeting = |t: serde_json::Value| {
+        let patch: FlagPatch = serde_json::from_value(json!({ "targeting": t })).unwrap();
+        Mutation::UpdateFlag { key: "F".into(), patch, expected_version: None }
+    };
+    let split = json!({"variations": [{"value": true, "weight": 10000}]});
+    // Nothing declared: anything goes.
+    s.write(w(targeting(json!({"split": split, "bucket_by": "anything"})))).await.unwrap();
+    assert_eq!(s.declare_attributes(&["plan".into(), "org_id".into()]).await.unwrap(), ["plan", "org_id"]);
+    assert_eq!(s.declare_attributes(&["plan".into()]).await.unwrap(), Vec::<String>::new(), "idempotent");
+    assert_eq!(s.attributes().await.unwrap(), ["org_id", "plan"]);
+    let before = seq(s).await;
+    for (t, says) in [
+        (
+            json!({"split": split, "bucket_by": "country"}),
+            "attribute \"country\" is not declared (declared: org_id, plan)",
+        ),
+        (
+            json!({"rules": [{"clauses": [{"attribute": "pln", "op": "in", "values": ["pro"]}], "value": true}]}),
+            "\"pln\" is not declared",
+        ),
+    ] {
+        let err = s.write(w(targeting(t))).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    let seg: SegmentDef =
+        serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "country", "op": "exists"}]}]}))
+            .unwrap();
+    assert!(
+        s.put_segment("s", seg, None, ("t", None)).await.unwrap_err().to_string().contains("not declared")
+    );
+    assert_eq!(seq(s).await, before, "nothing written");
+    s.write(w(targeting(json!({"split": split, "bucket_by": "org_id",
+        "rules": [{"clauses": [{"attribute": "plan", "op": "exists"}, {"attribute": "user_id", "op": "exists"}], "value": true}]}))))
+        .await
+        .unwrap();
+}
+
 async fn sync_contract(store: Arc<dyn Store>) {
     const A: Flag<bool> = Flag::new("A", false).description("a");
     const B: Flag<i64> = Flag::new("B", 24).range(0, 100);
@@ -382,6 +424,7 @@ async fn memory_store_contract() {
     contract(Arc::new(MemoryStore::new())).await;
     sync_contract(Arc::new(MemoryStore::new())).await;
     segments_contract(Arc::new(MemoryStore::new())).await;
+    attributes_contract(Arc::new(MemoryStore::new())).await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -402,6 +445,8 @@ mod sqlite {
         sync_contract(Arc::new(store(&dir))).await;
         let dir = tempfile::tempdir().unwrap();
         segments_contract(Arc::new(store(&dir))).await;
+        let dir = tempfile::tempdir().unwrap();
+        attributes_contract(Arc::new(store(&dir))).await;
     }
 
     #[tokio::test]
@@ -454,6 +499,8 @@ mod postgres {
         sync_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
         let Some(url) = ff_core::postgres_test_database().await else { return };
         segments_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+        let Some(url) = ff_core::postgres_test_database().await else { return };
+        attributes_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    ChangeQuery, Plan, Store, TokenRecord, Write, check_segments, flags_using, plan, plan_segment,
-    segment_change, token_audit, validate_token_name,
+    ChangeQuery, Plan, Store, TokenRecord, Write, check_attributes, check_segments, flags_using,
+    mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
@@ -33,6 +33,7 @@ struct Data {
     changes: Vec<Change>,
     tokens: BTreeMap<String, TokenRecord>,
     segments: BTreeMap<String, SegmentRecord>,
+    attributes: std::collections::BTreeSet<String>,
 }
 
 impl Data {
@@ -134,6 +135,9 @@ impl Store for MemoryStore {
             let mut d = self.data();
             let key = write.mutation.key().to_owned();
             check_segments(&write.mutation, |k| d.segments.contains_key(k))?;
+            let declared: Vec<String> = d.attributes.iter().cloned().collect();
+            let used = mutation_attributes(&write.mutation);
+            check_attributes(&key, used.iter().map(String::as_str), &declared)?;
             let okey = write.mutation.user_id().map(|u| (key.clone(), u.to_owned()));
             let current_override = okey.as_ref().and_then(|k| d.overrides.get(k));
             let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())? else {
@@ -238,6 +242,8 @@ impl Store for MemoryStore {
     ) -> Result<Option<Change>, StoreError> {
         let change = {
             let mut d = self.data();
+            let declared: Vec<String> = d.attributes.iter().cloned().collect();
+            check_attributes(key, definition.attributes(), &declared)?;
             let current = d.segments.get(key);
             let Some(record) = plan_segment(key, definition, current, expected_version, now())? else {
                 return Ok(None);
@@ -271,6 +277,15 @@ impl Store for MemoryStore {
         };
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(change)
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.data().attributes.iter().cloned().collect())
+    }
+
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut d = self.data();
+        Ok(names.iter().filter(|n| d.attributes.insert((*n).clone())).cloned().collect())
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

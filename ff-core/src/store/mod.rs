@@ -378,6 +378,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Deletes a segment that no live flag refers to, with an audit row.
     async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError>;
 
+    /// The context attributes the application declared, sorted.
+    async fn attributes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Adds declared attributes (never removes any); returns the ones that were new.
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError>;
+
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:
     /// readers still poll, since a hint can be lost.
@@ -487,6 +493,37 @@ pub(crate) fn check_segments(m: &Mutation, exists: impl Fn(&str) -> bool) -> Res
         )),
         None => Ok(()),
     }
+}
+
+/// Refuses attributes the application has not declared (when it declared any).
+pub(crate) fn check_attributes<'a>(
+    key: &str,
+    used: impl IntoIterator<Item = &'a str>,
+    declared: &[String],
+) -> Result<(), StoreError> {
+    if declared.is_empty() {
+        return Ok(());
+    }
+    match used.into_iter().find(|a| !declared.iter().any(|d| d == a)) {
+        Some(a) => Err(StoreError::invalid(
+            key,
+            ValidationError::BadField {
+                field: "targeting",
+                problem: format!("attribute {a:?} is not declared (declared: {})", declared.join(", ")),
+            },
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The attributes a mutation's targeting reads.
+pub(crate) fn mutation_attributes(m: &Mutation) -> Vec<String> {
+    let t = match m {
+        Mutation::CreateFlag { def, .. } => Some(&def.targeting),
+        Mutation::UpdateFlag { patch, .. } => patch.targeting.as_ref(),
+        _ => None,
+    };
+    t.map(|t| t.attributes().into_iter().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// Live flags whose rules name segment `key`.

@@ -14,8 +14,8 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::{OnceCell, watch};
 
 use super::{
-    ChangeQuery, Plan, Role, Store, TokenRecord, Write, check_segments, flags_using, plan, plan_segment,
-    segment_change, token_audit, validate_token_name,
+    ChangeQuery, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segments, flags_using,
+    mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -39,12 +39,14 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_admin.sql")),
     (3, include_str!("../../migrations/sqlite/0003_targeting.sql")),
     (4, include_str!("../../migrations/sqlite/0004_segments.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_attributes.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_admin.sql")),
     (3, include_str!("../../migrations/postgres/0003_targeting.sql")),
     (4, include_str!("../../migrations/postgres/0004_segments.sql")),
+    (5, include_str!("../../migrations/postgres/0005_attributes.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -309,6 +311,10 @@ fn segment_from_row(row: &AnyRow) -> Result<SegmentRecord, StoreError> {
     })
 }
 
+async fn declared_attributes(conn: &mut AnyConnection) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM ff_attributes ORDER BY name").fetch_all(conn).await?)
+}
+
 async fn fetch_segment(conn: &mut AnyConnection, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
     sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments WHERE key = $1"))
         .bind(key)
@@ -540,6 +546,11 @@ impl Store for SqlStore {
         let mut tx = pool.begin().await?;
         let seq = next_seq(&mut tx).await?;
         let key = write.mutation.key();
+        let used = mutation_attributes(&write.mutation);
+        if !used.is_empty() {
+            let declared = declared_attributes(&mut tx).await?;
+            check_attributes(key, used.iter().map(String::as_str), &declared)?;
+        }
         for segment in super::referenced_segments(&write.mutation) {
             let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
                 .bind(&segment)
@@ -754,6 +765,8 @@ impl Store for SqlStore {
         let pool = self.ready().await?;
         let mut tx = pool.begin().await?;
         let seq = next_seq(&mut tx).await?;
+        let declared = declared_attributes(&mut tx).await?;
+        check_attributes(key, definition.attributes(), &declared)?;
         let current = fetch_segment(&mut tx, key).await?;
         let Some(record) = plan_segment(key, definition, current.as_ref(), expected_version, now())? else {
             return Ok(None);
@@ -801,6 +814,30 @@ impl Store for SqlStore {
         tx.commit().await?;
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(change)
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        let pool = self.ready().await?;
+        let mut conn = pool.acquire().await?;
+        declared_attributes(&mut conn).await
+    }
+
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let pool = self.ready().await?;
+        let mut added = Vec::new();
+        for name in names {
+            let done = sqlx::query(
+                "INSERT INTO ff_attributes (name, declared_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(to_millis(now()))
+            .execute(pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                added.push(name.clone());
+            }
+        }
+        Ok(added)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
