@@ -65,6 +65,14 @@ fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Map<String, Value>
     }
 }
 
+/// A JSON object as a typed body; what does not fit is a 422 naming the field.
+fn parse_body<T: serde::de::DeserializeOwned>(body: Map<String, Value>) -> Result<T, AdminError> {
+    serde_json::from_value(Value::Object(body)).map_err(|e| AdminError::InvalidBody {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: e.to_string(),
+    })
+}
+
 fn write(caller: &Caller, mutation: Mutation, reason: Option<String>) -> Write {
     Write { mutation, actor: caller.name.clone(), reason }
 }
@@ -177,9 +185,7 @@ pub(crate) async fn patch_flag(
             PATCHABLE.join(", ")
         )));
     }
-    let patch: FlagPatch = serde_json::from_value(Value::Object(body)).map_err(|e| {
-        AdminError::InvalidBody { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() }
-    })?;
+    let patch: FlagPatch = parse_body(body)?;
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(expected) };
     admin.store().write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
@@ -201,10 +207,7 @@ pub(crate) async fn create_flag(
         return Err(AdminError::BadRequest("the body's key differs from the path's".into()));
     }
     body.insert("key".into(), Value::String(key.clone()));
-    let def: FlagDef = serde_json::from_value(Value::Object(body)).map_err(|e| AdminError::InvalidBody {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: e.to_string(),
-    })?;
+    let def: FlagDef = parse_body(body)?;
     let m = Mutation::CreateFlag { def, if_missing: false };
     admin.store().write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
@@ -550,9 +553,7 @@ pub(crate) async fn put_segment(
     caller.require(Role::Editor)?;
     let mut body = object(body)?;
     let reason = take_reason(&mut body)?;
-    let definition: ff_core::SegmentDef = serde_json::from_value(Value::Object(body)).map_err(|e| {
-        AdminError::InvalidBody { status: StatusCode::UNPROCESSABLE_ENTITY, message: e.to_string() }
-    })?;
+    let definition: ff_core::SegmentDef = parse_body(body)?;
     let expected = if_match(&headers)?;
     let change =
         admin.store().put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;

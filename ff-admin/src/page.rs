@@ -215,6 +215,14 @@ impl Visitor {
         Write { mutation: m, actor: self.caller.name.clone(), reason }
     }
 
+    /// Writes `m`, then back to the flag's page, or the page saying why nothing changed.
+    async fn apply(&self, admin: &Admin, m: Mutation, reason: &str, key: &str) -> Response {
+        match admin.store().write(self.write(m, reason)).await {
+            Ok(_) => self.back_to(key),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
     fn back_to(&self, key: &str) -> Response {
         Redirect::to(&format!("{}/flags/{}", self.base, seg(key))).into_response()
     }
@@ -595,10 +603,7 @@ pub(crate) async fn switch(
     }
     let patch = FlagPatch { enabled: Some(f.enabled == "true"), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
-    match admin.store().write(visitor.write(m, &f.reason)).await {
-        Ok(_) => visitor.back_to(&key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, m, &f.reason, &key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -635,10 +640,7 @@ pub(crate) async fn set_value(
     };
     let patch = FlagPatch { value: Some(value), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
-    match admin.store().write(visitor.write(m, &f.reason)).await {
-        Ok(_) => visitor.back_to(&key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, m, &f.reason, &key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -666,10 +668,7 @@ pub(crate) async fn set_targeting(
     };
     let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
-    match admin.store().write(visitor.write(m, &f.reason)).await {
-        Ok(_) => visitor.back_to(&key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, m, &f.reason, &key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -696,10 +695,7 @@ pub(crate) async fn add_override(
         Err(r) => return r,
     };
     let m = Mutation::SetOverride { key: key.clone(), user_id: f.user_id.trim().to_owned(), value };
-    match admin.store().write(visitor.write(m, &f.reason)).await {
-        Ok(_) => visitor.back_to(&key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, m, &f.reason, &key).await
 }
 
 pub(crate) async fn remove_override(
@@ -712,10 +708,7 @@ pub(crate) async fn remove_override(
         return r;
     }
     let m = Mutation::DeleteOverride { key: key.clone(), user_id: f.user_id };
-    match admin.store().write(visitor.write(m, &f.reason)).await {
-        Ok(_) => visitor.back_to(&key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, m, &f.reason, &key).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -742,10 +735,7 @@ pub(crate) async fn revert(
         Ok(m) => m,
         Err(e) => return visitor.fail(e),
     };
-    match admin.store().write(visitor.write(mutation, &format!("revert of #{seq}"))).await {
-        Ok(_) => visitor.back_to(&f.key),
-        Err(e) => visitor.fail(e.into()),
-    }
+    visitor.apply(&admin, mutation, &format!("revert of #{seq}"), &f.key).await
 }
 
 #[derive(Debug, Default, Deserialize)]
