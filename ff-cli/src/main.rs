@@ -423,6 +423,11 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// The elements of a JSON array (none if it is not one).
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
@@ -471,10 +476,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            let rows = body["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = items(&body["flags"])
                 .map(|f| {
                     vec![
                         text(&f["key"]),
@@ -520,12 +522,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for (k, v) in fields {
                 println!("{k:<12} {v}");
             }
-            let overrides: Vec<Vec<String>> = body["overrides"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|o| vec![text(&o["user_id"]), text(&o["value"])])
-                .collect();
+            let overrides: Vec<Vec<String>> =
+                items(&body["overrides"]).map(|o| vec![text(&o["user_id"]), text(&o["value"])]).collect();
             println!("overrides    {}", body["overrides_total"]);
             if !overrides.is_empty() {
                 table(&["USER", "VALUE"], overrides);
@@ -563,10 +561,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            let rows = body["flags"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = items(&body["flags"])
                 .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
                 .collect();
             table(&["KEY", "VALUE", "REASON"], rows);
@@ -579,10 +574,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            let rows = body["changes"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = items(&body["changes"])
                 .map(|c| {
                     vec![
                         text(&c["seq"]),
@@ -650,10 +642,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            let rows = body["segments"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = items(&body["segments"])
                 .map(|s| {
                     vec![
                         text(&s["key"]),
@@ -723,10 +712,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if json_out {
                 return print(&body);
             }
-            let rows = body["tokens"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let rows = items(&body["tokens"])
                 .map(|t| {
                     vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["revoked_at"])]
                 })
