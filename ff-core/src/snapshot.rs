@@ -456,14 +456,14 @@ impl Snapshot {
                 (&r.value, Reason::Global)
             };
         };
-        let now = c.needs_time().then(|| input.now());
-        if !c.enabled_at(now).unwrap_or(r.enabled) {
+        let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
+        if !c.enabled_at(step).unwrap_or(r.enabled) {
             return (&r.off_value, Reason::Disabled);
         }
         if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
             return (v, Reason::Override);
         }
-        match c.decide(input.context, now, &self.segments) {
+        match c.decide(input.context, step, &self.segments) {
             Outcome::Rule(i, v) => (v, Reason::Rule(i)),
             Outcome::Split(v) => (v, Reason::Split),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i)),

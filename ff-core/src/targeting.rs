@@ -587,30 +587,35 @@ impl Compiled {
     }
 
     /// Whether evaluation needs the current time.
+    #[inline]
     pub(crate) fn needs_time(&self) -> bool {
         !self.schedule.is_empty()
     }
 
-    /// The schedule step in force at `now`, with its index.
-    fn step(&self, now: Option<OffsetDateTime>) -> Option<(usize, &CompiledStep)> {
+    /// The index of the schedule step in force at `now`; `None` before the first step
+    /// (or without a schedule).
+    #[inline]
+    pub(crate) fn step(&self, now: Option<OffsetDateTime>) -> Option<usize> {
         let now = now?;
-        self.schedule.iter().enumerate().rev().find(|(_, s)| s.at <= now)
+        self.schedule.iter().rposition(|s| s.at <= now)
     }
 
-    /// The switch as the schedule sets it at `now`, if it does.
-    pub(crate) fn enabled_at(&self, now: Option<OffsetDateTime>) -> Option<bool> {
-        let (i, _) = self.step(now)?;
-        self.schedule[..=i].iter().rev().find_map(|s| s.enabled)
+    /// The switch as the schedule sets it up to step `step`, if it does.
+    #[inline]
+    pub(crate) fn enabled_at(&self, step: Option<usize>) -> Option<bool> {
+        self.schedule[..=step?].iter().rev().find_map(|s| s.enabled)
     }
 
     /// Rules, then the split (the schedule's if a step sets one), then the global value.
+    #[inline]
     pub(crate) fn decide<'a>(
         &'a self,
         ctx: &EvalContext,
-        now: Option<OffsetDateTime>,
+        step: Option<usize>,
         segments: &Segments,
     ) -> Outcome<'a> {
-        for (i, (clauses, serve)) in self.rules.iter().enumerate() {
+        let mut i = 0;
+        while let Some((clauses, serve)) = self.rules.get(i) {
             if clauses.iter().all(|c| c.matches(ctx, segments)) {
                 match serve {
                     CompiledServe::Value(v) => return Outcome::Rule(i, v),
@@ -621,8 +626,9 @@ impl Compiled {
                     }
                 }
             }
+            i += 1;
         }
-        let step = self.step(now).and_then(|(i, _)| {
+        let step = step.and_then(|i| {
             self.schedule[..=i].iter().enumerate().rev().find_map(|(j, s)| s.serve.as_ref().map(|v| (j, v)))
         });
         match step {
