@@ -229,6 +229,9 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
             }
         }
     }
+    if wanted.get("segments").and_then(Value::as_array).is_some_and(|s| !s.is_empty()) {
+        notes.push("segments in the file are not imported: apply them with `ff segment put KEY FILE`".into());
+    }
     for c in &existing {
         if !flags.iter().any(|w| w["key"] == c["key"]) {
             notes.push(format!("{}: in the store, not in the file; left as it is", text(&c["key"])));
