@@ -4,24 +4,17 @@
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use ff_core::{
-    Config, ConfigReader, EvalContext, Evaluator, Flag, FlagRecord, OverrideRecord, Snapshot, Source,
-    StoreState, Value,
-};
+
+#[path = "support/workload.rs"]
+mod workload;
+use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag, Source};
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
-use tower::{Layer, Service};
-
-const FLAGS: usize = 1_000;
-const USERS: usize = 10_000;
-const OVERRIDES_PER_USER: usize = 10;
+use tower::Layer;
+use workload::{Noop, USERS, request, run, users, workload};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 const LEAD: Flag<i64> = Flag::new("flag_1", 0);
@@ -40,62 +33,6 @@ impl Config for BenchConfig {
     fn from_flags(f: &ConfigReader<'_>) -> Self {
         BenchConfig { lead: f.get(LEAD), rate_min: f.get(RATE_MIN), rate_max: f.get(RATE_MAX) }
     }
-}
-
-/// 1,000 flags (even: bool, odd: int) and 100,000 overrides spread over 10,000
-/// users, none of them on the flags the benches read.
-fn workload() -> Snapshot {
-    let flags = (0..FLAGS)
-        .map(|i| {
-            let value = if i % 2 == 0 { Value::Bool(true) } else { Value::Int(i as i64) };
-            FlagRecord::new(format!("flag_{i}"), value)
-        })
-        .collect();
-    let overrides = (0..USERS)
-        .flat_map(|u| {
-            (0..OVERRIDES_PER_USER).map(move |k| {
-                let flag = 10 + (u * 7 + k * 97) % 480 * 2; // even flags 10..970: bools
-                OverrideRecord {
-                    key: format!("flag_{flag}"),
-                    user_id: format!("user-{u}"),
-                    value: false.into(),
-                }
-            })
-        })
-        .collect();
-    Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
-}
-
-fn users() -> Vec<http::HeaderValue> {
-    (0..USERS).map(|u| http::HeaderValue::from_str(&format!("user-{u}")).unwrap()).collect()
-}
-
-#[derive(Clone)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        black_box(req);
-        ready(Ok(()))
-    }
-}
-
-fn run<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) {
-    let fut = pin!(svc.call(req));
-    let _ = black_box(fut.poll(&mut Context::from_waker(Waker::noop())));
-}
-
-fn request(users: &[http::HeaderValue], i: &mut usize) -> Request<()> {
-    *i = (*i + 1) % users.len();
-    let mut req = Request::new(());
-    req.headers_mut().insert("x-user-id", users[*i].clone());
-    req
 }
 
 fn benches(c: &mut Criterion) {

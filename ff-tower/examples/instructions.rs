@@ -5,63 +5,18 @@
 //! no-op service), `layer` (the same through `FlagsLayer` + `UserIdHeader`) or
 //! `read` (a bool read through `Current` for a user with 10 overrides).
 
-use std::convert::Infallible;
-use std::future::{Future, Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
-use ff_core::{
-    EvalContext, Evaluator, Flag, FlagRecord, OverrideRecord, Snapshot, Source, StoreState, Value,
-};
+use ff_core::{EvalContext, Evaluator, Flag, Source};
 use ff_tower::{Current, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
-use tower::{Layer, Service};
+use tower::Layer;
+
+#[path = "../benches/support/workload.rs"]
+mod workload;
+use workload::{Noop, run, workload};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
-
-#[derive(Clone)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = ();
-    type Error = Infallible;
-    type Future = Ready<Result<(), Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        black_box(req);
-        ready(Ok(()))
-    }
-}
-
-fn workload() -> Snapshot {
-    let flags = (0..1000)
-        .map(|i| {
-            let value = if i % 2 == 0 { Value::Bool(true) } else { Value::Int(i as i64) };
-            FlagRecord::new(format!("flag_{i}"), value)
-        })
-        .collect();
-    let overrides = (0..10_000)
-        .flat_map(|u| {
-            (0..10).map(move |k| {
-                let flag = 10 + (u * 7 + k * 97) % 480 * 2;
-                OverrideRecord {
-                    key: format!("flag_{flag}"),
-                    user_id: format!("user-{u}"),
-                    value: false.into(),
-                }
-            })
-        })
-        .collect();
-    Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
-}
-
-fn run<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) {
-    let fut = pin!(svc.call(req));
-    let _ = black_box(fut.poll(&mut Context::from_waker(Waker::noop())));
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);

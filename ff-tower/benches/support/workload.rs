@@ -1,0 +1,75 @@
+//! The workload shared by the layer bench and the instruction-count example:
+//! 1,000 flags, 100,000 overrides over 10,000 users, and a service that does nothing.
+
+// Each target that includes this file uses part of it.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use ff_core::{FlagRecord, OverrideRecord, Snapshot, StoreState, Value};
+use http::Request;
+use tower::Service;
+
+pub(crate) const FLAGS: usize = 1_000;
+pub(crate) const USERS: usize = 10_000;
+pub(crate) const OVERRIDES_PER_USER: usize = 10;
+
+/// 1,000 flags (even: bool, odd: int) and 100,000 overrides spread over 10,000
+/// users, none of them on the flags the benches read.
+pub(crate) fn workload() -> Snapshot {
+    let flags = (0..FLAGS)
+        .map(|i| {
+            let value = if i % 2 == 0 { Value::Bool(true) } else { Value::Int(i as i64) };
+            FlagRecord::new(format!("flag_{i}"), value)
+        })
+        .collect();
+    let overrides = (0..USERS)
+        .flat_map(|u| {
+            (0..OVERRIDES_PER_USER).map(move |k| {
+                let flag = 10 + (u * 7 + k * 97) % 480 * 2; // even flags 10..970: bools
+                OverrideRecord {
+                    key: format!("flag_{flag}"),
+                    user_id: format!("user-{u}"),
+                    value: false.into(),
+                }
+            })
+        })
+        .collect();
+    Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
+}
+
+pub(crate) fn users() -> Vec<http::HeaderValue> {
+    (0..USERS).map(|u| http::HeaderValue::from_str(&format!("user-{u}")).unwrap()).collect()
+}
+
+#[derive(Clone)]
+pub(crate) struct Noop;
+
+impl Service<Request<()>> for Noop {
+    type Response = ();
+    type Error = Infallible;
+    type Future = Ready<Result<(), Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        black_box(req);
+        ready(Ok(()))
+    }
+}
+
+pub(crate) fn run<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) {
+    let fut = pin!(svc.call(req));
+    let _ = black_box(fut.poll(&mut Context::from_waker(Waker::noop())));
+}
+
+pub(crate) fn request(users: &[http::HeaderValue], i: &mut usize) -> Request<()> {
+    *i = (*i + 1) % users.len();
+    let mut req = Request::new(());
+    req.headers_mut().insert("x-user-id", users[*i].clone());
+    req
+}
