@@ -34,8 +34,12 @@ fn quick(store: impl Store) -> ff_core::SourceBuilder {
         .declare([LEAD.decl(), CALENDAR.decl()])
         .poll_interval(Duration::from_millis(100))
         .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
-        .startup_timeout(Duration::from_millis(500))
+        // Generous: a reachable store returns as soon as it is loaded, even on a busy machine.
+        .startup_timeout(Duration::from_secs(5))
 }
+
+/// Unreachable stores: start-up gives up quickly.
+const SHORT: Duration = Duration::from_millis(500);
 
 #[tokio::test]
 async fn start_syncs_declarations_and_serves_the_store() {
@@ -103,7 +107,7 @@ async fn unreachable_at_start_serves_defaults_then_recovers() {
     let missing = dir.path().join("not-yet");
     let url = sqlite_url(&missing);
     let started = Instant::now();
-    let source = quick(SqlStore::connect_lazy(&url).unwrap()).start().await;
+    let source = quick(SqlStore::connect_lazy(&url).unwrap()).startup_timeout(SHORT).start().await;
     // Start-up is bounded by the timeout (generous margin for a loaded machine).
     assert!(started.elapsed() < Duration::from_secs(5));
     let status = source.status();
@@ -115,9 +119,10 @@ async fn unreachable_at_start_serves_defaults_then_recovers() {
     std::fs::create_dir(&missing).unwrap();
     let other = SqlStore::connect(&url).await.unwrap();
     ff_core::sync(&other, &[LEAD.decl()]).await.unwrap();
-    other.write(w(Mutation::set_value("LEAD", 12))).await.unwrap();
+    let written = other.write(w(Mutation::set_value("LEAD", 12))).await.unwrap().unwrap();
+    // The source's own retry may sync and load before or after that write: wait for it.
     let mut rx = source.subscribe();
-    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store && s.version >= 2))
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == Origin::Store && s.version >= written.seq))
         .await
         .unwrap()
         .unwrap();
@@ -143,7 +148,7 @@ async fn saved_snapshot_is_served_while_the_store_is_down() {
 
     // Next start: the store is unreachable.
     let down = SqlStore::connect_lazy(&sqlite_url(&dir.path().join("missing"))).unwrap();
-    let source = quick(down).snapshot_file(&file).start().await;
+    let source = quick(down).snapshot_file(&file).startup_timeout(SHORT).start().await;
     let status = source.status();
     assert_eq!((status.origin, status.version), (Origin::SavedFile, 4));
     assert!(status.is_stale());
@@ -334,7 +339,7 @@ mod postgres {
         let (base, _) = url.rsplit_once('/').unwrap();
         let name = format!("ff_late_{}", std::process::id());
         let late = format!("{base}/{name}");
-        let source = quick(SqlStore::connect_lazy(&late).unwrap()).start().await;
+        let source = quick(SqlStore::connect_lazy(&late).unwrap()).startup_timeout(SHORT).start().await;
         assert_eq!(source.status().origin, Origin::Defaults);
         assert_eq!(get(&source, LEAD, "u"), 24);
         let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
