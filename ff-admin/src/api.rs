@@ -311,11 +311,8 @@ pub(crate) async fn user_lookup(
     let snapshot = Snapshot::from_state(&admin.store().load().await?);
     let context = EvalContext::user(&user_id);
     let mut flags: Vec<Value> = snapshot
-        .flags()
-        .filter_map(|f| {
-            let (value, reason) = snapshot.evaluate_key(&f.key, &context)?;
-            Some(json!({ "key": f.key, "type": f.value_type, "value": value, "reason": reason }))
-        })
+        .evaluate_all(&context)
+        .map(|(f, value, reason)| json!({ "key": f.key, "type": f.value_type, "value": value, "reason": reason }))
         .collect();
     for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
         flags.push(

@@ -764,13 +764,12 @@ pub(crate) async fn user_page(
         let snapshot = Snapshot::from_state(&state);
         let context = EvalContext::user(user);
         let mut rows: Vec<(String, String)> = snapshot
-            .flags()
-            .filter_map(|flag| {
-                let (value, reason) = snapshot.evaluate_key(&flag.key, &context)?;
-                Some((
+            .evaluate_all(&context)
+            .map(|(flag, value, reason)| {
+                (
                     flag.key.clone(),
                     format!("<td><code>{}</code></td><td>{reason}</td>", esc(&show(&value.to_json()))),
-                ))
+                )
             })
             .collect();
         for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {

@@ -20,6 +20,27 @@ pub fn bucket(salt: &str, value: &str) -> u32 {
     h.finish() % BUCKETS
 }
 
+/// A salt hashed once (per flag version), so evaluations hash only the value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Salted(Murmur3);
+
+impl Salted {
+    pub(crate) fn new(salt: &str) -> Self {
+        let mut h = Murmur3::new(0);
+        h.write(salt.as_bytes());
+        h.write(b":");
+        Salted(h)
+    }
+
+    /// Equal to `bucket(salt, value)`.
+    #[inline]
+    pub(crate) fn bucket(&self, value: &str) -> u32 {
+        let mut h = self.0;
+        h.write(value.as_bytes());
+        h.finish() % BUCKETS
+    }
+}
+
 /// MurmurHash3 x86 32-bit of `data`.
 pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     let mut h = Murmur3::new(seed);
@@ -31,6 +52,7 @@ const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
 /// Streaming MurmurHash3 x86_32, so a salted key is hashed without allocating.
+#[derive(Debug, Clone, Copy)]
 struct Murmur3 {
     h1: u32,
     tail: u32,
@@ -102,6 +124,16 @@ mod tests {
         assert_eq!(murmur3_32(b"hello", 0), 613_153_351);
         assert_eq!(murmur3_32(b"The quick brown fox jumps over the lazy dog", 0), 776_992_547);
         assert_eq!(bucket("NEW_CHECKOUT", "user-1"), 7529);
+    }
+
+    #[test]
+    fn salted_equals_bucket() {
+        for salt in ["", "a", "ab", "abc", "NEW_CHECKOUT", "flag-with-a-longer-key"] {
+            let salted = Salted::new(salt);
+            for value in ["", "u", "user-1", "user-123456789", "é"] {
+                assert_eq!(salted.bucket(value), bucket(salt, value), "{salt:?} {value:?}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct EvalContext {
     user_id: Option<SmolStr>,
     // Few per request, sorted by name; empty costs nothing to create or drop.
     attributes: Vec<(String, serde_json::Value)>,
+    // `id_hash` of the user id, computed once: override, list and segment lookups reuse it.
+    user_hash: u64,
 }
 
 impl EvalContext {
@@ -31,7 +33,12 @@ impl EvalContext {
 
     /// A context for one user.
     pub fn user(user_id: impl AsRef<str>) -> Self {
-        EvalContext { user_id: Some(inline_or_shared(user_id.as_ref())), attributes: Vec::new() }
+        let user_id = user_id.as_ref();
+        EvalContext {
+            user_id: Some(inline_or_shared(user_id)),
+            attributes: Vec::new(),
+            user_hash: crate::ids::id_hash(user_id),
+        }
     }
 
     /// Adds an attribute (plan, country, app version...), for targeting.
@@ -49,8 +56,19 @@ impl EvalContext {
         self.user_id.as_deref()
     }
 
+    /// The user id with its hash.
+    #[inline]
+    pub(crate) fn user_id_hashed(&self) -> Option<(&str, u64)> {
+        self.user_id.as_deref().map(|u| (u, self.user_hash))
+    }
+
     /// One attribute.
+    #[inline]
     pub fn attribute(&self, name: &str) -> Option<&serde_json::Value> {
+        // A request has a few: a scan that mostly compares lengths beats a binary search.
+        if self.attributes.len() <= 8 {
+            return self.attributes.iter().find(|(n, _)| crate::ids::str_eq(n, name)).map(|(_, v)| v);
+        }
         let i = self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
         Some(&self.attributes[i].1)
     }
@@ -196,7 +214,7 @@ impl Evaluator {
     /// Binds a snapshot to a context, looking up the user's overrides once.
     #[inline]
     pub fn new(snapshot: Arc<Snapshot>, context: EvalContext) -> Self {
-        let user = context.user_id().and_then(|u| snapshot.user(u));
+        let user = snapshot.user_of(&context);
         Evaluator { snapshot, context, user, config: OnceLock::new(), now: OnceLock::new() }
     }
 
@@ -222,6 +240,12 @@ impl Evaluator {
     #[inline]
     pub fn detail<T: FlagType>(&self, flag: Flag<T>) -> Detail<T> {
         self.snapshot.evaluate_slot(&flag, &self.input()).1
+    }
+
+    /// Every live flag for this request's context, in one pass: see
+    /// [`Snapshot::evaluate_all`].
+    pub fn all(&self) -> impl Iterator<Item = (&crate::FlagRecord, &crate::Value, Reason)> {
+        self.snapshot.evaluate_all(&self.context)
     }
 
     /// The typed config, built at most once per evaluator, and shared across

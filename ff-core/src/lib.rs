@@ -17,6 +17,7 @@ mod bucket;
 mod error;
 mod eval;
 mod flag;
+mod ids;
 mod model;
 mod snapshot;
 mod source;

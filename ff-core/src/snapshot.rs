@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
 use smol_str::SmolStr;
 
 use crate::eval::EvalContext;
 use crate::flag::key_hash;
+use crate::ids::{id_hash, str_eq};
 use crate::model::SegmentRecord;
 use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
 use time::OffsetDateTime;
@@ -38,20 +38,49 @@ pub struct Snapshot {
 /// incrementally, so per-user overrides can refer to flags by slot.
 #[derive(Clone, Default)]
 struct FlagTable {
-    /// Slot numbers, found by the key's precomputed hash.
-    index: HashTable<u32>,
+    /// Slots, found by the key's precomputed hash: a read goes from the table
+    /// straight to the slot and its inline key.
+    index: HashTable<Arc<Slot>>,
+    /// The same slots by number.
     slots: Vec<Option<Arc<Slot>>>,
 }
 
+/// What a read touches comes first, in declaration order (`repr(C)`), so a read
+/// stays within the slot's first few cache lines; the stored record follows.
+#[repr(C)]
 struct Slot {
-    record: FlagRecord,
+    /// Inline up to 23 bytes, so most key checks stay in the slot's cache lines.
+    key: SmolStr,
     hash: u64,
-    /// Targeting compiled once per flag version; `None` when there is none
-    /// (or it is invalid, which is logged).
-    compiled: Option<Compiled>,
+    /// Its number in `FlagTable::slots`.
+    slot: u32,
+    /// Copies of the record's switch and values.
+    enabled: bool,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
+    value: Value,
+    off_value: Value,
+    /// Targeting compiled once per flag version; `None` when there is none
+    /// (or it is invalid, which is logged).
+    compiled: Option<Compiled>,
+    record: FlagRecord,
+}
+
+impl Slot {
+    fn new(slot: u32, hash: u64, record: FlagRecord, compiled: Option<Compiled>) -> Self {
+        Slot {
+            key: SmolStr::new(&record.key),
+            hash,
+            slot,
+            enabled: record.enabled,
+            warned: AtomicBool::new(false),
+            value: record.value.clone(),
+            off_value: record.off_value.clone(),
+            compiled,
+            record,
+        }
+    }
 }
 
 /// Users with overrides. Entries are looked up once per request and then
@@ -108,8 +137,8 @@ impl UserTable {
     }
 
     #[inline]
-    fn find(&self, user: &str) -> Option<u32> {
-        self.index.find(user_hash(user), |(id, _)| id == user).map(|(_, i)| *i)
+    fn find(&self, user: &str, hash: u64) -> Option<u32> {
+        self.index.find(hash, |(id, _)| str_eq(id, user)).map(|(_, i)| *i)
     }
 
     fn len(&self) -> usize {
@@ -122,8 +151,8 @@ impl UserTable {
 
     fn put(&mut self, user: &str, entry: Option<UserEntry>) {
         let entry = entry.filter(|e| !e.slots.is_empty()).map(Arc::new);
-        let hash = user_hash(user);
-        match (self.find(user), entry) {
+        let hash = id_hash(user);
+        match (self.find(user, hash), entry) {
             (Some(i), Some(e)) => self.entries[i as usize] = Some(e),
             (Some(i), None) => {
                 if let Ok(found) = self.index.find_entry(hash, |(id, _)| id == user) {
@@ -134,16 +163,11 @@ impl UserTable {
             (None, Some(e)) => {
                 let i = self.entries.len() as u32;
                 self.entries.push(Some(e));
-                self.index.insert_unique(hash, (SmolStr::new(user), i), |(id, _)| user_hash(id));
+                self.index.insert_unique(hash, (SmolStr::new(user), i), |(id, _)| id_hash(id));
             }
             (None, None) => {}
         }
     }
-}
-
-fn user_hash(user: &str) -> u64 {
-    use std::hash::BuildHasher;
-    FxBuildHasher.hash_one(user)
 }
 
 /// A user's overrides in one snapshot: found once per request by
@@ -368,7 +392,7 @@ impl Snapshot {
                         _ => None,
                     };
                     let map = users.get_or_insert_with(|| (*self.users).clone());
-                    let current = map.find(user).and_then(|i| map.entry(UserRef(i)));
+                    let current = map.find(user, id_hash(user)).and_then(|i| map.entry(UserRef(i)));
                     let mut pairs: Vec<(u32, Value)> = current
                         .map(|e| e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone())).collect())
                         .unwrap_or_default();
@@ -420,14 +444,21 @@ impl Snapshot {
     /// Finds a user's overrides, once per request.
     #[inline]
     pub fn user(&self, user_id: &str) -> Option<UserRef> {
-        self.users.find(user_id).map(UserRef)
+        self.users.find(user_id, id_hash(user_id)).map(UserRef)
+    }
+
+    /// The context's user's overrides, with the hash the context already holds.
+    #[inline]
+    pub(crate) fn user_of(&self, context: &EvalContext) -> Option<UserRef> {
+        let (user, hash) = context.user_id_hashed()?;
+        self.users.find(user, hash).map(UserRef)
     }
 
     /// Evaluates `flag` for `context`, in the documented order. Never panics;
     /// falls back to the code default.
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
         let now = OnceLock::new();
-        let input = Input { user: context.user_id().and_then(|u| self.user(u)), context, now: &now };
+        let input = Input { user: self.user_of(context), context, now: &now };
         self.evaluate_slot(flag, &input).1
     }
 
@@ -437,28 +468,42 @@ impl Snapshot {
         let slot = self.flags.find(key)?;
         let s = self.flags.slot(slot)?;
         let now = OnceLock::new();
-        let input = Input { user: context.user_id().and_then(|u| self.user(u)), context, now: &now };
+        let input = Input { user: self.user_of(context), context, now: &now };
         let (value, reason) = self.resolve(slot, s, &input);
         Some((value.clone(), reason))
+    }
+
+    /// Every live flag for one context, in one pass over the flags (no lookup by
+    /// key): what "what does this user see", a client bootstrap or a bulk endpoint
+    /// needs. Values are the stored ones, without a Rust type to check them against.
+    pub fn evaluate_all<'a>(
+        &'a self,
+        context: &'a EvalContext,
+    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+        let user = self.user_of(context);
+        let now = OnceLock::new();
+        self.flags.slots.iter().flatten().map(move |s| {
+            let (value, reason) = self.resolve(s.slot, s, &Input { user, context, now: &now });
+            (&s.record, value, reason)
+        })
     }
 
     /// The evaluation order, without the Rust type: the value and why.
     #[inline]
     fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason) {
-        let r = &s.record;
         let Some(c) = s.compiled.as_ref() else {
             // No targeting: the common case, kept short.
-            return if !r.enabled {
-                (&r.off_value, Reason::Disabled)
+            return if !s.enabled {
+                (&s.off_value, Reason::Disabled)
             } else if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
                 (v, Reason::Override)
             } else {
-                (&r.value, Reason::Global)
+                (&s.value, Reason::Global)
             };
         };
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
-        if !c.enabled_at(step).unwrap_or(r.enabled) {
-            return (&r.off_value, Reason::Disabled);
+        if !c.enabled_at(step).unwrap_or(s.enabled) {
+            return (&s.off_value, Reason::Disabled);
         }
         if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
             return (v, Reason::Override);
@@ -467,7 +512,7 @@ impl Snapshot {
             Outcome::Rule(i, v) => (v, Reason::Rule(i)),
             Outcome::Split(v) => (v, Reason::Split),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i)),
-            Outcome::Fallthrough => (&r.value, Reason::Global),
+            Outcome::Fallthrough => (&s.value, Reason::Global),
         }
     }
 
@@ -478,10 +523,10 @@ impl Snapshot {
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
         let version = self.version;
-        let found = self.flags.find_hashed(flag.key_hash(), flag.key());
-        let Some((slot, s)) = found.and_then(|i| Some((i, self.flags.slot(i)?))) else {
+        let Some(s) = self.flags.find_slot(flag.key_hash(), flag.key()) else {
             return (None, Detail { value: flag.default_value(), reason: Reason::Default, version });
         };
+        let slot = s.slot;
         let (value, reason) = self.resolve(slot, s, input);
         match T::from_value(value) {
             Some(v) if flag.accepts(&v) => (Some(slot), Detail { value: v, reason, version }),
@@ -562,22 +607,16 @@ impl FlagTable {
     }
 
     #[inline]
-    fn find_hashed(&self, hash: u64, key: &str) -> Option<u32> {
-        let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                slots.get(i as usize).and_then(Option::as_ref).is_some_and(|s| s.record.key == key)
-            })
-            .copied()
+    fn find_slot(&self, hash: u64, key: &str) -> Option<&Slot> {
+        self.index.find(hash, |s| str_eq(&s.key, key)).map(|s| &**s)
     }
 
     fn find(&self, key: &str) -> Option<u32> {
-        self.find_hashed(key_hash(key), key)
+        self.find_slot(key_hash(key), key).map(|s| s.slot)
     }
 
     fn put(&mut self, record: FlagRecord) {
         let hash = key_hash(&record.key);
-        let found = self.find_hashed(hash, &record.key);
         let compiled = match Compiled::new(&record.key, record.value_type, &record.schema, &record.targeting)
         {
             Ok(c) => c,
@@ -586,30 +625,27 @@ impl FlagTable {
                 None
             }
         };
-        let slot = Arc::new(Slot { record, hash, compiled, warned: AtomicBool::new(false) });
-        match found {
-            Some(i) => self.slots[i as usize] = Some(slot),
-            None => {
-                let i = self.slots.len() as u32;
-                self.slots.push(Some(slot));
-                let slots = &self.slots;
-                self.index.insert_unique(hash, i, |&j| slots[j as usize].as_ref().map_or(0, |s| s.hash));
+        match self.index.find_entry(hash, |s| s.key == record.key) {
+            Ok(mut found) => {
+                let new = Arc::new(Slot::new(found.get().slot, hash, record, compiled));
+                let slot = new.slot;
+                *found.get_mut() = new.clone();
+                self.slots[slot as usize] = Some(new);
+            }
+            Err(_) => {
+                let slot = self.slots.len() as u32;
+                let new = Arc::new(Slot::new(slot, hash, record, compiled));
+                self.index.insert_unique(hash, new.clone(), |s| s.hash);
+                self.slots.push(Some(new));
             }
         }
     }
 
     fn remove(&mut self, key: &str) -> Option<u32> {
-        let hash = key_hash(key);
-        let slots = &self.slots;
-        let entry = self
-            .index
-            .find_entry(hash, |&i| {
-                slots.get(i as usize).and_then(Option::as_ref).is_some_and(|s| s.record.key == key)
-            })
-            .ok()?;
-        let (i, _) = entry.remove();
-        self.slots[i as usize] = None;
-        Some(i)
+        let entry = self.index.find_entry(key_hash(key), |s| s.key == key).ok()?;
+        let (removed, _) = entry.remove();
+        self.slots[removed.slot as usize] = None;
+        Some(removed.slot)
     }
 
     fn typed_override(&self, o: &OverrideRecord) -> Option<(u32, Value)> {

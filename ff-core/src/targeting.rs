@@ -3,11 +3,11 @@
 
 use std::cmp::Ordering;
 
-use rustc_hash::FxHashSet;
+use crate::ids::{IdSet, id_hash};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::bucket::{BUCKETS, bucket};
+use crate::bucket::{BUCKETS, Salted};
 use crate::error::ValidationError;
 use crate::eval::EvalContext;
 use crate::value::{Schema, Value, ValueType};
@@ -188,8 +188,8 @@ impl Targeting {
 pub(crate) struct CompiledSegment {
     /// What it was built from (kept by snapshots, to save them).
     pub(crate) record: Option<crate::model::SegmentRecord>,
-    included: FxHashSet<String>,
-    excluded: FxHashSet<String>,
+    included: IdSet,
+    excluded: IdSet,
     rules: Vec<Vec<CompiledClause>>,
 }
 
@@ -215,14 +215,14 @@ impl SegmentDef {
 impl CompiledSegment {
     /// Validates and compiles a segment definition.
     pub(crate) fn new(def: &SegmentDef) -> Result<Self, ValidationError> {
-        let ids = |list: &[String], what: &str| -> Result<FxHashSet<String>, ValidationError> {
+        let ids = |list: &[String], what: &str| -> Result<IdSet, ValidationError> {
             if list.len() > MAX_CLAUSE_VALUES {
                 return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} user ids")));
             }
             for id in list {
                 crate::model::validate_user_id(id).map_err(|e| bad(format!("{what}: {e}")))?;
             }
-            Ok(list.iter().cloned().collect())
+            Ok(list.iter().map(String::as_str).collect())
         };
         let mut rules = Vec::new();
         for (i, r) in def.rules.iter().enumerate() {
@@ -249,11 +249,11 @@ impl CompiledSegment {
     }
 
     fn contains(&self, ctx: &EvalContext) -> bool {
-        if let Some(user) = ctx.user_id() {
-            if self.excluded.contains(user) {
+        if let Some((user, hash)) = ctx.user_id_hashed() {
+            if self.excluded.contains(user, hash) {
                 return false;
             }
-            if self.included.contains(user) {
+            if self.included.contains(user, hash) {
                 return true;
             }
         }
@@ -305,7 +305,7 @@ fn bad(message: String) -> ValidationError {
 /// A clause ready to test: lists as sets, regexes and versions parsed.
 #[derive(Debug)]
 enum Test {
-    Set(FxHashSet<String>, Vec<f64>, Vec<bool>),
+    Set(IdSet, Vec<f64>, Vec<bool>),
     Strings(Vec<String>),
     Regex(Vec<regex::Regex>),
     Number(f64),
@@ -319,6 +319,10 @@ enum Test {
 struct CompiledClause {
     /// The clause reads the user id (decided once, not per evaluation).
     user_id: bool,
+    /// A set membership test on the user id (an explicit list): tested first,
+    /// with `user_set_misses` (`not_in`/`neq`, or negated) saying what a hit means.
+    user_set: bool,
+    user_set_misses: bool,
     attribute: String,
     op: Op,
     negate: bool,
@@ -350,7 +354,7 @@ pub(crate) struct Compiled {
     rules: Vec<(Vec<CompiledClause>, CompiledServe)>,
     split: Option<CompiledSplit>,
     schedule: Vec<CompiledStep>,
-    salt: String,
+    salt: Salted,
     bucket_by: Option<String>,
 }
 
@@ -443,11 +447,11 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
                 if matches!(c.op, Op::Eq | Op::Neq) {
                     one()?;
                 }
-                let (mut set, mut numbers, mut bools) = (FxHashSet::default(), Vec::new(), Vec::new());
+                let (mut set, mut numbers, mut bools) = (IdSet::default(), Vec::new(), Vec::new());
                 for v in &c.values {
                     match v {
                         serde_json::Value::String(s) => {
-                            set.insert(s.clone());
+                            set.insert(s);
                         }
                         serde_json::Value::Number(n) => numbers.extend(n.as_f64()),
                         serde_json::Value::Bool(b) => bools.push(*b),
@@ -499,8 +503,11 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
                 Test::Segments(keys)
             }
         };
+    let user_id = c.attribute == USER_ID;
     Ok(CompiledClause {
-        user_id: c.attribute == USER_ID,
+        user_set: user_id && matches!(test, Test::Set(..)),
+        user_set_misses: matches!(c.op, Op::NotIn | Op::Neq) != c.negate,
+        user_id,
         attribute: c.attribute.clone(),
         op: c.op,
         negate: c.negate,
@@ -580,7 +587,7 @@ impl Compiled {
             rules,
             split,
             schedule,
-            salt: t.salt.clone().unwrap_or_else(|| key.to_owned()),
+            salt: Salted::new(t.salt.as_deref().unwrap_or(key)),
             // Bucketing by the user id is the default.
             bucket_by: t.bucket_by.clone().filter(|b| b != USER_ID),
         }))
@@ -646,10 +653,10 @@ impl Compiled {
     /// The variation for this user's bucket; `None` without a bucketing value.
     fn pick<'a>(&self, split: &'a CompiledSplit, ctx: &EvalContext) -> Option<&'a Value> {
         let b = match &self.bucket_by {
-            None => bucket(&self.salt, ctx.user_id()?),
+            None => self.salt.bucket(ctx.user_id()?),
             Some(attr) => match lookup(ctx, attr)? {
-                serde_json::Value::String(s) => bucket(&self.salt, s),
-                serde_json::Value::Number(n) => bucket(&self.salt, &n.to_string()),
+                serde_json::Value::String(s) => self.salt.bucket(s),
+                serde_json::Value::Number(n) => self.salt.bucket(&n.to_string()),
                 _ => return None,
             },
         };
@@ -666,21 +673,22 @@ fn lookup<'a>(ctx: &'a EvalContext, name: &str) -> Option<&'a serde_json::Value>
 /// allocates nothing.
 #[derive(Clone, Copy)]
 enum Attr<'a> {
-    Str(&'a str),
+    /// The user id, with its hash.
+    Id(&'a str, u64),
     Json(&'a serde_json::Value),
 }
 
 impl<'a> Attr<'a> {
     fn as_str(self) -> Option<&'a str> {
         match self {
-            Attr::Str(s) => Some(s),
+            Attr::Id(s, _) => Some(s),
             Attr::Json(j) => j.as_str(),
         }
     }
 
     fn as_json(self) -> serde_json::Value {
         match self {
-            Attr::Str(s) => serde_json::Value::String(s.to_owned()),
+            Attr::Id(s, _) => serde_json::Value::String(s.to_owned()),
             Attr::Json(j) => j.clone(),
         }
     }
@@ -689,13 +697,20 @@ impl<'a> Attr<'a> {
 impl CompiledClause {
     #[inline]
     fn matches(&self, ctx: &EvalContext, segments: &Segments) -> bool {
+        if self.user_set
+            && let Test::Set(ids, ..) = &self.test
+        {
+            // An explicit list: one probe with the hash the context carries.
+            let Some((user, hash)) = ctx.user_id_hashed() else { return false };
+            return ids.contains(user, hash) != self.user_set_misses;
+        }
         if let Test::Segments(keys) = &self.test {
             // Unknown segments never match (writes refuse them; this covers deletions in flight).
             let hit = keys.iter().any(|k| segments.get(k).is_some_and(|s| s.contains(ctx)));
             return hit != self.negate;
         }
         let attr = if self.user_id {
-            ctx.user_id().map(Attr::Str)
+            ctx.user_id_hashed().map(|(u, h)| Attr::Id(u, h))
         } else {
             lookup(ctx, &self.attribute).filter(|a| !a.is_null()).map(Attr::Json)
         };
@@ -710,14 +725,15 @@ impl CompiledClause {
     }
 
     /// `None`: the attribute has the wrong type for this test (never matches).
+    #[inline]
     fn test(&self, attr: Attr<'_>) -> Option<bool> {
         use serde_json::Value as J;
         Some(match &self.test {
             Test::Exists | Test::Segments(_) => true,
             Test::Set(strings, numbers, bools) => {
                 let found = match attr {
-                    Attr::Str(s) => strings.contains(s),
-                    Attr::Json(J::String(s)) => strings.contains(s.as_str()),
+                    Attr::Id(s, hash) => strings.contains(s, hash),
+                    Attr::Json(J::String(s)) => strings.contains(s, id_hash(s)),
                     Attr::Json(J::Number(n)) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
                     Attr::Json(J::Bool(b)) => bools.contains(b),
                     Attr::Json(_) => return None,

@@ -566,3 +566,57 @@ fn an_unknown_segment_never_matches() {
     let s = premium_with(json!({"attribute": "user_id", "op": "in_segment", "values": ["gone"]}));
     assert_eq!(Evaluator::new(s, EvalContext::user("u")).detail(PREMIUM).reason, Reason::Global);
 }
+
+#[test]
+fn evaluate_all_agrees_with_reads_by_key() {
+    let mut records = vec![
+        FlagRecord { enabled: false, ..FlagRecord::new("off", Value::Bool(true)) },
+        FlagRecord::new("plain", Value::Int(7)),
+        flag(
+            "rule",
+            Value::Bool(false),
+            json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}]}),
+        ),
+        flag(
+            "split",
+            Value::Bool(false),
+            json!({"split": {"variations": [{"value": true, "weight": 5000}, {"value": false, "weight": 5000}]}}),
+        ),
+        flag(
+            "list",
+            Value::Bool(false),
+            json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in", "values": ["u1", "u3"]}], "value": true}]}),
+        ),
+    ];
+    records.push(FlagRecord::new("overridden", Value::Bool(false)));
+    let s = Arc::new(Snapshot::from_state(&StoreState {
+        seq: 1,
+        flags: records,
+        overrides: vec![ff_core::OverrideRecord {
+            key: "overridden".into(),
+            user_id: "u2".into(),
+            value: json!(true),
+        }],
+        ..Default::default()
+    }));
+    let mut reasons = std::collections::HashSet::new();
+    for i in 0..50 {
+        let ctx = EvalContext::user(format!("u{i}"))
+            .with_attribute("plan", if i % 2 == 0 { "pro" } else { "free" });
+        let all: Vec<_> = Evaluator::new(s.clone(), ctx.clone())
+            .all()
+            .map(|(f, v, r)| (f.key.clone(), v.clone(), r))
+            .collect();
+        assert_eq!(all.len(), 6);
+        for (key, value, reason) in all {
+            assert_eq!(s.evaluate_key(&key, &ctx), Some((value, reason)), "{key} for u{i}");
+            reasons.insert(format!("{key} {reason}"));
+        }
+    }
+    for expected in
+        ["off disabled", "plain global", "rule rule 0", "rule global", "split split", "list rule 0"]
+    {
+        assert!(reasons.contains(expected), "{expected} never seen: {reasons:?}");
+    }
+    assert!(reasons.contains("overridden override") && reasons.contains("overridden global"));
+}

@@ -3,7 +3,10 @@
 //! `instructions MODE N` runs N iterations of MODE on the benches' workload
 //! (1,000 flags, 100,000 overrides over 10,000 users): `plain` (a request through a
 //! no-op service), `layer` (the same through `FlagsLayer` + `UserIdHeader`) or
-//! `read` (a bool read through `Current` for a user with 10 overrides).
+//! `read` (a bool read through `Current` for a user with 10 overrides). On the
+//! targeting benches' workload: `list_in` / `list_out` (a 100-id list, user in or
+//! not), `rule` (`plan in [pro, enterprise]`), `split` (10%) and `mixed` (all 1,000
+//! mixed flags for one user), each cycling users.
 
 use std::hint::black_box;
 
@@ -14,14 +17,14 @@ use tower::Layer;
 
 #[path = "../benches/support/workload.rs"]
 mod workload;
-use workload::{Noop, run, workload};
+use workload::{Noop, list_ids, run, targeting_user, targeting_workload, workload};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok())) else {
-        eprintln!("usage: instructions plain|layer|read N");
+        eprintln!("usage: instructions plain|layer|read|list_in|list_out|rule|split|mixed N");
         std::process::exit(2);
     };
     let source = Source::fixed(workload());
@@ -42,9 +45,45 @@ fn main() {
             let flags = Evaluator::new(source.snapshot(), EvalContext::user("user-42"));
             sync_scope(flags, || (0..n).for_each(|_| _ = black_box(Current::get(black_box(BOOL_FLAG)))));
         }
+        "list_in" | "list_out" | "rule" | "split" | "mixed" => {
+            let snapshot = std::sync::Arc::new(targeting_workload());
+            let evals: Vec<Evaluator> = if mode == "list_in" {
+                list_ids()
+                    .into_iter()
+                    .map(|u| Evaluator::new(snapshot.clone(), EvalContext::user(u)))
+                    .collect()
+            } else {
+                (0..10_000).map(|i| Evaluator::new(snapshot.clone(), targeting_user(i))).collect()
+            };
+            let flag = |key: &'static str| Flag::<bool>::new(key, false);
+            let (one, mixed): (Flag<bool>, Vec<Flag<bool>>) = match mode.as_str() {
+                "rule" => (flag("rule"), vec![]),
+                "split" => (flag("split"), vec![]),
+                "mixed" => (
+                    flag("plain"),
+                    (0..1000).map(|i| flag(Box::leak(format!("mixed_{i}").into_boxed_str()))).collect(),
+                ),
+                _ => (flag("list"), vec![]),
+            };
+            measured(n, &evals, one, &mixed);
+        }
         other => {
             eprintln!("unknown mode {other:?}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// The measured loop, apart so callgrind can profile it alone
+/// (`--toggle-collect='*measured*'`).
+#[inline(never)]
+fn measured(n: usize, evals: &[Evaluator], one: Flag<bool>, mixed: &[Flag<bool>]) {
+    for i in 0..n {
+        let e = black_box(&evals[i % evals.len()]);
+        if mixed.is_empty() {
+            black_box(e.get(black_box(one)));
+        } else {
+            black_box(mixed.iter().filter(|f| e.get(**f)).count());
         }
     }
 }

@@ -10,8 +10,9 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use ff_core::{FlagRecord, OverrideRecord, Snapshot, StoreState, Value};
+use ff_core::{FlagRecord, OverrideRecord, Snapshot, StoreState, Targeting, Value};
 use http::Request;
+use serde_json::json;
 use tower::Service;
 
 pub(crate) const FLAGS: usize = 1_000;
@@ -72,4 +73,46 @@ pub(crate) fn request(users: &[http::HeaderValue], i: &mut usize) -> Request<()>
     let mut req = Request::new(());
     req.headers_mut().insert("x-user-id", users[*i].clone());
     req
+}
+
+/// Targeting workload: 4 named flags (`rule`, `split`, `list`, `plain`) and 1,000
+/// `mixed_{i}`, a quarter each plain, 10% split, `plan in [pro, enterprise]` and a
+/// 100-id list.
+pub(crate) fn targeting_workload() -> Snapshot {
+    let mut flags = vec![kinds("rule", 2), kinds("split", 1), kinds("list", 3), kinds("plain", 0)];
+    flags.extend((0..1000).map(|i| kinds(&format!("mixed_{i}"), i % 4)));
+    Snapshot::from_state(&StoreState { seq: 1, flags, overrides: vec![], ..Default::default() })
+}
+
+/// The context of user `i` of the targeting workload.
+pub(crate) fn targeting_user(i: usize) -> ff_core::EvalContext {
+    const PLANS: [&str; 4] = ["free", "pro", "enterprise", "team"];
+    ff_core::EvalContext::user(format!("user-{i}")).with_attribute("plan", PLANS[i % 4])
+}
+
+fn record(key: &str, t: serde_json::Value) -> FlagRecord {
+    let targeting: Targeting = serde_json::from_value(t).unwrap();
+    FlagRecord { targeting, ..FlagRecord::new(key, Value::Bool(false)) }
+}
+
+pub(crate) fn list_ids() -> Vec<String> {
+    (0..100).map(|i| format!("user-{}", i * 97)).collect()
+}
+
+fn kinds(key: &str, kind: usize) -> FlagRecord {
+    match kind {
+        0 => FlagRecord::new(key, Value::Bool(true)),
+        1 => record(
+            key,
+            json!({"split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]}}),
+        ),
+        2 => record(
+            key,
+            json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro", "enterprise"]}], "value": true}]}),
+        ),
+        _ => record(
+            key,
+            json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in", "values": list_ids()}], "value": true}]}),
+        ),
+    }
 }
