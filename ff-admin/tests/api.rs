@@ -34,7 +34,7 @@ impl Api {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
         let store = Arc::new(SqlStore::connect(&url).await.unwrap());
-        sync(&*store, &[LEAD.decl(), CREDITS.decl()]).await.unwrap();
+        sync(&*store, &[LEAD.decl(), CREDITS.decl()], &Default::default()).await.unwrap();
         let (_, admin) = ff_admin::create_token(&*store, "root", Role::Admin, "test", None).await.unwrap();
         let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test", None).await.unwrap();
         let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test", None).await.unwrap();

@@ -106,6 +106,9 @@ pub enum Reason {
     Invalid,
     /// Schedule step `i` sets the value.
     Scheduled(usize),
+    /// The flag is past its `expires_at` with the `serve_default` policy: the
+    /// code default (untyped readers, which do not know it, get the off value).
+    Expired,
 }
 
 impl fmt::Display for Reason {
@@ -119,6 +122,7 @@ impl fmt::Display for Reason {
             Reason::Global => f.write_str("global"),
             Reason::Invalid => f.write_str("invalid"),
             Reason::Scheduled(i) => write!(f, "schedule step {i}"),
+            Reason::Expired => f.write_str("expired"),
         }
     }
 }
@@ -245,7 +249,7 @@ impl Evaluator {
     /// Every live flag for this request's context, in one pass: see
     /// [`Snapshot::evaluate_all`].
     pub fn all(&self) -> impl Iterator<Item = (&crate::FlagRecord, &crate::Value, Reason)> {
-        self.snapshot.evaluate_all(&self.context)
+        self.snapshot.evaluate_all_with(self.input())
     }
 
     /// The typed config, built at most once per evaluator, and shared across

@@ -4,7 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use time::OffsetDateTime;
+
 use crate::error::ValidationError;
+use crate::model::{ExpiryPolicy, FlagKind, FlagMeta};
 use crate::value::{FlagType, Schema, Value, ValueType};
 
 /// Longest allowed flag key.
@@ -25,6 +28,19 @@ pub const MAX_KEY_LEN: usize = 128;
 ///     .description("Minimum hours between booking and start");
 /// pub const THEME: Flag<String> = Flag::new("THEME", "light").one_of(&["light", "dark"]);
 /// ```
+///
+/// What the flag is for, who owns it and when it should go are declared next to it:
+///
+/// ```
+/// use ff_core::{ExpiryPolicy, Flag, FlagKind};
+///
+/// pub const NEW_SEARCH: Flag<bool> = Flag::new("NEW_SEARCH", false)
+///     .kind(FlagKind::Release)
+///     .owner("search-team")
+///     .expires("2027-01-31")
+///     .expiry(ExpiryPolicy::ServeDefault);
+/// pub const PAYMENTS_KILL: Flag<bool> = Flag::new("PAYMENTS_KILL", true).kind(FlagKind::KillSwitch);
+/// ```
 pub struct Flag<T: FlagType> {
     key: &'static str,
     hash: u64,
@@ -33,6 +49,11 @@ pub struct Flag<T: FlagType> {
     min: Option<T::Decl>,
     max: Option<T::Decl>,
     allowed: &'static [T::Decl],
+    kind: Option<FlagKind>,
+    owner: &'static str,
+    permanent: Option<bool>,
+    expiry: Option<ExpiryPolicy>,
+    expires: &'static str,
 }
 
 impl<T: FlagType> Clone for Flag<T> {
@@ -56,7 +77,57 @@ impl<T: FlagType> fmt::Debug for Flag<T> {
 impl<T: FlagType> Flag<T> {
     /// Declares a flag with its key and code default.
     pub const fn new(key: &'static str, default: T::Decl) -> Self {
-        Flag { key, hash: key_hash(key), default, description: "", min: None, max: None, allowed: &[] }
+        Flag {
+            key,
+            hash: key_hash(key),
+            default,
+            description: "",
+            min: None,
+            max: None,
+            allowed: &[],
+            kind: None,
+            owner: "",
+            permanent: None,
+            expiry: None,
+            expires: "",
+        }
+    }
+
+    /// What the flag is for (synced into the store; the code wins).
+    pub const fn kind(mut self, kind: FlagKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// The team or person responsible (synced into the store; the code wins).
+    pub const fn owner(mut self, owner: &'static str) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// Never stale, whatever its kind.
+    pub const fn permanent(mut self) -> Self {
+        self.permanent = Some(true);
+        self
+    }
+
+    /// Meant to go, whatever its kind.
+    pub const fn temporary(mut self) -> Self {
+        self.permanent = Some(false);
+        self
+    }
+
+    /// What happens past `expires_at`.
+    pub const fn expiry(mut self, policy: ExpiryPolicy) -> Self {
+        self.expiry = Some(policy);
+        self
+    }
+
+    /// When the flag should be gone: `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+    /// Written into the store when it has no date; a date set there wins.
+    pub const fn expires(mut self, at: &'static str) -> Self {
+        self.expires = at;
+        self
     }
 
     /// A human description, synced into the store.
@@ -106,6 +177,11 @@ impl<T: FlagType> Flag<T> {
         T::from_decl(self.default)
     }
 
+    /// The code default as an untyped value.
+    pub(crate) fn default_as_value(&self) -> Value {
+        T::decl_value(self.default)
+    }
+
     /// Whether `value` fits the declared bounds.
     pub fn accepts(&self, value: &T) -> bool {
         value.within(self.min, self.max, self.allowed)
@@ -128,6 +204,11 @@ impl<T: FlagType> Flag<T> {
                 max: self.max.and_then(number),
                 allowed: self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect(),
             },
+            kind: self.kind,
+            owner: self.owner.to_owned(),
+            permanent: self.permanent,
+            expiry: self.expiry,
+            expires: self.expires.to_owned(),
         }
     }
 }
@@ -151,12 +232,50 @@ pub struct FlagDecl {
     pub description: String,
     /// Bounds.
     pub schema: Schema,
+    /// What the flag is for.
+    pub kind: Option<FlagKind>,
+    /// Who is responsible (empty: not declared).
+    pub owner: String,
+    /// Declared permanent or temporary.
+    pub permanent: Option<bool>,
+    /// Declared expiry policy.
+    pub expiry: Option<ExpiryPolicy>,
+    /// Declared expiry date, as written (empty: none).
+    pub expires: String,
 }
 
 impl FlagDecl {
-    /// Checks the key, the bounds and that the default fits them.
+    /// The declared expiry, parsed.
+    pub fn expires_at(&self) -> Result<Option<OffsetDateTime>, ValidationError> {
+        if self.expires.is_empty() {
+            return Ok(None);
+        }
+        let day = time::macros::format_description!("[year]-[month]-[day]");
+        time::Date::parse(&self.expires, day)
+            .map(|d| d.midnight().assume_utc())
+            .or_else(|_| OffsetDateTime::parse(&self.expires, &time::format_description::well_known::Rfc3339))
+            .map(Some)
+            .map_err(|_| ValidationError::BadField {
+                field: "expires",
+                problem: format!("{:?} is neither YYYY-MM-DD nor RFC 3339", self.expires),
+            })
+    }
+
+    /// The store metadata the declaration asks for (dates aside).
+    pub(crate) fn meta(&self) -> FlagMeta {
+        FlagMeta {
+            kind: self.kind,
+            permanent: self.permanent,
+            expiry: self.expiry.unwrap_or_default(),
+            owner: self.owner.clone(),
+            expires_at: self.expires_at().ok().flatten(),
+            ..FlagMeta::default()
+        }
+    }
+    /// Checks the key, the bounds, that the default fits them and the expiry date.
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_key(&self.key)?;
+        self.expires_at()?;
         self.schema.check_self(self.value_type)?;
         if self.value_type == ValueType::Json && self.default.to_json().is_null() {
             return Err(ValidationError::BadSchema("the JSON default is not valid JSON (or is null)".into()));
@@ -210,7 +329,7 @@ impl From<&FlagDecl> for FlagDef {
             off_value: None,
             description: d.description.clone(),
             schema: d.schema.clone(),
-            meta: Default::default(),
+            meta: d.meta(),
             targeting: Default::default(),
         }
     }

@@ -25,6 +25,7 @@ mod store;
 mod targeting;
 #[cfg(feature = "test-util")]
 mod test_util;
+mod usage;
 mod value;
 
 pub use bucket::{BUCKETS, bucket, murmur3_32};
@@ -32,14 +33,14 @@ pub use error::{StoreError, ValidationError};
 pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
 pub use model::{
-    Action, Change, FlagMeta, FlagRecord, MAX_USER_ID_LEN, OverrideRecord, SegmentRecord, StoreState,
-    validate_user_id,
+    Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, MAX_USER_ID_LEN, OverrideRecord,
+    SegmentRecord, StoreState, validate_user_id,
 };
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
 pub use store::{
     ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord, Write,
-    sync, validate_token_name,
+    default_expiry, sync, validate_token_name,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
@@ -51,4 +52,5 @@ pub use targeting::{
 pub use test_util::postgres_test_database;
 #[cfg(feature = "test-util")]
 pub use test_util::{SnapshotBuilder, TestFlags};
+pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
 pub use value::{FlagType, Schema, Value, ValueType};

@@ -138,9 +138,140 @@ impl From<FlagRecord> for FlagRecordRepr {
     }
 }
 
+/// What a flag is for; decides whether it is meant to go and how soon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagKind {
+    /// Hides unfinished work until it ships; removed after the rollout.
+    Release,
+    /// An A/B test; removed when decided.
+    Experiment,
+    /// A short operational toggle (a migration, a load test).
+    Ops,
+    /// Switches a dependency or feature off in an incident; permanent.
+    KillSwitch,
+    /// Gives some users access to something; permanent.
+    Permission,
+    /// A tunable value; permanent.
+    Config,
+}
+
+impl FlagKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [FlagKind; 6] = [
+        FlagKind::Release,
+        FlagKind::Experiment,
+        FlagKind::Ops,
+        FlagKind::KillSwitch,
+        FlagKind::Permission,
+        FlagKind::Config,
+    ];
+
+    /// Its name in the API, the CLI and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlagKind::Release => "release",
+            FlagKind::Experiment => "experiment",
+            FlagKind::Ops => "ops",
+            FlagKind::KillSwitch => "kill_switch",
+            FlagKind::Permission => "permission",
+            FlagKind::Config => "config",
+        }
+    }
+
+    /// Parses [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Kill switches, permissions and config are kept; the others are meant to go.
+    pub fn permanent_by_default(self) -> bool {
+        matches!(self, FlagKind::KillSwitch | FlagKind::Permission | FlagKind::Config)
+    }
+
+    /// The kind of a flag that does not say: booleans are release flags, other values config.
+    pub fn default_for(value_type: ValueType) -> Self {
+        if value_type == ValueType::Bool { FlagKind::Release } else { FlagKind::Config }
+    }
+}
+
+impl std::fmt::Display for FlagKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How long a temporary flag lives when it is created without `expires_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Release flags (default 40 days).
+    pub release: time::Duration,
+    /// Experiments (default 40 days).
+    pub experiment: time::Duration,
+    /// Ops toggles (default 7 days).
+    pub ops: time::Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes {
+            release: time::Duration::days(40),
+            experiment: time::Duration::days(40),
+            ops: time::Duration::days(7),
+        }
+    }
+}
+
+impl Lifetimes {
+    /// The lifetime of a temporary kind; `None` for permanent kinds.
+    pub fn of(&self, kind: FlagKind) -> Option<time::Duration> {
+        match kind {
+            FlagKind::Release => Some(self.release),
+            FlagKind::Experiment => Some(self.experiment),
+            FlagKind::Ops => Some(self.ops),
+            _ => None,
+        }
+    }
+}
+
+/// What happens once a flag is past `expires_at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryPolicy {
+    /// Keep serving; warn in logs, metrics, the admin page and the CLI.
+    #[default]
+    Warn,
+    /// Serve the code default to everyone, with reason `Expired`.
+    ServeDefault,
+}
+
+impl ExpiryPolicy {
+    /// Its name in the API, the CLI and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiryPolicy::Warn => "warn",
+            ExpiryPolicy::ServeDefault => "serve_default",
+        }
+    }
+
+    /// Parses [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        [ExpiryPolicy::Warn, ExpiryPolicy::ServeDefault].into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// Who owns a flag, how to find it, and when it should go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlagMeta {
+    /// What the flag is for; unset: `release` for booleans, `config` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FlagKind>,
+    /// Never stale; unset: as its kind says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent: Option<bool>,
+    /// What expiry does.
+    #[serde(default)]
+    pub expiry: ExpiryPolicy,
     /// Team or person responsible.
     #[serde(default)]
     pub owner: String,
@@ -156,6 +287,21 @@ pub struct FlagMeta {
 }
 
 impl FlagMeta {
+    /// The kind, or the default for the value type.
+    pub fn kind_or_default(&self, value_type: ValueType) -> FlagKind {
+        self.kind.unwrap_or_else(|| FlagKind::default_for(value_type))
+    }
+
+    /// Whether the flag is meant to stay.
+    pub fn is_permanent(&self, value_type: ValueType) -> bool {
+        self.permanent.unwrap_or_else(|| self.kind_or_default(value_type).permanent_by_default())
+    }
+
+    /// Whether a temporary flag is past its `expires_at` at `now`.
+    pub fn is_expired(&self, value_type: ValueType, now: OffsetDateTime) -> bool {
+        !self.is_permanent(value_type) && self.expires_at.is_some_and(|t| t <= now)
+    }
+
     /// Checks lengths and tag syntax.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let bad = |field: &'static str, problem: String| Err(ValidationError::BadField { field, problem });

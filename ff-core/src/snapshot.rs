@@ -14,6 +14,7 @@ use crate::flag::key_hash;
 use crate::ids::{id_hash, str_eq};
 use crate::model::SegmentRecord;
 use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
+use crate::usage::{FlagUsage, Usage};
 use time::OffsetDateTime;
 
 use crate::eval::{Detail, Reason};
@@ -43,6 +44,8 @@ struct FlagTable {
     index: HashTable<Arc<Slot>>,
     /// The same slots by number.
     slots: Vec<Option<Arc<Slot>>>,
+    /// Counters, shared by every table a `Source` builds.
+    usage: Arc<Usage>,
 }
 
 /// What a read touches comes first, in declaration order (`repr(C)`), so a read
@@ -61,14 +64,24 @@ struct Slot {
     warned: AtomicBool,
     value: Value,
     off_value: Value,
+    /// From then on the flag serves the code default (`serve_default` expiry).
+    expires_at: Option<OffsetDateTime>,
     /// Targeting compiled once per flag version; `None` when there is none
     /// (or it is invalid, which is logged).
     compiled: Option<Compiled>,
+    /// Evaluation counters, shared with the flag's other versions.
+    usage: Arc<FlagUsage>,
     record: FlagRecord,
 }
 
 impl Slot {
-    fn new(slot: u32, hash: u64, record: FlagRecord, compiled: Option<Compiled>) -> Self {
+    fn new(
+        slot: u32,
+        hash: u64,
+        record: FlagRecord,
+        compiled: Option<Compiled>,
+        usage: Arc<FlagUsage>,
+    ) -> Self {
         Slot {
             key: SmolStr::new(&record.key),
             hash,
@@ -77,7 +90,12 @@ impl Slot {
             warned: AtomicBool::new(false),
             value: record.value.clone(),
             off_value: record.off_value.clone(),
+            expires_at: (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
+                && !record.meta.is_permanent(record.value_type))
+            .then_some(record.meta.expires_at)
+            .flatten(),
             compiled,
+            usage,
             record,
         }
     }
@@ -257,7 +275,13 @@ impl Snapshot {
     /// Builds a snapshot from a full store state. Overrides that do not fit
     /// their flag's type are dropped with a warning.
     pub fn from_state(state: &StoreState) -> Self {
-        let mut flags = FlagTable::default();
+        Self::from_state_counted(state, Arc::default())
+    }
+
+    /// [`from_state`](Self::from_state), counting evaluations into `usage` (a
+    /// `Source` keeps one for all its snapshots).
+    pub fn from_state_counted(state: &StoreState, usage: Arc<Usage>) -> Self {
+        let mut flags = FlagTable { usage, ..FlagTable::default() };
         for record in state.flags.iter().filter(|f| !f.archived) {
             flags.put(record.clone());
         }
@@ -410,6 +434,11 @@ impl Snapshot {
         })
     }
 
+    /// The evaluation counters this snapshot's reads go to.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.flags.usage
+    }
+
     /// The sequence number of the last change included (0: nothing from a store).
     pub fn version(&self) -> u64 {
         self.version
@@ -469,7 +498,7 @@ impl Snapshot {
         let s = self.flags.slot(slot)?;
         let now = OnceLock::new();
         let input = Input { user: self.user_of(context), context, now: &now };
-        let (value, reason) = self.resolve(slot, s, &input);
+        let (value, reason, _) = self.resolve(slot, s, &input);
         Some((value.clone(), reason))
     }
 
@@ -483,36 +512,52 @@ impl Snapshot {
         let user = self.user_of(context);
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
-            let (value, reason) = self.resolve(s.slot, s, &Input { user, context, now: &now });
+            let (value, reason, _) = self.resolve(s.slot, s, &Input { user, context, now: &now });
+            (&s.record, value, reason)
+        })
+    }
+
+    /// [`evaluate_all`](Self::evaluate_all) with a request's own clock and user.
+    pub(crate) fn evaluate_all_with<'a>(
+        &'a self,
+        input: Input<'a>,
+    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+        self.flags.slots.iter().flatten().map(move |s| {
+            let (value, reason, _) = self.resolve(s.slot, s, &input);
             (&s.record, value, reason)
         })
     }
 
     /// The evaluation order, without the Rust type: the value and why.
     #[inline]
-    fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason) {
+    fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
+        if let Some(at) = s.expires_at
+            && input.now() >= at
+        {
+            return (&s.off_value, Reason::Expired, 0);
+        }
         let Some(c) = s.compiled.as_ref() else {
             // No targeting: the common case, kept short.
             return if !s.enabled {
-                (&s.off_value, Reason::Disabled)
+                (&s.off_value, Reason::Disabled, 0)
             } else if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
-                (v, Reason::Override)
+                (v, Reason::Override, 0)
             } else {
-                (&s.value, Reason::Global)
+                (&s.value, Reason::Global, 0)
             };
         };
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
         if !c.enabled_at(step).unwrap_or(s.enabled) {
-            return (&s.off_value, Reason::Disabled);
+            return (&s.off_value, Reason::Disabled, 0);
         }
         if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
-            return (v, Reason::Override);
+            return (v, Reason::Override, 0);
         }
         match c.decide(input.context, step, &self.segments) {
-            Outcome::Rule(i, v) => (v, Reason::Rule(i)),
-            Outcome::Split(v) => (v, Reason::Split),
-            Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i)),
-            Outcome::Fallthrough => (&s.value, Reason::Global),
+            Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
+            Outcome::Split(j, v) => (v, Reason::Split, j),
+            Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
+            Outcome::Fallthrough => (&s.value, Reason::Global, 0),
         }
     }
 
@@ -524,17 +569,41 @@ impl Snapshot {
     ) -> (Option<u32>, Detail<T>) {
         let version = self.version;
         let Some(s) = self.flags.find_slot(flag.key_hash(), flag.key()) else {
+            self.flags.usage.unknown(flag.key());
             return (None, Detail { value: flag.default_value(), reason: Reason::Default, version });
         };
         let slot = s.slot;
-        let (value, reason) = self.resolve(slot, s, input);
-        match T::from_value(value) {
-            Some(v) if flag.accepts(&v) => (Some(slot), Detail { value: v, reason, version }),
-            _ => {
-                s.warn_invalid(flag.key(), value, T::TYPE);
-                (Some(slot), Detail { value: flag.default_value(), reason: Reason::Invalid, version })
-            }
+        let (value, reason, number) = self.resolve(slot, s, input);
+        if reason != Reason::Expired
+            && let Some(v) = T::from_value(value).filter(|v| flag.accepts(v))
+        {
+            s.usage.record(reason, crate::usage::variant(T::TYPE, value, number));
+            return (Some(slot), Detail { value: v, reason, version });
         }
+        self.served_default(flag, s, value, reason)
+    }
+
+    /// Expired, or the stored value does not fit the declaration: the code default.
+    #[cold]
+    fn served_default<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        s: &Slot,
+        stored: &Value,
+        reason: Reason,
+    ) -> (Option<u32>, Detail<T>) {
+        let reason = if reason == Reason::Expired {
+            s.warn_expired(flag.key());
+            reason
+        } else {
+            s.warn_invalid(flag.key(), stored, T::TYPE);
+            Reason::Invalid
+        };
+        let default = flag.default_value();
+        let served =
+            if T::TYPE == crate::ValueType::Bool { flag.default_as_value() } else { Value::Bool(false) };
+        s.usage.record(reason, crate::usage::variant(T::TYPE, &served, 0));
+        (Some(s.slot), Detail { value: default, reason, version: self.version })
     }
 
     /// Whether any of `slots` has targeting (its value depends on who asks).
@@ -588,6 +657,19 @@ fn compile_segment(record: &SegmentRecord) -> Option<(String, Arc<CompiledSegmen
 }
 
 impl Slot {
+    /// Once per flag version and process: an expired flag that serves its default
+    /// changes behaviour, so it says so loudly.
+    #[cold]
+    fn warn_expired(&self, key: &str) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                flag = key,
+                expires_at = ?self.expires_at,
+                "ff: flag is past its expiry with policy serve_default: serving the code default to everyone"
+            );
+        }
+    }
+
     #[cold]
     fn warn_invalid(&self, key: &str, value: &Value, declared: crate::ValueType) {
         if !self.warned.swap(true, Ordering::Relaxed) {
@@ -627,14 +709,16 @@ impl FlagTable {
         };
         match self.index.find_entry(hash, |s| s.key == record.key) {
             Ok(mut found) => {
-                let new = Arc::new(Slot::new(found.get().slot, hash, record, compiled));
+                let usage = self.usage.flag(&record.key, record.value_type);
+                let new = Arc::new(Slot::new(found.get().slot, hash, record, compiled, usage));
                 let slot = new.slot;
                 *found.get_mut() = new.clone();
                 self.slots[slot as usize] = Some(new);
             }
             Err(_) => {
                 let slot = self.slots.len() as u32;
-                let new = Arc::new(Slot::new(slot, hash, record, compiled));
+                let usage = self.usage.flag(&record.key, record.value_type);
+                let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
                 self.index.insert_unique(hash, new.clone(), |s| s.hash);
                 self.slots.push(Some(new));
             }

@@ -11,9 +11,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::error::StoreError;
 use crate::flag::FlagDecl;
-use crate::model::StoreState;
+use crate::model::{Lifetimes, StoreState};
 use crate::snapshot::Snapshot;
 use crate::store::{Store, SyncReport, sync};
+use crate::usage::Usage;
 
 /// Most changes read per round trip while catching up.
 const CHANGE_BATCH: u32 = 1000;
@@ -40,14 +41,12 @@ pub struct Source {
 
 struct Inner {
     shared: Arc<Shared>,
-    task: Option<tokio::task::AbortHandle>,
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+        self.tasks.iter().for_each(tokio::task::AbortHandle::abort);
     }
 }
 
@@ -56,6 +55,8 @@ struct Shared {
     status: watch::Sender<Status>,
     nudge: Notify,
     sync_report: Mutex<Option<SyncReport>>,
+    /// Evaluation counters of every snapshot this source builds.
+    usage: Arc<Usage>,
 }
 
 /// Where the current snapshot came from.
@@ -111,6 +112,9 @@ impl fmt::Debug for Source {
 pub struct SourceBuilder {
     store: Arc<dyn Store>,
     decls: Vec<FlagDecl>,
+    lifetimes: Lifetimes,
+    expiry_warning_interval: Duration,
+    usage_interval: Duration,
     attributes: Vec<String>,
     snapshot_file: Option<PathBuf>,
     startup_timeout: Duration,
@@ -124,6 +128,26 @@ impl SourceBuilder {
     /// with their code defaults; undeclared keys are reported, never deleted).
     pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
         self.decls.extend(decls);
+        self
+    }
+
+    /// How long temporary flags created by the sync live when their declaration
+    /// names no expiry date (default: release and experiment 40 days, ops 7).
+    pub fn lifetimes(mut self, lifetimes: Lifetimes) -> Self {
+        self.lifetimes = lifetimes;
+        self
+    }
+
+    /// How often evaluation counts are written to the store, one upsert per flag
+    /// evaluated since the last write (default 60 s).
+    pub fn usage_interval(mut self, every: Duration) -> Self {
+        self.usage_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often expired flags are logged at WARN (default hourly; first at start).
+    pub fn expiry_warning_interval(mut self, every: Duration) -> Self {
+        self.expiry_warning_interval = every;
         self
     }
 
@@ -165,10 +189,14 @@ impl SourceBuilder {
     /// first load. Never fails: an unreachable store means code defaults (or the
     /// saved snapshot) are served while the task keeps retrying.
     pub async fn start(self) -> Source {
-        let (initial, origin) = match self.snapshot_file.as_deref().and_then(read_snapshot_file) {
-            Some(s) => (s, Origin::SavedFile),
-            None => (Snapshot::empty(), Origin::Defaults),
-        };
+        let usage = Arc::new(Usage::default());
+        let (initial, origin) =
+            match self.snapshot_file.as_deref().and_then(|p| read_snapshot_file(p, &usage)) {
+                Some(s) => (s, Origin::SavedFile),
+                None => {
+                    (Snapshot::from_state_counted(&StoreState::default(), usage.clone()), Origin::Defaults)
+                }
+            };
         let shared = Arc::new(Shared {
             status: watch::Sender::new(Status {
                 origin,
@@ -180,9 +208,11 @@ impl SourceBuilder {
             current: ArcSwap::from_pointee(initial),
             nudge: Notify::new(),
             sync_report: Mutex::new(None),
+            usage: usage.clone(),
         });
         let mut status = shared.status.subscribe();
         let startup_timeout = self.startup_timeout;
+        let flusher = tokio::spawn(flush_usage(self.store.clone(), usage, self.usage_interval));
         let task = tokio::spawn(run(shared.clone(), self));
         let timeout = tokio::time::sleep(startup_timeout);
         tokio::pin!(timeout);
@@ -198,7 +228,7 @@ impl SourceBuilder {
                 r = status.changed() => if r.is_err() { break },
             }
         }
-        Source { inner: Arc::new(Inner { shared, task: Some(task.abort_handle()) }) }
+        Source { inner: Arc::new(Inner { shared, tasks: vec![task.abort_handle(), flusher.abort_handle()] }) }
     }
 }
 
@@ -213,6 +243,9 @@ impl Source {
         SourceBuilder {
             store,
             decls: Vec::new(),
+            lifetimes: Lifetimes::default(),
+            expiry_warning_interval: Duration::from_secs(3600),
+            usage_interval: Duration::from_secs(60),
             attributes: Vec::new(),
             snapshot_file: None,
             startup_timeout: Duration::from_secs(5),
@@ -225,6 +258,7 @@ impl Source {
     /// A source that always serves `snapshot` (no store, no task).
     pub fn fixed(snapshot: Snapshot) -> Self {
         let shared = Arc::new(Shared {
+            usage: snapshot.usage().clone(),
             status: watch::Sender::new(Status {
                 origin: Origin::Manual,
                 version: snapshot.version(),
@@ -236,7 +270,7 @@ impl Source {
             nudge: Notify::new(),
             sync_report: Mutex::new(None),
         });
-        Source { inner: Arc::new(Inner { shared, task: None }) }
+        Source { inner: Arc::new(Inner { shared, tasks: Vec::new() }) }
     }
 
     /// The current snapshot. Lock-free; what the layer calls once per request.
@@ -264,6 +298,11 @@ impl Source {
     /// Asks the background task to check the store now rather than at the next poll.
     pub fn refresh_soon(&self) {
         self.inner.shared.nudge.notify_one();
+    }
+
+    /// This source's evaluation counters (flushed to the store by the source itself).
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.inner.shared.usage
     }
 
     /// What syncing the declarations found, once it has run.
@@ -325,13 +364,13 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     let mut backoff = config.retry_min;
     // Start: sync declarations, then load everything.
     loop {
-        match initial_load(&*store, &config.decls, &config.attributes).await {
+        match initial_load(&*store, &config.decls, &config.lifetimes, &config.attributes).await {
             Ok((state, report)) => {
                 log_sync(&report);
                 if let Ok(mut r) = shared.sync_report.lock() {
                     *r = Some(report);
                 }
-                let snapshot = Snapshot::from_state(&state);
+                let snapshot = Snapshot::from_state_counted(&state, shared.usage.clone());
                 tracing::info!(version = snapshot.version(), flags = snapshot.len(), "ff: flags loaded");
                 shared.install(snapshot);
                 shared.succeeded();
@@ -346,7 +385,12 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
         }
     }
     backoff = config.poll_interval;
+    let mut expiry_warned: Option<Instant> = None;
     loop {
+        if expiry_warned.is_none_or(|t| t.elapsed() >= config.expiry_warning_interval) {
+            expiry_warned = Some(Instant::now());
+            warn_expired(&shared.current.load());
+        }
         let healthy = shared.status.borrow().last_error.is_none();
         let wait = if healthy { config.poll_interval } else { jitter(backoff) };
         tokio::select! {
@@ -375,9 +419,48 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     }
 }
 
+/// Writes evaluation counts to the store at an interval. Counts a failed write
+/// could not store are put back to go with the next one.
+async fn flush_usage(store: Arc<dyn Store>, usage: Arc<Usage>, every: Duration) {
+    let mut pending: (Vec<crate::UsageCount>, Vec<(String, u64)>) = Default::default();
+    loop {
+        tokio::time::sleep(every).await;
+        let (counts, unknown) = usage.collect();
+        pending.0.extend(counts);
+        pending.1.extend(unknown);
+        if pending.0.is_empty() && pending.1.is_empty() {
+            continue;
+        }
+        match store.record_usage(&pending.0, &pending.1, time::OffsetDateTime::now_utc()).await {
+            Ok(()) => pending = Default::default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "ff: cannot write evaluation counts; keeping them for the next try");
+                // Bounded: never keep more than a day of flushes' worth of rows.
+                pending.0.truncate(100_000);
+                pending.1.truncate(10_000);
+            }
+        }
+    }
+}
+
+/// Logs every temporary flag past its `expires_at`, whatever its policy.
+fn warn_expired(snapshot: &Snapshot) {
+    let now = time::OffsetDateTime::now_utc();
+    for f in snapshot.flags().filter(|f| f.meta.is_expired(f.value_type, now)) {
+        tracing::warn!(
+            flag = %f.key,
+            owner = %f.meta.owner,
+            expires_at = ?f.meta.expires_at,
+            policy = f.meta.expiry.as_str(),
+            "ff: flag is past its expiry: remove it from the code, then archive it"
+        );
+    }
+}
+
 async fn initial_load(
     store: &dyn Store,
     decls: &[FlagDecl],
+    lifetimes: &Lifetimes,
     attributes: &[String],
 ) -> Result<(StoreState, SyncReport), StoreError> {
     if !attributes.is_empty() {
@@ -386,7 +469,7 @@ async fn initial_load(
             tracing::info!(attributes = ?added, "ff: declared context attributes");
         }
     }
-    let report = if decls.is_empty() { SyncReport::default() } else { sync(store, decls).await? };
+    let report = if decls.is_empty() { SyncReport::default() } else { sync(store, decls, lifetimes).await? };
     Ok((store.load().await?, report))
 }
 
@@ -444,7 +527,7 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
 
 async fn full_reload(store: &dyn Store, shared: &Shared) -> Result<(), StoreError> {
     let state = store.load().await?;
-    shared.install(Snapshot::from_state(&state));
+    shared.install(Snapshot::from_state_counted(&state, shared.usage.clone()));
     Ok(())
 }
 
@@ -469,7 +552,7 @@ struct SnapshotFile {
 }
 
 /// Reads a saved snapshot; `None` (with a warning) if missing, unreadable or corrupt.
-fn read_snapshot_file(path: &Path) -> Option<Snapshot> {
+fn read_snapshot_file(path: &Path, usage: &Arc<Usage>) -> Option<Snapshot> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -481,7 +564,7 @@ fn read_snapshot_file(path: &Path) -> Option<Snapshot> {
     match serde_json::from_slice::<SnapshotFile>(&bytes) {
         Ok(f) if f.format == SNAPSHOT_FORMAT => {
             tracing::info!(path = %path.display(), version = f.state.seq, "ff: serving the saved snapshot until the store answers");
-            Some(Snapshot::from_state(&f.state))
+            Some(Snapshot::from_state_counted(&f.state, usage.clone()))
         }
         Ok(f) => {
             tracing::warn!(path = %path.display(), format = %f.format, "ff: saved snapshot has an unknown format; ignoring it");

@@ -363,8 +363,8 @@ pub(crate) struct Compiled {
 pub(crate) enum Outcome<'a> {
     /// Rule `i` matched and served this value.
     Rule(usize, &'a Value),
-    /// The split served this value.
-    Split(&'a Value),
+    /// Variation `j` of the split served this value.
+    Split(usize, &'a Value),
     /// Schedule step `i` serves this value.
     Scheduled(usize, &'a Value),
     /// Nothing applied: the global value.
@@ -627,7 +627,7 @@ impl Compiled {
                 match serve {
                     CompiledServe::Value(v) => return Outcome::Rule(i, v),
                     CompiledServe::Split(s) => {
-                        if let Some(v) = self.pick(s, ctx) {
+                        if let Some((_, v)) = self.pick(s, ctx) {
                             return Outcome::Rule(i, v);
                         }
                     }
@@ -641,17 +641,17 @@ impl Compiled {
         match step {
             Some((i, CompiledServe::Value(v))) => Outcome::Scheduled(i, v),
             Some((_, CompiledServe::Split(s))) => {
-                self.pick(s, ctx).map_or(Outcome::Fallthrough, Outcome::Split)
+                self.pick(s, ctx).map_or(Outcome::Fallthrough, |(j, v)| Outcome::Split(j, v))
             }
             None => match &self.split {
-                Some(s) => self.pick(s, ctx).map_or(Outcome::Fallthrough, Outcome::Split),
+                Some(s) => self.pick(s, ctx).map_or(Outcome::Fallthrough, |(j, v)| Outcome::Split(j, v)),
                 None => Outcome::Fallthrough,
             },
         }
     }
 
     /// The variation for this user's bucket; `None` without a bucketing value.
-    fn pick<'a>(&self, split: &'a CompiledSplit, ctx: &EvalContext) -> Option<&'a Value> {
+    fn pick<'a>(&self, split: &'a CompiledSplit, ctx: &EvalContext) -> Option<(usize, &'a Value)> {
         let b = match &self.bucket_by {
             None => self.salt.bucket(ctx.user_id()?),
             Some(attr) => match lookup(ctx, attr)? {
@@ -660,7 +660,7 @@ impl Compiled {
                 _ => return None,
             },
         };
-        split.bounds.iter().find(|(upper, _)| b < *upper).map(|(_, v)| v)
+        split.bounds.iter().enumerate().find(|(_, (upper, _))| b < *upper).map(|(j, (_, v))| (j, v))
     }
 }
 

@@ -118,7 +118,7 @@ async fn unreachable_at_start_serves_defaults_then_recovers() {
     // The database appears: the background retries pick it up.
     std::fs::create_dir(&missing).unwrap();
     let other = SqlStore::connect(&url).await.unwrap();
-    ff_core::sync(&other, &[LEAD.decl()]).await.unwrap();
+    ff_core::sync(&other, &[LEAD.decl()], &Default::default()).await.unwrap();
     let written = other.write(w(Mutation::set_value("LEAD", 12))).await.unwrap().unwrap();
     // The source's own retry may sync and load before or after that write: wait for it.
     let mut rx = source.subscribe();
@@ -271,6 +271,23 @@ impl Store for Switchable {
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         self.check()?;
         self.inner.declare_attributes(names).await
+    }
+    async fn record_usage(
+        &self,
+        counts: &[ff_core::UsageCount],
+        unknown: &[(String, u64)],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.record_usage(counts, unknown, at).await
+    }
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
+        self.check()?;
+        self.inner.usage(since).await
+    }
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
+        self.check()?;
+        self.inner.unknown_flags().await
     }
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.subscribe()

@@ -386,7 +386,8 @@ async fn sync_contract(store: Arc<dyn Store>) {
     s.write(w(Mutation::CreateFlag { def: def("LEGACY", ValueType::Bool, json!(true)), if_missing: false }))
         .await
         .unwrap();
-    let r = sync(s, &[A.decl(), B.decl(), C_AS_STRING.decl(), BROKEN.decl()]).await.unwrap();
+    let r =
+        sync(s, &[A.decl(), B.decl(), C_AS_STRING.decl(), BROKEN.decl()], &Default::default()).await.unwrap();
     assert_eq!(r.created, ["A", "B"]);
     assert_eq!(r.undeclared, ["LEGACY"]);
     assert_eq!(r.type_conflicts, ["C"]);
@@ -399,13 +400,13 @@ async fn sync_contract(store: Arc<dyn Store>) {
 
     // Idempotent.
     let before = seq(s).await;
-    let again = sync(s, &[A.decl(), B.decl()]).await.unwrap();
+    let again = sync(s, &[A.decl(), B.decl()], &Default::default()).await.unwrap();
     assert!(again.created.is_empty() && again.updated.is_empty());
     assert_eq!(seq(s).await, before);
 
     // Bounds follow code; values never change on sync.
     s.write(w(Mutation::set_value("B", 40))).await.unwrap();
-    let r = sync(s, &[B_NARROW.decl()]).await.unwrap();
+    let r = sync(s, &[B_NARROW.decl()], &Default::default()).await.unwrap();
     assert_eq!(r.updated, ["B"]);
     let b = s.flag("B").await.unwrap().unwrap();
     assert_eq!(
@@ -413,14 +414,89 @@ async fn sync_contract(store: Arc<dyn Store>) {
         (json!(40), Some(50.into()), "narrower")
     );
     // Bounds the stored value does not fit are reported, not applied.
-    let r = sync(s, &[B_TOO_NARROW.decl()]).await.unwrap();
+    let r = sync(s, &[B_TOO_NARROW.decl()], &Default::default()).await.unwrap();
     assert!(r.updated.is_empty());
     assert!(r.problems[0].1.contains("does not fit"), "{:?}", r.problems);
     assert_eq!(s.flag("B").await.unwrap().unwrap().schema.max, Some(50.into()));
 }
 
+/// Kinds, permanence, expiry policy and dates: declared in code, stored, patched.
+async fn lifecycle_contract(store: Arc<dyn Store>) {
+    use ff_core::{ExpiryPolicy, FlagKind, Lifetimes};
+    use time::{Duration as Days, OffsetDateTime};
+    const RELEASE: Flag<bool> = Flag::new("RELEASE", false).owner("checkout-team");
+    const EXPERIMENT: Flag<bool> = Flag::new("EXPERIMENT", false).kind(FlagKind::Experiment);
+    const OPS: Flag<bool> = Flag::new("OPS", false).kind(FlagKind::Ops).expiry(ExpiryPolicy::ServeDefault);
+    const KILL: Flag<bool> = Flag::new("KILL", true).kind(FlagKind::KillSwitch);
+    const LIMIT: Flag<i64> = Flag::new("LIMIT", 5);
+    const DATED: Flag<bool> = Flag::new("DATED", false).expires("2030-01-02");
+    const PINNED: Flag<bool> = Flag::new("PINNED", false).permanent();
+    const BAD_DATE: Flag<bool> = Flag::new("BAD_DATE", false).expires("next tuesday");
+    let s = &*store;
+    let lifetimes = Lifetimes { ops: Days::days(3), ..Lifetimes::default() };
+    let decls = [RELEASE, EXPERIMENT, OPS, KILL, DATED, PINNED, BAD_DATE].map(|f| f.decl());
+    let before = OffsetDateTime::now_utc();
+    let r = sync(s, &[&decls[..], &[LIMIT.decl()]].concat(), &lifetimes).await.unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(r.problems[0].1.contains("next tuesday"), "{:?}", r.problems);
+    let get = async |key: &str| s.flag(key).await.unwrap().unwrap();
+    // Days from the sync, rounded (the store keeps milliseconds).
+    let lifetime = |f: &ff_core::FlagRecord| {
+        f.meta.expires_at.map(|t| ((t - before).as_seconds_f64() / 86_400.0).round() as i64)
+    };
+    let release = get("RELEASE").await;
+    assert_eq!((release.meta.kind, release.meta.owner.as_str()), (None, "checkout-team"));
+    assert_eq!(release.meta.kind_or_default(release.value_type), FlagKind::Release);
+    assert_eq!(lifetime(&release), Some(40));
+    assert_eq!(lifetime(&get("EXPERIMENT").await), Some(40));
+    let ops = get("OPS").await;
+    assert_eq!((lifetime(&ops), ops.meta.expiry), (Some(3), ExpiryPolicy::ServeDefault));
+    let kill = get("KILL").await;
+    assert!(kill.meta.expires_at.is_none() && kill.meta.is_permanent(kill.value_type));
+    let limit = get("LIMIT").await;
+    assert_eq!(limit.meta.kind_or_default(limit.value_type), FlagKind::Config);
+    assert!(limit.meta.expires_at.is_none());
+    assert_eq!(get("DATED").await.meta.expires_at, Some(time::macros::datetime!(2030-01-02 00:00 UTC)));
+    assert!(get("PINNED").await.meta.expires_at.is_none());
+
+    // The API changes them; the code wins for kind and owner, the store for dates.
+    let later = time::macros::datetime!(2031-05-06 07:08 UTC);
+    let patch = FlagPatch {
+        owner: Some("someone-else".into()),
+        kind: Some(FlagKind::Ops),
+        expires_at: Some(Some(later)),
+        expiry: Some(ExpiryPolicy::ServeDefault),
+        ..FlagPatch::default()
+    };
+    s.write(w(Mutation::UpdateFlag { key: "RELEASE".into(), patch, expected_version: None })).await.unwrap();
+    let patched = get("RELEASE").await;
+    assert_eq!(
+        (patched.meta.owner.as_str(), patched.meta.kind, patched.meta.expiry),
+        ("someone-else", Some(FlagKind::Ops), ExpiryPolicy::ServeDefault)
+    );
+    let r = sync(s, &[RELEASE.decl()], &lifetimes).await.unwrap();
+    assert_eq!(r.updated, ["RELEASE"]);
+    let synced = get("RELEASE").await;
+    assert_eq!(synced.meta.owner, "checkout-team");
+    // Undeclared kind and policy are left as the store has them.
+    assert_eq!((synced.meta.kind, synced.meta.expiry), (Some(FlagKind::Ops), ExpiryPolicy::ServeDefault));
+    assert_eq!(synced.meta.expires_at, Some(later));
+    // Permanent can be set and cleared by the API.
+    let patch = FlagPatch { permanent: Some(true), ..FlagPatch::default() };
+    s.write(w(Mutation::UpdateFlag { key: "EXPERIMENT".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    let e = get("EXPERIMENT").await;
+    assert_eq!(e.meta.permanent, Some(true));
+    assert!(!e.meta.is_expired(e.value_type, later + Days::days(3650)));
+    // Unknown kinds are refused with the field named.
+    let bad: Result<FlagPatch, _> = serde_json::from_value(json!({"kind": "forever"}));
+    assert!(bad.unwrap_err().to_string().contains("forever"));
+}
+
 #[tokio::test]
 async fn memory_store_contract() {
+    lifecycle_contract(Arc::new(MemoryStore::new())).await;
     contract(Arc::new(MemoryStore::new())).await;
     sync_contract(Arc::new(MemoryStore::new())).await;
     segments_contract(Arc::new(MemoryStore::new())).await;
@@ -447,6 +523,8 @@ mod sqlite {
         segments_contract(Arc::new(store(&dir))).await;
         let dir = tempfile::tempdir().unwrap();
         attributes_contract(Arc::new(store(&dir))).await;
+        let dir = tempfile::tempdir().unwrap();
+        lifecycle_contract(Arc::new(store(&dir))).await;
     }
 
     #[tokio::test]
@@ -501,6 +579,8 @@ mod postgres {
         segments_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
         let Some(url) = ff_core::postgres_test_database().await else { return };
         attributes_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+        let Some(url) = ff_core::postgres_test_database().await else { return };
+        lifecycle_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
     }
 
     #[tokio::test]

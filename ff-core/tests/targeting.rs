@@ -373,7 +373,13 @@ fn a_ramp_at_fixed_instants() {
 #[tokio::test]
 async fn bad_targeting_is_refused_on_write() {
     let store = MemoryStore::new();
-    ff_core::sync(&store, &[PREMIUM.decl(), Flag::<i64>::new("LIMIT", 5).range(0, 10).decl()]).await.unwrap();
+    ff_core::sync(
+        &store,
+        &[PREMIUM.decl(), Flag::<i64>::new("LIMIT", 5).range(0, 10).decl()],
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let write = |key: &str, t: serde_json::Value| {
         let store = store.clone();
         let key = key.to_owned();
@@ -500,7 +506,7 @@ fn config_is_not_shared_when_it_reads_a_targeted_flag() {
 #[tokio::test]
 async fn segments_in_rules() {
     let store = MemoryStore::new();
-    ff_core::sync(&store, &[PREMIUM.decl()]).await.unwrap();
+    ff_core::sync(&store, &[PREMIUM.decl()], &Default::default()).await.unwrap();
     let who = ("t", None);
     let seg = |v: serde_json::Value| serde_json::from_value::<ff_core::SegmentDef>(v).unwrap();
     // 100,000 explicit ids, an exclusion, and a rule.

@@ -34,6 +34,8 @@ struct Data {
     tokens: BTreeMap<String, TokenRecord>,
     segments: BTreeMap<String, SegmentRecord>,
     attributes: std::collections::BTreeSet<String>,
+    usage: BTreeMap<(String, time::Date, String, String), (u64, time::OffsetDateTime)>,
+    unknown: BTreeMap<String, crate::UnknownFlag>,
 }
 
 impl Data {
@@ -286,6 +288,55 @@ impl Store for MemoryStore {
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         let mut d = self.data();
         Ok(names.iter().filter(|n| d.attributes.insert((*n).clone())).cloned().collect())
+    }
+
+    async fn record_usage(
+        &self,
+        counts: &[crate::UsageCount],
+        unknown: &[(String, u64)],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        for (key, rows) in super::group_usage(counts) {
+            for (reason, variant, n) in rows {
+                let e = d
+                    .usage
+                    .entry((key.to_owned(), at.date(), reason.to_owned(), variant.to_owned()))
+                    .or_insert((0, at));
+                *e = (e.0 + n, at);
+            }
+        }
+        for (key, n) in unknown {
+            let e = d.unknown.entry(key.clone()).or_insert_with(|| crate::UnknownFlag {
+                key: key.clone(),
+                count: 0,
+                first_at: at,
+                last_at: at,
+            });
+            e.count += n;
+            e.last_at = at;
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+        let d = self.data();
+        Ok(d.usage
+            .iter()
+            .filter(|((_, day, ..), _)| *day >= since)
+            .map(|((key, day, reason, variant), (count, last_at))| crate::UsageRow {
+                key: key.clone(),
+                day: *day,
+                reason: reason.clone(),
+                variant: variant.clone(),
+                count: *count,
+                last_at: *last_at,
+            })
+            .collect())
+    }
+
+    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+        Ok(self.data().unknown.values().cloned().collect())
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use crate::error::{StoreError, ValidationError};
 use crate::flag::{FlagDecl, FlagDef, validate_key};
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, validate_user_id};
+use crate::model::{
+    Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now, validate_user_id,
+};
 use crate::targeting::{CompiledSegment, SegmentDef};
 use crate::value::{Schema, Value, ValueType};
 
@@ -181,6 +183,15 @@ pub struct FlagPatch {
     /// New rules, split and schedule (replacing the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targeting: Option<crate::targeting::Targeting>,
+    /// New kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::model::FlagKind>,
+    /// Mark permanent (never stale) or temporary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permanent: Option<bool>,
+    /// What expiry does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<crate::model::ExpiryPolicy>,
     /// New expiry; `Some(None)` (JSON `null`) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option_time")]
     pub expires_at: Option<Option<OffsetDateTime>>,
@@ -384,6 +395,21 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Adds declared attributes (never removes any); returns the ones that were new.
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError>;
 
+    /// Adds evaluation counts collected at `at` to that UTC day's totals (one
+    /// upsert per flag), and reads of unknown keys to theirs.
+    async fn record_usage(
+        &self,
+        counts: &[crate::UsageCount],
+        unknown: &[(String, u64)],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Daily evaluation counts from `since` (a UTC day) on, by key, day, reason and variant.
+    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError>;
+
+    /// Keys code read that the store did not have, by key.
+    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError>;
+
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:
     /// readers still poll, since a hint can be lost.
@@ -412,7 +438,11 @@ pub const SYNC_ACTOR: &str = "ff-sync";
 
 /// Syncs code declarations into a store: creates missing keys with their defaults,
 /// updates descriptions and bounds from code, and reports everything else.
-pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, StoreError> {
+pub async fn sync(
+    store: &dyn Store,
+    decls: &[FlagDecl],
+    lifetimes: &crate::model::Lifetimes,
+) -> Result<SyncReport, StoreError> {
     let mut report = SyncReport::default();
     let existing = store.list_flags().await?;
     let find = |key: &str| existing.iter().find(|f| f.key == key);
@@ -422,9 +452,10 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
             continue;
         }
         let Some(current) = find(&decl.key) else {
-            let created = store
-                .write(Write::new(SYNC_ACTOR, Mutation::CreateFlag { def: decl.into(), if_missing: true }))
-                .await?;
+            let mut def = FlagDef::from(decl);
+            def.meta.expires_at = def.meta.expires_at.or_else(|| default_expiry(&def, lifetimes, now()));
+            let created =
+                store.write(Write::new(SYNC_ACTOR, Mutation::CreateFlag { def, if_missing: true })).await?;
             if created.is_some() {
                 report.created.push(decl.key.clone());
             }
@@ -434,12 +465,7 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
             report.archived.push(decl.key.clone());
         } else if current.value_type != decl.value_type {
             report.type_conflicts.push(decl.key.clone());
-        } else if current.schema != decl.schema || current.description != decl.description {
-            let patch = FlagPatch {
-                description: Some(decl.description.clone()),
-                schema: Some(decl.schema.clone()),
-                ..FlagPatch::default()
-            };
+        } else if let Some(patch) = declared_changes(current, decl) {
             let write = Write::new(
                 SYNC_ACTOR,
                 Mutation::UpdateFlag {
@@ -469,6 +495,49 @@ pub async fn sync(store: &dyn Store, decls: &[FlagDecl]) -> Result<SyncReport, S
         }
     }
     Ok(report)
+}
+
+/// What a declaration changes in a stored flag: description, bounds, kind, owner,
+/// permanence and policy (the code wins), and the expiry date when the store has none.
+fn declared_changes(current: &FlagRecord, decl: &FlagDecl) -> Option<FlagPatch> {
+    let declared = decl.meta();
+    let differs = |d: Option<_>, c| d.is_some() && d != Some(c);
+    let patch = FlagPatch {
+        description: (current.description != decl.description).then(|| decl.description.clone()),
+        schema: (current.schema != decl.schema).then(|| decl.schema.clone()),
+        kind: decl.kind.filter(|k| current.meta.kind != Some(*k)),
+        owner: (!decl.owner.is_empty() && current.meta.owner != decl.owner).then(|| decl.owner.clone()),
+        permanent: decl.permanent.filter(|p| current.meta.permanent != Some(*p)),
+        expiry: decl.expiry.filter(|e| differs(Some(*e), current.meta.expiry)),
+        expires_at: current.meta.expires_at.is_none().then_some(declared.expires_at).flatten().map(Some),
+        ..FlagPatch::default()
+    };
+    (patch != FlagPatch::default()).then_some(patch)
+}
+
+/// The expiry a new temporary flag gets from its kind's lifetime.
+pub fn default_expiry(
+    def: &FlagDef,
+    lifetimes: &crate::model::Lifetimes,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    if def.meta.is_permanent(def.value_type) {
+        return None;
+    }
+    lifetimes.of(def.meta.kind_or_default(def.value_type)).map(|d| now + d)
+}
+
+/// One flag's counts: (reason, variant, count).
+pub(crate) type FlagCounts<'a> = Vec<(&'a str, &'a str, u64)>;
+
+/// Counts with the same key, reason and variant added up, grouped by key.
+pub(crate) fn group_usage(counts: &[crate::UsageCount]) -> Vec<(&str, FlagCounts<'_>)> {
+    let mut by_key: std::collections::BTreeMap<&str, std::collections::BTreeMap<(&str, &str), u64>> =
+        Default::default();
+    for c in counts {
+        *by_key.entry(&c.key).or_default().entry((&c.reason, &c.variant)).or_default() += c.count;
+    }
+    by_key.into_iter().map(|(k, rows)| (k, rows.into_iter().map(|((r, v), n)| (r, v, n)).collect())).collect()
 }
 
 /// The segments a mutation's targeting names.
@@ -703,6 +772,15 @@ pub(crate) fn plan(
             }
             if let Some(e) = patch.expires_at {
                 record.meta.expires_at = e;
+            }
+            if let Some(k) = patch.kind {
+                record.meta.kind = Some(k);
+            }
+            if let Some(p) = patch.permanent {
+                record.meta.permanent = Some(p);
+            }
+            if let Some(e) = patch.expiry {
+                record.meta.expiry = e;
             }
             record.meta.validate().map_err(invalid)?;
             if let Some(t) = &patch.targeting {

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::model::{
-    Action, Change, FlagMeta, FlagRecord, OverrideRecord, SegmentRecord, StoreState, from_millis, now,
-    to_millis,
+    Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, OverrideRecord, SegmentRecord, StoreState,
+    from_millis, now, to_millis,
 };
 use crate::targeting::SegmentDef;
 use crate::value::{Value, ValueType};
@@ -40,6 +40,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_targeting.sql")),
     (4, include_str!("../../migrations/sqlite/0004_segments.sql")),
     (5, include_str!("../../migrations/sqlite/0005_attributes.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_lifecycle.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -47,6 +48,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_targeting.sql")),
     (4, include_str!("../../migrations/postgres/0004_segments.sql")),
     (5, include_str!("../../migrations/postgres/0005_attributes.sql")),
+    (6, include_str!("../../migrations/postgres/0006_lifecycle.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -295,7 +297,7 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
 }
 
 const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, \
-     created_at, updated_at, owner, tags, ticket, expires_at, targeting";
+     created_at, updated_at, owner, tags, ticket, expires_at, targeting, kind, permanent, expiry";
 const SEGMENT_COLUMNS: &str = "key, definition, version, created_at, updated_at";
 
 fn segment_from_row(row: &AnyRow) -> Result<SegmentRecord, StoreError> {
@@ -382,6 +384,15 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
                 .map_err(|e| corrupt(format!("flag {key:?} tags: {e}")))?,
             ticket: row.try_get("ticket")?,
             expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_millis),
+            kind: row
+                .try_get::<Option<String>, _>("kind")?
+                .map(|k| FlagKind::parse(&k).ok_or_else(|| corrupt(format!("flag {key:?} kind {k:?}"))))
+                .transpose()?,
+            permanent: row.try_get::<Option<i64>, _>("permanent")?.map(|p| p != 0),
+            expiry: {
+                let e: String = row.try_get("expiry")?;
+                ExpiryPolicy::parse(&e).ok_or_else(|| corrupt(format!("flag {key:?} expiry {e:?}")))?
+            },
         },
         targeting: serde_json::from_str(&row.try_get::<String, _>("targeting")?)
             .map_err(|e| corrupt(format!("flag {key:?} targeting: {e}")))?,
@@ -423,13 +434,14 @@ fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
 async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO ff_flags ({FLAG_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
          ON CONFLICT (key) DO UPDATE SET value_type = excluded.value_type, value = excluded.value, \
          off_value = excluded.off_value, enabled = excluded.enabled, schema = excluded.schema, \
          description = excluded.description, archived = excluded.archived, version = excluded.version, \
          updated_at = excluded.updated_at, owner = excluded.owner, tags = excluded.tags, \
          ticket = excluded.ticket, expires_at = excluded.expires_at, \
-         targeting = excluded.targeting"
+         targeting = excluded.targeting, kind = excluded.kind, permanent = excluded.permanent, \
+         expiry = excluded.expiry"
     );
     sqlx::query(&sql)
         .bind(&r.key)
@@ -448,6 +460,9 @@ async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreE
         .bind(&r.meta.ticket)
         .bind(r.meta.expires_at.map(to_millis))
         .bind(serde_json::to_string(&r.targeting).unwrap_or_else(|_| "{}".into()))
+        .bind(r.meta.kind.map(FlagKind::as_str))
+        .bind(r.meta.permanent.map(i64::from))
+        .bind(r.meta.expiry.as_str())
         .execute(conn)
         .await?;
     Ok(())
@@ -840,6 +855,89 @@ impl Store for SqlStore {
         Ok(added)
     }
 
+    async fn record_usage(
+        &self,
+        counts: &[crate::UsageCount],
+        unknown: &[(String, u64)],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let pool = self.ready().await?;
+        let day = day_number(at.date());
+        for (key, rows) in super::group_usage(counts) {
+            // One statement per flag: all its (reason, variant) rows at once.
+            let values: Vec<String> = (0..rows.len())
+                .map(|i| {
+                    let p = 6 * i;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO ff_usage (key, day, reason, variant, count, last_at) VALUES {} \
+                 ON CONFLICT (key, day, reason, variant) DO UPDATE \
+                 SET count = ff_usage.count + excluded.count, last_at = excluded.last_at",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (reason, variant, n) in rows {
+                q = q.bind(key).bind(day).bind(reason).bind(variant).bind(n as i64).bind(to_millis(at));
+            }
+            q.execute(pool).await?;
+        }
+        for (key, n) in unknown {
+            sqlx::query(
+                "INSERT INTO ff_unknown_flags (key, count, first_at, last_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (key) DO UPDATE SET count = ff_unknown_flags.count + excluded.count, \
+                 last_at = excluded.last_at",
+            )
+            .bind(key)
+            .bind(*n as i64)
+            .bind(to_millis(at))
+            .execute(pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query(
+            "SELECT key, day, reason, variant, count, last_at FROM ff_usage WHERE day >= $1 \
+             ORDER BY key, day, reason, variant",
+        )
+        .bind(day_number(since))
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::UsageRow {
+                    key: r.try_get("key")?,
+                    day: from_day_number(r.try_get("day")?),
+                    reason: r.try_get("reason")?,
+                    variant: r.try_get("variant")?,
+                    count: r.try_get::<i64, _>("count")? as u64,
+                    last_at: from_millis(r.try_get("last_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query("SELECT key, count, first_at, last_at FROM ff_unknown_flags ORDER BY key")
+            .fetch_all(pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::UnknownFlag {
+                    key: r.try_get("key")?,
+                    count: r.try_get::<i64, _>("count")? as u64,
+                    first_at: from_millis(r.try_get("first_at")?),
+                    last_at: from_millis(r.try_get("last_at")?),
+                })
+            })
+            .collect()
+    }
+
     fn subscribe(&self) -> watch::Receiver<u64> {
         let rx = self.inner.signal.subscribe();
         self.ensure_listener();
@@ -912,6 +1010,19 @@ impl SqlStore {
         conn.ping().await?;
         Ok(())
     }
+}
+
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
+
+/// Days since 1970-01-01 (UTC), as `ff_usage.day` keeps them.
+fn day_number(day: time::Date) -> i64 {
+    i64::from(day.to_julian_day() - UNIX_EPOCH_JULIAN_DAY)
+}
+
+fn from_day_number(n: i64) -> time::Date {
+    let julian = i32::try_from(n).map_or(0, |n| n.saturating_add(UNIX_EPOCH_JULIAN_DAY));
+    time::Date::from_julian_day(julian).unwrap_or(time::Date::MIN)
 }
 
 #[cfg(test)]

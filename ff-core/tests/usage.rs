@@ -1,0 +1,285 @@
+//! Usage counting: what a read records, how counts reach the store (one write per
+//! interval, none when idle), and unknown keys.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ff_core::{
+    Change, ChangeQuery, EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation,
+    OverrideRecord, Snapshot, Store, StoreError, StoreState, TokenRecord, UsageCount, Value, ValueType,
+    Write,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+const ON: Flag<bool> = Flag::new("ON", false);
+const RATE: Flag<i64> = Flag::new("RATE", 60).range(1, 100);
+const AB: Flag<String> = Flag::new("AB", "classic");
+const NOWHERE: Flag<bool> = Flag::new("NOWHERE", true);
+
+fn count(counts: &[UsageCount], key: &str, reason: &str, variant: &str) -> u64 {
+    counts
+        .iter()
+        .filter(|c| (c.key.as_str(), c.reason.as_str(), c.variant.as_str()) == (key, reason, variant))
+        .map(|c| c.count)
+        .sum()
+}
+
+#[test]
+fn reads_are_counted_by_reason_and_value_or_variant() {
+    let ab = FlagRecord {
+        targeting: serde_json::from_value(json!({"split": {"variations": [
+            {"value": "classic", "weight": 5000}, {"value": "new", "weight": 5000}
+        ]}}))
+        .unwrap(),
+        ..FlagRecord::new("AB", Value::String("classic".into()))
+    };
+    let state = StoreState {
+        seq: 1,
+        flags: vec![
+            FlagRecord::new("ON", Value::Bool(true)),
+            // Out of the declared bounds: served as the code default, reason invalid.
+            FlagRecord::new("RATE", Value::Int(500)),
+            ab,
+        ],
+        overrides: vec![ff_core::OverrideRecord {
+            key: "ON".into(),
+            user_id: "u0".into(),
+            value: json!(false),
+        }],
+        ..Default::default()
+    };
+    let snapshot = Arc::new(Snapshot::from_state_counted(&state, Arc::default()));
+    let mut variants = [0u64; 2];
+    for i in 0..100 {
+        let e = Evaluator::new(snapshot.clone(), EvalContext::user(format!("u{i}")));
+        e.get(ON);
+        assert_eq!(e.get(RATE), 60);
+        variants[usize::from(e.get(AB) == "new")] += 1;
+        e.get(NOWHERE);
+    }
+    let (counts, unknown) = snapshot.usage().collect();
+    assert_eq!(count(&counts, "ON", "global", "true"), 99);
+    assert_eq!(count(&counts, "ON", "override", "false"), 1);
+    assert_eq!(count(&counts, "RATE", "invalid", "default"), 100);
+    assert_eq!(count(&counts, "AB", "split", "variation:0"), variants[0]);
+    assert_eq!(count(&counts, "AB", "split", "variation:1"), variants[1]);
+    assert!(variants[0] > 20 && variants[1] > 20, "{variants:?}");
+    assert_eq!(unknown, [("NOWHERE".to_owned(), 100)]);
+    // Collecting takes the counts: the next collection starts from zero.
+    let (again, unknown) = snapshot.usage().collect();
+    assert!(again.is_empty() && unknown.is_empty(), "{again:?}");
+    // A new version of the flag counts into the same counters.
+    let next = Snapshot::from_state_counted(&state, snapshot.usage().clone());
+    Evaluator::new(Arc::new(next), EvalContext::anonymous()).get(ON);
+    assert_eq!(count(&snapshot.usage().collect().0, "ON", "global", "true"), 1);
+}
+
+/// A store that counts `record_usage` calls.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryStore,
+    writes: AtomicUsize,
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        self.inner.load().await
+    }
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        self.inner.list_flags().await
+    }
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        self.inner.flag(key).await
+    }
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        self.inner.overrides(key).await
+    }
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        self.inner.changes_since(after, limit).await
+    }
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        self.inner.latest_seq().await
+    }
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        self.inner.write(write).await
+    }
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        self.inner.changes(q).await
+    }
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        self.inner.change(seq).await
+    }
+    async fn create_token(
+        &self,
+        t: TokenRecord,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.create_token(t, actor, why).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token(id).await
+    }
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.revoke_token(name, actor, why).await
+    }
+    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
+        self.inner.segments().await
+    }
+    async fn put_segment(
+        &self,
+        key: &str,
+        def: ff_core::SegmentDef,
+        expected: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        self.inner.put_segment(key, def, expected, who).await
+    }
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        self.inner.delete_segment(key, who).await
+    }
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.attributes().await
+    }
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        self.inner.declare_attributes(names).await
+    }
+    async fn record_usage(
+        &self,
+        counts: &[ff_core::UsageCount],
+        unknown: &[(String, u64)],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_usage(counts, unknown, at).await
+    }
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
+        self.inner.usage(since).await
+    }
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
+        self.inner.unknown_flags().await
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}
+
+#[tokio::test]
+async fn the_source_flushes_counts_once_per_interval_and_not_when_idle() {
+    let store = Arc::new(Counting { inner: MemoryStore::new(), writes: AtomicUsize::new(0) });
+    let interval = Duration::from_millis(200);
+    let source = ff_core::Source::builder_arc(store.clone())
+        .declare([ON.decl()])
+        .usage_interval(interval)
+        .start()
+        .await;
+    let e = Evaluator::new(source.snapshot(), EvalContext::user("alice"));
+    for _ in 0..1000 {
+        e.get(ON);
+        e.get(NOWHERE);
+    }
+    let today = time::OffsetDateTime::now_utc().date();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store.usage(today).await.unwrap();
+        if rows.iter().any(|r| r.key == "ON" && r.count == 1000) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "counts never reached the store: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let writes = store.writes.load(Ordering::SeqCst);
+    assert_eq!(writes, 1, "1,000 reads of two keys make one write");
+    let unknown = store.unknown_flags().await.unwrap();
+    assert_eq!((unknown[0].key.as_str(), unknown[0].count), ("NOWHERE", 1000));
+    // Idle: no reads, no writes.
+    tokio::time::sleep(interval * 3).await;
+    assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+    // More reads are added to the day's total.
+    e.get(ON);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !store.usage(today).await.unwrap().iter().any(|r| r.key == "ON" && r.count == 1001) {
+        assert!(std::time::Instant::now() < deadline, "second flush never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn record_usage_contract(store: &dyn Store) {
+    let at = time::macros::datetime!(2026-11-20 10:00 UTC);
+    let c = |key: &str, reason: &str, variant: &str, count| UsageCount {
+        key: key.into(),
+        reason: reason.into(),
+        variant: variant.into(),
+        count,
+    };
+    store
+        .write(Write::new(
+            "t",
+            Mutation::CreateFlag {
+                def: FlagDef {
+                    key: "ON".into(),
+                    value_type: ValueType::Bool,
+                    value: json!(true),
+                    enabled: true,
+                    off_value: None,
+                    description: String::new(),
+                    schema: Default::default(),
+                    meta: Default::default(),
+                    targeting: Default::default(),
+                },
+                if_missing: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let counts =
+        [c("ON", "global", "true", 5), c("ON", "override", "false", 1), c("ON", "global", "true", 2)];
+    store.record_usage(&counts, &[("GONE".into(), 3)], at).await.unwrap();
+    let later = at + time::Duration::hours(1);
+    store.record_usage(&[c("ON", "global", "true", 10)], &[("GONE".into(), 1)], later).await.unwrap();
+    let next_day = at + time::Duration::days(1);
+    store.record_usage(&[c("ON", "global", "true", 4)], &[], next_day).await.unwrap();
+    let rows = store.usage(at.date()).await.unwrap();
+    let got: Vec<_> =
+        rows.iter().map(|r| (r.day.to_string(), r.reason.as_str(), r.variant.as_str(), r.count)).collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-11-20".into(), "global", "true", 17),
+            ("2026-11-20".into(), "override", "false", 1),
+            ("2026-11-21".into(), "global", "true", 4),
+        ]
+    );
+    assert_eq!(rows[0].last_at, later);
+    assert_eq!(store.usage(next_day.date()).await.unwrap().len(), 1);
+    let unknown = store.unknown_flags().await.unwrap();
+    assert_eq!(unknown.len(), 1);
+    assert_eq!((unknown[0].count, unknown[0].first_at, unknown[0].last_at), (4, at, later));
+}
+
+#[tokio::test]
+async fn stores_add_up_usage_by_day() {
+    record_usage_contract(&MemoryStore::new()).await;
+    #[cfg(feature = "sqlite")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+        record_usage_contract(&ff_core::SqlStore::connect_lazy(&url).unwrap()).await;
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(url) = ff_core::postgres_test_database().await {
+        record_usage_contract(&ff_core::SqlStore::connect(&url).await.unwrap()).await;
+    }
+}
