@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ff_core::{
     Action, ChangeQuery, EvalContext, FlagDef, FlagPatch, FlagRecord, Mutation, Reason, Role, Snapshot,
-    Write, validate_user_id,
+    StaleFlag, StaleRules, Write, default_expiry, stale_flags, validate_user_id,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,8 +22,20 @@ use crate::error::AdminError;
 type ApiResult = Result<Response, AdminError>;
 
 /// Fields a PATCH may change. Bounds come from the code declaration.
-const PATCHABLE: &[&str] =
-    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at", "targeting"];
+const PATCHABLE: &[&str] = &[
+    "value",
+    "enabled",
+    "off_value",
+    "description",
+    "owner",
+    "tags",
+    "ticket",
+    "expires_at",
+    "targeting",
+    "kind",
+    "permanent",
+    "expiry",
+];
 
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
@@ -95,9 +107,109 @@ pub(crate) struct ListQuery {
     archived: Option<bool>,
 }
 
-/// Stale for now means past `expires_at`.
-fn is_stale(f: &FlagRecord, now: OffsetDateTime) -> bool {
-    f.meta.expires_at.is_some_and(|t| t <= now)
+/// The stale report's rules from query parameters, or the admin's defaults.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StaleQuery {
+    not_evaluated_days: Option<i64>,
+    one_value_days: Option<i64>,
+}
+
+impl StaleQuery {
+    fn rules(&self, admin: &Admin) -> Result<StaleRules, AdminError> {
+        let d = admin.default_stale_rules();
+        let days = |name: &str, v: Option<i64>, default: i64| match v {
+            None => Ok(default),
+            Some(n @ 1..=365) => Ok(n),
+            Some(n) => Err(AdminError::BadRequest(format!("{name} must be 1 to 365 days, got {n}"))),
+        };
+        Ok(StaleRules {
+            not_evaluated_days: days("not_evaluated_days", self.not_evaluated_days, d.not_evaluated_days)?,
+            one_value_days: days("one_value_days", self.one_value_days, d.one_value_days)?,
+        })
+    }
+}
+
+/// The stale flags among `flags` under `rules`, reading the usage they need.
+pub(crate) async fn stale_report(
+    admin: &Admin,
+    flags: &[FlagRecord],
+    rules: StaleRules,
+    now: OffsetDateTime,
+) -> Result<Vec<StaleFlag>, AdminError> {
+    let usage = admin.store().usage(rules.since(now)).await?;
+    Ok(stale_flags(flags, &usage, rules, now))
+}
+
+pub(crate) async fn stale(
+    State(admin): State<Admin>,
+    caller: Caller,
+    query: Result<Query<StaleQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let rules = q.rules(&admin)?;
+    let flags = admin.store().list_flags().await?;
+    let stale = stale_report(&admin, &flags, rules, OffsetDateTime::now_utc()).await?;
+    let unknown = admin.store().unknown_flags().await?;
+    Ok(Json(json!({
+        "stale": stale,
+        "unknown": unknown,
+        "rules": { "not_evaluated_days": rules.not_evaluated_days, "one_value_days": rules.one_value_days },
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UsageQuery {
+    days: Option<i64>,
+}
+
+/// Evaluations per flag per UTC day (oldest first, today last) and when each flag
+/// was last evaluated: what the sparklines draw.
+pub(crate) async fn usage(
+    State(admin): State<Admin>,
+    caller: Caller,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query?;
+    let days = match q.days {
+        None => 14,
+        Some(n @ 1..=365) => n,
+        Some(n) => return Err(AdminError::BadRequest(format!("days must be 1 to 365, got {n}"))),
+    };
+    let (dates, flags) = daily_usage(&admin, days).await?;
+    let flags: Map<String, Value> = flags
+        .into_iter()
+        .map(|(k, (counts, last))| {
+            (k, json!({ "daily": counts, "last_evaluated": last.and_then(|t| t.format(&Rfc3339).ok()) }))
+        })
+        .collect();
+    let dates: Vec<String> = dates.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({ "days": dates, "flags": flags })).into_response())
+}
+
+/// One flag's evaluations per day and last evaluation.
+pub(crate) type Daily = (Vec<u64>, Option<OffsetDateTime>);
+
+/// The last `days` UTC days (oldest first) and each evaluated flag's counts on them.
+pub(crate) async fn daily_usage(
+    admin: &Admin,
+    days: i64,
+) -> Result<(Vec<time::Date>, std::collections::BTreeMap<String, Daily>), AdminError> {
+    let today = OffsetDateTime::now_utc().date();
+    let dates: Vec<time::Date> =
+        (0..days).rev().filter_map(|d| today.checked_sub(time::Duration::days(d))).collect();
+    let first = dates.first().copied().unwrap_or(today);
+    let mut flags: std::collections::BTreeMap<String, Daily> = Default::default();
+    for row in admin.store().usage(first).await? {
+        let entry = flags.entry(row.key.clone()).or_insert_with(|| (vec![0; dates.len()], None));
+        if let Some(i) = dates.iter().position(|d| *d == row.day) {
+            entry.0[i] += row.count;
+        }
+        entry.1 = entry.1.max(Some(row.last_at));
+    }
+    Ok((dates, flags))
 }
 
 pub(crate) async fn list_flags(
@@ -111,6 +223,8 @@ pub(crate) async fn list_flags(
     let flags = store.list_flags().await?;
     let counts = store.load().await?.overrides;
     let now = OffsetDateTime::now_utc();
+    let stale = stale_report(&admin, &flags, admin.default_stale_rules(), now).await?;
+    let is_stale = |f: &FlagRecord| stale.iter().any(|s| s.key == f.key);
     let text = q.q.as_deref().map(str::to_lowercase);
     let list: Vec<Value> = flags
         .iter()
@@ -121,10 +235,14 @@ pub(crate) async fn list_flags(
         })
         .filter(|f| q.tag.as_ref().is_none_or(|t| f.meta.tags.contains(t)))
         .filter(|f| q.owner.as_ref().is_none_or(|o| &f.meta.owner == o))
-        .filter(|f| q.stale.is_none_or(|s| is_stale(f, now) == s))
+        .filter(|f| q.stale.is_none_or(|s| is_stale(f) == s))
         .map(|f| {
             let n = counts.iter().filter(|o| o.key == f.key).count();
-            flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key))
+            let mut v = flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key));
+            let reasons =
+                stale.iter().find(|s| s.key == f.key).map(|s| s.reasons.clone()).unwrap_or_default();
+            v["stale"] = json!(reasons);
+            v
         })
         .collect();
     Ok(Json(json!({ "flags": list })).into_response())
@@ -207,7 +325,10 @@ pub(crate) async fn create_flag(
         return Err(AdminError::BadRequest("the body's key differs from the path's".into()));
     }
     body.insert("key".into(), Value::String(key.clone()));
-    let def: FlagDef = parse_body(body)?;
+    let mut def: FlagDef = parse_body(body)?;
+    if def.meta.expires_at.is_none() {
+        def.meta.expires_at = default_expiry(&def, admin.lifetimes_ref(), OffsetDateTime::now_utc());
+    }
     let m = Mutation::CreateFlag { def, if_missing: false };
     admin.store().write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;

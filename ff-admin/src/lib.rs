@@ -27,7 +27,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use ff_core::{FlagDecl, Store};
+use ff_core::{FlagDecl, Lifetimes, StaleRules, Store};
 
 pub use auth::{Caller, ENV_ADMIN, create_token};
 pub use error::AdminError;
@@ -47,6 +47,8 @@ struct Inner {
     decls: Vec<FlagDecl>,
     env_token: Option<[u8; 32]>,
     sessions: Arc<page::Sessions>,
+    lifetimes: Lifetimes,
+    stale_rules: StaleRules,
 }
 
 impl std::fmt::Debug for Admin {
@@ -63,7 +65,14 @@ impl Admin {
     /// An admin API over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
         Admin {
-            inner: Arc::new(Inner { store, decls: Vec::new(), env_token: None, sessions: Arc::default() }),
+            inner: Arc::new(Inner {
+                store,
+                decls: Vec::new(),
+                env_token: None,
+                sessions: Arc::default(),
+                lifetimes: Lifetimes::default(),
+                stale_rules: StaleRules::default(),
+            }),
         }
     }
 
@@ -81,6 +90,19 @@ impl Admin {
         self
     }
 
+    /// Lifetimes of temporary flags created without `expires_at` (default: release
+    /// and experiment 40 days, ops 7).
+    pub fn lifetimes(mut self, lifetimes: Lifetimes) -> Self {
+        self.inner_mut().lifetimes = lifetimes;
+        self
+    }
+
+    /// The default windows of the stale report (7 days each).
+    pub fn stale_rules(mut self, rules: StaleRules) -> Self {
+        self.inner_mut().stale_rules = rules;
+        self
+    }
+
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::make_mut(&mut self.inner)
     }
@@ -93,6 +115,7 @@ impl Admin {
             .route("/login", get(page::login_page).post(page::login))
             .route("/logout", post(page::logout))
             .route("/users", get(page::user_page))
+            .route("/stale", get(page::stale_page))
             .route("/segments", get(page::segments_page).post(page::save_segment))
             .route("/segments/{key}", get(page::segment_page))
             .route("/segments/{key}/delete", post(page::delete_segment))
@@ -114,6 +137,8 @@ impl Admin {
                 put(api::set_override).delete(api::delete_override),
             )
             .route("/api/users/{user_id}", get(api::user_lookup))
+            .route("/api/stale", get(api::stale))
+            .route("/api/usage", get(api::usage))
             .route("/api/changes", get(api::changes))
             .route("/api/export", get(api::export))
             .route("/api/segments", get(api::list_segments))
@@ -134,5 +159,13 @@ impl Admin {
 
     pub(crate) fn decls(&self) -> &[FlagDecl] {
         &self.inner.decls
+    }
+
+    pub(crate) fn lifetimes_ref(&self) -> &Lifetimes {
+        &self.inner.lifetimes
+    }
+
+    pub(crate) fn default_stale_rules(&self) -> StaleRules {
+        self.inner.stale_rules
     }
 }

@@ -116,7 +116,7 @@ button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding
 fn layout(base: &str, title: &str, who: Option<&Caller>, csrf: Option<&str>, body: &str) -> Html<String> {
     let nav = match (who, csrf) {
         (Some(c), Some(csrf)) => format!(
-            "<a href=\"{base}\">Flags</a><a href=\"{base}/segments\">Segments</a><a href=\"{base}/users\">User lookup</a>\
+            "<a href=\"{base}\">Flags</a><a href=\"{base}/stale\">Stale</a><a href=\"{base}/segments\">Segments</a><a href=\"{base}/users\">User lookup</a>\
              <span class=\"who\">{} ({})</span>\
              <form class=\"inline\" method=\"post\" action=\"{base}/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <button>Log out</button></form>",
@@ -353,6 +353,14 @@ pub(crate) async fn list(
         (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
     };
     let now = time::OffsetDateTime::now_utc();
+    let stale = match crate::api::stale_report(&admin, &flags, admin.default_stale_rules(), now).await {
+        Ok(s) => s,
+        Err(e) => return visitor.fail(e),
+    };
+    let (days, usage) = match crate::api::daily_usage(&admin, 14).await {
+        Ok(u) => u,
+        Err(e) => return visitor.fail(e),
+    };
     let q = f.q.to_lowercase();
     let rows: String = flags
         .iter()
@@ -360,19 +368,29 @@ pub(crate) async fn list(
         .filter(|x| q.is_empty() || x.key.to_lowercase().contains(&q) || x.description.to_lowercase().contains(&q))
         .filter(|x| f.tag.is_empty() || x.meta.tags.contains(&f.tag))
         .filter(|x| f.owner.is_empty() || x.meta.owner == f.owner)
-        .filter(|x| f.stale.is_empty() || x.meta.expires_at.is_some_and(|t| t <= now))
+        .filter(|x| f.stale.is_empty() || stale.iter().any(|s| s.key == x.key))
         .map(|x| {
             let n = state.overrides.iter().filter(|o| o.key == x.key).count();
             let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
+            let (daily, last) = usage.get(&x.key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
+            let why = stale
+                .iter()
+                .find(|s| s.key == x.key)
+                .map(|s| {
+                    let r: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
+                    format!(" <span class=\"off\">stale: {}</span>", r.join(", "))
+                })
+                .unwrap_or_default();
             format!(
-                "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a><div class=\"muted\">{}</div></td><td>{}</td>\
-                 <td><code>{}</code></td><td>{switch}</td><td>{n}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a>{why}<div class=\"muted\">{}</div></td><td>{}</td>\
+                 <td><code>{}</code></td><td>{switch}</td><td>{n}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 visitor.base,
                 seg(&x.key),
                 esc(&x.key),
                 esc(&x.description),
                 x.value_type,
                 esc(&x.value.to_string()),
+                sparkline(&days, daily, last),
                 esc(&x.meta.owner),
                 esc(&x.meta.tags.join(", ")),
             )
@@ -383,8 +401,9 @@ pub(crate) async fn list(
          <input name=\"q\" placeholder=\"Search keys and descriptions\" value=\"{}\" size=\"34\"> \
          <input name=\"tag\" placeholder=\"tag\" value=\"{}\" size=\"10\"> \
          <input name=\"owner\" placeholder=\"owner\" value=\"{}\" size=\"12\"> \
-         <label><input type=\"checkbox\" name=\"stale\" value=\"1\"{}> past expiry</label> <button>Filter</button></form></section>\
-         <table><tr><th>Flag</th><th>Type</th><th>Value</th><th>Switch</th><th>Overrides</th><th>Owner</th><th>Tags</th></tr>{rows}</table>",
+         <label><input type=\"checkbox\" name=\"stale\" value=\"1\"{}> stale only</label> <button>Filter</button></form></section>\
+         <table><tr><th>Flag</th><th>Type</th><th>Value</th><th>Switch</th><th>Overrides</th><th>Evaluations, 14 days</th>\
+         <th>Owner</th><th>Tags</th></tr>{rows}</table>",
         esc(&f.q),
         esc(&f.tag),
         esc(&f.owner),
@@ -392,6 +411,99 @@ pub(crate) async fn list(
         base = visitor.base,
     );
     visitor.page("Flags", &body)
+}
+
+/// Evaluations per day as an inline SVG line, with the numbers in its title and
+/// the last evaluation beside it: a flat line at zero is a dead flag.
+fn sparkline(days: &[time::Date], daily: &[u64], last: Option<time::OffsetDateTime>) -> String {
+    let max = daily.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let (w, h) = (84.0, 18.0);
+    let step = if daily.len() > 1 { w / (daily.len() - 1) as f64 } else { 0.0 };
+    let points: Vec<String> = daily
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{:.1},{:.1}", i as f64 * step, h - 1.0 - (*n as f64 / max) * (h - 2.0)))
+        .collect();
+    let title: Vec<String> = days.iter().zip(daily).map(|(d, n)| format!("{d}: {n}")).collect();
+    let last = last
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or_else(|| "never evaluated".to_owned(), |t| format!("last {t}"));
+    let line = if points.is_empty() {
+        format!("<line x1=\"0\" y1=\"{0}\" x2=\"{w}\" y2=\"{0}\" stroke=\"#bbb\"/>", h - 1.0)
+    } else {
+        format!(
+            "<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"1.5\" points=\"{}\"/>",
+            points.join(" ")
+        )
+    };
+    format!(
+        "<svg class=\"spark\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\"><title>{}</title>{line}</svg>\
+         <div class=\"muted\">{}</div>",
+        esc(&title.join(", ")),
+        esc(&title.join("\n")),
+        esc(&last)
+    )
+}
+
+/// Flags to clean up, with why, and keys code reads that the store lacks.
+pub(crate) async fn stale_page(State(admin): State<Admin>, visitor: Visitor) -> Response {
+    let now = time::OffsetDateTime::now_utc();
+    let rules = admin.default_stale_rules();
+    let flags = match admin.store().list_flags().await {
+        Ok(f) => f,
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let (stale, unknown) = match (
+        crate::api::stale_report(&admin, &flags, rules, now).await,
+        admin.store().unknown_flags().await,
+    ) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) => return visitor.fail(e),
+        (_, Err(e)) => return visitor.fail(e.into()),
+    };
+    let time = |t: Option<time::OffsetDateTime>| {
+        t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()).unwrap_or("-".into())
+    };
+    let rows: String = stale
+        .iter()
+        .map(|s| {
+            let why: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
+            format!(
+                "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                visitor.base,
+                seg(&s.key),
+                esc(&s.key),
+                s.kind,
+                esc(&s.owner),
+                why.join(", "),
+                time(s.expires_at),
+                time(s.last_evaluated),
+                esc(s.only_value.as_deref().unwrap_or("-")),
+            )
+        })
+        .collect();
+    let unknown_rows: String = unknown
+        .iter()
+        .map(|u| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&u.key),
+                u.count,
+                time(Some(u.last_at))
+            )
+        })
+        .collect();
+    let body = format!(
+        "<section><h1>Stale flags</h1><p class=\"muted\">Temporary flags past their expiry, not evaluated for \
+         {} days, or serving one value to everyone for {} days. Remove them from the code, then archive them.</p>\
+         <table><tr><th>Flag</th><th>Kind</th><th>Owner</th><th>Why</th><th>Expires</th><th>Last evaluated</th>\
+         <th>Only value</th></tr>{rows}</table></section>\
+         <section><h2>Read by code, missing from the store</h2><table><tr><th>Key</th><th>Reads</th><th>Last</th></tr>\
+         {unknown_rows}</table></section>",
+        rules.not_evaluated_days, rules.one_value_days,
+    );
+    visitor.page("Stale flags", &body)
 }
 
 /// An input for a value of the flag's type, showing its bounds.
@@ -551,13 +663,30 @@ pub(crate) async fn flag_page(
         .collect();
     let expires =
         flag.meta.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let (days, usage) = match crate::api::daily_usage(&admin, 30).await {
+        Ok(u) => u,
+        Err(e) => return visitor.fail(e),
+    };
+    let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
+    let kind = flag.meta.kind_or_default(flag.value_type);
+    let lifecycle = format!(
+        "<p class=\"muted\">kind {kind}{} · {} · expires {} ({} after)</p><p>Evaluations, 30 days: {}</p>",
+        if flag.meta.kind.is_none() { " (default for its type)" } else { "" },
+        if flag.meta.is_permanent(flag.value_type) { "permanent" } else { "temporary" },
+        esc(expires.as_deref().unwrap_or("never")),
+        match flag.meta.expiry {
+            ff_core::ExpiryPolicy::Warn => "warn",
+            ff_core::ExpiryPolicy::ServeDefault => "serve the code default",
+        },
+        sparkline(&days, daily, last),
+    );
     let body = format!(
         "<h1><code>{}</code></h1><p>{}</p>\
          <section><h2>Switch</h2>{switch}</section>\
          <section><h2>Value</h2><p>Everyone without an override gets <code id=\"current-value\">{}</code> ({}).</p>\
          <form method=\"post\" action=\"{base}/flags/{k}/value\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
          {} <input name=\"reason\" placeholder=\"reason\"> <button>Save value</button></form>\
-         <p class=\"muted\">owner {} · tags {} · ticket {} · expires {} · version {version}</p></section>\
+         <p class=\"muted\">owner {} · tags {} · ticket {} · version {version}</p>{lifecycle}</section>\
          <section><h2>Targeting</h2><p class=\"muted\">Rules (first match wins), then the split, then the schedule's step in force; \
          weights are basis points (100% = 10000). Everyone else gets the value above.</p>\
          <form method=\"post\" action=\"{base}/flags/{k}/targeting\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
@@ -575,7 +704,6 @@ pub(crate) async fn flag_page(
         esc(&flag.meta.owner),
         esc(&flag.meta.tags.join(", ")),
         esc(&flag.meta.ticket),
-        esc(expires.as_deref().unwrap_or("never")),
         esc(&serde_json::to_string_pretty(&flag.targeting).unwrap_or_default()),
         overrides.len(),
         value_input(&flag, "value", None),

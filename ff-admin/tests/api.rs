@@ -119,6 +119,8 @@ async fn every_route_needs_a_valid_token() {
         ("GET", "/admin/api/segments/s"),
         ("PUT", "/admin/api/segments/s"),
         ("DELETE", "/admin/api/segments/s"),
+        ("GET", "/admin/api/stale"),
+        ("GET", "/admin/api/usage"),
     ];
     let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
     let before = api.log_len().await;
@@ -585,4 +587,88 @@ async fn segments_through_the_api() {
     );
     assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, None).await.status, 404);
     assert_eq!(api.call("GET", "/admin/api/segments/testers", v, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn lifecycle_fields_stale_report_and_usage() {
+    let api = Api::new().await;
+    let (ed, vi) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
+    // A bool flag created without kind or expiry: a release flag, 40 days.
+    let r = api
+        .call("PUT", "/admin/api/flags/NEW_SEARCH", ed, Some(json!({"type": "bool", "value": false})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let expires = time::OffsetDateTime::parse(
+        r.body["flag"]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (expires - time::OffsetDateTime::now_utc()).as_seconds_f64() / 86_400.0;
+    assert!((39.9..=40.1).contains(&days), "{days}");
+    // Kill switches are permanent: no expiry.
+    let body = json!({"type": "bool", "value": true, "kind": "kill_switch", "owner": "payments"});
+    let r = api.call("PUT", "/admin/api/flags/PAY_KILL", ed, Some(body)).await;
+    assert_eq!((r.status, &r.body["flag"]["expires_at"]), (201, &Value::Null), "{}", r.body);
+    assert_eq!(r.body["flag"]["kind"], "kill_switch");
+    // Patch kind, permanence and policy; bad values are 422/400 with the field named.
+    let etag = api.call("GET", "/admin/api/flags/NEW_SEARCH", vi, None).await.etag.unwrap();
+    let patch =
+        json!({"kind": "experiment", "expiry": "serve_default", "expires_at": "2020-01-01T00:00:00Z"});
+    let r =
+        api.call_with("PATCH", "/admin/api/flags/NEW_SEARCH", ed, Some(patch), &[("if-match", &etag)]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.body["flag"]["kind"].as_str(), r.body["flag"]["expiry"].as_str()),
+        (Some("experiment"), Some("serve_default"))
+    );
+    let etag = r.etag.unwrap();
+    for bad in [json!({"kind": "forever"}), json!({"expiry": "explode"}), json!({"permanent": "yes"})] {
+        let before = api.log_len().await;
+        let r = api
+            .call_with("PATCH", "/admin/api/flags/NEW_SEARCH", ed, Some(bad.clone()), &[("if-match", &etag)])
+            .await;
+        assert!(r.status == 400 || r.status == 422, "{bad}: {} {}", r.status, r.body);
+        let field = bad.as_object().unwrap().keys().next().unwrap().clone();
+        let text = r.body["message"].as_str().unwrap_or_default();
+        let value = bad[&field].to_string();
+        assert!(text.contains(value.trim_matches('"')) || text.contains(&field), "{bad}: {text}");
+        assert_eq!(api.log_len().await, before, "{bad} wrote something");
+    }
+    // The stale report: NEW_SEARCH is past its expiry; CREDITS has never been
+    // evaluated but was created just now, so it is not stale yet.
+    let r = api.call("GET", "/admin/api/stale", vi, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stale: Vec<&str> =
+        r.body["stale"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
+    assert_eq!(stale, ["NEW_SEARCH"]);
+    assert_eq!(r.body["stale"][0]["reasons"], json!(["expired"]));
+    assert_eq!(r.body["rules"], json!({"not_evaluated_days": 7, "one_value_days": 7}));
+    let r = api.call("GET", "/admin/api/flags?stale=true", vi, None).await;
+    let keys: Vec<&str> =
+        r.body["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["NEW_SEARCH"]);
+    let r = api.call("GET", "/admin/api/stale?not_evaluated_days=0", vi, None).await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["message"].as_str().unwrap().contains("not_evaluated_days"), "{}", r.body);
+    // Usage recorded by instances shows in the report and in the daily counts.
+    let now = time::OffsetDateTime::now_utc();
+    let c = |key: &str, variant: &str, count| ff_core::UsageCount {
+        key: key.into(),
+        reason: "global".into(),
+        variant: variant.into(),
+        count,
+    };
+    api.store
+        .record_usage(&[c("CREDITS", "true", 40), c("LEAD_HOURS", "value", 2)], &[("TYPO".into(), 3)], now)
+        .await
+        .unwrap();
+    let r = api.call("GET", "/admin/api/usage?days=3", vi, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["days"].as_array().unwrap().len(), 3);
+    assert_eq!(r.body["flags"]["CREDITS"]["daily"], json!([0, 0, 40]));
+    assert!(r.body["flags"]["CREDITS"]["last_evaluated"].is_string());
+    assert_eq!(api.call("GET", "/admin/api/usage?days=400", vi, None).await.status, 400);
+    let r = api.call("GET", "/admin/api/stale", vi, None).await;
+    assert_eq!(r.body["unknown"][0]["key"], "TYPO");
+    assert_eq!(r.body["unknown"][0]["count"], 3);
 }

@@ -304,3 +304,46 @@ async fn segments_on_the_page() {
     assert_eq!(del.status, 303);
     assert!(page.store.segments().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn stale_page_and_usage_sparklines() {
+    let (page, editor, _) = Page::new().await;
+    let (cookie, _) = page.login(&editor).await;
+    let now = time::OffsetDateTime::now_utc();
+    let count = |key: &str, n| ff_core::UsageCount {
+        key: key.into(),
+        reason: "global".into(),
+        variant: "true".into(),
+        count: n,
+    };
+    page.store.record_usage(&[count("CREDITS", 42)], &[("<TYPO>".into(), 2)], now).await.unwrap();
+    let patch = ff_core::FlagPatch {
+        expires_at: Some(Some(time::macros::datetime!(2020-01-01 00:00 UTC))),
+        ..Default::default()
+    };
+    page.store
+        .write(Write::new("t", Mutation::UpdateFlag { key: "CREDITS".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    let r = page.send("GET", "/admin/stale", Some(&cookie), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<code>CREDITS</code>") && r.body.contains("expired"), "{}", r.body);
+    assert!(r.body.contains("&lt;TYPO&gt;") && !r.body.contains("<TYPO>"), "unknown keys escaped");
+    // The list: a sparkline whose title has today's count, the stale badge, the filter.
+    let r = page.send("GET", "/admin", Some(&cookie), None).await;
+    assert!(r.body.contains(&format!("{}: 42", now.date())), "{}", r.body);
+    assert!(r.body.contains("stale: expired"));
+    assert!(r.body.contains("never evaluated"), "LEAD_HOURS has no usage");
+    let r = page.send("GET", "/admin?stale=1", Some(&cookie), None).await;
+    assert!(r.body.contains("CREDITS") && !r.body.contains("LEAD_HOURS"), "{}", r.body);
+    // The flag page: lifecycle facts and its own line.
+    let r = page.send("GET", "/admin/flags/CREDITS", Some(&cookie), None).await;
+    assert!(
+        r.body.contains(
+            "kind release (default for its type) · temporary · expires 2020-01-01T00:00:00Z (warn after)"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<polyline"));
+}

@@ -74,6 +74,16 @@ enum Command {
     Override(OverrideCommand),
     /// What one user sees, and why.
     User { user: String },
+    /// Flags to clean up: past expiry, not evaluated, or serving one value for days.
+    /// Exits 1 when any is stale, so CI can fail on it.
+    Stale {
+        /// Days without an evaluation that make a flag stale (server default: 7).
+        #[arg(long)]
+        not_evaluated_days: Option<u32>,
+        /// Days of serving one value that make a flag stale (server default: 7).
+        #[arg(long)]
+        one_value_days: Option<u32>,
+    },
     /// The audit log, newest first.
     History {
         key: Option<String>,
@@ -518,7 +528,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ("owner", text(&f["owner"])),
                 ("tags", text(&f["tags"])),
                 ("ticket", text(&f["ticket"])),
+                ("kind", text(&f["kind"])),
+                ("permanent", text(&f["permanent"])),
                 ("expires", text(&f["expires_at"])),
+                ("on expiry", text(&f["expiry"])),
                 ("version", text(&f["version"])),
                 ("archived", text(&f["archived"])),
             ];
@@ -568,6 +581,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
                 .collect();
             table(&["KEY", "VALUE", "REASON"], rows);
+        }
+        Command::Stale { not_evaluated_days, one_value_days } => {
+            let mut query = Vec::new();
+            query.extend(not_evaluated_days.map(|d| ("not_evaluated_days", d.to_string())));
+            query.extend(one_value_days.map(|d| ("one_value_days", d.to_string())));
+            let body = api.get(&["stale"], &query).await?;
+            let stale = body["stale"].as_array().map_or(0, Vec::len);
+            if json_out {
+                print(&body)?;
+            } else {
+                let rows = items(&body["stale"])
+                    .map(|s| {
+                        let reasons: Vec<String> = items(&s["reasons"]).map(text).collect();
+                        vec![
+                            text(&s["key"]),
+                            text(&s["kind"]),
+                            Some(text(&s["owner"])).filter(|o| !o.is_empty()).unwrap_or_else(|| "-".into()),
+                            reasons.join(","),
+                            text(&s["expires_at"]),
+                            text(&s["last_evaluated"]),
+                            text(&s["only_value"]),
+                        ]
+                    })
+                    .collect();
+                table(&["KEY", "KIND", "OWNER", "WHY", "EXPIRES", "LAST EVALUATED", "ONLY VALUE"], rows);
+                let unknown: Vec<Vec<String>> = items(&body["unknown"])
+                    .map(|u| vec![text(&u["key"]), text(&u["count"]), text(&u["last_at"])])
+                    .collect();
+                if !unknown.is_empty() {
+                    println!("\nread by code but not in the store:");
+                    table(&["KEY", "READS", "LAST"], unknown);
+                }
+            }
+            if stale > 0 {
+                anyhow::bail!("{stale} stale flag{}", if stale == 1 { "" } else { "s" });
+            }
         }
         Command::History { key, actor, limit } => {
             let mut query = vec![("limit", limit.to_string())];

@@ -316,3 +316,40 @@ async fn export_and_import_round_trip() {
     let missing = run(&["import", "/nonexistent/flags.yaml"]).await.unwrap();
     assert!(missing.code == 1 && missing.stderr.contains("cannot read"), "{}", missing.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_exits_1_when_anything_is_stale() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    let run = |args: &[&str]| run_as(&url, &token, args);
+    // Every flag of the example is fresh: nothing to clean up.
+    let clean = run(&["stale"]).await.unwrap();
+    assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
+    assert!(clean.stdout.starts_with("KEY"), "{}", clean.stdout);
+    // A flag past its expiry.
+    let expired = run(&["--json", "stale"]).await.unwrap();
+    assert_eq!(expired.code, 0);
+    let body = json!({"expires_at": "2020-01-01T00:00:00Z"});
+    let r = reqwest::Client::new()
+        .patch(format!("{url}/api/flags/NEW_CHECKOUT"))
+        .bearer_auth(&token)
+        .header("if-match", "\"1\"")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let stale = run(&["stale"]).await.unwrap();
+    assert_eq!(stale.code, 1, "{}", stale.stdout);
+    assert_eq!(row(&stale.stdout, "NEW_CHECKOUT")[1..4], ["release", "-", "expired"], "{}", stale.stdout);
+    assert_eq!(stale.stderr.trim(), "ff: 1 stale flag");
+    let json_out = run(&["--json", "stale"]).await.unwrap();
+    assert_eq!(json_out.code, 1);
+    let parsed: Value = serde_json::from_str(&json_out.stdout).unwrap();
+    assert_eq!(parsed["stale"][0]["key"], "NEW_CHECKOUT");
+    // Wider windows are passed on; bad ones are refused with the server's reason.
+    let bad = run(&["stale", "--not-evaluated-days", "0"]).await.unwrap();
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("not_evaluated_days must be 1 to 365"), "{}", bad.stderr);
+}

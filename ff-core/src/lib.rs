@@ -21,6 +21,7 @@ mod ids;
 mod model;
 mod snapshot;
 mod source;
+mod stale;
 mod store;
 mod targeting;
 #[cfg(feature = "test-util")]
@@ -38,6 +39,7 @@ pub use model::{
 };
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
+pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 pub use store::{
     ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord, Write,
     default_expiry, sync, validate_token_name,
