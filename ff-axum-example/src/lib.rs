@@ -86,7 +86,39 @@ pub fn router(source: Source, admin: ff_admin::Admin) -> Router {
         .route("/me/config", get(my_config))
         .layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
         .route("/healthz", get(move || health(source.clone())))
+        .route("/metrics", get(metrics))
         .nest("/admin", admin.router())
+}
+
+/// The process's Prometheus recorder, installed on first use (one per process:
+/// every router in it shares it).
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "another metrics recorder is installed; /metrics stays empty");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Installs the Prometheus recorder now, so counts from the first requests are kept.
+pub fn install_metrics() {
+    let _ = prometheus();
+}
+
+/// `GET /metrics`: ff's counters and gauges in Prometheus text format.
+async fn metrics() -> impl IntoResponse {
+    let body = prometheus().map(|h| h.render()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 /// Errors as responses: `{ "error": code, "message": text }`.

@@ -27,9 +27,13 @@ async fn main() -> anyhow::Result<()> {
     let admin = ff_admin::Admin::new(store.clone())
         .declare(ff_axum_example::declarations())
         .env_admin_token(env_token.clone());
+    ff_axum_example::install_metrics();
     let mut builder = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations());
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {
         builder = builder.snapshot_file(path);
+    }
+    if let Some(ms) = std::env::var("FF_USAGE_MS").ok().and_then(|v| v.parse().ok()) {
+        builder = builder.usage_interval(Duration::from_millis(ms));
     }
     if let Some(ms) = std::env::var("FF_POLL_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.poll_interval(Duration::from_millis(ms));

@@ -247,6 +247,13 @@ async fn starts_with_the_database_unreachable_and_serves_defaults() {
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("defaults"), json!(true)));
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
+    let text = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let errors: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ff_refresh_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(errors >= 1.0, "{text}");
 }
 
 const OPERATOR: &str = "e2e-operator-secret-0123456789";
@@ -366,4 +373,69 @@ async fn new_checkout_at_ten_percent_serves_the_same_tenth_twice() {
     let count = first.iter().filter(|b| **b).count();
     assert!((850..=1150).contains(&count), "{count} of 10,000 users got the new checkout");
     assert_eq!(pass().await, first, "the same users on the second pass");
+}
+
+/// `ff_evaluations_total` samples from a Prometheus text page: (labels, value).
+fn evaluations(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("ff_evaluations_total{"))
+        .filter_map(|l| {
+            let (labels, value) = l.rsplit_once("} ")?;
+            Some((labels.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_and_usage_reaches_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let app = App::start_with(&url, &[("FF_USAGE_MS", "300")]);
+    for i in 0..20 {
+        assert_eq!(app.pay(&format!("user-{i}"), "credits").await.0, StatusCode::CREATED);
+    }
+    let scrape = || async {
+        let res = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.text().await.unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape().await;
+        let credits = evaluations(&text).into_iter().find(|(l, _)| l.contains("flag=\"CREDITS_PAYMENTS\""));
+        if credits.as_ref().is_some_and(|(_, v)| *v >= 20.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no CREDITS_PAYMENTS evaluations in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (labels, n) =
+        evaluations(&text).into_iter().find(|(l, _)| l.contains("flag=\"CREDITS_PAYMENTS\"")).unwrap();
+    assert_eq!(n, 20.0);
+    assert!(labels.contains("value_or_variant=\"true\"") && labels.contains("reason=\"global\""), "{labels}");
+    // Free-form config values are not labels: the lead time's variant is `value`.
+    for (labels, _) in evaluations(&text) {
+        assert!(!labels.contains("value_or_variant=\"24\""), "{labels}");
+    }
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(gauge("ff_snapshot_version") >= 1.0, "{text}");
+    assert!((0.0..5.0).contains(&gauge("ff_snapshot_age_seconds")), "{text}");
+    assert_eq!((gauge("ff_flags_stale"), gauge("ff_flags_expired")), (0.0, 0.0), "{text}");
+    // The counts reach the store (one write per interval), where the admin's usage view reads them.
+    let store = SqlStore::connect_lazy(&url).unwrap();
+    let today = OffsetDateTime::now_utc().date();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store.usage(today).await.unwrap();
+        if rows.iter().any(|r| r.key == "CREDITS_PAYMENTS" && r.count == 20) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage never reached the store: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

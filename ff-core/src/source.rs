@@ -212,7 +212,7 @@ impl SourceBuilder {
         });
         let mut status = shared.status.subscribe();
         let startup_timeout = self.startup_timeout;
-        let flusher = tokio::spawn(flush_usage(self.store.clone(), usage, self.usage_interval));
+        let collector = tokio::spawn(collect_usage(self.store.clone(), shared.clone(), self.usage_interval));
         let task = tokio::spawn(run(shared.clone(), self));
         let timeout = tokio::time::sleep(startup_timeout);
         tokio::pin!(timeout);
@@ -228,7 +228,9 @@ impl SourceBuilder {
                 r = status.changed() => if r.is_err() { break },
             }
         }
-        Source { inner: Arc::new(Inner { shared, tasks: vec![task.abort_handle(), flusher.abort_handle()] }) }
+        Source {
+            inner: Arc::new(Inner { shared, tasks: vec![task.abort_handle(), collector.abort_handle()] }),
+        }
     }
 }
 
@@ -353,6 +355,7 @@ impl Shared {
                 tracing::debug!(error = %error, failures = s.failures, "ff: flag store still unreachable");
             }
             s.failures = s.failures.saturating_add(1);
+            metrics::counter!("ff_refresh_errors_total").increment(1);
             s.last_error = Some(error.to_string());
         });
     }
@@ -389,7 +392,7 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     loop {
         if expiry_warned.is_none_or(|t| t.elapsed() >= config.expiry_warning_interval) {
             expiry_warned = Some(Instant::now());
-            warn_expired(&shared.current.load());
+            check_lifecycle(&*store, &shared.current.load()).await;
         }
         let healthy = shared.status.borrow().last_error.is_none();
         let wait = if healthy { config.poll_interval } else { jitter(backoff) };
@@ -419,34 +422,86 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
     }
 }
 
-/// Writes evaluation counts to the store at an interval. Counts a failed write
-/// could not store are put back to go with the next one.
-async fn flush_usage(store: Arc<dyn Store>, usage: Arc<Usage>, every: Duration) {
-    let mut pending: (Vec<crate::UsageCount>, Vec<(String, u64)>) = Default::default();
+/// Every second: evaluation counts go to the `metrics` facade, and the snapshot's
+/// version and age to gauges. Every `write_every`: the counts since the last write
+/// go to the store, one upsert per flag (kept for the next try if the write fails).
+async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: Duration) {
+    use std::collections::BTreeMap;
+    let started = Instant::now();
+    let mut pending: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut unknown_pending: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last_write = Instant::now();
+    let tick = write_every.min(Duration::from_secs(1));
     loop {
-        tokio::time::sleep(every).await;
-        let (counts, unknown) = usage.collect();
-        pending.0.extend(counts);
-        pending.1.extend(unknown);
-        if pending.0.is_empty() && pending.1.is_empty() {
+        tokio::time::sleep(tick).await;
+        let (counts, unknown) = shared.usage.collect();
+        for c in counts {
+            metrics::counter!(
+                "ff_evaluations_total",
+                "flag" => c.key.clone(),
+                "value_or_variant" => c.variant.clone(),
+                "reason" => c.reason.clone()
+            )
+            .increment(c.count);
+            *pending.entry((c.key, c.reason, c.variant)).or_default() += c.count;
+        }
+        for (key, n) in unknown {
+            metrics::counter!("ff_unknown_flag_reads_total", "flag" => key.clone()).increment(n);
+            *unknown_pending.entry(key).or_default() += n;
+        }
+        let status = shared.status.borrow().clone();
+        metrics::gauge!("ff_snapshot_version").set(status.version as f64);
+        let since = status.last_success.unwrap_or(started);
+        metrics::gauge!("ff_snapshot_age_seconds").set(since.elapsed().as_secs_f64());
+        if last_write.elapsed() < write_every || (pending.is_empty() && unknown_pending.is_empty()) {
             continue;
         }
-        match store.record_usage(&pending.0, &pending.1, time::OffsetDateTime::now_utc()).await {
-            Ok(()) => pending = Default::default(),
+        last_write = Instant::now();
+        let rows: Vec<crate::UsageCount> = pending
+            .iter()
+            .map(|((key, reason, variant), n)| crate::UsageCount {
+                key: key.clone(),
+                reason: reason.clone(),
+                variant: variant.clone(),
+                count: *n,
+            })
+            .collect();
+        let unknown: Vec<(String, u64)> = unknown_pending.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        match store.record_usage(&rows, &unknown, time::OffsetDateTime::now_utc()).await {
+            Ok(()) => {
+                pending.clear();
+                unknown_pending.clear();
+            }
+            // Kept, merged, for the next write: bounded by flags x reasons x variants.
             Err(e) => {
-                tracing::warn!(error = %e, "ff: cannot write evaluation counts; keeping them for the next try");
-                // Bounded: never keep more than a day of flushes' worth of rows.
-                pending.0.truncate(100_000);
-                pending.1.truncate(10_000);
+                tracing::warn!(error = %e, "ff: cannot write evaluation counts; keeping them for the next try")
             }
         }
     }
 }
 
-/// Logs every temporary flag past its `expires_at`, whatever its policy.
-fn warn_expired(snapshot: &Snapshot) {
+/// Logs expired flags and sets the `ff_flags_expired` and `ff_flags_stale` gauges
+/// (the stale report needs the store's usage; without it the gauge keeps its value).
+async fn check_lifecycle(store: &dyn Store, snapshot: &Snapshot) {
+    let expired = warn_expired(snapshot);
+    metrics::gauge!("ff_flags_expired").set(expired as f64);
     let now = time::OffsetDateTime::now_utc();
+    let rules = crate::StaleRules::default();
+    match (store.list_flags().await, store.usage(rules.since(now)).await) {
+        (Ok(flags), Ok(usage)) => {
+            let stale = crate::stale_flags(&flags, &usage, rules, now);
+            metrics::gauge!("ff_flags_stale").set(stale.len() as f64);
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "ff: stale report skipped"),
+    }
+}
+
+/// Logs every temporary flag past its `expires_at`, whatever its policy; how many.
+fn warn_expired(snapshot: &Snapshot) -> usize {
+    let now = time::OffsetDateTime::now_utc();
+    let mut n = 0;
     for f in snapshot.flags().filter(|f| f.meta.is_expired(f.value_type, now)) {
+        n += 1;
         tracing::warn!(
             flag = %f.key,
             owner = %f.meta.owner,
@@ -455,6 +510,7 @@ fn warn_expired(snapshot: &Snapshot) {
             "ff: flag is past its expiry: remove it from the code, then archive it"
         );
     }
+    n
 }
 
 async fn initial_load(
