@@ -5,6 +5,8 @@
 //! tables by default, `--json` for scripts; any failure exits non-zero with a
 //! one-line reason.
 
+mod scan;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -74,6 +76,17 @@ enum Command {
     Override(OverrideCommand),
     /// What one user sees, and why.
     User { user: String },
+    /// Flag keys in source files against the store: declared but missing from the
+    /// store, in the store but nowhere in code (safe to archive), and stale or expired
+    /// but still in code (with file:line). Exits 1 when there is anything to do.
+    Scan {
+        /// Files or directories (build output, dependencies and VCS data are skipped).
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+        /// `text` (default) or `json` (same as `--json`).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Flags to clean up: past expiry, not evaluated, or serving one value for days.
     /// Exits 1 when any is stale, so CI can fail on it.
     Stale {
@@ -581,6 +594,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
                 .collect();
             table(&["KEY", "VALUE", "REASON"], rows);
+        }
+        Command::Scan { paths, format } => {
+            let as_json = match format.as_str() {
+                "json" => true,
+                "text" => json_out,
+                other => bail!("--format must be text or json, not {other:?}"),
+            };
+            let found = scan::scan(&paths)?;
+            let flags = api.get(&["flags"], &[]).await?;
+            let keys = items(&flags["flags"]).filter_map(|f| f["key"].as_str().map(str::to_owned)).collect();
+            let stale_body = api.get(&["stale"], &[]).await?;
+            let stale = items(&stale_body["stale"])
+                .filter_map(|s| {
+                    let reasons = items(&s["reasons"]).map(text).collect();
+                    Some((s["key"].as_str()?.to_owned(), reasons))
+                })
+                .collect();
+            let report = scan::report(&found, &keys, &stale);
+            if as_json {
+                print(&serde_json::to_value(&report)?)?;
+            } else {
+                let places =
+                    |p: &[scan::Place]| p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                println!("scanned {} files", report.files);
+                if !report.missing_from_store.is_empty() {
+                    println!("\ndeclared in code, missing from the store:");
+                    for e in &report.missing_from_store {
+                        println!("  {}  {}", e.key, places(&e.places));
+                    }
+                }
+                if !report.unreferenced.is_empty() {
+                    println!("\nin the store, nowhere in code (safe to archive):");
+                    for k in &report.unreferenced {
+                        println!("  {k}");
+                    }
+                }
+                if !report.stale_in_code.is_empty() {
+                    println!("\nstale or expired, still in code (remove these uses first):");
+                    for e in &report.stale_in_code {
+                        println!("  {} ({})  {}", e.key, e.reasons.join(", "), places(&e.places));
+                    }
+                }
+            }
+            if !report.is_clean() {
+                let n =
+                    report.missing_from_store.len() + report.unreferenced.len() + report.stale_in_code.len();
+                bail!("scan found {n} key{} to act on", if n == 1 { "" } else { "s" });
+            }
         }
         Command::Stale { not_evaluated_days, one_value_days } => {
             let mut query = Vec::new();

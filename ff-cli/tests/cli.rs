@@ -353,3 +353,62 @@ async fn stale_exits_1_when_anything_is_stale() {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("not_evaluated_days must be 1 to 365"), "{}", bad.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_a_fixture_tree_with_known_answers() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    // NEW_CHECKOUT expires: still referenced in two files.
+    let r = reqwest::Client::new()
+        .patch(format!("{url}/api/flags/NEW_CHECKOUT"))
+        .bearer_auth(&token)
+        .header("if-match", "\"1\"")
+        .json(&json!({"expires_at": "2020-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scan");
+    let scan = |args: &'static [&'static str]| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_ff"))
+                .args(args)
+                .current_dir(fixture)
+                .env("FF_URL", &url)
+                .env("FF_TOKEN", &token)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = scan(&["scan", "."]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout,
+        "scanned 2 files\n\
+         \n\
+         declared in code, missing from the store:\n  DARK_MODE  ./src/flags.rs:6\n\
+         \n\
+         in the store, nowhere in code (safe to archive):\n  CAPTIONER_HOURLY_RATE_MAX\n  CAPTIONER_HOURLY_RATE_MIN\n  EXTERNAL_CALENDAR_INTEGRATION\n\
+         \n\
+         stale or expired, still in code (remove these uses first):\n  NEW_CHECKOUT (expired)  ./src/flags.rs:4, ./web/checkout.js:3\n"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "ff: scan found 5 keys to act on");
+    let out = scan(&["scan", "--format", "json", "src", "web"]).await.unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"], 2);
+    assert_eq!(report["missing_from_store"][0]["places"], json!([{"file": "src/flags.rs", "line": 6}]));
+    assert_eq!(report["stale_in_code"][0]["reasons"], json!(["expired"]));
+    // Only the build output mentions EXTERNAL_CALENDAR_INTEGRATION; naming it explicitly scans it.
+    let out = scan(&["--json", "scan", "target"]).await.unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!report["unreferenced"].as_array().unwrap().contains(&json!("EXTERNAL_CALENDAR_INTEGRATION")));
+    // Errors: a missing path, a bad format.
+    let out = scan(&["scan", "no/such/dir"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/dir does not exist"));
+    let out = scan(&["scan", "--format", "xml", "."]).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format must be text or json"));
+}
