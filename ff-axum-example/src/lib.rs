@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ff_core::{Config, ConfigReader, Flag, FlagDecl, Source};
+use ff_core::{Config, ConfigReader, Flag, FlagDecl, FlagKind, Source};
 use ff_tower::{FlagsLayer, UserIdHeader};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,13 +32,19 @@ pub const CAPTIONER_HOURLY_RATE_MAX: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RAT
     .description("Highest hourly rate a captioner may set (USD)");
 /// Availability through the external calendar (new path) instead of the basic check.
 pub const EXTERNAL_CALENDAR_INTEGRATION: Flag<bool> = Flag::new("EXTERNAL_CALENDAR_INTEGRATION", false)
-    .description("Check captioner availability in their external calendar");
+    .description("Check captioner availability in their external calendar")
+    .kind(FlagKind::Release)
+    .owner("scheduling");
 /// Kill switch for paying with in-app credits.
-pub const CREDITS_PAYMENTS: Flag<bool> =
-    Flag::new("CREDITS_PAYMENTS", true).description("Kill switch: accept payments with in-app credits");
+pub const CREDITS_PAYMENTS: Flag<bool> = Flag::new("CREDITS_PAYMENTS", true)
+    .description("Kill switch: accept payments with in-app credits")
+    .kind(FlagKind::KillSwitch)
+    .owner("payments");
 /// The redesigned checkout.
-pub const NEW_CHECKOUT: Flag<bool> =
-    Flag::new("NEW_CHECKOUT", false).description("Serve the redesigned checkout");
+pub const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false)
+    .description("Serve the redesigned checkout")
+    .kind(FlagKind::Release)
+    .owner("checkout");
 
 /// Every flag the app declares, synced into the store on start.
 pub fn declarations() -> Vec<FlagDecl> {

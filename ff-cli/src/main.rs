@@ -154,8 +154,20 @@ enum SegmentCommand {
 }
 
 /// Fields `ff import` changes on existing flags, in the order it applies them.
-const IMPORTED: &[&str] =
-    &["value", "enabled", "off_value", "description", "owner", "tags", "ticket", "expires_at", "targeting"];
+const IMPORTED: &[&str] = &[
+    "value",
+    "enabled",
+    "off_value",
+    "description",
+    "owner",
+    "tags",
+    "ticket",
+    "expires_at",
+    "kind",
+    "permanent",
+    "expiry",
+    "targeting",
+];
 
 /// One change `ff import` makes.
 #[derive(Debug)]

@@ -342,7 +342,12 @@ async fn stale_exits_1_when_anything_is_stale() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let stale = run(&["stale"]).await.unwrap();
     assert_eq!(stale.code, 1, "{}", stale.stdout);
-    assert_eq!(row(&stale.stdout, "NEW_CHECKOUT")[1..4], ["release", "-", "expired"], "{}", stale.stdout);
+    assert_eq!(
+        row(&stale.stdout, "NEW_CHECKOUT")[1..4],
+        ["release", "checkout", "expired"],
+        "{}",
+        stale.stdout
+    );
     assert_eq!(stale.stderr.trim(), "ff: 1 stale flag");
     let json_out = run(&["--json", "stale"]).await.unwrap();
     assert_eq!(json_out.code, 1);
