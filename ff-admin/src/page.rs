@@ -670,9 +670,10 @@ pub(crate) async fn flag_page(
     let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
     let kind = flag.meta.kind_or_default(flag.value_type);
     let lifecycle = format!(
-        "<p class=\"muted\">kind {kind}{} · {} · expires {} ({} after)</p><p>Evaluations, 30 days: {}</p>",
+        "<p class=\"muted\">kind {kind}{} · {} · created {} · expires {} ({} after)</p><p>Evaluations, 30 days: {}</p>",
         if flag.meta.kind.is_none() { " (default for its type)" } else { "" },
         if flag.meta.is_permanent(flag.value_type) { "permanent" } else { "temporary" },
+        flag.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
         esc(expires.as_deref().unwrap_or("never")),
         match flag.meta.expiry {
             ff_core::ExpiryPolicy::Warn => "warn",
