@@ -101,10 +101,71 @@ impl Slot {
     }
 }
 
-/// Users with overrides. Entries are looked up once per request and then
-/// referred to by position, so reads touch no reference count.
-#[derive(Clone, Default)]
+/// Users with overrides, in shards chosen by the id's hash, so a change to one
+/// user's overrides copies one shard (1/256 of the users), not the table. Entries
+/// are looked up once per request and then referred to by position, so reads touch
+/// no reference count.
+#[derive(Clone)]
 struct UserTable {
+    shards: Box<[Arc<UserShard>]>,
+}
+
+const USER_SHARDS: usize = 256;
+/// A `UserRef` is the shard in the top 8 bits and the position in the low 24.
+const USER_POSITION_BITS: u32 = 24;
+
+impl Default for UserTable {
+    fn default() -> Self {
+        UserTable { shards: (0..USER_SHARDS).map(|_| Arc::default()).collect() }
+    }
+}
+
+/// Bits the shard's own hash table does not use (it takes the low bits for the
+/// bucket and the top 7 for tags).
+#[inline]
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 32) as usize) % USER_SHARDS
+}
+
+impl UserTable {
+    #[inline]
+    fn entry(&self, user: UserRef) -> Option<&UserEntry> {
+        let shard = self.shards.get((user.0 >> USER_POSITION_BITS) as usize)?;
+        shard.entries.get((user.0 & ((1 << USER_POSITION_BITS) - 1)) as usize)?.as_deref()
+    }
+
+    #[inline]
+    fn find(&self, user: &str, hash: u64) -> Option<u32> {
+        let s = shard_of(hash);
+        let i = self.shards.get(s)?.find(user, hash)?;
+        Some(((s as u32) << USER_POSITION_BITS) | i)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.index.len()).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, UserRef)> {
+        self.shards.iter().enumerate().flat_map(|(s, shard)| {
+            shard
+                .index
+                .iter()
+                .map(move |(id, i)| (id.as_str(), UserRef(((s as u32) << USER_POSITION_BITS) | *i)))
+        })
+    }
+
+    /// Copies the user's shard if an older snapshot still shares it.
+    fn put(&mut self, user: &str, entry: Option<UserEntry>) {
+        let hash = id_hash(user);
+        if let Some(shard) = self.shards.get_mut(shard_of(hash)) {
+            Arc::make_mut(shard).put(user, hash, entry);
+        }
+    }
+}
+
+/// One shard of the user table.
+#[derive(Clone, Default)]
+struct UserShard {
     /// User id (inline up to 23 bytes, so a lookup compares without a pointer
     /// chase) and position in `entries`.
     index: HashTable<(SmolStr, u32)>,
@@ -149,9 +210,16 @@ impl UserEntry {
     }
 }
 
-impl UserTable {
-    fn entry(&self, user: UserRef) -> Option<&UserEntry> {
-        self.entries.get(user.0 as usize)?.as_deref()
+impl UserShard {
+    /// Drops the holes removed users left, so positions fit a `UserRef`.
+    fn compact(&mut self) {
+        let mut entries = Vec::with_capacity(self.index.len());
+        for (_, i) in self.index.iter_mut() {
+            let e = self.entries.get_mut(*i as usize).and_then(Option::take);
+            *i = entries.len() as u32;
+            entries.push(e);
+        }
+        self.entries = entries;
     }
 
     #[inline]
@@ -159,17 +227,8 @@ impl UserTable {
         self.index.find(hash, |(id, _)| str_eq(id, user)).map(|(_, i)| *i)
     }
 
-    fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&str, UserRef)> {
-        self.index.iter().map(|(id, i)| (id.as_str(), UserRef(*i)))
-    }
-
-    fn put(&mut self, user: &str, entry: Option<UserEntry>) {
+    fn put(&mut self, user: &str, hash: u64, entry: Option<UserEntry>) {
         let entry = entry.filter(|e| !e.slots.is_empty()).map(Arc::new);
-        let hash = id_hash(user);
         match (self.find(user, hash), entry) {
             (Some(i), Some(e)) => self.entries[i as usize] = Some(e),
             (Some(i), None) => {
@@ -179,6 +238,9 @@ impl UserTable {
                 self.entries[i as usize] = None;
             }
             (None, Some(e)) => {
+                if self.entries.len() >= 1 << USER_POSITION_BITS {
+                    self.compact();
+                }
                 let i = self.entries.len() as u32;
                 self.entries.push(Some(e));
                 self.index.insert_unique(hash, (SmolStr::new(user), i), |(id, _)| id_hash(id));
@@ -742,5 +804,52 @@ impl FlagTable {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_shard_finds_the_same_entries() {
+        let mut shard = UserShard::default();
+        let put = |shard: &mut UserShard, user: &str, v: Option<bool>| {
+            let entry = v.map(|v| UserEntry::from_pairs(vec![(3, Value::Bool(v))]));
+            shard.put(user, id_hash(user), entry);
+        };
+        for i in 0..100 {
+            put(&mut shard, &format!("u{i}"), Some(i % 2 == 0));
+        }
+        for i in (0..100).step_by(3) {
+            put(&mut shard, &format!("u{i}"), None);
+        }
+        assert_eq!(shard.entries.len(), 100);
+        shard.compact();
+        assert_eq!(shard.entries.len(), shard.index.len());
+        for i in 0..100 {
+            let user = format!("u{i}");
+            let found = shard.find(&user, id_hash(&user));
+            let value =
+                found.and_then(|p| shard.entries[p as usize].as_ref()).and_then(|e| e.get(3).cloned());
+            let want = (i % 3 != 0).then_some(Value::Bool(i % 2 == 0));
+            assert_eq!(value, want, "{user}");
+        }
+    }
+
+    #[test]
+    fn user_refs_name_shard_and_position() {
+        let mut table = UserTable::default();
+        for i in 0..2_000 {
+            table.put(&format!("u{i}"), Some(UserEntry::from_pairs(vec![(i % 7, Value::Int(i64::from(i)))])));
+        }
+        assert_eq!(table.len(), 2_000);
+        assert!(table.shards.iter().filter(|s| !s.index.is_empty()).count() > 200, "ids spread over shards");
+        for i in 0..2_000u32 {
+            let user = format!("u{i}");
+            let r = UserRef(table.find(&user, id_hash(&user)).unwrap());
+            assert_eq!(table.entry(r).and_then(|e| e.get(i % 7)), Some(&Value::Int(i64::from(i))));
+        }
+        assert_eq!(table.iter().count(), 2_000);
     }
 }

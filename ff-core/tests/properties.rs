@@ -83,3 +83,45 @@ proptest! {
         prop_assert!((1_700..=2_300).contains(&n), "{} of 20,000", n);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Any sequence of override sets and deletes and value changes, applied one
+    /// change at a time (copying only the touched user shard), gives the snapshot a
+    /// full load gives.
+    #[test]
+    fn applying_changes_one_by_one_equals_a_full_load(
+        ops in prop::collection::vec((0u8..3, 0usize..2_000, 0usize..4, any::<bool>()), 1..150)
+    ) {
+        use ff_core::{MemoryStore, Mutation, Store, Write};
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let store = MemoryStore::new();
+            let keys = ["A", "B", "C", "D"];
+            let decls: Vec<_> = keys.iter().map(|k| Flag::<bool>::new(k, false).decl()).collect();
+            ff_core::sync(&store, &decls, &Default::default()).await.unwrap();
+            let mut snapshot = Snapshot::from_state(&store.load().await.unwrap());
+            for (op, user, flag, value) in ops {
+                let (key, user) = (keys[flag], format!("user-{user}"));
+                let m = match op {
+                    0 => Mutation::set_override(key, user, value),
+                    1 => Mutation::DeleteOverride { key: key.into(), user_id: user },
+                    _ => Mutation::set_value(key, value),
+                };
+                store.write(Write::new("p", m)).await.unwrap();
+                let changes = store.changes_since(snapshot.version(), 10).await.unwrap();
+                snapshot = snapshot.apply(&changes).unwrap();
+            }
+            let full = Snapshot::from_state(&store.load().await.unwrap());
+            assert_eq!(snapshot.to_state(), full.to_state());
+            assert_eq!(snapshot.users_with_overrides(), full.users_with_overrides());
+            for u in (0..2_000).step_by(37) {
+                let ctx = EvalContext::user(format!("user-{u}"));
+                for key in keys {
+                    assert_eq!(snapshot.evaluate_key(key, &ctx), full.evaluate_key(key, &ctx), "{key} user-{u}");
+                }
+            }
+        });
+    }
+}
