@@ -81,6 +81,12 @@ fn main() {
     let snapshot = Snapshot::from_state(&state);
     let flags_only = rss().saturating_sub(before);
     println!("{FLAGS} flags: snapshot resident {:.1} MiB", flags_only as f64 / 1048576.0);
+    if std::env::args().nth(1).as_deref() == Some("flags") {
+        // For heap profilers (`valgrind --tool=massif`): stop with the flags loaded.
+        drop(state);
+        std::hint::black_box(&snapshot);
+        return;
+    }
     drop(snapshot);
     drop(state);
 

@@ -344,6 +344,7 @@ impl Snapshot {
     /// `Source` keeps one for all its snapshots).
     pub fn from_state_counted(state: &StoreState, usage: Arc<Usage>) -> Self {
         let mut flags = FlagTable { usage, ..FlagTable::default() };
+        flags.reserve(state.flags.len());
         for record in state.flags.iter().filter(|f| !f.archived) {
             flags.put(record.clone());
         }
@@ -750,6 +751,12 @@ impl FlagTable {
         self.slots.get(slot as usize)?.as_ref()
     }
 
+    fn reserve(&mut self, n: usize) {
+        self.index.reserve(n, |s| s.hash);
+        self.slots.reserve(n);
+        self.usage.reserve(n);
+    }
+
     #[inline]
     fn find_slot(&self, hash: u64, key: &str) -> Option<&Slot> {
         self.index.find(hash, |s| str_eq(&s.key, key)).map(|s| &**s)
@@ -771,7 +778,7 @@ impl FlagTable {
         };
         match self.index.find_entry(hash, |s| s.key == record.key) {
             Ok(mut found) => {
-                let usage = self.usage.flag(&record.key, record.value_type);
+                let usage = self.usage.flag(&record.key, hash, record.value_type);
                 let new = Arc::new(Slot::new(found.get().slot, hash, record, compiled, usage));
                 let slot = new.slot;
                 *found.get_mut() = new.clone();
@@ -779,7 +786,7 @@ impl FlagTable {
             }
             Err(_) => {
                 let slot = self.slots.len() as u32;
-                let usage = self.usage.flag(&record.key, record.value_type);
+                let usage = self.usage.flag(&record.key, hash, record.value_type);
                 let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
                 self.index.insert_unique(hash, new.clone(), |s| s.hash);
                 self.slots.push(Some(new));

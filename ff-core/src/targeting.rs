@@ -398,7 +398,7 @@ fn compile_split(
         )));
     }
     let mut upper = 0;
-    let mut bounds = Vec::new();
+    let mut bounds = Vec::with_capacity(split.variations.len());
     for (i, v) in split.variations.iter().enumerate() {
         upper += v.weight;
         bounds.push((upper, typed(ty, schema, &v.value, &format!("{what} variation {i}"))?));
@@ -549,7 +549,7 @@ impl Compiled {
         if t.schedule.len() > MAX_STEPS {
             return Err(bad(format!("more than {MAX_STEPS} schedule steps")));
         }
-        let mut rules = Vec::new();
+        let mut rules = Vec::with_capacity(t.rules.len());
         for (i, r) in t.rules.iter().enumerate() {
             let what = format!("rule {i}");
             if r.clauses.is_empty() {
@@ -566,7 +566,7 @@ impl Compiled {
             rules.push((clauses, serve));
         }
         let split = t.split.as_ref().map(|s| compile_split(ty, schema, s, "split")).transpose()?;
-        let mut schedule = Vec::new();
+        let mut schedule = Vec::with_capacity(t.schedule.len());
         for (i, s) in t.schedule.iter().enumerate() {
             let what = format!("schedule step {i}");
             if schedule.last().is_some_and(|p: &CompiledStep| p.at >= s.at) {

@@ -3,13 +3,17 @@
 //! the `metrics` facade at an interval.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use hashbrown::HashTable;
+use smol_str::SmolStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::eval::Reason;
+use crate::flag::key_hash;
 use crate::value::{Value, ValueType};
 
 /// Reason kinds counted (the index of a reason without its rule or step number).
@@ -19,10 +23,13 @@ const REASONS: usize = 8;
 const WIDTH: usize = 4;
 
 /// One flag's counters. Shared by every version of the flag in one `Source`, so a
-/// change to the flag loses no counts.
-#[derive(Debug, Default)]
+/// change to the flag loses no counts. 32-bit: the collector empties them every
+/// second, far below 4 billion reads of one flag.
+#[derive(Debug)]
 pub(crate) struct FlagUsage {
-    counts: [AtomicU64; REASONS * WIDTH],
+    key: SmolStr,
+    value_type: ValueType,
+    counts: [AtomicU32; REASONS * WIDTH],
 }
 
 impl FlagUsage {
@@ -95,22 +102,47 @@ pub struct UsageCount {
 
 /// Counters for every flag a `Source`'s snapshots hold, and the keys code asked
 /// for that no snapshot had.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Usage {
-    flags: Mutex<HashMap<String, (ValueType, Arc<FlagUsage>)>>,
+    /// By the key's hash (the one flag lookups use), key checked.
+    flags: Mutex<HashTable<Arc<FlagUsage>>>,
     unknown: RwLock<HashMap<&'static str, AtomicU64>>,
 }
 
+impl std::fmt::Debug for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let flags = self.flags.lock().map(|f| f.len()).unwrap_or(0);
+        f.debug_struct("Usage").field("flags", &flags).finish_non_exhaustive()
+    }
+}
+
 impl Usage {
-    /// The counters of `key`, created on first use.
-    pub(crate) fn flag(&self, key: &str, value_type: ValueType) -> Arc<FlagUsage> {
+    /// Room for `n` flags, so a full load does not grow the table step by step.
+    pub(crate) fn reserve(&self, n: usize) {
         let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = flags.entry(key.to_owned()).or_insert_with(|| (value_type, Arc::default()));
-        if entry.0 != value_type {
-            // The type changed: old counts would be labelled wrongly.
-            *entry = (value_type, Arc::default());
+        flags.reserve(n, |u| key_hash(&u.key));
+    }
+
+    /// The counters of `key`, created on first use.
+    pub(crate) fn flag(&self, key: &str, hash: u64, value_type: ValueType) -> Arc<FlagUsage> {
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = || {
+            Arc::new(FlagUsage {
+                key: SmolStr::new(key),
+                value_type,
+                counts: std::array::from_fn(|_| AtomicU32::new(0)),
+            })
+        };
+        match flags.entry(hash, |u| u.key == key, |u| key_hash(&u.key)) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                if e.get().value_type != value_type {
+                    // The type changed: old counts would be labelled wrongly.
+                    *e.get_mut() = fresh();
+                }
+                e.get().clone()
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => e.insert(fresh()).get().clone(),
         }
-        entry.1.clone()
     }
 
     /// Counts a read of a key no snapshot has.
@@ -129,18 +161,19 @@ impl Usage {
 
     /// Takes the counts since the last call (evaluations go on meanwhile: none is lost).
     pub fn collect(&self) -> (Vec<UsageCount>, Vec<(String, u64)>) {
-        let flags: Vec<(String, ValueType, Arc<FlagUsage>)> = {
+        let flags: Vec<Arc<FlagUsage>> = {
             let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-            flags.iter().map(|(k, (t, u))| (k.clone(), *t, u.clone())).collect()
+            flags.iter().cloned().collect()
         };
         let mut counts = Vec::new();
-        for (key, ty, usage) in flags {
+        for usage in flags {
+            let (key, ty) = (usage.key.as_str(), usage.value_type);
             for (i, c) in usage.counts.iter().enumerate() {
-                let n = c.swap(0, Ordering::Relaxed);
+                let n = u64::from(c.swap(0, Ordering::Relaxed));
                 if n > 0 {
                     let (reason, v) = (i / WIDTH, i % WIDTH);
                     counts.push(UsageCount {
-                        key: key.clone(),
+                        key: key.to_owned(),
                         reason: REASON_NAMES[reason].into(),
                         variant: variant_label(ty, reason, v),
                         count: n,
