@@ -14,7 +14,7 @@ use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag, Source};
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
 use tower::Layer;
-use workload::{Noop, USERS, request, run, users, workload};
+use workload::{Noop, USERS, request, run, users, workload, workload_sized};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 const LEAD: Flag<i64> = Flag::new("flag_1", 0);
@@ -63,6 +63,18 @@ fn benches(c: &mut Criterion) {
     g.bench_function("with_layer_context_in_extensions", |b| {
         b.iter(|| run(&mut default_layer, with_context(&mut i)))
     });
+    g.finish();
+
+    // The per-request cost must not grow with the flags and overrides held.
+    let mut g = c.benchmark_group("layer_by_size");
+    for (flags, per_user) in [(10, 5), (1_000, 10), (10_000, 100)] {
+        let sized = Source::fixed(workload_sized(flags, per_user));
+        let overrides = USERS * per_user.min(flags / 2);
+        let mut svc = FlagsLayer::new(sized).make_context(UserIdHeader::new("x-user-id")).layer(Noop);
+        g.bench_function(format!("with_layer_{flags}_flags_{overrides}_overrides"), |b| {
+            b.iter(|| run(&mut svc, request(&users, &mut i)))
+        });
+    }
     g.finish();
 
     let snap = source.snapshot();

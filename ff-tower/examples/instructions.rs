@@ -17,14 +17,16 @@ use tower::Layer;
 
 #[path = "../benches/support/workload.rs"]
 mod workload;
-use workload::{Noop, list_ids, run, targeting_user, targeting_workload, workload};
+use workload::{Noop, list_ids, run, targeting_user, targeting_workload, workload, workload_sized};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok())) else {
-        eprintln!("usage: instructions plain|layer|read|list_in|list_out|rule|split|mixed N");
+        eprintln!(
+            "usage: instructions plain|layer|layer_10|layer_10000|read|list_in|list_out|rule|split|mixed N"
+        );
         std::process::exit(2);
     };
     let source = Source::fixed(workload());
@@ -39,6 +41,14 @@ fn main() {
         "plain" => (0..n).for_each(|i| run(&mut Noop, request(i))),
         "layer" => {
             let mut svc = FlagsLayer::new(source).make_context(UserIdHeader::new("x-user-id")).layer(Noop);
+            (0..n).for_each(|i| run(&mut svc, request(i)));
+        }
+        // The same with 10 flags (50,000 overrides) or 10,000 flags (1,000,000 overrides).
+        "layer_10" | "layer_10000" => {
+            let sized = if mode == "layer_10" { workload_sized(10, 5) } else { workload_sized(10_000, 100) };
+            let mut svc = FlagsLayer::new(Source::fixed(sized))
+                .make_context(UserIdHeader::new("x-user-id"))
+                .layer(Noop);
             (0..n).for_each(|i| run(&mut svc, request(i)));
         }
         "read" => {

@@ -43,6 +43,28 @@ pub(crate) fn workload() -> Snapshot {
     Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() })
 }
 
+/// `flags` flags (even: bool, odd: int) and `per_user` distinct overrides for
+/// each of 10,000 users, spread over the even flags.
+pub(crate) fn workload_sized(flags: usize, per_user: usize) -> Snapshot {
+    let records = (0..flags)
+        .map(|i| {
+            let value = if i % 2 == 0 { Value::Bool(true) } else { Value::Int(i as i64) };
+            FlagRecord::new(format!("flag_{i}"), value)
+        })
+        .collect();
+    let even = (flags / 2).max(1);
+    let overrides = (0..USERS)
+        .flat_map(|u| {
+            (0..per_user.min(even)).map(move |k| OverrideRecord {
+                key: format!("flag_{}", (u * 7 + k) % even * 2),
+                user_id: format!("user-{u}"),
+                value: false.into(),
+            })
+        })
+        .collect();
+    Snapshot::from_state(&StoreState { seq: 1, flags: records, overrides, ..Default::default() })
+}
+
 pub(crate) fn users() -> Vec<http::HeaderValue> {
     (0..USERS).map(|u| http::HeaderValue::from_str(&format!("user-{u}")).unwrap()).collect()
 }
