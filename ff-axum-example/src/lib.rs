@@ -85,13 +85,23 @@ pub type Current = ff_tower::CurrentWith<BookingConfig>;
 
 /// The app's routes with ff's layer, and ff's admin API under `/admin`.
 pub fn router(source: Source, admin: ff_admin::Admin) -> Router {
-    Router::new()
+    router_with(source, admin, true)
+}
+
+/// [`router`], optionally without `FlagsLayer` (handlers then serve code defaults):
+/// the load benchmark's baseline (`scripts/load.sh`).
+pub fn router_with(source: Source, admin: ff_admin::Admin, with_layer: bool) -> Router {
+    let app = Router::new()
         .route("/bookings", post(create_booking))
         .route("/captioners/me/rate", put(set_rate))
         .route("/payments", post(pay))
-        .route("/me/config", get(my_config))
-        .layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
-        .route("/healthz", get(move || health(source.clone())))
+        .route("/me/config", get(my_config));
+    let app = if with_layer {
+        app.layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
+    } else {
+        app
+    };
+    app.route("/healthz", get(move || health(source.clone())))
         .route("/metrics", get(metrics))
         .nest("/admin", admin.router())
 }

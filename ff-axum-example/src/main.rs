@@ -53,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
              FF_ADMIN_TOKEN=<a long random secret>, or create one with `ff token create --role admin --name you`"
         );
     }
-    axum::serve(listener, ff_axum_example::router(source, admin))
+    // Only for the load benchmark's baseline: the same app without ff's layer.
+    let with_layer = std::env::var("FF_WITHOUT_LAYER").map_or(true, |v| v != "1");
+    if !with_layer {
+        println!("FF_WITHOUT_LAYER=1: FlagsLayer is off, every flag serves its code default");
+    }
+    axum::serve(listener, ff_axum_example::router_with(source, admin, with_layer))
         .with_graceful_shutdown(shutdown())
         .await
         .context("server failed")

@@ -231,7 +231,11 @@ impl Evaluator {
 
     /// An evaluator over an empty snapshot: every read serves the code default.
     pub fn defaults() -> Self {
-        Self::new(Arc::new(Snapshot::empty()), EvalContext::anonymous())
+        // One empty snapshot for the process: reads outside a request scope are
+        // cheap, and a typed config of defaults is built once.
+        static EMPTY: std::sync::LazyLock<Arc<Snapshot>> =
+            std::sync::LazyLock::new(|| Arc::new(Snapshot::empty()));
+        Self::new(EMPTY.clone(), EvalContext::anonymous())
     }
 
     /// The flag's value.

@@ -105,20 +105,15 @@ impl Slot {
 /// user's overrides copies one shard (1/256 of the users), not the table. Entries
 /// are looked up once per request and then referred to by position, so reads touch
 /// no reference count.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct UserTable {
+    /// Empty (no allocation) until the first user is put.
     shards: Box<[Arc<UserShard>]>,
 }
 
 const USER_SHARDS: usize = 256;
 /// A `UserRef` is the shard in the top 8 bits and the position in the low 24.
 const USER_POSITION_BITS: u32 = 24;
-
-impl Default for UserTable {
-    fn default() -> Self {
-        UserTable { shards: (0..USER_SHARDS).map(|_| Arc::default()).collect() }
-    }
-}
 
 /// Bits the shard's own hash table does not use (it takes the low bits for the
 /// bucket and the top 7 for tags).
@@ -156,6 +151,12 @@ impl UserTable {
 
     /// Copies the user's shard if an older snapshot still shares it.
     fn put(&mut self, user: &str, entry: Option<UserEntry>) {
+        if self.shards.is_empty() {
+            if entry.is_none() {
+                return;
+            }
+            self.shards = (0..USER_SHARDS).map(|_| Arc::default()).collect();
+        }
         let hash = id_hash(user);
         if let Some(shard) = self.shards.get_mut(shard_of(hash)) {
             Arc::make_mut(shard).put(user, hash, entry);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Load benchmark: the example app with and without FlagsLayer under wrk (Debian
+# package `wrk`), same binary, same endpoint (GET /me/config, 10,000 user ids in
+# turn), loopback; the server pinned to CPU 0, wrk to CPU 1. Runs each twice,
+# alternating, and prints requests/s, p99 and the ratio.
+#   DURATION=10s CONNECTIONS=64 scripts/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { echo "load.sh needs wrk (apt-get install wrk)" >&2; exit 1; }
+duration=${DURATION:-10s}
+connections=${CONNECTIONS:-64}
+cargo build --release -q -p ff-axum-example
+bin=target/release/ff-axum-example
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+cat > "$dir/users.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["x-user-id"] = "user-" .. (n % 10000)
+  return wrk.format("GET", "/me/config")
+end
+LUA
+
+# run WITHOUT_LAYER PORT -> "requests/s p99"
+run() {
+  FF_WITHOUT_LAYER=$1 FF_LISTEN=127.0.0.1:$2 DATABASE_URL="sqlite://$dir/ff.db?mode=rwc" RUST_LOG=error TOKIO_WORKER_THREADS=1 \
+    taskset -c 0 "$bin" > "$dir/app.log" 2>&1 &
+  local app=$!
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$2/healthz" > /dev/null && break
+    sleep 0.1
+  done
+  taskset -c 1 wrk -t1 -c"$connections" -d2s -s "$dir/users.lua" "http://127.0.0.1:$2" > /dev/null
+  taskset -c 1 wrk -t1 -c"$connections" -d"$duration" --latency -s "$dir/users.lua" "http://127.0.0.1:$2" > "$dir/wrk.txt"
+  kill "$app"; wait "$app" 2>/dev/null || true
+  if grep -q "Non-2xx" "$dir/wrk.txt"; then echo "errors under load:" >&2; cat "$dir/wrk.txt" >&2; exit 1; fi
+  local rps p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.txt")
+  p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk.txt")
+  echo "$rps $p99"
+}
+
+printf "%-8s %-16s %12s %10s\n" round variant "requests/s" p99
+for round in $(seq "${ROUNDS:-2}"); do
+  read -r base_rps base_p99 < <(run 1 3901)
+  read -r ff_rps ff_p99 < <(run 0 3902)
+  printf "%-8s %-16s %12s %10s\n" "$round" "without layer" "$base_rps" "$base_p99"
+  printf "%-8s %-16s %12s %10s\n" "$round" "with FlagsLayer" "$ff_rps" "$ff_p99"
+  awk -v a="$ff_rps" -v b="$base_rps" -v r="$round" 'BEGIN { printf "%-8s %-16s %11.1f%%\n", r, "ratio", 100 * a / b }'
+done
