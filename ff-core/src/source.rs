@@ -178,7 +178,10 @@ impl SourceBuilder {
         self
     }
 
-    /// Bounds of the exponential backoff while the store is unreachable. Default 100 ms to 30 s.
+    /// Bounds of the exponential backoff while the store is unreachable. Default 100 ms
+    /// to 1 s (jittered ±25 %), so an instance is current again about a second after
+    /// its database returns; raise the maximum to spare a database with very many
+    /// instances from their retries.
     pub fn retry_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.retry_min = min;
         self.retry_max = max.max(min);
@@ -253,7 +256,7 @@ impl Source {
             startup_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(500),
             retry_min: Duration::from_millis(100),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(1),
         }
     }
 

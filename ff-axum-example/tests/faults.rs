@@ -1,0 +1,245 @@
+//! Faults, scripted and bounded, loopback only: the real example binary reaches
+//! PostgreSQL through a TCP proxy the test can cut, which looks to the app exactly
+//! like the database going away (established connections reset, new ones refused)
+//! without stopping a server other tests share.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ff_core::{Mutation, SqlStore, Store, Write};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Forwards loopback connections to PostgreSQL while up; when down, resets every
+/// open connection and refuses new ones.
+struct Proxy {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: String, up: bool) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(up);
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                if !*rx.borrow() {
+                    drop(client); // refused: closed at once
+                    continue;
+                }
+                let (target, mut down) = (target.clone(), rx.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&target).await else { return };
+                    let (mut c, mut s) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                        _ = down.wait_for(|up| !*up) => {
+                            // Reset rather than close politely, as a lost server does.
+                            let _ = c.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { addr, up: tx }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// The example binary, its address and its stderr (the log) as it comes.
+struct App {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl App {
+    fn start(database_url: &str) -> App {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
+            .env("FF_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("FF_POLL_MS", "100")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ff-axum-example");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (sink, mut stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_owned();
+        App { child, base, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Result<(u16, String), reqwest::Error> {
+    let res = http.get(url).header("x-user-id", "alice").send().await?;
+    Ok((res.status().as_u16(), res.text().await?))
+}
+
+async fn lead_time(http: &reqwest::Client, base: &str) -> Value {
+    let (_, body) = get(http, format!("{base}/me/config")).await.unwrap();
+    serde_json::from_str::<Value>(&body).unwrap()["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"].clone()
+}
+
+async fn until_lead_time(http: &reqwest::Client, base: &str, want: i64, within: Duration) -> Duration {
+    let start = Instant::now();
+    while lead_time(http, base).await != want {
+        assert!(start.elapsed() < within, "lead time never became {want} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+/// The database URL with its host and port replaced by the proxy's; and the target.
+fn through(url: &str, proxy: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (creds, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
+    let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+    let at = if creds.is_empty() { String::new() } else { format!("{creds}@") };
+    format!("{scheme}://{at}{proxy}{path}")
+}
+
+fn target(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+    if host.contains(':') { host.to_owned() } else { format!("{host}:5432") }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lost_under_load_and_back() {
+    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let direct = SqlStore::connect(&url).await.unwrap();
+    direct.migrate().await.unwrap();
+    let proxy = Proxy::start(target(&url), true).await;
+    let app = App::start(&through(&url, proxy.addr));
+    let http = reqwest::Client::new();
+    let lead = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS";
+    // The app synced its declarations; give it a fresh value to keep serving.
+    let w = |m| Write::new("fault-test", m);
+    until_lead_time(&http, &app.base, 24, Duration::from_secs(10)).await;
+    direct.write(w(Mutation::set_value(lead, 12))).await.unwrap();
+    until_lead_time(&http, &app.base, 12, Duration::from_secs(10)).await;
+
+    // Load: four clients without pause, counting anything but a 2xx.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, base, stop, served, failed) =
+            (http.clone(), app.base.clone(), stop.clone(), served.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match get(&http, format!("{base}/me/config")).await {
+                    Ok((200, body))
+                        if body.contains("\"MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\":") =>
+                    {
+                        served.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+
+    proxy.set(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // While it is away: the last good value, stale health, a growing age, a warning.
+    direct.write(w(Mutation::set_value(lead, 6))).await.unwrap();
+    let (_, metrics1) = get(&http, format!("{}/metrics", app.base)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(lead_time(&http, &app.base).await, 12, "the last good value while the database is away");
+    let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["stale"], true, "{health}");
+    let (_, metrics2) = get(&http, format!("{}/metrics", app.base)).await.unwrap();
+    let (age1, age2) =
+        (gauge(&metrics1, "ff_snapshot_age_seconds"), gauge(&metrics2, "ff_snapshot_age_seconds"));
+    assert!(age2 >= 1.0 && age2 > age1, "age {age1} then {age2}");
+    assert!(gauge(&metrics2, "ff_refresh_errors_total") >= 1.0, "{metrics2}");
+    assert!(app.log().contains("cannot refresh flags"), "no warning in:\n{}", app.log());
+
+    // Back: the change made meanwhile is served within about a second, no restart.
+    proxy.set(true);
+    let back = until_lead_time(&http, &app.base, 6, Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "database away 2 s under load: {served} requests served, {failed} failed; fresh {back:?} after it returned"
+    );
+    assert_eq!(failed, 0);
+    assert!(served > 100, "{served}");
+    let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
+    assert!(health.contains("\"stale\":false"), "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_with_postgres_unreachable_then_it_appears() {
+    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let direct = SqlStore::connect(&url).await.unwrap();
+    direct.migrate().await.unwrap();
+    let proxy = Proxy::start(target(&url), false).await;
+    let started = Instant::now();
+    let app = App::start(&through(&url, proxy.addr));
+    let http = reqwest::Client::new();
+    // Up within the startup timeout, serving the code defaults.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(lead_time(&http, &app.base).await, 24);
+    let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
+    assert!(health.contains("\"origin\":\"defaults\""), "{health}");
+    // The database appears (with a value the defaults do not have): the app becomes fresh.
+    ff_core::sync(&direct, &ff_axum_example::declarations(), &Default::default()).await.unwrap();
+    direct
+        .write(Write::new("t", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 3)))
+        .await
+        .unwrap();
+    proxy.set(true);
+    let fresh = until_lead_time(&http, &app.base, 3, Duration::from_secs(3)).await;
+    eprintln!("fresh {fresh:?} after the database appeared");
+    let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
+    assert!(health.contains("\"origin\":\"store\""), "{health}");
+}
