@@ -1,6 +1,6 @@
 //! Faults, scripted and bounded, loopback only: the real example binary reaches
 //! PostgreSQL through a TCP proxy the test can cut, which looks to the app exactly
-//! like the database going away (established connections reset, new ones refused)
+//! like the database going away (established connections closed, new ones refused)
 //! without stopping a server other tests share.
 
 use std::io::{BufRead, BufReader, Read};
@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// Forwards loopback connections to PostgreSQL while up; when down, resets every
+/// Forwards loopback connections to PostgreSQL while up; when down, closes every
 /// open connection and refuses new ones.
 struct Proxy {
     addr: SocketAddr,
@@ -40,10 +40,8 @@ impl Proxy {
                     let (mut c, mut s) = (client, server);
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
-                        _ = down.wait_for(|up| !*up) => {
-                            // Reset rather than close politely, as a lost server does.
-                            let _ = c.set_linger(Some(Duration::ZERO));
-                        }
+                        // Both ends are dropped: the app's connections die under it.
+                        _ = down.wait_for(|up| !*up) => {}
                     }
                 });
             }
