@@ -22,20 +22,7 @@ use crate::error::AdminError;
 type ApiResult = Result<Response, AdminError>;
 
 /// Fields a PATCH may change. Bounds come from the code declaration.
-const PATCHABLE: &[&str] = &[
-    "value",
-    "enabled",
-    "off_value",
-    "description",
-    "owner",
-    "tags",
-    "ticket",
-    "expires_at",
-    "targeting",
-    "kind",
-    "permanent",
-    "expiry",
-];
+const PATCHABLE: &[&str] = FlagPatch::EDITABLE;
 
 fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
@@ -114,14 +101,18 @@ pub(crate) struct StaleQuery {
     one_value_days: Option<i64>,
 }
 
+/// A number of days from a query parameter: 1 to 365, or the default.
+fn days(name: &str, v: Option<i64>, default: i64) -> Result<i64, AdminError> {
+    match v {
+        None => Ok(default),
+        Some(n @ 1..=365) => Ok(n),
+        Some(n) => Err(AdminError::BadRequest(format!("{name} must be 1 to 365 days, got {n}"))),
+    }
+}
+
 impl StaleQuery {
     fn rules(&self, admin: &Admin) -> Result<StaleRules, AdminError> {
         let d = admin.default_stale_rules();
-        let days = |name: &str, v: Option<i64>, default: i64| match v {
-            None => Ok(default),
-            Some(n @ 1..=365) => Ok(n),
-            Some(n) => Err(AdminError::BadRequest(format!("{name} must be 1 to 365 days, got {n}"))),
-        };
         Ok(StaleRules {
             not_evaluated_days: days("not_evaluated_days", self.not_evaluated_days, d.not_evaluated_days)?,
             one_value_days: days("one_value_days", self.one_value_days, d.one_value_days)?,
@@ -173,11 +164,7 @@ pub(crate) async fn usage(
 ) -> ApiResult {
     caller.require(Role::Viewer)?;
     let Query(q) = query?;
-    let days = match q.days {
-        None => 14,
-        Some(n @ 1..=365) => n,
-        Some(n) => return Err(AdminError::BadRequest(format!("days must be 1 to 365, got {n}"))),
-    };
+    let days = days("days", q.days, 14)?;
     let (dates, flags) = daily_usage(&admin, days).await?;
     let flags: Map<String, Value> = flags
         .into_iter()

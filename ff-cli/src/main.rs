@@ -154,20 +154,7 @@ enum SegmentCommand {
 }
 
 /// Fields `ff import` changes on existing flags, in the order it applies them.
-const IMPORTED: &[&str] = &[
-    "value",
-    "enabled",
-    "off_value",
-    "description",
-    "owner",
-    "tags",
-    "ticket",
-    "expires_at",
-    "kind",
-    "permanent",
-    "expiry",
-    "targeting",
-];
+const IMPORTED: &[&str] = ff_core::FlagPatch::EDITABLE;
 
 /// One change `ff import` makes.
 #[derive(Debug)]

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use ff_core::{
-    Change, ChangeQuery, EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Origin,
-    OverrideRecord, Source, SqlStore, Store, StoreError, StoreState, TokenRecord, Write,
+    EvalContext, Evaluator, Flag, MemoryStore, Mutation, Origin, Source, SqlStore, Store, StoreError, Write,
 };
-use tokio::sync::watch;
+
+#[path = "support/hooked.rs"]
+mod hooked;
+use hooked::Hooked;
 
 const LEAD: Flag<i64> = Flag::new("LEAD", 24).range(0, 1000);
 const CALENDAR: Flag<bool> = Flag::new("CALENDAR", false);
@@ -173,134 +174,22 @@ async fn corrupt_or_truncated_snapshot_files_are_ignored() {
 }
 
 /// A store that can be switched off, to lose it while running.
-#[derive(Debug, Clone)]
-struct Switchable {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Corrupt("switched off".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Store for Switchable {
-    async fn load(&self) -> Result<StoreState, StoreError> {
-        self.check()?;
-        self.inner.load().await
-    }
-    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_flags().await
-    }
-    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
-        self.check()?;
-        self.inner.flag(key).await
-    }
-    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
-        self.check()?;
-        self.inner.overrides(key).await
-    }
-    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
-        self.check()?;
-        self.inner.changes_since(after, limit).await
-    }
-    async fn latest_seq(&self) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.latest_seq().await
-    }
-    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        self.inner.write(write).await
-    }
-    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
-        self.check()?;
-        self.inner.changes(q).await
-    }
-    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
-        self.check()?;
-        self.inner.change(seq).await
-    }
-    async fn create_token(
-        &self,
-        t: TokenRecord,
-        actor: &str,
-        why: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        self.inner.create_token(t, actor, why).await
-    }
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.inner.tokens().await
-    }
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.token(id).await
-    }
-    async fn revoke_token(
-        &self,
-        name: &str,
-        actor: &str,
-        why: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        self.inner.revoke_token(name, actor, why).await
-    }
-    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
-        self.check()?;
-        self.inner.segments().await
-    }
-    async fn put_segment(
-        &self,
-        key: &str,
-        def: ff_core::SegmentDef,
-        expected: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        self.inner.put_segment(key, def, expected, who).await
-    }
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        self.inner.delete_segment(key, who).await
-    }
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        self.check()?;
-        self.inner.attributes().await
-    }
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        self.check()?;
-        self.inner.declare_attributes(names).await
-    }
-    async fn record_usage(
-        &self,
-        counts: &[ff_core::UsageCount],
-        unknown: &[(String, u64)],
-        at: time::OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.record_usage(counts, unknown, at).await
-    }
-    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
-        self.check()?;
-        self.inner.usage(since).await
-    }
-    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
-        self.check()?;
-        self.inner.unknown_flags().await
-    }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.subscribe()
-    }
+fn switchable() -> (Hooked, Arc<AtomicBool>) {
+    let down = Arc::new(AtomicBool::new(false));
+    let flag = down.clone();
+    let store = Hooked::new(move |_| {
+        if flag.load(Ordering::SeqCst) { Err(StoreError::Corrupt("switched off".into())) } else { Ok(()) }
+    });
+    (store, down)
 }
 
 #[tokio::test]
 async fn store_lost_while_running_keeps_the_last_good_snapshot() {
-    let store = Switchable { inner: MemoryStore::new(), down: Arc::default() };
+    let (store, down) = switchable();
     let source = quick(store.clone()).start().await;
     store.inner.write(w(Mutation::set_value("LEAD", 5))).await.unwrap();
     assert!(source.wait_for_version(3, PATIENCE).await);
-    store.down.store(true, Ordering::SeqCst);
+    down.store(true, Ordering::SeqCst);
     let mut rx = source.subscribe();
     tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_some())).await.unwrap().unwrap();
     let status = source.status();
@@ -312,7 +201,7 @@ async fn store_lost_while_running_keeps_the_last_good_snapshot() {
     assert_eq!(get(&source, LEAD, "u"), 5, "last good value");
     // A change made meanwhile arrives once the store is back.
     store.inner.write(w(Mutation::set_value("LEAD", 6))).await.unwrap();
-    store.down.store(false, Ordering::SeqCst);
+    down.store(false, Ordering::SeqCst);
     tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.last_error.is_none() && s.version >= 4))
         .await
         .unwrap()

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ff_core::{
-    Change, ChangeQuery, EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation,
-    OverrideRecord, Snapshot, Store, StoreError, StoreState, TokenRecord, UsageCount, Value, ValueType,
-    Write,
+    EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation, Snapshot, Store, StoreState,
+    UsageCount, Value, ValueType, Write,
 };
 use serde_json::json;
-use tokio::sync::watch;
+
+#[path = "support/hooked.rs"]
+mod hooked;
+use hooked::Hooked;
 
 const ON: Flag<bool> = Flag::new("ON", false);
 const RATE: Flag<i64> = Flag::new("RATE", 60).range(1, 100);
@@ -77,108 +78,16 @@ fn reads_are_counted_by_reason_and_value_or_variant() {
     assert_eq!(count(&snapshot.usage().collect().0, "ON", "global", "true"), 1);
 }
 
-/// A store that counts `record_usage` calls.
-#[derive(Debug)]
-struct Counting {
-    inner: MemoryStore,
-    writes: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for Counting {
-    async fn load(&self) -> Result<StoreState, StoreError> {
-        self.inner.load().await
-    }
-    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
-        self.inner.list_flags().await
-    }
-    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
-        self.inner.flag(key).await
-    }
-    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
-        self.inner.overrides(key).await
-    }
-    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
-        self.inner.changes_since(after, limit).await
-    }
-    async fn latest_seq(&self) -> Result<u64, StoreError> {
-        self.inner.latest_seq().await
-    }
-    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        self.inner.write(write).await
-    }
-    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
-        self.inner.changes(q).await
-    }
-    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
-        self.inner.change(seq).await
-    }
-    async fn create_token(
-        &self,
-        t: TokenRecord,
-        actor: &str,
-        why: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        self.inner.create_token(t, actor, why).await
-    }
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.inner.tokens().await
-    }
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.token(id).await
-    }
-    async fn revoke_token(
-        &self,
-        name: &str,
-        actor: &str,
-        why: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        self.inner.revoke_token(name, actor, why).await
-    }
-    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
-        self.inner.segments().await
-    }
-    async fn put_segment(
-        &self,
-        key: &str,
-        def: ff_core::SegmentDef,
-        expected: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        self.inner.put_segment(key, def, expected, who).await
-    }
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        self.inner.delete_segment(key, who).await
-    }
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.attributes().await
-    }
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        self.inner.declare_attributes(names).await
-    }
-    async fn record_usage(
-        &self,
-        counts: &[ff_core::UsageCount],
-        unknown: &[(String, u64)],
-        at: time::OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.record_usage(counts, unknown, at).await
-    }
-    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
-        self.inner.usage(since).await
-    }
-    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
-        self.inner.unknown_flags().await
-    }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.subscribe()
-    }
-}
-
 #[tokio::test]
 async fn the_source_flushes_counts_once_per_interval_and_not_when_idle() {
-    let store = Arc::new(Counting { inner: MemoryStore::new(), writes: AtomicUsize::new(0) });
+    let write_calls = Arc::new(AtomicUsize::new(0));
+    let counter = write_calls.clone();
+    let store = Arc::new(Hooked::new(move |method| {
+        if method == "record_usage" {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }));
     let interval = Duration::from_millis(200);
     let source = ff_core::Source::builder_arc(store.clone())
         .declare([ON.decl()])
@@ -200,13 +109,13 @@ async fn the_source_flushes_counts_once_per_interval_and_not_when_idle() {
         assert!(std::time::Instant::now() < deadline, "counts never reached the store: {rows:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let writes = store.writes.load(Ordering::SeqCst);
+    let writes = write_calls.load(Ordering::SeqCst);
     assert_eq!(writes, 1, "1,000 reads of two keys make one write");
     let unknown = store.unknown_flags().await.unwrap();
     assert_eq!((unknown[0].key.as_str(), unknown[0].count), ("NOWHERE", 1000));
     // Idle: no reads, no writes.
     tokio::time::sleep(interval * 3).await;
-    assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+    assert_eq!(write_calls.load(Ordering::SeqCst), writes);
     // More reads are added to the day's total.
     e.get(ON);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

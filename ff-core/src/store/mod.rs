@@ -197,6 +197,25 @@ pub struct FlagPatch {
     pub expires_at: Option<Option<OffsetDateTime>>,
 }
 
+impl FlagPatch {
+    /// The fields operators change (the admin's PATCH, `ff import`); `schema` is not
+    /// one of them: bounds come from the code declaration.
+    pub const EDITABLE: &'static [&'static str] = &[
+        "value",
+        "enabled",
+        "off_value",
+        "description",
+        "owner",
+        "tags",
+        "ticket",
+        "expires_at",
+        "kind",
+        "permanent",
+        "expiry",
+        "targeting",
+    ];
+}
+
 /// `Option<Option<time>>` where a missing field is `None` and `null` is `Some(None)`.
 mod double_option_time {
     use serde::{Deserializer, Serializer};

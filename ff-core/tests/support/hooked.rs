@@ -1,0 +1,138 @@
+//! A `MemoryStore` behind a hook that runs before every call (by method name):
+//! tests switch the store off, or count calls.
+
+#![allow(dead_code)] // each test file uses part of it
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ff_core::{
+    Change, ChangeQuery, FlagRecord, MemoryStore, OverrideRecord, Store, StoreError, StoreState, TokenRecord,
+    Write,
+};
+use tokio::sync::watch;
+
+type Hook = Arc<dyn Fn(&'static str) -> Result<(), StoreError> + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Hooked {
+    pub(crate) inner: MemoryStore,
+    hook: Hook,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl Hooked {
+    pub(crate) fn new(hook: impl Fn(&'static str) -> Result<(), StoreError> + Send + Sync + 'static) -> Self {
+        Hooked { inner: MemoryStore::new(), hook: Arc::new(hook) }
+    }
+}
+
+#[async_trait]
+impl Store for Hooked {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        (self.hook)("load")?;
+        self.inner.load().await
+    }
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        (self.hook)("list_flags")?;
+        self.inner.list_flags().await
+    }
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        (self.hook)("flag")?;
+        self.inner.flag(key).await
+    }
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        (self.hook)("overrides")?;
+        self.inner.overrides(key).await
+    }
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        (self.hook)("changes_since")?;
+        self.inner.changes_since(after, limit).await
+    }
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        (self.hook)("latest_seq")?;
+        self.inner.latest_seq().await
+    }
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        self.inner.write(write).await
+    }
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        (self.hook)("changes")?;
+        self.inner.changes(q).await
+    }
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        (self.hook)("change")?;
+        self.inner.change(seq).await
+    }
+    async fn create_token(
+        &self,
+        t: TokenRecord,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.create_token(t, actor, why).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token(id).await
+    }
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        why: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.inner.revoke_token(name, actor, why).await
+    }
+    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
+        (self.hook)("segments")?;
+        self.inner.segments().await
+    }
+    async fn put_segment(
+        &self,
+        key: &str,
+        def: ff_core::SegmentDef,
+        expected: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        self.inner.put_segment(key, def, expected, who).await
+    }
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        self.inner.delete_segment(key, who).await
+    }
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        (self.hook)("attributes")?;
+        self.inner.attributes().await
+    }
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        (self.hook)("declare_attributes")?;
+        self.inner.declare_attributes(names).await
+    }
+    async fn record_usage(
+        &self,
+        counts: &[ff_core::UsageCount],
+        unknown: &[(String, u64)],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (self.hook)("record_usage")?;
+        self.inner.record_usage(counts, unknown, at).await
+    }
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
+        (self.hook)("usage")?;
+        self.inner.usage(since).await
+    }
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
+        (self.hook)("unknown_flags")?;
+        self.inner.unknown_flags().await
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}
