@@ -177,18 +177,7 @@ fn exercise(t: &serde_json::Value, ty: ValueType, contexts: &[EvalContext]) {
         updated_at: time::OffsetDateTime::UNIX_EPOCH,
     };
     // A write either stores it or refuses it with an error naming the problem.
-    let def = FlagDef {
-        key: "F".into(),
-        value_type: ty,
-        value: value.to_json(),
-        enabled: true,
-        off_value: None,
-        description: String::new(),
-        schema: Schema::default(),
-        meta: Default::default(),
-        targeting: targeting.clone(),
-    };
-    match write(Mutation::CreateFlag { def, if_missing: false }, Some(&segment)) {
+    match write(create("F", &value, targeting.clone()), Some(&segment)) {
         Ok(()) | Err(StoreError::Invalid { .. }) => {}
         Err(e) => panic!("unexpected error {e} for {t}"),
     }
@@ -208,6 +197,23 @@ fn exercise(t: &serde_json::Value, ty: ValueType, contexts: &[EvalContext]) {
         let _ = snapshot.evaluate_key("F", c);
     }
     assert!(start.elapsed() < Duration::from_secs(2), "evaluation took {:?} for {t}", start.elapsed());
+}
+
+/// Creating flag `key` of `value`'s type with `targeting`, as a client would.
+fn create(key: &str, value: &Value, targeting: Targeting) -> Mutation {
+    let decl = ff_core::FlagDecl {
+        key: key.into(),
+        value_type: value.value_type(),
+        default: value.clone(),
+        description: String::new(),
+        schema: Schema::default(),
+        kind: None,
+        owner: String::new(),
+        permanent: None,
+        expiry: None,
+        expires: String::new(),
+    };
+    Mutation::CreateFlag { def: FlagDef { targeting, ..FlagDef::from(&decl) }, if_missing: false }
 }
 
 /// One write to a fresh store (with the segment, if any).
@@ -267,17 +273,6 @@ fn a_catastrophic_regex_is_refused_or_fast() {
     let huge = format!("({})", "a{1000}".repeat(100));
     let t = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "matches", "values": [huge]}], "value": true}]});
     let targeting: Targeting = serde_json::from_value(t).unwrap();
-    let def = FlagDef {
-        key: "F".into(),
-        value_type: ValueType::Bool,
-        value: json!(false),
-        enabled: true,
-        off_value: None,
-        description: String::new(),
-        schema: Schema::default(),
-        meta: Default::default(),
-        targeting,
-    };
-    let err = write(Mutation::CreateFlag { def, if_missing: false }, None).unwrap_err();
+    let err = write(create("F", &Value::Bool(false), targeting), None).unwrap_err();
     assert!(err.to_string().contains("regex"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ff_core::{
     EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation, Snapshot, Store, StoreState,
-    UsageCount, Value, ValueType, Write,
+    UsageCount, Value, Write,
 };
 use serde_json::json;
 
@@ -137,17 +137,7 @@ async fn record_usage_contract(store: &dyn Store) {
         .write(Write::new(
             "t",
             Mutation::CreateFlag {
-                def: FlagDef {
-                    key: "ON".into(),
-                    value_type: ValueType::Bool,
-                    value: json!(true),
-                    enabled: true,
-                    off_value: None,
-                    description: String::new(),
-                    schema: Default::default(),
-                    meta: Default::default(),
-                    targeting: Default::default(),
-                },
+                def: FlagDef::from(&Flag::<bool>::new("ON", true).decl()),
                 if_missing: false,
             },
         ))
