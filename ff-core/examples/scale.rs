@@ -71,6 +71,7 @@ fn change(seq: u64, action: Action, key: &str, subject: Option<String>, after: s
         before: None,
         after: Some(after),
         reason: None,
+        batch_end: None,
     }
 }
 

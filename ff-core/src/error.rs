@@ -111,6 +111,23 @@ pub enum StoreError {
         #[source]
         error: ValidationError,
     },
+    /// A mutation of a batch was refused; nothing of the batch was written.
+    #[error("change {index} of the batch (counting from 0): {error}")]
+    InBatch {
+        /// Its position in the batch.
+        index: usize,
+        /// Why it was refused.
+        #[source]
+        error: Box<StoreError>,
+    },
+    /// More mutations than one batch may hold.
+    #[error("a batch holds at most {max} changes, this one has {len}")]
+    BatchTooLarge {
+        /// The mutations given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Data in the store could not be understood.
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),
@@ -124,6 +141,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error itself, or for [`StoreError::InBatch`] the refusal inside it.
+    pub fn root(&self) -> &StoreError {
+        match self {
+            StoreError::InBatch { error, .. } => error.root(),
+            e => e,
+        }
+    }
+
     pub(crate) fn invalid(key: &str, error: ValidationError) -> Self {
         StoreError::Invalid { key: key.to_owned(), error }
     }

@@ -41,8 +41,8 @@ pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 pub use store::{
-    ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord, Write,
-    default_expiry, sync, validate_token_name,
+    Batch, ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord,
+    Write, default_expiry, sync, validate_token_name,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};

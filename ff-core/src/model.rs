@@ -461,6 +461,10 @@ pub struct Change {
     pub after: Option<serde_json::Value>,
     /// Why, as given by the writer.
     pub reason: Option<String>,
+    /// For a change written in a batch: the seq of the batch's last change. The
+    /// changes from the batch's first through `batch_end` commit, and are served, together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_end: Option<u64>,
 }
 
 /// Checks a user id: non-empty, at most 256 bytes.

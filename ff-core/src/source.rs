@@ -567,7 +567,14 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
             full_reload(store, shared).await?;
             return Ok(true);
         }
-        let changes = store.changes_since(current.version(), CHANGE_BATCH).await?;
+        let mut changes = store.changes_since(current.version(), CHANGE_BATCH).await?;
+        // A page that ends inside a batch is completed, so a batch is never served in part.
+        if let Some(last) = changes.last().map(|c| c.seq)
+            && let Some(end) = changes.last().and_then(|c| c.batch_end).filter(|&end| end > last)
+        {
+            let rest = u32::try_from(end - last).unwrap_or(u32::MAX);
+            changes.extend(store.changes_since(last, rest).await?);
+        }
         match current.apply(&changes) {
             Ok(next) if next.version() > current.version() => {
                 tracing::debug!(from = current.version(), to = next.version(), "ff: applied flag changes");

@@ -209,6 +209,47 @@ async fn store_lost_while_running_keeps_the_last_good_snapshot() {
     assert_eq!(get(&source, LEAD, "u"), 6);
 }
 
+/// A batch that straddles the end of a page of changes is still installed whole.
+#[tokio::test]
+async fn a_batch_across_a_page_boundary_is_never_served_in_part() {
+    const A: Flag<bool> = Flag::new("PAIR_A", false);
+    const B: Flag<bool> = Flag::new("PAIR_B", false);
+    let down = Arc::new(AtomicBool::new(false));
+    let split = Arc::new(AtomicBool::new(false));
+    let cell: Arc<std::sync::OnceLock<Source>> = Arc::default();
+    let store = {
+        let (down, split, cell) = (down.clone(), split.clone(), cell.clone());
+        // Before every store call, check the snapshot being served.
+        Hooked::new(move |_| {
+            if let Some(source) = cell.get()
+                && get(source, A, "u") != get(source, B, "u")
+            {
+                split.store(true, Ordering::SeqCst);
+            }
+            if down.load(Ordering::SeqCst) { Err(StoreError::Corrupt("held".into())) } else { Ok(()) }
+        })
+    };
+    let source = quick(store.clone()).declare([A.decl(), B.decl()]).start().await;
+    cell.set(source.clone()).unwrap();
+    let v = source.status().version;
+    // Hold the Source back while 999 single changes and a batch of two pile up: the
+    // first page (1,000 changes) ends after the batch's first change.
+    down.store(true, Ordering::SeqCst);
+    for i in 0..999 {
+        store.inner.write(w(Mutation::set_value("LEAD", i % 2))).await.unwrap();
+    }
+    let batch = ff_core::Batch::new(
+        "test",
+        vec![Mutation::set_value("PAIR_A", true), Mutation::set_value("PAIR_B", true)],
+    );
+    let changes = store.inner.write_batch(batch).await.unwrap();
+    assert_eq!(changes[0].seq, v + 1000);
+    down.store(false, Ordering::SeqCst);
+    assert!(source.wait_for_version(v + 1001, PATIENCE).await);
+    assert!((get(&source, A, "u"), get(&source, B, "u")) == (true, true));
+    assert!(!split.load(Ordering::SeqCst), "a snapshot served PAIR_A and PAIR_B differently");
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_core::{
-    Action, ApplyError, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema,
+    Action, ApplyError, Batch, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema,
     SegmentDef, Snapshot, Store, StoreError, TokenRecord, ValidationError, ValueType, Write, sync,
 };
 use serde_json::json;
@@ -494,8 +494,131 @@ async fn lifecycle_contract(store: Arc<dyn Store>) {
     assert!(bad.unwrap_err().to_string().contains("forever"));
 }
 
+/// Batches: all or nothing, in order, one `batch_end`, served from one snapshot.
+async fn batch_contract(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut signal = s.subscribe();
+    signal.borrow_and_update();
+    let create = |k: &str, ty, v| Mutation::CreateFlag { def: def(k, ty, v), if_missing: false };
+    // Later mutations see earlier ones: create, then override the new flag.
+    let b = Batch::new(
+        "ops@example.com",
+        vec![
+            create("A", ValueType::Bool, json!(false)),
+            create("B", ValueType::Bool, json!(false)),
+            Mutation::set_override("B", "tester", true),
+        ],
+    )
+    .reason("pair");
+    let changes = s.write_batch(b).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(changes.iter().all(|c| c.batch_end == Some(3)), "{changes:?}");
+    assert!(changes.iter().all(|c| c.actor == "ops@example.com" && c.reason.as_deref() == Some("pair")));
+    assert_eq!(s.changes_since(0, 10).await.unwrap(), changes, "the log holds what the batch returned");
+    tokio::time::timeout(Duration::from_secs(5), signal.changed()).await.unwrap().unwrap();
+
+    // A single write is not a batch.
+    let single = s.write(w(Mutation::set_value("A", true))).await.unwrap().unwrap();
+    assert_eq!((single.seq, single.batch_end), (4, None));
+
+    // The third mutation is refused: nothing of the batch is written, and the error says which.
+    let before = s.load().await.unwrap();
+    let bad = Batch::new(
+        "ops@example.com",
+        vec![
+            Mutation::set_value("A", false),
+            Mutation::set_override("A", "u1", false),
+            Mutation::set_value("B", "yes"),
+            Mutation::set_value("B", true),
+        ],
+    );
+    let err = s.write_batch(bad).await.unwrap_err();
+    assert!(matches!(&err, StoreError::InBatch { index: 2, .. }), "{err:?}");
+    assert!(matches!(err.root(), StoreError::Invalid { key, .. } if key == "B"), "{err:?}");
+    assert!(err.to_string().starts_with("change 2 of the batch"), "{err}");
+    assert_eq!(s.load().await.unwrap(), before, "a refused batch writes nothing");
+    // A new flag created earlier in a refused batch is gone too.
+    let err = s
+        .write_batch(Batch::new(
+            "x",
+            vec![create("C", ValueType::Int, json!(1)), Mutation::set_value("NOPE", 1)],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.root(), StoreError::UnknownFlag(k) if k == "NOPE"), "{err:?}");
+    assert!(s.flag("C").await.unwrap().is_none());
+    assert_eq!(s.load().await.unwrap(), before);
+
+    // Versions are checked inside a batch; the conflict names the flag.
+    let a = s.flag("A").await.unwrap().unwrap();
+    let stale = Mutation::UpdateFlag {
+        key: "A".into(),
+        patch: FlagPatch { value: Some(json!(false)), ..Default::default() },
+        expected_version: Some(a.version - 1),
+    };
+    let err = s.write_batch(Batch::new("x", vec![Mutation::set_value("B", true), stale])).await.unwrap_err();
+    assert!(
+        matches!(err.root(), StoreError::VersionConflict { key, actual, .. } if key == "A" && *actual == a.version),
+        "{err:?}"
+    );
+    assert_eq!(s.load().await.unwrap(), before);
+    // An unknown segment is refused in a batch as in a single write.
+    let rules = json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["ghosts"]}], "value": true}]});
+    let targeting = serde_json::from_value(rules).unwrap();
+    let m = Mutation::UpdateFlag {
+        key: "A".into(),
+        patch: FlagPatch { targeting: Some(targeting), ..Default::default() },
+        expected_version: None,
+    };
+    let err = s.write_batch(Batch::new("x", vec![m])).await.unwrap_err();
+    assert!(matches!(err, StoreError::InBatch { index: 0, .. }), "{err:?}");
+    assert_eq!(s.load().await.unwrap(), before);
+
+    // No-ops write nothing: no change row, no seq.
+    let noop =
+        Batch::new("x", vec![Mutation::set_value("A", true), Mutation::delete_override("A", "nobody")]);
+    assert!(s.write_batch(noop).await.unwrap().is_empty());
+    assert!(s.write_batch(Batch::new("x", vec![])).await.unwrap().is_empty());
+    assert_eq!(seq(s).await, 4);
+    // Mixed: a no-op in the middle takes no seq.
+    let mixed = Batch::new(
+        "x",
+        vec![
+            Mutation::set_value("A", false),
+            Mutation::set_value("A", false),
+            Mutation::set_value("B", true),
+        ],
+    );
+    let changes = s.write_batch(mixed).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| (c.seq, c.batch_end)).collect::<Vec<_>>(),
+        [(5, Some(6)), (6, Some(6))]
+    );
+
+    // Too many mutations: refused before anything is read or written.
+    let huge = Batch::new(
+        "x",
+        (0..=Batch::MAX).map(|i| Mutation::set_override("A", format!("u{i}"), true)).collect(),
+    );
+    let err = s.write_batch(huge).await.unwrap_err();
+    assert!(matches!(err, StoreError::BatchTooLarge { len: 1001, max: 1000 }), "{err:?}");
+    assert!(err.to_string().contains("at most 1000"), "{err}");
+    assert_eq!(seq(s).await, 6);
+
+    // Applying the log incrementally equals a full load.
+    let state = s.load().await.unwrap();
+    let incremental = Snapshot::empty().apply(&s.changes_since(0, 100).await.unwrap()).unwrap();
+    let full = Snapshot::from_state(&state);
+    let ctx = ff_core::EvalContext::user("tester");
+    for key in ["A", "B"] {
+        assert_eq!(incremental.evaluate_key(key, &ctx), full.evaluate_key(key, &ctx), "{key}");
+    }
+    assert_eq!(incremental.version(), 6);
+}
+
 #[tokio::test]
 async fn memory_store_contract() {
+    batch_contract(Arc::new(MemoryStore::new())).await;
     lifecycle_contract(Arc::new(MemoryStore::new())).await;
     contract(Arc::new(MemoryStore::new())).await;
     sync_contract(Arc::new(MemoryStore::new())).await;
@@ -525,6 +648,8 @@ mod sqlite {
         attributes_contract(Arc::new(store(&dir))).await;
         let dir = tempfile::tempdir().unwrap();
         lifecycle_contract(Arc::new(store(&dir))).await;
+        let dir = tempfile::tempdir().unwrap();
+        batch_contract(Arc::new(store(&dir))).await;
     }
 
     #[tokio::test]
@@ -581,6 +706,53 @@ mod postgres {
         attributes_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
         let Some(url) = ff_core::postgres_test_database().await else { return };
         lifecycle_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+        let Some(url) = ff_core::postgres_test_database().await else { return };
+        batch_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_concurrent_batches_stay_contiguous() {
+        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let store = SqlStore::connect(&url).await.unwrap();
+        store
+            .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        let m = (0..3).map(|j| Mutation::set_override("N", format!("b{i}-{j}"), j)).collect();
+                        s.write_batch(Batch::new("x", m)).await.map(|c| c.len())
+                    } else {
+                        s.write(w(Mutation::set_override("N", format!("u{i}"), i)))
+                            .await
+                            .map(|c| c.iter().len())
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let log = store.changes_since(0, 100).await.unwrap();
+        assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=41).collect::<Vec<_>>());
+        // Each batch's three changes sit together, ending at their batch_end.
+        for c in log.iter().filter(|c| c.batch_end.is_some()) {
+            let end = c.batch_end.unwrap();
+            let members: Vec<_> = log.iter().filter(|d| d.batch_end == Some(end)).map(|d| d.seq).collect();
+            assert_eq!(members, [end - 2, end - 1, end], "{log:?}");
+            assert_eq!(
+                c.subject.as_deref().map(|u| u.rsplit_once('-').unwrap().0),
+                log.iter()
+                    .find(|d| d.seq == end)
+                    .unwrap()
+                    .subject
+                    .as_deref()
+                    .map(|u| u.rsplit_once('-').unwrap().0)
+            );
+        }
     }
 
     #[tokio::test]

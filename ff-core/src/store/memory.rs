@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    ChangeQuery, Plan, Store, TokenRecord, Write, check_attributes, check_segments, flags_using,
-    mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segments,
+    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
@@ -57,9 +57,102 @@ impl Data {
             before: None,
             after: Some(after),
             reason: reason.map(str::to_owned),
+            batch_end: None,
         };
         self.changes.push(change.clone());
         change
+    }
+}
+
+impl MemoryStore {
+    /// Applies `mutations` in order; on a refusal, undoes the ones applied.
+    fn write_all(
+        &self,
+        mutations: &[Mutation],
+        who: (&str, Option<&str>),
+        batched: bool,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut d = self.data();
+        let mut plans = Vec::new();
+        let mut refused = None;
+        for (index, m) in mutations.iter().enumerate() {
+            match d.plan_and_apply(m) {
+                Ok(Some(p)) => plans.push(p),
+                Ok(None) => {}
+                Err(e) if batched => {
+                    refused = Some(StoreError::InBatch { index, error: Box::new(e) });
+                    break;
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = refused {
+            for p in plans.into_iter().rev() {
+                d.undo(p);
+            }
+            return Err(e);
+        }
+        let at = now();
+        let first = d.changes.len() as u64 + 1;
+        let end = (batched && !plans.is_empty()).then(|| first + plans.len() as u64 - 1);
+        let changes: Vec<Change> = plans
+            .iter()
+            .zip(first..)
+            .map(|(p, seq)| Change { batch_end: end, ..p.change(seq, at, who) })
+            .collect();
+        d.changes.extend(changes.iter().cloned());
+        drop(d);
+        if !changes.is_empty() {
+            self.inner.signal.send_modify(|n| *n += 1);
+        }
+        Ok(changes)
+    }
+}
+
+impl Data {
+    fn plan_and_apply(&mut self, m: &Mutation) -> Result<Option<Plan>, StoreError> {
+        let key = m.key().to_owned();
+        check_segments(m, |k| self.segments.contains_key(k))?;
+        let declared: Vec<String> = self.attributes.iter().cloned().collect();
+        check_attributes(&key, mutation_attributes(m).iter().map(String::as_str), &declared)?;
+        let okey = m.user_id().map(|u| (key.clone(), u.to_owned()));
+        let current_override = okey.as_ref().and_then(|k| self.overrides.get(k));
+        let Some(plan) = plan(m, self.flags.get(&key), current_override, now())? else {
+            return Ok(None);
+        };
+        match &plan {
+            Plan::PutFlag { record, .. } => {
+                self.flags.insert(key, record.clone());
+            }
+            Plan::PutOverride { key, user_id, value, .. } => {
+                self.overrides.insert((key.clone(), user_id.clone()), value.clone());
+            }
+            Plan::DeleteOverride { key, user_id, .. } => {
+                self.overrides.remove(&(key.clone(), user_id.clone()));
+            }
+        }
+        Ok(Some(plan))
+    }
+
+    fn undo(&mut self, plan: Plan) {
+        match plan {
+            Plan::PutFlag { record, before: Some(b), .. } => {
+                self.flags.insert(record.key, b);
+            }
+            Plan::PutFlag { record, before: None, .. } => {
+                self.flags.remove(&record.key);
+            }
+            Plan::PutOverride { key, user_id, before: Some(b), .. }
+            | Plan::DeleteOverride { key, user_id, before: b } => {
+                self.overrides.insert((key, user_id), b);
+            }
+            Plan::PutOverride { key, user_id, before: None, .. } => {
+                self.overrides.remove(&(key, user_id));
+            }
+        }
     }
 }
 
@@ -133,35 +226,13 @@ impl Store for MemoryStore {
     }
 
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        let change = {
-            let mut d = self.data();
-            let key = write.mutation.key().to_owned();
-            check_segments(&write.mutation, |k| d.segments.contains_key(k))?;
-            let declared: Vec<String> = d.attributes.iter().cloned().collect();
-            let used = mutation_attributes(&write.mutation);
-            check_attributes(&key, used.iter().map(String::as_str), &declared)?;
-            let okey = write.mutation.user_id().map(|u| (key.clone(), u.to_owned()));
-            let current_override = okey.as_ref().and_then(|k| d.overrides.get(k));
-            let Some(plan) = plan(&write.mutation, d.flags.get(&key), current_override, now())? else {
-                return Ok(None);
-            };
-            let change = plan.change(d.changes.len() as u64 + 1, now(), &write);
-            match plan {
-                Plan::PutFlag { record, .. } => {
-                    d.flags.insert(key, record);
-                }
-                Plan::PutOverride { key, user_id, value, .. } => {
-                    d.overrides.insert((key, user_id), value);
-                }
-                Plan::DeleteOverride { key, user_id, .. } => {
-                    d.overrides.remove(&(key, user_id));
-                }
-            }
-            d.changes.push(change.clone());
-            change
-        };
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(Some(change))
+        let who = (write.actor.as_str(), write.reason.as_deref());
+        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false)?.pop())
+    }
+
+    async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
+        batch.check_size()?;
+        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true)
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {

@@ -47,6 +47,42 @@ impl Write {
     }
 }
 
+/// Mutations by one actor that commit together, in order, or not at all; instances
+/// serve all of them from one snapshot or none. A later mutation sees the earlier ones
+/// (create a flag, then set overrides of it).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// What to change, in order; at most [`Batch::MAX`].
+    pub mutations: Vec<Mutation>,
+    /// Who: recorded as every change's actor.
+    pub actor: String,
+    /// Why: recorded in every change row.
+    pub reason: Option<String>,
+}
+
+impl Batch {
+    /// The most mutations one batch may hold.
+    pub const MAX: usize = 1000;
+
+    /// A batch by `actor` with no reason.
+    pub fn new(actor: impl Into<String>, mutations: Vec<Mutation>) -> Self {
+        Batch { mutations, actor: actor.into(), reason: None }
+    }
+
+    /// Adds the reason recorded in the change log.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub(crate) fn check_size(&self) -> Result<(), StoreError> {
+        if self.mutations.len() > Self::MAX {
+            return Err(StoreError::BatchTooLarge { len: self.mutations.len(), max: Self::MAX });
+        }
+        Ok(())
+    }
+}
+
 /// Every change a store accepts. Each one is validated against the flag's
 /// stored schema and written together with its change row, or not at all.
 #[derive(Debug, Clone)]
@@ -364,6 +400,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `Ok(None)` means there was nothing to do and nothing was written.
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
 
+    /// Validates and applies every mutation of `batch` in one transaction: all of them
+    /// or, on the first refusal ([`StoreError::InBatch`], naming which), none. Returns the
+    /// change rows written (no-op mutations write none), which share a `batch_end`.
+    async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError>;
+
     /// Change rows matching `query`, newest first.
     async fn changes(&self, query: &ChangeQuery) -> Result<Vec<Change>, StoreError>;
 
@@ -669,6 +710,7 @@ pub(crate) fn segment_change(
         before: json(before),
         after: json(after),
         reason: reason.map(str::to_owned),
+        batch_end: None,
     }
 }
 
@@ -686,7 +728,12 @@ pub(crate) enum Plan {
 
 impl Plan {
     /// The change row for this plan.
-    pub(crate) fn change(&self, seq: u64, at: OffsetDateTime, write: &Write) -> Change {
+    pub(crate) fn change(
+        &self,
+        seq: u64,
+        at: OffsetDateTime,
+        (actor, reason): (&str, Option<&str>),
+    ) -> Change {
         let record = |r: &FlagRecord| serde_json::to_value(r).unwrap_or_default();
         let (action, key, subject, before, after) = match self {
             Plan::PutFlag { record: r, before, action } => {
@@ -703,13 +750,14 @@ impl Plan {
         Change {
             seq,
             at,
-            actor: write.actor.clone(),
+            actor: actor.to_owned(),
             action,
             key: key.clone(),
             subject,
             before,
             after,
-            reason: write.reason.clone(),
+            reason: reason.map(str::to_owned),
+            batch_end: None,
         }
     }
 }

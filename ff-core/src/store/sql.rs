@@ -11,11 +11,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
+use time::OffsetDateTime;
 use tokio::sync::{OnceCell, watch};
 
 use super::{
-    ChangeQuery, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segments, flags_using,
-    mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Mutation, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segments,
+    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -41,6 +42,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_segments.sql")),
     (5, include_str!("../../migrations/sqlite/0005_attributes.sql")),
     (6, include_str!("../../migrations/sqlite/0006_lifecycle.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_batches.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -49,6 +51,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_segments.sql")),
     (5, include_str!("../../migrations/postgres/0005_attributes.sql")),
     (6, include_str!("../../migrations/postgres/0006_lifecycle.sql")),
+    (7, include_str!("../../migrations/postgres/0007_batches.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -341,6 +344,84 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+/// Locks the seq counter and reads it: like [`next_seq`], this serialises writers
+/// before they read what they change.
+async fn lock_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
+    let seq: i64 =
+        sqlx::query_scalar("UPDATE ff_meta SET seq = seq WHERE id = 1 RETURNING seq").fetch_one(conn).await?;
+    Ok(seq as u64)
+}
+
+/// Validates one mutation against the rows as this transaction sees them and writes
+/// its rows (not its change row); `Ok(None)`: nothing to do.
+async fn apply_mutation(
+    tx: &mut AnyConnection,
+    mutation: &Mutation,
+    declared: &mut Option<Vec<String>>,
+    at: OffsetDateTime,
+) -> Result<Option<Plan>, StoreError> {
+    let key = mutation.key();
+    let used = mutation_attributes(mutation);
+    if !used.is_empty() {
+        if declared.is_none() {
+            *declared = Some(declared_attributes(&mut *tx).await?);
+        }
+        check_attributes(key, used.iter().map(String::as_str), declared.as_deref().unwrap_or_default())?;
+    }
+    for segment in super::referenced_segments(mutation) {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
+            .bind(&segment)
+            .fetch_optional(&mut *tx)
+            .await?;
+        check_segments(mutation, |k| k != segment || found.is_some())?;
+    }
+    let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .as_ref()
+        .map(flag_from_row)
+        .transpose()?;
+    let current_override = match mutation.user_id() {
+        Some(user) => {
+            sqlx::query_scalar::<_, String>("SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2")
+                .bind(key)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|t| json(&t, "override"))
+                .transpose()?
+        }
+        None => None,
+    };
+    let Some(plan) = plan(mutation, current.as_ref(), current_override.as_ref(), at)? else {
+        return Ok(None);
+    };
+    match &plan {
+        Plan::PutFlag { record, .. } => put_flag(tx, record).await?,
+        Plan::PutOverride { key, user_id, value, .. } => {
+            sqlx::query(
+                "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(key)
+            .bind(user_id)
+            .bind(value.to_string())
+            .bind(to_millis(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Plan::DeleteOverride { key, user_id, .. } => {
+            sqlx::query("DELETE FROM ff_overrides WHERE key = $1 AND user_id = $2")
+                .bind(key)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(Some(plan))
+}
+
 /// Takes the next seq. Taking the counter row first serialises writers, so seq
 /// order is commit order and the log has no gaps: readers can trust `seq > last`.
 async fn next_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
@@ -350,7 +431,8 @@ async fn next_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     Ok(seq as u64)
 }
 
-const CHANGE_COLUMNS: &str = "seq, at_ms, actor, action, key, subject, before_state, after_state, reason";
+const CHANGE_COLUMNS: &str =
+    "seq, at_ms, actor, action, key, subject, before_state, after_state, reason, batch_end";
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -419,6 +501,7 @@ fn change_from_row(row: &AnyRow) -> Result<Change, StoreError> {
         before: state("before_state")?,
         after: state("after_state")?,
         reason: row.try_get("reason")?,
+        batch_end: row.try_get::<Option<i64>, _>("batch_end")?.map(|s| s as u64),
     })
 }
 
@@ -557,73 +640,13 @@ impl Store for SqlStore {
     }
 
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let key = write.mutation.key();
-        let used = mutation_attributes(&write.mutation);
-        if !used.is_empty() {
-            let declared = declared_attributes(&mut tx).await?;
-            check_attributes(key, used.iter().map(String::as_str), &declared)?;
-        }
-        for segment in super::referenced_segments(&write.mutation) {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
-                .bind(&segment)
-                .fetch_optional(&mut *tx)
-                .await?;
-            check_segments(&write.mutation, |k| k != segment || found.is_some())?;
-        }
-        let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?
-            .as_ref()
-            .map(flag_from_row)
-            .transpose()?;
-        let current_override = match write.mutation.user_id() {
-            Some(user) => sqlx::query_scalar::<_, String>(
-                "SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2",
-            )
-            .bind(key)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|t| json(&t, "override"))
-            .transpose()?,
-            None => None,
-        };
-        let at = now();
-        // On error or no-op the transaction is dropped, which rolls back the counter.
-        let Some(plan) = plan(&write.mutation, current.as_ref(), current_override.as_ref(), at)? else {
-            return Ok(None);
-        };
-        let change = plan.change(seq, at, &write);
-        match &plan {
-            Plan::PutFlag { record, .. } => put_flag(&mut tx, record).await?,
-            Plan::PutOverride { key, user_id, value, .. } => {
-                sqlx::query(
-                    "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                )
-                .bind(key)
-                .bind(user_id)
-                .bind(value.to_string())
-                .bind(to_millis(at))
-                .execute(&mut *tx)
-                .await?;
-            }
-            Plan::DeleteOverride { key, user_id, .. } => {
-                sqlx::query("DELETE FROM ff_overrides WHERE key = $1 AND user_id = $2")
-                    .bind(key)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        self.record(&mut tx, &change).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(Some(change))
+        let who = (write.actor.as_str(), write.reason.as_deref());
+        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false).await?.pop())
+    }
+
+    async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
+        batch.check_size()?;
+        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
@@ -946,10 +969,51 @@ impl Store for SqlStore {
 }
 
 impl SqlStore {
+    /// Applies `mutations` in one transaction; any refusal rolls all of them back.
+    async fn write_all(
+        &self,
+        mutations: &[Mutation],
+        who: (&str, Option<&str>),
+        batched: bool,
+    ) -> Result<Vec<Change>, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let last = lock_seq(&mut tx).await?;
+        let at = now();
+        let mut declared = None;
+        let mut plans = Vec::new();
+        for (index, m) in mutations.iter().enumerate() {
+            match apply_mutation(&mut tx, m, &mut declared, at).await {
+                Ok(Some(p)) => plans.push(p),
+                Ok(None) => {}
+                // Dropping the transaction rolls back what the batch applied so far.
+                Err(e) if batched => return Err(StoreError::InBatch { index, error: Box::new(e) }),
+                Err(e) => return Err(e),
+            }
+        }
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let end = last + plans.len() as u64;
+        let batch_end = batched.then_some(end);
+        let changes: Vec<Change> = plans
+            .iter()
+            .zip(last + 1..)
+            .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
+            .collect();
+        for change in &changes {
+            self.record(&mut tx, change).await?;
+        }
+        sqlx::query("UPDATE ff_meta SET seq = $1 WHERE id = 1").bind(end as i64).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(changes)
+    }
+
     /// Writes a change row and, on PostgreSQL, its notification (delivered at commit).
     async fn record(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(change.seq as i64)
         .bind(to_millis(change.at))
@@ -960,6 +1024,7 @@ impl SqlStore {
         .bind(change.before.as_ref().map(|v| v.to_string()))
         .bind(change.after.as_ref().map(|v| v.to_string()))
         .bind(change.reason.as_deref())
+        .bind(change.batch_end.map(|s| s as i64))
         .execute(&mut *conn)
         .await?;
         if self.inner.dialect == Dialect::Postgres {
@@ -990,6 +1055,7 @@ impl SqlStore {
             before: None,
             after: Some(token_audit(token)),
             reason: reason.map(str::to_owned),
+            batch_end: None,
         };
         self.record(conn, &change).await
     }

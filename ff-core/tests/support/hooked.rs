@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ff_core::{
-    Change, ChangeQuery, FlagRecord, MemoryStore, OverrideRecord, Store, StoreError, StoreState, TokenRecord,
-    Write,
+    Batch, Change, ChangeQuery, FlagRecord, MemoryStore, OverrideRecord, Store, StoreError, StoreState,
+    TokenRecord, Write,
 };
 use tokio::sync::watch;
 
@@ -60,6 +60,9 @@ impl Store for Hooked {
     }
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         self.inner.write(write).await
+    }
+    async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
+        self.inner.write_batch(batch).await
     }
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
         (self.hook)("changes")?;
