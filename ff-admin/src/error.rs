@@ -88,7 +88,7 @@ impl AdminError {
             }
             E::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             E::Store(e) => {
-                let (status, code) = match e {
+                let (status, code) = match e.root() {
                     StoreError::UnknownFlag(_)
                     | StoreError::UnknownToken(_)
                     | StoreError::UnknownSegment(_) => (StatusCode::NOT_FOUND, "not_found"),

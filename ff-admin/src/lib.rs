@@ -127,6 +127,7 @@ impl Admin {
             .route("/flags/{key}/overrides/remove", post(page::remove_override))
             .route("/changes/{seq}/revert", post(page::revert))
             .route("/api/flags", get(api::list_flags))
+            .route("/api/batch", post(api::batch))
             .route(
                 "/api/flags/{key}",
                 get(api::get_flag).patch(api::patch_flag).put(api::create_flag).delete(api::archive_flag),

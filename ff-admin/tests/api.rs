@@ -121,6 +121,7 @@ async fn every_route_needs_a_valid_token() {
         ("DELETE", "/admin/api/segments/s"),
         ("GET", "/admin/api/stale"),
         ("GET", "/admin/api/usage"),
+        ("POST", "/admin/api/batch"),
     ];
     let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
     let before = api.log_len().await;
@@ -151,6 +152,7 @@ async fn every_mutation_needs_its_role() {
         ("POST", "/admin/api/changes/1/revert"),
         ("PUT", "/admin/api/segments/s"),
         ("DELETE", "/admin/api/segments/s"),
+        ("POST", "/admin/api/batch"),
     ];
     let admin_routes =
         [("GET", "/admin/api/tokens"), ("POST", "/admin/api/tokens"), ("DELETE", "/admin/api/tokens/ed")];
@@ -321,6 +323,142 @@ async fn patch_needs_the_current_version_and_valid_values() {
     let weak =
         api.call_with("PATCH", path, e, Some(json!({"enabled": false})), &[("if-match", "W/\"2\"")]).await;
     assert_eq!(weak.status, 200);
+}
+
+#[tokio::test]
+async fn batches_commit_together_or_not_at_all() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let path = "/admin/api/batch";
+    let before = api.log_len().await;
+    let refused = [
+        (
+            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "value": 12}, {"op": "update", "key": "CREDITS", "value": "no"}]}),
+            422,
+            "invalid_value",
+            "change 1 of the batch",
+        ),
+        (
+            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "value": 5000}]}),
+            422,
+            "invalid_value",
+            "above the maximum 1000",
+        ),
+        (
+            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "version": 9, "value": 12}]}),
+            409,
+            "version_conflict",
+            "not 9",
+        ),
+        (
+            json!({"changes": [{"op": "update", "key": "CREDITS", "value": false}, {"op": "update", "key": "GONE", "value": 1}]}),
+            404,
+            "not_found",
+            "\"GONE\" does not exist",
+        ),
+        (
+            json!({"changes": [{"op": "create", "key": "CREDITS", "type": "bool", "value": true}]}),
+            409,
+            "conflict",
+            "exists already",
+        ),
+        (json!({"changes": [{"key": "CREDITS"}]}), 422, "invalid_body", "changes[0]: needs `op`"),
+        (
+            json!({"changes": [{"op": "update", "key": "CREDITS"}, {"op": "upsert", "key": "CREDITS"}]}),
+            422,
+            "invalid_body",
+            "changes[1]: unknown op \"upsert\"",
+        ),
+        (json!({"changes": [{"op": "update", "value": true}]}), 422, "invalid_body", "needs `key`"),
+        (
+            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "schema": {"max": 5}}]}),
+            422,
+            "invalid_body",
+            "field \"schema\" is not part of \"update\"",
+        ),
+        (
+            json!({"changes": [{"op": "archive", "key": "CREDITS", "value": 1}]}),
+            422,
+            "invalid_body",
+            "field \"value\"",
+        ),
+        (
+            json!({"changes": [{"op": "create", "key": "NEW", "version": 1, "type": "bool", "value": true}]}),
+            422,
+            "invalid_body",
+            "create takes no `version`",
+        ),
+        (
+            json!({"changes": [{"op": "update", "key": "CREDITS", "version": "3", "value": true}]}),
+            422,
+            "invalid_body",
+            "`version` must be",
+        ),
+        (
+            json!({"changes": [{"op": "set_override", "key": "CREDITS", "user_id": "u1"}]}),
+            422,
+            "invalid_body",
+            "needs `value`",
+        ),
+        (
+            json!({"changes": [{"op": "delete_override", "key": "CREDITS"}]}),
+            422,
+            "invalid_body",
+            "needs `user_id`",
+        ),
+        (
+            json!({"changes": [{"op": "create", "key": "NEW", "type": "colour", "value": 1}]}),
+            422,
+            "invalid_body",
+            "changes[0]",
+        ),
+        (json!({"changes": [7]}), 422, "invalid_body", "changes[0]: must be a JSON object"),
+        (json!({"changes": {"op": "update"}}), 422, "invalid_body", "`changes`, a list"),
+        (json!({}), 422, "invalid_body", "`changes`, a list"),
+        (json!({"changes": [], "dry_run": true}), 400, "bad_request", "unknown field \"dry_run\""),
+        (json!({"changes": [], "reason": 3}), 400, "bad_request", "reason must be a string"),
+    ];
+    for (body, status, code, message) in refused {
+        let r = api.call("POST", path, e, Some(body.clone())).await;
+        assert_eq!((r.status, error(&r)), (status, code), "{body}: {}", r.body);
+        assert!(r.body["message"].as_str().unwrap().contains(message), "{body}: {}", r.body);
+    }
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({"op": "set_override", "key": "CREDITS", "user_id": format!("u{i}"), "value": true}))
+        .collect();
+    let r = api.call("POST", path, e, Some(json!({ "changes": many }))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("at most 1000"), "{}", r.body);
+    assert_eq!(api.log_len().await, before, "nothing written by refused batches");
+    assert_eq!(api.store.flag("CREDITS").await.unwrap().unwrap().value, ff_core::Value::Bool(true));
+
+    // Every kind of change in one batch; later changes see earlier ones.
+    let body = json!({"reason": "launch", "changes": [
+        {"op": "update", "key": "LEAD_HOURS", "version": 1, "value": 12},
+        {"op": "update", "key": "CREDITS", "enabled": false},
+        {"op": "set_override", "key": "LEAD_HOURS", "user_id": "u1", "value": 5},
+        {"op": "create", "key": "NEW", "type": "bool", "value": true, "description": "new"},
+        {"op": "set_override", "key": "NEW", "user_id": "tester", "value": false},
+        {"op": "archive", "key": "NEW"},
+        {"op": "restore", "key": "NEW"},
+        {"op": "delete_override", "key": "LEAD_HOURS", "user_id": "nobody"},
+    ]});
+    let r = api.call("POST", path, e, Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let changes = r.body["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 7, "the no-op delete writes no row: {}", r.body);
+    let last = changes[6]["seq"].clone();
+    assert_eq!(r.body["seq"], last);
+    assert!(changes.iter().all(|c| c["batch_end"] == last && c["actor"] == "ed" && c["reason"] == "launch"));
+    let user = api.call("GET", "/admin/api/users/tester", e, None).await.body;
+    let new = user["flags"].as_array().unwrap().iter().find(|f| f["key"] == "NEW").unwrap().clone();
+    assert_eq!(new["value"], json!(false), "{user}");
+    let lead = api.call("GET", "/admin/api/flags/LEAD_HOURS", e, None).await;
+    assert_eq!((lead.body["flag"]["value"].clone(), lead.etag.as_deref()), (json!(12), Some("\"2\"")));
+    assert_eq!(api.store.flag("CREDITS").await.unwrap().unwrap().enabled, false);
+    // An empty or all-no-op batch writes nothing and answers the current seq.
+    let r = api.call("POST", path, e, Some(json!({"changes": []}))).await;
+    assert_eq!((r.status, r.body["changes"].clone(), r.body["seq"].clone()), (200, json!([]), last));
 }
 
 #[tokio::test]

@@ -45,7 +45,28 @@ const KEYS: &[&str] = &[
     "included",
     "excluded",
     "key",
+    "changes",
+    "user_id",
+    "version",
 ];
+
+/// Nearly valid batches: known ops and keys, arbitrary fields.
+fn batch_body() -> impl Strategy<Value = Value> {
+    let op = prop::sample::select(
+        &["create", "update", "archive", "restore", "set_override", "delete_override", "upsert"][..],
+    );
+    let key = prop::sample::select(&["LEAD_HOURS", "CREDITS", "NEW_ONE", ""][..]);
+    let item = (op, key, prop::collection::vec((prop::sample::select(KEYS), json_body()), 0..4)).prop_map(
+        |(op, key, fields)| {
+            let mut m: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            m.insert("op".into(), op.into());
+            m.insert("key".into(), key.into());
+            Value::Object(m)
+        },
+    );
+    prop::collection::vec(item, 0..5).prop_map(|changes| json!({ "changes": changes }))
+}
 
 fn json_body() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
@@ -78,6 +99,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/api/tokens"),
     ("POST", "/admin/api/changes/1/revert"),
     ("DELETE", "/admin/api/flags/CREDITS"),
+    ("POST", "/admin/api/batch"),
 ];
 
 #[test]
@@ -114,6 +136,7 @@ fn any_body_on_any_writing_route_is_a_clean_answer() {
     };
     let bodies = prop_oneof![
         json_body().prop_map(|v| v.to_string().into_bytes()),
+        batch_body().prop_map(|v| v.to_string().into_bytes()),
         prop::collection::vec(any::<u8>(), 0..64),
     ];
     let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
