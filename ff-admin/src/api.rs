@@ -721,6 +721,7 @@ pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiRes
                 .collect();
             json!({
                 "key": f.key,
+                "version": f.version,
                 "type": f.value_type,
                 "value": f.value,
                 "enabled": f.enabled,

@@ -46,6 +46,13 @@ pub const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false)
     .kind(FlagKind::Release)
     .owner("checkout");
 
+/// The redesigned checkout's prices: released together with [`NEW_CHECKOUT`] in one
+/// batch, so no request sees the new checkout with the old prices or the other way round.
+pub const NEW_CHECKOUT_PRICING: Flag<bool> = Flag::new("NEW_CHECKOUT_PRICING", false)
+    .description("Prices of the redesigned checkout (flip together with NEW_CHECKOUT)")
+    .kind(FlagKind::Release)
+    .owner("checkout");
+
 /// Every flag the app declares, synced into the store on start.
 pub fn declarations() -> Vec<FlagDecl> {
     vec![
@@ -55,6 +62,7 @@ pub fn declarations() -> Vec<FlagDecl> {
         EXTERNAL_CALENDAR_INTEGRATION.decl(),
         CREDITS_PAYMENTS.decl(),
         NEW_CHECKOUT.decl(),
+        NEW_CHECKOUT_PRICING.decl(),
     ]
 }
 
@@ -95,7 +103,8 @@ pub fn router_with(source: Source, admin: ff_admin::Admin, with_layer: bool) -> 
         .route("/bookings", post(create_booking))
         .route("/captioners/me/rate", put(set_rate))
         .route("/payments", post(pay))
-        .route("/me/config", get(my_config));
+        .route("/me/config", get(my_config))
+        .route("/checkout", get(checkout));
     let app = if with_layer {
         app.layer(FlagsLayer::new(source.clone()).make_context(UserIdHeader::new("x-user-id")))
     } else {
@@ -296,6 +305,15 @@ async fn pay(body: Result<Json<Payment>, JsonRejection>) -> ApiResult {
     ))
 }
 
+/// The checkout page's model: the page and its prices come from one snapshot, so
+/// they always match.
+async fn checkout() -> Json<Value> {
+    let (page, pricing) = (Current::get(NEW_CHECKOUT), Current::get(NEW_CHECKOUT_PRICING));
+    let name = |new| if new { "new" } else { "classic" };
+    let hour_cents = if pricing { 5_900 } else { 6_000 };
+    Json(json!({ "checkout": name(page), "pricing": name(pricing), "captioning_hour_cents": hour_cents }))
+}
+
 async fn my_config() -> Json<Value> {
     let c = Current::config();
     Json(json!({
@@ -305,6 +323,7 @@ async fn my_config() -> Json<Value> {
         EXTERNAL_CALENDAR_INTEGRATION.key(): Current::get(EXTERNAL_CALENDAR_INTEGRATION),
         CREDITS_PAYMENTS.key(): Current::get(CREDITS_PAYMENTS),
         NEW_CHECKOUT.key(): Current::get(NEW_CHECKOUT),
+        NEW_CHECKOUT_PRICING.key(): Current::get(NEW_CHECKOUT_PRICING),
     }))
 }
 

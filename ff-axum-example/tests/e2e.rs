@@ -139,6 +139,7 @@ async fn story(database_url: &str) {
             "EXTERNAL_CALENDAR_INTEGRATION": false,
             "CREDITS_PAYMENTS": true,
             "NEW_CHECKOUT": false,
+            "NEW_CHECKOUT_PRICING": false,
         })
     );
 
@@ -196,6 +197,20 @@ async fn story(database_url: &str) {
     write(&store, Mutation::set_value("NEW_CHECKOUT", true)).await;
     app.wait_for("alice", "NEW_CHECKOUT", json!(true)).await;
     assert_eq!(app.pay("alice", "card").await.1["checkout"], "new");
+    // The checkout page reads NEW_CHECKOUT and NEW_CHECKOUT_PRICING (released together
+    // in one batch: faults.rs flip-storms them).
+    let page = app.send(reqwest::Method::GET, "/checkout", Some("alice"), None).await;
+    assert_eq!(
+        page,
+        (StatusCode::OK, json!({"checkout": "new", "pricing": "classic", "captioning_hour_cents": 6000}))
+    );
+    write(&store, Mutation::set_value("NEW_CHECKOUT_PRICING", true)).await;
+    app.wait_for("alice", "NEW_CHECKOUT_PRICING", json!(true)).await;
+    let page = app.send(reqwest::Method::GET, "/checkout", Some("alice"), None).await;
+    assert_eq!(
+        page,
+        (StatusCode::OK, json!({"checkout": "new", "pricing": "new", "captioning_hour_cents": 5900}))
+    );
 
     // Bad input is refused with the one error shape.
     let (s, body) = app.pay("alice", "bitcoin").await;

@@ -15,6 +15,9 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// The tests here load the machine on purpose: one at a time, so none skews another's timing.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Forwards loopback connections to PostgreSQL while up; when down, closes every
 /// open connection and refuses new ones.
 struct Proxy {
@@ -70,7 +73,12 @@ impl Drop for App {
 
 impl App {
     fn start(database_url: &str) -> App {
+        App::start_with(database_url, &[])
+    }
+
+    fn start_with(database_url: &str, env: &[(&str, &str)]) -> App {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
+            .envs(env.iter().copied())
             .env("FF_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
             .env("FF_POLL_MS", "100")
@@ -147,6 +155,7 @@ fn target(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_under_load_and_back() {
+    let _serial = SERIAL.lock().await;
     let Some(url) = ff_core::postgres_test_database().await else { return };
     let direct = SqlStore::connect(&url).await.unwrap();
     direct.migrate().await.unwrap();
@@ -217,6 +226,7 @@ async fn postgres_lost_under_load_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_postgres_unreachable_then_it_appears() {
+    let _serial = SERIAL.lock().await;
     let Some(url) = ff_core::postgres_test_database().await else { return };
     let direct = SqlStore::connect(&url).await.unwrap();
     direct.migrate().await.unwrap();
@@ -240,4 +250,129 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     eprintln!("fresh {fresh:?} after the database appeared");
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     assert!(health.contains("\"origin\":\"store\""), "{health}");
+}
+
+/// Flip storm: two flags released together are flipped as one batch 100 times a second
+/// through the admin API while 64 connections read both; no response may see them
+/// differ, and none may fail.
+async fn flip_storm(database_url: &str) {
+    let _serial = SERIAL.lock().await;
+    const TOKEN: &str = "storm-test-admin-token-0123456789";
+    const CLIENTS: usize = 64;
+    const FLIPS: u64 = 300;
+    let app = App::start_with(database_url, &[("FF_ADMIN_TOKEN", TOKEN)]);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS + 4).build().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
+    let (served, failed, differed, new, classic) = (0, 1, 2, 3, 4);
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (http, base, stop, counters) = (http.clone(), app.base.clone(), stop.clone(), counters.clone());
+        clients.push(tokio::spawn(async move {
+            let mut last_failure = None;
+            while !stop.load(Ordering::Relaxed) {
+                let reply =
+                    http.get(format!("{base}/checkout")).header("x-user-id", format!("u{i}")).send().await;
+                let body = match reply {
+                    Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+                    Ok(r) => {
+                        last_failure = Some(format!("status {}", r.status()));
+                        None
+                    }
+                    Err(e) => {
+                        last_failure = Some(e.to_string());
+                        None
+                    }
+                };
+                let Some(body) = body else {
+                    counters[failed].fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                counters[served].fetch_add(1, Ordering::Relaxed);
+                let pair = (body["checkout"].as_str(), body["pricing"].as_str());
+                match pair {
+                    (Some("new"), Some("new")) => counters[new].fetch_add(1, Ordering::Relaxed),
+                    (Some("classic"), Some("classic")) => counters[classic].fetch_add(1, Ordering::Relaxed),
+                    _ => counters[differed].fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            last_failure
+        }));
+    }
+    // The flipper: one batch of both flags every 10 ms, sent on schedule (not after
+    // the previous one is answered: under this load an answer takes longer than 10 ms).
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let started = Instant::now();
+    let (mut flips, mut sent) = (Vec::new(), Duration::ZERO);
+    for n in 0..FLIPS {
+        tick.tick().await;
+        let on = n % 2 == 0;
+        let body = serde_json::json!({"reason": "flip storm", "changes": [
+            {"op": "update", "key": "NEW_CHECKOUT", "value": on},
+            {"op": "update", "key": "NEW_CHECKOUT_PRICING", "value": on},
+        ]});
+        sent = started.elapsed();
+        let request = http.post(format!("{}/admin/api/batch", app.base)).bearer_auth(TOKEN).json(&body);
+        flips.push(tokio::spawn(async move {
+            let res = request.send().await.unwrap();
+            let status = res.status();
+            let reply: Value = res.json().await.unwrap();
+            assert_eq!(status, 200, "flip {n}: {reply}");
+            reply["changes"].as_array().map_or(0, Vec::len)
+        }));
+    }
+    // Flips in flight together may land out of order: one that finds its value already
+    // set changes nothing. Never one flag without the other.
+    let (mut flipped, mut no_ops) = (0u64, 0u64);
+    for f in flips {
+        match f.await.unwrap() {
+            2 => flipped += 1,
+            0 => no_ops += 1,
+            n => panic!("a flip changed {n} flags"),
+        }
+    }
+    let answered = started.elapsed();
+    // Let the last flip arrive, then stop the load.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for c in clients {
+        failures.extend(c.await.unwrap());
+    }
+    let [s, f, d, n, c] =
+        [served, failed, differed, new, classic].map(|i| counters[i].load(Ordering::Relaxed));
+    eprintln!(
+        "flip storm: {FLIPS} batch flips sent in {sent:.2?} ({:.0}/s), all answered after {answered:.2?} \
+         ({flipped} changed both flags, {no_ops} found them set already) under {CLIENTS} connections; \
+         {s} responses ({n} new/new, {c} classic/classic), {d} mixed, {f} failed",
+        FLIPS as f64 / sent.as_secs_f64()
+    );
+    assert_eq!(f, 0, "failed requests: {failures:?}");
+    assert_eq!(d, 0, "responses saw NEW_CHECKOUT and NEW_CHECKOUT_PRICING differ");
+    assert!(n > 0 && c > 0, "both states were served: {n} new, {c} classic");
+    // The audit log holds every flip as a pair sharing its batch_end.
+    let store = SqlStore::connect(database_url).await.unwrap();
+    let log = store
+        .changes(&ff_core::ChangeQuery {
+            limit: 1000,
+            actor: Some(ff_admin::ENV_ADMIN.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let storm: Vec<_> = log.iter().filter(|c| c.reason.as_deref() == Some("flip storm")).collect();
+    assert_eq!(storm.len() as u64, 2 * flipped);
+    assert!(storm.chunks(2).all(|p| p[0].batch_end == Some(p[0].seq) && p[1].batch_end == Some(p[0].seq)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_storm_on_postgres() {
+    let Some(url) = ff_core::postgres_test_database().await else { return };
+    flip_storm(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flip_storm_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    flip_storm(&format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display())).await;
 }

@@ -113,8 +113,10 @@ enum Command {
     },
     /// Write every flag and override as YAML (what `ff import` reads).
     Export,
-    /// Make the flags match a YAML file: prints the diff, then applies it as
-    /// audited changes. Flags missing from the file are left alone.
+    /// Make the flags match a YAML file: prints the diff, then applies it as one
+    /// audited batch, all or nothing (over 1,000 changes: several batches). A flag
+    /// changed since the diff was made fails the batch. Flags missing from the file
+    /// are left alone.
     Import {
         file: std::path::PathBuf,
         /// Only print the diff.
@@ -160,7 +162,7 @@ const IMPORTED: &[&str] = ff_core::FlagPatch::EDITABLE;
 #[derive(Debug)]
 enum Step {
     Create { key: String, body: Value },
-    Patch { key: String, fields: serde_json::Map<String, Value> },
+    Patch { key: String, version: Option<u64>, fields: serde_json::Map<String, Value> },
     SetOverride { key: String, user: String, value: Value },
     DeleteOverride { key: String, user: String },
 }
@@ -205,6 +207,7 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
             if let Some(obj) = body.as_object_mut() {
                 obj.remove("overrides");
                 obj.remove("key");
+                obj.remove("version");
             }
             steps.push(Step::Create { key: key.clone(), body });
             for (user, value) in overrides.and_then(Value::as_object).into_iter().flatten() {
@@ -233,7 +236,7 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
             }
         }
         if !fields.is_empty() {
-            steps.push(Step::Patch { key: key.clone(), fields });
+            steps.push(Step::Patch { key: key.clone(), version: c["version"].as_u64(), fields });
         }
         if let Some(wanted) = overrides.and_then(Value::as_object) {
             let now = c["overrides"].as_object().cloned().unwrap_or_default();
@@ -265,7 +268,7 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
 fn describe(step: &Step, current: &Value) -> String {
     match step {
         Step::Create { key, body } => format!("+ create {key} ({}) = {}", text(&body["type"]), body["value"]),
-        Step::Patch { key, fields } => {
+        Step::Patch { key, fields, .. } => {
             let flag = current["flags"].as_array().and_then(|f| f.iter().find(|f| f["key"] == key.as_str()));
             fields
                 .iter()
@@ -280,25 +283,51 @@ fn describe(step: &Step, current: &Value) -> String {
     }
 }
 
-async fn apply(api: &Api, step: &Step, reason: &str) -> anyhow::Result<()> {
+/// A step as one change of a `POST /api/batch`. An update carries the version the
+/// plan saw, so a flag changed since makes the whole batch fail instead of being overwritten.
+fn batch_change(step: &Step) -> Value {
     match step {
         Step::Create { key, body } => {
-            let body = with_reason(body.clone(), Some(reason.to_owned()));
-            api.call(Method::PUT, &["flags", key], &[], Some(body), None).await?;
+            let mut item = body.clone();
+            if let Some(obj) = item.as_object_mut() {
+                obj.insert("op".into(), "create".into());
+                obj.insert("key".into(), key.as_str().into());
+            }
+            item
         }
-        Step::Patch { key, fields } => {
-            api.patch_flag(key, Value::Object(fields.clone()), Some(reason.to_owned())).await?;
+        Step::Patch { key, version, fields } => {
+            let mut item = fields.clone();
+            item.insert("op".into(), "update".into());
+            item.insert("key".into(), key.as_str().into());
+            if let Some(v) = version {
+                item.insert("version".into(), (*v).into());
+            }
+            Value::Object(item)
         }
         Step::SetOverride { key, user, value } => {
-            let body = json!({ "value": value, "reason": reason });
-            api.call(Method::PUT, &["flags", key, "overrides", user], &[], Some(body), None).await?;
+            json!({ "op": "set_override", "key": key, "user_id": user, "value": value })
         }
-        Step::DeleteOverride { key, user } => {
-            let body = json!({ "reason": reason });
-            api.call(Method::DELETE, &["flags", key, "overrides", user], &[], Some(body), None).await?;
-        }
+        Step::DeleteOverride { key, user } => json!({ "op": "delete_override", "key": key, "user_id": user }),
     }
-    Ok(())
+}
+
+/// Batches of changes within the server's limits (1,000 changes, 256 KiB bodies).
+fn chunks(changes: Vec<Value>) -> Vec<Vec<Value>> {
+    const MAX_CHANGES: usize = 1000;
+    const MAX_BYTES: usize = 200 * 1024;
+    let mut out: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for c in changes {
+        let size = c.to_string().len();
+        let last = out.last_mut().expect("starts with one batch");
+        if !last.is_empty() && (last.len() == MAX_CHANGES || bytes + size > MAX_BYTES) {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        out.last_mut().expect("not empty").push(c);
+    }
+    out
 }
 
 #[derive(Debug, Subcommand)]
@@ -738,13 +767,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{} change(s){tail}", steps.len());
                 return Ok(());
             }
-            for (i, step) in steps.iter().enumerate() {
-                apply(&api, step, &reason).await.with_context(|| {
-                    format!(
-                        "step {} of {} failed after {i} applied (each applied step is in the audit log)",
-                        i + 1,
-                        steps.len()
-                    )
+            let batches = chunks(steps.iter().map(batch_change).collect());
+            let total = batches.len();
+            for (i, changes) in batches.into_iter().enumerate() {
+                let body = json!({ "changes": changes, "reason": reason });
+                api.call(Method::POST, &["batch"], &[], Some(body), None).await.with_context(|| {
+                    if total == 1 {
+                        "nothing was written".to_owned()
+                    } else {
+                        format!("batch {} of {total} failed; the {i} before it were applied", i + 1)
+                    }
                 })?;
             }
             println!("{} change(s) applied", steps.len());

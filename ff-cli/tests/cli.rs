@@ -211,7 +211,7 @@ async fn export_and_import_round_trip() {
     assert_eq!(exported.code, 0, "{}", exported.stderr);
     assert!(exported.stdout.starts_with("# ff export"));
     let mut doc: Value = serde_yaml_ng::from_str(&exported.stdout).unwrap();
-    assert_eq!(doc["flags"].as_array().unwrap().len(), 6);
+    assert_eq!(doc["flags"].as_array().unwrap().len(), 7);
 
     // What an operator edits in the file.
     let flags = doc["flags"].as_array_mut().unwrap();
@@ -304,6 +304,11 @@ async fn export_and_import_round_trip() {
         (
             "flags:\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\n    value: -3",
             "below the minimum",
+        ),
+        // All or nothing: the valid first change is not written either.
+        (
+            "flags:\n  - key: NEW_CHECKOUT\n    value: false\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\n    value: -3",
+            "nothing was written: 422 invalid_value: change 1 of the batch",
         ),
     ] {
         std::fs::write(file, content).unwrap();
