@@ -84,8 +84,10 @@ fn main() {
     println!("{FLAGS} flags: snapshot resident {:.1} MiB", flags_only as f64 / 1048576.0);
     if std::env::args().nth(1).as_deref() == Some("flags") {
         // For heap profilers (`valgrind --tool=massif`): stop with the flags loaded.
+        // Hold it for a while: `vgdb detailed_snapshot` reads the heap meanwhile.
         drop(state);
         std::hint::black_box(&snapshot);
+        std::thread::sleep(Duration::from_secs(5));
         return;
     }
     drop(snapshot);

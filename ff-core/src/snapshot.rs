@@ -57,18 +57,17 @@ struct Slot {
     hash: u64,
     /// Its number in `FlagTable::slots`.
     slot: u32,
-    /// Copies of the record's switch and values.
+    /// A copy of the record's switch. The values are read from the record:
+    /// copies would cost 48 bytes per flag for no measurable gain.
     enabled: bool,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
-    value: Value,
-    off_value: Value,
     /// From then on the flag serves the code default (`serve_default` expiry).
     expires_at: Option<OffsetDateTime>,
     /// Targeting compiled once per flag version; `None` when there is none
-    /// (or it is invalid, which is logged).
-    compiled: Option<Compiled>,
+    /// (or it is invalid, which is logged). Boxed: most flags have none.
+    compiled: Option<Box<Compiled>>,
     /// Evaluation counters, shared with the flag's other versions.
     usage: Arc<FlagUsage>,
     record: FlagRecord,
@@ -88,13 +87,11 @@ impl Slot {
             slot,
             enabled: record.enabled,
             warned: AtomicBool::new(false),
-            value: record.value.clone(),
-            off_value: record.off_value.clone(),
             expires_at: (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
                 && !record.meta.is_permanent(record.value_type))
             .then_some(record.meta.expires_at)
             .flatten(),
-            compiled,
+            compiled: compiled.map(Box::new),
             usage,
             record,
         }
@@ -598,21 +595,21 @@ impl Snapshot {
         if let Some(at) = s.expires_at
             && input.now() >= at
         {
-            return (&s.off_value, Reason::Expired, 0);
+            return (&s.record.off_value, Reason::Expired, 0);
         }
         let Some(c) = s.compiled.as_ref() else {
             // No targeting: the common case, kept short.
             return if !s.enabled {
-                (&s.off_value, Reason::Disabled, 0)
+                (&s.record.off_value, Reason::Disabled, 0)
             } else if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
                 (v, Reason::Override, 0)
             } else {
-                (&s.value, Reason::Global, 0)
+                (&s.record.value, Reason::Global, 0)
             };
         };
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
         if !c.enabled_at(step).unwrap_or(s.enabled) {
-            return (&s.off_value, Reason::Disabled, 0);
+            return (&s.record.off_value, Reason::Disabled, 0);
         }
         if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
             return (v, Reason::Override, 0);
@@ -621,7 +618,7 @@ impl Snapshot {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
             Outcome::Split(j, v) => (v, Reason::Split, j),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
-            Outcome::Fallthrough => (&s.value, Reason::Global, 0),
+            Outcome::Fallthrough => (&s.record.value, Reason::Global, 0),
         }
     }
 
