@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::ServiceExt;
 use std::sync::Arc;
 
 use ff_core::{Source, SqlStore, Store, redact};
@@ -58,10 +59,14 @@ async fn main() -> anyhow::Result<()> {
     if !with_layer {
         println!("FF_WITHOUT_LAYER=1: FlagsLayer is off, every flag serves its code default");
     }
-    axum::serve(listener, ff_axum_example::router_with(source, admin, with_layer))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("server failed")
+    if with_layer {
+        let app =
+            ServiceExt::<axum::extract::Request>::into_make_service(ff_axum_example::router(source, admin));
+        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await
+    } else {
+        axum::serve(listener, ff_axum_example::routes(source, admin)).with_graceful_shutdown(shutdown()).await
+    }
+    .context("server failed")
 }
 
 async fn shutdown() {

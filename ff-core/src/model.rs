@@ -10,19 +10,25 @@ use crate::value::{Schema, Value, ValueType};
 pub const MAX_USER_ID_LEN: usize = 256;
 
 /// The stored state of one flag.
+///
+/// `repr(C)`, values first: a snapshot keeps the record right after the read path's
+/// fields, so a read finds the value in a cache line it touches anyway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "FlagRecordRepr", into = "FlagRecordRepr")]
+#[repr(C)]
 pub struct FlagRecord {
-    /// The key.
-    pub key: String,
-    /// The value type.
-    pub value_type: ValueType,
     /// The global value.
     pub value: Value,
-    /// The on/off switch: off serves `off_value` to everyone, overrides included.
-    pub enabled: bool,
     /// What an off flag serves.
     pub off_value: Value,
+    /// The on/off switch: off serves `off_value` to everyone, overrides included.
+    pub enabled: bool,
+    /// The value type.
+    pub value_type: ValueType,
+    /// Archived flags are kept for the audit log but not served.
+    pub archived: bool,
+    /// The key.
+    pub key: String,
     /// Human description.
     pub description: String,
     /// Bounds every value must respect.
@@ -31,8 +37,6 @@ pub struct FlagRecord {
     pub meta: FlagMeta,
     /// Rules, split and schedule.
     pub targeting: crate::targeting::Targeting,
-    /// Archived flags are kept for the audit log but not served.
-    pub archived: bool,
     /// Incremented by every change to the flag itself (not its overrides).
     pub version: u64,
     /// When the flag was created.

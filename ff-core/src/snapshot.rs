@@ -70,6 +70,7 @@ struct Slot {
     compiled: Option<Box<Compiled>>,
     /// Evaluation counters, shared with the flag's other versions.
     usage: Arc<FlagUsage>,
+    /// Last: its values (first in the record) share a cache line with `usage`.
     record: FlagRecord,
 }
 

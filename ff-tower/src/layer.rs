@@ -21,6 +21,7 @@ pub struct FlagsLayer<M = FromExtensions> {
     source: Source,
     make_context: M,
     extension: bool,
+    span: bool,
 }
 
 impl<M> fmt::Debug for FlagsLayer<M> {
@@ -29,6 +30,7 @@ impl<M> fmt::Debug for FlagsLayer<M> {
             .field("source", &self.source)
             .field("make_context", &std::any::type_name::<M>())
             .field("extension", &self.extension)
+            .field("record_on_span", &self.span)
             .finish()
     }
 }
@@ -37,14 +39,14 @@ impl FlagsLayer {
     /// A layer serving `source`'s snapshots, with the context from request
     /// extensions ([`FromExtensions`]).
     pub fn new(source: Source) -> Self {
-        FlagsLayer { source, make_context: FromExtensions, extension: false }
+        FlagsLayer { source, make_context: FromExtensions, extension: false, span: false }
     }
 }
 
 impl<M> FlagsLayer<M> {
     /// Uses `make_context` to learn who is asking.
     pub fn make_context<N: MakeContext>(self, make_context: N) -> FlagsLayer<N> {
-        FlagsLayer { source: self.source, make_context, extension: self.extension }
+        FlagsLayer { source: self.source, make_context, extension: self.extension, span: self.span }
     }
 
     /// Also puts the request's [`Flags`] in the request extensions, for code that
@@ -53,6 +55,15 @@ impl<M> FlagsLayer<M> {
     /// the task-local.
     pub fn with_request_extension(mut self) -> Self {
         self.extension = true;
+        self
+    }
+
+    /// Records `ff.version` (the snapshot's version) and `user_id` on the current
+    /// span, when it declares them (`info_span!("request", ff.version =
+    /// tracing::field::Empty, user_id = tracing::field::Empty)`). Off by default:
+    /// finding the current span costs about 95 instructions per request.
+    pub fn record_on_span(mut self) -> Self {
+        self.span = true;
         self
     }
 }
@@ -66,6 +77,7 @@ impl<S, M: Clone> Layer<S> for FlagsLayer<M> {
             source: self.source.clone(),
             make_context: self.make_context.clone(),
             extension: self.extension,
+            span: self.span,
         }
     }
 }
@@ -77,6 +89,7 @@ pub struct FlagsService<S, M = FromExtensions> {
     source: Source,
     make_context: M,
     extension: bool,
+    span: bool,
 }
 
 impl<S: fmt::Debug, M> fmt::Debug for FlagsService<S, M> {
@@ -106,8 +119,9 @@ where
         let (mut parts, body) = req.into_parts();
         let context = self.make_context.make_context(&parts);
         let flags = Evaluator::new(self.source.snapshot(), context);
-        // No subscriber at all: skip the span lookup.
-        if tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF {
+        if self.span
+            && tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
+        {
             let span = tracing::Span::current();
             if !span.is_disabled() {
                 span.record("ff.version", flags.snapshot().version());

@@ -1,4 +1,5 @@
-//! The layer records the snapshot version and the user on the request's span.
+//! With `record_on_span`, the layer records the snapshot version and the user on
+//! the request's span; without it, nothing.
 
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -30,21 +31,26 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
     }
 }
 
-#[tokio::test]
-async fn version_and_user_are_recorded_on_the_current_span() {
+async fn recorded(record_on_span: bool) -> Vec<String> {
     const F: Flag<bool> = Flag::new("F", false);
     let flags = TestFlags::new();
     flags.set(F, true).set(F, false).set(F, true);
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
-    let svc = ServiceBuilder::new()
-        .layer(FlagsLayer::new(flags.source()).make_context(UserIdHeader::new("x-user-id")))
-        .service_fn(|_: Request<()>| async { Ok::<_, Infallible>(()) });
+    let layer = FlagsLayer::new(flags.source()).make_context(UserIdHeader::new("x-user-id"));
+    let layer = if record_on_span { layer.record_on_span() } else { layer };
+    let svc =
+        ServiceBuilder::new().layer(layer).service_fn(|_: Request<()>| async { Ok::<_, Infallible>(()) });
     let span =
         tracing::info_span!("request", ff.version = tracing::field::Empty, user_id = tracing::field::Empty);
     let _entered = span.enter();
     let req = Request::builder().header("x-user-id", "tester").body(()).unwrap();
     svc.oneshot(req).await.unwrap();
-    let recorded = capture.0.lock().unwrap().clone();
-    assert_eq!(recorded, ["ff.version=3", "user_id=tester"]);
+    capture.0.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn version_and_user_are_recorded_on_the_current_span_when_asked() {
+    assert_eq!(recorded(true).await, ["ff.version=3", "user_id=tester"]);
+    assert!(recorded(false).await.is_empty(), "not recorded by default");
 }
