@@ -454,3 +454,31 @@ async fn metrics_are_scraped_and_usage_reaches_the_store() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+async fn page(app: &App) -> Value {
+    app.send(reqwest::Method::GET, "/checkout", Some("alice"), None).await.1["checkout"].clone()
+}
+
+#[tokio::test]
+async fn the_environment_pins_a_flag_for_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let pinned = App::start_with(
+        &url,
+        &[("FF_NEW_CHECKOUT", "true"), ("FF_MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "99999")],
+    );
+    let plain = App::start(&url);
+    // The store says false; only the pinned process serves true.
+    assert_eq!(page(&pinned).await, "new");
+    assert_eq!(page(&plain).await, "classic");
+    // A value outside the declared bounds is refused (with a warning): the store's value.
+    assert_eq!(pinned.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    // A change in the store reaches both, and the pin still wins where it is set.
+    let store = SqlStore::connect(&url).await.unwrap();
+    write(&store, Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 12)).await;
+    write(&store, Mutation::set_enabled("NEW_CHECKOUT", false)).await;
+    pinned.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(12)).await;
+    plain.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(12)).await;
+    assert_eq!(page(&pinned).await, "new");
+    assert_eq!(page(&plain).await, "classic");
+}

@@ -109,6 +109,8 @@ pub enum Reason {
     /// The flag is past its `expires_at` with the `serve_default` policy: the
     /// code default (untyped readers, which do not know it, get the off value).
     Expired,
+    /// The process environment pins the value (`FF_<KEY>=value`): before everything else.
+    Env,
 }
 
 impl fmt::Display for Reason {
@@ -123,6 +125,7 @@ impl fmt::Display for Reason {
             Reason::Invalid => f.write_str("invalid"),
             Reason::Scheduled(i) => write!(f, "schedule step {i}"),
             Reason::Expired => f.write_str("expired"),
+            Reason::Env => f.write_str("env"),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! stores (memory, SQLite, PostgreSQL) and the refreshing [`Source`]. No HTTP.
 //!
 //! Evaluation order for one flag and one request:
+//! 0. a value the process environment pins, `FF_<KEY>=value` ([`Reason::Env`]);
+//!    then a `serve_default` flag past its expiry ([`Reason::Expired`]);
 //! 1. key not in the snapshot: the code default ([`Reason::Default`]);
 //! 2. flag switched off: its off value, for everyone ([`Reason::Disabled`]);
 //! 3. the user's explicit value ([`Reason::Override`]);
@@ -19,6 +21,7 @@ mod eval;
 mod flag;
 mod ids;
 mod model;
+mod pins;
 mod snapshot;
 mod source;
 mod stale;
@@ -37,6 +40,7 @@ pub use model::{
     Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, MAX_USER_ID_LEN, OverrideRecord,
     SegmentRecord, StoreState, validate_user_id,
 };
+pub use pins::env_var_name;
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};

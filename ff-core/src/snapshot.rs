@@ -13,6 +13,7 @@ use crate::eval::EvalContext;
 use crate::flag::key_hash;
 use crate::ids::{id_hash, str_eq};
 use crate::model::SegmentRecord;
+use crate::pins::Pins;
 use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
 use crate::usage::{FlagUsage, Usage};
 use time::OffsetDateTime;
@@ -46,6 +47,8 @@ struct FlagTable {
     slots: Vec<Option<Arc<Slot>>>,
     /// Counters, shared by every table a `Source` builds.
     usage: Arc<Usage>,
+    /// Values the environment pins, likewise.
+    pins: Arc<Pins>,
 }
 
 /// What a read touches comes first, in declaration order (`repr(C)`), so a read
@@ -88,8 +91,10 @@ impl Slot {
             slot,
             enabled: record.enabled,
             warned: AtomicBool::new(false),
+            // A pin outranks expiry.
             expires_at: (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
-                && !record.meta.is_permanent(record.value_type))
+                && !record.meta.is_permanent(record.value_type)
+                && compiled.as_ref().is_none_or(|c| c.pin().is_none()))
             .then_some(record.meta.expires_at)
             .flatten(),
             compiled: compiled.map(Box::new),
@@ -342,7 +347,12 @@ impl Snapshot {
     /// [`from_state`](Self::from_state), counting evaluations into `usage` (a
     /// `Source` keeps one for all its snapshots).
     pub fn from_state_counted(state: &StoreState, usage: Arc<Usage>) -> Self {
-        let mut flags = FlagTable { usage, ..FlagTable::default() };
+        Self::from_state_pinned(state, usage, Arc::default())
+    }
+
+    /// [`from_state_counted`](Self::from_state_counted), with values the environment pins.
+    pub(crate) fn from_state_pinned(state: &StoreState, usage: Arc<Usage>, pins: Arc<Pins>) -> Self {
+        let mut flags = FlagTable { usage, pins, ..FlagTable::default() };
         flags.reserve(state.flags.len());
         for record in state.flags.iter().filter(|f| !f.archived) {
             flags.put(record.clone());
@@ -521,6 +531,11 @@ impl Snapshot {
         self.users.len()
     }
 
+    /// The values the process environment pins (`FF_<KEY>=value`), by key.
+    pub fn pinned(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.flags.pins.iter()
+    }
+
     /// The stored record of a flag.
     pub fn flag(&self, key: &str) -> Option<&FlagRecord> {
         let slot = self.flags.find(key)?;
@@ -556,8 +571,10 @@ impl Snapshot {
     /// Evaluates a flag by key without its Rust type (admin tools, "what does
     /// this user see"): `None` if the snapshot does not hold the key.
     pub fn evaluate_key(&self, key: &str, context: &EvalContext) -> Option<(Value, Reason)> {
-        let slot = self.flags.find(key)?;
-        let s = self.flags.slot(slot)?;
+        let Some(s) = self.flags.find_slot(key_hash(key), key) else {
+            return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
+        };
+        let slot = s.slot;
         let now = OnceLock::new();
         let input = Input { user: self.user_of(context), context, now: &now };
         let (value, reason, _) = self.resolve(slot, s, &input);
@@ -608,6 +625,10 @@ impl Snapshot {
                 (&s.record.value, Reason::Global, 0)
             };
         };
+        // A pinned flag's slot has a compiled pin and no expiry: the fast path above stays as it was.
+        if let Some(v) = c.pin() {
+            return (v, Reason::Env, 0);
+        }
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
         if !c.enabled_at(step).unwrap_or(s.enabled) {
             return (&s.record.off_value, Reason::Disabled, 0);
@@ -631,8 +652,7 @@ impl Snapshot {
     ) -> (Option<u32>, Detail<T>) {
         let version = self.version;
         let Some(s) = self.flags.find_slot(flag.key_hash(), flag.key()) else {
-            self.flags.usage.unknown(flag.key());
-            return (None, Detail { value: flag.default_value(), reason: Reason::Default, version });
+            return (None, self.not_found(flag));
         };
         let slot = s.slot;
         let (value, reason, number) = self.resolve(slot, s, input);
@@ -643,6 +663,17 @@ impl Snapshot {
             return (Some(slot), Detail { value: v, reason, version });
         }
         self.served_default(flag, s, value, reason)
+    }
+
+    /// A key the snapshot lacks: pinned (the store is unreachable, say), or the code default.
+    #[cold]
+    fn not_found<T: FlagType>(&self, flag: &Flag<T>) -> Detail<T> {
+        let version = self.version;
+        if let Some(v) = self.flags.pins.get(flag.key_hash(), flag.key()).and_then(T::from_value) {
+            return Detail { value: v, reason: Reason::Env, version };
+        }
+        self.flags.usage.unknown(flag.key());
+        Detail { value: flag.default_value(), reason: Reason::Default, version }
     }
 
     /// Expired, or the stored value does not fit the declaration: the code default.
@@ -670,7 +701,9 @@ impl Snapshot {
 
     /// Whether any of `slots` has targeting (its value depends on who asks).
     pub(crate) fn any_targeted(&self, slots: &[u32]) -> bool {
-        slots.iter().any(|s| self.flags.slot(*s).is_some_and(|s| s.compiled.is_some()))
+        slots.iter().any(|s| {
+            self.flags.slot(*s).is_some_and(|s| s.compiled.as_ref().is_some_and(|c| c.pin().is_none()))
+        })
     }
 
     /// Whether `user` overrides any of `slots` (sorted).
@@ -767,12 +800,15 @@ impl FlagTable {
 
     fn put(&mut self, record: FlagRecord) {
         let hash = key_hash(&record.key);
-        let compiled = match Compiled::new(&record.key, record.value_type, &record.schema, &record.targeting)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(flag = %record.key, error = %e, "ff: ignoring targeting that does not compile");
-                None
+        let compiled = if let Some(pin) = self.pins.get(hash, &record.key) {
+            Some(Compiled::pinned(pin.clone()))
+        } else {
+            match Compiled::new(&record.key, record.value_type, &record.schema, &record.targeting) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(flag = %record.key, error = %e, "ff: ignoring targeting that does not compile");
+                    None
+                }
             }
         };
         match self.index.find_entry(hash, |s| s.key == record.key) {

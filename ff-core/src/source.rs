@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::error::StoreError;
 use crate::flag::FlagDecl;
 use crate::model::{Lifetimes, StoreState};
+use crate::pins::{Pins, env_pins};
 use crate::snapshot::Snapshot;
 use crate::store::{Store, SyncReport, sync};
 use crate::usage::Usage;
@@ -57,6 +58,10 @@ struct Shared {
     sync_report: Mutex<Option<SyncReport>>,
     /// Evaluation counters of every snapshot this source builds.
     usage: Arc<Usage>,
+    /// Values the environment pins, given to every snapshot this source installs.
+    pins: Arc<Pins>,
+    /// Environment variables refused at start, with why.
+    env_problems: Vec<(String, String)>,
 }
 
 /// Where the current snapshot came from.
@@ -121,9 +126,37 @@ pub struct SourceBuilder {
     poll_interval: Duration,
     retry_min: Duration,
     retry_max: Duration,
+    env: Env,
+}
+
+/// Where environment overrides come from.
+#[derive(Debug)]
+enum Env {
+    Process,
+    Given(Vec<(String, String)>),
+    Off,
 }
 
 impl SourceBuilder {
+    /// Whether `FF_<KEY>=value` in the process environment pins a declared flag for
+    /// this process (default: yes). A pin comes before everything in the evaluation
+    /// order (reason `env`); a value that does not fit the declaration is refused
+    /// with a warning naming the variable. See [`env_var_name`](crate::env_var_name).
+    pub fn env_overrides(mut self, on: bool) -> Self {
+        self.env = if on { Env::Process } else { Env::Off };
+        self
+    }
+
+    /// Reads environment overrides from `vars` instead of the process environment
+    /// (tests; the process environment cannot be changed safely while threads run).
+    pub fn env_vars(
+        mut self,
+        vars: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
+    ) -> Self {
+        self.env = Env::Given(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+        self
+    }
+
     /// Declarations to sync into the store on start (missing keys are created
     /// with their code defaults; undeclared keys are reported, never deleted).
     pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
@@ -193,12 +226,27 @@ impl SourceBuilder {
     /// saved snapshot) are served while the task keeps retrying.
     pub async fn start(self) -> Source {
         let usage = Arc::new(Usage::default());
+        let (pins, env_problems) = match &self.env {
+            Env::Process => env_pins(&self.decls, |name| std::env::var(name).ok()),
+            Env::Given(vars) => {
+                env_pins(&self.decls, |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            }
+            Env::Off => Default::default(),
+        };
+        for (variable, problem) in &env_problems {
+            tracing::warn!(%variable, %problem, "ff: ignoring an environment override");
+        }
+        for (flag, value) in pins.iter() {
+            tracing::warn!(%flag, %value, "ff: flag pinned by the environment for this process");
+        }
+        let pins = Arc::new(pins);
         let (initial, origin) =
-            match self.snapshot_file.as_deref().and_then(|p| read_snapshot_file(p, &usage)) {
+            match self.snapshot_file.as_deref().and_then(|p| read_snapshot_file(p, &usage, &pins)) {
                 Some(s) => (s, Origin::SavedFile),
-                None => {
-                    (Snapshot::from_state_counted(&StoreState::default(), usage.clone()), Origin::Defaults)
-                }
+                None => (
+                    Snapshot::from_state_pinned(&StoreState::default(), usage.clone(), pins.clone()),
+                    Origin::Defaults,
+                ),
             };
         let shared = Arc::new(Shared {
             status: watch::Sender::new(Status {
@@ -212,6 +260,8 @@ impl SourceBuilder {
             nudge: Notify::new(),
             sync_report: Mutex::new(None),
             usage: usage.clone(),
+            pins,
+            env_problems,
         });
         let mut status = shared.status.subscribe();
         let startup_timeout = self.startup_timeout;
@@ -257,6 +307,7 @@ impl Source {
             poll_interval: Duration::from_millis(500),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(1),
+            env: Env::Process,
         }
     }
 
@@ -274,6 +325,8 @@ impl Source {
             current: ArcSwap::from_pointee(snapshot),
             nudge: Notify::new(),
             sync_report: Mutex::new(None),
+            pins: Arc::default(),
+            env_problems: Vec::new(),
         });
         Source { inner: Arc::new(Inner { shared, tasks: Vec::new() }) }
     }
@@ -308,6 +361,12 @@ impl Source {
     /// This source's evaluation counters (flushed to the store by the source itself).
     pub fn usage(&self) -> &Arc<Usage> {
         &self.inner.shared.usage
+    }
+
+    /// Environment variables (`FF_<KEY>`) refused at start, with why; the pins that
+    /// took are in [`Snapshot::pinned`].
+    pub fn env_problems(&self) -> &[(String, String)] {
+        &self.inner.shared.env_problems
     }
 
     /// What syncing the declarations found, once it has run.
@@ -376,7 +435,7 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
                 if let Ok(mut r) = shared.sync_report.lock() {
                     *r = Some(report);
                 }
-                let snapshot = Snapshot::from_state_counted(&state, shared.usage.clone());
+                let snapshot = Snapshot::from_state_pinned(&state, shared.usage.clone(), shared.pins.clone());
                 tracing::info!(version = snapshot.version(), flags = snapshot.len(), "ff: flags loaded");
                 shared.install(snapshot);
                 shared.succeeded();
@@ -593,7 +652,7 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
 
 async fn full_reload(store: &dyn Store, shared: &Shared) -> Result<(), StoreError> {
     let state = store.load().await?;
-    shared.install(Snapshot::from_state_counted(&state, shared.usage.clone()));
+    shared.install(Snapshot::from_state_pinned(&state, shared.usage.clone(), shared.pins.clone()));
     Ok(())
 }
 
@@ -618,7 +677,7 @@ struct SnapshotFile {
 }
 
 /// Reads a saved snapshot; `None` (with a warning) if missing, unreadable or corrupt.
-fn read_snapshot_file(path: &Path, usage: &Arc<Usage>) -> Option<Snapshot> {
+fn read_snapshot_file(path: &Path, usage: &Arc<Usage>, pins: &Arc<Pins>) -> Option<Snapshot> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -630,7 +689,7 @@ fn read_snapshot_file(path: &Path, usage: &Arc<Usage>) -> Option<Snapshot> {
     match serde_json::from_slice::<SnapshotFile>(&bytes) {
         Ok(f) if f.format == SNAPSHOT_FORMAT => {
             tracing::info!(path = %path.display(), version = f.state.seq, "ff: serving the saved snapshot until the store answers");
-            Some(Snapshot::from_state_counted(&f.state, usage.clone()))
+            Some(Snapshot::from_state_pinned(&f.state, usage.clone(), pins.clone()))
         }
         Ok(f) => {
             tracing::warn!(path = %path.display(), format = %f.format, "ff: saved snapshot has an unknown format; ignoring it");

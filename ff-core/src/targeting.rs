@@ -356,6 +356,8 @@ pub(crate) struct Compiled {
     schedule: Vec<CompiledStep>,
     salt: Salted,
     bucket_by: Option<String>,
+    /// A value the process environment pins: served before everything else.
+    pin: Option<Value>,
 }
 
 /// What targeting decided for one user.
@@ -589,7 +591,26 @@ impl Compiled {
             salt: Salted::new(t.salt.as_deref().unwrap_or(key)),
             // Bucketing by the user id is the default.
             bucket_by: t.bucket_by.clone().filter(|b| b != USER_ID),
+            pin: None,
         }))
+    }
+
+    /// A flag pinned to `value` by the environment, whatever its targeting.
+    pub(crate) fn pinned(value: Value) -> Self {
+        Compiled {
+            rules: Vec::new(),
+            split: None,
+            schedule: Vec::new(),
+            salt: Salted::new(""),
+            bucket_by: None,
+            pin: Some(value),
+        }
+    }
+
+    /// The pinned value, if any.
+    #[inline]
+    pub(crate) fn pin(&self) -> Option<&Value> {
+        self.pin.as_ref()
     }
 
     /// Whether evaluation needs the current time.

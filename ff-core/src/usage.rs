@@ -17,7 +17,7 @@ use crate::flag::key_hash;
 use crate::value::{Value, ValueType};
 
 /// Reason kinds counted (the index of a reason without its rule or step number).
-const REASONS: usize = 8;
+const REASONS: usize = 9;
 /// Values or variants per reason: a bool's value, or a rule, variation or step
 /// number (the last one also counts higher numbers), so labels stay bounded.
 const WIDTH: usize = 4;
@@ -54,11 +54,12 @@ fn reason_index(reason: Reason) -> usize {
         Reason::Scheduled(_) => 5,
         Reason::Invalid => 6,
         Reason::Expired => 7,
+        Reason::Env => 8,
     }
 }
 
 const REASON_NAMES: [&str; REASONS] =
-    ["global", "disabled", "override", "rule", "split", "scheduled", "invalid", "expired"];
+    ["global", "disabled", "override", "rule", "split", "scheduled", "invalid", "expired", "env"];
 
 /// The variant a served value counts under: a bool's value; otherwise the rule,
 /// variation or step number (0 for the rest).
@@ -91,7 +92,7 @@ pub struct UsageCount {
     /// The flag.
     pub key: String,
     /// The reason kind: `global`, `disabled`, `override`, `rule`, `split`,
-    /// `scheduled`, `invalid` or `expired`.
+    /// `scheduled`, `invalid`, `expired` or `env`.
     pub reason: String,
     /// The served value for booleans, otherwise the variant (`value`, `off`,
     /// `override`, `rule:N`, `variation:N`, `step:N`, `default`).
