@@ -64,8 +64,11 @@ impl FromRequestParts<Admin> for Caller {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+        let header = |name| parts.headers.get(name).and_then(|v: &axum::http::HeaderValue| v.to_str().ok());
+        // `X-API-Key` too: OFREP providers send the token either way.
+        let bearer =
+            header(axum::http::header::AUTHORIZATION.as_str()).and_then(|h| h.strip_prefix("Bearer "));
+        let Some(token) = bearer.or_else(|| header("x-api-key")).map(str::trim) else {
             return Err(AdminError::Unauthorized);
         };
         admin.authenticate(token).await

@@ -20,6 +20,7 @@
 mod api;
 mod auth;
 mod error;
+mod ofrep;
 mod page;
 
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use ff_core::{FlagDecl, Lifetimes, StaleRules, Store};
+use ff_core::{FlagDecl, Lifetimes, Snapshot, Source, StaleRules, Store, StoreError};
 
 pub use auth::{Caller, ENV_ADMIN, create_token};
 pub use error::AdminError;
@@ -49,6 +50,7 @@ struct Inner {
     sessions: Arc<page::Sessions>,
     lifetimes: Lifetimes,
     stale_rules: StaleRules,
+    source: Option<Source>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -72,6 +74,7 @@ impl Admin {
                 sessions: Arc::default(),
                 lifetimes: Lifetimes::default(),
                 stale_rules: StaleRules::default(),
+                source: None,
             }),
         }
     }
@@ -101,6 +104,21 @@ impl Admin {
     pub fn stale_rules(mut self, rules: StaleRules) -> Self {
         self.inner_mut().stale_rules = rules;
         self
+    }
+
+    /// The live flags to evaluate against (OFREP, the user lookup): the application's
+    /// `Source`. Without one, each evaluation loads the store.
+    pub fn source(mut self, source: Source) -> Self {
+        self.inner_mut().source = Some(source);
+        self
+    }
+
+    /// The snapshot evaluations read: the source's, or a fresh load of the store.
+    pub(crate) async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        match &self.inner.source {
+            Some(source) => Ok(source.snapshot()),
+            None => Ok(Arc::new(Snapshot::from_state(&self.inner.store.load().await?))),
+        }
     }
 
     fn inner_mut(&mut self) -> &mut Inner {
@@ -150,6 +168,9 @@ impl Admin {
             .route("/api/changes/{seq}/revert", post(api::revert))
             .route("/api/tokens", get(api::list_tokens).post(api::create_token))
             .route("/api/tokens/{name}", axum::routing::delete(api::revoke_token))
+            .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate))
+            .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
+            .route("/ofrep/v1/configuration", get(ofrep::configuration))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }

@@ -122,6 +122,9 @@ async fn every_route_needs_a_valid_token() {
         ("GET", "/admin/api/stale"),
         ("GET", "/admin/api/usage"),
         ("POST", "/admin/api/batch"),
+        ("POST", "/admin/ofrep/v1/evaluate/flags/CREDITS"),
+        ("POST", "/admin/ofrep/v1/evaluate/flags"),
+        ("GET", "/admin/ofrep/v1/configuration"),
     ];
     let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
     let before = api.log_len().await;

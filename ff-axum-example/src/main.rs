@@ -40,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
         builder = builder.poll_interval(Duration::from_millis(ms));
     }
     let source = builder.start().await;
+    // OFREP evaluates against the live flags, as the app's own handlers do.
+    let admin = admin.source(source.clone());
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on FF_LISTEN={listen}"))?;

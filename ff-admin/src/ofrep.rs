@@ -1,0 +1,176 @@
+//! The OpenFeature Remote Evaluation Protocol (OFREP): services in any language with
+//! an OFREP provider read the same flags. Single and bulk evaluation, and the
+//! configuration extension; `viewer` tokens, as `Authorization: Bearer` or `X-API-Key`.
+
+use std::hash::{Hash, Hasher};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ff_core::{EvalContext, FlagRecord, Reason, Role, Snapshot, Value as FlagValue, validate_user_id};
+use serde_json::{Map, Value, json};
+
+use crate::Admin;
+use crate::auth::Caller;
+use crate::error::AdminError;
+
+/// An OFREP error body: `{key, errorCode, errorDetails}`.
+fn failure(status: StatusCode, key: Option<&str>, code: &str, details: impl Into<String>) -> Response {
+    let mut body = json!({ "errorCode": code, "errorDetails": details.into() });
+    if let Some(k) = key {
+        body["key"] = k.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The request's `context` as an evaluation context: `targetingKey` is the user id,
+/// every other field an attribute.
+fn context(body: &Bytes) -> Result<EvalContext, (&'static str, String)> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(EvalContext::anonymous());
+    }
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|e| ("PARSE_ERROR", format!("the body is not JSON: {e}")))?;
+    let Value::Object(mut request) = parsed else {
+        return Err(("PARSE_ERROR", "the body must be a JSON object with a `context`".into()));
+    };
+    let fields = match request.remove("context") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(fields)) => fields,
+        Some(_) => return Err(("INVALID_CONTEXT", "`context` must be an object".into())),
+    };
+    let mut ctx = match fields.get("targetingKey") {
+        None | Some(Value::Null) => EvalContext::anonymous(),
+        Some(Value::String(user)) => {
+            validate_user_id(user).map_err(|e| ("INVALID_CONTEXT", format!("targetingKey: {e}")))?;
+            EvalContext::user(user)
+        }
+        Some(other) => {
+            return Err(("INVALID_CONTEXT", format!("targetingKey must be a string, got {other}")));
+        }
+    };
+    for (name, value) in fields {
+        if name != "targetingKey" {
+            ctx = ctx.with_attribute(name, value);
+        }
+    }
+    Ok(ctx)
+}
+
+/// One flag's result as OFREP has it. `None` as the value: use the code default
+/// (OFREP's `codeDefaultFlag`: no `value` field).
+fn success(
+    key: &str,
+    record: Option<&FlagRecord>,
+    value: Option<&FlagValue>,
+    reason: Reason,
+    version: u64,
+) -> Value {
+    let targeted = record.is_some_and(|r| !r.targeting.is_empty());
+    let (ofrep_reason, variant) = match reason {
+        Reason::Global if targeted => ("DEFAULT", "value".to_owned()),
+        Reason::Global => ("STATIC", "value".to_owned()),
+        Reason::Disabled => ("DISABLED", "off".to_owned()),
+        Reason::Override => ("TARGETING_MATCH", "override".to_owned()),
+        Reason::Rule(i) => ("TARGETING_MATCH", format!("rule:{i}")),
+        Reason::Scheduled(i) => ("TARGETING_MATCH", format!("step:{i}")),
+        Reason::Split => ("SPLIT", "split".to_owned()),
+        Reason::Env => ("STATIC", "env".to_owned()),
+        // Expired, or not in the store yet: the caller's code default.
+        _ => ("DEFAULT", "default".to_owned()),
+    };
+    let mut metadata = json!({ "snapshotVersion": version, "ffReason": reason.to_string() });
+    if let Some(r) = record {
+        metadata["flagVersion"] = r.version.into();
+        metadata["type"] = serde_json::to_value(r.value_type).unwrap_or_default();
+    }
+    let mut body = json!({ "key": key, "reason": ofrep_reason, "variant": variant, "metadata": metadata });
+    if let Some(v) = value.filter(|_| !matches!(reason, Reason::Expired | Reason::Default)) {
+        body["value"] = v.to_json();
+    }
+    body
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+pub(crate) async fn evaluate(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    caller.require(Role::Viewer)?;
+    let ctx = match context(&body) {
+        Ok(c) => c,
+        Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, Some(&key), code, details)),
+    };
+    let snapshot = admin.snapshot().await?;
+    let version = snapshot.version();
+    if let Some((value, reason)) = snapshot.evaluate_key(&key, &ctx) {
+        return Ok(Json(success(&key, snapshot.flag(&key), Some(&value), reason, version)).into_response());
+    }
+    // Declared by the application but not in the store (yet): its code default.
+    if admin.decls().iter().any(|d| d.key == key) {
+        return Ok(Json(success(&key, None, None, Reason::Default, version)).into_response());
+    }
+    Ok(failure(StatusCode::NOT_FOUND, Some(&key), "FLAG_NOT_FOUND", format!("no flag {key:?}")))
+}
+
+/// Every flag for one context, and an ETag of the snapshot version and the context.
+fn bulk(snapshot: &Snapshot, admin: &Admin, ctx: &EvalContext) -> Vec<Value> {
+    let version = snapshot.version();
+    let mut flags: Vec<Value> = snapshot
+        .evaluate_all(ctx)
+        .map(|(record, value, reason)| success(&record.key, Some(record), Some(value), reason, version))
+        .collect();
+    for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+        let pinned = snapshot.evaluate_key(&d.key, ctx);
+        let (value, reason) = pinned.map_or((None, Reason::Default), |(v, r)| (Some(v), r));
+        flags.push(success(&d.key, None, value.as_ref(), reason, version));
+    }
+    flags.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    flags
+}
+
+/// `POST /ofrep/v1/evaluate/flags`, with `If-None-Match` answered by 304.
+pub(crate) async fn evaluate_all(
+    State(admin): State<Admin>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    caller.require(Role::Viewer)?;
+    let ctx = match context(&body) {
+        Ok(c) => c,
+        Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, None, code, details)),
+    };
+    let snapshot = admin.snapshot().await?;
+    // The answer depends on the snapshot and the context: both go into the tag.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag = format!("\"{}-{:016x}\"", snapshot.version(), hasher.finish());
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag));
+    let etag = HeaderValue::from_str(&etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let flags = bulk(&snapshot, &admin, &ctx);
+    Ok((StatusCode::OK, [(header::ETAG, etag)], Json(json!({ "flags": flags }))).into_response())
+}
+
+/// `GET /ofrep/v1/configuration`: what a provider may assume.
+pub(crate) async fn configuration(caller: Caller) -> Result<Response, AdminError> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(json!({
+        "name": "ff",
+        "capabilities": {
+            "cacheInvalidation": { "polling": { "enabled": true, "minPollingIntervalMs": 1000 } },
+            "flagEvaluation": { "supportedTypes": ["boolean", "int", "float", "string", "object"] },
+        },
+    }))
+    .into_response())
+}
