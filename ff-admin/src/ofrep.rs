@@ -69,18 +69,7 @@ fn success(
     version: u64,
 ) -> Value {
     let targeted = record.is_some_and(|r| !r.targeting.is_empty());
-    let (ofrep_reason, variant) = match reason {
-        Reason::Global if targeted => ("DEFAULT", "value".to_owned()),
-        Reason::Global => ("STATIC", "value".to_owned()),
-        Reason::Disabled => ("DISABLED", "off".to_owned()),
-        Reason::Override => ("TARGETING_MATCH", "override".to_owned()),
-        Reason::Rule(i) => ("TARGETING_MATCH", format!("rule:{i}")),
-        Reason::Scheduled(i) => ("TARGETING_MATCH", format!("step:{i}")),
-        Reason::Split => ("SPLIT", "split".to_owned()),
-        Reason::Env => ("STATIC", "env".to_owned()),
-        // Expired, or not in the store yet: the caller's code default.
-        _ => ("DEFAULT", "default".to_owned()),
-    };
+    let (ofrep_reason, variant) = (reason.open_feature(targeted), reason.variant());
     let mut metadata = json!({ "snapshotVersion": version, "ffReason": reason.to_string() });
     if let Some(r) = record {
         metadata["flagVersion"] = r.version.into();
