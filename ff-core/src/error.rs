@@ -128,6 +128,9 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// The store is read-only (a file): change the file instead.
+    #[error("the flags come from {0} and are read-only here: change the file, it is reloaded")]
+    ReadOnly(String),
     /// Data in the store could not be understood.
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),

@@ -44,6 +44,8 @@ pub use pins::env_var_name;
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
+#[cfg(feature = "file")]
+pub use store::FileStore;
 pub use store::{
     Batch, ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord,
     Write, default_expiry, sync, validate_token_name,

@@ -581,13 +581,18 @@ async fn initial_load(
     lifetimes: &Lifetimes,
     attributes: &[String],
 ) -> Result<(StoreState, SyncReport), StoreError> {
-    if !attributes.is_empty() {
+    if !attributes.is_empty() && !store.read_only() {
         let added = store.declare_attributes(attributes).await?;
         if !added.is_empty() {
             tracing::info!(attributes = ?added, "ff: declared context attributes");
         }
     }
-    let report = if decls.is_empty() { SyncReport::default() } else { sync(store, decls, lifetimes).await? };
+    // A read-only store (a file) is what it is: declared flags it lacks serve code defaults.
+    let report = if decls.is_empty() || store.read_only() {
+        SyncReport::default()
+    } else {
+        sync(store, decls, lifetimes).await?
+    };
     Ok((store.load().await?, report))
 }
 
@@ -621,8 +626,9 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
         if latest == current.version() && shared.status.borrow().origin == Origin::Store {
             return Ok(changed);
         }
-        if latest < current.version() || shared.status.borrow().origin != Origin::Store {
-            // The store was reset or replaced, or we serve a saved file: start over.
+        if latest < current.version() || shared.status.borrow().origin != Origin::Store || store.read_only() {
+            // The store was reset or replaced, we serve a saved file, or the store has no
+            // change log: start over.
             full_reload(store, shared).await?;
             return Ok(true);
         }

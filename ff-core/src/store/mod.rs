@@ -15,10 +15,14 @@ use crate::model::{
 use crate::targeting::{CompiledSegment, SegmentDef};
 use crate::value::{Schema, Value, ValueType};
 
+#[cfg(feature = "file")]
+mod file;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 
+#[cfg(feature = "file")]
+pub use file::FileStore;
 pub use memory::MemoryStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{PoolConfig, SqlStore, redact};
@@ -469,6 +473,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Keys code read that the store did not have, by key.
     async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError>;
+
+    /// A store without a change log that refuses writes (a file): the `Source` skips
+    /// syncing declarations into it and reloads all of it when its seq moves.
+    fn read_only(&self) -> bool {
+        false
+    }
 
     /// A signal that changes whenever this store learns of new changes: its own
     /// writes, and (PostgreSQL) notifications from other processes. A hint only:

@@ -1,0 +1,384 @@
+//! A read-only store over a YAML file in the format `ff export` writes, for teams who
+//! keep flags in git. The file is reloaded when it changes: a watcher on its directory
+//! (which survives atomic renames and the symlink swaps of Kubernetes config maps) and,
+//! as a fallback, a check on every `latest_seq` (the `Source` polls). An invalid file
+//! keeps the last good flags and reports why.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::{
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_segments, plan, plan_segment,
+};
+use crate::error::StoreError;
+use crate::flag::FlagDef;
+use crate::model::{Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
+use crate::targeting::SegmentDef;
+
+/// Flags from a YAML file, read-only. Clones share the file's state.
+#[derive(Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    state: Mutex<Loaded>,
+    signal: watch::Sender<u64>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+/// The last good content and what was last seen on disk.
+struct Loaded {
+    /// Incremented by every reload that changed the flags: the store's seq.
+    generation: u64,
+    state: StoreState,
+    /// Size, modification time and inode of the file as last read, good or bad.
+    seen: Option<(u64, Option<SystemTime>, u64)>,
+    /// Hash of the content last read.
+    content: u64,
+    error: Option<String>,
+}
+
+impl fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore").field("path", &self.inner.path).finish_non_exhaustive()
+    }
+}
+
+impl FileStore {
+    /// Reads `path` and watches it. A missing or invalid file is an error naming what
+    /// is wrong; later, an invalid version keeps the flags of the last good one.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let store = Self::open_polling(path)?;
+        store.watch();
+        Ok(store)
+    }
+
+    /// Like [`open`](Self::open), without the watcher: changes are seen when the
+    /// `Source` polls (its `poll_interval`).
+    pub fn open_polling(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        let store = FileStore {
+            inner: Arc::new(Inner {
+                path,
+                state: Mutex::new(Loaded {
+                    generation: 0,
+                    state: StoreState::default(),
+                    seen: None,
+                    content: 0,
+                    error: None,
+                }),
+                signal: watch::Sender::new(0),
+                watcher: Mutex::new(None),
+            }),
+        };
+        store.check();
+        if let Some(e) = store.last_error() {
+            return Err(StoreError::Corrupt(e));
+        }
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Why the file on disk is not being served, if it is not (the last good flags are).
+    pub fn last_error(&self) -> Option<String> {
+        self.loaded().error.clone()
+    }
+
+    fn loaded(&self) -> MutexGuard<'_, Loaded> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Watches the directory, not the file: renames and symlink swaps replace the file.
+    fn watch(&self) {
+        use notify::Watcher;
+        let dir = match self.inner.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            if let Some(inner) = weak.upgrade() {
+                FileStore { inner }.check();
+            }
+        });
+        match watcher.and_then(|mut w| w.watch(&dir, notify::RecursiveMode::NonRecursive).map(|()| w)) {
+            Ok(w) => *self.inner.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(w),
+            Err(e) => {
+                tracing::warn!(path = %self.inner.path.display(), error = %e, "ff: cannot watch the flags file; polling it");
+            }
+        }
+    }
+
+    /// Reloads the file if it changed; true if the flags did.
+    fn check(&self) -> bool {
+        let path = &self.inner.path;
+        let meta = std::fs::metadata(path);
+        let mut loaded = self.loaded();
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => {
+                let error = format!("cannot read {}: {e}", path.display());
+                if loaded.error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, "ff: keeping the last good flags");
+                    loaded.error = Some(error);
+                    loaded.seen = None;
+                }
+                return false;
+            }
+        };
+        let fingerprint = (meta.len(), meta.modified().ok(), inode(&meta));
+        if loaded.seen == Some(fingerprint) {
+            return false;
+        }
+        loaded.seen = Some(fingerprint);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                loaded.error = Some(format!("cannot read {}: {e}", path.display()));
+                return false;
+            }
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let content = hasher.finish();
+        if content == loaded.content && loaded.generation > 0 {
+            loaded.error = None;
+            return false;
+        }
+        loaded.content = content;
+        match parse(&text) {
+            Ok(mut state) => {
+                loaded.generation += 1;
+                state.seq = loaded.generation;
+                loaded.state = state;
+                loaded.error = None;
+                tracing::info!(path = %path.display(), generation = loaded.generation, flags = loaded.state.flags.len(), "ff: loaded the flags file");
+                drop(loaded);
+                self.inner.signal.send_modify(|n| *n += 1);
+                true
+            }
+            Err(e) => {
+                let error = format!("{}: {e}", path.display());
+                tracing::warn!(error = %error, "ff: the flags file is invalid; keeping the last good flags");
+                loaded.error = Some(error);
+                false
+            }
+        }
+    }
+
+    fn refused(&self) -> StoreError {
+        StoreError::ReadOnly(self.inner.path.display().to_string())
+    }
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// The file's flags, overrides and segments, validated as writes to a store would be.
+fn parse(text: &str) -> Result<StoreState, String> {
+    let doc: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| format!("not valid YAML: {e}"))?;
+    let flags = doc.get("flags").and_then(|f| f.as_array()).ok_or("needs a top-level `flags:` list")?;
+    let at = now();
+    let mut state = StoreState::default();
+    for (i, s) in doc.get("segments").and_then(|s| s.as_array()).into_iter().flatten().enumerate() {
+        let key = s
+            .get("key")
+            .and_then(|k| k.as_str())
+            .ok_or_else(|| format!("segment #{} has no `key`", i + 1))?;
+        let mut def = s.get("definition").cloned().unwrap_or_else(|| s.clone());
+        if let Some(obj) = def.as_object_mut() {
+            obj.remove("key");
+        }
+        let def: SegmentDef = serde_json::from_value(def).map_err(|e| format!("segment {key:?}: {e}"))?;
+        if state.segments.iter().any(|s| s.key == key) {
+            return Err(format!("segment {key:?} appears twice"));
+        }
+        let record = plan_segment(key, def, None, None, at).map_err(|e| format!("segment {key:?}: {e}"))?;
+        state.segments.extend(record);
+    }
+    let segments: HashSet<&str> = state.segments.iter().map(|s| s.key.as_str()).collect();
+    let mut records: Vec<FlagRecord> = Vec::with_capacity(flags.len());
+    let mut overrides = Vec::new();
+    for (i, f) in flags.iter().enumerate() {
+        let key =
+            f.get("key").and_then(|k| k.as_str()).ok_or_else(|| format!("flag #{} has no `key`", i + 1))?;
+        let mut body = f.clone();
+        let wanted = body.as_object_mut().and_then(|o| {
+            o.remove("version");
+            o.remove("overrides")
+        });
+        let def: FlagDef = serde_json::from_value(body).map_err(|e| format!("flag {key:?}: {e}"))?;
+        if records.iter().any(|r| r.key == key) {
+            return Err(format!("flag {key:?} appears twice"));
+        }
+        let create = Mutation::CreateFlag { def, if_missing: false };
+        check_segments(&create, |s| segments.contains(s)).map_err(|e| e.to_string())?;
+        let Some(Plan::PutFlag { record, .. }) = plan(&create, None, None, at).map_err(|e| e.to_string())?
+        else {
+            return Err(format!("flag {key:?} could not be read"));
+        };
+        match wanted {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(users)) => {
+                for (user, value) in users {
+                    let set = Mutation::SetOverride { key: key.to_owned(), user_id: user.clone(), value };
+                    if let Some(Plan::PutOverride { value, .. }) = plan(&set, Some(&record), None, at)
+                        .map_err(|e| format!("{e} (override of {user:?})"))?
+                    {
+                        overrides.push(OverrideRecord { key: key.to_owned(), user_id: user, value });
+                    }
+                }
+            }
+            Some(_) => return Err(format!("flag {key:?}: `overrides` must map user ids to values")),
+        }
+        records.push(record);
+    }
+    state.flags = records;
+    state.overrides = overrides;
+    Ok(state)
+}
+
+#[async_trait]
+impl Store for FileStore {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        self.check();
+        Ok(self.loaded().state.clone())
+    }
+
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        let mut flags = self.loaded().state.flags.clone();
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(flags)
+    }
+
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        Ok(self.loaded().state.flags.iter().find(|f| f.key == key).cloned())
+    }
+
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        let mut o: Vec<_> = self.loaded().state.overrides.iter().filter(|o| o.key == key).cloned().collect();
+        o.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(o)
+    }
+
+    /// No change log: a file is reloaded whole.
+    async fn changes_since(&self, _after: u64, _limit: u32) -> Result<Vec<Change>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The reload generation; checks the file first (the poll fallback).
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        self.check();
+        Ok(self.loaded().generation)
+    }
+
+    async fn write(&self, _: Write) -> Result<Option<Change>, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn write_batch(&self, _: Batch) -> Result<Vec<Change>, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn changes(&self, _: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn change(&self, _: u64) -> Result<Option<Change>, StoreError> {
+        Ok(None)
+    }
+
+    async fn create_token(
+        &self,
+        _: TokenRecord,
+        _: &str,
+        _: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn revoke_token(&self, _: &str, _: &str, _: Option<&str>) -> Result<TokenRecord, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        Ok(self.loaded().state.segments.clone())
+    }
+
+    async fn put_segment(
+        &self,
+        _: &str,
+        _: SegmentDef,
+        _: Option<u64>,
+        _: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn delete_segment(&self, _: &str, _: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        Err(self.refused())
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn declare_attributes(&self, _: &[String]) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Usage is not kept: metrics still count every evaluation.
+    async fn record_usage(
+        &self,
+        _: &[crate::UsageCount],
+        _: &[(String, u64)],
+        _: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn usage(&self, _: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.signal.subscribe()
+    }
+}
