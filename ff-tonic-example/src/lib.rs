@@ -1,0 +1,79 @@
+//! ff's `FlagsLayer` on a tonic gRPC server: the booking app's checkout as a gRPC
+//! service. gRPC metadata are HTTP/2 headers, so the layer reads who is asking from
+//! them, and handlers read `Current` exactly as axum handlers do.
+
+use std::future::Future;
+
+use ff_core::{EvalContext, Flag, FlagDecl, FlagKind, Source};
+use ff_tower::{Current, FlagsLayer};
+use tonic::{Request, Response, Status};
+
+/// The generated gRPC code (`proto/checkout.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("ff.example");
+}
+
+use proto::checkout_server::{Checkout, CheckoutServer};
+use proto::{CheckoutReply, CheckoutRequest};
+
+/// The redesigned checkout.
+pub const NEW_CHECKOUT: Flag<bool> =
+    Flag::new("NEW_CHECKOUT", false).kind(FlagKind::Release).owner("checkout");
+/// Its prices, released together with it.
+pub const NEW_CHECKOUT_PRICING: Flag<bool> =
+    Flag::new("NEW_CHECKOUT_PRICING", false).kind(FlagKind::Release).owner("checkout");
+/// Hours between booking and start.
+pub const LEAD_HOURS: Flag<i64> =
+    Flag::new("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 24).range(0, 24 * 365);
+
+/// Every flag the service declares.
+pub fn declarations() -> Vec<FlagDecl> {
+    vec![NEW_CHECKOUT.decl(), NEW_CHECKOUT_PRICING.decl(), LEAD_HOURS.decl()]
+}
+
+/// Who is asking, from gRPC metadata: `x-user-id` is the user, `x-plan` an attribute
+/// rules can target. (Behind real authentication, build it from the verified identity.)
+pub fn context_from_metadata(parts: &http::request::Parts) -> EvalContext {
+    let get = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let ctx = match get("x-user-id") {
+        Some(user) if !user.is_empty() => EvalContext::user(user),
+        _ => EvalContext::anonymous(),
+    };
+    match get("x-plan") {
+        Some(plan) => ctx.with_attribute("plan", plan),
+        None => ctx,
+    }
+}
+
+/// The checkout service: every value from the request's snapshot.
+#[derive(Debug, Default)]
+pub struct CheckoutService;
+
+#[tonic::async_trait]
+impl Checkout for CheckoutService {
+    async fn get_checkout(&self, _: Request<CheckoutRequest>) -> Result<Response<CheckoutReply>, Status> {
+        let name = |new: bool| if new { "new" } else { "classic" }.to_owned();
+        let checkout = Current::detail(NEW_CHECKOUT);
+        Ok(Response::new(CheckoutReply {
+            checkout: name(checkout.value),
+            pricing: name(Current::get(NEW_CHECKOUT_PRICING)),
+            lead_hours: Current::get(LEAD_HOURS),
+            flags_version: checkout.version,
+        }))
+    }
+}
+
+/// Serves the checkout on `listener` with ff's layer until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let layer = FlagsLayer::new(source).make_context(context_from_metadata);
+    tonic::transport::Server::builder()
+        .layer(layer)
+        .add_service(CheckoutServer::new(CheckoutService))
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .await
+}

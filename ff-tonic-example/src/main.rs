@@ -1,0 +1,22 @@
+//! The checkout gRPC service on an embedded SQLite file: `cargo run -p ff-tonic-example`.
+//! `FF_LISTEN` (default `127.0.0.1:50051`), `DATABASE_URL` (default
+//! `sqlite://ff-example.db?mode=rwc`, shared with the axum example).
+
+use anyhow::Context;
+use ff_core::{Source, SqlStore};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".into());
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
+    let store = SqlStore::connect_lazy(&url)?;
+    let source = Source::builder(store).declare(ff_tonic_example::declarations()).start().await;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    println!("ff-tonic-example listening on http://{} (gRPC: ff.example.Checkout)", listener.local_addr()?);
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    ff_tonic_example::serve(listener, source, shutdown).await.context("server failed")
+}
