@@ -11,7 +11,7 @@ use anyhow::Context;
 use axum::ServiceExt;
 use std::sync::Arc;
 
-use ff_core::{Source, SqlStore, Store, redact};
+use ff_core::{RedisStore, Source, SqlStore, Store, redact};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -23,7 +23,12 @@ async fn main() -> anyhow::Result<()> {
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
-    let store = Arc::new(SqlStore::connect_lazy(&database_url).context("DATABASE_URL")?);
+    let store: Arc<dyn Store> =
+        if database_url.starts_with("redis://") || database_url.starts_with("rediss://") {
+            Arc::new(RedisStore::connect_lazy(&database_url).context("DATABASE_URL")?)
+        } else {
+            Arc::new(SqlStore::connect_lazy(&database_url).context("DATABASE_URL")?)
+        };
     let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     let admin = ff_admin::Admin::new(store.clone())
         .declare(ff_axum_example::declarations())

@@ -138,6 +138,10 @@ pub enum StoreError {
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Redis failed or could not be reached.
+    #[cfg(feature = "redis")]
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
     /// A database URL that no compiled-in driver understands.
     #[error("unsupported database URL {0:?} (expected sqlite: or postgres:)")]
     UnsupportedUrl(String),

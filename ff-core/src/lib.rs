@@ -46,6 +46,8 @@ pub use source::{Origin, Source, SourceBuilder, Status};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 #[cfg(feature = "file")]
 pub use store::FileStore;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use store::{
     Batch, ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord,
     Write, default_expiry, sync, validate_token_name,
@@ -58,6 +60,8 @@ pub use targeting::{
 };
 #[cfg(all(feature = "test-util", feature = "postgres"))]
 pub use test_util::postgres_test_database;
+#[cfg(all(feature = "test-util", feature = "redis"))]
+pub use test_util::redis_test_store;
 #[cfg(feature = "test-util")]
 pub use test_util::{SnapshotBuilder, TestFlags};
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};

@@ -194,3 +194,30 @@ pub async fn postgres_test_database() -> Option<String> {
     let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     Some(format!("{prefix}/{name}{query}"))
 }
+
+/// A `RedisStore` with a key prefix no other test uses, on the server named by
+/// `FF_TEST_REDIS_URL`. `None` (with a skip notice) when that variable is unset or the
+/// server unreachable, unless `FF_REQUIRE_REDIS=1`, which makes either a failure.
+#[cfg(feature = "redis")]
+pub async fn redis_test_store() -> Option<crate::RedisStore> {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let required = std::env::var("FF_REQUIRE_REDIS").is_ok_and(|v| v == "1");
+    let Ok(url) = std::env::var("FF_TEST_REDIS_URL") else {
+        assert!(!required, "FF_REQUIRE_REDIS=1 but FF_TEST_REDIS_URL is not set");
+        eprintln!("skipping Redis test: set FF_TEST_REDIS_URL=redis://127.0.0.1:6379 to run it");
+        return None;
+    };
+    let prefix = format!(
+        "ff_t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
+    );
+    let store = crate::RedisStore::connect_lazy(&url).ok()?.with_prefix(prefix);
+    if let Err(e) = crate::Store::latest_seq(&store).await {
+        assert!(!required, "FF_REQUIRE_REDIS=1 but {url} is unreachable: {e}");
+        eprintln!("skipping Redis test: {url} is unreachable: {e}");
+        return None;
+    }
+    Some(store)
+}

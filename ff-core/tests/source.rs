@@ -317,3 +317,51 @@ async fn a_restored_flag_comes_back_with_its_overrides() {
     assert!(source.wait_for_version(5, PATIENCE).await);
     assert_eq!(get(&source, LEAD, "tester"), 1);
 }
+
+#[cfg(feature = "redis")]
+mod redis_propagation {
+    use super::*;
+
+    /// Two instances, each with its own Redis connections: a write through one reaches
+    /// the other by pub/sub (polling is set to a minute), also after its subscription
+    /// was killed, with the write made meanwhile not lost.
+    #[tokio::test]
+    async fn changes_reach_other_instances_by_pub_sub() {
+        let Some(a) = ff_core::redis_test_store().await else { return };
+        let url = std::env::var("FF_TEST_REDIS_URL").unwrap();
+        let b = ff_core::RedisStore::connect_lazy(&url).unwrap().with_prefix(a.prefix());
+        let start = |s: ff_core::RedisStore| {
+            Source::builder(s)
+                .declare([LEAD.decl()])
+                .poll_interval(Duration::from_secs(60))
+                .retry_backoff(Duration::from_millis(20), Duration::from_millis(200))
+                .start()
+        };
+        let (sa, sb) = (start(a.clone()).await, start(b.clone()).await);
+        let mut times = Vec::new();
+        for i in 0..20 {
+            let t = Instant::now();
+            a.write(w(Mutation::set_value("LEAD", 100 + i))).await.unwrap();
+            let want = a.latest_seq().await.unwrap();
+            assert!(sb.wait_for_version(want, PATIENCE).await, "instance b never saw seq {want}");
+            times.push(t.elapsed());
+            assert_eq!(get(&sb, LEAD, "u"), 100 + i);
+        }
+        times.sort();
+        eprintln!("redis pub/sub propagation over 20 writes: p50 {:?}, max {:?}", times[10], times[19]);
+        assert!(sa.wait_for_version(a.latest_seq().await.unwrap(), PATIENCE).await);
+        // Kill every pub/sub connection, write meanwhile: both still arrive, by the resubscription.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let killed: i64 =
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut c).await.unwrap();
+        assert!(killed >= 2, "killed {killed}");
+        b.write(w(Mutation::set_value("LEAD", 7))).await.unwrap();
+        b.write(w(Mutation::set_value("LEAD", 8))).await.unwrap();
+        let want = b.latest_seq().await.unwrap();
+        let t = Instant::now();
+        assert!(sa.wait_for_version(want, PATIENCE).await);
+        eprintln!("after the subscription was killed: current within {:?}", t.elapsed());
+        assert_eq!(get(&sa, LEAD, "u"), 8);
+    }
+}

@@ -616,6 +616,48 @@ async fn batch_contract(store: Arc<dyn Store>) {
     assert_eq!(incremental.version(), 6);
 }
 
+/// Ten batches of three and ten single writes racing (stores shared by instances):
+/// the log stays gap-free and each batch contiguous.
+async fn racing_writers_contract(store: Arc<dyn Store>) {
+    store
+        .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let m = (0..3).map(|j| Mutation::set_override("N", format!("b{i}-{j}"), j)).collect();
+                    s.write_batch(Batch::new("x", m)).await.map(|c| c.len())
+                } else {
+                    s.write(w(Mutation::set_override("N", format!("u{i}"), i))).await.map(|c| c.iter().len())
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let log = store.changes_since(0, 100).await.unwrap();
+    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=41).collect::<Vec<_>>());
+    // Each batch's three changes sit together, ending at their batch_end.
+    for c in log.iter().filter(|c| c.batch_end.is_some()) {
+        let end = c.batch_end.unwrap();
+        let members: Vec<_> = log.iter().filter(|d| d.batch_end == Some(end)).map(|d| d.seq).collect();
+        assert_eq!(members, [end - 2, end - 1, end], "{log:?}");
+        assert_eq!(
+            c.subject.as_deref().map(|u| u.rsplit_once('-').unwrap().0),
+            log.iter()
+                .find(|d| d.seq == end)
+                .unwrap()
+                .subject
+                .as_deref()
+                .map(|u| u.rsplit_once('-').unwrap().0)
+        );
+    }
+}
+
 #[tokio::test]
 async fn memory_store_contract() {
     batch_contract(Arc::new(MemoryStore::new())).await;
@@ -713,68 +755,34 @@ mod postgres {
     #[tokio::test]
     async fn postgres_concurrent_batches_stay_contiguous() {
         let Some(url) = ff_core::postgres_test_database().await else { return };
-        let store = SqlStore::connect(&url).await.unwrap();
-        store
-            .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let s = store.clone();
-                tokio::spawn(async move {
-                    if i % 2 == 0 {
-                        let m = (0..3).map(|j| Mutation::set_override("N", format!("b{i}-{j}"), j)).collect();
-                        s.write_batch(Batch::new("x", m)).await.map(|c| c.len())
-                    } else {
-                        s.write(w(Mutation::set_override("N", format!("u{i}"), i)))
-                            .await
-                            .map(|c| c.iter().len())
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let log = store.changes_since(0, 100).await.unwrap();
-        assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=41).collect::<Vec<_>>());
-        // Each batch's three changes sit together, ending at their batch_end.
-        for c in log.iter().filter(|c| c.batch_end.is_some()) {
-            let end = c.batch_end.unwrap();
-            let members: Vec<_> = log.iter().filter(|d| d.batch_end == Some(end)).map(|d| d.seq).collect();
-            assert_eq!(members, [end - 2, end - 1, end], "{log:?}");
-            assert_eq!(
-                c.subject.as_deref().map(|u| u.rsplit_once('-').unwrap().0),
-                log.iter()
-                    .find(|d| d.seq == end)
-                    .unwrap()
-                    .subject
-                    .as_deref()
-                    .map(|u| u.rsplit_once('-').unwrap().0)
-            );
-        }
+        racing_writers_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_store {
+    use super::*;
+    use ff_core::redis_test_store;
+
+    #[tokio::test]
+    async fn redis_store_contract() {
+        let Some(s) = redis_test_store().await else { return };
+        contract(Arc::new(s)).await;
+        let Some(s) = redis_test_store().await else { return };
+        sync_contract(Arc::new(s)).await;
+        let Some(s) = redis_test_store().await else { return };
+        segments_contract(Arc::new(s)).await;
+        let Some(s) = redis_test_store().await else { return };
+        attributes_contract(Arc::new(s)).await;
+        let Some(s) = redis_test_store().await else { return };
+        lifecycle_contract(Arc::new(s)).await;
+        let Some(s) = redis_test_store().await else { return };
+        batch_contract(Arc::new(s)).await;
     }
 
     #[tokio::test]
-    async fn postgres_concurrent_writers_keep_the_log_gap_free() {
-        let Some(url) = ff_core::postgres_test_database().await else {
-            return;
-        };
-        let store = SqlStore::connect(&url).await.unwrap();
-        store
-            .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let s = store.clone();
-                tokio::spawn(async move { s.write(w(Mutation::set_override("N", format!("u{i}"), i))).await })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        let log = store.changes_since(0, 100).await.unwrap();
-        assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=21).collect::<Vec<_>>());
+    async fn redis_concurrent_writers_and_batches_keep_the_log_gap_free() {
+        let Some(store) = redis_test_store().await else { return };
+        racing_writers_contract(Arc::new(store)).await;
     }
 }

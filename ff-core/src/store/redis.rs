@@ -1,0 +1,843 @@
+//! A store in Redis, for teams whose shared state already lives there: flags,
+//! overrides, segments, tokens and the change log under one key prefix, writes as
+//! optimistic transactions (`WATCH` the seq counter, `MULTI`/`EXEC`, retry on a
+//! conflict), and pub/sub for instant propagation across instances.
+//!
+//! Keys (prefix `ff` by default): `ff:seq`, `ff:flags` (hash key → record),
+//! `ff:overrides` (hash `key␟user` → value), `ff:changes` (sorted set by seq),
+//! `ff:segments`, `ff:tokens`, `ff:token_names`, `ff:attributes`, `ff:usage*`,
+//! `ff:unknown*`; notifications on the channel `ff:changes`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::{
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segments,
+    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+};
+use crate::error::StoreError;
+use crate::model::{
+    Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, from_millis, now, to_millis,
+};
+use crate::targeting::SegmentDef;
+
+/// Separates a flag key from a user id in hash fields (keys never contain it).
+const SEP: char = '\u{1f}';
+
+/// A store in Redis. Clones share the connections.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    prefix: String,
+    /// Reads and non-transactional writes; reconnected after a failure.
+    reads: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// `WATCH`/`MULTI`/`EXEC` need a connection no one else uses meanwhile.
+    writer: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    signal: watch::Sender<u64>,
+    listener: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.listener.lock()
+            && let Some(h) = l.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.inner.prefix).finish_non_exhaustive()
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Runs `$attempt` (an `async` block using `$c`, the writer connection) until it is
+/// done: each attempt `WATCH`es what it reads and ends in `EXEC` (or `UNWATCH`).
+macro_rules! transact {
+    ($self:ident, $c:ident => $attempt:expr) => {{
+        let mut slot = $self.inner.writer.lock().await;
+        let mut result =
+            Err(StoreError::Corrupt("too many concurrent writers: gave up after 100 attempts".into()));
+        for _ in 0..100 {
+            let $c = match slot.as_mut() {
+                Some(c) => c,
+                None => slot.insert($self.inner.client.get_multiplexed_async_connection().await?),
+            };
+            match $attempt.await {
+                Ok(Attempt::Done(r)) => {
+                    $self.inner.signal.send_modify(|n| *n += 1);
+                    result = Ok(r);
+                    break;
+                }
+                Ok(Attempt::Retry) => tokio::task::yield_now().await,
+                Err(e) => {
+                    // Leave nothing watched; a broken connection is replaced.
+                    if redis::cmd("UNWATCH").query_async::<()>(&mut *$c).await.is_err() {
+                        *slot = None;
+                    }
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        result
+    }};
+}
+
+/// One attempt of an optimistic transaction.
+enum Attempt<R> {
+    Done(R),
+    /// Another writer moved the seq between `WATCH` and `EXEC`.
+    Retry,
+}
+
+type Conn = MultiplexedConnection;
+
+impl RedisStore {
+    /// A store at `url` (`redis://host:port/db`); connects on first use. Keys are
+    /// prefixed with `ff`.
+    pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{} ({e})", super::redact(url))))?;
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                prefix: "ff".into(),
+                reads: tokio::sync::Mutex::new(None),
+                writer: tokio::sync::Mutex::new(None),
+                signal: watch::Sender::new(0),
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Uses `prefix` for every key and the channel (several applications, or tests,
+    /// in one Redis). Call before the store is shared.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.prefix = prefix.into();
+        }
+        self
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    fn k(&self, name: &str) -> String {
+        format!("{}:{name}", self.inner.prefix)
+    }
+
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let mut slot = self.inner.reads.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self.inner.client.get_multiplexed_async_connection().await?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `cmd` on the shared connection; a broken connection is replaced next time.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        match cmd.query_async(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    *self.inner.reads.lock().await = None;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn pipe<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, StoreError> {
+        let mut c = self.conn().await?;
+        match pipe.query_async(&mut c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    *self.inner.reads.lock().await = None;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `WATCH`es the seq (every writer changes it, so this serialises writers) and reads it.
+    async fn watch_seq(&self, c: &mut Conn) -> Result<u64, StoreError> {
+        redis::cmd("WATCH").arg(self.k("seq")).query_async::<()>(c).await?;
+        Ok(redis::cmd("GET").arg(self.k("seq")).query_async::<Option<u64>>(c).await?.unwrap_or(0))
+    }
+
+    /// Ends a transaction: the seq moves to `end`, the change rows are logged and
+    /// announced. `None` from `EXEC`: someone else wrote first.
+    async fn commit(
+        &self,
+        c: &mut Conn,
+        mut pipe: redis::Pipeline,
+        changes: &[Change],
+    ) -> Result<Attempt<()>, StoreError> {
+        let end = changes.last().map_or(0, |c| c.seq);
+        pipe.cmd("SET").arg(self.k("seq")).arg(end).ignore();
+        for change in changes {
+            pipe.cmd("ZADD").arg(self.k("changes")).arg(change.seq).arg(json(change)).ignore();
+        }
+        pipe.cmd("PUBLISH").arg(self.k("changes")).arg(end).ignore();
+        let done: Option<Vec<redis::Value>> = pipe.atomic().query_async(c).await?;
+        Ok(if done.is_some() { Attempt::Done(()) } else { Attempt::Retry })
+    }
+
+    async fn hget<T: serde::de::DeserializeOwned>(
+        &self,
+        c: &mut Conn,
+        hash: &str,
+        field: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = redis::cmd("HGET").arg(self.k(hash)).arg(field).query_async(c).await?;
+        text.map(|t| parse(&t, hash)).transpose()
+    }
+
+    async fn all<T: serde::de::DeserializeOwned>(&self, hash: &str) -> Result<Vec<T>, StoreError> {
+        let map: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(self.k(hash))).await?;
+        map.values().map(|t| parse(t, hash)).collect()
+    }
+
+    /// Applies `mutations` in one transaction; any refusal writes nothing.
+    async fn write_all(
+        &self,
+        mutations: &[Mutation],
+        (actor, reason): (&str, Option<&str>),
+        batched: bool,
+    ) -> Result<Vec<Change>, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let at = now();
+            let mut flags: HashMap<String, Option<FlagRecord>> = HashMap::new();
+            let mut overrides: HashMap<String, Option<serde_json::Value>> = HashMap::new();
+            let mut declared: Option<Vec<String>> = None;
+            let mut plans = Vec::new();
+            for (index, m) in mutations.iter().enumerate() {
+                let planned = self.plan_one(c, m, at, &mut flags, &mut overrides, &mut declared).await;
+                match planned {
+                    Ok(Some(p)) => plans.push(p),
+                    Ok(None) => {}
+                    Err(e) if batched => return Err(StoreError::InBatch { index, error: Box::new(e) }),
+                    Err(e) => return Err(e),
+                }
+            }
+            if plans.is_empty() {
+                redis::cmd("UNWATCH").query_async::<()>(c).await?;
+                return Ok(Attempt::Done(Vec::new()));
+            }
+            let end = last + plans.len() as u64;
+            let batch_end = batched.then_some(end);
+            let changes: Vec<Change> = plans
+                .iter()
+                .zip(last + 1..)
+                .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, (actor, reason)) })
+                .collect();
+            let mut pipe = redis::pipe();
+            for (key, record) in &flags {
+                if let Some(r) = record {
+                    pipe.cmd("HSET").arg(self.k("flags")).arg(key).arg(json(r)).ignore();
+                }
+            }
+            for (field, value) in &overrides {
+                match value {
+                    Some(v) => {
+                        pipe.cmd("HSET").arg(self.k("overrides")).arg(field).arg(v.to_string()).ignore()
+                    }
+                    None => pipe.cmd("HDEL").arg(self.k("overrides")).arg(field).ignore(),
+                };
+            }
+            Ok(match self.commit(c, pipe, &changes).await? {
+                Attempt::Done(()) => Attempt::Done(changes),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    /// Validates one mutation against the store as the transaction sees it, with the
+    /// batch's earlier mutations (`flags`, `overrides`) on top.
+    async fn plan_one(
+        &self,
+        c: &mut Conn,
+        m: &Mutation,
+        at: OffsetDateTime,
+        flags: &mut HashMap<String, Option<FlagRecord>>,
+        overrides: &mut HashMap<String, Option<serde_json::Value>>,
+        declared: &mut Option<Vec<String>>,
+    ) -> Result<Option<Plan>, StoreError> {
+        let key = m.key();
+        let used = mutation_attributes(m);
+        if !used.is_empty() {
+            if declared.is_none() {
+                let mut names: Vec<String> =
+                    redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
+                names.sort();
+                *declared = Some(names);
+            }
+            check_attributes(key, used.iter().map(String::as_str), declared.as_deref().unwrap_or_default())?;
+        }
+        for segment in super::referenced_segments(m) {
+            let found: bool =
+                redis::cmd("HEXISTS").arg(self.k("segments")).arg(&segment).query_async(c).await?;
+            check_segments(m, |k| k != segment || found)?;
+        }
+        let current = match flags.get(key) {
+            Some(r) => r.clone(),
+            None => self.hget::<FlagRecord>(c, "flags", key).await?,
+        };
+        let field = m.user_id().map(|u| format!("{key}{SEP}{u}"));
+        let current_override = match &field {
+            Some(f) => match overrides.get(f) {
+                Some(v) => v.clone(),
+                None => self.hget::<serde_json::Value>(c, "overrides", f).await?,
+            },
+            None => None,
+        };
+        let Some(plan) = plan(m, current.as_ref(), current_override.as_ref(), at)? else {
+            return Ok(None);
+        };
+        match &plan {
+            Plan::PutFlag { record, .. } => {
+                flags.insert(key.to_owned(), Some(record.clone()));
+            }
+            Plan::PutOverride { value, .. } => {
+                overrides.insert(field.unwrap_or_default(), Some(value.clone()));
+            }
+            Plan::DeleteOverride { .. } => {
+                overrides.insert(field.unwrap_or_default(), None);
+            }
+        }
+        Ok(Some(plan))
+    }
+
+    /// Follows the change channel, reconnecting with a backoff, and wakes the
+    /// `Source` on every notification and every (re)connection.
+    fn ensure_listener(&self) {
+        let Ok(mut slot) = self.inner.listener.lock() else { return };
+        if slot.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (client, channel, signal) =
+            (self.inner.client.clone(), self.k("changes"), self.inner.signal.clone());
+        let task = runtime.spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match listen(&client, &channel, &signal).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => tracing::warn!(error = %e, "ff: lost the Redis change channel; reconnecting"),
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        });
+        *slot = Some(task.abort_handle());
+    }
+}
+
+/// Subscribes and forwards notifications until the connection ends.
+async fn listen(
+    client: &redis::Client,
+    channel: &str,
+    signal: &watch::Sender<u64>,
+) -> redis::RedisResult<()> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    // Changes made while not listening are fetched now.
+    signal.send_modify(|n| *n += 1);
+    let mut messages = pubsub.into_on_message();
+    while std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut messages), cx))
+        .await
+        .is_some()
+    {
+        signal.send_modify(|n| *n += 1);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load(&self) -> Result<StoreState, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("GET")
+            .arg(self.k("seq"))
+            .cmd("HGETALL")
+            .arg(self.k("flags"))
+            .cmd("HGETALL")
+            .arg(self.k("overrides"))
+            .cmd("HGETALL")
+            .arg(self.k("segments"));
+        type Raw = (Option<u64>, HashMap<String, String>, HashMap<String, String>, HashMap<String, String>);
+        let (seq, flags, overrides, segments): Raw = self.pipe(&pipe).await?;
+        let mut flags: Vec<FlagRecord> = flags
+            .values()
+            .map(|t| parse::<FlagRecord>(t, "flags"))
+            .filter(|r| !r.as_ref().is_ok_and(|r| r.archived))
+            .collect::<Result<_, _>>()?;
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        let live: std::collections::HashSet<&str> = flags.iter().map(|f| f.key.as_str()).collect();
+        let mut overrides: Vec<OverrideRecord> = overrides
+            .iter()
+            .filter_map(|(field, value)| {
+                let (key, user) = field.split_once(SEP)?;
+                live.contains(key).then(|| {
+                    Ok(OverrideRecord {
+                        key: key.to_owned(),
+                        user_id: user.to_owned(),
+                        value: parse(value, "overrides")?,
+                    })
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        overrides.sort_by(|a, b| (&a.key, &a.user_id).cmp(&(&b.key, &b.user_id)));
+        let mut segments: Vec<SegmentRecord> =
+            segments.values().map(|t| parse(t, "segments")).collect::<Result<_, _>>()?;
+        segments.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(StoreState { seq: seq.unwrap_or(0), flags, overrides, segments })
+    }
+
+    async fn list_flags(&self) -> Result<Vec<FlagRecord>, StoreError> {
+        let mut flags: Vec<FlagRecord> = self.all("flags").await?;
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(flags)
+    }
+
+    async fn flag(&self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        let text: Option<String> = self.query(redis::cmd("HGET").arg(self.k("flags")).arg(key)).await?;
+        text.map(|t| parse(&t, "flags")).transpose()
+    }
+
+    async fn overrides(&self, key: &str) -> Result<Vec<OverrideRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = self
+                .query(
+                    redis::cmd("HSCAN")
+                        .arg(self.k("overrides"))
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{key}{SEP}*"))
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            for (field, value) in page {
+                if let Some((k, user)) = field.split_once(SEP)
+                    && k == key
+                {
+                    out.push(OverrideRecord {
+                        key: key.to_owned(),
+                        user_id: user.to_owned(),
+                        value: parse(&value, "overrides")?,
+                    });
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(out)
+    }
+
+    async fn changes_since(&self, after: u64, limit: u32) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<String> = self
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(self.k("changes"))
+                    .arg(format!("({after}"))
+                    .arg("+inf")
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?;
+        rows.iter().map(|t| parse(t, "changes")).collect()
+    }
+
+    async fn latest_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.query::<Option<u64>>(redis::cmd("GET").arg(self.k("seq"))).await?.unwrap_or(0))
+    }
+
+    async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        let who = (write.actor.as_str(), write.reason.as_deref());
+        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false).await?.pop())
+    }
+
+    async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
+        batch.check_size()?;
+        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+    }
+
+    async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        let limit = q.limit.min(1000) as usize;
+        let mut out = Vec::new();
+        let mut upper = match q.before_seq {
+            Some(s) => format!("({s}"),
+            None => "+inf".to_owned(),
+        };
+        loop {
+            let rows: Vec<String> = self
+                .query(
+                    redis::cmd("ZRANGE")
+                        .arg(self.k("changes"))
+                        .arg(&upper)
+                        .arg("-inf")
+                        .arg("BYSCORE")
+                        .arg("REV")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(500),
+                )
+                .await?;
+            let Some(last) = rows.last() else { break };
+            let last_seq = parse::<Change>(last, "changes")?.seq;
+            for row in &rows {
+                let c: Change = parse(row, "changes")?;
+                if q.key.as_ref().is_none_or(|k| &c.key == k)
+                    && q.actor.as_ref().is_none_or(|a| &c.actor == a)
+                    && q.since.is_none_or(|t| c.at >= t)
+                {
+                    out.push(c);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if rows.len() < 500 {
+                break;
+            }
+            upper = format!("({last_seq}");
+        }
+        Ok(out)
+    }
+
+    async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        let rows: Vec<String> =
+            self.query(redis::cmd("ZRANGE").arg(self.k("changes")).arg(seq).arg(seq).arg("BYSCORE")).await?;
+        rows.first().map(|t| parse(t, "changes")).transpose()
+    }
+
+    async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let taken: bool =
+                redis::cmd("HEXISTS").arg(self.k("token_names")).arg(&token.name).query_async(c).await?;
+            if taken {
+                return Err(StoreError::TokenExists(token.name.clone()));
+            }
+            let change = token_change(last + 1, Action::TokenCreate, (actor, reason), &token);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(self.k("tokens")).arg(&token.id).arg(StoredToken::of(&token)).ignore();
+            pipe.cmd("HSET").arg(self.k("token_names")).arg(&token.name).arg(&token.id).ignore();
+            Ok(match self.commit(c, pipe, &[change]).await? {
+                Attempt::Done(()) => Attempt::Done(token.clone()),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let map: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(self.k("tokens"))).await?;
+        let mut all: Vec<TokenRecord> =
+            map.values().map(|t| StoredToken::parse(t)).collect::<Result<_, _>>()?;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let text: Option<String> = self.query(redis::cmd("HGET").arg(self.k("tokens")).arg(id)).await?;
+        text.map(|t| StoredToken::parse(&t)).transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let id: Option<String> =
+                redis::cmd("HGET").arg(self.k("token_names")).arg(name).query_async(c).await?;
+            let token = match id {
+                Some(id) => {
+                    let text: Option<String> =
+                        redis::cmd("HGET").arg(self.k("tokens")).arg(&id).query_async(c).await?;
+                    text.map(|t| StoredToken::parse(&t)).transpose()?
+                }
+                None => None,
+            };
+            let Some(mut token) = token.filter(|t| t.revoked_at.is_none()) else {
+                return Err(StoreError::UnknownToken(name.to_owned()));
+            };
+            token.revoked_at = Some(now());
+            let change = token_change(last + 1, Action::TokenRevoke, (actor, reason), &token);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(self.k("tokens")).arg(&token.id).arg(StoredToken::of(&token)).ignore();
+            Ok(match self.commit(c, pipe, &[change]).await? {
+                Attempt::Done(()) => Attempt::Done(token),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        let mut all: Vec<SegmentRecord> = self.all("segments").await?;
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
+
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let mut declared: Vec<String> =
+                redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
+            declared.sort();
+            check_attributes(key, definition.attributes(), &declared)?;
+            let current = self.hget::<SegmentRecord>(c, "segments", key).await?;
+            let Some(record) =
+                plan_segment(key, definition.clone(), current.as_ref(), expected_version, now())?
+            else {
+                redis::cmd("UNWATCH").query_async::<()>(c).await?;
+                return Ok(Attempt::Done(None));
+            };
+            let change =
+                segment_change(last + 1, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(self.k("segments")).arg(key).arg(json(&record)).ignore();
+            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
+                Attempt::Done(()) => Attempt::Done(Some(change)),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let Some(current) = self.hget::<SegmentRecord>(c, "segments", key).await? else {
+                return Err(StoreError::UnknownSegment(key.to_owned()));
+            };
+            let all: HashMap<String, String> =
+                redis::cmd("HGETALL").arg(self.k("flags")).query_async(c).await?;
+            let flags: Vec<FlagRecord> = all.values().map(|t| parse(t, "flags")).collect::<Result<_, _>>()?;
+            let users = flags_using(&flags, key);
+            if !users.is_empty() {
+                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
+            }
+            let change = segment_change(last + 1, Action::SegmentDelete, key, Some(&current), None, who);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL").arg(self.k("segments")).arg(key).ignore();
+            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
+                Attempt::Done(()) => Attempt::Done(change),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.k("attributes"))).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("SADD").arg(self.k("attributes")).arg(n);
+        }
+        let added: Vec<i64> = self.pipe(&pipe).await?;
+        Ok(names.iter().zip(added).filter(|(_, a)| *a == 1).map(|(n, _)| n.clone()).collect())
+    }
+
+    async fn record_usage(
+        &self,
+        counts: &[crate::UsageCount],
+        unknown: &[(String, u64)],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (day, ms) = (at.date().to_julian_day(), to_millis(at));
+        let mut pipe = redis::pipe();
+        for (key, rows) in super::group_usage(counts) {
+            for (reason, variant, n) in rows {
+                let field = format!("{key}{SEP}{day}{SEP}{reason}{SEP}{variant}");
+                pipe.cmd("HINCRBY").arg(self.k("usage")).arg(&field).arg(n).ignore();
+                pipe.cmd("HSET").arg(self.k("usage_last")).arg(&field).arg(ms).ignore();
+            }
+        }
+        for (key, n) in unknown {
+            pipe.cmd("HINCRBY").arg(self.k("unknown")).arg(key).arg(*n).ignore();
+            pipe.cmd("HSETNX").arg(self.k("unknown_first")).arg(key).arg(ms).ignore();
+            pipe.cmd("HSET").arg(self.k("unknown_last")).arg(key).arg(ms).ignore();
+        }
+        self.pipe::<()>(pipe.atomic()).await
+    }
+
+    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("HGETALL").arg(self.k("usage")).cmd("HGETALL").arg(self.k("usage_last"));
+        let (counts, last): (HashMap<String, u64>, HashMap<String, i64>) = self.pipe(&pipe).await?;
+        let mut rows = Vec::new();
+        for (field, count) in counts {
+            let mut parts = field.split(SEP);
+            let (Some(key), Some(day), Some(reason), Some(variant)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some(day) = day.parse().ok().and_then(|d| time::Date::from_julian_day(d).ok()) else {
+                continue;
+            };
+            if day < since {
+                continue;
+            }
+            rows.push(crate::UsageRow {
+                key: key.to_owned(),
+                day,
+                reason: reason.to_owned(),
+                variant: variant.to_owned(),
+                count,
+                last_at: from_millis(last.get(&field).copied().unwrap_or_default()),
+            });
+        }
+        rows.sort_by(|a, b| {
+            (&a.key, a.day, &a.reason, &a.variant).cmp(&(&b.key, b.day, &b.reason, &b.variant))
+        });
+        Ok(rows)
+    }
+
+    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(self.k("unknown"))
+            .cmd("HGETALL")
+            .arg(self.k("unknown_first"))
+            .cmd("HGETALL")
+            .arg(self.k("unknown_last"));
+        type Raw = (HashMap<String, u64>, HashMap<String, i64>, HashMap<String, i64>);
+        let (counts, first, last): Raw = self.pipe(&pipe).await?;
+        let mut out: Vec<crate::UnknownFlag> = counts
+            .into_iter()
+            .map(|(key, count)| crate::UnknownFlag {
+                first_at: from_millis(first.get(&key).copied().unwrap_or_default()),
+                last_at: from_millis(last.get(&key).copied().unwrap_or_default()),
+                key,
+                count,
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let rx = self.inner.signal.subscribe();
+        self.ensure_listener();
+        rx
+    }
+}
+
+/// A token as kept in Redis: with its secret's hash, which the API form never shows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredToken {
+    id: String,
+    name: String,
+    role: String,
+    secret_hash: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl StoredToken {
+    fn of(t: &TokenRecord) -> String {
+        json(&StoredToken {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            role: t.role.as_str().to_owned(),
+            secret_hash: t.secret_hash.clone(),
+            created_at: to_millis(t.created_at),
+            revoked_at: t.revoked_at.map(to_millis),
+        })
+    }
+
+    fn parse(text: &str) -> Result<TokenRecord, StoreError> {
+        let s: StoredToken = parse(text, "tokens")?;
+        Ok(TokenRecord {
+            role: super::Role::parse(&s.role)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown role {:?}", s.role)))?,
+            id: s.id,
+            name: s.name,
+            secret_hash: s.secret_hash,
+            created_at: from_millis(s.created_at),
+            revoked_at: s.revoked_at.map(from_millis),
+        })
+    }
+}
+
+fn token_change(
+    seq: u64,
+    action: Action,
+    (actor, reason): (&str, Option<&str>),
+    token: &TokenRecord,
+) -> Change {
+    Change {
+        seq,
+        at: now(),
+        actor: actor.to_owned(),
+        action,
+        key: String::new(),
+        subject: Some(token.name.clone()),
+        before: None,
+        after: Some(token_audit(token)),
+        reason: reason.map(str::to_owned),
+        batch_end: None,
+    }
+}
