@@ -813,3 +813,48 @@ async fn lifecycle_fields_stale_report_and_usage() {
     assert_eq!(r.body["unknown"][0]["key"], "TYPO");
     assert_eq!(r.body["unknown"][0]["count"], 3);
 }
+
+/// What `GET /export` (and so `ff export`) writes is what a `FileStore` reads: the
+/// same flags, targeting, overrides and segments.
+#[tokio::test]
+async fn an_export_is_a_flags_file() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let r = api.call("PUT", "/admin/api/segments/testers", e, Some(json!({"included": ["qa-1"]}))).await;
+    assert!(r.status < 300, "{}", r.body);
+    let body = json!({"changes": [
+        {"op": "update", "key": "LEAD_HOURS", "value": 12, "owner": "ops", "tags": ["a"],
+         "targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": 0}]}},
+        {"op": "set_override", "key": "LEAD_HOURS", "user_id": "tester", "value": 1},
+        {"op": "update", "key": "CREDITS", "enabled": false},
+    ]});
+    assert_eq!(api.call("POST", "/admin/api/batch", e, Some(body)).await.status, 200);
+    let export = api.call("GET", "/admin/api/export", e, None).await.body;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&export).unwrap()).unwrap();
+    let file = ff_core::FileStore::open(&path).unwrap();
+    let (from_file, from_store) = (file.load().await.unwrap(), api.store.load().await.unwrap());
+    let view = |s: &ff_core::StoreState| {
+        let flags: Vec<_> = s
+            .flags
+            .iter()
+            .map(|f| {
+                (
+                    f.key.clone(),
+                    f.value.clone(),
+                    f.enabled,
+                    f.targeting.clone(),
+                    f.meta.owner.clone(),
+                    f.meta.tags.clone(),
+                    f.schema.clone(),
+                )
+            })
+            .collect();
+        let overrides: Vec<_> =
+            s.overrides.iter().map(|o| (o.key.clone(), o.user_id.clone(), o.value.clone())).collect();
+        let segments: Vec<_> = s.segments.iter().map(|g| (g.key.clone(), g.definition.clone())).collect();
+        (flags, overrides, segments)
+    };
+    assert_eq!(view(&from_file), view(&from_store));
+}
