@@ -702,6 +702,7 @@ pub(crate) async fn revoke_token(
     caller.require(Role::Admin)?;
     let reason = optional_reason(&body)?;
     let record = admin.store().revoke_token(&name, &caller.name, reason.as_deref()).await?;
+    admin.forget_token(&record.id);
     Ok(Json(json!({ "revoked": record.name })).into_response())
 }
 

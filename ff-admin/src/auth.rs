@@ -85,12 +85,51 @@ impl Admin {
         let Some((id, secret)) = token.strip_prefix("ff_").and_then(|t| t.split_once('_')) else {
             return Err(AdminError::Unauthorized);
         };
-        let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
+        let record = match self.cached_token(id) {
+            Some(r) => r,
+            None => {
+                let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
+                self.cache_token(&record);
+                record
+            }
+        };
         let stored = hex::decode(&record.secret_hash).unwrap_or_default();
         let matches = bool::from(digest(secret).as_slice().ct_eq(stored.as_slice()));
         if !matches || record.revoked_at.is_some() {
             return Err(AdminError::Unauthorized);
         }
         Ok(Caller { name: record.name, role: record.role })
+    }
+}
+
+/// Tokens by id, with when they were read.
+#[derive(Default)]
+pub(crate) struct TokenCache(
+    std::sync::Mutex<std::collections::HashMap<String, (TokenRecord, std::time::Instant)>>,
+);
+
+impl Admin {
+    fn cached_token(&self, id: &str) -> Option<TokenRecord> {
+        let cache = self.inner.tokens.0.lock().ok()?;
+        let ttl = self.inner.token_ttl;
+        cache.get(id).filter(|(_, at)| at.elapsed() < ttl).map(|(t, _)| t.clone())
+    }
+
+    fn cache_token(&self, record: &TokenRecord) {
+        if let Ok(mut cache) = self.inner.tokens.0.lock() {
+            // Bounded: ids are few, but forged ones must not grow it.
+            if cache.len() >= 10_000 {
+                let ttl = self.inner.token_ttl;
+                cache.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            cache.insert(record.id.clone(), (record.clone(), std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets a token at once (revoked here).
+    pub(crate) fn forget_token(&self, id: &str) {
+        if let Ok(mut cache) = self.inner.tokens.0.lock() {
+            cache.remove(id);
+        }
     }
 }

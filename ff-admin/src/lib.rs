@@ -51,6 +51,8 @@ struct Inner {
     lifetimes: Lifetimes,
     stale_rules: StaleRules,
     source: Option<Source>,
+    tokens: Arc<auth::TokenCache>,
+    token_ttl: std::time::Duration,
 }
 
 impl std::fmt::Debug for Admin {
@@ -75,6 +77,8 @@ impl Admin {
                 lifetimes: Lifetimes::default(),
                 stale_rules: StaleRules::default(),
                 source: None,
+                tokens: Arc::default(),
+                token_ttl: std::time::Duration::from_secs(5),
             }),
         }
     }
@@ -103,6 +107,15 @@ impl Admin {
     /// The default windows of the stale report (7 days each).
     pub fn stale_rules(mut self, rules: StaleRules) -> Self {
         self.inner_mut().stale_rules = rules;
+        self
+    }
+
+    /// How long a token read from the store is trusted before it is read again
+    /// (default 5 s): OFREP and API calls then do no store I/O to authenticate. A
+    /// revocation through this admin takes effect at once; through another instance,
+    /// within this time. Zero reads the store on every call.
+    pub fn token_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.inner_mut().token_ttl = ttl;
         self
     }
 

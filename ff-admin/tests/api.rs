@@ -858,3 +858,31 @@ async fn an_export_is_a_flags_file() {
     };
     assert_eq!(view(&from_file), view(&from_store));
 }
+
+/// Tokens are read from the store at most once per cache period; a revocation made
+/// elsewhere (another instance) holds after it, one made here at once.
+#[tokio::test]
+async fn token_reads_are_cached_briefly() {
+    let api = Api::new().await;
+    let app = Router::new().nest(
+        "/admin",
+        Admin::new(api.store.clone()).token_cache_ttl(std::time::Duration::from_millis(300)).router(),
+    );
+    let status = |token: String| {
+        let app = app.clone();
+        async move {
+            let req = http::Request::builder()
+                .uri("/admin/api/flags")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(api.viewer.clone()).await, 200);
+    // Revoked in the store directly, as another instance would.
+    api.store.revoke_token("vi", "other-instance", None).await.unwrap();
+    assert_eq!(status(api.viewer.clone()).await, 200, "still cached");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(status(api.viewer.clone()).await, 401, "read again after the cache period");
+}
