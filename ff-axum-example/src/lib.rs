@@ -337,5 +337,7 @@ async fn health(source: Source) -> Json<Value> {
         "stale": s.is_stale(),
         "age_seconds": s.age().map(|a| a.as_secs_f64()),
         "last_error": s.last_error,
+        // Flags this process's environment pins (FF_<KEY>): not what the store says.
+        "pinned": source.snapshot().pinned().map(|(k, _)| k.to_owned()).collect::<Vec<_>>(),
     }))
 }

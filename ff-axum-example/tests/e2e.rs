@@ -468,8 +468,11 @@ async fn the_environment_pins_a_flag_for_one_process() {
         &[("FF_NEW_CHECKOUT", "true"), ("FF_MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "99999")],
     );
     let plain = App::start(&url);
-    // The store says false; only the pinned process serves true.
+    // The store says false; only the pinned process serves true, and says so.
     assert_eq!(page(&pinned).await, "new");
+    let health = pinned.send(reqwest::Method::GET, "/healthz", None, None).await.1;
+    assert_eq!(health["pinned"], json!(["NEW_CHECKOUT"]), "{health}");
+    assert_eq!(plain.send(reqwest::Method::GET, "/healthz", None, None).await.1["pinned"], json!([]));
     assert_eq!(page(&plain).await, "classic");
     // A value outside the declared bounds is refused (with a warning): the store's value.
     assert_eq!(pinned.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);

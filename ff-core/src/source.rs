@@ -515,6 +515,7 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
         metrics::gauge!("ff_snapshot_version").set(status.version as f64);
         let since = status.last_success.unwrap_or(started);
         metrics::gauge!("ff_snapshot_age_seconds").set(since.elapsed().as_secs_f64());
+        metrics::gauge!("ff_flags_pinned").set(shared.pins.iter().count() as f64);
         if last_write.elapsed() < write_every || (pending.is_empty() && unknown_pending.is_empty()) {
             continue;
         }
