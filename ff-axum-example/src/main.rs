@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::ServiceExt;
 use std::sync::Arc;
 
 use ff_core::{RedisStore, Source, SqlStore, Store, redact};
@@ -67,8 +66,7 @@ async fn main() -> anyhow::Result<()> {
         println!("FF_WITHOUT_LAYER=1: FlagsLayer is off, every flag serves its code default");
     }
     if with_layer {
-        let app =
-            ServiceExt::<axum::extract::Request>::into_make_service(ff_axum_example::router(source, admin));
+        let app = ff_axum_example::make_service(source, admin);
         axum::serve(listener, app).with_graceful_shutdown(shutdown()).await
     } else {
         axum::serve(listener, ff_axum_example::routes(source, admin)).with_graceful_shutdown(shutdown()).await

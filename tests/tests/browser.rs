@@ -63,15 +63,7 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(ff_axum_example::router(
-                source, admin,
-            )),
-        )
-        .await
-    });
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
     assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
 
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");

@@ -30,15 +30,7 @@ async fn start(url: &str) -> Instance {
         .env_admin_token(Some(OPERATOR.into()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(ff_axum_example::router(
-                source, admin,
-            )),
-        )
-        .await
-    });
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
     Instance { base, store }
 }
 

@@ -22,15 +22,7 @@ async fn twenty_editors_one_flag() {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/admin/api/flags/CAPTIONER_HOURLY_RATE_MIN", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service(ff_axum_example::router(
-                source, admin,
-            )),
-        )
-        .await
-    });
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
     let http = reqwest::Client::new();
     let before = store.changes(&ChangeQuery { limit: 1000, ..ChangeQuery::default() }).await.unwrap().len();
 
