@@ -100,6 +100,12 @@ async fn serves_the_file_and_reloads_it_however_it_is_replaced() {
     std::fs::rename(&tmp, &path).unwrap();
     let t2 = until(&source, "atomic rename", |s| get(s, LEAD, "bob").0 == 12).await;
     eprintln!("reloaded after {t1:?} (rewrite) and {t2:?} (rename)");
+    // Rewritten twice in quick succession with the same size (and likely the same
+    // modification time): the second is still seen.
+    std::fs::write(&path, flags(true, 36)).unwrap();
+    until(&source, "first same-size rewrite", |s| get(s, LEAD, "bob").0 == 36).await;
+    std::fs::write(&path, flags(true, 37)).unwrap();
+    until(&source, "second same-size rewrite", |s| get(s, LEAD, "bob").0 == 37).await;
     assert!(store.last_error().is_none());
 }
 
@@ -148,7 +154,8 @@ async fn a_bad_file_keeps_the_last_good_flags_and_says_why() {
     for (content, says) in bad {
         std::fs::write(&path, content).unwrap();
         let s = store.clone();
-        until(&source, says, move |_| s.last_error().is_some_and(|e| e.contains(says))).await;
+        let what = format!("{says} (the file: {content:?})");
+        until(&source, &what, move |_| s.last_error().is_some_and(|e| e.contains(says))).await;
         assert!(store.last_error().unwrap().contains("flags.yaml"), "names the file");
         assert_eq!(get(&source, CHECKOUT, "bob"), (true, Reason::Global), "the last good flags");
     }

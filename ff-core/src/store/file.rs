@@ -9,7 +9,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -43,8 +43,10 @@ struct Loaded {
     state: StoreState,
     /// Size, modification time and inode of the file as last read, good or bad.
     seen: Option<(u64, Option<SystemTime>, u64)>,
-    /// Hash of the content last read.
+    /// Hash of the content last read, good or bad.
     content: u64,
+    /// Hash of the content being served.
+    good: u64,
     error: Option<String>,
 }
 
@@ -75,6 +77,7 @@ impl FileStore {
                     state: StoreState::default(),
                     seen: None,
                     content: 0,
+                    good: 0,
                     error: None,
                 }),
                 signal: watch::Sender::new(0),
@@ -144,7 +147,14 @@ impl FileStore {
         if loaded.seen == Some(fingerprint) {
             return false;
         }
-        loaded.seen = Some(fingerprint);
+        // A file changed within the clock's granularity could change again with the
+        // same size and time: until it is older, compare its content every time.
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(2));
+        loaded.seen = settled.then_some(fingerprint);
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -155,13 +165,19 @@ impl FileStore {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         text.hash(&mut hasher);
         let content = hasher.finish();
+        // Read already (an event and a poll, or a stat during the write): nothing new.
         if content == loaded.content && loaded.generation > 0 {
-            loaded.error = None;
             return false;
         }
         loaded.content = content;
+        // Back to what is served (a bad edit undone): nothing to reload, nothing wrong.
+        if content == loaded.good && loaded.generation > 0 {
+            loaded.error = None;
+            return false;
+        }
         match parse(&text) {
             Ok(mut state) => {
+                loaded.good = content;
                 loaded.generation += 1;
                 state.seq = loaded.generation;
                 loaded.state = state;
