@@ -355,7 +355,7 @@ mod redis_propagation {
         let mut c = client.get_multiplexed_async_connection().await.unwrap();
         let killed: i64 =
             redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut c).await.unwrap();
-        assert!(killed >= 2, "killed {killed}");
+        assert!(killed >= 1, "killed {killed}");
         b.write(w(Mutation::set_value("LEAD", 7))).await.unwrap();
         b.write(w(Mutation::set_value("LEAD", 8))).await.unwrap();
         let want = b.latest_seq().await.unwrap();
