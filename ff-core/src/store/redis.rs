@@ -49,6 +49,19 @@ struct Inner {
     listener: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
+impl Inner {
+    fn new(client: redis::Client, prefix: String) -> Self {
+        Inner {
+            client,
+            prefix,
+            reads: tokio::sync::Mutex::new(None),
+            writer: tokio::sync::Mutex::new(None),
+            signal: watch::Sender::new(0),
+            listener: Mutex::new(None),
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut l) = self.listener.lock()
@@ -121,25 +134,13 @@ impl RedisStore {
     pub fn connect_lazy(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::UnsupportedUrl(format!("{} ({e})", super::redact(url))))?;
-        Ok(RedisStore {
-            inner: Arc::new(Inner {
-                client,
-                prefix: "ff".into(),
-                reads: tokio::sync::Mutex::new(None),
-                writer: tokio::sync::Mutex::new(None),
-                signal: watch::Sender::new(0),
-                listener: Mutex::new(None),
-            }),
-        })
+        Ok(RedisStore { inner: Arc::new(Inner::new(client, "ff".into())) })
     }
 
     /// Uses `prefix` for every key and the channel (several applications, or tests,
-    /// in one Redis). Call before the store is shared.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.prefix = prefix.into();
-        }
-        self
+    /// in one Redis): a store of its own, sharing nothing with clones of this one.
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        RedisStore { inner: Arc::new(Inner::new(self.inner.client.clone(), prefix.into())) }
     }
 
     /// The key prefix.
