@@ -128,6 +128,9 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// A flags file that cannot be read or is invalid (the message names the file).
+    #[error("{0}")]
+    BadFile(String),
     /// The store is read-only (a file): change the file instead.
     #[error("the flags come from {0} and are read-only here: change the file, it is reloaded")]
     ReadOnly(String),

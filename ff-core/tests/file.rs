@@ -196,7 +196,8 @@ async fn opening_a_missing_or_invalid_file_is_an_error_and_writes_are_refused() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.yaml");
     let e = FileStore::open(&path).unwrap_err();
-    assert!(e.to_string().contains("cannot read") && e.to_string().contains("flags.yaml"), "{e}");
+    assert!(matches!(e, StoreError::BadFile(_)), "{e:?}");
+    assert!(e.to_string().starts_with("cannot read") && e.to_string().contains("flags.yaml"), "{e}");
     std::fs::write(&path, "flags: 3").unwrap();
     assert!(FileStore::open(&path).unwrap_err().to_string().contains("top-level `flags:`"));
     write_file(&path);

@@ -86,7 +86,7 @@ impl FileStore {
         };
         store.check();
         if let Some(e) = store.last_error() {
-            return Err(StoreError::Corrupt(e));
+            return Err(StoreError::BadFile(e));
         }
         Ok(store)
     }
