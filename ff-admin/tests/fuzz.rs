@@ -17,38 +17,31 @@ use tower::ServiceExt;
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000);
 const CREDITS: Flag<bool> = Flag::new("CREDITS", true);
 
-const KEYS: &[&str] = &[
-    "value",
-    "enabled",
-    "off_value",
-    "description",
-    "owner",
-    "tags",
-    "ticket",
-    "expires_at",
-    "targeting",
-    "kind",
-    "permanent",
-    "expiry",
-    "type",
-    "reason",
-    "rules",
-    "clauses",
-    "attribute",
-    "op",
-    "values",
-    "split",
-    "variations",
-    "weight",
-    "name",
-    "role",
-    "included",
-    "excluded",
-    "key",
-    "changes",
-    "user_id",
-    "version",
-];
+/// Field names the bodies are made of: every editable flag field, and the rest a
+/// body may carry (rules, segments, tokens, batches).
+fn keys() -> Vec<&'static str> {
+    let extra = [
+        "type",
+        "reason",
+        "rules",
+        "clauses",
+        "attribute",
+        "op",
+        "values",
+        "split",
+        "variations",
+        "weight",
+        "name",
+        "role",
+        "included",
+        "excluded",
+        "key",
+        "changes",
+        "user_id",
+        "version",
+    ];
+    ff_core::FlagPatch::EDITABLE.iter().copied().chain(extra).collect()
+}
 
 /// Nearly valid batches: known ops and keys, arbitrary fields.
 fn batch_body() -> impl Strategy<Value = Value> {
@@ -56,7 +49,7 @@ fn batch_body() -> impl Strategy<Value = Value> {
         &["create", "update", "archive", "restore", "set_override", "delete_override", "upsert"][..],
     );
     let key = prop::sample::select(&["LEAD_HOURS", "CREDITS", "NEW_ONE", ""][..]);
-    let item = (op, key, prop::collection::vec((prop::sample::select(KEYS), json_body()), 0..4)).prop_map(
+    let item = (op, key, prop::collection::vec((prop::sample::select(keys()), json_body()), 0..4)).prop_map(
         |(op, key, fields)| {
             let mut m: serde_json::Map<String, Value> =
                 fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -83,7 +76,7 @@ fn json_body() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 32, 5, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6)
+            prop::collection::vec((prop::sample::select(keys()), inner), 0..6)
                 .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
         ]
     })
