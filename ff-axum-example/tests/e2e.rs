@@ -1,7 +1,5 @@
 //! End to end: the real binary on a free loopback port, flags changed through the Store API.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ff_core::{Mutation, SqlStore, Store, Write};
@@ -10,17 +8,15 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+#[path = "support/binary.rs"]
+mod binary;
+
+/// The binary and a client for it.
 struct App {
-    child: Child,
+    /// Kept for its `Drop`: the process lives as long as the test holds the app.
+    _binary: binary::Binary,
     base: String,
     http: reqwest::Client,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl App {
@@ -29,26 +25,8 @@ impl App {
     }
 
     fn start_with(database_url: &str, env: &[(&str, &str)]) -> App {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
-            .env("FF_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("FF_POLL_MS", "100")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start ff-axum-example");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        // Keep draining so the app never writes into a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        App { child, base, http: reqwest::Client::new() }
+        let binary = binary::Binary::start(database_url, env);
+        App { base: binary.base.clone(), _binary: binary, http: reqwest::Client::new() }
     }
 
     async fn send(

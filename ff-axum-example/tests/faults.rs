@@ -3,11 +3,9 @@
 //! like the database going away (established connections closed, new ones refused)
 //! without stopping a server other tests share.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ff_core::{Mutation, SqlStore, Store, Write};
@@ -57,59 +55,9 @@ impl Proxy {
     }
 }
 
-/// The example binary, its address and its stderr (the log) as it comes.
-struct App {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl App {
-    fn start(database_url: &str) -> App {
-        App::start_with(database_url, &[])
-    }
-
-    fn start_with(database_url: &str, env: &[(&str, &str)]) -> App {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ff-axum-example"))
-            .envs(env.iter().copied())
-            .env("FF_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("FF_POLL_MS", "100")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ff-axum-example");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let log = Arc::new(Mutex::new(String::new()));
-        let (sink, mut stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_owned();
-        App { child, base, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
+#[path = "support/binary.rs"]
+mod binary;
+use binary::Binary as App;
 
 async fn get(http: &reqwest::Client, url: String) -> Result<(u16, String), reqwest::Error> {
     let res = http.get(url).header("x-user-id", "alice").send().await?;
@@ -160,7 +108,7 @@ async fn postgres_lost_under_load_and_back() {
     let direct = SqlStore::connect(&url).await.unwrap();
     direct.migrate().await.unwrap();
     let proxy = Proxy::start(target(&url), true).await;
-    let app = App::start(&through(&url, proxy.addr));
+    let app = App::start(&through(&url, proxy.addr), &[]);
     let http = reqwest::Client::new();
     let lead = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS";
     // The app synced its declarations; give it a fresh value to keep serving.
@@ -232,7 +180,7 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     direct.migrate().await.unwrap();
     let proxy = Proxy::start(target(&url), false).await;
     let started = Instant::now();
-    let app = App::start(&through(&url, proxy.addr));
+    let app = App::start(&through(&url, proxy.addr), &[]);
     let http = reqwest::Client::new();
     // Up within the startup timeout, serving the code defaults.
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -260,7 +208,7 @@ async fn flip_storm(database_url: &str) {
     const TOKEN: &str = "storm-test-admin-token-0123456789";
     const CLIENTS: usize = 64;
     const FLIPS: u64 = 300;
-    let app = App::start_with(database_url, &[("FF_ADMIN_TOKEN", TOKEN)]);
+    let app = App::start(database_url, &[("FF_ADMIN_TOKEN", TOKEN)]);
     let http = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS + 4).build().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
