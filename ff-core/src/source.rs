@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -670,10 +670,12 @@ async fn sleep_or_nudge(shared: &Shared, d: Duration) {
     }
 }
 
-/// Spreads retries of many instances over time (±25 %), without a random-number crate.
+/// Spreads retries of many instances over time (±25 %), without a random-number crate:
+/// std's `RandomState` is seeded from the OS once per thread and differs on every call.
 fn jitter(d: Duration) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
-    let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::hash::RandomState::new().build_hasher().finish();
+    let factor = 0.75 + (random % 10_001) as f64 / 20_000.0;
     d.mul_f64(factor)
 }
 
@@ -728,4 +730,19 @@ fn write_snapshot_file(path: &Path, state: StoreState) -> std::io::Result<()> {
     tmp.push(".tmp");
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_spreads_retries_within_a_quarter() {
+        let d = Duration::from_secs(1);
+        let waits: std::collections::BTreeSet<Duration> = (0..200).map(|_| jitter(d)).collect();
+        assert!(waits.len() > 150, "only {} distinct waits of 200", waits.len());
+        assert!(waits.iter().all(|w| (d.mul_f64(0.75)..=d.mul_f64(1.25)).contains(w)));
+        let (lo, hi) = (waits.first().unwrap(), waits.last().unwrap());
+        assert!(*hi - *lo > Duration::from_millis(250), "spread {lo:?}..{hi:?}");
+    }
 }
