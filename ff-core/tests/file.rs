@@ -206,7 +206,7 @@ async fn opening_a_missing_or_invalid_file_is_an_error_and_writes_are_refused() 
     assert!(matches!(&e, StoreError::ReadOnly(p) if p.ends_with("flags.yaml")), "{e}");
     assert!(e.to_string().contains("change the file"), "{e}");
     assert!(store.write_batch(ff_core::Batch::new("x", vec![])).await.is_err());
-    assert_eq!(store.latest_seq().await.unwrap(), 1);
+    assert_ne!(store.latest_seq().await.unwrap(), 0);
     assert_eq!(store.flag("LEAD_HOURS").await.unwrap().unwrap().value, ff_core::Value::Int(24));
     assert_eq!(store.overrides("LEAD_HOURS").await.unwrap().len(), 1);
     assert_eq!(store.segments().await.unwrap()[0].key, "testers");
@@ -214,4 +214,42 @@ async fn opening_a_missing_or_invalid_file_is_an_error_and_writes_are_refused() 
 
 fn write_file(path: &Path) {
     std::fs::write(path, flags(false, 24)).unwrap();
+}
+
+#[tokio::test]
+async fn versions_come_from_the_content_and_a_restored_file_clears_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.yaml");
+    write_file(&path);
+    let first = FileStore::open_polling(&path).unwrap();
+    let v24 = first.latest_seq().await.unwrap();
+    // Another process, or this one restarted: the same content has the same version.
+    assert_eq!(FileStore::open_polling(&path).unwrap().latest_seq().await.unwrap(), v24);
+    assert!(v24 < 1 << 53, "exact in JSON clients");
+    // Other content, another version, in this process and in a new one.
+    std::fs::write(&path, flags(false, 36)).unwrap();
+    let v36 = first.latest_seq().await.unwrap();
+    assert_ne!(v36, v24);
+    assert_eq!(FileStore::open_polling(&path).unwrap().latest_seq().await.unwrap(), v36);
+    assert_eq!(first.load().await.unwrap().seq, v36);
+    // Deleted: the last good flags stay, with the error said.
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(first.latest_seq().await.unwrap(), v36);
+    assert!(first.last_error().unwrap().starts_with("cannot read"));
+    // Restored unchanged: nothing to reload, and nothing wrong any more.
+    std::fs::write(&path, flags(false, 36)).unwrap();
+    assert_eq!(first.latest_seq().await.unwrap(), v36);
+    assert_eq!(first.last_error(), None);
+    // A bad file, deleted, then restored bad: the parse error again, not the read error.
+    std::fs::write(&path, "flags: 3").unwrap();
+    first.latest_seq().await.unwrap();
+    assert!(first.last_error().unwrap().contains("top-level `flags:`"));
+    std::fs::remove_file(&path).unwrap();
+    first.latest_seq().await.unwrap();
+    std::fs::write(&path, "flags: 3").unwrap();
+    first.latest_seq().await.unwrap();
+    assert!(first.last_error().unwrap().contains("top-level `flags:`"), "{:?}", first.last_error());
+    // Back to the first content: its version again.
+    write_file(&path);
+    assert_eq!(first.latest_seq().await.unwrap(), v24);
 }

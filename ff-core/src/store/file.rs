@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -16,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_segments, plan, plan_segment,
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_segment, plan, plan_segment,
 };
 use crate::error::StoreError;
 use crate::flag::FlagDef;
@@ -38,14 +37,13 @@ struct Inner {
 
 /// The last good content and what was last seen on disk.
 struct Loaded {
-    /// Incremented by every reload that changed the flags: the store's seq.
-    generation: u64,
     state: StoreState,
     /// Size, modification time and inode of the file as last read, good or bad.
     seen: Option<(u64, Option<SystemTime>, u64)>,
-    /// Hash of the content last read, good or bad.
+    /// Hash of the content last read, good or bad; 0 after a failed read.
     content: u64,
-    /// Hash of the content being served.
+    /// Hash of the content being served, 0 before the first: the store's seq, so the
+    /// same content has the same version in every process and after restarts.
     good: u64,
     error: Option<String>,
 }
@@ -73,7 +71,6 @@ impl FileStore {
             inner: Arc::new(Inner {
                 path,
                 state: Mutex::new(Loaded {
-                    generation: 0,
                     state: StoreState::default(),
                     seen: None,
                     content: 0,
@@ -139,6 +136,7 @@ impl FileStore {
                     tracing::warn!(error = %error, "ff: keeping the last good flags");
                     loaded.error = Some(error);
                     loaded.seen = None;
+                    loaded.content = 0;
                 }
                 return false;
             }
@@ -159,30 +157,28 @@ impl FileStore {
             Ok(t) => t,
             Err(e) => {
                 loaded.error = Some(format!("cannot read {}: {e}", path.display()));
+                loaded.content = 0;
                 return false;
             }
         };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        text.hash(&mut hasher);
-        let content = hasher.finish();
-        // Read already (an event and a poll, or a stat during the write): nothing new.
-        if content == loaded.content && loaded.generation > 0 {
+        let content = version_of(&text);
+        let read_before = std::mem::replace(&mut loaded.content, content) == content;
+        // What is served (read again, or a bad edit undone): nothing to reload, nothing wrong.
+        if content == loaded.good {
+            loaded.error = None;
             return false;
         }
-        loaded.content = content;
-        // Back to what is served (a bad edit undone): nothing to reload, nothing wrong.
-        if content == loaded.good && loaded.generation > 0 {
-            loaded.error = None;
+        // The same bad content again (an event and a poll): its error stands.
+        if read_before {
             return false;
         }
         match parse(&text) {
             Ok(mut state) => {
                 loaded.good = content;
-                loaded.generation += 1;
-                state.seq = loaded.generation;
+                state.seq = content;
                 loaded.state = state;
                 loaded.error = None;
-                tracing::info!(path = %path.display(), generation = loaded.generation, flags = loaded.state.flags.len(), "ff: loaded the flags file");
+                tracing::info!(path = %path.display(), version = content, flags = loaded.state.flags.len(), "ff: loaded the flags file");
                 drop(loaded);
                 self.inner.signal.send_modify(|n| *n += 1);
                 true
@@ -199,6 +195,14 @@ impl FileStore {
     fn refused(&self) -> StoreError {
         StoreError::ReadOnly(self.inner.path.display().to_string())
     }
+}
+
+/// A hash of the file's bytes, stable across processes, platforms and releases
+/// (FNV-1a), cut to 53 bits so JSON clients read it exactly; never 0.
+fn version_of(text: &str) -> u64 {
+    let hash =
+        text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    (hash & ((1 << 53) - 1)).max(1)
 }
 
 #[cfg(unix)]
@@ -249,11 +253,13 @@ fn parse(text: &str) -> Result<StoreState, String> {
             return Err(format!("flag {key:?} appears twice"));
         }
         let create = Mutation::CreateFlag { def, if_missing: false };
-        check_segments(&create, |s| segments.contains(s)).map_err(|e| e.to_string())?;
         let Some(Plan::PutFlag { record, .. }) = plan(&create, None, None, at).map_err(|e| e.to_string())?
         else {
             return Err(format!("flag {key:?} could not be read"));
         };
+        for s in record.targeting.segment_keys() {
+            check_segment(key, s, segments.contains(s)).map_err(|e| e.to_string())?;
+        }
         match wanted {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::Object(users)) => {
@@ -303,10 +309,10 @@ impl Store for FileStore {
         Ok(Vec::new())
     }
 
-    /// The reload generation; checks the file first (the poll fallback).
+    /// The served content's hash; checks the file first (the poll fallback).
     async fn latest_seq(&self) -> Result<u64, StoreError> {
         self.check();
-        Ok(self.loaded().generation)
+        Ok(self.loaded().good)
     }
 
     async fn write(&self, _: Write) -> Result<Option<Change>, StoreError> {
