@@ -96,7 +96,7 @@ pub(crate) async fn evaluate(
     };
     let snapshot = admin.snapshot().await?;
     let version = snapshot.version();
-    if let Some((value, reason)) = snapshot.evaluate_key(&key, &ctx) {
+    if let Some((value, reason)) = snapshot.read_key(&key, &ctx) {
         return Ok(Json(success(&key, snapshot.flag(&key), Some(&value), reason, version)).into_response());
     }
     // Declared by the application but not in the store (yet): its code default.
@@ -110,11 +110,11 @@ pub(crate) async fn evaluate(
 fn bulk(snapshot: &Snapshot, admin: &Admin, ctx: &EvalContext) -> Vec<Value> {
     let version = snapshot.version();
     let mut flags: Vec<Value> = snapshot
-        .evaluate_all(ctx)
+        .read_all(ctx)
         .map(|(record, value, reason)| success(&record.key, Some(record), Some(value), reason, version))
         .collect();
     for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
-        let pinned = snapshot.evaluate_key(&d.key, ctx);
+        let pinned = snapshot.read_key(&d.key, ctx);
         let (value, reason) = pinned.map_or((None, Reason::Default), |(v, r)| (Some(v), r));
         flags.push(success(&d.key, None, value.as_ref(), reason, version));
     }

@@ -37,6 +37,7 @@ impl Ofrep {
             .declare(decls.clone())
             .env_vars(env.iter().map(|(k, v)| (*k, *v)))
             .poll_interval(Duration::from_millis(50))
+            .usage_interval(Duration::from_millis(50))
             .start()
             .await;
         let (_, token) = ff_admin::create_token(&*store, "svc", Role::Viewer, "test", None).await.unwrap();
@@ -172,7 +173,7 @@ async fn missing_flags_code_defaults_pins_and_bad_requests() {
     assert_eq!((status, body["reason"].clone()), (200, json!("DEFAULT")), "{body}");
     assert!(body.get("value").is_none(), "{body}");
     let patch = ff_core::FlagPatch {
-        permanent: Some(false),
+        permanent: Some(Some(false)),
         expiry: Some(ff_core::ExpiryPolicy::ServeDefault),
         expires_at: Some(Some(time::OffsetDateTime::now_utc() - time::Duration::days(1))),
         ..Default::default()
@@ -259,4 +260,61 @@ async fn configuration_says_what_a_provider_may_assume() {
     let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(body["name"], "ff");
     assert_eq!(body["capabilities"]["flagEvaluation"]["supportedTypes"].as_array().unwrap().len(), 5);
+}
+
+/// A flag read only over OFREP is counted in usage (and so in metrics), as a read
+/// through the layer is: it is neither "never evaluated" nor stale.
+#[tokio::test]
+async fn reads_over_ofrep_are_counted_like_the_layers() {
+    let o = Ofrep::new(&[]).await;
+    let ctx = json!({"targetingKey": "alice"});
+    for _ in 0..3 {
+        assert_eq!(o.flag("THEME", ctx.clone()).await.0, 200);
+    }
+    let auth = format!("Bearer {}", o.token);
+    let (status, _, _) =
+        o.post("evaluate/flags", &json!({ "context": ctx }).to_string(), &[("authorization", &auth)]).await;
+    assert_eq!(status, 200);
+    // Unknown keys from clients are answered but not remembered.
+    assert_eq!(o.flag("NO_SUCH_FLAG", ctx.clone()).await.0, 404);
+    let today = time::OffsetDateTime::now_utc().date();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = o.store.usage(today).await.unwrap();
+        let count = |key: &str| rows.iter().filter(|r| r.key == key).map(|r| r.count).sum::<u64>();
+        // Three single reads and one bulk read of THEME; the bulk read of every other flag.
+        if count("THEME") == 4 && count("LEAD_HOURS") == 1 && count("CREDITS") == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reads never counted: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(o.store.unknown_flags().await.unwrap().is_empty());
+}
+
+/// The admin's user lookup shows what the application serves: its live snapshot,
+/// environment pins included, not a fresh load of the store.
+#[tokio::test]
+async fn the_user_lookup_reads_the_live_source() {
+    let o = Ofrep::new(&[("FF_THEME", "dark")]).await;
+    o.write(Mutation::set_override("LEAD_HOURS", "alice", 12)).await;
+    let req = http::Request::builder()
+        .uri("/admin/api/users/alice")
+        .header("authorization", format!("Bearer {}", o.token))
+        .body(Body::empty())
+        .unwrap();
+    let res = o.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let flag =
+        |key: &str| body["flags"].as_array().unwrap().iter().find(|f| f["key"] == key).cloned().unwrap();
+    assert_eq!(
+        (flag("THEME")["value"].clone(), flag("THEME")["reason"].clone()),
+        (json!("dark"), json!("env"))
+    );
+    assert_eq!(
+        (flag("LEAD_HOURS")["value"].clone(), flag("LEAD_HOURS")["reason"].clone()),
+        (json!(12), json!("override"))
+    );
+    assert_eq!(body["version"], json!(o.source.snapshot().version()));
 }

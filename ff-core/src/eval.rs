@@ -300,15 +300,15 @@ impl Evaluator {
         }
         let snapshot = &self.snapshot;
         let anonymous = EvalContext::anonymous();
-        let shared = snapshot.shared_config(|| {
-            build::<C>(snapshot, Input { user: None, context: &anonymous, now: &self.now })
-        });
-        if let Some((shared, touched, targeted)) = shared
-            && !targeted
-            && self.user.is_none_or(|u| !snapshot.user_touches(u, touched))
+        let shared = snapshot
+            .shared_config(|now| build::<C>(snapshot, Input { user: None, context: &anonymous, now }));
+        if let Some((value, shared)) = shared
+            && !shared.targeted()
+            && self.user.is_none_or(|u| !snapshot.user_touches_shared(u, shared))
+            && shared.holds_at(|| self.input().now())
         {
             // The snapshot keeps it: no need to memoise per request.
-            return shared;
+            return value;
         }
         let config = Arc::new(build::<C>(snapshot, self.input()).0);
         // Only the first config type read through this evaluator is memoised.
@@ -408,6 +408,33 @@ mod tests {
         // A new snapshot builds a new shared config.
         let c = Evaluator::new(snapshot(true), EvalContext::anonymous()).config::<Cfg>();
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    /// HOURS stores 50 and expires (serving its code default, 24) at `at`.
+    fn expiring(at: time::OffsetDateTime) -> Arc<Snapshot> {
+        let mut hours = record("HOURS", Value::Int(50), true);
+        hours.meta.expiry = crate::model::ExpiryPolicy::ServeDefault;
+        hours.meta.permanent = Some(false);
+        hours.meta.expires_at = Some(at);
+        Arc::new(Snapshot::from_state(&StoreState { seq: 3, flags: vec![hours], ..Default::default() }))
+    }
+
+    #[test]
+    fn config_agrees_with_get_across_expiry() {
+        let now = time::OffsetDateTime::now_utc();
+        let hour = time::Duration::hours(1);
+        for at in [now + hour, now - hour] {
+            let s = expiring(at);
+            // A reader moved in time first: it must neither see nor fill the shared config.
+            for t in [now - 2 * hour, now + 2 * hour, now] {
+                let e = Evaluator::new(s.clone(), EvalContext::user("someone")).at(t);
+                assert_eq!(e.config::<Cfg>().hours, e.get(HOURS), "expiry at {at}, read at {t}");
+                let expected = if t >= at { 24 } else { 50 };
+                assert_eq!(e.get(HOURS), expected);
+            }
+            let e = Evaluator::new(s.clone(), EvalContext::anonymous());
+            assert_eq!(e.config::<Cfg>().hours, e.get(HOURS));
+        }
     }
 
     #[test]

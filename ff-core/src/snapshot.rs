@@ -259,12 +259,32 @@ impl UserShard {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UserRef(u32);
 
-struct SharedConfig {
+pub(crate) struct SharedConfig {
     type_id: TypeId,
     value: Arc<dyn Any + Send + Sync>,
     touched: Box<[u32]>,
     /// Some flag it read has targeting: it cannot be shared between users.
     targeted: bool,
+    /// The times between which it holds: the expiries of the flags it read that
+    /// bracket the time it was built (`None`: unbounded on that side).
+    valid_from: Option<OffsetDateTime>,
+    valid_until: Option<OffsetDateTime>,
+}
+
+impl SharedConfig {
+    /// Some flag it read has targeting.
+    pub(crate) fn targeted(&self) -> bool {
+        self.targeted
+    }
+
+    /// Whether a reader at `now` (read only if some flag it read expires) sees these values.
+    pub(crate) fn holds_at(&self, now: impl FnOnce() -> OffsetDateTime) -> bool {
+        if self.valid_from.is_none() && self.valid_until.is_none() {
+            return true;
+        }
+        let now = now();
+        self.valid_from.is_none_or(|t| now >= t) && self.valid_until.is_none_or(|t| now < t)
+    }
 }
 
 /// Who is asking, for one evaluation: the user's overrides, the context, and the
@@ -277,7 +297,7 @@ pub(crate) struct Input<'a> {
 }
 
 impl Input<'_> {
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         *self.now.get_or_init(OffsetDateTime::now_utc)
     }
 }
@@ -375,6 +395,20 @@ impl Snapshot {
             segments: Arc::new(segments),
             shared_config: OnceLock::new(),
         }
+    }
+
+    /// How many users override each flag that has overrides: one pass over the
+    /// overrides, not one per flag.
+    pub fn override_counts(&self) -> HashMap<&str, usize> {
+        let mut per_slot = vec![0usize; self.flags.slots.len()];
+        let entries = self.users.shards.iter().flat_map(|s| s.entries.iter().flatten());
+        for slot in entries.flat_map(|e| e.slots.iter()) {
+            if let Some(n) = per_slot.get_mut(*slot as usize) {
+                *n += 1;
+            }
+        }
+        let slots = self.flags.slots.iter().zip(per_slot).filter(|(_, n)| *n > 0);
+        slots.filter_map(|(s, n)| Some((s.as_ref()?.key.as_str(), n))).collect()
     }
 
     /// The full state this snapshot was built from (for saving to disk).
@@ -569,31 +603,70 @@ impl Snapshot {
     }
 
     /// Evaluates a flag by key without its Rust type (admin tools, "what does
-    /// this user see"): `None` if the snapshot does not hold the key.
+    /// this user see"): `None` if the snapshot does not hold the key. Not counted:
+    /// see [`read_key`](Self::read_key).
     pub fn evaluate_key(&self, key: &str, context: &EvalContext) -> Option<(Value, Reason)> {
+        self.by_key(key, context, false)
+    }
+
+    /// [`evaluate_key`](Self::evaluate_key) for a client that uses the value
+    /// (OFREP, the OpenFeature provider): the read is counted in usage and metrics
+    /// as a typed read is. Keys the snapshot lacks are not counted: they come from
+    /// clients, and remembering them would let any client grow memory.
+    pub fn read_key(&self, key: &str, context: &EvalContext) -> Option<(Value, Reason)> {
+        self.by_key(key, context, true)
+    }
+
+    fn by_key(&self, key: &str, context: &EvalContext, count: bool) -> Option<(Value, Reason)> {
         let Some(s) = self.flags.find_slot(key_hash(key), key) else {
             return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
         };
-        let slot = s.slot;
         let now = OnceLock::new();
         let input = Input { user: self.user_of(context), context, now: &now };
-        let (value, reason, _) = self.resolve(slot, s, &input);
+        let (value, reason) = self.resolve_counted(s, &input, count);
         Some((value.clone(), reason))
     }
 
     /// Every live flag for one context, in one pass over the flags (no lookup by
     /// key): what "what does this user see", a client bootstrap or a bulk endpoint
     /// needs. Values are the stored ones, without a Rust type to check them against.
+    /// Not counted: see [`read_all`](Self::read_all).
     pub fn evaluate_all<'a>(
         &'a self,
         context: &'a EvalContext,
     ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+        self.all(context, false)
+    }
+
+    /// [`evaluate_all`](Self::evaluate_all) for a client that receives the values
+    /// (OFREP's bulk evaluation): each flag served is counted as read.
+    pub fn read_all<'a>(
+        &'a self,
+        context: &'a EvalContext,
+    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+        self.all(context, true)
+    }
+
+    fn all<'a>(
+        &'a self,
+        context: &'a EvalContext,
+        count: bool,
+    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
         let user = self.user_of(context);
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
-            let (value, reason, _) = self.resolve(s.slot, s, &Input { user, context, now: &now });
+            let (value, reason) = self.resolve_counted(s, &Input { user, context, now: &now }, count);
             (&s.record, value, reason)
         })
+    }
+
+    /// The untyped evaluation, counted as a typed read would be when `count`.
+    fn resolve_counted<'a>(&'a self, s: &'a Slot, input: &Input<'_>, count: bool) -> (&'a Value, Reason) {
+        let (value, reason, number) = self.resolve(s.slot, s, input);
+        if count {
+            s.usage.record(reason, crate::usage::variant(s.record.value_type, value, number));
+        }
+        (value, reason)
     }
 
     /// [`evaluate_all`](Self::evaluate_all) with a request's own clock and user.
@@ -712,28 +785,56 @@ impl Snapshot {
     }
 
     /// The config built for users without overrides, shared by every request on
-    /// this snapshot; with the slots it read. `None` if another config type holds the cache.
+    /// this snapshot, as of the real clock; with what it read and where it holds.
+    /// `None` if another config type holds the cache.
     pub(crate) fn shared_config<C: Any + Send + Sync>(
         &self,
-        build: impl FnOnce() -> (C, Vec<u32>),
-    ) -> Option<(Arc<C>, &[u32], bool)> {
+        build: impl FnOnce(&OnceLock<OffsetDateTime>) -> (C, Vec<u32>),
+    ) -> Option<(Arc<C>, &SharedConfig)> {
         let shared = self.shared_config.get_or_init(|| {
-            let (value, mut touched) = build();
+            // Its own clock: an evaluator moved in time must not fill the cache.
+            let clock = OnceLock::new();
+            let (value, mut touched) = build(&clock);
             touched.sort_unstable();
             touched.dedup();
             let targeted = self.any_targeted(&touched);
+            let (valid_from, valid_until) = self.expiry_window(&touched, clock.get().copied());
             SharedConfig {
                 type_id: TypeId::of::<C>(),
                 value: Arc::new(value),
                 touched: touched.into(),
                 targeted,
+                valid_from,
+                valid_until,
             }
         });
         if shared.type_id != TypeId::of::<C>() {
             return None;
         }
         let value = Arc::clone(&shared.value).downcast::<C>().ok()?;
-        Some((value, &shared.touched, shared.targeted))
+        Some((value, shared))
+    }
+
+    /// The expiries among `slots` closest before and after `at` (when a config was built).
+    fn expiry_window(
+        &self,
+        slots: &[u32],
+        at: Option<OffsetDateTime>,
+    ) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        let expiries = slots.iter().filter_map(|s| self.flags.slot(*s)?.expires_at);
+        let Some(at) = at else { return (None, None) };
+        expiries.fold((None, None), |(from, until), t| {
+            if t <= at {
+                (from.max(Some(t)), until)
+            } else {
+                (from, Some(until.map_or(t, |u: OffsetDateTime| u.min(t))))
+            }
+        })
+    }
+
+    /// Whether `user` overrides any of the shared config's flags.
+    pub(crate) fn user_touches_shared(&self, user: UserRef, shared: &SharedConfig) -> bool {
+        self.user_touches(user, &shared.touched)
     }
 }
 

@@ -55,7 +55,7 @@ impl FfProvider {
     /// The value, reason and snapshot for `key`, or why there is none.
     fn lookup(&self, key: &str, ctx: &EvaluationContext) -> EvaluationResult<(Value, Reason, Arc<Snapshot>)> {
         let snapshot = self.source.snapshot();
-        let found = snapshot.evaluate_key(key, &context(ctx)?);
+        let found = snapshot.read_key(key, &context(ctx)?);
         let (value, reason) = match found {
             Some((_, Reason::Expired)) | None => match self.defaults.get(key) {
                 Some(d) => (d.clone(), Reason::Default),

@@ -188,3 +188,35 @@ async fn status_follows_the_source() {
         EvaluationErrorCode::FlagNotFound
     );
 }
+
+/// A flag read only through OpenFeature is counted in usage (and so in metrics),
+/// as a read through the layer is: it is neither "never evaluated" nor stale.
+#[tokio::test]
+async fn reads_are_counted_like_the_layers() {
+    let store = MemoryStore::new();
+    let source = Source::builder(store.clone())
+        .declare(decls())
+        .usage_interval(Duration::from_millis(50))
+        .start()
+        .await;
+    let p = FfProvider::new(source.clone()).declare(decls());
+    let ctx = user("alice");
+    for _ in 0..3 {
+        assert_eq!(p.resolve_string_value("THEME", &ctx).await.unwrap().value, "light");
+    }
+    assert!(!p.resolve_bool_value("NEW_CHECKOUT", &ctx).await.unwrap().value);
+    let today = time::OffsetDateTime::now_utc().date();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store.usage(today).await.unwrap();
+        let count = |key: &str, variant: &str| {
+            rows.iter().filter(|r| r.key == key && r.variant == variant).map(|r| r.count).sum::<u64>()
+        };
+        if count("THEME", "value") == 3 && count("NEW_CHECKOUT", "false") == 1 {
+            assert_eq!(count("LEAD_HOURS", "value"), 0, "only what was read");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reads never counted: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
