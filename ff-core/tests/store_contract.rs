@@ -463,7 +463,7 @@ async fn lifecycle_contract(store: Arc<dyn Store>) {
     let later = time::macros::datetime!(2031-05-06 07:08 UTC);
     let patch = FlagPatch {
         owner: Some("someone-else".into()),
-        kind: Some(FlagKind::Ops),
+        kind: Some(Some(FlagKind::Ops)),
         expires_at: Some(Some(later)),
         expiry: Some(ExpiryPolicy::ServeDefault),
         ..FlagPatch::default()
@@ -482,7 +482,7 @@ async fn lifecycle_contract(store: Arc<dyn Store>) {
     assert_eq!((synced.meta.kind, synced.meta.expiry), (Some(FlagKind::Ops), ExpiryPolicy::ServeDefault));
     assert_eq!(synced.meta.expires_at, Some(later));
     // Permanent can be set and cleared by the API.
-    let patch = FlagPatch { permanent: Some(true), ..FlagPatch::default() };
+    let patch = FlagPatch { permanent: Some(Some(true)), ..FlagPatch::default() };
     s.write(w(Mutation::UpdateFlag { key: "EXPERIMENT".into(), patch, expected_version: None }))
         .await
         .unwrap();

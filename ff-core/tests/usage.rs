@@ -181,4 +181,44 @@ async fn stores_add_up_usage_by_day() {
     if let Some(url) = ff_core::postgres_test_database().await {
         record_usage_contract(&ff_core::SqlStore::connect(&url).await.unwrap()).await;
     }
+    #[cfg(feature = "redis")]
+    if let Some(store) = ff_core::redis_test_store().await {
+        record_usage_contract(&store).await;
+    }
+}
+
+/// A flush that fails part-way writes nothing, so the Source's retry counts once.
+#[cfg(feature = "sqlite")]
+async fn failed_flush_writes_nothing(store: &ff_core::SqlStore, fail: &str, heal: &str) {
+    let at = time::macros::datetime!(2026-11-20 10:00 UTC);
+    let counts = [UsageCount { key: "ON".into(), reason: "global".into(), variant: "true".into(), count: 5 }];
+    let unknown = [("GONE".to_owned(), 3)];
+    store.usage(at.date()).await.unwrap();
+    sqlx::raw_sql(fail).execute(store.pool()).await.unwrap();
+    // The flag's counts go first, then the unknown key's insert fails.
+    assert!(store.record_usage(&counts, &unknown, at).await.is_err());
+    assert_eq!(store.usage(at.date()).await.unwrap(), []);
+    sqlx::raw_sql(heal).execute(store.pool()).await.unwrap();
+    store.record_usage(&counts, &unknown, at).await.unwrap();
+    let rows = store.usage(at.date()).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.count).collect::<Vec<_>>(), [5], "counted once");
+    assert_eq!(store.unknown_flags().await.unwrap()[0].count, 3);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_usage_flush_is_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = ff_core::SqlStore::connect(&url).await.unwrap();
+    let fail =
+        "CREATE TRIGGER fail BEFORE INSERT ON ff_unknown_flags BEGIN SELECT RAISE(ABORT, 'refused'); END";
+    failed_flush_writes_nothing(&store, fail, "DROP TRIGGER fail").await;
+    #[cfg(feature = "postgres")]
+    if let Some(url) = ff_core::postgres_test_database().await {
+        let store = ff_core::SqlStore::connect(&url).await.unwrap();
+        let fail = "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+                    CREATE TRIGGER fail BEFORE INSERT ON ff_unknown_flags FOR EACH ROW EXECUTE FUNCTION refuse()";
+        failed_flush_writes_nothing(&store, fail, "DROP TRIGGER fail ON ff_unknown_flags").await;
+    }
 }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segments,
-    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segment,
+    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
@@ -115,14 +115,18 @@ impl MemoryStore {
 impl Data {
     fn plan_and_apply(&mut self, m: &Mutation) -> Result<Option<Plan>, StoreError> {
         let key = m.key().to_owned();
-        check_segments(m, |k| self.segments.contains_key(k))?;
-        let declared: Vec<String> = self.attributes.iter().cloned().collect();
-        check_attributes(&key, mutation_attributes(m).iter().map(String::as_str), &declared)?;
         let okey = m.user_id().map(|u| (key.clone(), u.to_owned()));
         let current_override = okey.as_ref().and_then(|k| self.overrides.get(k));
         let Some(plan) = plan(m, self.flags.get(&key), current_override, now())? else {
             return Ok(None);
         };
+        if let Some(t) = plan.new_targeting() {
+            for s in t.segment_keys() {
+                check_segment(&key, s, self.segments.contains_key(s))?;
+            }
+            let declared: Vec<String> = self.attributes.iter().cloned().collect();
+            check_attributes(&key, t.attributes(), &declared)?;
+        }
         match &plan {
             Plan::PutFlag { record, .. } => {
                 self.flags.insert(key, record.clone());

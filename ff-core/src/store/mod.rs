@@ -227,12 +227,12 @@ pub struct FlagPatch {
     /// New rules, split and schedule (replacing the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targeting: Option<crate::targeting::Targeting>,
-    /// New kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<crate::model::FlagKind>,
-    /// Mark permanent (never stale) or temporary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub permanent: Option<bool>,
+    /// New kind; `Some(None)` (JSON `null`) returns to the value type's default.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub kind: Option<Option<crate::model::FlagKind>>,
+    /// Mark permanent (never stale) or temporary; `Some(None)` (JSON `null`): as the kind says.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub permanent: Option<Option<bool>>,
     /// What expiry does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<crate::model::ExpiryPolicy>,
@@ -258,6 +258,39 @@ impl FlagPatch {
         "expiry",
         "targeting",
     ];
+}
+
+impl FlagPatch {
+    /// The patch that takes `after` back to `before`: every operator-editable field
+    /// that differs (bounds come from the code and are left alone).
+    pub fn undoing(before: &FlagRecord, after: &FlagRecord) -> FlagPatch {
+        fn back<T: PartialEq + Clone>(before: &T, after: &T) -> Option<T> {
+            (before != after).then(|| before.clone())
+        }
+        let (b, a) = (&before.meta, &after.meta);
+        FlagPatch {
+            value: back(&before.value, &after.value).map(|v| v.to_json()),
+            enabled: back(&before.enabled, &after.enabled),
+            off_value: back(&before.off_value, &after.off_value).map(|v| v.to_json()),
+            description: back(&before.description, &after.description),
+            schema: None,
+            owner: back(&b.owner, &a.owner),
+            tags: back(&b.tags, &a.tags),
+            ticket: back(&b.ticket, &a.ticket),
+            targeting: back(&before.targeting, &after.targeting),
+            kind: back(&b.kind, &a.kind),
+            permanent: back(&b.permanent, &a.permanent),
+            expiry: back(&b.expiry, &a.expiry),
+            expires_at: back(&b.expires_at, &a.expires_at),
+        }
+    }
+}
+
+/// A field that may be missing (`None`), `null` (`Some(None)`) or set.
+fn double_option<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `Option<Option<time>>` where a missing field is `None` and `null` is `Some(None)`.
@@ -579,9 +612,9 @@ fn declared_changes(current: &FlagRecord, decl: &FlagDecl) -> Option<FlagPatch> 
     let patch = FlagPatch {
         description: (current.description != decl.description).then(|| decl.description.clone()),
         schema: (current.schema != decl.schema).then(|| decl.schema.clone()),
-        kind: decl.kind.filter(|k| current.meta.kind != Some(*k)),
+        kind: decl.kind.filter(|k| current.meta.kind != Some(*k)).map(Some),
         owner: (!decl.owner.is_empty() && current.meta.owner != decl.owner).then(|| decl.owner.clone()),
-        permanent: decl.permanent.filter(|p| current.meta.permanent != Some(*p)),
+        permanent: decl.permanent.filter(|p| current.meta.permanent != Some(*p)).map(Some),
         expiry: decl.expiry.filter(|e| differs(Some(*e), current.meta.expiry)),
         expires_at: current.meta.expires_at.is_none().then_some(declared.expires_at).flatten().map(Some),
         ..FlagPatch::default()
@@ -614,28 +647,18 @@ pub(crate) fn group_usage(counts: &[crate::UsageCount]) -> Vec<(&str, FlagCounts
     by_key.into_iter().map(|(k, rows)| (k, rows.into_iter().map(|((r, v), n)| (r, v, n)).collect())).collect()
 }
 
-/// The segments a mutation's targeting names.
-pub(crate) fn referenced_segments(m: &Mutation) -> Vec<String> {
-    let t = match m {
-        Mutation::CreateFlag { def, .. } => Some(&def.targeting),
-        Mutation::UpdateFlag { patch, .. } => patch.targeting.as_ref(),
-        _ => None,
-    };
-    t.map(|t| t.segment_keys().into_iter().map(str::to_owned).collect()).unwrap_or_default()
-}
-
 /// Refuses targeting that names a segment the store does not have.
-pub(crate) fn check_segments(m: &Mutation, exists: impl Fn(&str) -> bool) -> Result<(), StoreError> {
-    match referenced_segments(m).into_iter().find(|k| !exists(k)) {
-        Some(missing) => Err(StoreError::invalid(
-            m.key(),
-            ValidationError::BadField {
-                field: "targeting",
-                problem: format!("segment {missing:?} does not exist"),
-            },
-        )),
-        None => Ok(()),
+pub(crate) fn check_segment(flag: &str, segment: &str, exists: bool) -> Result<(), StoreError> {
+    if exists {
+        return Ok(());
     }
+    Err(StoreError::invalid(
+        flag,
+        ValidationError::BadField {
+            field: "targeting",
+            problem: format!("segment {segment:?} does not exist"),
+        },
+    ))
 }
 
 /// Refuses attributes the application has not declared (when it declared any).
@@ -657,16 +680,6 @@ pub(crate) fn check_attributes<'a>(
         )),
         None => Ok(()),
     }
-}
-
-/// The attributes a mutation's targeting reads.
-pub(crate) fn mutation_attributes(m: &Mutation) -> Vec<String> {
-    let t = match m {
-        Mutation::CreateFlag { def, .. } => Some(&def.targeting),
-        Mutation::UpdateFlag { patch, .. } => patch.targeting.as_ref(),
-        _ => None,
-    };
-    t.map(|t| t.attributes().into_iter().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// Live flags whose rules name segment `key`.
@@ -741,6 +754,21 @@ pub(crate) enum Plan {
 }
 
 impl Plan {
+    /// Targeting this plan brings into force: a created or restored flag's, or rules
+    /// an update changed. Its segments and attributes must exist now; unchanged rules
+    /// are not re-checked, so a kill switch always flips.
+    pub(crate) fn new_targeting(&self) -> Option<&crate::targeting::Targeting> {
+        match self {
+            Plan::PutFlag { record, action: Action::FlagCreate | Action::FlagRestore, .. } => {
+                Some(&record.targeting)
+            }
+            Plan::PutFlag { record, before: Some(before), action: Action::FlagUpdate } => {
+                (record.targeting != before.targeting).then_some(&record.targeting)
+            }
+            _ => None,
+        }
+    }
+
     /// The change row for this plan.
     pub(crate) fn change(
         &self,
@@ -855,10 +883,10 @@ pub(crate) fn plan(
                 record.meta.expires_at = e;
             }
             if let Some(k) = patch.kind {
-                record.meta.kind = Some(k);
+                record.meta.kind = k;
             }
             if let Some(p) = patch.permanent {
-                record.meta.permanent = Some(p);
+                record.meta.permanent = p;
             }
             if let Some(e) = patch.expiry {
                 record.meta.expiry = e;

@@ -20,8 +20,8 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segments,
-    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segment,
+    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -295,21 +295,6 @@ impl RedisStore {
         declared: &mut Option<Vec<String>>,
     ) -> Result<Option<Plan>, StoreError> {
         let key = m.key();
-        let used = mutation_attributes(m);
-        if !used.is_empty() {
-            if declared.is_none() {
-                let mut names: Vec<String> =
-                    redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
-                names.sort();
-                *declared = Some(names);
-            }
-            check_attributes(key, used.iter().map(String::as_str), declared.as_deref().unwrap_or_default())?;
-        }
-        for segment in super::referenced_segments(m) {
-            let found: bool =
-                redis::cmd("HEXISTS").arg(self.k("segments")).arg(&segment).query_async(c).await?;
-            check_segments(m, |k| k != segment || found)?;
-        }
         let current = match flags.get(key) {
             Some(r) => r.clone(),
             None => self.hget::<FlagRecord>(c, "flags", key).await?,
@@ -325,6 +310,23 @@ impl RedisStore {
         let Some(plan) = plan(m, current.as_ref(), current_override.as_ref(), at)? else {
             return Ok(None);
         };
+        if let Some(t) = plan.new_targeting() {
+            let used = t.attributes();
+            if !used.is_empty() {
+                if declared.is_none() {
+                    let mut names: Vec<String> =
+                        redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
+                    names.sort();
+                    *declared = Some(names);
+                }
+                check_attributes(key, used, declared.as_deref().unwrap_or_default())?;
+            }
+            for segment in t.segment_keys() {
+                let found: bool =
+                    redis::cmd("HEXISTS").arg(self.k("segments")).arg(segment).query_async(c).await?;
+                check_segment(key, segment, found)?;
+            }
+        }
         match &plan {
             Plan::PutFlag { record, .. } => {
                 flags.insert(key.to_owned(), Some(record.clone()));

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use tokio::sync::{OnceCell, watch};
 
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segments,
-    flags_using, mutation_attributes, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Mutation, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segment,
+    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::model::{
@@ -361,20 +361,6 @@ async fn apply_mutation(
     at: OffsetDateTime,
 ) -> Result<Option<Plan>, StoreError> {
     let key = mutation.key();
-    let used = mutation_attributes(mutation);
-    if !used.is_empty() {
-        if declared.is_none() {
-            *declared = Some(declared_attributes(&mut *tx).await?);
-        }
-        check_attributes(key, used.iter().map(String::as_str), declared.as_deref().unwrap_or_default())?;
-    }
-    for segment in super::referenced_segments(mutation) {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
-            .bind(&segment)
-            .fetch_optional(&mut *tx)
-            .await?;
-        check_segments(mutation, |k| k != segment || found.is_some())?;
-    }
     let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
         .bind(key)
         .fetch_optional(&mut *tx)
@@ -397,6 +383,22 @@ async fn apply_mutation(
     let Some(plan) = plan(mutation, current.as_ref(), current_override.as_ref(), at)? else {
         return Ok(None);
     };
+    if let Some(t) = plan.new_targeting() {
+        let used = t.attributes();
+        if !used.is_empty() {
+            if declared.is_none() {
+                *declared = Some(declared_attributes(&mut *tx).await?);
+            }
+            check_attributes(key, used, declared.as_deref().unwrap_or_default())?;
+        }
+        for segment in t.segment_keys() {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
+                .bind(segment)
+                .fetch_optional(&mut *tx)
+                .await?;
+            check_segment(key, segment, found.is_some())?;
+        }
+    }
     match &plan {
         Plan::PutFlag { record, .. } => put_flag(tx, record).await?,
         Plan::PutOverride { key, user_id, value, .. } => {
@@ -886,6 +888,9 @@ impl Store for SqlStore {
     ) -> Result<(), StoreError> {
         let pool = self.ready().await?;
         let day = day_number(at.date());
+        // One transaction: the Source retries a failed flush whole, so a part
+        // written before the failure would be counted twice.
+        let mut tx = pool.begin().await?;
         for (key, rows) in super::group_usage(counts) {
             // One statement per flag: all its (reason, variant) rows at once.
             let values: Vec<String> = (0..rows.len())
@@ -904,7 +909,7 @@ impl Store for SqlStore {
             for (reason, variant, n) in rows {
                 q = q.bind(key).bind(day).bind(reason).bind(variant).bind(n as i64).bind(to_millis(at));
             }
-            q.execute(pool).await?;
+            q.execute(&mut *tx).await?;
         }
         for (key, n) in unknown {
             sqlx::query(
@@ -915,9 +920,10 @@ impl Store for SqlStore {
             .bind(key)
             .bind(*n as i64)
             .bind(to_millis(at))
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 
