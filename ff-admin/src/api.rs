@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ff_core::{
     Action, Batch, ChangeQuery, EvalContext, FlagDef, FlagPatch, FlagRecord, Mutation, Reason, Role,
-    Snapshot, StaleFlag, StaleRules, Write, default_expiry, stale_flags, validate_user_id,
+    StaleFlag, StaleRules, Write, default_expiry, stale_flags, validate_user_id,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -208,7 +208,7 @@ pub(crate) async fn list_flags(
     let Query(q) = query?;
     let store = admin.store();
     let flags = store.list_flags().await?;
-    let counts = store.load().await?.overrides;
+    let counts = admin.override_counts().await?;
     let now = OffsetDateTime::now_utc();
     let stale = stale_report(&admin, &flags, admin.default_stale_rules(), now).await?;
     let is_stale = |f: &FlagRecord| stale.iter().any(|s| s.key == f.key);
@@ -224,7 +224,7 @@ pub(crate) async fn list_flags(
         .filter(|f| q.owner.as_ref().is_none_or(|o| &f.meta.owner == o))
         .filter(|f| q.stale.is_none_or(|s| is_stale(f) == s))
         .map(|f| {
-            let n = counts.iter().filter(|o| o.key == f.key).count();
+            let n = counts.get(&f.key).copied().unwrap_or(0);
             let mut v = flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key));
             let reasons =
                 stale.iter().find(|s| s.key == f.key).map(|s| s.reasons.clone()).unwrap_or_default();
@@ -543,7 +543,8 @@ pub(crate) async fn user_lookup(
 ) -> ApiResult {
     caller.require(Role::Viewer)?;
     validate_user_id(&user_id).map_err(|e| AdminError::BadRequest(e.to_string()))?;
-    let snapshot = Snapshot::from_state(&admin.store().load().await?);
+    // What the application serves: its live snapshot, environment pins included.
+    let snapshot = admin.snapshot().await?;
     let context = EvalContext::user(&user_id);
     let mut flags: Vec<Value> = snapshot
         .evaluate_all(&context)
@@ -594,29 +595,28 @@ pub(crate) async fn changes(
 
 /// The mutation that undoes `change`, refusing if what it changed has changed since.
 pub(crate) async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<Mutation, AdminError> {
+    let seq = change.seq;
     let record = |v: &Option<Value>| -> Result<FlagRecord, AdminError> {
         serde_json::from_value(v.clone().unwrap_or_default())
-            .map_err(|e| AdminError::BadRequest(format!("change {} cannot be read: {e}", change.seq)))
+            .map_err(|e| AdminError::BadRequest(format!("change {seq} cannot be read: {e}")))
     };
     let key = change.key.clone();
     Ok(match change.action {
         Action::FlagUpdate => {
             let (before, after) = (record(&change.before)?, record(&change.after)?);
-            let patch = FlagPatch {
-                value: Some(before.value.to_json()),
-                enabled: Some(before.enabled),
-                off_value: Some(before.off_value.to_json()),
-                description: Some(before.description),
-                owner: Some(before.meta.owner),
-                tags: Some(before.meta.tags),
-                ticket: Some(before.meta.ticket),
-                expires_at: Some(before.meta.expires_at),
-                ..FlagPatch::default()
-            };
+            let patch = FlagPatch::undoing(&before, &after);
+            if patch == FlagPatch::default() {
+                return Err(AdminError::BadRequest(format!(
+                    "change {seq} changed only {key}'s bounds, which come from the code: nothing to revert"
+                )));
+            }
+            check_unchanged_since(admin, change, &after).await?;
             Mutation::UpdateFlag { key, patch, expected_version: Some(after.version) }
         }
         Action::FlagCreate | Action::FlagRestore => {
-            Mutation::ArchiveFlag { key, expected_version: Some(record(&change.after)?.version) }
+            let after = record(&change.after)?;
+            check_unchanged_since(admin, change, &after).await?;
+            Mutation::ArchiveFlag { key, expected_version: Some(after.version) }
         }
         Action::FlagArchive => Mutation::RestoreFlag { key },
         Action::OverrideSet | Action::OverrideDelete => {
@@ -624,11 +624,10 @@ pub(crate) async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<M
             let now =
                 admin.store().overrides(&key).await?.into_iter().find(|o| o.user_id == user).map(|o| o.value);
             if now != change.after {
-                return Err(AdminError::Store(ff_core::StoreError::VersionConflict {
-                    key,
-                    expected: change.seq,
-                    actual: admin.store().latest_seq().await?,
-                }));
+                return Err(AdminError::Conflict(format!(
+                    "change {seq} cannot be reverted: {user}'s value of {key} has changed since; \
+                     revert the later change first"
+                )));
             }
             match change.before.clone() {
                 Some(value) => Mutation::SetOverride { key, user_id: user, value },
@@ -642,6 +641,29 @@ pub(crate) async fn inverse(admin: &Admin, change: &ff_core::Change) -> Result<M
             )));
         }
     })
+}
+
+/// Refuses to revert a flag change that a later change built on (the store checks
+/// the version again when writing).
+async fn check_unchanged_since(
+    admin: &Admin,
+    change: &ff_core::Change,
+    after: &FlagRecord,
+) -> Result<(), AdminError> {
+    let current = admin.store().flag(&change.key).await?;
+    match current {
+        Some(f) if f.version == after.version && !f.archived => Ok(()),
+        Some(f) => Err(AdminError::Conflict(format!(
+            "change {} cannot be reverted: {} has changed since (it left version {}, it is now at {}{}); \
+             revert the later changes first, newest first",
+            change.seq,
+            change.key,
+            after.version,
+            f.version,
+            if f.archived { ", archived" } else { "" },
+        ))),
+        None => Err(AdminError::NotFound(format!("flag {} is gone", change.key))),
+    }
 }
 
 pub(crate) async fn revert(
@@ -710,16 +732,16 @@ pub(crate) async fn revoke_token(
 pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiResult {
     caller.require(Role::Viewer)?;
     let state = admin.store().load().await?;
+    // Grouped in one pass: a filter per flag grows with flags times overrides.
+    let mut by_flag: std::collections::HashMap<&str, Map<String, Value>> = Default::default();
+    for o in &state.overrides {
+        by_flag.entry(&o.key).or_default().insert(o.user_id.clone(), o.value.clone());
+    }
     let flags: Vec<Value> = state
         .flags
         .iter()
         .map(|f| {
-            let overrides: Map<String, Value> = state
-                .overrides
-                .iter()
-                .filter(|o| o.key == f.key)
-                .map(|o| (o.user_id.clone(), o.value.clone()))
-                .collect();
+            let overrides = by_flag.remove(f.key.as_str()).unwrap_or_default();
             json!({
                 "key": f.key,
                 "version": f.version,

@@ -30,6 +30,8 @@ pub enum AdminError {
     },
     /// Something that is not there.
     NotFound(String),
+    /// The request is based on a state that has changed since.
+    Conflict(String),
     /// The store refused or failed.
     Store(StoreError),
 }
@@ -87,6 +89,7 @@ impl AdminError {
                 (*status, code, message.clone())
             }
             E::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
+            E::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
             E::Store(e) => {
                 let (status, code) = match e.root() {
                     StoreError::UnknownFlag(_)

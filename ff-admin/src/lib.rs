@@ -134,6 +134,22 @@ impl Admin {
         }
     }
 
+    /// How many users override each flag: from the source's snapshot, or one pass
+    /// over the store's overrides.
+    pub(crate) async fn override_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+        if let Some(source) = &self.inner.source {
+            let snapshot = source.snapshot();
+            return Ok(snapshot.override_counts().into_iter().map(|(k, n)| (k.to_owned(), n)).collect());
+        }
+        let mut counts = std::collections::HashMap::new();
+        for o in self.inner.store.load().await?.overrides {
+            *counts.entry(o.key).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
     fn inner_mut(&mut self) -> &mut Inner {
         Arc::make_mut(&mut self.inner)
     }

@@ -14,9 +14,7 @@ use axum::extract::{FromRequestParts, NestedPath, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use ff_core::{
-    Action, ChangeQuery, EvalContext, FlagPatch, FlagRecord, Mutation, Role, Snapshot, ValueType, Write,
-};
+use ff_core::{Action, ChangeQuery, EvalContext, FlagPatch, FlagRecord, Mutation, Role, ValueType, Write};
 use serde::Deserialize;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
@@ -348,8 +346,8 @@ pub(crate) async fn list(
     Query(f): Query<ListForm>,
 ) -> Response {
     let store = admin.store();
-    let (flags, state) = match (store.list_flags().await, store.load().await) {
-        (Ok(f), Ok(s)) => (f, s),
+    let (flags, counts) = match (store.list_flags().await, admin.override_counts().await) {
+        (Ok(f), Ok(c)) => (f, c),
         (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
     };
     let now = time::OffsetDateTime::now_utc();
@@ -370,7 +368,7 @@ pub(crate) async fn list(
         .filter(|x| f.owner.is_empty() || x.meta.owner == f.owner)
         .filter(|x| f.stale.is_empty() || stale.iter().any(|s| s.key == x.key))
         .map(|x| {
-            let n = state.overrides.iter().filter(|o| o.key == x.key).count();
+            let n = counts.get(&x.key).copied().unwrap_or(0);
             let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
             let (daily, last) = usage.get(&x.key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
             let why = stale
@@ -886,11 +884,11 @@ pub(crate) async fn user_page(
         esc(user)
     );
     if !user.is_empty() {
-        let state = match admin.store().load().await {
+        // What the application serves: its live snapshot, environment pins included.
+        let snapshot = match admin.snapshot().await {
             Ok(s) => s,
             Err(e) => return visitor.fail(e.into()),
         };
-        let snapshot = Snapshot::from_state(&state);
         let context = EvalContext::user(user);
         let mut rows: Vec<(String, String)> = snapshot
             .evaluate_all(&context)

@@ -886,3 +886,83 @@ async fn token_reads_are_cached_briefly() {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(status(api.viewer.clone()).await, 401, "read again after the cache period");
 }
+
+#[tokio::test]
+async fn revert_restores_every_field_the_change_touched() {
+    let api = &Api::new().await;
+    let e = Some(api.editor.as_str());
+    let flag = "/admin/api/flags/CREDITS";
+    let original = api.store.flag("CREDITS").await.unwrap().unwrap();
+    let patch = |body: Value| async move {
+        let v = api.store.flag("CREDITS").await.unwrap().unwrap().version;
+        let r = api.call_with("PATCH", flag, e, Some(body), &[("if-match", &format!("\"{v}\""))]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        api.store.latest_seq().await.unwrap()
+    };
+    let revert = |seq: u64| async move {
+        api.call("POST", &format!("/admin/api/changes/{seq}/revert"), e, None).await
+    };
+    let same_as_original = || async {
+        let now = api.store.flag("CREDITS").await.unwrap().unwrap();
+        ff_core::FlagRecord { version: original.version, updated_at: original.updated_at, ..now }
+    };
+    let rule = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}]});
+
+    // A change of value, targeting and metadata at once is undone whole.
+    let all = patch(json!({
+        "value": false, "targeting": rule, "kind": "ops", "permanent": false, "expiry": "serve_default",
+        "expires_at": "2031-01-01T00:00:00Z", "owner": "team-x", "tags": ["a"], "description": "changed",
+        "ticket": "T-1", "off_value": false, "enabled": false,
+    }))
+    .await;
+    let r = revert(all).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(same_as_original().await, original);
+
+    // A change of targeting alone is undone (it was "already undone" before).
+    let only_rules = patch(json!({"targeting": rule})).await;
+    assert_eq!(revert(only_rules).await.status, 200);
+    assert_eq!(same_as_original().await, original);
+
+    // A later change conflicts, clearly, and nothing is written; newest first works.
+    let rules = patch(json!({"targeting": rule})).await;
+    let value = patch(json!({"value": false})).await;
+    let log = api.log_len().await;
+    let r = revert(rules).await;
+    assert_eq!((r.status, error(&r)), (409, "conflict"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("revert the later changes first"), "{}", r.body);
+    assert_eq!(api.log_len().await, log);
+    assert_eq!(revert(value).await.status, 200);
+    assert_eq!(revert(rules).await.status, 409, "the revert itself is a later change");
+    let undo_value = api.store.latest_seq().await.unwrap();
+    assert_eq!(revert(undo_value).await.status, 200, "a revert can be reverted");
+    let back = api.store.flag("CREDITS").await.unwrap().unwrap();
+    assert_eq!((back.value.to_json(), back.targeting.rules.len()), (json!(false), 1));
+}
+
+#[tokio::test]
+async fn restore_checks_the_segments_the_flag_refers_to() {
+    let api = Api::new().await;
+    let e = Some(api.editor.as_str());
+    let seg = json!({"included": ["qa-1"]});
+    assert_eq!(api.call("PUT", "/admin/api/segments/testers", e, Some(seg)).await.status, 201);
+    let rule = json!({"targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": 0}]}});
+    let r =
+        api.call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule), &[("if-match", "\"1\"")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.call("DELETE", "/admin/api/flags/LEAD_HOURS", e, None).await.status, 200);
+    // Archived, it no longer holds the segment, which can go.
+    assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, None).await.status, 200);
+    let log = api.log_len().await;
+    let r = api.call("POST", "/admin/api/flags/LEAD_HOURS/restore", e, None).await;
+    assert_eq!((r.status, error(&r)), (422, "invalid_value"), "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("segment \"testers\" does not exist"), "{}", r.body);
+    assert_eq!(api.log_len().await, log, "nothing written");
+    assert!(api.store.flag("LEAD_HOURS").await.unwrap().unwrap().archived);
+    // With the segment back, it restores.
+    assert_eq!(
+        api.call("PUT", "/admin/api/segments/testers", e, Some(json!({"included": []}))).await.status,
+        201
+    );
+    assert_eq!(api.call("POST", "/admin/api/flags/LEAD_HOURS/restore", e, None).await.status, 200);
+}
