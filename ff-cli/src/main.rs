@@ -8,11 +8,10 @@
 mod scan;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use ff_core::{Role, SqlStore, Store};
+use ff_core::Role;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
@@ -829,7 +828,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("segment {key} deleted");
         }
         Command::Token(TokenCommand::Create { name, role, database_url: Some(url), reason }) => {
-            let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&url).await.context("DATABASE_URL")?);
+            let store = ff_core::store_from_url(&url).context("DATABASE_URL")?;
             let (record, token) =
                 ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
             if json_out {

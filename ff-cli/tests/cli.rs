@@ -422,3 +422,40 @@ async fn scan_a_fixture_tree_with_known_answers() {
     let out = scan(&["scan", "--format", "xml", "."]).await.unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--format must be text or json"));
 }
+
+/// `ff token create --database-url` takes every store URL the example does.
+#[tokio::test]
+async fn token_create_works_on_every_store_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let mut urls = vec![(sqlite.clone(), None)];
+    if let Some(pg) = ff_core::postgres_test_database().await {
+        urls.push((pg, None));
+    }
+    if let Ok(redis) = std::env::var("FF_TEST_REDIS_URL") {
+        let prefix = format!("ff_t_cli_{}", std::process::id());
+        urls.push((format!("{redis}/?prefix={prefix}"), Some(prefix)));
+    }
+    for (url, _) in &urls {
+        let run = ff(&["token", "create", "--name", "first", "--role", "admin", "--database-url", url], &[]);
+        assert_eq!(run.code, 0, "{url}: {}", run.stderr);
+        assert!(run.stdout.trim().starts_with("ff_"), "{url}: {}", run.stdout);
+        let store = ff_core::store_from_url(url).unwrap();
+        let tokens = store.tokens().await.unwrap();
+        assert_eq!(tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["first"], "{url}");
+        // The name is taken now: a clear refusal, nothing written.
+        let again =
+            ff(&["token", "create", "--name", "first", "--role", "admin", "--database-url", url], &[]);
+        assert_ne!(again.code, 0);
+        assert!(again.stderr.contains("exists already"), "{url}: {}", again.stderr);
+    }
+    // A URL no store takes, and a read-only file: refused with the reason.
+    let bad =
+        ff(&["token", "create", "--name", "x", "--role", "admin", "--database-url", "mysql://h/db"], &[]);
+    assert!(bad.code != 0 && bad.stderr.contains("unsupported store URL"), "{}", bad.stderr);
+    let file = dir.path().join("flags.yaml");
+    std::fs::write(&file, "flags: []\n").unwrap();
+    let url = format!("file:{}", file.display());
+    let ro = ff(&["token", "create", "--name", "x", "--role", "admin", "--database-url", &url], &[]);
+    assert!(ro.code != 0 && ro.stderr.contains("change the file"), "{}", ro.stderr);
+}

@@ -146,7 +146,7 @@ pub enum StoreError {
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
     /// A database URL that no compiled-in driver understands.
-    #[error("unsupported database URL {0:?} (expected sqlite: or postgres:)")]
+    #[error("unsupported store URL {0:?} (expected sqlite:, postgres:, redis: or file:, as compiled in)")]
     UnsupportedUrl(String),
 }
 

@@ -50,7 +50,7 @@ pub use store::FileStore;
 pub use store::RedisStore;
 pub use store::{
     Batch, ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord,
-    Write, default_expiry, sync, validate_token_name,
+    Write, default_expiry, store_from_url, sync, validate_token_name,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};

@@ -31,6 +31,59 @@ pub use redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql::{PoolConfig, SqlStore, redact};
 
+/// The store a URL names, connected lazily (the first use connects and migrates):
+/// `sqlite:` and `postgres:` (features `sqlite`, `postgres`), `redis:`/`rediss:`
+/// (feature `redis`; `?prefix=NAME` keeps its keys under NAME instead of `ff`), and
+/// `file:PATH` (feature `file`, read-only). What the example app and `ff` accept.
+pub fn store_from_url(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let (url, prefix) = take_query_param(url, "prefix");
+            let store = RedisStore::connect_lazy(&url)?;
+            Ok(std::sync::Arc::new(match prefix {
+                Some(p) => store.with_prefix(p),
+                None => store,
+            }))
+        }
+        #[cfg(feature = "file")]
+        "file" => {
+            let path = url.trim_start_matches("file:").trim_start_matches("//");
+            Ok(std::sync::Arc::new(FileStore::open(path)?))
+        }
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        "sqlite" | "postgres" | "postgresql" => Ok(std::sync::Arc::new(SqlStore::connect_lazy(url)?)),
+        _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
+    }
+}
+
+/// `url` without the query parameter `name`, and its value.
+#[cfg(feature = "redis")]
+fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), None) };
+    let mut value = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.split_once('=') {
+            Some((k, v)) if k == name => {
+                value = Some(v.to_owned());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (url, value)
+}
+
+fn redact_url(url: &str) -> String {
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    return redact(url);
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    url.split(['?', '@']).next().unwrap_or_default().to_owned()
+}
+
 /// A change to make, with who makes it and why.
 #[derive(Debug, Clone)]
 pub struct Write {
