@@ -263,6 +263,18 @@ async fn flag_page_forms_and_escaping() {
     assert_eq!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().targeting.rules.len(), 1);
     let shown = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
     assert!(shown.body.contains("&quot;plan&quot;"), "targeting shown, escaped");
+    // Reverting the targeting change removes the rule; the older value change now conflicts.
+    let rules_seq = page.store.latest_seq().await.unwrap();
+    let older = page
+        .send("POST", &format!("/admin/changes/{seq}/revert"), Some(&cookie), Some(&form("key=LEAD_HOURS")))
+        .await;
+    assert_eq!(older.status, 409, "{}", older.body);
+    assert!(older.body.contains("revert the later changes first"), "{}", older.body);
+    let revert = page
+        .send("POST", &format!("/admin/changes/{rules_seq}/revert"), Some(&cookie), Some(&form("key=LEAD_HOURS")))
+        .await;
+    assert_eq!(revert.status, 303, "{}", revert.body);
+    assert!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().targeting.rules.is_empty());
     let missing = page.send("GET", "/admin/flags/NOPE", Some(&cookie), None).await;
     assert_eq!(missing.status, 404);
 }
