@@ -271,7 +271,12 @@ async fn flag_page_forms_and_escaping() {
     assert_eq!(older.status, 409, "{}", older.body);
     assert!(older.body.contains("revert the later changes first"), "{}", older.body);
     let revert = page
-        .send("POST", &format!("/admin/changes/{rules_seq}/revert"), Some(&cookie), Some(&form("key=LEAD_HOURS")))
+        .send(
+            "POST",
+            &format!("/admin/changes/{rules_seq}/revert"),
+            Some(&cookie),
+            Some(&form("key=LEAD_HOURS")),
+        )
         .await;
     assert_eq!(revert.status, 303, "{}", revert.body);
     assert!(page.store.flag("LEAD_HOURS").await.unwrap().unwrap().targeting.rules.is_empty());

@@ -1,6 +1,6 @@
 //! Errors: validation of values and declarations, and store failures.
 
-use crate::value::ValueType;
+use crate::value_type::ValueType;
 
 /// Why a value, key or declaration was refused. Nothing is written when this is returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

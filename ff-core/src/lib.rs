@@ -16,12 +16,14 @@
 #![forbid(unsafe_code)]
 
 mod bucket;
+mod context;
 mod error;
 mod eval;
 mod flag;
 mod ids;
 mod model;
 mod pins;
+mod reason;
 mod snapshot;
 mod source;
 mod stale;
@@ -31,16 +33,18 @@ mod targeting;
 mod test_util;
 mod usage;
 mod value;
+mod value_type;
 
 pub use bucket::{BUCKETS, bucket, murmur3_32};
+pub use context::{EvalContext, MAX_USER_ID_LEN, validate_user_id};
 pub use error::{StoreError, ValidationError};
-pub use eval::{Config, ConfigReader, Detail, EvalContext, Evaluator, Reason};
+pub use eval::{Config, ConfigReader, Evaluator};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
 pub use model::{
-    Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, MAX_USER_ID_LEN, OverrideRecord,
-    SegmentRecord, StoreState, validate_user_id,
+    Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, OverrideRecord, StoreState,
 };
 pub use pins::env_var_name;
+pub use reason::{Detail, Reason};
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use source::{Origin, Source, SourceBuilder, Status};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
@@ -55,8 +59,8 @@ pub use store::{
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore, redact};
 pub use targeting::{
-    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, SegmentDef, SegmentRule,
-    Split, Step, Targeting, USER_ID, Variation,
+    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, SegmentDef, SegmentRecord,
+    SegmentRule, Split, Step, Targeting, USER_ID, Variation,
 };
 #[cfg(all(feature = "test-util", feature = "postgres"))]
 pub use test_util::postgres_test_database;

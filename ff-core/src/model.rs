@@ -3,11 +3,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub(crate) use crate::context::validate_user_id;
 use crate::error::ValidationError;
+pub(crate) use crate::targeting::SegmentRecord;
 use crate::value::{Schema, Value, ValueType};
-
-/// Longest allowed user id.
-pub const MAX_USER_ID_LEN: usize = 256;
 
 /// The stored state of one flag.
 ///
@@ -355,23 +354,6 @@ pub struct StoreState {
     pub segments: Vec<SegmentRecord>,
 }
 
-/// A stored segment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SegmentRecord {
-    /// The key rules refer to it by.
-    pub key: String,
-    /// Who belongs.
-    pub definition: crate::targeting::SegmentDef,
-    /// Incremented by every change.
-    pub version: u64,
-    /// When it was created.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When it was last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-}
-
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -469,17 +451,6 @@ pub struct Change {
     /// changes from the batch's first through `batch_end` commit, and are served, together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_end: Option<u64>,
-}
-
-/// Checks a user id: non-empty, at most 256 bytes.
-pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
-    if user_id.trim().is_empty() {
-        Err(ValidationError::BadUserId("is empty"))
-    } else if user_id.len() > MAX_USER_ID_LEN {
-        Err(ValidationError::BadUserId("is longer than 256 bytes"))
-    } else {
-        Ok(())
-    }
 }
 
 /// Milliseconds since the Unix epoch, as stored in the database.

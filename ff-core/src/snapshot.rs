@@ -9,18 +9,18 @@ use std::sync::{Arc, OnceLock};
 use hashbrown::HashTable;
 use smol_str::SmolStr;
 
-use crate::eval::EvalContext;
+use crate::context::EvalContext;
 use crate::flag::key_hash;
 use crate::ids::{id_hash, str_eq};
-use crate::model::SegmentRecord;
 use crate::pins::Pins;
+use crate::targeting::SegmentRecord;
 use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
 use crate::usage::{FlagUsage, Usage};
 use time::OffsetDateTime;
 
-use crate::eval::{Detail, Reason};
 use crate::flag::Flag;
 use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState};
+use crate::reason::{Detail, Reason};
 use crate::value::{FlagType, Value};
 
 /// Every flag and per-user override at one point of the change log.

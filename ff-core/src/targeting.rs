@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::bucket::{BUCKETS, Salted};
+use crate::context::EvalContext;
 use crate::error::ValidationError;
-use crate::eval::EvalContext;
 use crate::value::{Schema, Value, ValueType};
 
 /// Most rules on one flag.
@@ -187,7 +187,7 @@ impl Targeting {
 #[derive(Debug)]
 pub(crate) struct CompiledSegment {
     /// What it was built from (kept by snapshots, to save them).
-    pub(crate) record: Option<crate::model::SegmentRecord>,
+    pub(crate) record: Option<SegmentRecord>,
     included: IdSet,
     excluded: IdSet,
     rules: Vec<Vec<CompiledClause>>,
@@ -220,7 +220,7 @@ impl CompiledSegment {
                 return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} user ids")));
             }
             for id in list {
-                crate::model::validate_user_id(id).map_err(|e| bad(format!("{what}: {e}")))?;
+                crate::context::validate_user_id(id).map_err(|e| bad(format!("{what}: {e}")))?;
             }
             Ok(list.iter().map(String::as_str).collect())
         };
@@ -797,4 +797,21 @@ impl CompiledClause {
             }
         })
     }
+}
+
+/// A stored segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    /// The key rules refer to it by.
+    pub key: String,
+    /// Who belongs.
+    pub definition: crate::targeting::SegmentDef,
+    /// Incremented by every change.
+    pub version: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
 }

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::eval::Reason;
 use crate::flag::key_hash;
+use crate::reason::Reason;
 use crate::value::{Value, ValueType};
 
 /// Reason kinds counted (the index of a reason without its rule or step number).

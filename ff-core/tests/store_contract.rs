@@ -716,7 +716,10 @@ mod sqlite {
     #[tokio::test]
     async fn unsupported_urls_are_refused() {
         let err = SqlStore::connect_lazy("mysql://u:secret@h/db").unwrap_err();
-        assert!(err.to_string().contains("unsupported database URL"), "{err}");
+        assert!(err.to_string().contains("unsupported store URL"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let err = ff_core::store_from_url("mysql://u:secret@h/db").err().unwrap();
+        assert!(err.to_string().contains("unsupported store URL"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
     }
 

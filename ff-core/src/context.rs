@@ -1,0 +1,91 @@
+//! `EvalContext`: who a flag is evaluated for (a user id and attributes), and the
+//! check of user ids.
+
+use smol_str::SmolStr;
+
+use crate::error::ValidationError;
+
+/// Who a flag is evaluated for: a user id and any attributes the application extracts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalContext {
+    // Inline up to 23 bytes: typical ids cost no allocation per request.
+    user_id: Option<SmolStr>,
+    // Few per request, sorted by name; empty costs nothing to create or drop.
+    attributes: Vec<(String, serde_json::Value)>,
+    // `id_hash` of the user id, computed once: override, list and segment lookups reuse it.
+    user_hash: u64,
+}
+
+impl EvalContext {
+    /// An anonymous context: no user id, no attributes.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// A context for one user.
+    pub fn user(user_id: impl AsRef<str>) -> Self {
+        let user_id = user_id.as_ref();
+        EvalContext {
+            user_id: Some(inline_or_shared(user_id)),
+            attributes: Vec::new(),
+            user_hash: crate::ids::id_hash(user_id),
+        }
+    }
+
+    /// Adds an attribute (plan, country, app version...), for targeting.
+    pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        match self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => self.attributes[i].1 = value,
+            Err(i) => self.attributes.insert(i, (name, value)),
+        }
+        self
+    }
+
+    /// The user id, if known.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The user id with its hash.
+    #[inline]
+    pub(crate) fn user_id_hashed(&self) -> Option<(&str, u64)> {
+        self.user_id.as_deref().map(|u| (u, self.user_hash))
+    }
+
+    /// One attribute.
+    #[inline]
+    pub fn attribute(&self, name: &str) -> Option<&serde_json::Value> {
+        // A request has a few: a scan that mostly compares lengths beats a binary search.
+        if self.attributes.len() <= 8 {
+            return self.attributes.iter().find(|(n, _)| crate::ids::str_eq(n, name)).map(|(_, v)| v);
+        }
+        let i = self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+        Some(&self.attributes[i].1)
+    }
+
+    /// All attributes, sorted by name.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.attributes.iter().map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+/// Short ids are copied inline; `SmolStr::new` would also look for its
+/// whitespace special case, which user ids never hit.
+fn inline_or_shared(s: &str) -> SmolStr {
+    if s.len() <= 23 { SmolStr::new_inline(s) } else { SmolStr::new(s) }
+}
+
+/// Longest allowed user id.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// Checks a user id: non-empty, at most 256 bytes.
+pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
+    if user_id.trim().is_empty() {
+        Err(ValidationError::BadUserId("is empty"))
+    } else if user_id.len() > MAX_USER_ID_LEN {
+        Err(ValidationError::BadUserId("is longer than 256 bytes"))
+    } else {
+        Ok(())
+    }
+}
