@@ -26,7 +26,8 @@ async fn main() {
     fill(&store, flags, overrides).await;
     println!("{flags} flags, {overrides} overrides written in {:.1?}", start.elapsed());
     let start = Instant::now();
-    let source = Source::builder_arc(store.clone()).start().await;
+    let source = Source::builder_arc(store.clone()).startup_timeout(Duration::from_secs(120)).start().await;
+    assert!(source.wait_for_version(store.latest_seq().await.unwrap(), Duration::from_secs(120)).await);
     println!("Source loaded in {:.1?} (version {})", start.elapsed(), source.snapshot().version());
     let (_, token) = ff_admin::create_token(&*store, "bench", Role::Viewer, "bench", None).await.unwrap();
     let user = uuid(7 * flags + 3);

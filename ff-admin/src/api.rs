@@ -211,7 +211,9 @@ pub(crate) async fn list_flags(
     let counts = admin.override_counts().await?;
     let now = OffsetDateTime::now_utc();
     let stale = stale_report(&admin, &flags, admin.default_stale_rules(), now).await?;
-    let is_stale = |f: &FlagRecord| stale.iter().any(|s| s.key == f.key);
+    let stale: std::collections::HashMap<&str, &StaleFlag> =
+        stale.iter().map(|s| (s.key.as_str(), s)).collect();
+    let is_stale = |f: &FlagRecord| stale.contains_key(f.key.as_str());
     let text = q.q.as_deref().map(str::to_lowercase);
     let list: Vec<Value> = flags
         .iter()
@@ -226,8 +228,7 @@ pub(crate) async fn list_flags(
         .map(|f| {
             let n = counts.get(&f.key).copied().unwrap_or(0);
             let mut v = flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key));
-            let reasons =
-                stale.iter().find(|s| s.key == f.key).map(|s| s.reasons.clone()).unwrap_or_default();
+            let reasons = stale.get(f.key.as_str()).map(|s| s.reasons.clone()).unwrap_or_default();
             v["stale"] = json!(reasons);
             v
         })
@@ -731,7 +732,7 @@ pub(crate) async fn revoke_token(
 /// Every live flag with its overrides: the document `ff export` writes and `ff import` reads.
 pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiResult {
     caller.require(Role::Viewer)?;
-    let state = admin.store().load().await?;
+    let state = admin.state().await?;
     // Grouped in one pass: a filter per flag grows with flags times overrides.
     let mut by_flag: std::collections::HashMap<&str, Map<String, Value>> = Default::default();
     for o in &state.overrides {

@@ -134,6 +134,14 @@ impl Admin {
         }
     }
 
+    /// Every live flag, override and segment: the source's snapshot, or a load of the store.
+    pub(crate) async fn state(&self) -> Result<ff_core::StoreState, StoreError> {
+        match &self.inner.source {
+            Some(source) => Ok(source.snapshot().to_state()),
+            None => self.inner.store.load().await,
+        }
+    }
+
     /// How many users override each flag: from the source's snapshot, or one pass
     /// over the store's overrides.
     pub(crate) async fn override_counts(

@@ -359,6 +359,8 @@ pub(crate) async fn list(
         Ok(u) => u,
         Err(e) => return visitor.fail(e),
     };
+    let stale_by_key: std::collections::HashMap<&str, &ff_core::StaleFlag> =
+        stale.iter().map(|s| (s.key.as_str(), s)).collect();
     let q = f.q.to_lowercase();
     let rows: String = flags
         .iter()
@@ -366,14 +368,13 @@ pub(crate) async fn list(
         .filter(|x| q.is_empty() || x.key.to_lowercase().contains(&q) || x.description.to_lowercase().contains(&q))
         .filter(|x| f.tag.is_empty() || x.meta.tags.contains(&f.tag))
         .filter(|x| f.owner.is_empty() || x.meta.owner == f.owner)
-        .filter(|x| f.stale.is_empty() || stale.iter().any(|s| s.key == x.key))
+        .filter(|x| f.stale.is_empty() || stale_by_key.contains_key(x.key.as_str()))
         .map(|x| {
             let n = counts.get(&x.key).copied().unwrap_or(0);
             let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
             let (daily, last) = usage.get(&x.key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
-            let why = stale
-                .iter()
-                .find(|s| s.key == x.key)
+            let why = stale_by_key
+                .get(x.key.as_str())
                 .map(|s| {
                     let r: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
                     format!(" <span class=\"off\">stale: {}</span>", r.join(", "))

@@ -81,8 +81,13 @@ pub fn stale_flags(
     now: OffsetDateTime,
 ) -> Vec<StaleFlag> {
     let mut out = Vec::new();
+    // Grouped once: a filter per flag grows with flags times rows.
+    let mut by_key: std::collections::HashMap<&str, Vec<&UsageRow>> = std::collections::HashMap::new();
+    for r in usage {
+        by_key.entry(r.key.as_str()).or_default().push(r);
+    }
     for f in flags.iter().filter(|f| !f.archived && !f.meta.is_permanent(f.value_type)) {
-        let rows: Vec<&UsageRow> = usage.iter().filter(|r| r.key == f.key).collect();
+        let rows = by_key.remove(f.key.as_str()).unwrap_or_default();
         let last_evaluated = rows.iter().map(|r| r.last_at).max();
         let mut reasons = Vec::new();
         if f.meta.is_expired(f.value_type, now) {
