@@ -73,6 +73,19 @@ impl Ofrep {
         (s, b)
     }
 
+    /// GET on the admin router with the token; the status and JSON body.
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let req = http::Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {}", self.token))
+            .body(Body::empty())
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
     async fn write(&self, m: Mutation) {
         self.store.write(Write::new("test", m)).await.unwrap();
         assert!(
@@ -250,14 +263,8 @@ async fn bulk_evaluation_with_etags() {
 #[tokio::test]
 async fn configuration_says_what_a_provider_may_assume() {
     let o = Ofrep::new(&[]).await;
-    let req = http::Request::builder()
-        .uri("/admin/ofrep/v1/configuration")
-        .header("authorization", format!("Bearer {}", o.token))
-        .body(Body::empty())
-        .unwrap();
-    let res = o.app.clone().oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let (status, body) = o.get("/admin/ofrep/v1/configuration").await;
+    assert_eq!(status, 200);
     assert_eq!(body["name"], "ff");
     assert_eq!(body["capabilities"]["flagEvaluation"]["supportedTypes"].as_array().unwrap().len(), 5);
 }
@@ -298,14 +305,8 @@ async fn reads_over_ofrep_are_counted_like_the_layers() {
 async fn the_user_lookup_reads_the_live_source() {
     let o = Ofrep::new(&[("FF_THEME", "dark")]).await;
     o.write(Mutation::set_override("LEAD_HOURS", "alice", 12)).await;
-    let req = http::Request::builder()
-        .uri("/admin/api/users/alice")
-        .header("authorization", format!("Bearer {}", o.token))
-        .body(Body::empty())
-        .unwrap();
-    let res = o.app.clone().oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let (status, body) = o.get("/admin/api/users/alice").await;
+    assert_eq!(status, 200);
     let flag =
         |key: &str| body["flags"].as_array().unwrap().iter().find(|f| f["key"] == key).cloned().unwrap();
     assert_eq!(
