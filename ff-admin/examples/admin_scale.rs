@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use ff_core::{Batch, FlagDef, Mutation, Role, Source, SqlStore, Store};
+use ff_core::FlagDef;
+use ff_store::{Batch, Mutation, Role, Source, SqlStore, Store};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

@@ -7,9 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ff_core::{
-    Action, Batch, ChangeQuery, EvalContext, FlagDef, FlagPatch, FlagRecord, Mutation, Reason, Role,
-    StaleFlag, StaleRules, Write, default_expiry, stale_flags, validate_user_id,
+    Action, EvalContext, FlagDef, FlagRecord, Reason, StaleFlag, StaleRules, stale_flags, validate_user_id,
 };
+use ff_store::{Batch, ChangeQuery, FlagPatch, Mutation, Role, Write, default_expiry};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;

@@ -3,7 +3,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use ff_core::{Role, Store, StoreError, TokenRecord};
+use ff_store::{Role, Store, StoreError, TokenRecord};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

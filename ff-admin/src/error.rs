@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ff_core::{Role, StoreError};
+use ff_store::{Role, StoreError};
 
 /// Everything the admin API can refuse.
 #[derive(Debug)]

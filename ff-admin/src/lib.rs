@@ -7,9 +7,9 @@
 //! (`If-Match`), and recorded in the audit log with the token's name as actor.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), ff_core::StoreError> {
+//! # async fn demo() -> Result<(), ff_store::StoreError> {
 //! use std::sync::Arc;
-//! let store = Arc::new(ff_core::SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?);
+//! let store = Arc::new(ff_store::SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?);
 //! let admin = ff_admin::Admin::new(store).env_admin_token(std::env::var("FF_ADMIN_TOKEN").ok());
 //! let app: axum::Router = axum::Router::new().nest("/admin", admin.router());
 //! # Ok(()) }
@@ -28,7 +28,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use ff_core::{FlagDecl, Lifetimes, Snapshot, Source, StaleRules, Store, StoreError};
+use ff_core::{FlagDecl, Lifetimes, Snapshot, StaleRules};
+use ff_store::{Source, Store, StoreError};
 
 pub use auth::{Caller, ENV_ADMIN, create_token};
 pub use error::AdminError;

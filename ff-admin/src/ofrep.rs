@@ -9,7 +9,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ff_core::{EvalContext, FlagRecord, Reason, Role, Snapshot, Value as FlagValue, validate_user_id};
+use ff_core::{EvalContext, FlagRecord, Reason, Snapshot, Value as FlagValue, validate_user_id};
+use ff_store::Role;
 use serde_json::{Map, Value, json};
 
 use crate::Admin;

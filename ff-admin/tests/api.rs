@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
-use ff_core::{ChangeQuery, Flag, Role, SqlStore, Store, sync};
+use ff_core::Flag;
+use ff_store::{ChangeQuery, Role, SqlStore, Store, sync};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -833,7 +834,7 @@ async fn an_export_is_a_flags_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&export).unwrap()).unwrap();
-    let file = ff_core::FileStore::open(&path).unwrap();
+    let file = ff_store::FileStore::open(&path).unwrap();
     let (from_file, from_store) = (file.load().await.unwrap(), api.store.load().await.unwrap());
     let view = |s: &ff_core::StoreState| {
         let flags: Vec<_> = s

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
-use ff_core::{ChangeQuery, Flag, Role, SqlStore, Store, sync};
+use ff_core::Flag;
+use ff_store::{ChangeQuery, Role, SqlStore, Store, sync};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -40,7 +41,7 @@ fn keys() -> Vec<&'static str> {
         "user_id",
         "version",
     ];
-    ff_core::FlagPatch::EDITABLE.iter().copied().chain(extra).collect()
+    ff_store::FlagPatch::EDITABLE.iter().copied().chain(extra).collect()
 }
 
 /// Nearly valid batches: known ops and keys, arbitrary fields.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
-use ff_core::{Flag, FlagKind, Mutation, Role, Source, SqlStore, Store, Write};
+use ff_core::{Flag, FlagKind};
+use ff_store::{Mutation, Role, Source, SqlStore, Store, Write};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -129,7 +130,7 @@ async fn targeting_by_key_and_attributes_overrides_splits_and_the_switch() {
     let o = Ofrep::new(&[]).await;
     let rules = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": "dark"}]});
     let patch =
-        ff_core::FlagPatch { targeting: Some(serde_json::from_value(rules).unwrap()), ..Default::default() };
+        ff_store::FlagPatch { targeting: Some(serde_json::from_value(rules).unwrap()), ..Default::default() };
     o.write(Mutation::UpdateFlag { key: "THEME".into(), patch, expected_version: None }).await;
     o.write(Mutation::set_override("LEAD_HOURS", "tester", 0)).await;
     // An attribute from the context matches the rule; without it, the global value.
@@ -152,7 +153,7 @@ async fn targeting_by_key_and_attributes_overrides_splits_and_the_switch() {
     let split =
         json!({"split": {"variations": [{"value": true, "weight": 5000}, {"value": false, "weight": 5000}]}});
     let patch =
-        ff_core::FlagPatch { targeting: Some(serde_json::from_value(split).unwrap()), ..Default::default() };
+        ff_store::FlagPatch { targeting: Some(serde_json::from_value(split).unwrap()), ..Default::default() };
     o.write(Mutation::UpdateFlag { key: "CREDITS".into(), patch, expected_version: None }).await;
     let mut seen = std::collections::HashSet::new();
     for i in 0..40 {
@@ -185,7 +186,7 @@ async fn missing_flags_code_defaults_pins_and_bad_requests() {
     let (status, body) = o.flag("ONLY_IN_CODE", json!({})).await;
     assert_eq!((status, body["reason"].clone()), (200, json!("DEFAULT")), "{body}");
     assert!(body.get("value").is_none(), "{body}");
-    let patch = ff_core::FlagPatch {
+    let patch = ff_store::FlagPatch {
         permanent: Some(Some(false)),
         expiry: Some(ff_core::ExpiryPolicy::ServeDefault),
         expires_at: Some(Some(time::OffsetDateTime::now_utc() - time::Duration::days(1))),

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
-use ff_core::{Flag, Mutation, Role, SqlStore, Store, Write, sync};
+use ff_core::Flag;
+use ff_store::{Mutation, Role, SqlStore, Store, Write, sync};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -334,7 +335,7 @@ async fn stale_page_and_usage_sparklines() {
         count: n,
     };
     page.store.record_usage(&[count("CREDITS", 42)], &[("<TYPO>".into(), 2)], now).await.unwrap();
-    let patch = ff_core::FlagPatch {
+    let patch = ff_store::FlagPatch {
         expires_at: Some(Some(time::macros::datetime!(2020-01-01 00:00 UTC))),
         ..Default::default()
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use std::sync::Arc;
 
-use ff_core::{Source, Store, redact};
+use ff_store::{Source, Store, redact};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let database_url =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
-    let store: Arc<dyn Store> = ff_core::store_from_url(&database_url).context("DATABASE_URL")?;
+    let store: Arc<dyn Store> = ff_store::store_from_url(&database_url).context("DATABASE_URL")?;
     let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     let admin = ff_admin::Admin::new(store.clone())
         .declare(ff_axum_example::declarations())

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ff_core::{Mutation, SqlStore, Store, Write};
+use ff_store::{Mutation, SqlStore, Store, Write};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -226,7 +226,7 @@ async fn booking_story_on_sqlite() {
 
 #[tokio::test]
 async fn booking_story_on_postgres() {
-    let Some(url) = ff_core::postgres_test_database().await else {
+    let Some(url) = ff_store::postgres_test_database().await else {
         return;
     };
     story(&url).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ff_core::{Mutation, SqlStore, Store, Write};
+use ff_store::{Mutation, SqlStore, Store, Write};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -104,7 +104,7 @@ fn target(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_lost_under_load_and_back() {
     let _serial = SERIAL.lock().await;
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     let direct = SqlStore::connect(&url).await.unwrap();
     direct.migrate().await.unwrap();
     let proxy = Proxy::start(target(&url), true).await;
@@ -175,7 +175,7 @@ async fn postgres_lost_under_load_and_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_postgres_unreachable_then_it_appears() {
     let _serial = SERIAL.lock().await;
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     let direct = SqlStore::connect(&url).await.unwrap();
     direct.migrate().await.unwrap();
     let proxy = Proxy::start(target(&url), false).await;
@@ -188,7 +188,7 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     assert!(health.contains("\"origin\":\"defaults\""), "{health}");
     // The database appears (with a value the defaults do not have): the app becomes fresh.
-    ff_core::sync(&direct, &ff_axum_example::declarations(), &Default::default()).await.unwrap();
+    ff_store::sync(&direct, &ff_axum_example::declarations(), &Default::default()).await.unwrap();
     direct
         .write(Write::new("t", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 3)))
         .await
@@ -301,7 +301,7 @@ async fn flip_storm(database_url: &str) {
     // The audit log holds every flip as a pair sharing its batch_end.
     let store = SqlStore::connect(database_url).await.unwrap();
     let log = store
-        .changes(&ff_core::ChangeQuery {
+        .changes(&ff_store::ChangeQuery {
             limit: 1000,
             actor: Some(ff_admin::ENV_ADMIN.into()),
             ..Default::default()
@@ -315,7 +315,7 @@ async fn flip_storm(database_url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flip_storm_on_postgres() {
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     flip_storm(&url).await;
 }
 

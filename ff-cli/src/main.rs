@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use ff_core::Role;
+use ff_store::Role;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
@@ -155,7 +155,7 @@ enum SegmentCommand {
 }
 
 /// Fields `ff import` changes on existing flags, in the order it applies them.
-const IMPORTED: &[&str] = ff_core::FlagPatch::EDITABLE;
+const IMPORTED: &[&str] = ff_store::FlagPatch::EDITABLE;
 
 /// One change `ff import` makes.
 #[derive(Debug)]
@@ -828,7 +828,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("segment {key} deleted");
         }
         Command::Token(TokenCommand::Create { name, role, database_url: Some(url), reason }) => {
-            let store = ff_core::store_from_url(&url).context("DATABASE_URL")?;
+            let store = ff_store::store_from_url(&url).context("DATABASE_URL")?;
             let (record, token) =
                 ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
             if json_out {

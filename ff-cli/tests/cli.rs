@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ff_core::{Source, SqlStore};
+use ff_store::{Source, SqlStore};
 use serde_json::{Value, json};
 
 struct Run {
@@ -429,7 +429,7 @@ async fn token_create_works_on_every_store_url() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let mut urls = vec![(sqlite.clone(), None)];
-    if let Some(pg) = ff_core::postgres_test_database().await {
+    if let Some(pg) = ff_store::postgres_test_database().await {
         urls.push((pg, None));
     }
     if let Ok(redis) = std::env::var("FF_TEST_REDIS_URL") {
@@ -440,7 +440,7 @@ async fn token_create_works_on_every_store_url() {
         let run = ff(&["token", "create", "--name", "first", "--role", "admin", "--database-url", url], &[]);
         assert_eq!(run.code, 0, "{url}: {}", run.stderr);
         assert!(run.stdout.trim().starts_with("ff_"), "{url}: {}", run.stdout);
-        let store = ff_core::store_from_url(url).unwrap();
+        let store = ff_store::store_from_url(url).unwrap();
         let tokens = store.tokens().await.unwrap();
         assert_eq!(tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["first"], "{url}");
         // The name is taken now: a clear refusal, nothing written.

@@ -262,7 +262,7 @@ impl FlagDecl {
     }
 
     /// The store metadata the declaration asks for (dates aside).
-    pub(crate) fn meta(&self) -> FlagMeta {
+    pub fn meta(&self) -> FlagMeta {
         FlagMeta {
             kind: self.kind,
             permanent: self.permanent,

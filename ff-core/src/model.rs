@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub(crate) use crate::context::validate_user_id;
 use crate::error::ValidationError;
 pub(crate) use crate::targeting::SegmentRecord;
 use crate::value::{Schema, Value, ValueType};
@@ -68,7 +67,7 @@ impl FlagRecord {
 }
 
 /// What an off flag serves unless told otherwise: `false` for booleans, else the value.
-pub(crate) fn default_off_value(value: &Value) -> Value {
+pub fn default_off_value(value: &Value) -> Value {
     match value {
         Value::Bool(_) => Value::Bool(false),
         v => v.clone(),
@@ -451,19 +450,4 @@ pub struct Change {
     /// changes from the batch's first through `batch_end` commit, and are served, together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_end: Option<u64>,
-}
-
-/// Milliseconds since the Unix epoch, as stored in the database.
-pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// The inverse of [`to_millis`].
-pub(crate) fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// Now, truncated to the milliseconds the store keeps.
-pub(crate) fn now() -> OffsetDateTime {
-    from_millis(to_millis(OffsetDateTime::now_utc()))
 }

@@ -25,7 +25,7 @@ use crate::value::{FlagType, Value};
 
 /// Every flag and per-user override at one point of the change log.
 ///
-/// Built by a [`Source`](crate::Source) and shared by all requests until the
+/// Built by a `Source` (ff-store) and shared by all requests until the
 /// next change; never modified. Lookups of a flag and of one user's overrides
 /// are hash lookups.
 pub struct Snapshot {
@@ -371,7 +371,7 @@ impl Snapshot {
     }
 
     /// [`from_state_counted`](Self::from_state_counted), with values the environment pins.
-    pub(crate) fn from_state_pinned(state: &StoreState, usage: Arc<Usage>, pins: Arc<Pins>) -> Self {
+    pub fn from_state_pinned(state: &StoreState, usage: Arc<Usage>, pins: Arc<Pins>) -> Self {
         let mut flags = FlagTable { usage, pins, ..FlagTable::default() };
         flags.reserve(state.flags.len());
         for record in state.flags.iter().filter(|f| !f.archived) {

@@ -212,6 +212,13 @@ impl SegmentDef {
     }
 }
 
+impl SegmentDef {
+    /// Checks the definition as a snapshot would compile it.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        CompiledSegment::new(self).map(drop)
+    }
+}
+
 impl CompiledSegment {
     /// Validates and compiles a segment definition.
     pub(crate) fn new(def: &SegmentDef) -> Result<Self, ValidationError> {
@@ -531,6 +538,14 @@ fn compile_serve(
         }
         (None, None) => Ok(None),
         (Some(_), Some(_)) => Err(bad(format!("{what}: give a value or a split, not both"))),
+    }
+}
+
+impl Targeting {
+    /// Checks the targeting of flag `key` as a snapshot would compile it: operators,
+    /// patterns, weights, schedule, and every value against the type and bounds.
+    pub fn validate(&self, key: &str, value_type: ValueType, schema: &Schema) -> Result<(), ValidationError> {
+        Compiled::new(key, value_type, schema, self).map(drop)
     }
 }
 

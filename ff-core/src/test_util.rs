@@ -1,11 +1,8 @@
-//! Test injection: build snapshots without a database, and flip flags between requests.
-
-use std::sync::{Arc, Mutex, MutexGuard};
+//! Test injection: build snapshots without a database.
 
 use crate::flag::Flag;
 use crate::model::{FlagRecord, OverrideRecord, StoreState};
 use crate::snapshot::Snapshot;
-use crate::source::Source;
 use crate::value::FlagType;
 
 /// Builds a [`Snapshot`] in code.
@@ -56,6 +53,22 @@ impl SnapshotBuilder {
     /// Turns the flag on or off (off serves its off value to everyone).
     pub fn enabled<T: FlagType>(mut self, flag: Flag<T>, enabled: bool) -> Self {
         self.record(flag).enabled = enabled;
+        self.bump();
+        self
+    }
+
+    /// Removes one user's value.
+    pub fn without_override<T: FlagType>(mut self, flag: Flag<T>, user_id: &str) -> Self {
+        self.state.overrides.retain(|o| !(o.key == flag.key() && o.user_id == user_id));
+        self.bump();
+        self
+    }
+
+    /// Removes the flag (and its overrides): reads serve the code default.
+    pub fn without<T: FlagType>(mut self, flag: Flag<T>) -> Self {
+        self.state.flags.retain(|f| f.key != flag.key());
+        self.state.overrides.retain(|o| o.key != flag.key());
+        self.bump();
         self
     }
 
@@ -83,141 +96,4 @@ impl SnapshotBuilder {
         });
         self.bump();
     }
-}
-
-/// Flags for tests: a [`Source`] without a database whose clones share state,
-/// so a test can flip a flag between two requests. Every change is visible to
-/// the next snapshot read, synchronously.
-#[derive(Debug, Clone)]
-pub struct TestFlags {
-    builder: Arc<Mutex<SnapshotBuilder>>,
-    source: Source,
-}
-
-impl Default for TestFlags {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl TestFlags {
-    /// No flags set: code defaults everywhere.
-    pub fn new() -> Self {
-        TestFlags { builder: Arc::default(), source: Source::fixed(Snapshot::empty()) }
-    }
-
-    /// The source to give to the layer.
-    pub fn source(&self) -> Source {
-        self.source.clone()
-    }
-
-    fn edit(&self, f: impl FnOnce(&mut SnapshotBuilder)) {
-        let mut b: MutexGuard<'_, SnapshotBuilder> = self.builder.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut b);
-        self.source.replace(b.build());
-    }
-
-    /// Sets a flag's global value.
-    pub fn set<T: FlagType>(&self, flag: Flag<T>, value: T) -> &Self {
-        self.edit(|b| b.set_mut(flag, value));
-        self
-    }
-
-    /// Sets one user's value.
-    pub fn set_override<T: FlagType>(&self, flag: Flag<T>, user_id: &str, value: T) -> &Self {
-        self.edit(|b| b.set_override_mut(flag, user_id, value));
-        self
-    }
-
-    /// Removes one user's value.
-    pub fn remove_override<T: FlagType>(&self, flag: Flag<T>, user_id: &str) -> &Self {
-        self.edit(|b| {
-            b.state.overrides.retain(|o| !(o.key == flag.key() && o.user_id == user_id));
-            b.bump();
-        });
-        self
-    }
-
-    /// Turns a flag on or off.
-    pub fn set_enabled<T: FlagType>(&self, flag: Flag<T>, enabled: bool) -> &Self {
-        self.edit(|b| {
-            b.record(flag).enabled = enabled;
-            b.bump();
-        });
-        self
-    }
-
-    /// Removes a flag from the snapshot: reads serve the code default.
-    pub fn remove<T: FlagType>(&self, flag: Flag<T>) -> &Self {
-        self.edit(|b| {
-            b.state.flags.retain(|f| f.key != flag.key());
-            b.state.overrides.retain(|o| o.key != flag.key());
-            b.bump();
-        });
-        self
-    }
-}
-
-/// A fresh, empty PostgreSQL database for one test, created next to the one named
-/// by `FF_TEST_POSTGRES_URL`. `None` (with a skip notice) when that variable is
-/// unset, unless `FF_REQUIRE_POSTGRES=1`, which makes a missing database a failure.
-#[cfg(feature = "postgres")]
-pub async fn postgres_test_database() -> Option<String> {
-    use sqlx::Connection;
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let required = std::env::var("FF_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-    let Ok(base) = std::env::var("FF_TEST_POSTGRES_URL") else {
-        assert!(!required, "FF_REQUIRE_POSTGRES=1 but FF_TEST_POSTGRES_URL is not set");
-        eprintln!(
-            "skipping PostgreSQL test: set FF_TEST_POSTGRES_URL=postgres://user:pass@host/db to run it"
-        );
-        return None;
-    };
-    let mut admin = match sqlx::PgConnection::connect(&base).await {
-        Ok(c) => c,
-        Err(e) => {
-            assert!(!required, "FF_REQUIRE_POSTGRES=1 but {} is unreachable: {e}", crate::redact(&base));
-            eprintln!("skipping PostgreSQL test: {} is unreachable: {e}", crate::redact(&base));
-            return None;
-        }
-    };
-    let name = format!(
-        "ff_t_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
-    );
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-    let (prefix, rest) = base.rsplit_once('/').unwrap_or((&base, ""));
-    let query = rest.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
-    Some(format!("{prefix}/{name}{query}"))
-}
-
-/// A `RedisStore` with a key prefix no other test uses, on the server named by
-/// `FF_TEST_REDIS_URL`. `None` (with a skip notice) when that variable is unset or the
-/// server unreachable, unless `FF_REQUIRE_REDIS=1`, which makes either a failure.
-#[cfg(feature = "redis")]
-pub async fn redis_test_store() -> Option<crate::RedisStore> {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let required = std::env::var("FF_REQUIRE_REDIS").is_ok_and(|v| v == "1");
-    let Ok(url) = std::env::var("FF_TEST_REDIS_URL") else {
-        assert!(!required, "FF_REQUIRE_REDIS=1 but FF_TEST_REDIS_URL is not set");
-        eprintln!("skipping Redis test: set FF_TEST_REDIS_URL=redis://127.0.0.1:6379 to run it");
-        return None;
-    };
-    let prefix = format!(
-        "ff_t_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
-    );
-    let store = crate::RedisStore::connect_lazy(&url).ok()?.with_prefix(prefix);
-    if let Err(e) = crate::Store::latest_seq(&store).await {
-        assert!(!required, "FF_REQUIRE_REDIS=1 but {url} is unreachable: {e}");
-        eprintln!("skipping Redis test: {url} is unreachable: {e}");
-        return None;
-    }
-    Some(store)
 }

@@ -3,7 +3,7 @@
 //! OpenFeature's API reads ff's flags, with ff's targeting, overrides and audit trail.
 //!
 //! ```no_run
-//! # async fn demo(source: ff_core::Source) {
+//! # async fn demo(source: ff_store::Source) {
 //! use open_feature::{EvaluationContext, OpenFeature};
 //! let mut api = OpenFeature::singleton_mut().await;
 //! api.set_provider(ff_openfeature::FfProvider::new(source)).await;
@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ff_core::{EvalContext, FlagDecl, Reason, Snapshot, Source, Value};
+use ff_core::{EvalContext, FlagDecl, Reason, Snapshot, Value};
+use ff_store::Source;
 use open_feature::provider::{FeatureProvider, ProviderMetadata, ProviderStatus, ResolutionDetails};
 use open_feature::{
     EvaluationContext, EvaluationContextFieldValue, EvaluationError, EvaluationErrorCode, EvaluationReason,

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use ff_core::{ExpiryPolicy, Flag, FlagKind, FlagPatch, MemoryStore, Mutation, Source, Store, Write};
+use ff_core::{ExpiryPolicy, Flag, FlagKind};
 use ff_openfeature::FfProvider;
+use ff_store::{FlagPatch, MemoryStore, Mutation, Source, Store, Write};
 use open_feature::provider::{FeatureProvider, ProviderStatus};
 use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, OpenFeature, StructValue};
 use serde_json::json;
@@ -178,7 +179,7 @@ async fn expired_flags_serve_the_code_default_when_declared() {
 async fn status_follows_the_source() {
     let (_, source) = setup().await;
     assert_eq!(FfProvider::new(source).status(), ProviderStatus::Ready);
-    let unreachable = ff_core::SqlStore::connect_lazy("sqlite:///nonexistent-dir/for/sure/ff.db").unwrap();
+    let unreachable = ff_store::SqlStore::connect_lazy("sqlite:///nonexistent-dir/for/sure/ff.db").unwrap();
     let source = Source::builder(unreachable).startup_timeout(Duration::from_millis(200)).start().await;
     let p = FfProvider::new(source);
     assert_eq!(p.status(), ProviderStatus::STALE);

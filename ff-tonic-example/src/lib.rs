@@ -4,7 +4,8 @@
 
 use std::future::Future;
 
-use ff_core::{EvalContext, Flag, FlagDecl, FlagKind, Source};
+use ff_core::{EvalContext, Flag, FlagDecl, FlagKind};
+use ff_store::Source;
 use ff_tower::{Current, FlagsLayer};
 use tonic::{Request, Response, Status};
 

@@ -3,7 +3,7 @@
 //! `sqlite://ff-example.db?mode=rwc`, shared with the axum example).
 
 use anyhow::Context;
-use ff_core::{Source, SqlStore};
+use ff_store::{Source, SqlStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

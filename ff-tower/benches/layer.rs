@@ -10,7 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "support/workload.rs"]
 mod workload;
-use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag, Source};
+use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag};
+use ff_store::Source;
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
 use tower::Layer;

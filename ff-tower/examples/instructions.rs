@@ -10,7 +10,8 @@
 
 use std::hint::black_box;
 
-use ff_core::{EvalContext, Evaluator, Flag, Source};
+use ff_core::{EvalContext, Evaluator, Flag};
+use ff_store::Source;
 use ff_tower::{Current, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
 use tower::Layer;

@@ -5,7 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ff_core::{Evaluator, Source};
+use ff_core::Evaluator;
+use ff_store::Source;
 use http::Request;
 use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service};

@@ -3,7 +3,8 @@
 //! through [`Current`] with no I/O and no locks.
 //!
 //! ```
-//! use ff_core::{Flag, TestFlags};
+//! use ff_core::Flag;
+//! use ff_store::TestFlags;
 //! use ff_tower::{Current, FlagsLayer, UserIdHeader};
 //!
 //! const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
@@ -14,7 +15,7 @@
 //!
 //! # let flags = TestFlags::new();
 //! # let source = flags.source();
-//! // `source` is an ff_core::Source (a store-backed one in production).
+//! // `source` is an ff_store::Source (a store-backed one in production).
 //! let layer = FlagsLayer::new(source).make_context(UserIdHeader::new("x-user-id"));
 //! ```
 //!
@@ -57,8 +58,10 @@ pub use context::{FromExtensions, MakeContext, UserIdHeader};
 pub use current::{Current, CurrentWith, Flags, scope, sync_scope};
 #[cfg(feature = "axum")]
 pub use extract::MissingFlagsLayer;
-pub use ff_core::{Config, ConfigReader, Detail, EvalContext, Evaluator, Flag, Reason, Source};
 #[cfg(feature = "test-util")]
-pub use ff_core::{SnapshotBuilder, TestFlags};
+pub use ff_core::SnapshotBuilder;
+pub use ff_core::{Config, ConfigReader, Detail, EvalContext, Evaluator, Flag, Reason};
+pub use ff_store::Source;
+pub use ff_store::TestFlags;
 pub use layer::{FlagsLayer, FlagsService, ResponseFuture};
 pub use spawn::{FlagsFutureExt, WithFlags, spawn, spawn_blocking};

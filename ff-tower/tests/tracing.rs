@@ -5,7 +5,8 @@ use std::convert::Infallible;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use ff_core::{Flag, TestFlags};
+use ff_core::Flag;
+use ff_store::TestFlags;
 use ff_tower::{FlagsLayer, UserIdHeader};
 use http::Request;
 use tower::{ServiceBuilder, ServiceExt};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ff_core::{Role, Source, SqlStore};
+use ff_store::{Role, Source, SqlStore};
 use serde_json::{Value, json};
 
 fn browser_ready(dir: &Path) -> bool {
@@ -95,7 +95,7 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         .await
         .unwrap();
     assert_eq!(pay.status().as_u16(), 503);
-    let log = ff_core::Store::changes(&*store, &ff_core::ChangeQuery { limit: 2, ..Default::default() })
+    let log = ff_store::Store::changes(&*store, &ff_store::ChangeQuery { limit: 2, ..Default::default() })
         .await
         .unwrap();
     assert!(log.iter().all(|c| c.actor == "browser-operator"), "{log:?}");

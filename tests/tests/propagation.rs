@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ff_core::{Mutation, Source, SqlStore, Store, Write};
+use ff_store::{Mutation, Source, SqlStore, Store, Write};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -62,7 +62,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_follow_one_postgres() {
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     let instances = [start(&url).await, start(&url).await, start(&url).await];
     let http = reqwest::Client::new();
     for i in &instances {

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use ff_core::{ChangeQuery, Role, Source, SqlStore, Store};
+use ff_store::{ChangeQuery, Role, Source, SqlStore, Store};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_editors_one_flag() {
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
     let source = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations()).start().await;
     let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());

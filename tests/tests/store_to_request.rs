@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
-use ff_core::{Config, ConfigReader, Flag, Mutation, Source, SqlStore, Store, Write};
+use ff_core::{Config, ConfigReader, Flag};
+use ff_store::{Mutation, Source, SqlStore, Store, Write};
 use ff_tower::{CurrentWith, FlagsLayer, UserIdHeader};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -87,7 +88,7 @@ async fn sqlite_write_reaches_requests() {
 
 #[tokio::test]
 async fn postgres_write_reaches_requests_through_notify() {
-    let Some(url) = ff_core::postgres_test_database().await else { return };
+    let Some(url) = ff_store::postgres_test_database().await else { return };
     // A one-minute poll: anything faster than that came through LISTEN/NOTIFY.
     let took = story(&url, Duration::from_secs(60)).await;
     eprintln!("propagation through NOTIFY: {took:?}");

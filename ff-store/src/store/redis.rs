@@ -24,10 +24,11 @@ use super::{
     flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
-use crate::model::{
-    Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, from_millis, now, to_millis,
-};
-use crate::targeting::SegmentDef;
+use crate::store::from_millis;
+use crate::store::now;
+use crate::store::to_millis;
+use ff_core::SegmentDef;
+use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
 /// Separates a flag key from a user id in hash fields (keys never contain it).
 const SEP: char = '\u{1f}';
@@ -703,7 +704,7 @@ impl Store for RedisStore {
 
     async fn record_usage(
         &self,
-        counts: &[crate::UsageCount],
+        counts: &[ff_core::UsageCount],
         unknown: &[(String, u64)],
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -724,7 +725,7 @@ impl Store for RedisStore {
         self.pipe::<()>(pipe.atomic()).await
     }
 
-    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("HGETALL").arg(self.k("usage")).cmd("HGETALL").arg(self.k("usage_last"));
         let (counts, last): (HashMap<String, u64>, HashMap<String, i64>) = self.pipe(&pipe).await?;
@@ -742,7 +743,7 @@ impl Store for RedisStore {
             if day < since {
                 continue;
             }
-            rows.push(crate::UsageRow {
+            rows.push(ff_core::UsageRow {
                 key: key.to_owned(),
                 day,
                 reason: reason.to_owned(),
@@ -757,7 +758,7 @@ impl Store for RedisStore {
         Ok(rows)
     }
 
-    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HGETALL")
@@ -768,9 +769,9 @@ impl Store for RedisStore {
             .arg(self.k("unknown_last"));
         type Raw = (HashMap<String, u64>, HashMap<String, i64>, HashMap<String, i64>);
         let (counts, first, last): Raw = self.pipe(&pipe).await?;
-        let mut out: Vec<crate::UnknownFlag> = counts
+        let mut out: Vec<ff_core::UnknownFlag> = counts
             .into_iter()
-            .map(|(key, count)| crate::UnknownFlag {
+            .map(|(key, count)| ff_core::UnknownFlag {
                 first_at: from_millis(first.get(&key).copied().unwrap_or_default()),
                 last_at: from_millis(last.get(&key).copied().unwrap_or_default()),
                 key,

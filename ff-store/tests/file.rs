@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ff_core::{EvalContext, Evaluator, FileStore, Flag, Mutation, Reason, Source, Store, StoreError, Write};
+use ff_core::{EvalContext, Evaluator, Flag, Reason};
+use ff_store::{FileStore, Mutation, Source, Store, StoreError, Write};
 
 const CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000);
@@ -205,7 +206,7 @@ async fn opening_a_missing_or_invalid_file_is_an_error_and_writes_are_refused() 
     let e = store.write(Write::new("x", Mutation::set_value("LEAD_HOURS", 1))).await.unwrap_err();
     assert!(matches!(&e, StoreError::ReadOnly(p) if p.ends_with("flags.yaml")), "{e}");
     assert!(e.to_string().contains("change the file"), "{e}");
-    assert!(store.write_batch(ff_core::Batch::new("x", vec![])).await.is_err());
+    assert!(store.write_batch(ff_store::Batch::new("x", vec![])).await.is_err());
     assert_ne!(store.latest_seq().await.unwrap(), 0);
     assert_eq!(store.flag("LEAD_HOURS").await.unwrap().unwrap().value, ff_core::Value::Int(24));
     assert_eq!(store.overrides("LEAD_HOURS").await.unwrap().len(), 1);

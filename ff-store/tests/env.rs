@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ff_core::{
-    EvalContext, Evaluator, Flag, FlagKind, MemoryStore, Mutation, Reason, Source, Store, StoreError, Write,
-    env_var_name,
-};
+use ff_core::{EvalContext, Evaluator, Flag, FlagKind, Reason, env_var_name};
+use ff_store::{MemoryStore, Mutation, Source, Store, StoreError, Write};
 
 #[path = "support/hooked.rs"]
 mod hooked;
@@ -143,7 +141,7 @@ async fn pins_hold_across_changes_full_reloads_and_a_store_that_is_down() {
     assert_eq!((e.get(LEAD), e.detail(LEAD).reason), (24, Reason::Default));
     down.store(false, Ordering::SeqCst);
     let mut rx = source.subscribe();
-    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == ff_core::Origin::Store))
+    tokio::time::timeout(PATIENCE, rx.wait_for(|s| s.origin == ff_store::Origin::Store))
         .await
         .unwrap()
         .unwrap();
@@ -185,7 +183,7 @@ async fn a_pin_beats_rules_and_expiry() {
     let targeting = serde_json::from_value(serde_json::json!({"rules": [{"clauses": [
         {"attribute": "user_id", "op": "in", "values": ["u1"]}], "value": true}]}))
     .unwrap();
-    let patch = ff_core::FlagPatch {
+    let patch = ff_store::FlagPatch {
         value: Some(true.into()),
         targeting: Some(targeting),
         expiry: Some(ff_core::ExpiryPolicy::ServeDefault),

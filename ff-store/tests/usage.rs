@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ff_core::{
-    EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation, Snapshot, Store, StoreState,
-    UsageCount, Value, Write,
-};
+use ff_core::{EvalContext, Evaluator, Flag, FlagDef, FlagRecord, Snapshot, StoreState, UsageCount, Value};
+use ff_store::{MemoryStore, Mutation, Store, Write};
 use serde_json::json;
 
 #[path = "support/hooked.rs"]
@@ -89,7 +87,7 @@ async fn the_source_flushes_counts_once_per_interval_and_not_when_idle() {
         Ok(())
     }));
     let interval = Duration::from_millis(200);
-    let source = ff_core::Source::builder_arc(store.clone())
+    let source = ff_store::Source::builder_arc(store.clone())
         .declare([ON.decl()])
         .usage_interval(interval)
         .start()
@@ -175,21 +173,21 @@ async fn stores_add_up_usage_by_day() {
     {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-        record_usage_contract(&ff_core::SqlStore::connect_lazy(&url).unwrap()).await;
+        record_usage_contract(&ff_store::SqlStore::connect_lazy(&url).unwrap()).await;
     }
     #[cfg(feature = "postgres")]
-    if let Some(url) = ff_core::postgres_test_database().await {
-        record_usage_contract(&ff_core::SqlStore::connect(&url).await.unwrap()).await;
+    if let Some(url) = ff_store::postgres_test_database().await {
+        record_usage_contract(&ff_store::SqlStore::connect(&url).await.unwrap()).await;
     }
     #[cfg(feature = "redis")]
-    if let Some(store) = ff_core::redis_test_store().await {
+    if let Some(store) = ff_store::redis_test_store().await {
         record_usage_contract(&store).await;
     }
 }
 
 /// A flush that fails part-way writes nothing, so the Source's retry counts once.
 #[cfg(feature = "sqlite")]
-async fn failed_flush_writes_nothing(store: &ff_core::SqlStore, fail: &str, heal: &str) {
+async fn failed_flush_writes_nothing(store: &ff_store::SqlStore, fail: &str, heal: &str) {
     let at = time::macros::datetime!(2026-11-20 10:00 UTC);
     let counts = [UsageCount { key: "ON".into(), reason: "global".into(), variant: "true".into(), count: 5 }];
     let unknown = [("GONE".to_owned(), 3)];
@@ -210,13 +208,13 @@ async fn failed_flush_writes_nothing(store: &ff_core::SqlStore, fail: &str, heal
 async fn a_usage_flush_is_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-    let store = ff_core::SqlStore::connect(&url).await.unwrap();
+    let store = ff_store::SqlStore::connect(&url).await.unwrap();
     let fail =
         "CREATE TRIGGER fail BEFORE INSERT ON ff_unknown_flags BEGIN SELECT RAISE(ABORT, 'refused'); END";
     failed_flush_writes_nothing(&store, fail, "DROP TRIGGER fail").await;
     #[cfg(feature = "postgres")]
-    if let Some(url) = ff_core::postgres_test_database().await {
-        let store = ff_core::SqlStore::connect(&url).await.unwrap();
+    if let Some(url) = ff_store::postgres_test_database().await {
+        let store = ff_store::SqlStore::connect(&url).await.unwrap();
         let fail = "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
                     CREATE TRIGGER fail BEFORE INSERT ON ff_unknown_flags FOR EACH ROW EXECUTE FUNCTION refuse()";
         failed_flush_writes_nothing(&store, fail, "DROP TRIGGER fail ON ff_unknown_flags").await;

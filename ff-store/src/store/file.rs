@@ -18,9 +18,10 @@ use super::{
     Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_segment, plan, plan_segment,
 };
 use crate::error::StoreError;
-use crate::flag::FlagDef;
-use crate::model::{Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
-use crate::targeting::SegmentDef;
+use crate::store::now;
+use ff_core::FlagDef;
+use ff_core::SegmentDef;
+use ff_core::{Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
 /// Flags from a YAML file, read-only. Clones share the file's state.
 #[derive(Clone)]
@@ -381,18 +382,18 @@ impl Store for FileStore {
     /// Usage is not kept: metrics still count every evaluation.
     async fn record_usage(
         &self,
-        _: &[crate::UsageCount],
+        _: &[ff_core::UsageCount],
         _: &[(String, u64)],
         _: OffsetDateTime,
     ) -> Result<(), StoreError> {
         Ok(())
     }
 
-    async fn usage(&self, _: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+    async fn usage(&self, _: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -94,13 +94,13 @@ proptest! {
     fn applying_changes_one_by_one_equals_a_full_load(
         ops in prop::collection::vec((0u8..3, 0usize..2_000, 0usize..4, any::<bool>()), 1..150)
     ) {
-        use ff_core::{MemoryStore, Mutation, Store, Write};
+        use ff_store::{MemoryStore, Mutation, Store, Write};
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let store = MemoryStore::new();
             let keys = ["A", "B", "C", "D"];
             let decls: Vec<_> = keys.iter().map(|k| Flag::<bool>::new(k, false).decl()).collect();
-            ff_core::sync(&store, &decls, &Default::default()).await.unwrap();
+            ff_store::sync(&store, &decls, &Default::default()).await.unwrap();
             let mut snapshot = Snapshot::from_state(&store.load().await.unwrap());
             for (op, user, flag, value) in ops {
                 let (key, user) = (keys[flag], format!("user-{user}"));

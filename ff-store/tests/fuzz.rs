@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ff_core::{
-    EvalContext, Evaluator, Flag, FlagDef, FlagRecord, MemoryStore, Mutation, Schema, SegmentDef,
-    SegmentRecord, Snapshot, Store, StoreError, StoreState, Targeting, Value, ValueType, Write,
+    EvalContext, Evaluator, Flag, FlagDef, FlagRecord, Schema, SegmentDef, SegmentRecord, Snapshot,
+    StoreState, Targeting, Value, ValueType,
 };
+use ff_store::{MemoryStore, Mutation, Store, StoreError, Write};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ff_core::{
-    Action, ApplyError, Batch, ChangeQuery, Flag, FlagDef, FlagPatch, MemoryStore, Mutation, Role, Schema,
-    SegmentDef, Snapshot, Store, StoreError, TokenRecord, ValidationError, ValueType, Write, sync,
+use ff_core::{Action, ApplyError, Flag, FlagDef, Schema, SegmentDef, Snapshot, ValidationError, ValueType};
+use ff_store::{
+    Batch, ChangeQuery, FlagPatch, MemoryStore, Mutation, Role, Store, StoreError, TokenRecord, Write, sync,
 };
 use serde_json::json;
 
@@ -396,7 +396,7 @@ async fn sync_contract(store: Arc<dyn Store>) {
     let b = s.flag("B").await.unwrap().unwrap();
     assert_eq!((b.value.to_json(), b.description.as_str()), (json!(24), ""));
     let created = s.changes_since(2, 10).await.unwrap();
-    assert!(created.iter().all(|c| c.actor == ff_core::SYNC_ACTOR));
+    assert!(created.iter().all(|c| c.actor == ff_store::SYNC_ACTOR));
 
     // Idempotent.
     let before = seq(s).await;
@@ -671,7 +671,7 @@ async fn memory_store_contract() {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
-    use ff_core::SqlStore;
+    use ff_store::SqlStore;
 
     pub(crate) fn store(dir: &tempfile::TempDir) -> SqlStore {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
@@ -718,7 +718,7 @@ mod sqlite {
         let err = SqlStore::connect_lazy("mysql://u:secret@h/db").unwrap_err();
         assert!(err.to_string().contains("unsupported store URL"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
-        let err = ff_core::store_from_url("mysql://u:secret@h/db").err().unwrap();
+        let err = ff_store::store_from_url("mysql://u:secret@h/db").err().unwrap();
         assert!(err.to_string().contains("unsupported store URL"), "{err}");
         assert!(!err.to_string().contains("secret"), "{err}");
     }
@@ -733,31 +733,31 @@ mod sqlite {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use ff_core::SqlStore;
+    use ff_store::SqlStore;
 
     #[tokio::test]
     async fn postgres_store_contract() {
-        let Some(url) = ff_core::postgres_test_database().await else {
+        let Some(url) = ff_store::postgres_test_database().await else {
             return;
         };
         contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
-        let Some(url) = ff_core::postgres_test_database().await else {
+        let Some(url) = ff_store::postgres_test_database().await else {
             return;
         };
         sync_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
-        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let Some(url) = ff_store::postgres_test_database().await else { return };
         segments_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
-        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let Some(url) = ff_store::postgres_test_database().await else { return };
         attributes_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
-        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let Some(url) = ff_store::postgres_test_database().await else { return };
         lifecycle_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
-        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let Some(url) = ff_store::postgres_test_database().await else { return };
         batch_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
     }
 
     #[tokio::test]
     async fn postgres_concurrent_batches_stay_contiguous() {
-        let Some(url) = ff_core::postgres_test_database().await else { return };
+        let Some(url) = ff_store::postgres_test_database().await else { return };
         racing_writers_contract(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
     }
 }
@@ -765,7 +765,7 @@ mod postgres {
 #[cfg(feature = "redis")]
 mod redis_store {
     use super::*;
-    use ff_core::redis_test_store;
+    use ff_store::redis_test_store;
 
     #[tokio::test]
     async fn redis_store_contract() {

@@ -19,12 +19,14 @@ use super::{
     flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
-use crate::model::{
+use crate::store::from_millis;
+use crate::store::now;
+use crate::store::to_millis;
+use ff_core::SegmentDef;
+use ff_core::{
     Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, OverrideRecord, SegmentRecord, StoreState,
-    from_millis, now, to_millis,
 };
-use crate::targeting::SegmentDef;
-use crate::value::{Value, ValueType};
+use ff_core::{Value, ValueType};
 
 /// The PostgreSQL channel the store notifies on and listens to.
 pub(crate) const NOTIFY_CHANNEL: &str = "ff_changes";
@@ -882,7 +884,7 @@ impl Store for SqlStore {
 
     async fn record_usage(
         &self,
-        counts: &[crate::UsageCount],
+        counts: &[ff_core::UsageCount],
         unknown: &[(String, u64)],
         at: time::OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -927,7 +929,7 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
         let pool = self.ready().await?;
         let rows = sqlx::query(
             "SELECT key, day, reason, variant, count, last_at FROM ff_usage WHERE day >= $1 \
@@ -938,7 +940,7 @@ impl Store for SqlStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::UsageRow {
+                Ok(ff_core::UsageRow {
                     key: r.try_get("key")?,
                     day: from_day_number(r.try_get("day")?),
                     reason: r.try_get("reason")?,
@@ -950,14 +952,14 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         let pool = self.ready().await?;
         let rows = sqlx::query("SELECT key, count, first_at, last_at FROM ff_unknown_flags ORDER BY key")
             .fetch_all(pool)
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::UnknownFlag {
+                Ok(ff_core::UnknownFlag {
                     key: r.try_get("key")?,
                     count: r.try_get::<i64, _>("count")? as u64,
                     first_at: from_millis(r.try_get("first_at")?),

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::error::StoreError;
-use crate::flag::FlagDecl;
-use crate::model::{Lifetimes, StoreState};
-use crate::pins::{Pins, env_pins};
-use crate::snapshot::Snapshot;
 use crate::store::{Store, SyncReport, sync};
-use crate::usage::Usage;
+use ff_core::FlagDecl;
+use ff_core::Pins;
+use ff_core::Snapshot;
+use ff_core::Usage;
+use ff_core::{Lifetimes, StoreState};
 
 /// Most changes read per round trip while catching up.
 const CHANGE_BATCH: u32 = 1000;
@@ -26,8 +26,9 @@ const SNAPSHOT_FORMAT: &str = "ff-snapshot/1";
 /// Clones share one snapshot and one task; the task stops when the last clone is dropped.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), ff_core::StoreError> {
-/// use ff_core::{Flag, Source, SqlStore};
+/// # async fn demo() -> Result<(), ff_store::StoreError> {
+/// use ff_core::Flag;
+/// use ff_store::{Source, SqlStore};
 /// const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
 ///
 /// let store = SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?;
@@ -227,10 +228,10 @@ impl SourceBuilder {
     pub async fn start(self) -> Source {
         let usage = Arc::new(Usage::default());
         let (pins, env_problems) = match &self.env {
-            Env::Process => env_pins(&self.decls, |name| std::env::var(name).ok()),
-            Env::Given(vars) => {
-                env_pins(&self.decls, |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
-            }
+            Env::Process => Pins::from_env(&self.decls, |name| std::env::var(name).ok()),
+            Env::Given(vars) => Pins::from_env(&self.decls, |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            }),
             Env::Off => Default::default(),
         };
         for (variable, problem) in &env_problems {
@@ -520,9 +521,9 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
             continue;
         }
         last_write = Instant::now();
-        let rows: Vec<crate::UsageCount> = pending
+        let rows: Vec<ff_core::UsageCount> = pending
             .iter()
-            .map(|((key, reason, variant), n)| crate::UsageCount {
+            .map(|((key, reason, variant), n)| ff_core::UsageCount {
                 key: key.clone(),
                 reason: reason.clone(),
                 variant: variant.clone(),
@@ -549,10 +550,10 @@ async fn check_lifecycle(store: &dyn Store, snapshot: &Snapshot) {
     let expired = warn_expired(snapshot);
     metrics::gauge!("ff_flags_expired").set(expired as f64);
     let now = time::OffsetDateTime::now_utc();
-    let rules = crate::StaleRules::default();
+    let rules = ff_core::StaleRules::default();
     match (store.list_flags().await, store.usage(rules.since(now)).await) {
         (Ok(flags), Ok(usage)) => {
-            let stale = crate::stale_flags(&flags, &usage, rules, now);
+            let stale = ff_core::stale_flags(&flags, &usage, rules, now);
             metrics::gauge!("ff_flags_stale").set(stale.len() as f64);
         }
         (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "ff: stale report skipped"),

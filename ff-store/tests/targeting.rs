@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use ff_core::{
-    EvalContext, Evaluator, Flag, FlagRecord, MemoryStore, Mutation, Reason, Snapshot, Store, StoreState,
-    Targeting, Value, Write,
-};
+use ff_core::{EvalContext, Evaluator, Flag, FlagRecord, Reason, Snapshot, StoreState, Targeting, Value};
+use ff_store::{MemoryStore, Mutation, Store, Write};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -373,7 +371,7 @@ fn a_ramp_at_fixed_instants() {
 #[tokio::test]
 async fn bad_targeting_is_refused_on_write() {
     let store = MemoryStore::new();
-    ff_core::sync(
+    ff_store::sync(
         &store,
         &[PREMIUM.decl(), Flag::<i64>::new("LIMIT", 5).range(0, 10).decl()],
         &Default::default(),
@@ -384,7 +382,7 @@ async fn bad_targeting_is_refused_on_write() {
         let store = store.clone();
         let key = key.to_owned();
         async move {
-            let patch: ff_core::FlagPatch = serde_json::from_value(json!({ "targeting": t }))?;
+            let patch: ff_store::FlagPatch = serde_json::from_value(json!({ "targeting": t }))?;
             store
                 .write(Write::new("t", Mutation::UpdateFlag { key, patch, expected_version: None }))
                 .await
@@ -462,13 +460,13 @@ async fn bad_targeting_is_refused_on_write() {
 async fn targeting_round_trips_through_sqlite_and_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-    let store = ff_core::SqlStore::connect(&url).await.unwrap();
-    let source = ff_core::Source::builder(store.clone())
+    let store = ff_store::SqlStore::connect(&url).await.unwrap();
+    let source = ff_store::Source::builder(store.clone())
         .declare([PREMIUM.decl()])
         .poll_interval(std::time::Duration::from_millis(50))
         .start()
         .await;
-    let patch: ff_core::FlagPatch = serde_json::from_value(json!({"targeting": {
+    let patch: ff_store::FlagPatch = serde_json::from_value(json!({"targeting": {
         "rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro", "enterprise"]}], "value": true, "description": "paying"}],
         "split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]}
     }}))
@@ -506,7 +504,7 @@ fn config_is_not_shared_when_it_reads_a_targeted_flag() {
 #[tokio::test]
 async fn segments_in_rules() {
     let store = MemoryStore::new();
-    ff_core::sync(&store, &[PREMIUM.decl()], &Default::default()).await.unwrap();
+    ff_store::sync(&store, &[PREMIUM.decl()], &Default::default()).await.unwrap();
     let who = ("t", None);
     let seg = |v: serde_json::Value| serde_json::from_value::<ff_core::SegmentDef>(v).unwrap();
     // 100,000 explicit ids, an exclusion, and a rule.
@@ -520,12 +518,12 @@ async fn segments_in_rules() {
         {"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["beta"]}], "value": true},
         {"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["empty"], "negate": true}, {"attribute": "plan", "op": "eq", "values": ["never"]}], "value": true}
     ]});
-    let patch: ff_core::FlagPatch = serde_json::from_value(json!({ "targeting": t })).unwrap();
+    let patch: ff_store::FlagPatch = serde_json::from_value(json!({ "targeting": t })).unwrap();
     store
         .write(Write::new("t", Mutation::UpdateFlag { key: "PREMIUM".into(), patch, expected_version: None }))
         .await
         .unwrap();
-    let source = ff_core::Source::builder(store.clone())
+    let source = ff_store::Source::builder(store.clone())
         .poll_interval(std::time::Duration::from_millis(20))
         .start()
         .await;

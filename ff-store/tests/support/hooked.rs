@@ -6,10 +6,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::{
-    Batch, Change, ChangeQuery, FlagRecord, MemoryStore, OverrideRecord, Store, StoreError, StoreState,
-    TokenRecord, Write,
-};
+use ff_core::{Change, FlagRecord, OverrideRecord, StoreState};
+use ff_store::{Batch, ChangeQuery, MemoryStore, Store, StoreError, TokenRecord, Write};
 use tokio::sync::watch;
 
 type Hook = Arc<dyn Fn(&'static str) -> Result<(), StoreError> + Send + Sync>;

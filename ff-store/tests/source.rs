@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use ff_core::{
-    EvalContext, Evaluator, Flag, MemoryStore, Mutation, Origin, Source, SqlStore, Store, StoreError, Write,
-};
+use ff_core::{EvalContext, Evaluator, Flag};
+use ff_store::{MemoryStore, Mutation, Origin, Source, SqlStore, Store, StoreError, Write};
 
 #[path = "support/hooked.rs"]
 mod hooked;
@@ -30,7 +29,7 @@ fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("ff.db").display())
 }
 
-fn quick(store: impl Store) -> ff_core::SourceBuilder {
+fn quick(store: impl Store) -> ff_store::SourceBuilder {
     Source::builder(store)
         .declare([LEAD.decl(), CALENDAR.decl()])
         .poll_interval(Duration::from_millis(100))
@@ -119,7 +118,7 @@ async fn unreachable_at_start_serves_defaults_then_recovers() {
     // The database appears: the background retries pick it up.
     std::fs::create_dir(&missing).unwrap();
     let other = SqlStore::connect(&url).await.unwrap();
-    ff_core::sync(&other, &[LEAD.decl()], &Default::default()).await.unwrap();
+    ff_store::sync(&other, &[LEAD.decl()], &Default::default()).await.unwrap();
     let written = other.write(w(Mutation::set_value("LEAD", 12))).await.unwrap().unwrap();
     // The source's own retry may sync and load before or after that write: wait for it.
     let mut rx = source.subscribe();
@@ -238,7 +237,7 @@ async fn a_batch_across_a_page_boundary_is_never_served_in_part() {
     for i in 0..999 {
         store.inner.write(w(Mutation::set_value("LEAD", i % 2))).await.unwrap();
     }
-    let batch = ff_core::Batch::new(
+    let batch = ff_store::Batch::new(
         "test",
         vec![Mutation::set_value("PAIR_A", true), Mutation::set_value("PAIR_B", true)],
     );
@@ -256,7 +255,7 @@ mod postgres {
 
     #[tokio::test]
     async fn notify_delivers_changes_without_waiting_for_the_poll() {
-        let Some(url) = ff_core::postgres_test_database().await else {
+        let Some(url) = ff_store::postgres_test_database().await else {
             return;
         };
         // Poll once a minute: only NOTIFY can deliver within the test's patience.
@@ -279,7 +278,7 @@ mod postgres {
 
     #[tokio::test]
     async fn database_missing_at_start_then_created() {
-        let Some(url) = ff_core::postgres_test_database().await else {
+        let Some(url) = ff_store::postgres_test_database().await else {
             return;
         };
         // The database does not exist yet: derive a name and create it later.
@@ -327,10 +326,10 @@ mod redis_propagation {
     /// was killed, with the write made meanwhile not lost.
     #[tokio::test]
     async fn changes_reach_other_instances_by_pub_sub() {
-        let Some(a) = ff_core::redis_test_store().await else { return };
+        let Some(a) = ff_store::redis_test_store().await else { return };
         let url = std::env::var("FF_TEST_REDIS_URL").unwrap();
-        let b = ff_core::RedisStore::connect_lazy(&url).unwrap().with_prefix(a.prefix());
-        let start = |s: ff_core::RedisStore| {
+        let b = ff_store::RedisStore::connect_lazy(&url).unwrap().with_prefix(a.prefix());
+        let start = |s: ff_store::RedisStore| {
             Source::builder(s)
                 .declare([LEAD.decl()])
                 .poll_interval(Duration::from_secs(60))

@@ -7,13 +7,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::error::{StoreError, ValidationError};
-use crate::flag::{FlagDecl, FlagDef, validate_key};
-use crate::model::{
-    Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now, validate_user_id,
-};
-use crate::targeting::{CompiledSegment, SegmentDef};
-use crate::value::{Schema, Value, ValueType};
+use crate::error::StoreError;
+use ff_core::SegmentDef;
+use ff_core::ValidationError;
+use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, validate_user_id};
+use ff_core::{FlagDecl, FlagDef, validate_key};
+use ff_core::{Schema, Value, ValueType};
 
 #[cfg(feature = "file")]
 mod file;
@@ -279,16 +278,16 @@ pub struct FlagPatch {
     pub ticket: Option<String>,
     /// New rules, split and schedule (replacing the old ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targeting: Option<crate::targeting::Targeting>,
+    pub targeting: Option<ff_core::Targeting>,
     /// New kind; `Some(None)` (JSON `null`) returns to the value type's default.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
-    pub kind: Option<Option<crate::model::FlagKind>>,
+    pub kind: Option<Option<ff_core::FlagKind>>,
     /// Mark permanent (never stale) or temporary; `Some(None)` (JSON `null`): as the kind says.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
     pub permanent: Option<Option<bool>>,
     /// What expiry does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expiry: Option<crate::model::ExpiryPolicy>,
+    pub expiry: Option<ff_core::ExpiryPolicy>,
     /// New expiry; `Some(None)` (JSON `null`) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option_time")]
     pub expires_at: Option<Option<OffsetDateTime>>,
@@ -553,16 +552,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// upsert per flag), and reads of unknown keys to theirs.
     async fn record_usage(
         &self,
-        counts: &[crate::UsageCount],
+        counts: &[ff_core::UsageCount],
         unknown: &[(String, u64)],
         at: OffsetDateTime,
     ) -> Result<(), StoreError>;
 
     /// Daily evaluation counts from `since` (a UTC day) on, by key, day, reason and variant.
-    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError>;
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError>;
 
     /// Keys code read that the store did not have, by key.
-    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError>;
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError>;
 
     /// A store without a change log that refuses writes (a file): the `Source` skips
     /// syncing declarations into it and reloads all of it when its seq moves.
@@ -601,7 +600,7 @@ pub const SYNC_ACTOR: &str = "ff-sync";
 pub async fn sync(
     store: &dyn Store,
     decls: &[FlagDecl],
-    lifetimes: &crate::model::Lifetimes,
+    lifetimes: &ff_core::Lifetimes,
 ) -> Result<SyncReport, StoreError> {
     let mut report = SyncReport::default();
     let existing = store.list_flags().await?;
@@ -678,7 +677,7 @@ fn declared_changes(current: &FlagRecord, decl: &FlagDecl) -> Option<FlagPatch> 
 /// The expiry a new temporary flag gets from its kind's lifetime.
 pub fn default_expiry(
     def: &FlagDef,
-    lifetimes: &crate::model::Lifetimes,
+    lifetimes: &ff_core::Lifetimes,
     now: OffsetDateTime,
 ) -> Option<OffsetDateTime> {
     if def.meta.is_permanent(def.value_type) {
@@ -691,7 +690,7 @@ pub fn default_expiry(
 pub(crate) type FlagCounts<'a> = Vec<(&'a str, &'a str, u64)>;
 
 /// Counts with the same key, reason and variant added up, grouped by key.
-pub(crate) fn group_usage(counts: &[crate::UsageCount]) -> Vec<(&str, FlagCounts<'_>)> {
+pub(crate) fn group_usage(counts: &[ff_core::UsageCount]) -> Vec<(&str, FlagCounts<'_>)> {
     let mut by_key: std::collections::BTreeMap<&str, std::collections::BTreeMap<(&str, &str), u64>> =
         Default::default();
     for c in counts {
@@ -753,7 +752,7 @@ pub(crate) fn plan_segment(
     now: OffsetDateTime,
 ) -> Result<Option<SegmentRecord>, StoreError> {
     validate_key(key).map_err(|e| StoreError::invalid(key, e))?;
-    CompiledSegment::new(&definition).map_err(|e| StoreError::invalid(key, e))?;
+    definition.validate().map_err(|e| StoreError::invalid(key, e))?;
     let actual = current.map_or(0, |c| c.version);
     if let Some(expected) = expected_version.filter(|v| *v != actual) {
         return Err(StoreError::VersionConflict { key: key.to_owned(), expected, actual });
@@ -782,7 +781,7 @@ pub(crate) fn segment_change(
     let json = |r: Option<&SegmentRecord>| r.and_then(|r| serde_json::to_value(r).ok());
     Change {
         seq,
-        at: crate::model::now(),
+        at: now(),
         actor: actor.to_owned(),
         action,
         key: key.to_owned(),
@@ -810,7 +809,7 @@ impl Plan {
     /// Targeting this plan brings into force: a created or restored flag's, or rules
     /// an update changed. Its segments and attributes must exist now; unchanged rules
     /// are not re-checked, so a kill switch always flips.
-    pub(crate) fn new_targeting(&self) -> Option<&crate::targeting::Targeting> {
+    pub(crate) fn new_targeting(&self) -> Option<&ff_core::Targeting> {
         match self {
             Plan::PutFlag { record, action: Action::FlagCreate | Action::FlagRestore, .. } => {
                 Some(&record.targeting)
@@ -879,7 +878,7 @@ pub(crate) fn plan(
             let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
             let off_value = match &def.off_value {
                 Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
-                None => crate::model::default_off_value(&value),
+                None => ff_core::default_off_value(&value),
             };
             let record = FlagRecord {
                 key: key.to_owned(),
@@ -896,8 +895,7 @@ pub(crate) fn plan(
                 created_at: now,
                 updated_at: now,
             };
-            crate::targeting::Compiled::new(key, record.value_type, &record.schema, &record.targeting)
-                .map_err(invalid)?;
+            record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
             Ok(Some(Plan::PutFlag { record, before: None, action: Action::FlagCreate }))
         }
         Mutation::UpdateFlag { patch, expected_version, .. } => {
@@ -949,8 +947,7 @@ pub(crate) fn plan(
                 record.targeting = t.clone();
             }
             // Also re-checks targeting values against changed bounds.
-            crate::targeting::Compiled::new(key, record.value_type, &record.schema, &record.targeting)
-                .map_err(invalid)?;
+            record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
             if record == *before {
                 return Ok(None);
             }
@@ -1017,4 +1014,19 @@ fn check_version(flag: &FlagRecord, expected: Option<u64>) -> Result<(), StoreEr
         }
         _ => Ok(()),
     }
+}
+
+/// Milliseconds since the Unix epoch, as stored in the database.
+pub(crate) fn to_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`to_millis`].
+pub(crate) fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Now, truncated to the milliseconds the store keeps.
+pub(crate) fn now() -> OffsetDateTime {
+    from_millis(to_millis(OffsetDateTime::now_utc()))
 }

@@ -11,8 +11,9 @@ use super::{
     flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState, now};
-use crate::targeting::SegmentDef;
+use crate::store::now;
+use ff_core::SegmentDef;
+use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
 /// A store in process memory. Clones share the same data.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ struct Data {
     segments: BTreeMap<String, SegmentRecord>,
     attributes: std::collections::BTreeSet<String>,
     usage: BTreeMap<(String, time::Date, String, String), (u64, time::OffsetDateTime)>,
-    unknown: BTreeMap<String, crate::UnknownFlag>,
+    unknown: BTreeMap<String, ff_core::UnknownFlag>,
 }
 
 impl Data {
@@ -367,7 +368,7 @@ impl Store for MemoryStore {
 
     async fn record_usage(
         &self,
-        counts: &[crate::UsageCount],
+        counts: &[ff_core::UsageCount],
         unknown: &[(String, u64)],
         at: time::OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -382,7 +383,7 @@ impl Store for MemoryStore {
             }
         }
         for (key, n) in unknown {
-            let e = d.unknown.entry(key.clone()).or_insert_with(|| crate::UnknownFlag {
+            let e = d.unknown.entry(key.clone()).or_insert_with(|| ff_core::UnknownFlag {
                 key: key.clone(),
                 count: 0,
                 first_at: at,
@@ -394,12 +395,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn usage(&self, since: time::Date) -> Result<Vec<crate::UsageRow>, StoreError> {
+    async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
         let d = self.data();
         Ok(d.usage
             .iter()
             .filter(|((_, day, ..), _)| *day >= since)
-            .map(|((key, day, reason, variant), (count, last_at))| crate::UsageRow {
+            .map(|((key, day, reason, variant), (count, last_at))| ff_core::UsageRow {
                 key: key.clone(),
                 day: *day,
                 reason: reason.clone(),
@@ -410,7 +411,7 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn unknown_flags(&self) -> Result<Vec<crate::UnknownFlag>, StoreError> {
+    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         Ok(self.data().unknown.values().cloned().collect())
     }
 

@@ -1,0 +1,105 @@
+//! `StoreError`: what a store refused or failed at.
+
+use ff_core::ValidationError;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The flag does not exist (or is archived).
+    #[error("flag {0:?} does not exist")]
+    UnknownFlag(String),
+    /// A flag with this key exists already.
+    #[error("flag {0:?} exists already")]
+    FlagExists(String),
+    /// The flag is live: only archived flags can be restored.
+    #[error("flag {0:?} is not archived")]
+    NotArchived(String),
+    /// No segment with this key.
+    #[error("segment {0:?} does not exist")]
+    UnknownSegment(String),
+    /// Live flags refer to the segment.
+    #[error("segment {key:?} is used by {flags:?}: remove it from their rules first")]
+    SegmentInUse {
+        /// The segment.
+        key: String,
+        /// The flags whose rules name it.
+        flags: Vec<String>,
+    },
+    /// No token with this name.
+    #[error("no token named {0:?}")]
+    UnknownToken(String),
+    /// A token with this name exists already.
+    #[error("a token named {0:?} exists already")]
+    TokenExists(String),
+    /// The version given is not the current one: someone else changed the flag.
+    #[error("flag {key:?} is at version {actual}, not {expected}: reload and retry")]
+    VersionConflict {
+        /// The flag.
+        key: String,
+        /// The version the caller based its change on.
+        expected: u64,
+        /// The current version.
+        actual: u64,
+    },
+    /// The value or declaration did not fit the flag's schema.
+    #[error("flag {key:?}: {error}")]
+    Invalid {
+        /// The flag.
+        key: String,
+        /// What did not fit.
+        #[source]
+        error: ValidationError,
+    },
+    /// A mutation of a batch was refused; nothing of the batch was written.
+    #[error("change {index} of the batch (counting from 0): {error}")]
+    InBatch {
+        /// Its position in the batch.
+        index: usize,
+        /// Why it was refused.
+        #[source]
+        error: Box<StoreError>,
+    },
+    /// More mutations than one batch may hold.
+    #[error("a batch holds at most {max} changes, this one has {len}")]
+    BatchTooLarge {
+        /// The mutations given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A flags file that cannot be read or is invalid (the message names the file).
+    #[error("{0}")]
+    BadFile(String),
+    /// The store is read-only (a file): change the file instead.
+    #[error("the flags come from {0} and are read-only here: change the file, it is reloaded")]
+    ReadOnly(String),
+    /// Data in the store could not be understood.
+    #[error("corrupt data in the store: {0}")]
+    Corrupt(String),
+    /// The database failed or could not be reached.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Redis failed or could not be reached.
+    #[cfg(feature = "redis")]
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A database URL that no compiled-in driver understands.
+    #[error("unsupported store URL {0:?} (expected sqlite:, postgres:, redis: or file:, as compiled in)")]
+    UnsupportedUrl(String),
+}
+
+impl StoreError {
+    /// The error itself, or for [`StoreError::InBatch`] the refusal inside it.
+    pub fn root(&self) -> &StoreError {
+        match self {
+            StoreError::InBatch { error, .. } => error.root(),
+            e => e,
+        }
+    }
+
+    pub(crate) fn invalid(key: &str, error: ValidationError) -> Self {
+        StoreError::Invalid { key: key.to_owned(), error }
+    }
+}
