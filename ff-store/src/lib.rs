@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "test-util")]
+pub mod contract;
 mod error;
 mod source;
 mod store;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use ff_core::{EvalContext, Evaluator, Flag, FlagDef, FlagRecord, Snapshot, StoreState, UsageCount, Value};
-use ff_store::{MemoryStore, Mutation, Store, Write};
+use ff_core::{EvalContext, Evaluator, Flag, FlagRecord, Snapshot, StoreState, UsageCount, Value};
+use ff_store::Store;
 use serde_json::json;
 
 #[path = "support/hooked.rs"]
@@ -120,68 +120,6 @@ async fn the_source_flushes_counts_once_per_interval_and_not_when_idle() {
     while !store.usage(today).await.unwrap().iter().any(|r| r.key == "ON" && r.count == 1001) {
         assert!(std::time::Instant::now() < deadline, "second flush never came");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn record_usage_contract(store: &dyn Store) {
-    let at = time::macros::datetime!(2026-11-20 10:00 UTC);
-    let c = |key: &str, reason: &str, variant: &str, count| UsageCount {
-        key: key.into(),
-        reason: reason.into(),
-        variant: variant.into(),
-        count,
-    };
-    store
-        .write(Write::new(
-            "t",
-            Mutation::CreateFlag {
-                def: FlagDef::from(&Flag::<bool>::new("ON", true).decl()),
-                if_missing: false,
-            },
-        ))
-        .await
-        .unwrap();
-    let counts =
-        [c("ON", "global", "true", 5), c("ON", "override", "false", 1), c("ON", "global", "true", 2)];
-    store.record_usage(&counts, &[("GONE".into(), 3)], at).await.unwrap();
-    let later = at + time::Duration::hours(1);
-    store.record_usage(&[c("ON", "global", "true", 10)], &[("GONE".into(), 1)], later).await.unwrap();
-    let next_day = at + time::Duration::days(1);
-    store.record_usage(&[c("ON", "global", "true", 4)], &[], next_day).await.unwrap();
-    let rows = store.usage(at.date()).await.unwrap();
-    let got: Vec<_> =
-        rows.iter().map(|r| (r.day.to_string(), r.reason.as_str(), r.variant.as_str(), r.count)).collect();
-    assert_eq!(
-        got,
-        [
-            ("2026-11-20".into(), "global", "true", 17),
-            ("2026-11-20".into(), "override", "false", 1),
-            ("2026-11-21".into(), "global", "true", 4),
-        ]
-    );
-    assert_eq!(rows[0].last_at, later);
-    assert_eq!(store.usage(next_day.date()).await.unwrap().len(), 1);
-    let unknown = store.unknown_flags().await.unwrap();
-    assert_eq!(unknown.len(), 1);
-    assert_eq!((unknown[0].count, unknown[0].first_at, unknown[0].last_at), (4, at, later));
-}
-
-#[tokio::test]
-async fn stores_add_up_usage_by_day() {
-    record_usage_contract(&MemoryStore::new()).await;
-    #[cfg(feature = "sqlite")]
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-        record_usage_contract(&ff_store::SqlStore::connect_lazy(&url).unwrap()).await;
-    }
-    #[cfg(feature = "postgres")]
-    if let Some(url) = ff_store::postgres_test_database().await {
-        record_usage_contract(&ff_store::SqlStore::connect(&url).await.unwrap()).await;
-    }
-    #[cfg(feature = "redis")]
-    if let Some(store) = ff_store::redis_test_store().await {
-        record_usage_contract(&store).await;
     }
 }
 

@@ -1,0 +1,803 @@
+//! The store contract: what every store must do, as async functions over an
+//! `Arc<dyn Store>`, and [`store_contract_tests!`](crate::store_contract_tests), which
+//! makes one test per contract for a backend (as tower-sessions' `route_tests!` does).
+//! A store written elsewhere runs it with the `test-util` feature:
+//!
+//! ```ignore
+//! crate::store_contract_tests!(|| async { Some(crate::contract::Subject::new(MyStore::new())) });
+//! ```
+//!
+//! Each contract expects a new, empty store. Read-only stores run [`read_only`].
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ff_core::UsageCount;
+use ff_core::{Action, ApplyError, Flag, FlagDef, Schema, SegmentDef, Snapshot, ValidationError, ValueType};
+use serde_json::json;
+
+use crate::{Batch, ChangeQuery, FlagPatch, Mutation, Role, Store, StoreError, TokenRecord, Write, sync};
+
+/// A store under test, with whatever must live as long as it (a temporary directory).
+pub struct Subject {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    _keep: Option<Box<dyn Any + Send>>,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject").finish_non_exhaustive()
+    }
+}
+
+impl Subject {
+    /// A store that needs nothing kept alive.
+    pub fn new(store: impl Store + 'static) -> Self {
+        Subject { store: Arc::new(store), _keep: None }
+    }
+
+    /// Keeps `guard` (a temporary directory, say) until the test ends.
+    pub fn keeping(mut self, guard: impl Any + Send) -> Self {
+        self._keep = Some(Box::new(guard));
+        self
+    }
+}
+
+/// One `#[tokio::test]` per contract, each on a store from `$make` (a closure
+/// returning a future of `Option<Subject>`; `None` skips, as for an unconfigured
+/// database). `read_only: $make` makes the tests for a read-only store instead.
+#[macro_export]
+macro_rules! store_contract_tests {
+    (@each $make:expr; $($contract:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $contract() {
+                let make = $make;
+                let Some(subject) = make().await else { return };
+                $crate::contract::$contract(subject.store.clone()).await;
+            }
+        )*
+    };
+    (read_only: $make:expr) => {
+        $crate::store_contract_tests!(@each $make; read_only);
+    };
+    ($make:expr) => {
+        $crate::store_contract_tests!(@each $make;
+            flags_overrides_and_tokens, segments, attributes, sync_declarations, lifecycle, batches,
+            usage, racing_writers);
+    };
+}
+
+/// A read-only store (a file): it loads, and refuses every write with
+/// [`StoreError::ReadOnly`], writing nothing.
+pub async fn read_only(store: Arc<dyn Store>) {
+    let s = &*store;
+    assert!(s.read_only());
+    let before = s.load().await.unwrap();
+    let refused = |r: Result<(), StoreError>, what: &str| {
+        assert!(matches!(r, Err(StoreError::ReadOnly(_))), "{what}: {r:?}");
+    };
+    let create = Mutation::CreateFlag { def: def("NEW", ValueType::Bool, json!(true)), if_missing: false };
+    refused(s.write(w(create.clone())).await.map(drop), "write");
+    refused(s.write_batch(Batch::new("t", vec![create])).await.map(drop), "write_batch");
+    let token = TokenRecord {
+        id: "id".into(),
+        name: "n".into(),
+        role: Role::Viewer,
+        secret_hash: "h".into(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        revoked_at: None,
+    };
+    refused(s.create_token(token, "t", None).await.map(drop), "create_token");
+    refused(s.revoke_token("n", "t", None).await.map(drop), "revoke_token");
+    let segment: SegmentDef = serde_json::from_value(json!({"included": ["u"]})).unwrap();
+    refused(s.put_segment("S", segment, None, ("t", None)).await.map(drop), "put_segment");
+    refused(s.delete_segment("S", ("t", None)).await.map(drop), "delete_segment");
+    let after = s.load().await.unwrap();
+    assert_eq!(
+        (after.seq, after.flags.len(), after.overrides.len()),
+        (before.seq, before.flags.len(), before.overrides.len())
+    );
+    assert_eq!(s.latest_seq().await.unwrap(), before.seq);
+    assert!(s.tokens().await.unwrap().is_empty());
+}
+
+fn def(key: &str, ty: ValueType, value: serde_json::Value) -> FlagDef {
+    FlagDef {
+        key: key.into(),
+        value_type: ty,
+        value,
+        enabled: true,
+        off_value: None,
+        description: format!("{key} for tests"),
+        schema: Schema::default(),
+        meta: Default::default(),
+        targeting: Default::default(),
+    }
+}
+
+fn w(m: Mutation) -> Write {
+    Write::new("tester@example.com", m)
+}
+
+async fn seq(store: &dyn Store) -> u64 {
+    store.latest_seq().await.unwrap()
+}
+
+/// Flags, overrides, the change log, version checks and tokens: the core of every writable store.
+pub async fn flags_overrides_and_tokens(store: Arc<dyn Store>) {
+    let s = &*store;
+    let state = s.load().await.unwrap();
+    assert_eq!((state.seq, state.flags.len(), state.overrides.len()), (0, 0, 0));
+    let mut signal = s.subscribe();
+    signal.borrow_and_update();
+
+    // Create, with a change row carrying actor, reason and the record.
+    let rate = FlagDef {
+        schema: Schema { min: Some(1.into()), max: Some(500.into()), allowed: vec![] },
+        ..def("RATE_MIN", ValueType::Float, json!(60.0))
+    };
+    let c = s
+        .write(w(Mutation::CreateFlag { def: rate.clone(), if_missing: false }).reason("launch"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.seq, c.action, c.key.as_str()), (1, Action::FlagCreate, "RATE_MIN"));
+    assert_eq!(c.actor, "tester@example.com");
+    assert_eq!(c.reason.as_deref(), Some("launch"));
+    assert!(c.before.is_none());
+    assert_eq!(c.after.as_ref().unwrap()["value"], json!(60.0));
+    tokio::time::timeout(Duration::from_secs(5), signal.changed()).await.unwrap().unwrap();
+
+    // Creating again fails, or is a silent no-op with if_missing.
+    assert!(matches!(
+        s.write(w(Mutation::CreateFlag { def: rate.clone(), if_missing: false })).await,
+        Err(StoreError::FlagExists(_))
+    ));
+    assert!(s.write(w(Mutation::CreateFlag { def: rate, if_missing: true })).await.unwrap().is_none());
+    assert_eq!(seq(s).await, 1);
+
+    // A bool flag: off value defaults to false.
+    s.write(w(Mutation::CreateFlag { def: def("KILL", ValueType::Bool, json!(true)), if_missing: false }))
+        .await
+        .unwrap();
+    let kill = s.flag("KILL").await.unwrap().unwrap();
+    assert_eq!((kill.off_value.to_json(), kill.version), (json!(false), 1));
+
+    // Values are checked against type and bounds; nothing is written on error.
+    let c = s.write(w(Mutation::set_value("RATE_MIN", 75))).await.unwrap().unwrap();
+    assert_eq!((c.seq, c.action), (3, Action::FlagUpdate));
+    assert_eq!(c.before.as_ref().unwrap()["value"], json!(60.0));
+    assert_eq!(c.after.as_ref().unwrap()["value"], json!(75.0));
+    for (bad, check) in [
+        (json!("cheap"), "expected a float value, got string"),
+        (json!(0.5), "below the minimum"),
+        (json!(501), "above the maximum"),
+    ] {
+        let err = s.write(w(Mutation::set_value("RATE_MIN", bad))).await.unwrap_err();
+        assert!(err.to_string().contains(check), "{err}");
+        assert!(err.to_string().contains("RATE_MIN"), "{err}");
+    }
+    assert!(matches!(
+        s.write(w(Mutation::set_value("NOPE", 1))).await,
+        Err(StoreError::UnknownFlag(k)) if k == "NOPE"
+    ));
+    let bad_key = def("bad key", ValueType::Bool, json!(true));
+    assert!(matches!(
+        s.write(w(Mutation::CreateFlag { def: bad_key, if_missing: false })).await,
+        Err(StoreError::Invalid { error: ValidationError::BadKey { .. }, .. })
+    ));
+    assert_eq!(seq(s).await, 3);
+    let rate = s.flag("RATE_MIN").await.unwrap().unwrap();
+    assert_eq!((rate.value.to_json(), rate.version), (json!(75.0), 2));
+
+    // No-op updates write nothing.
+    assert!(s.write(w(Mutation::set_value("RATE_MIN", 75))).await.unwrap().is_none());
+
+    // Versions: a stale version is refused and nothing is written.
+    let stale = Mutation::UpdateFlag {
+        key: "RATE_MIN".into(),
+        patch: FlagPatch { value: Some(json!(80)), ..FlagPatch::default() },
+        expected_version: Some(1),
+    };
+    assert!(matches!(
+        s.write(w(stale)).await,
+        Err(StoreError::VersionConflict { expected: 1, actual: 2, .. })
+    ));
+    let fresh = Mutation::UpdateFlag {
+        key: "RATE_MIN".into(),
+        patch: FlagPatch { value: Some(json!(80)), ..FlagPatch::default() },
+        expected_version: Some(2),
+    };
+    assert_eq!(s.write(w(fresh)).await.unwrap().unwrap().seq, 4);
+
+    // Overrides.
+    let c = s.write(w(Mutation::set_override("RATE_MIN", "tester", 1))).await.unwrap().unwrap();
+    assert_eq!(
+        (c.action, c.subject.as_deref(), c.after.clone()),
+        (Action::OverrideSet, Some("tester"), Some(json!(1.0)))
+    );
+    s.write(w(Mutation::set_override("RATE_MIN", "other", 2))).await.unwrap();
+    s.write(w(Mutation::set_override("KILL", "tester", false))).await.unwrap();
+    for (m, check) in [
+        (Mutation::set_override("RATE_MIN", "", 5), "user id is empty"),
+        (Mutation::set_override("RATE_MIN", "x", "five"), "expected a float"),
+        (Mutation::set_override("RATE_MIN", "x", 1000), "above the maximum"),
+    ] {
+        let err = s.write(w(m)).await.unwrap_err();
+        assert!(err.to_string().contains(check), "{err}");
+    }
+    assert!(matches!(
+        s.write(w(Mutation::set_override("NOPE", "x", 1))).await,
+        Err(StoreError::UnknownFlag(_))
+    ));
+    assert_eq!(seq(s).await, 7);
+    let o = s.overrides("RATE_MIN").await.unwrap();
+    assert_eq!(o.iter().map(|o| o.user_id.as_str()).collect::<Vec<_>>(), ["other", "tester"]);
+    let c = s.write(w(Mutation::delete_override("RATE_MIN", "other"))).await.unwrap().unwrap();
+    assert_eq!(
+        (c.action, c.before.clone(), c.after.clone()),
+        (Action::OverrideDelete, Some(json!(2.0)), None)
+    );
+    assert!(s.write(w(Mutation::delete_override("RATE_MIN", "other"))).await.unwrap().is_none());
+
+    // The log is gap-free, ordered, and pages with a limit.
+    let all = s.changes_since(0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    assert_eq!(s.changes_since(5, 2).await.unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), [6, 7]);
+    assert!(s.changes_since(8, 100).await.unwrap().is_empty());
+
+    // Replaying the log gives the same snapshot as a full load.
+    let loaded = Snapshot::from_state(&s.load().await.unwrap());
+    let replayed = Snapshot::empty().apply(&all).unwrap();
+    assert_eq!(loaded.version(), 8);
+    assert_eq!(loaded.to_state(), replayed.to_state());
+
+    // Archive: gone from load (with its overrides), kept in list_flags, no more writes.
+    let c = s
+        .write(w(Mutation::ArchiveFlag { key: "KILL".into(), expected_version: Some(1) }))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.action, Action::FlagArchive);
+    let state = s.load().await.unwrap();
+    assert_eq!(state.flags.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), ["RATE_MIN"]);
+    assert!(state.overrides.iter().all(|o| o.key != "KILL"));
+    assert!(s.list_flags().await.unwrap().iter().any(|f| f.key == "KILL" && f.archived));
+    assert!(matches!(
+        s.write(w(Mutation::set_enabled("KILL", false))).await,
+        Err(StoreError::UnknownFlag(_))
+    ));
+    let after_archive = Snapshot::empty().apply(&s.changes_since(0, 100).await.unwrap()).unwrap();
+    assert_eq!(after_archive.to_state(), Snapshot::from_state(&state).to_state());
+
+    // Restore: back as it was, version bumped, overrides back with it.
+    assert!(matches!(
+        s.write(w(Mutation::RestoreFlag { key: "RATE_MIN".into() })).await,
+        Err(StoreError::NotArchived(_))
+    ));
+    let c = s.write(w(Mutation::RestoreFlag { key: "KILL".into() })).await.unwrap().unwrap();
+    assert_eq!((c.seq, c.action), (10, Action::FlagRestore));
+    let kill = s.flag("KILL").await.unwrap().unwrap();
+    assert_eq!((kill.archived, kill.version), (false, 3));
+    assert!(s.load().await.unwrap().overrides.iter().any(|o| o.key == "KILL"));
+
+    // Metadata: set, kept by other patches, cleared with null, validated.
+    let expires = time::OffsetDateTime::from_unix_timestamp(2_000_000_000).unwrap();
+    let patch: FlagPatch = serde_json::from_value(json!({
+        "owner": "payments-team", "tags": ["payments", "q3"], "ticket": "PAY-12",
+        "expires_at": "2033-05-18T03:33:20Z"
+    }))
+    .unwrap();
+    s.write(w(Mutation::UpdateFlag { key: "KILL".into(), patch, expected_version: Some(3) })).await.unwrap();
+    s.write(w(Mutation::set_enabled("KILL", false))).await.unwrap();
+    let kill = s.flag("KILL").await.unwrap().unwrap();
+    assert_eq!(kill.meta.owner, "payments-team");
+    assert_eq!(kill.meta.tags, ["payments", "q3"]);
+    assert_eq!((kill.meta.ticket.as_str(), kill.meta.expires_at), ("PAY-12", Some(expires)));
+    let clear: FlagPatch = serde_json::from_value(json!({ "expires_at": null })).unwrap();
+    s.write(w(Mutation::UpdateFlag { key: "KILL".into(), patch: clear, expected_version: None }))
+        .await
+        .unwrap();
+    assert_eq!(s.flag("KILL").await.unwrap().unwrap().meta.expires_at, None);
+    let before = seq(s).await;
+    let bad_tags: FlagPatch = serde_json::from_value(json!({ "tags": ["Has Space"] })).unwrap();
+    let err = s
+        .write(w(Mutation::UpdateFlag { key: "KILL".into(), patch: bad_tags, expected_version: None }))
+        .await;
+    assert!(err.unwrap_err().to_string().contains("tags"));
+    assert_eq!(seq(s).await, before);
+
+    // The audit log, newest first, filtered and paged.
+    let all = s.changes(&ChangeQuery { limit: 100, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(all.first().unwrap().seq, before);
+    assert!(all.windows(2).all(|p| p[0].seq > p[1].seq));
+    let kill_log = s
+        .changes(&ChangeQuery { key: Some("KILL".into()), limit: 100, ..ChangeQuery::default() })
+        .await
+        .unwrap();
+    assert!(!kill_log.is_empty() && kill_log.iter().all(|c| c.key == "KILL"));
+    let page =
+        s.changes(&ChangeQuery { before_seq: Some(5), limit: 2, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(page.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 3]);
+    let nobody = ChangeQuery { actor: Some("nobody".into()), limit: 10, ..ChangeQuery::default() };
+    assert!(s.changes(&nobody).await.unwrap().is_empty());
+    let future = Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    assert!(
+        s.changes(&ChangeQuery { since: future, limit: 10, ..ChangeQuery::default() })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.change(3).await.unwrap().unwrap().seq, 3);
+    assert!(s.change(9999).await.unwrap().is_none());
+
+    // Tokens: stored, unique by name, revocable, audited without secrets.
+    let token = TokenRecord {
+        id: "tok1".into(),
+        name: "ci-bot".into(),
+        role: Role::Editor,
+        secret_hash: "abc123".into(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        revoked_at: None,
+    };
+    s.create_token(token.clone(), "admin@example.com", Some("CI needs it")).await.unwrap();
+    assert!(matches!(s.create_token(token.clone(), "admin", None).await, Err(StoreError::TokenExists(_))));
+    let bad = TokenRecord { id: "tok2".into(), name: "bad name".into(), ..token.clone() };
+    assert!(s.create_token(bad, "admin", None).await.is_err());
+    assert_eq!(s.token("tok1").await.unwrap().unwrap().secret_hash, "abc123");
+    assert_eq!(s.tokens().await.unwrap().len(), 1);
+    let revoked = s.revoke_token("ci-bot", "admin@example.com", Some("rotated")).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(s.token("tok1").await.unwrap().unwrap().revoked_at.is_some());
+    assert!(matches!(s.revoke_token("ci-bot", "admin", None).await, Err(StoreError::UnknownToken(_))));
+    let log = s.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
+    assert_eq!(log.iter().map(|c| c.action).collect::<Vec<_>>(), [Action::TokenRevoke, Action::TokenCreate]);
+    assert_eq!(
+        log.iter().map(|c| c.reason.as_deref()).collect::<Vec<_>>(),
+        [Some("rotated"), Some("CI needs it")]
+    );
+    assert!(log.iter().all(|c| !c.after.as_ref().unwrap().to_string().contains("abc123")));
+    // A restore can only be followed by a full load (its overrides are not in the log);
+    // after it, token rows and the rest apply incrementally.
+    let log = s.changes_since(0, 1000).await.unwrap();
+    assert!(matches!(Snapshot::empty().apply(&log), Err(ApplyError::NeedsReload { seq: 10 })));
+    let at_restore = Snapshot::from_state(&ff_core::StoreState { seq: 10, ..Default::default() });
+    assert!(at_restore.apply(&log[10..]).is_ok());
+}
+
+/// Segments: created, versioned, refused while a live flag uses them.
+pub async fn segments(store: Arc<dyn Store>) {
+    let s = &*store;
+    let who = ("ops@example.com", Some("beta testers"));
+    let seg = |v: serde_json::Value| serde_json::from_value::<SegmentDef>(v).unwrap();
+    let testers = seg(json!({"description": "QA", "included": ["qa-1", "qa-2"], "excluded": ["qa-2"]}));
+    let c = s.put_segment("testers", testers.clone(), Some(0), who).await.unwrap().unwrap();
+    assert_eq!((c.seq, c.action, c.key.as_str()), (1, Action::SegmentPut, "testers"));
+    assert_eq!((c.actor.as_str(), c.reason.as_deref()), ("ops@example.com", Some("beta testers")));
+    assert!(s.put_segment("testers", testers.clone(), None, who).await.unwrap().is_none(), "unchanged");
+    assert!(matches!(
+        s.put_segment("testers", testers.clone(), Some(0), who).await,
+        Err(StoreError::VersionConflict { expected: 0, actual: 1, .. })
+    ));
+    for (key, bad, says) in [
+        ("x", json!({"included": [""]}), "user id is empty"),
+        (
+            "x",
+            json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}]}]}),
+            "cannot refer to segments",
+        ),
+        (
+            "x",
+            json!({"rules": [{"clauses": [{"attribute": "email", "op": "matches", "values": ["("]}]}]}),
+            "bad regex",
+        ),
+        ("bad key", json!({}), "may only contain"),
+    ] {
+        let err = s.put_segment(key, seg(bad), None, who).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(s.latest_seq().await.unwrap(), 1, "nothing written by refused writes");
+
+    // Flags may only name segments that exist.
+    let mut flag = def("BETA", ValueType::Bool, json!(false));
+    flag.targeting = serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["nobody"]}], "value": true}]})).unwrap();
+    let err = s.write(w(Mutation::CreateFlag { def: flag.clone(), if_missing: false })).await.unwrap_err();
+    assert!(err.to_string().contains("segment \"nobody\" does not exist"), "{err}");
+    flag.targeting = serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": true}]})).unwrap();
+    s.write(w(Mutation::CreateFlag { def: flag, if_missing: false })).await.unwrap();
+
+    // In use: not deleted. Unused: deleted, with its record in the log.
+    assert!(
+        matches!(s.delete_segment("testers", who).await, Err(StoreError::SegmentInUse { flags, .. }) if flags == ["BETA"])
+    );
+    let state = s.load().await.unwrap();
+    assert_eq!(state.segments.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(), ["testers"]);
+    let log = s.changes_since(0, 100).await.unwrap();
+    assert_eq!(Snapshot::empty().apply(&log).unwrap().to_state(), Snapshot::from_state(&state).to_state());
+    s.write(w(Mutation::ArchiveFlag { key: "BETA".into(), expected_version: None })).await.unwrap();
+    let c = s.delete_segment("testers", who).await.unwrap();
+    assert_eq!(
+        (c.action, c.before.as_ref().unwrap()["definition"]["description"].clone()),
+        (Action::SegmentDelete, json!("QA"))
+    );
+    assert!(matches!(s.delete_segment("testers", who).await, Err(StoreError::UnknownSegment(_))));
+    assert!(s.segments().await.unwrap().is_empty());
+}
+
+/// Declared attributes: targeting may only read declared ones.
+pub async fn attributes(store: Arc<dyn Store>) {
+    let s = &*store;
+    s.write(w(Mutation::CreateFlag { def: def("F", ValueType::Bool, json!(false)), if_missing: false }))
+        .await
+        .unwrap();
+    let targeting = |t: serde_json::Value| {
+        let patch: FlagPatch = serde_json::from_value(json!({ "targeting": t })).unwrap();
+        Mutation::UpdateFlag { key: "F".into(), patch, expected_version: None }
+    };
+    let split = json!({"variations": [{"value": true, "weight": 10000}]});
+    // Nothing declared: anything goes.
+    s.write(w(targeting(json!({"split": split, "bucket_by": "anything"})))).await.unwrap();
+    assert_eq!(s.declare_attributes(&["plan".into(), "org_id".into()]).await.unwrap(), ["plan", "org_id"]);
+    assert_eq!(s.declare_attributes(&["plan".into()]).await.unwrap(), Vec::<String>::new(), "idempotent");
+    assert_eq!(s.attributes().await.unwrap(), ["org_id", "plan"]);
+    let before = seq(s).await;
+    for (t, says) in [
+        (
+            json!({"split": split, "bucket_by": "country"}),
+            "attribute \"country\" is not declared (declared: org_id, plan)",
+        ),
+        (
+            json!({"rules": [{"clauses": [{"attribute": "pln", "op": "in", "values": ["pro"]}], "value": true}]}),
+            "\"pln\" is not declared",
+        ),
+    ] {
+        let err = s.write(w(targeting(t))).await.unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    let seg: SegmentDef =
+        serde_json::from_value(json!({"rules": [{"clauses": [{"attribute": "country", "op": "exists"}]}]}))
+            .unwrap();
+    assert!(
+        s.put_segment("s", seg, None, ("t", None)).await.unwrap_err().to_string().contains("not declared")
+    );
+    assert_eq!(seq(s).await, before, "nothing written");
+    s.write(w(targeting(json!({"split": split, "bucket_by": "org_id",
+        "rules": [{"clauses": [{"attribute": "plan", "op": "exists"}, {"attribute": "user_id", "op": "exists"}], "value": true}]}))))
+        .await
+        .unwrap();
+}
+
+/// Syncing code declarations: created once, metadata follows the code, operators' values stay.
+pub async fn sync_declarations(store: Arc<dyn Store>) {
+    const A: Flag<bool> = Flag::new("A", false).description("a");
+    const B: Flag<i64> = Flag::new("B", 24).range(0, 100);
+    const B_NARROW: Flag<i64> = Flag::new("B", 24).range(0, 50).description("narrower");
+    const B_TOO_NARROW: Flag<i64> = Flag::new("B", 5).range(0, 10);
+    const C_AS_STRING: Flag<String> = Flag::new("C", "x");
+    const BROKEN: Flag<i64> = Flag::new("BROKEN", 500).range(0, 10);
+    let s = &*store;
+    s.write(w(Mutation::CreateFlag { def: def("C", ValueType::Int, json!(1)), if_missing: false }))
+        .await
+        .unwrap();
+    s.write(w(Mutation::CreateFlag { def: def("LEGACY", ValueType::Bool, json!(true)), if_missing: false }))
+        .await
+        .unwrap();
+    let r =
+        sync(s, &[A.decl(), B.decl(), C_AS_STRING.decl(), BROKEN.decl()], &Default::default()).await.unwrap();
+    assert_eq!(r.created, ["A", "B"]);
+    assert_eq!(r.undeclared, ["LEGACY"]);
+    assert_eq!(r.type_conflicts, ["C"]);
+    assert_eq!(r.problems.len(), 1);
+    assert!(r.problems[0].1.contains("above the maximum"), "{:?}", r.problems);
+    let b = s.flag("B").await.unwrap().unwrap();
+    assert_eq!((b.value.to_json(), b.description.as_str()), (json!(24), ""));
+    let created = s.changes_since(2, 10).await.unwrap();
+    assert!(created.iter().all(|c| c.actor == crate::SYNC_ACTOR));
+
+    // Idempotent.
+    let before = seq(s).await;
+    let again = sync(s, &[A.decl(), B.decl()], &Default::default()).await.unwrap();
+    assert!(again.created.is_empty() && again.updated.is_empty());
+    assert_eq!(seq(s).await, before);
+
+    // Bounds follow code; values never change on sync.
+    s.write(w(Mutation::set_value("B", 40))).await.unwrap();
+    let r = sync(s, &[B_NARROW.decl()], &Default::default()).await.unwrap();
+    assert_eq!(r.updated, ["B"]);
+    let b = s.flag("B").await.unwrap().unwrap();
+    assert_eq!(
+        (b.value.to_json(), b.schema.max.clone(), b.description.as_str()),
+        (json!(40), Some(50.into()), "narrower")
+    );
+    // Bounds the stored value does not fit are reported, not applied.
+    let r = sync(s, &[B_TOO_NARROW.decl()], &Default::default()).await.unwrap();
+    assert!(r.updated.is_empty());
+    assert!(r.problems[0].1.contains("does not fit"), "{:?}", r.problems);
+    assert_eq!(s.flag("B").await.unwrap().unwrap().schema.max, Some(50.into()));
+}
+
+/// Kinds, permanence, expiry policy and dates: declared in code, stored, patched.
+pub async fn lifecycle(store: Arc<dyn Store>) {
+    use ff_core::{ExpiryPolicy, FlagKind, Lifetimes};
+    use time::{Duration as Days, OffsetDateTime};
+    const RELEASE: Flag<bool> = Flag::new("RELEASE", false).owner("checkout-team");
+    const EXPERIMENT: Flag<bool> = Flag::new("EXPERIMENT", false).kind(FlagKind::Experiment);
+    const OPS: Flag<bool> = Flag::new("OPS", false).kind(FlagKind::Ops).expiry(ExpiryPolicy::ServeDefault);
+    const KILL: Flag<bool> = Flag::new("KILL", true).kind(FlagKind::KillSwitch);
+    const LIMIT: Flag<i64> = Flag::new("LIMIT", 5);
+    const DATED: Flag<bool> = Flag::new("DATED", false).expires("2030-01-02");
+    const PINNED: Flag<bool> = Flag::new("PINNED", false).permanent();
+    const BAD_DATE: Flag<bool> = Flag::new("BAD_DATE", false).expires("next tuesday");
+    let s = &*store;
+    let lifetimes = Lifetimes { ops: Days::days(3), ..Lifetimes::default() };
+    let decls = [RELEASE, EXPERIMENT, OPS, KILL, DATED, PINNED, BAD_DATE].map(|f| f.decl());
+    let before = OffsetDateTime::now_utc();
+    let r = sync(s, &[&decls[..], &[LIMIT.decl()]].concat(), &lifetimes).await.unwrap();
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(r.problems[0].1.contains("next tuesday"), "{:?}", r.problems);
+    let get = async |key: &str| s.flag(key).await.unwrap().unwrap();
+    // Days from the sync, rounded (the store keeps milliseconds).
+    let lifetime = |f: &ff_core::FlagRecord| {
+        f.meta.expires_at.map(|t| ((t - before).as_seconds_f64() / 86_400.0).round() as i64)
+    };
+    let release = get("RELEASE").await;
+    assert_eq!((release.meta.kind, release.meta.owner.as_str()), (None, "checkout-team"));
+    assert_eq!(release.meta.kind_or_default(release.value_type), FlagKind::Release);
+    assert_eq!(lifetime(&release), Some(40));
+    assert_eq!(lifetime(&get("EXPERIMENT").await), Some(40));
+    let ops = get("OPS").await;
+    assert_eq!((lifetime(&ops), ops.meta.expiry), (Some(3), ExpiryPolicy::ServeDefault));
+    let kill = get("KILL").await;
+    assert!(kill.meta.expires_at.is_none() && kill.meta.is_permanent(kill.value_type));
+    let limit = get("LIMIT").await;
+    assert_eq!(limit.meta.kind_or_default(limit.value_type), FlagKind::Config);
+    assert!(limit.meta.expires_at.is_none());
+    assert_eq!(get("DATED").await.meta.expires_at, Some(time::macros::datetime!(2030-01-02 00:00 UTC)));
+    assert!(get("PINNED").await.meta.expires_at.is_none());
+
+    // The API changes them; the code wins for kind and owner, the store for dates.
+    let later = time::macros::datetime!(2031-05-06 07:08 UTC);
+    let patch = FlagPatch {
+        owner: Some("someone-else".into()),
+        kind: Some(Some(FlagKind::Ops)),
+        expires_at: Some(Some(later)),
+        expiry: Some(ExpiryPolicy::ServeDefault),
+        ..FlagPatch::default()
+    };
+    s.write(w(Mutation::UpdateFlag { key: "RELEASE".into(), patch, expected_version: None })).await.unwrap();
+    let patched = get("RELEASE").await;
+    assert_eq!(
+        (patched.meta.owner.as_str(), patched.meta.kind, patched.meta.expiry),
+        ("someone-else", Some(FlagKind::Ops), ExpiryPolicy::ServeDefault)
+    );
+    let r = sync(s, &[RELEASE.decl()], &lifetimes).await.unwrap();
+    assert_eq!(r.updated, ["RELEASE"]);
+    let synced = get("RELEASE").await;
+    assert_eq!(synced.meta.owner, "checkout-team");
+    // Undeclared kind and policy are left as the store has them.
+    assert_eq!((synced.meta.kind, synced.meta.expiry), (Some(FlagKind::Ops), ExpiryPolicy::ServeDefault));
+    assert_eq!(synced.meta.expires_at, Some(later));
+    // Permanent can be set and cleared by the API.
+    let patch = FlagPatch { permanent: Some(Some(true)), ..FlagPatch::default() };
+    s.write(w(Mutation::UpdateFlag { key: "EXPERIMENT".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    let e = get("EXPERIMENT").await;
+    assert_eq!(e.meta.permanent, Some(true));
+    assert!(!e.meta.is_expired(e.value_type, later + Days::days(3650)));
+    // Unknown kinds are refused with the field named.
+    let bad: Result<FlagPatch, _> = serde_json::from_value(json!({"kind": "forever"}));
+    assert!(bad.unwrap_err().to_string().contains("forever"));
+}
+
+/// Batches: all or nothing, in order, one `batch_end`, served from one snapshot.
+pub async fn batches(store: Arc<dyn Store>) {
+    let s = &*store;
+    let mut signal = s.subscribe();
+    signal.borrow_and_update();
+    let create = |k: &str, ty, v| Mutation::CreateFlag { def: def(k, ty, v), if_missing: false };
+    // Later mutations see earlier ones: create, then override the new flag.
+    let b = Batch::new(
+        "ops@example.com",
+        vec![
+            create("A", ValueType::Bool, json!(false)),
+            create("B", ValueType::Bool, json!(false)),
+            Mutation::set_override("B", "tester", true),
+        ],
+    )
+    .reason("pair");
+    let changes = s.write_batch(b).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(changes.iter().all(|c| c.batch_end == Some(3)), "{changes:?}");
+    assert!(changes.iter().all(|c| c.actor == "ops@example.com" && c.reason.as_deref() == Some("pair")));
+    assert_eq!(s.changes_since(0, 10).await.unwrap(), changes, "the log holds what the batch returned");
+    tokio::time::timeout(Duration::from_secs(5), signal.changed()).await.unwrap().unwrap();
+
+    // A single write is not a batch.
+    let single = s.write(w(Mutation::set_value("A", true))).await.unwrap().unwrap();
+    assert_eq!((single.seq, single.batch_end), (4, None));
+
+    // The third mutation is refused: nothing of the batch is written, and the error says which.
+    let before = s.load().await.unwrap();
+    let bad = Batch::new(
+        "ops@example.com",
+        vec![
+            Mutation::set_value("A", false),
+            Mutation::set_override("A", "u1", false),
+            Mutation::set_value("B", "yes"),
+            Mutation::set_value("B", true),
+        ],
+    );
+    let err = s.write_batch(bad).await.unwrap_err();
+    assert!(matches!(&err, StoreError::InBatch { index: 2, .. }), "{err:?}");
+    assert!(matches!(err.root(), StoreError::Invalid { key, .. } if key == "B"), "{err:?}");
+    assert!(err.to_string().starts_with("change 2 of the batch"), "{err}");
+    assert_eq!(s.load().await.unwrap(), before, "a refused batch writes nothing");
+    // A new flag created earlier in a refused batch is gone too.
+    let err = s
+        .write_batch(Batch::new(
+            "x",
+            vec![create("C", ValueType::Int, json!(1)), Mutation::set_value("NOPE", 1)],
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err.root(), StoreError::UnknownFlag(k) if k == "NOPE"), "{err:?}");
+    assert!(s.flag("C").await.unwrap().is_none());
+    assert_eq!(s.load().await.unwrap(), before);
+
+    // Versions are checked inside a batch; the conflict names the flag.
+    let a = s.flag("A").await.unwrap().unwrap();
+    let stale = Mutation::UpdateFlag {
+        key: "A".into(),
+        patch: FlagPatch { value: Some(json!(false)), ..Default::default() },
+        expected_version: Some(a.version - 1),
+    };
+    let err = s.write_batch(Batch::new("x", vec![Mutation::set_value("B", true), stale])).await.unwrap_err();
+    assert!(
+        matches!(err.root(), StoreError::VersionConflict { key, actual, .. } if key == "A" && *actual == a.version),
+        "{err:?}"
+    );
+    assert_eq!(s.load().await.unwrap(), before);
+    // An unknown segment is refused in a batch as in a single write.
+    let rules = json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["ghosts"]}], "value": true}]});
+    let targeting = serde_json::from_value(rules).unwrap();
+    let m = Mutation::UpdateFlag {
+        key: "A".into(),
+        patch: FlagPatch { targeting: Some(targeting), ..Default::default() },
+        expected_version: None,
+    };
+    let err = s.write_batch(Batch::new("x", vec![m])).await.unwrap_err();
+    assert!(matches!(err, StoreError::InBatch { index: 0, .. }), "{err:?}");
+    assert_eq!(s.load().await.unwrap(), before);
+
+    // No-ops write nothing: no change row, no seq.
+    let noop =
+        Batch::new("x", vec![Mutation::set_value("A", true), Mutation::delete_override("A", "nobody")]);
+    assert!(s.write_batch(noop).await.unwrap().is_empty());
+    assert!(s.write_batch(Batch::new("x", vec![])).await.unwrap().is_empty());
+    assert_eq!(seq(s).await, 4);
+    // Mixed: a no-op in the middle takes no seq.
+    let mixed = Batch::new(
+        "x",
+        vec![
+            Mutation::set_value("A", false),
+            Mutation::set_value("A", false),
+            Mutation::set_value("B", true),
+        ],
+    );
+    let changes = s.write_batch(mixed).await.unwrap();
+    assert_eq!(
+        changes.iter().map(|c| (c.seq, c.batch_end)).collect::<Vec<_>>(),
+        [(5, Some(6)), (6, Some(6))]
+    );
+
+    // Too many mutations: refused before anything is read or written.
+    let huge = Batch::new(
+        "x",
+        (0..=Batch::MAX).map(|i| Mutation::set_override("A", format!("u{i}"), true)).collect(),
+    );
+    let err = s.write_batch(huge).await.unwrap_err();
+    assert!(matches!(err, StoreError::BatchTooLarge { len: 1001, max: 1000 }), "{err:?}");
+    assert!(err.to_string().contains("at most 1000"), "{err}");
+    assert_eq!(seq(s).await, 6);
+
+    // Applying the log incrementally equals a full load.
+    let state = s.load().await.unwrap();
+    let incremental = Snapshot::empty().apply(&s.changes_since(0, 100).await.unwrap()).unwrap();
+    let full = Snapshot::from_state(&state);
+    let ctx = ff_core::EvalContext::user("tester");
+    for key in ["A", "B"] {
+        assert_eq!(incremental.evaluate_key(key, &ctx), full.evaluate_key(key, &ctx), "{key}");
+    }
+    assert_eq!(incremental.version(), 6);
+}
+
+/// Ten batches of three and ten single writes racing (stores shared by instances):
+/// the log stays gap-free and each batch contiguous.
+pub async fn racing_writers(store: Arc<dyn Store>) {
+    store
+        .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let m = (0..3).map(|j| Mutation::set_override("N", format!("b{i}-{j}"), j)).collect();
+                    s.write_batch(Batch::new("x", m)).await.map(|c| c.len())
+                } else {
+                    s.write(w(Mutation::set_override("N", format!("u{i}"), i))).await.map(|c| c.iter().len())
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let log = store.changes_since(0, 100).await.unwrap();
+    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=41).collect::<Vec<_>>());
+    // Each batch's three changes sit together, ending at their batch_end.
+    for c in log.iter().filter(|c| c.batch_end.is_some()) {
+        let end = c.batch_end.unwrap();
+        let members: Vec<_> = log.iter().filter(|d| d.batch_end == Some(end)).map(|d| d.seq).collect();
+        assert_eq!(members, [end - 2, end - 1, end], "{log:?}");
+        assert_eq!(
+            c.subject.as_deref().map(|u| u.rsplit_once('-').unwrap().0),
+            log.iter()
+                .find(|d| d.seq == end)
+                .unwrap()
+                .subject
+                .as_deref()
+                .map(|u| u.rsplit_once('-').unwrap().0)
+        );
+    }
+}
+
+/// Usage counts add up by key, day, reason and variant; unknown keys by key.
+pub async fn usage(store: Arc<dyn Store>) {
+    let store = &*store;
+    let at = time::macros::datetime!(2026-11-20 10:00 UTC);
+    let c = |key: &str, reason: &str, variant: &str, count| UsageCount {
+        key: key.into(),
+        reason: reason.into(),
+        variant: variant.into(),
+        count,
+    };
+    store
+        .write(Write::new(
+            "t",
+            Mutation::CreateFlag {
+                def: FlagDef::from(&Flag::<bool>::new("ON", true).decl()),
+                if_missing: false,
+            },
+        ))
+        .await
+        .unwrap();
+    let counts =
+        [c("ON", "global", "true", 5), c("ON", "override", "false", 1), c("ON", "global", "true", 2)];
+    store.record_usage(&counts, &[("GONE".into(), 3)], at).await.unwrap();
+    let later = at + time::Duration::hours(1);
+    store.record_usage(&[c("ON", "global", "true", 10)], &[("GONE".into(), 1)], later).await.unwrap();
+    let next_day = at + time::Duration::days(1);
+    store.record_usage(&[c("ON", "global", "true", 4)], &[], next_day).await.unwrap();
+    let rows = store.usage(at.date()).await.unwrap();
+    let got: Vec<_> =
+        rows.iter().map(|r| (r.day.to_string(), r.reason.as_str(), r.variant.as_str(), r.count)).collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-11-20".into(), "global", "true", 17),
+            ("2026-11-20".into(), "override", "false", 1),
+            ("2026-11-21".into(), "global", "true", 4),
+        ]
+    );
+    assert_eq!(rows[0].last_at, later);
+    assert_eq!(store.usage(next_day.date()).await.unwrap().len(), 1);
+    let unknown = store.unknown_flags().await.unwrap();
+    assert_eq!(unknown.len(), 1);
+    assert_eq!((unknown[0].count, unknown[0].first_at, unknown[0].last_at), (4, at, later));
+}
