@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segment,
-    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Store, TokenRecord, Write, check_attributes, flags_using, plan_segment,
+    segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::store::now;
@@ -65,99 +66,68 @@ impl Data {
     }
 }
 
-impl MemoryStore {
-    /// Applies `mutations` in order; on a refusal, undoes the ones applied.
-    fn write_all(
-        &self,
-        mutations: &[Mutation],
-        who: (&str, Option<&str>),
-        batched: bool,
-    ) -> Result<Vec<Change>, StoreError> {
-        let mut d = self.data();
-        let mut plans = Vec::new();
-        let mut refused = None;
-        for (index, m) in mutations.iter().enumerate() {
-            match d.plan_and_apply(m) {
-                Ok(Some(p)) => plans.push(p),
-                Ok(None) => {}
-                Err(e) if batched => {
-                    refused = Some(StoreError::InBatch { index, error: Box::new(e) });
-                    break;
-                }
-                Err(e) => {
-                    refused = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = refused {
-            for p in plans.into_iter().rev() {
-                d.undo(p);
-            }
-            return Err(e);
-        }
-        let at = now();
-        let first = d.changes.len() as u64 + 1;
-        let end = (batched && !plans.is_empty()).then(|| first + plans.len() as u64 - 1);
-        let changes: Vec<Change> = plans
-            .iter()
-            .zip(first..)
-            .map(|(p, seq)| Change { batch_end: end, ..p.change(seq, at, who) })
-            .collect();
-        d.changes.extend(changes.iter().cloned());
-        drop(d);
-        if !changes.is_empty() {
-            self.inner.signal.send_modify(|n| *n += 1);
-        }
-        Ok(changes)
+/// A write transaction: reads the data as it is, and commits if no other writer
+/// committed since it began (the data is not locked across awaits).
+#[derive(Debug)]
+pub(crate) struct MemoryTx {
+    store: MemoryStore,
+    last: u64,
+}
+
+#[async_trait]
+impl Backend for MemoryStore {
+    type Tx = MemoryTx;
+
+    async fn begin(&self) -> Result<(MemoryTx, u64), StoreError> {
+        let last = self.data().changes.len() as u64;
+        Ok((MemoryTx { store: self.clone(), last }, last))
     }
 }
 
-impl Data {
-    fn plan_and_apply(&mut self, m: &Mutation) -> Result<Option<Plan>, StoreError> {
-        let key = m.key().to_owned();
-        let okey = m.user_id().map(|u| (key.clone(), u.to_owned()));
-        let current_override = okey.as_ref().and_then(|k| self.overrides.get(k));
-        let Some(plan) = plan(m, self.flags.get(&key), current_override, now())? else {
-            return Ok(None);
-        };
-        if let Some(t) = plan.new_targeting() {
-            for s in t.segment_keys() {
-                check_segment(&key, s, self.segments.contains_key(s))?;
-            }
-            let declared: Vec<String> = self.attributes.iter().cloned().collect();
-            check_attributes(&key, t.attributes(), &declared)?;
-        }
-        match &plan {
-            Plan::PutFlag { record, .. } => {
-                self.flags.insert(key, record.clone());
-            }
-            Plan::PutOverride { key, user_id, value, .. } => {
-                self.overrides.insert((key.clone(), user_id.clone()), value.clone());
-            }
-            Plan::DeleteOverride { key, user_id, .. } => {
-                self.overrides.remove(&(key.clone(), user_id.clone()));
-            }
-        }
-        Ok(Some(plan))
+#[async_trait]
+impl WriteTx for MemoryTx {
+    async fn flag(&mut self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        Ok(self.store.data().flags.get(key).cloned())
     }
 
-    fn undo(&mut self, plan: Plan) {
-        match plan {
-            Plan::PutFlag { record, before: Some(b), .. } => {
-                self.flags.insert(record.key, b);
-            }
-            Plan::PutFlag { record, before: None, .. } => {
-                self.flags.remove(&record.key);
-            }
-            Plan::PutOverride { key, user_id, before: Some(b), .. }
-            | Plan::DeleteOverride { key, user_id, before: b } => {
-                self.overrides.insert((key, user_id), b);
-            }
-            Plan::PutOverride { key, user_id, before: None, .. } => {
-                self.overrides.remove(&(key, user_id));
-            }
+    async fn override_value(
+        &mut self,
+        key: &str,
+        user: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.store.data().overrides.get(&(key.to_owned(), user.to_owned())).cloned())
+    }
+
+    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.store.data().segments.contains_key(key))
+    }
+
+    async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
+        Ok(self.store.data().attributes.iter().cloned().collect())
+    }
+
+    async fn commit(self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
+        let mut d = self.store.data();
+        if d.changes.len() as u64 != self.last {
+            return Ok(false);
         }
+        for (key, record) in &staged.flags {
+            d.flags.insert(key.clone(), record.clone());
+        }
+        for (id, value) in &staged.overrides {
+            match value {
+                Some(v) => d.overrides.insert(id.clone(), v.clone()),
+                None => d.overrides.remove(id),
+            };
+        }
+        d.changes.extend(changes.iter().cloned());
+        drop(d);
+        self.store.inner.signal.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    async fn abort(self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -232,12 +202,12 @@ impl Store for MemoryStore {
 
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false)?.pop())
+        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
         batch.check_size()?;
-        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true)
+        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {

@@ -21,6 +21,7 @@ mod memory;
 mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+mod write;
 
 #[cfg(feature = "file")]
 pub use file::FileStore;

@@ -19,14 +19,12 @@ use redis::aio::MultiplexedConnection;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_attributes, check_segment,
-    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Store, TokenRecord, Write, check_attributes, flags_using, from_millis, now,
+    plan_segment, segment_change, to_millis, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
-use crate::store::from_millis;
-use crate::store::now;
-use crate::store::to_millis;
 use ff_core::SegmentDef;
 use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
@@ -45,7 +43,7 @@ struct Inner {
     /// Reads and non-transactional writes; reconnected after a failure.
     reads: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// `WATCH`/`MULTI`/`EXEC` need a connection no one else uses meanwhile.
-    writer: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    writer: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
     signal: watch::Sender<u64>,
     listener: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -56,7 +54,7 @@ impl Inner {
             client,
             prefix,
             reads: tokio::sync::Mutex::new(None),
-            writer: tokio::sync::Mutex::new(None),
+            writer: Arc::new(tokio::sync::Mutex::new(None)),
             signal: watch::Sender::new(0),
             listener: Mutex::new(None),
         }
@@ -229,119 +227,6 @@ impl RedisStore {
         map.values().map(|t| parse(t, hash)).collect()
     }
 
-    /// Applies `mutations` in one transaction; any refusal writes nothing.
-    async fn write_all(
-        &self,
-        mutations: &[Mutation],
-        (actor, reason): (&str, Option<&str>),
-        batched: bool,
-    ) -> Result<Vec<Change>, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let at = now();
-            let mut flags: HashMap<String, Option<FlagRecord>> = HashMap::new();
-            let mut overrides: HashMap<String, Option<serde_json::Value>> = HashMap::new();
-            let mut declared: Option<Vec<String>> = None;
-            let mut plans = Vec::new();
-            for (index, m) in mutations.iter().enumerate() {
-                let planned = self.plan_one(c, m, at, &mut flags, &mut overrides, &mut declared).await;
-                match planned {
-                    Ok(Some(p)) => plans.push(p),
-                    Ok(None) => {}
-                    Err(e) if batched => return Err(StoreError::InBatch { index, error: Box::new(e) }),
-                    Err(e) => return Err(e),
-                }
-            }
-            if plans.is_empty() {
-                redis::cmd("UNWATCH").query_async::<()>(c).await?;
-                return Ok(Attempt::Done(Vec::new()));
-            }
-            let end = last + plans.len() as u64;
-            let batch_end = batched.then_some(end);
-            let changes: Vec<Change> = plans
-                .iter()
-                .zip(last + 1..)
-                .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, (actor, reason)) })
-                .collect();
-            let mut pipe = redis::pipe();
-            for (key, record) in &flags {
-                if let Some(r) = record {
-                    pipe.cmd("HSET").arg(self.k("flags")).arg(key).arg(json(r)).ignore();
-                }
-            }
-            for (field, value) in &overrides {
-                match value {
-                    Some(v) => {
-                        pipe.cmd("HSET").arg(self.k("overrides")).arg(field).arg(v.to_string()).ignore()
-                    }
-                    None => pipe.cmd("HDEL").arg(self.k("overrides")).arg(field).ignore(),
-                };
-            }
-            Ok(match self.commit(c, pipe, &changes).await? {
-                Attempt::Done(()) => Attempt::Done(changes),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
-    }
-
-    /// Validates one mutation against the store as the transaction sees it, with the
-    /// batch's earlier mutations (`flags`, `overrides`) on top.
-    async fn plan_one(
-        &self,
-        c: &mut Conn,
-        m: &Mutation,
-        at: OffsetDateTime,
-        flags: &mut HashMap<String, Option<FlagRecord>>,
-        overrides: &mut HashMap<String, Option<serde_json::Value>>,
-        declared: &mut Option<Vec<String>>,
-    ) -> Result<Option<Plan>, StoreError> {
-        let key = m.key();
-        let current = match flags.get(key) {
-            Some(r) => r.clone(),
-            None => self.hget::<FlagRecord>(c, "flags", key).await?,
-        };
-        let field = m.user_id().map(|u| format!("{key}{SEP}{u}"));
-        let current_override = match &field {
-            Some(f) => match overrides.get(f) {
-                Some(v) => v.clone(),
-                None => self.hget::<serde_json::Value>(c, "overrides", f).await?,
-            },
-            None => None,
-        };
-        let Some(plan) = plan(m, current.as_ref(), current_override.as_ref(), at)? else {
-            return Ok(None);
-        };
-        if let Some(t) = plan.new_targeting() {
-            let used = t.attributes();
-            if !used.is_empty() {
-                if declared.is_none() {
-                    let mut names: Vec<String> =
-                        redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
-                    names.sort();
-                    *declared = Some(names);
-                }
-                check_attributes(key, used, declared.as_deref().unwrap_or_default())?;
-            }
-            for segment in t.segment_keys() {
-                let found: bool =
-                    redis::cmd("HEXISTS").arg(self.k("segments")).arg(segment).query_async(c).await?;
-                check_segment(key, segment, found)?;
-            }
-        }
-        match &plan {
-            Plan::PutFlag { record, .. } => {
-                flags.insert(key.to_owned(), Some(record.clone()));
-            }
-            Plan::PutOverride { value, .. } => {
-                overrides.insert(field.unwrap_or_default(), Some(value.clone()));
-            }
-            Plan::DeleteOverride { .. } => {
-                overrides.insert(field.unwrap_or_default(), None);
-            }
-        }
-        Ok(Some(plan))
-    }
-
     /// Follows the change channel, reconnecting with a backoff, and wakes the
     /// `Source` on every notification and every (re)connection.
     fn ensure_listener(&self) {
@@ -385,6 +270,129 @@ async fn listen(
         signal.send_modify(|n| *n += 1);
     }
     Ok(())
+}
+
+/// A write transaction on the store's writer connection: the seq is `WATCH`ed, so
+/// the commit's `EXEC` fails, and the write is retried, if another writer came first.
+pub(crate) struct RedisTx {
+    store: RedisStore,
+    conn: tokio::sync::OwnedMutexGuard<Option<Conn>>,
+}
+
+impl fmt::Debug for RedisTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTx").finish_non_exhaustive()
+    }
+}
+
+impl RedisTx {
+    fn c(&mut self) -> Result<&mut Conn, StoreError> {
+        self.conn.as_mut().ok_or_else(|| StoreError::Corrupt("no Redis writer connection".into()))
+    }
+
+    /// Drops a connection that failed, so the next write opens a new one.
+    fn check<T>(&mut self, r: redis::RedisResult<T>) -> Result<T, StoreError> {
+        if let Err(e) = &r
+            && (e.is_io_error() || e.is_connection_dropped())
+        {
+            *self.conn = None;
+        }
+        Ok(r?)
+    }
+
+    async fn hget<T: serde::de::DeserializeOwned>(
+        &mut self,
+        hash: &str,
+        field: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let cmd = redis::cmd("HGET").arg(self.store.k(hash)).arg(field).clone();
+        let text: redis::RedisResult<Option<String>> = cmd.query_async(self.c()?).await;
+        self.check(text)?.map(|t| parse(&t, hash)).transpose()
+    }
+}
+
+#[async_trait]
+impl Backend for RedisStore {
+    type Tx = RedisTx;
+
+    async fn begin(&self) -> Result<(RedisTx, u64), StoreError> {
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        if conn.is_none() {
+            *conn = Some(self.inner.client.get_multiplexed_async_connection().await?);
+        }
+        let mut tx = RedisTx { store: self.clone(), conn };
+        let c = tx.c()?;
+        let watched = redis::cmd("WATCH").arg(self.k("seq")).query_async::<()>(&mut *c).await;
+        tx.check(watched)?;
+        let c = tx.c()?;
+        let seq = redis::cmd("GET").arg(self.k("seq")).query_async::<Option<u64>>(c).await;
+        let last = tx.check(seq)?.unwrap_or(0);
+        Ok((tx, last))
+    }
+}
+
+#[async_trait]
+impl WriteTx for RedisTx {
+    async fn flag(&mut self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        self.hget("flags", key).await
+    }
+
+    async fn override_value(
+        &mut self,
+        key: &str,
+        user: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.hget("overrides", &format!("{key}{SEP}{user}")).await
+    }
+
+    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
+        let cmd = redis::cmd("HEXISTS").arg(self.store.k("segments")).arg(key).clone();
+        let found = cmd.query_async(self.c()?).await;
+        self.check(found)
+    }
+
+    async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("SMEMBERS").arg(self.store.k("attributes")).clone();
+        let names: redis::RedisResult<Vec<String>> = cmd.query_async(self.c()?).await;
+        let mut names = self.check(names)?;
+        names.sort();
+        Ok(names)
+    }
+
+    async fn commit(mut self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
+        let mut pipe = redis::pipe();
+        for (key, record) in &staged.flags {
+            pipe.cmd("HSET").arg(self.store.k("flags")).arg(key).arg(json(record)).ignore();
+        }
+        for ((key, user), value) in &staged.overrides {
+            let field = format!("{key}{SEP}{user}");
+            match value {
+                Some(v) => {
+                    pipe.cmd("HSET").arg(self.store.k("overrides")).arg(field).arg(v.to_string()).ignore()
+                }
+                None => pipe.cmd("HDEL").arg(self.store.k("overrides")).arg(field).ignore(),
+            };
+        }
+        let store = self.store.clone();
+        let c = self.c()?;
+        let done = store.commit(c, pipe, changes).await;
+        if done.is_err() {
+            *self.conn = None;
+        }
+        match done? {
+            Attempt::Done(()) => {
+                store.inner.signal.send_modify(|n| *n += 1);
+                Ok(true)
+            }
+            Attempt::Retry => Ok(false),
+        }
+    }
+
+    async fn abort(mut self) -> Result<(), StoreError> {
+        let c = self.c()?;
+        let unwatched = redis::cmd("UNWATCH").query_async::<()>(c).await;
+        self.check(unwatched)
+    }
 }
 
 #[async_trait]
@@ -497,12 +505,12 @@ impl Store for RedisStore {
 
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false).await?.pop())
+        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
         batch.check_size()?;
-        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {

@@ -14,14 +14,12 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use time::OffsetDateTime;
 use tokio::sync::{OnceCell, watch};
 
+use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Role, Store, TokenRecord, Write, check_attributes, check_segment,
-    flags_using, plan, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, Role, Store, TokenRecord, Write, check_attributes, flags_using, from_millis, now,
+    plan_segment, segment_change, to_millis, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
-use crate::store::from_millis;
-use crate::store::now;
-use crate::store::to_millis;
 use ff_core::SegmentDef;
 use ff_core::{
     Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, OverrideRecord, SegmentRecord, StoreState,
@@ -354,76 +352,121 @@ async fn lock_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     Ok(seq as u64)
 }
 
-/// Validates one mutation against the rows as this transaction sees them and writes
-/// its rows (not its change row); `Ok(None)`: nothing to do.
-async fn apply_mutation(
-    tx: &mut AnyConnection,
-    mutation: &Mutation,
-    declared: &mut Option<Vec<String>>,
-    at: OffsetDateTime,
-) -> Result<Option<Plan>, StoreError> {
-    let key = mutation.key();
-    let current = sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .as_ref()
-        .map(flag_from_row)
-        .transpose()?;
-    let current_override = match mutation.user_id() {
-        Some(user) => {
-            sqlx::query_scalar::<_, String>("SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2")
-                .bind(key)
-                .bind(user)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|t| json(&t, "override"))
-                .transpose()?
-        }
-        None => None,
-    };
-    let Some(plan) = plan(mutation, current.as_ref(), current_override.as_ref(), at)? else {
-        return Ok(None);
-    };
-    if let Some(t) = plan.new_targeting() {
-        let used = t.attributes();
-        if !used.is_empty() {
-            if declared.is_none() {
-                *declared = Some(declared_attributes(&mut *tx).await?);
-            }
-            check_attributes(key, used, declared.as_deref().unwrap_or_default())?;
-        }
-        for segment in t.segment_keys() {
-            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
-                .bind(segment)
-                .fetch_optional(&mut *tx)
-                .await?;
-            check_segment(key, segment, found.is_some())?;
-        }
+/// A write transaction: the seq counter is locked at the start, so writers take
+/// turns and a commit never has to be retried.
+pub(crate) struct SqlTx {
+    store: SqlStore,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl fmt::Debug for SqlTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlTx").finish_non_exhaustive()
     }
-    match &plan {
-        Plan::PutFlag { record, .. } => put_flag(tx, record).await?,
-        Plan::PutOverride { key, user_id, value, .. } => {
-            sqlx::query(
-                "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            )
+}
+
+#[async_trait]
+impl Backend for SqlStore {
+    type Tx = SqlTx;
+
+    async fn begin(&self) -> Result<(SqlTx, u64), StoreError> {
+        let mut tx = self.ready().await?.begin().await?;
+        let last = lock_seq(&mut tx).await?;
+        Ok((SqlTx { store: self.clone(), tx }, last))
+    }
+}
+
+#[async_trait]
+impl WriteTx for SqlTx {
+    async fn flag(&mut self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {FLAG_COLUMNS} FROM ff_flags WHERE key = $1"))
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .as_ref()
+            .map(flag_from_row)
+            .transpose()
+    }
+
+    async fn override_value(
+        &mut self,
+        key: &str,
+        user: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        sqlx::query_scalar::<_, String>("SELECT value FROM ff_overrides WHERE key = $1 AND user_id = $2")
+            .bind(key)
+            .bind(user)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|t| json(&t, "override"))
+            .transpose()
+    }
+
+    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
+        declared_attributes(&mut self.tx).await
+    }
+
+    async fn commit(mut self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
+        let at = changes.first().map_or_else(now, |c| c.at);
+        for record in staged.flags.values() {
+            put_flag(&mut self.tx, record).await?;
+        }
+        for ((key, user_id), value) in &staged.overrides {
+            put_override(&mut self.tx, key, user_id, value.as_ref(), at).await?;
+        }
+        for change in changes {
+            self.store.record(&mut self.tx, change).await?;
+        }
+        let end = changes.last().map_or(0, |c| c.seq);
+        sqlx::query("UPDATE ff_meta SET seq = $1 WHERE id = 1")
+            .bind(end as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await?;
+        self.store.inner.signal.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    async fn abort(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+/// Sets (`Some`) or deletes (`None`) one override row.
+async fn put_override(
+    conn: &mut AnyConnection,
+    key: &str,
+    user_id: &str,
+    value: Option<&serde_json::Value>,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    let Some(value) = value else {
+        sqlx::query("DELETE FROM ff_overrides WHERE key = $1 AND user_id = $2")
             .bind(key)
             .bind(user_id)
-            .bind(value.to_string())
-            .bind(to_millis(at))
-            .execute(&mut *tx)
+            .execute(conn)
             .await?;
-        }
-        Plan::DeleteOverride { key, user_id, .. } => {
-            sqlx::query("DELETE FROM ff_overrides WHERE key = $1 AND user_id = $2")
-                .bind(key)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(Some(plan))
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO ff_overrides (key, user_id, value, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (key, user_id) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(key)
+    .bind(user_id)
+    .bind(value.to_string())
+    .bind(to_millis(at))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Takes the next seq. Taking the counter row first serialises writers, so seq
@@ -645,12 +688,12 @@ impl Store for SqlStore {
 
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(self.write_all(std::slice::from_ref(&write.mutation), who, false).await?.pop())
+        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
         batch.check_size()?;
-        self.write_all(&batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
@@ -977,47 +1020,6 @@ impl Store for SqlStore {
 }
 
 impl SqlStore {
-    /// Applies `mutations` in one transaction; any refusal rolls all of them back.
-    async fn write_all(
-        &self,
-        mutations: &[Mutation],
-        who: (&str, Option<&str>),
-        batched: bool,
-    ) -> Result<Vec<Change>, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let last = lock_seq(&mut tx).await?;
-        let at = now();
-        let mut declared = None;
-        let mut plans = Vec::new();
-        for (index, m) in mutations.iter().enumerate() {
-            match apply_mutation(&mut tx, m, &mut declared, at).await {
-                Ok(Some(p)) => plans.push(p),
-                Ok(None) => {}
-                // Dropping the transaction rolls back what the batch applied so far.
-                Err(e) if batched => return Err(StoreError::InBatch { index, error: Box::new(e) }),
-                Err(e) => return Err(e),
-            }
-        }
-        if plans.is_empty() {
-            return Ok(Vec::new());
-        }
-        let end = last + plans.len() as u64;
-        let batch_end = batched.then_some(end);
-        let changes: Vec<Change> = plans
-            .iter()
-            .zip(last + 1..)
-            .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
-            .collect();
-        for change in &changes {
-            self.record(&mut tx, change).await?;
-        }
-        sqlx::query("UPDATE ff_meta SET seq = $1 WHERE id = 1").bind(end as i64).execute(&mut *tx).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(changes)
-    }
-
     /// Writes a change row and, on PostgreSQL, its notification (delivered at commit).
     async fn record(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
         sqlx::query(&format!(
