@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use ff_core::FlagDef;
-use ff_store::{Batch, Mutation, Role, Source, SqlStore, Store};
+use ff_store::{Batch, FlagReader, FlagWriter, Mutation, Role, Source, SqlStore};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

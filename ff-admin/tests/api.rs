@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
 use ff_core::Flag;
-use ff_store::{ChangeQuery, Role, SqlStore, Store, sync};
+use ff_store::{ChangeQuery, FlagReader, FlagWriter, Role, SqlStore, TokenStore, UsageStore, sync};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;

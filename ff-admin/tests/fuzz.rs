@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
 use ff_core::Flag;
-use ff_store::{ChangeQuery, Role, SqlStore, Store, sync};
+use ff_store::{ChangeQuery, FlagWriter, Role, SqlStore, sync};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

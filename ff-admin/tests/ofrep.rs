@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
 use ff_core::{Flag, FlagKind};
-use ff_store::{Mutation, Role, Source, SqlStore, Store, Write};
+use ff_store::{FlagReader, FlagWriter, Mutation, Role, Source, SqlStore, UsageStore, Write};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;

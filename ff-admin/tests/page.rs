@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
 use ff_core::Flag;
-use ff_store::{Mutation, Role, SqlStore, Store, Write, sync};
+use ff_store::{FlagReader, FlagWriter, Mutation, Role, SqlStore, UsageStore, Write, sync};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

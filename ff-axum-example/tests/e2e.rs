@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ff_store::{Mutation, SqlStore, Store, Write};
+use ff_store::{FlagWriter, Mutation, SqlStore, UsageStore, Write};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;

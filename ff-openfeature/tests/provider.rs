@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ff_core::{ExpiryPolicy, Flag, FlagKind};
 use ff_openfeature::FfProvider;
-use ff_store::{FlagPatch, MemoryStore, Mutation, Source, Store, Write};
+use ff_store::{FlagPatch, FlagReader, FlagWriter, MemoryStore, Mutation, Source, UsageStore, Write};
 use open_feature::provider::{FeatureProvider, ProviderStatus};
 use open_feature::{EvaluationContext, EvaluationErrorCode, EvaluationReason, OpenFeature, StructValue};
 use serde_json::json;

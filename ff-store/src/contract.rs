@@ -4,7 +4,7 @@
 //! A store written elsewhere runs it with the `test-util` feature:
 //!
 //! ```ignore
-//! crate::store_contract_tests!(|| async { Some(crate::contract::Subject::new(MyStore::new())) });
+//! ff_store::store_contract_tests!(|| async { Some(ff_store::contract::Subject::new(MyStore::new())) });
 //! ```
 //!
 //! Each contract expects a new, empty store. Read-only stores run [`read_only`].

@@ -126,7 +126,7 @@ pub async fn redis_test_store() -> Option<crate::RedisStore> {
         time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000
     );
     let store = crate::RedisStore::connect_lazy(&url).ok()?.with_prefix(prefix);
-    if let Err(e) = crate::Store::latest_seq(&store).await {
+    if let Err(e) = crate::FlagReader::latest_seq(&store).await {
         assert!(!required, "FF_REQUIRE_REDIS=1 but {url} is unreachable: {e}");
         eprintln!("skipping Redis test: {url} is unreachable: {e}");
         return None;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ff_core::{EvalContext, Evaluator, Flag, FlagKind, Reason, env_var_name};
-use ff_store::{MemoryStore, Mutation, Source, Store, StoreError, Write};
+use ff_store::{FlagReader, FlagWriter, MemoryStore, Mutation, Source, Store, StoreError, Write};
 
 #[path = "support/hooked.rs"]
 mod hooked;

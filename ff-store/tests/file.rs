@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ff_core::{EvalContext, Evaluator, Flag, Reason};
-use ff_store::{FileStore, Mutation, Source, Store, StoreError, Write};
+use ff_store::{FileStore, FlagReader, Mutation, Source, StoreError, Write};
 
 const CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000);
@@ -202,7 +202,8 @@ async fn opening_a_missing_or_invalid_file_is_an_error_and_writes_are_refused() 
     std::fs::write(&path, "flags: 3").unwrap();
     assert!(FileStore::open(&path).unwrap_err().to_string().contains("top-level `flags:`"));
     write_file(&path);
-    let store = FileStore::open(&path).unwrap();
+    // Writes exist only through the `dyn Store` handle the admin and the CLI hold.
+    let store: std::sync::Arc<dyn ff_store::Store> = std::sync::Arc::new(FileStore::open(&path).unwrap());
     let e = store.write(Write::new("x", Mutation::set_value("LEAD_HOURS", 1))).await.unwrap_err();
     assert!(matches!(&e, StoreError::ReadOnly(p) if p.ends_with("flags.yaml")), "{e}");
     assert!(e.to_string().contains("change the file"), "{e}");

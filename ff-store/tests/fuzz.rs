@@ -10,7 +10,7 @@ use ff_core::{
     EvalContext, Evaluator, Flag, FlagDef, FlagRecord, Schema, SegmentDef, SegmentRecord, Snapshot,
     StoreState, Targeting, Value, ValueType,
 };
-use ff_store::{MemoryStore, Mutation, Store, StoreError, Write};
+use ff_store::{FlagWriter, MemoryStore, Mutation, StoreError, Write};
 use proptest::prelude::*;
 use serde_json::json;
 

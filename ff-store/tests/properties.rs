@@ -94,7 +94,7 @@ proptest! {
     fn applying_changes_one_by_one_equals_a_full_load(
         ops in prop::collection::vec((0u8..3, 0usize..2_000, 0usize..4, any::<bool>()), 1..150)
     ) {
-        use ff_store::{MemoryStore, Mutation, Store, Write};
+        use ff_store::{FlagReader, FlagWriter, MemoryStore, Mutation, Write};
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let store = MemoryStore::new();

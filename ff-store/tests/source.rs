@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ff_core::{EvalContext, Evaluator, Flag};
-use ff_store::{MemoryStore, Mutation, Origin, Source, SqlStore, Store, StoreError, Write};
+use ff_store::{
+    FlagReader, FlagWriter, MemoryStore, Mutation, Origin, Source, SqlStore, Store, StoreError, Write,
+};
 
 #[path = "support/hooked.rs"]
 mod hooked;

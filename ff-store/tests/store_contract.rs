@@ -15,7 +15,7 @@ mod memory {
 mod sqlite {
     use super::*;
     use ff_core::{FlagDef, Schema, ValueType};
-    use ff_store::{Mutation, SqlStore, Store, StoreError, Write};
+    use ff_store::{FlagReader, FlagWriter, Mutation, SqlStore, StoreError, Write};
     use serde_json::json;
 
     fn store(dir: &tempfile::TempDir) -> SqlStore {

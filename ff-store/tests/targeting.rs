@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use ff_core::{EvalContext, Evaluator, Flag, FlagRecord, Reason, Snapshot, StoreState, Targeting, Value};
-use ff_store::{MemoryStore, Mutation, Store, Write};
+use ff_store::{FlagReader, FlagWriter, MemoryStore, Mutation, Write};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ff_core::{EvalContext, Evaluator, Flag, FlagRecord, Snapshot, StoreState, UsageCount, Value};
-use ff_store::Store;
+use ff_store::UsageStore;
 use serde_json::json;
 
 #[path = "support/hooked.rs"]

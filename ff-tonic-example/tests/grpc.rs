@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ff_store::{FlagPatch, MemoryStore, Mutation, Source, Store, Write};
+use ff_store::{FlagPatch, FlagReader, FlagWriter, MemoryStore, Mutation, Source, Write};
 use ff_tonic_example::proto::CheckoutRequest;
 use ff_tonic_example::proto::checkout_client::CheckoutClient;
 use tonic::transport::Channel;

@@ -95,8 +95,9 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         .await
         .unwrap();
     assert_eq!(pay.status().as_u16(), 503);
-    let log = ff_store::Store::changes(&*store, &ff_store::ChangeQuery { limit: 2, ..Default::default() })
-        .await
-        .unwrap();
+    let log =
+        ff_store::FlagWriter::changes(&*store, &ff_store::ChangeQuery { limit: 2, ..Default::default() })
+            .await
+            .unwrap();
     assert!(log.iter().all(|c| c.actor == "browser-operator"), "{log:?}");
 }

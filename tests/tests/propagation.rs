@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ff_store::{Mutation, Source, SqlStore, Store, Write};
+use ff_store::{FlagWriter, Mutation, Source, SqlStore, Write};
 use serde_json::{Value, json};
 use sqlx::Connection;
 

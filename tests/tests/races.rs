@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ff_store::{ChangeQuery, Role, Source, SqlStore, Store};
+use ff_store::{ChangeQuery, FlagWriter, Role, Source, SqlStore};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use ff_core::{Config, ConfigReader, Flag};
-use ff_store::{Mutation, Source, SqlStore, Store, Write};
+use ff_store::{FlagWriter, Mutation, Source, SqlStore, Write};
 use ff_tower::{CurrentWith, FlagsLayer, UserIdHeader};
 use http_body_util::BodyExt;
 use tower::ServiceExt;

@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::{
-    Batch, ChangeQuery, Mutation, Plan, Store, TokenRecord, Write, check_segment, plan, plan_segment,
+    FlagReader, FlagWriter, Mutation, Plan, Store, TokenStore, UsageStore, check_segment, plan, plan_segment,
 };
 use crate::error::StoreError;
 use crate::store::now;
@@ -283,7 +282,7 @@ fn parse(text: &str) -> Result<StoreState, String> {
 }
 
 #[async_trait]
-impl Store for FileStore {
+impl FlagReader for FileStore {
     async fn load(&self) -> Result<StoreState, StoreError> {
         self.check();
         Ok(self.loaded().state.clone())
@@ -316,92 +315,34 @@ impl Store for FileStore {
         Ok(self.loaded().good)
     }
 
-    async fn write(&self, _: Write) -> Result<Option<Change>, StoreError> {
-        Err(self.refused())
-    }
-
-    async fn write_batch(&self, _: Batch) -> Result<Vec<Change>, StoreError> {
-        Err(self.refused())
-    }
-
-    async fn changes(&self, _: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn change(&self, _: u64) -> Result<Option<Change>, StoreError> {
-        Ok(None)
-    }
-
-    async fn create_token(
-        &self,
-        _: TokenRecord,
-        _: &str,
-        _: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        Err(self.refused())
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn token(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(None)
-    }
-
-    async fn revoke_token(&self, _: &str, _: &str, _: Option<&str>) -> Result<TokenRecord, StoreError> {
-        Err(self.refused())
-    }
-
     async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
         Ok(self.loaded().state.segments.clone())
-    }
-
-    async fn put_segment(
-        &self,
-        _: &str,
-        _: SegmentDef,
-        _: Option<u64>,
-        _: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        Err(self.refused())
-    }
-
-    async fn delete_segment(&self, _: &str, _: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        Err(self.refused())
     }
 
     async fn attributes(&self) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn declare_attributes(&self, _: &[String]) -> Result<Vec<String>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    /// Usage is not kept: metrics still count every evaluation.
-    async fn record_usage(
-        &self,
-        _: &[ff_core::UsageCount],
-        _: &[(String, u64)],
-        _: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    async fn usage(&self, _: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn read_only(&self) -> bool {
-        true
-    }
-
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.signal.subscribe()
+    }
+}
+
+/// Only reads: a file is changed by editing it (the admin and `ff` say so).
+impl Store for FileStore {
+    fn writer(&self) -> Option<&dyn FlagWriter> {
+        None
+    }
+
+    fn token_store(&self) -> Option<&dyn TokenStore> {
+        None
+    }
+
+    fn usage_store(&self) -> Option<&dyn UsageStore> {
+        None
+    }
+
+    fn refusal(&self) -> StoreError {
+        self.refused()
     }
 }

@@ -8,8 +8,8 @@ use tokio::sync::watch;
 
 use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Store, TokenRecord, Write, check_attributes, flags_using, plan_segment,
-    segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, check_attributes,
+    flags_using, plan_segment, segment_change, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use crate::store::now;
@@ -151,7 +151,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl FlagReader for MemoryStore {
     async fn load(&self) -> Result<StoreState, StoreError> {
         let d = self.data();
         let flags: Vec<FlagRecord> = d.flags.values().filter(|f| !f.archived).cloned().collect();
@@ -200,6 +200,21 @@ impl Store for MemoryStore {
         Ok(self.data().changes.len() as u64)
     }
 
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        Ok(self.data().segments.values().cloned().collect())
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.data().attributes.iter().cloned().collect())
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.signal.subscribe()
+    }
+}
+
+#[async_trait]
+impl FlagWriter for MemoryStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
         Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
@@ -227,58 +242,6 @@ impl Store for MemoryStore {
     async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
         let d = self.data();
         Ok(seq.checked_sub(1).and_then(|i| d.changes.get(i as usize)).cloned())
-    }
-
-    async fn create_token(
-        &self,
-        token: TokenRecord,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
-        {
-            let mut d = self.data();
-            if d.tokens.values().any(|t| t.name == token.name) {
-                return Err(StoreError::TokenExists(token.name));
-            }
-            d.tokens.insert(token.id.clone(), token.clone());
-            d.log(Action::TokenCreate, (actor, reason), &token.name, token_audit(&token));
-        }
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
-    }
-
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let mut all: Vec<TokenRecord> = self.data().tokens.values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
-    }
-
-    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Ok(self.data().tokens.get(id).cloned())
-    }
-
-    async fn revoke_token(
-        &self,
-        name: &str,
-        actor: &str,
-        reason: Option<&str>,
-    ) -> Result<TokenRecord, StoreError> {
-        let token = {
-            let mut d = self.data();
-            let token = d.tokens.values_mut().find(|t| t.name == name && t.revoked_at.is_none());
-            let Some(token) = token else { return Err(StoreError::UnknownToken(name.to_owned())) };
-            token.revoked_at = Some(now());
-            let token = token.clone();
-            d.log(Action::TokenRevoke, (actor, reason), name, token_audit(&token));
-            token
-        };
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
-    }
-
-    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
-        Ok(self.data().segments.values().cloned().collect())
     }
 
     async fn put_segment(
@@ -327,15 +290,65 @@ impl Store for MemoryStore {
         Ok(change)
     }
 
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.data().attributes.iter().cloned().collect())
-    }
-
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         let mut d = self.data();
         Ok(names.iter().filter(|n| d.attributes.insert((*n).clone())).cloned().collect())
     }
+}
 
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
+        {
+            let mut d = self.data();
+            if d.tokens.values().any(|t| t.name == token.name) {
+                return Err(StoreError::TokenExists(token.name));
+            }
+            d.tokens.insert(token.id.clone(), token.clone());
+            d.log(Action::TokenCreate, (actor, reason), &token.name, token_audit(&token));
+        }
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut all: Vec<TokenRecord> = self.data().tokens.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.data().tokens.get(id).cloned())
+    }
+
+    async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        let token = {
+            let mut d = self.data();
+            let token = d.tokens.values_mut().find(|t| t.name == name && t.revoked_at.is_none());
+            let Some(token) = token else { return Err(StoreError::UnknownToken(name.to_owned())) };
+            token.revoked_at = Some(now());
+            let token = token.clone();
+            d.log(Action::TokenRevoke, (actor, reason), name, token_audit(&token));
+            token
+        };
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(token)
+    }
+}
+
+#[async_trait]
+impl UsageStore for MemoryStore {
     async fn record_usage(
         &self,
         counts: &[ff_core::UsageCount],
@@ -383,9 +396,5 @@ impl Store for MemoryStore {
 
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         Ok(self.data().unknown.values().cloned().collect())
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.signal.subscribe()
     }
 }

@@ -466,11 +466,10 @@ pub fn validate_token_name(name: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// Where flags live. Implementations: [`MemoryStore`], [`SqlStore`] (SQLite, PostgreSQL).
-///
-/// Every implementation passes the same contract test suite.
+/// Reading flags and following their changes: what every store does, the read-only
+/// file included, and all the [`Source`](crate::Source) needs to serve flags.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug + 'static {
+pub trait FlagReader: Send + Sync + fmt::Debug + 'static {
     /// All live flags and their overrides, with the last change's sequence number,
     /// read consistently (one transaction).
     async fn load(&self) -> Result<StoreState, StoreError>;
@@ -490,6 +489,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The sequence number of the newest change (0 when there is none). Cheap.
     async fn latest_seq(&self) -> Result<u64, StoreError>;
 
+    /// All segments, ordered by key.
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError>;
+
+    /// The context attributes the application declared, sorted.
+    async fn attributes(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A signal that changes whenever this store learns of new changes: its own
+    /// writes, and (PostgreSQL) notifications from other processes. A hint only:
+    /// readers still poll, since a hint can be lost.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// Changing flags, overrides, segments and declared attributes, each with its
+/// change row (the audit log), and reading that log.
+#[async_trait]
+pub trait FlagWriter: FlagReader {
     /// Validates and applies one mutation with its change row, atomically.
     /// `Ok(None)` means there was nothing to do and nothing was written.
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
@@ -505,6 +520,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// One change row.
     async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError>;
 
+    /// Creates or replaces a segment (validated; `expected_version` 0 means "must not
+    /// exist yet"), with an audit row. `Ok(None)`: unchanged, nothing written.
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError>;
+
+    /// Deletes a segment that no live flag refers to, with an audit row.
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError>;
+
+    /// Adds declared attributes (never removes any); returns the ones that were new.
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError>;
+}
+
+/// API tokens: stored hashed, created and revoked with audit rows.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Stores a new token (its secret already hashed), with an audit row.
     async fn create_token(
         &self,
@@ -526,29 +561,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError>;
+}
 
-    /// All segments, ordered by key.
-    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError>;
-
-    /// Creates or replaces a segment (validated; `expected_version` 0 means "must not
-    /// exist yet"), with an audit row. `Ok(None)`: unchanged, nothing written.
-    async fn put_segment(
-        &self,
-        key: &str,
-        definition: SegmentDef,
-        expected_version: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError>;
-
-    /// Deletes a segment that no live flag refers to, with an audit row.
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError>;
-
-    /// The context attributes the application declared, sorted.
-    async fn attributes(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Adds declared attributes (never removes any); returns the ones that were new.
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError>;
-
+/// Evaluation counts by flag and day, and reads of keys the store lacks.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
     /// Adds evaluation counts collected at `at` to that UTC day's totals (one
     /// upsert per flag), and reads of unknown keys to theirs.
     async fn record_usage(
@@ -563,17 +580,167 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Keys code read that the store did not have, by key.
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError>;
+}
 
-    /// A store without a change log that refuses writes (a file): the `Source` skips
-    /// syncing declarations into it and reloads all of it when its seq moves.
-    fn read_only(&self) -> bool {
-        false
+/// A store as the [`Source`](crate::Source), the admin and `ff` take it: flags to
+/// read, and the jobs it does besides. Every [`FlagWriter`] that also keeps tokens and
+/// usage is one ([`MemoryStore`], `SqlStore`, `RedisStore`); a read-only store
+/// (`FileStore`) implements [`FlagReader`] and says so here.
+///
+/// Every implementation passes the store contract ([`crate::contract`], feature `test-util`).
+pub trait Store: FlagReader {
+    /// Its writes; `None` for a read-only store.
+    fn writer(&self) -> Option<&dyn FlagWriter>;
+
+    /// Its tokens; `None` if it keeps none.
+    fn token_store(&self) -> Option<&dyn TokenStore>;
+
+    /// Its usage counts; `None` if it keeps none (metrics still count).
+    fn usage_store(&self) -> Option<&dyn UsageStore>;
+
+    /// The refusal of a write to a store without writes.
+    fn refusal(&self) -> StoreError {
+        StoreError::ReadOnly(format!("{self:?}"))
     }
 
-    /// A signal that changes whenever this store learns of new changes: its own
-    /// writes, and (PostgreSQL) notifications from other processes. A hint only:
-    /// readers still poll, since a hint can be lost.
-    fn subscribe(&self) -> watch::Receiver<u64>;
+    /// A store without writes (a file): the `Source` syncs nothing into it and
+    /// reloads all of it when its seq moves.
+    fn read_only(&self) -> bool {
+        self.writer().is_none()
+    }
+}
+
+impl<T: FlagWriter + TokenStore + UsageStore> Store for T {
+    fn writer(&self) -> Option<&dyn FlagWriter> {
+        Some(self)
+    }
+
+    fn token_store(&self) -> Option<&dyn TokenStore> {
+        Some(self)
+    }
+
+    fn usage_store(&self) -> Option<&dyn UsageStore> {
+        Some(self)
+    }
+}
+
+/// Every job through one handle: a read-only store refuses writes with
+/// [`StoreError::ReadOnly`] and has no tokens, log or usage to show.
+impl dyn Store {
+    /// [`FlagWriter::write`], or the refusal.
+    pub async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        self.writer().ok_or_else(|| self.refusal())?.write(write).await
+    }
+
+    /// [`FlagWriter::write_batch`], or the refusal.
+    pub async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
+        self.writer().ok_or_else(|| self.refusal())?.write_batch(batch).await
+    }
+
+    /// [`FlagWriter::changes`]; none without a log.
+    pub async fn changes(&self, query: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
+        match self.writer() {
+            Some(w) => w.changes(query).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`FlagWriter::change`]; none without a log.
+    pub async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
+        match self.writer() {
+            Some(w) => w.change(seq).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`FlagWriter::put_segment`], or the refusal.
+    pub async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        self.writer().ok_or_else(|| self.refusal())?.put_segment(key, definition, expected_version, who).await
+    }
+
+    /// [`FlagWriter::delete_segment`], or the refusal.
+    pub async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        self.writer().ok_or_else(|| self.refusal())?.delete_segment(key, who).await
+    }
+
+    /// [`FlagWriter::declare_attributes`]; nothing to declare into a read-only store.
+    pub async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        match self.writer() {
+            Some(w) => w.declare_attributes(names).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`TokenStore::create_token`], or the refusal.
+    pub async fn create_token(
+        &self,
+        token: TokenRecord,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.token_store().ok_or_else(|| self.refusal())?.create_token(token, actor, reason).await
+    }
+
+    /// [`TokenStore::tokens`]; none without a token store.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        match self.token_store() {
+            Some(t) => t.tokens().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`TokenStore::token`]; none without a token store.
+    pub async fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self.token_store() {
+            Some(t) => t.token(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`TokenStore::revoke_token`], or the refusal.
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<TokenRecord, StoreError> {
+        self.token_store().ok_or_else(|| self.refusal())?.revoke_token(name, actor, reason).await
+    }
+
+    /// [`UsageStore::record_usage`]; counts are dropped without a usage store.
+    pub async fn record_usage(
+        &self,
+        counts: &[ff_core::UsageCount],
+        unknown: &[(String, u64)],
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        match self.usage_store() {
+            Some(u) => u.record_usage(counts, unknown, at).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`UsageStore::usage`]; none without a usage store.
+    pub async fn usage(&self, since: time::Date) -> Result<Vec<ff_core::UsageRow>, StoreError> {
+        match self.usage_store() {
+            Some(u) => u.usage(since).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`UsageStore::unknown_flags`]; none without a usage store.
+    pub async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
+        match self.usage_store() {
+            Some(u) => u.unknown_flags().await,
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// What syncing code declarations into a store found and did.

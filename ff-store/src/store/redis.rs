@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Store, TokenRecord, Write, check_attributes, flags_using, from_millis, now,
-    plan_segment, segment_change, to_millis, token_audit, validate_token_name,
+    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, check_attributes,
+    flags_using, from_millis, now, plan_segment, segment_change, to_millis, token_audit, validate_token_name,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -396,7 +396,7 @@ impl WriteTx for RedisTx {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl FlagReader for RedisStore {
     async fn load(&self) -> Result<StoreState, StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -503,6 +503,27 @@ impl Store for RedisStore {
         Ok(self.query::<Option<u64>>(redis::cmd("GET").arg(self.k("seq"))).await?.unwrap_or(0))
     }
 
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        let mut all: Vec<SegmentRecord> = self.all("segments").await?;
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(all)
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.k("attributes"))).await?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let rx = self.inner.signal.subscribe();
+        self.ensure_listener();
+        rx
+    }
+}
+
+#[async_trait]
+impl FlagWriter for RedisStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
         Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
@@ -562,6 +583,75 @@ impl Store for RedisStore {
         rows.first().map(|t| parse(t, "changes")).transpose()
     }
 
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let mut declared: Vec<String> =
+                redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
+            declared.sort();
+            check_attributes(key, definition.attributes(), &declared)?;
+            let current = self.hget::<SegmentRecord>(c, "segments", key).await?;
+            let Some(record) =
+                plan_segment(key, definition.clone(), current.as_ref(), expected_version, now())?
+            else {
+                redis::cmd("UNWATCH").query_async::<()>(c).await?;
+                return Ok(Attempt::Done(None));
+            };
+            let change =
+                segment_change(last + 1, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET").arg(self.k("segments")).arg(key).arg(json(&record)).ignore();
+            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
+                Attempt::Done(()) => Attempt::Done(Some(change)),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        transact!(self, c => async {
+            let last = self.watch_seq(c).await?;
+            let Some(current) = self.hget::<SegmentRecord>(c, "segments", key).await? else {
+                return Err(StoreError::UnknownSegment(key.to_owned()));
+            };
+            let all: HashMap<String, String> =
+                redis::cmd("HGETALL").arg(self.k("flags")).query_async(c).await?;
+            let flags: Vec<FlagRecord> = all.values().map(|t| parse(t, "flags")).collect::<Result<_, _>>()?;
+            let users = flags_using(&flags, key);
+            if !users.is_empty() {
+                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
+            }
+            let change = segment_change(last + 1, Action::SegmentDelete, key, Some(&current), None, who);
+            let mut pipe = redis::pipe();
+            pipe.cmd("HDEL").arg(self.k("segments")).arg(key).ignore();
+            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
+                Attempt::Done(()) => Attempt::Done(change),
+                Attempt::Retry => Attempt::Retry,
+            })
+        })
+    }
+
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("SADD").arg(self.k("attributes")).arg(n);
+        }
+        let added: Vec<i64> = self.pipe(&pipe).await?;
+        Ok(names.iter().zip(added).filter(|(_, a)| *a == 1).map(|(n, _)| n.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
     async fn create_token(
         &self,
         token: TokenRecord,
@@ -631,85 +721,10 @@ impl Store for RedisStore {
             })
         })
     }
+}
 
-    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
-        let mut all: Vec<SegmentRecord> = self.all("segments").await?;
-        all.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(all)
-    }
-
-    async fn put_segment(
-        &self,
-        key: &str,
-        definition: SegmentDef,
-        expected_version: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let mut declared: Vec<String> =
-                redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
-            declared.sort();
-            check_attributes(key, definition.attributes(), &declared)?;
-            let current = self.hget::<SegmentRecord>(c, "segments", key).await?;
-            let Some(record) =
-                plan_segment(key, definition.clone(), current.as_ref(), expected_version, now())?
-            else {
-                redis::cmd("UNWATCH").query_async::<()>(c).await?;
-                return Ok(Attempt::Done(None));
-            };
-            let change =
-                segment_change(last + 1, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(self.k("segments")).arg(key).arg(json(&record)).ignore();
-            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
-                Attempt::Done(()) => Attempt::Done(Some(change)),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
-    }
-
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let Some(current) = self.hget::<SegmentRecord>(c, "segments", key).await? else {
-                return Err(StoreError::UnknownSegment(key.to_owned()));
-            };
-            let all: HashMap<String, String> =
-                redis::cmd("HGETALL").arg(self.k("flags")).query_async(c).await?;
-            let flags: Vec<FlagRecord> = all.values().map(|t| parse(t, "flags")).collect::<Result<_, _>>()?;
-            let users = flags_using(&flags, key);
-            if !users.is_empty() {
-                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
-            }
-            let change = segment_change(last + 1, Action::SegmentDelete, key, Some(&current), None, who);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HDEL").arg(self.k("segments")).arg(key).ignore();
-            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
-                Attempt::Done(()) => Attempt::Done(change),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
-    }
-
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        let mut names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(self.k("attributes"))).await?;
-        names.sort();
-        Ok(names)
-    }
-
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for n in names {
-            pipe.cmd("SADD").arg(self.k("attributes")).arg(n);
-        }
-        let added: Vec<i64> = self.pipe(&pipe).await?;
-        Ok(names.iter().zip(added).filter(|(_, a)| *a == 1).map(|(n, _)| n.clone()).collect())
-    }
-
+#[async_trait]
+impl UsageStore for RedisStore {
     async fn record_usage(
         &self,
         counts: &[ff_core::UsageCount],
@@ -788,12 +803,6 @@ impl Store for RedisStore {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        let rx = self.inner.signal.subscribe();
-        self.ensure_listener();
-        rx
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::sync::{OnceCell, watch};
 
 use super::write::{Backend, Staged, WriteTx, write_all};
 use super::{
-    Batch, ChangeQuery, Role, Store, TokenRecord, Write, check_attributes, flags_using, from_millis, now,
-    plan_segment, segment_change, to_millis, token_audit, validate_token_name,
+    Batch, ChangeQuery, FlagReader, FlagWriter, Role, TokenRecord, TokenStore, UsageStore, Write,
+    check_attributes, flags_using, from_millis, now, plan_segment, segment_change, to_millis, token_audit,
+    validate_token_name,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -599,7 +600,7 @@ async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreE
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl FlagReader for SqlStore {
     async fn load(&self) -> Result<StoreState, StoreError> {
         let pool = self.ready().await?;
         let mut tx = pool.begin().await?;
@@ -686,6 +687,31 @@ impl Store for SqlStore {
         Ok(seq as u64)
     }
 
+    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments ORDER BY key"))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(segment_from_row)
+            .collect()
+    }
+
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        let pool = self.ready().await?;
+        let mut conn = pool.acquire().await?;
+        declared_attributes(&mut conn).await
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let rx = self.inner.signal.subscribe();
+        self.ensure_listener();
+        rx
+    }
+}
+
+#[async_trait]
+impl FlagWriter for SqlStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         let who = (write.actor.as_str(), write.reason.as_deref());
         Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
@@ -745,6 +771,88 @@ impl Store for SqlStore {
             .transpose()
     }
 
+    async fn put_segment(
+        &self,
+        key: &str,
+        definition: SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let declared = declared_attributes(&mut tx).await?;
+        check_attributes(key, definition.attributes(), &declared)?;
+        let current = fetch_segment(&mut tx, key).await?;
+        let Some(record) = plan_segment(key, definition, current.as_ref(), expected_version, now())? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO ff_segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, version = excluded.version, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(serde_json::to_string(&record.definition).unwrap_or_else(|_| "{}".into()))
+        .bind(record.version as i64)
+        .bind(to_millis(record.created_at))
+        .bind(to_millis(record.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        let change = segment_change(seq, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
+        self.record(&mut tx, &change).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(Some(change))
+    }
+
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        let seq = next_seq(&mut tx).await?;
+        let current =
+            fetch_segment(&mut tx, key).await?.ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))?;
+        let flags = sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 AND targeting LIKE '%in_segment%'"
+        ))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(flag_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let users = flags_using(&flags, key);
+        if !users.is_empty() {
+            return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
+        }
+        sqlx::query("DELETE FROM ff_segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
+        let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
+        self.record(&mut tx, &change).await?;
+        tx.commit().await?;
+        self.inner.signal.send_modify(|n| *n += 1);
+        Ok(change)
+    }
+
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let pool = self.ready().await?;
+        let mut added = Vec::new();
+        for name in names {
+            let done = sqlx::query(
+                "INSERT INTO ff_attributes (name, declared_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(to_millis(now()))
+            .execute(pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                added.push(name.clone());
+            }
+        }
+        Ok(added)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlStore {
     async fn create_token(
         &self,
         token: TokenRecord,
@@ -829,102 +937,10 @@ impl Store for SqlStore {
         self.inner.signal.send_modify(|n| *n += 1);
         Ok(token)
     }
+}
 
-    async fn segments(&self) -> Result<Vec<SegmentRecord>, StoreError> {
-        let pool = self.ready().await?;
-        sqlx::query(&format!("SELECT {SEGMENT_COLUMNS} FROM ff_segments ORDER BY key"))
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(segment_from_row)
-            .collect()
-    }
-
-    async fn put_segment(
-        &self,
-        key: &str,
-        definition: SegmentDef,
-        expected_version: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let declared = declared_attributes(&mut tx).await?;
-        check_attributes(key, definition.attributes(), &declared)?;
-        let current = fetch_segment(&mut tx, key).await?;
-        let Some(record) = plan_segment(key, definition, current.as_ref(), expected_version, now())? else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "INSERT INTO ff_segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, version = excluded.version, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(key)
-        .bind(serde_json::to_string(&record.definition).unwrap_or_else(|_| "{}".into()))
-        .bind(record.version as i64)
-        .bind(to_millis(record.created_at))
-        .bind(to_millis(record.updated_at))
-        .execute(&mut *tx)
-        .await?;
-        let change = segment_change(seq, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
-        self.record(&mut tx, &change).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(Some(change))
-    }
-
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let current =
-            fetch_segment(&mut tx, key).await?.ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))?;
-        let flags = sqlx::query(&format!(
-            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 AND targeting LIKE '%in_segment%'"
-        ))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(flag_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        let users = flags_using(&flags, key);
-        if !users.is_empty() {
-            return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
-        }
-        sqlx::query("DELETE FROM ff_segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
-        let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
-        self.record(&mut tx, &change).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(change)
-    }
-
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        let pool = self.ready().await?;
-        let mut conn = pool.acquire().await?;
-        declared_attributes(&mut conn).await
-    }
-
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        let pool = self.ready().await?;
-        let mut added = Vec::new();
-        for name in names {
-            let done = sqlx::query(
-                "INSERT INTO ff_attributes (name, declared_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(to_millis(now()))
-            .execute(pool)
-            .await?;
-            if done.rows_affected() > 0 {
-                added.push(name.clone());
-            }
-        }
-        Ok(added)
-    }
-
+#[async_trait]
+impl UsageStore for SqlStore {
     async fn record_usage(
         &self,
         counts: &[ff_core::UsageCount],
@@ -1010,12 +1026,6 @@ impl Store for SqlStore {
                 })
             })
             .collect()
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        let rx = self.inner.signal.subscribe();
-        self.ensure_listener();
-        rx
     }
 }
 

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ff_core::{Change, FlagRecord, OverrideRecord, StoreState};
-use ff_store::{Batch, ChangeQuery, MemoryStore, Store, StoreError, TokenRecord, Write};
+use ff_store::{
+    Batch, ChangeQuery, FlagReader, FlagWriter, MemoryStore, StoreError, TokenRecord, TokenStore, UsageStore,
+    Write,
+};
 use tokio::sync::watch;
 
 type Hook = Arc<dyn Fn(&'static str) -> Result<(), StoreError> + Send + Sync>;
@@ -31,7 +34,7 @@ impl Hooked {
 }
 
 #[async_trait]
-impl Store for Hooked {
+impl FlagReader for Hooked {
     async fn load(&self) -> Result<StoreState, StoreError> {
         (self.hook)("load")?;
         self.inner.load().await
@@ -56,6 +59,21 @@ impl Store for Hooked {
         (self.hook)("latest_seq")?;
         self.inner.latest_seq().await
     }
+    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
+        (self.hook)("segments")?;
+        self.inner.segments().await
+    }
+    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
+        (self.hook)("attributes")?;
+        self.inner.attributes().await
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}
+
+#[async_trait]
+impl FlagWriter for Hooked {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         self.inner.write(write).await
     }
@@ -70,6 +88,26 @@ impl Store for Hooked {
         (self.hook)("change")?;
         self.inner.change(seq).await
     }
+    async fn put_segment(
+        &self,
+        key: &str,
+        def: ff_core::SegmentDef,
+        expected: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<Change>, StoreError> {
+        self.inner.put_segment(key, def, expected, who).await
+    }
+    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
+        self.inner.delete_segment(key, who).await
+    }
+    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        (self.hook)("declare_attributes")?;
+        self.inner.declare_attributes(names).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for Hooked {
     async fn create_token(
         &self,
         t: TokenRecord,
@@ -92,30 +130,10 @@ impl Store for Hooked {
     ) -> Result<TokenRecord, StoreError> {
         self.inner.revoke_token(name, actor, why).await
     }
-    async fn segments(&self) -> Result<Vec<ff_core::SegmentRecord>, StoreError> {
-        (self.hook)("segments")?;
-        self.inner.segments().await
-    }
-    async fn put_segment(
-        &self,
-        key: &str,
-        def: ff_core::SegmentDef,
-        expected: Option<u64>,
-        who: (&str, Option<&str>),
-    ) -> Result<Option<Change>, StoreError> {
-        self.inner.put_segment(key, def, expected, who).await
-    }
-    async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        self.inner.delete_segment(key, who).await
-    }
-    async fn attributes(&self) -> Result<Vec<String>, StoreError> {
-        (self.hook)("attributes")?;
-        self.inner.attributes().await
-    }
-    async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        (self.hook)("declare_attributes")?;
-        self.inner.declare_attributes(names).await
-    }
+}
+
+#[async_trait]
+impl UsageStore for Hooked {
     async fn record_usage(
         &self,
         counts: &[ff_core::UsageCount],
@@ -132,8 +150,5 @@ impl Store for Hooked {
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         (self.hook)("unknown_flags")?;
         self.inner.unknown_flags().await
-    }
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.subscribe()
     }
 }
