@@ -206,8 +206,11 @@ pub(crate) async fn list_flags(
 ) -> ApiResult {
     caller.require(Role::Viewer)?;
     let Query(q) = query?;
-    let store = admin.store();
-    let flags = store.list_flags().await?;
+    // Live flags from the snapshot when there is one; archived ones only the store has.
+    let flags = match q.archived {
+        Some(true) => admin.store().list_flags().await?,
+        _ => admin.live_flags().await?,
+    };
     let counts = admin.override_counts().await?;
     let now = OffsetDateTime::now_utc();
     let stale = stale_report(&admin, &flags, admin.default_stale_rules(), now).await?;

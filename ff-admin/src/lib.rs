@@ -143,6 +143,16 @@ impl Admin {
         }
     }
 
+    /// Every live flag, by key: the source's snapshot, or the store.
+    pub(crate) async fn live_flags(&self) -> Result<Vec<ff_core::FlagRecord>, StoreError> {
+        let mut flags = match &self.inner.source {
+            Some(source) => source.snapshot().flags().cloned().collect(),
+            None => self.inner.store.list_flags().await?.into_iter().filter(|f| !f.archived).collect::<Vec<_>>(),
+        };
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(flags)
+    }
+
     /// How many users override each flag: from the source's snapshot, or one pass
     /// over the store's overrides.
     pub(crate) async fn override_counts(

@@ -346,8 +346,7 @@ pub(crate) async fn list(
     visitor: Visitor,
     Query(f): Query<ListForm>,
 ) -> Response {
-    let store = admin.store();
-    let (flags, counts) = match (store.list_flags().await, admin.override_counts().await) {
+    let (flags, counts) = match (admin.live_flags().await, admin.override_counts().await) {
         (Ok(f), Ok(c)) => (f, c),
         (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
     };

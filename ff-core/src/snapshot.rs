@@ -112,6 +112,8 @@ impl Slot {
 struct UserTable {
     /// Empty (no allocation) until the first user is put.
     shards: Box<[Arc<UserShard>]>,
+    /// Users with an override, by flag slot: listings read it without walking the users.
+    per_slot: Vec<u32>,
 }
 
 const USER_SHARDS: usize = 256;
@@ -161,6 +163,22 @@ impl UserTable {
             self.shards = (0..USER_SHARDS).map(|_| Arc::default()).collect();
         }
         let hash = id_hash(user);
+        let old: Vec<u32> = self
+            .find(user, hash)
+            .and_then(|i| self.entry(UserRef(i)))
+            .map(|e| e.slots.to_vec())
+            .unwrap_or_default();
+        for slot in old {
+            if let Some(n) = self.per_slot.get_mut(slot as usize) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        for &slot in entry.iter().flat_map(|e| e.slots.iter()) {
+            if self.per_slot.len() <= slot as usize {
+                self.per_slot.resize(slot as usize + 1, 0);
+            }
+            self.per_slot[slot as usize] += 1;
+        }
         if let Some(shard) = self.shards.get_mut(shard_of(hash)) {
             Arc::make_mut(shard).put(user, hash, entry);
         }
@@ -397,18 +415,13 @@ impl Snapshot {
         }
     }
 
-    /// How many users override each flag that has overrides: one pass over the
-    /// overrides, not one per flag.
+    /// How many users override each flag that has overrides (kept as overrides
+    /// change: no walk over the users).
     pub fn override_counts(&self) -> HashMap<&str, usize> {
-        let mut per_slot = vec![0usize; self.flags.slots.len()];
-        let entries = self.users.shards.iter().flat_map(|s| s.entries.iter().flatten());
-        for slot in entries.flat_map(|e| e.slots.iter()) {
-            if let Some(n) = per_slot.get_mut(*slot as usize) {
-                *n += 1;
-            }
-        }
-        let slots = self.flags.slots.iter().zip(per_slot).filter(|(_, n)| *n > 0);
-        slots.filter_map(|(s, n)| Some((s.as_ref()?.key.as_str(), n))).collect()
+        let counts = self.users.per_slot.iter().enumerate().filter(|(_, n)| **n > 0);
+        counts
+            .filter_map(|(slot, n)| Some((self.flags.slot(slot as u32)?.key.as_str(), *n as usize)))
+            .collect()
     }
 
     /// The full state this snapshot was built from (for saving to disk).
@@ -978,6 +991,47 @@ mod tests {
             let want = (i % 3 != 0).then_some(Value::Bool(i % 2 == 0));
             assert_eq!(value, want, "{user}");
         }
+    }
+
+    #[test]
+    fn override_counts_follow_sets_deletes_and_archives() {
+        let flags = ["A", "B"].map(|k| FlagRecord::new(k, Value::Bool(true))).to_vec();
+        let o = |key: &str, user: &str| OverrideRecord {
+            key: key.into(),
+            user_id: user.into(),
+            value: false.into(),
+        };
+        let overrides = vec![o("A", "u1"), o("A", "u2"), o("B", "u1")];
+        let s = Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() });
+        let counts = |s: &Snapshot| {
+            let mut c: Vec<(String, usize)> =
+                s.override_counts().into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+            c.sort();
+            c
+        };
+        assert_eq!(counts(&s), [("A".to_owned(), 2), ("B".to_owned(), 1)]);
+        let change = |seq, action, key: &str, subject: Option<&str>, after| Change {
+            seq,
+            at: OffsetDateTime::UNIX_EPOCH,
+            actor: "t".into(),
+            action,
+            key: key.into(),
+            subject: subject.map(str::to_owned),
+            before: None,
+            after,
+            reason: None,
+            batch_end: None,
+        };
+        let s = s
+            .apply(&[
+                change(2, Action::OverrideDelete, "A", Some("u2"), None),
+                change(3, Action::OverrideSet, "B", Some("u3"), Some(false.into())),
+                change(4, Action::OverrideSet, "B", Some("u3"), Some(true.into())),
+            ])
+            .unwrap();
+        assert_eq!(counts(&s), [("A".to_owned(), 1), ("B".to_owned(), 2)]);
+        let s = s.apply(&[change(5, Action::FlagArchive, "B", None, None)]).unwrap();
+        assert_eq!(counts(&s), [("A".to_owned(), 1)]);
     }
 
     #[test]

@@ -116,6 +116,14 @@ proptest! {
             let full = Snapshot::from_state(&store.load().await.unwrap());
             assert_eq!(snapshot.to_state(), full.to_state());
             assert_eq!(snapshot.users_with_overrides(), full.users_with_overrides());
+            // Override counts kept per change agree with a count of the full state.
+            let mut counted = std::collections::HashMap::new();
+            for o in full.to_state().overrides {
+                *counted.entry(o.key).or_insert(0) += 1;
+            }
+            let kept: std::collections::HashMap<String, usize> =
+                snapshot.override_counts().into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
+            assert_eq!(kept, counted);
             for u in (0..2_000).step_by(37) {
                 let ctx = EvalContext::user(format!("user-{u}"));
                 for key in keys {
