@@ -326,86 +326,21 @@ pub(crate) async fn create_flag(
     Ok(with_etag(StatusCode::CREATED, flag.version, json!({ "flag": flag })))
 }
 
-/// One change of a batch, as JSON: `op`, `key`, and the fields that op takes.
+/// One change of a batch ([`ff_api::BatchOp`]), as the store takes it; a new flag
+/// without an expiry gets its kind's default, as `PUT /flags/{key}` gives it.
 fn batch_mutation(admin: &Admin, index: usize, item: Value) -> Result<Mutation, AdminError> {
-    let bad = |message: String| AdminError::InvalidBody {
+    let op: ff_api::BatchOp = serde_json::from_value(item).map_err(|e| AdminError::InvalidBody {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        message: format!("changes[{index}]: {message}"),
-    };
-    let Value::Object(mut item) = item else { return Err(bad("must be a JSON object".into())) };
-    let op = match item.remove("op") {
-        Some(Value::String(op)) => op,
-        _ => {
-            return Err(bad(
-                "needs `op`: create, update, archive, restore, set_override or delete_override".into()
-            ));
-        }
-    };
-    let key = match item.remove("key") {
-        Some(Value::String(key)) => key,
-        _ => return Err(bad("needs `key`, a string".into())),
-    };
-    let version = match item.remove("version") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| bad(format!("`version` must be a flag version, got {v}")))?),
-    };
-    let only = |item: &Map<String, Value>, allowed: &[&str]| match item
-        .keys()
-        .find(|k| !allowed.contains(&k.as_str()))
-    {
-        Some(field) => {
-            Err(bad(format!("field {field:?} is not part of {op:?}; it takes {}", allowed.join(", "))))
-        }
-        None => Ok(()),
-    };
-    let no_version = |what: &str| match version {
-        Some(_) => Err(bad(format!("{what} takes no `version`"))),
-        None => Ok(()),
-    };
-    Ok(match op.as_str() {
-        "create" => {
-            no_version("create")?;
-            item.insert("key".into(), Value::String(key));
-            let mut def: FlagDef =
-                serde_json::from_value(Value::Object(item)).map_err(|e| bad(e.to_string()))?;
+        message: format!("changes[{index}]: {e}"),
+    })?;
+    Ok(match op {
+        ff_api::BatchOp::Create(mut def) => {
             if def.meta.expires_at.is_none() {
                 def.meta.expires_at = default_expiry(&def, admin.lifetimes_ref(), OffsetDateTime::now_utc());
             }
             Mutation::CreateFlag { def, if_missing: false }
         }
-        "update" => {
-            only(&item, PATCHABLE)?;
-            let patch = serde_json::from_value(Value::Object(item)).map_err(|e| bad(e.to_string()))?;
-            Mutation::UpdateFlag { key, patch, expected_version: version }
-        }
-        "archive" => {
-            only(&item, &[])?;
-            Mutation::ArchiveFlag { key, expected_version: version }
-        }
-        "restore" => {
-            only(&item, &[])?;
-            no_version("restore")?;
-            Mutation::RestoreFlag { key }
-        }
-        "set_override" | "delete_override" => {
-            no_version(&op)?;
-            let user_id = match item.remove("user_id") {
-                Some(Value::String(u)) => u,
-                _ => return Err(bad("needs `user_id`, a string".into())),
-            };
-            if op == "delete_override" {
-                only(&item, &[])?;
-                return Ok(Mutation::DeleteOverride { key, user_id });
-            }
-            let value = item.remove("value").ok_or_else(|| bad("needs `value`".into()))?;
-            only(&item, &[])?;
-            Mutation::SetOverride { key, user_id, value }
-        }
-        other => {
-            return Err(bad(format!(
-                "unknown op {other:?}; expected create, update, archive, restore, set_override or delete_override"
-            )));
-        }
+        op => op.into(),
     })
 }
 
@@ -450,7 +385,7 @@ pub(crate) async fn batch(
         Some(c) => c.seq,
         None => admin.store().latest_seq().await?,
     };
-    Ok(Json(json!({ "changes": changes, "seq": seq })).into_response())
+    Ok(Json(ff_api::BatchResponse { changes, seq }).into_response())
 }
 
 fn optional_reason(body: &Bytes) -> Result<Option<String>, AdminError> {

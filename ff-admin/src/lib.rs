@@ -147,7 +147,9 @@ impl Admin {
     pub(crate) async fn live_flags(&self) -> Result<Vec<ff_core::FlagRecord>, StoreError> {
         let mut flags = match &self.inner.source {
             Some(source) => source.snapshot().flags().cloned().collect(),
-            None => self.inner.store.list_flags().await?.into_iter().filter(|f| !f.archived).collect::<Vec<_>>(),
+            None => {
+                self.inner.store.list_flags().await?.into_iter().filter(|f| !f.archived).collect::<Vec<_>>()
+            }
         };
         flags.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(flags)

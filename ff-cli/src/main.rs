@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use ff_api::{BatchOp, BatchRequest};
 use ff_store::Role;
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
@@ -157,15 +158,6 @@ enum SegmentCommand {
 /// Fields `ff import` changes on existing flags, in the order it applies them.
 const IMPORTED: &[&str] = ff_store::FlagPatch::EDITABLE;
 
-/// One change `ff import` makes.
-#[derive(Debug)]
-enum Step {
-    Create { key: String, body: Value },
-    Patch { key: String, version: Option<u64>, fields: serde_json::Map<String, Value> },
-    SetOverride { key: String, user: String, value: Value },
-    DeleteOverride { key: String, user: String },
-}
-
 /// Equal as the store sees it: targeting as parsed (defaults filled in), numbers by
 /// value, so `60` in a file equals a stored `60.0`.
 fn same_field(field: &str, a: &Value, b: &Value) -> bool {
@@ -187,7 +179,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 /// The steps that make `current` (an export) match `wanted` (a file), and notes.
-fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Vec<String>)> {
+fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<BatchOp>, Vec<String>)> {
     let Some(flags) = wanted.get("flags").and_then(Value::as_array) else {
         bail!("the file needs a top-level `flags:` list (as `ff export` writes)");
     };
@@ -205,12 +197,13 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
             let mut body = w.clone();
             if let Some(obj) = body.as_object_mut() {
                 obj.remove("overrides");
-                obj.remove("key");
                 obj.remove("version");
             }
-            steps.push(Step::Create { key: key.clone(), body });
+            let def =
+                serde_json::from_value(body).with_context(|| format!("{key}: not a flag `ff` can create"))?;
+            steps.push(BatchOp::Create(def));
             for (user, value) in overrides.and_then(Value::as_object).into_iter().flatten() {
-                steps.push(Step::SetOverride { key: key.clone(), user: user.clone(), value: value.clone() });
+                steps.push(set_override(&key, user, value));
             }
             continue;
         };
@@ -235,21 +228,19 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
             }
         }
         if !fields.is_empty() {
-            steps.push(Step::Patch { key: key.clone(), version: c["version"].as_u64(), fields });
+            let patch = serde_json::from_value(Value::Object(fields))
+                .with_context(|| format!("{key}: bad fields"))?;
+            steps.push(BatchOp::Update { key: key.clone(), version: c["version"].as_u64(), patch });
         }
         if let Some(wanted) = overrides.and_then(Value::as_object) {
             let now = c["overrides"].as_object().cloned().unwrap_or_default();
             for (user, value) in wanted {
                 if !now.get(user).is_some_and(|v| same(v, value)) {
-                    steps.push(Step::SetOverride {
-                        key: key.clone(),
-                        user: user.clone(),
-                        value: value.clone(),
-                    });
+                    steps.push(set_override(&key, user, value));
                 }
             }
             for user in now.keys().filter(|u| !wanted.contains_key(*u)) {
-                steps.push(Step::DeleteOverride { key: key.clone(), user: user.clone() });
+                steps.push(BatchOp::DeleteOverride { key: key.clone(), user_id: user.clone() });
             }
         }
     }
@@ -264,60 +255,40 @@ fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<Step>, Ve
     Ok((steps, notes))
 }
 
-fn describe(step: &Step, current: &Value) -> String {
+fn set_override(key: &str, user: &str, value: &Value) -> BatchOp {
+    BatchOp::SetOverride { key: key.to_owned(), user_id: user.to_owned(), value: value.clone() }
+}
+
+fn describe(step: &BatchOp, current: &Value) -> String {
     match step {
-        Step::Create { key, body } => format!("+ create {key} ({}) = {}", text(&body["type"]), body["value"]),
-        Step::Patch { key, fields, .. } => {
+        BatchOp::Create(def) => format!("+ create {} ({}) = {}", def.key, def.value_type, def.value),
+        BatchOp::Update { key, patch, .. } => {
             let flag = current["flags"].as_array().and_then(|f| f.iter().find(|f| f["key"] == key.as_str()));
+            let fields = serde_json::to_value(patch).unwrap_or_default();
             fields
-                .iter()
+                .as_object()
+                .into_iter()
+                .flatten()
                 .map(|(k, v)| {
                     format!("~ {key} {k}: {} -> {v}", flag.map(|f| f[k].to_string()).unwrap_or_default())
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
         }
-        Step::SetOverride { key, user, value } => format!("+ {key} override {user} = {value}"),
-        Step::DeleteOverride { key, user } => format!("- {key} override {user}"),
-    }
-}
-
-/// A step as one change of a `POST /api/batch`. An update carries the version the
-/// plan saw, so a flag changed since makes the whole batch fail instead of being overwritten.
-fn batch_change(step: &Step) -> Value {
-    match step {
-        Step::Create { key, body } => {
-            let mut item = body.clone();
-            if let Some(obj) = item.as_object_mut() {
-                obj.insert("op".into(), "create".into());
-                obj.insert("key".into(), key.as_str().into());
-            }
-            item
-        }
-        Step::Patch { key, version, fields } => {
-            let mut item = fields.clone();
-            item.insert("op".into(), "update".into());
-            item.insert("key".into(), key.as_str().into());
-            if let Some(v) = version {
-                item.insert("version".into(), (*v).into());
-            }
-            Value::Object(item)
-        }
-        Step::SetOverride { key, user, value } => {
-            json!({ "op": "set_override", "key": key, "user_id": user, "value": value })
-        }
-        Step::DeleteOverride { key, user } => json!({ "op": "delete_override", "key": key, "user_id": user }),
+        BatchOp::SetOverride { key, user_id, value } => format!("+ {key} override {user_id} = {value}"),
+        BatchOp::DeleteOverride { key, user_id } => format!("- {key} override {user_id}"),
+        other => format!("* {} {}", other.key(), serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
 /// Batches of changes within the server's limits (1,000 changes, 256 KiB bodies).
-fn chunks(changes: Vec<Value>) -> Vec<Vec<Value>> {
+fn chunks(changes: Vec<BatchOp>) -> Vec<Vec<BatchOp>> {
     const MAX_CHANGES: usize = 1000;
     const MAX_BYTES: usize = 200 * 1024;
-    let mut out: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut out: Vec<Vec<BatchOp>> = vec![Vec::new()];
     let mut bytes = 0;
     for c in changes {
-        let size = c.to_string().len();
+        let size = serde_json::to_string(&c).map_or(0, |t| t.len());
         let last = out.last_mut().expect("starts with one batch");
         if !last.is_empty() && (last.len() == MAX_CHANGES || bytes + size > MAX_BYTES) {
             out.push(Vec::new());
@@ -766,10 +737,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{} change(s){tail}", steps.len());
                 return Ok(());
             }
-            let batches = chunks(steps.iter().map(batch_change).collect());
+            let count = steps.len();
+            let batches = chunks(steps);
             let total = batches.len();
             for (i, changes) in batches.into_iter().enumerate() {
-                let body = json!({ "changes": changes, "reason": reason });
+                let body = serde_json::to_value(BatchRequest { changes, reason: Some(reason.clone()) })?;
                 api.call(Method::POST, &["batch"], &[], Some(body), None).await.with_context(|| {
                     if total == 1 {
                         "nothing was written".to_owned()
@@ -778,7 +750,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 })?;
             }
-            println!("{} change(s) applied", steps.len());
+            println!("{count} change(s) applied");
         }
         Command::Segments => {
             let body = api.get(&["segments"], &[]).await?;

@@ -1,0 +1,228 @@
+//! ff-api: the admin API's request and response types, one definition shared by the
+//! admin (which parses them), the `ff` CLI (which builds them) and tests. No HTTP.
+
+#![forbid(unsafe_code)]
+
+use ff_core::{Change, FlagDef};
+use ff_store::{FlagPatch, Mutation};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+/// The ops a batch takes, for messages.
+const OPS: &str = "create, update, archive, restore, set_override or delete_override";
+
+/// One change of `POST /admin/api/batch`, as JSON `{"op": ..., "key": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BatchOp {
+    /// Creates a flag (its fields as `PUT /flags/{key}` takes them).
+    Create(FlagDef),
+    /// Changes fields of a flag; with `version`, only if the flag is still at it.
+    Update {
+        /// The flag.
+        key: String,
+        /// The version the change is based on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        /// What to change.
+        #[serde(flatten)]
+        patch: FlagPatch,
+    },
+    /// Archives a flag.
+    Archive {
+        /// The flag.
+        key: String,
+        /// The version the change is based on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+    },
+    /// Restores an archived flag.
+    Restore {
+        /// The flag.
+        key: String,
+    },
+    /// Sets one user's value.
+    SetOverride {
+        /// The flag.
+        key: String,
+        /// The user.
+        user_id: String,
+        /// The value, JSON of the flag's type.
+        value: Value,
+    },
+    /// Removes one user's value.
+    DeleteOverride {
+        /// The flag.
+        key: String,
+        /// The user.
+        user_id: String,
+    },
+}
+
+impl BatchOp {
+    /// The flag it changes.
+    pub fn key(&self) -> &str {
+        match self {
+            BatchOp::Create(def) => &def.key,
+            BatchOp::Update { key, .. }
+            | BatchOp::Archive { key, .. }
+            | BatchOp::Restore { key }
+            | BatchOp::SetOverride { key, .. }
+            | BatchOp::DeleteOverride { key, .. } => key,
+        }
+    }
+}
+
+impl From<BatchOp> for Mutation {
+    fn from(op: BatchOp) -> Mutation {
+        match op {
+            BatchOp::Create(def) => Mutation::CreateFlag { def, if_missing: false },
+            BatchOp::Update { key, version, patch } => {
+                Mutation::UpdateFlag { key, patch, expected_version: version }
+            }
+            BatchOp::Archive { key, version } => Mutation::ArchiveFlag { key, expected_version: version },
+            BatchOp::Restore { key } => Mutation::RestoreFlag { key },
+            BatchOp::SetOverride { key, user_id, value } => Mutation::SetOverride { key, user_id, value },
+            BatchOp::DeleteOverride { key, user_id } => Mutation::DeleteOverride { key, user_id },
+        }
+    }
+}
+
+/// Parsed by hand around serde so each refusal names the field and the op.
+impl<'de> Deserialize<'de> for BatchOp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Value::Object(mut item) = Value::deserialize(d)? else {
+            return Err(D::Error::custom("must be a JSON object"));
+        };
+        let op = match item.remove("op") {
+            Some(Value::String(op)) => op,
+            _ => return Err(D::Error::custom(format!("needs `op`: {OPS}"))),
+        };
+        parse_op(&op, item).map_err(D::Error::custom)
+    }
+}
+
+fn parse_op(op: &str, mut item: Map<String, Value>) -> Result<BatchOp, String> {
+    let key = match item.remove("key") {
+        Some(Value::String(key)) => key,
+        _ => return Err("needs `key`, a string".into()),
+    };
+    let version = match item.remove("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| format!("`version` must be a flag version, got {v}"))?),
+    };
+    let no_version = || match version {
+        Some(_) => Err(format!("{op} takes no `version`")),
+        None => Ok(()),
+    };
+    let only = |item: &Map<String, Value>, allowed: &[&str]| match item
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()))
+    {
+        Some(field) => Err(format!("field {field:?} is not part of {op:?}; it takes {}", allowed.join(", "))),
+        None => Ok(()),
+    };
+    let user_id = |item: &mut Map<String, Value>| match item.remove("user_id") {
+        Some(Value::String(u)) => Ok(u),
+        _ => Err("needs `user_id`, a string".to_owned()),
+    };
+    Ok(match op {
+        "create" => {
+            no_version()?;
+            item.insert("key".into(), Value::String(key));
+            BatchOp::Create(serde_json::from_value(Value::Object(item)).map_err(|e| e.to_string())?)
+        }
+        "update" => {
+            only(&item, FlagPatch::EDITABLE)?;
+            let patch = serde_json::from_value(Value::Object(item)).map_err(|e| e.to_string())?;
+            BatchOp::Update { key, version, patch }
+        }
+        "archive" => {
+            only(&item, &[])?;
+            BatchOp::Archive { key, version }
+        }
+        "restore" => {
+            only(&item, &[])?;
+            no_version()?;
+            BatchOp::Restore { key }
+        }
+        "set_override" => {
+            no_version()?;
+            let user_id = user_id(&mut item)?;
+            let value = item.remove("value").ok_or("needs `value`")?;
+            only(&item, &[])?;
+            BatchOp::SetOverride { key, user_id, value }
+        }
+        "delete_override" => {
+            no_version()?;
+            let user_id = user_id(&mut item)?;
+            only(&item, &[])?;
+            BatchOp::DeleteOverride { key, user_id }
+        }
+        other => return Err(format!("unknown op {other:?}; expected {OPS}")),
+    })
+}
+
+/// The body of `POST /admin/api/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchRequest {
+    /// The changes, in order; at most [`ff_store::Batch::MAX`].
+    pub changes: Vec<BatchOp>,
+    /// Why: recorded in every change row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to `POST /admin/api/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The change rows written (no-op changes write none).
+    pub changes: Vec<Change>,
+    /// The store's seq after the batch.
+    pub seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ops_round_trip_through_json() {
+        let ops = [
+            json!({"op": "create", "key": "NEW", "type": "bool", "value": true}),
+            json!({"op": "update", "key": "A", "version": 3, "value": 5, "targeting": {"rules": []}}),
+            json!({"op": "archive", "key": "A"}),
+            json!({"op": "restore", "key": "A"}),
+            json!({"op": "set_override", "key": "A", "user_id": "u1", "value": 1}),
+            json!({"op": "delete_override", "key": "A", "user_id": "u1"}),
+        ];
+        for json in ops {
+            let op: BatchOp = serde_json::from_value(json.clone()).unwrap();
+            let again: BatchOp = serde_json::from_value(serde_json::to_value(&op).unwrap()).unwrap();
+            assert_eq!(op, again, "{json}");
+            assert_eq!(op.key(), json["key"].as_str().unwrap());
+        }
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        for (json, message) in [
+            (json!({"key": "A"}), "needs `op`"),
+            (json!({"op": "upsert", "key": "A"}), "unknown op \"upsert\""),
+            (json!({"op": "update", "value": 1}), "needs `key`"),
+            (json!({"op": "update", "key": "A", "schema": {}}), "field \"schema\" is not part of \"update\""),
+            (
+                json!({"op": "create", "key": "A", "version": 1, "type": "bool", "value": true}),
+                "create takes no",
+            ),
+            (json!({"op": "set_override", "key": "A", "user_id": "u"}), "needs `value`"),
+            (json!(7), "must be a JSON object"),
+        ] {
+            let e = serde_json::from_value::<BatchOp>(json.clone()).unwrap_err().to_string();
+            assert!(e.contains(message), "{json}: {e}");
+        }
+    }
+}
