@@ -365,33 +365,21 @@ pub(crate) async fn list(
     let rows: String = flags
         .iter()
         .filter(|x| !x.archived)
-        .filter(|x| q.is_empty() || x.key.to_lowercase().contains(&q) || x.description.to_lowercase().contains(&q))
+        .filter(|x| {
+            q.is_empty() || x.key.to_lowercase().contains(&q) || x.description.to_lowercase().contains(&q)
+        })
         .filter(|x| f.tag.is_empty() || x.meta.tags.contains(&f.tag))
         .filter(|x| f.owner.is_empty() || x.meta.owner == f.owner)
         .filter(|x| f.stale.is_empty() || stale_by_key.contains_key(x.key.as_str()))
         .map(|x| {
-            let n = counts.get(&x.key).copied().unwrap_or(0);
-            let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
             let (daily, last) = usage.get(&x.key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
-            let why = stale_by_key
-                .get(x.key.as_str())
-                .map(|s| {
-                    let r: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
-                    format!(" <span class=\"off\">stale: {}</span>", r.join(", "))
-                })
-                .unwrap_or_default();
-            format!(
-                "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a>{why}<div class=\"muted\">{}</div></td><td>{}</td>\
-                 <td><code>{}</code></td><td>{switch}</td><td>{n}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                visitor.base,
-                seg(&x.key),
-                esc(&x.key),
-                esc(&x.description),
-                x.value_type,
-                esc(&x.value.to_string()),
-                sparkline(&days, daily, last),
-                esc(&x.meta.owner),
-                esc(&x.meta.tags.join(", ")),
+            let n = counts.get(&x.key).copied().unwrap_or(0);
+            flag_row(
+                &visitor,
+                x,
+                n,
+                stale_by_key.get(x.key.as_str()).copied(),
+                &sparkline(&days, daily, last),
             )
         })
         .collect();
@@ -410,6 +398,36 @@ pub(crate) async fn list(
         base = visitor.base,
     );
     visitor.page("Flags", &body)
+}
+
+/// One flag of the list: key (and why it is stale), type, value, switch, overrides,
+/// evaluations, owner and tags.
+fn flag_row(
+    visitor: &Visitor,
+    x: &FlagRecord,
+    overrides: usize,
+    stale: Option<&ff_core::StaleFlag>,
+    sparkline: &str,
+) -> String {
+    let switch = if x.enabled { "<span class=\"on\">on</span>" } else { "<span class=\"off\">OFF</span>" };
+    let why = stale
+        .map(|s| {
+            let r: Vec<&str> = s.reasons.iter().map(|r| r.as_str()).collect();
+            format!(" <span class=\"off\">stale: {}</span>", r.join(", "))
+        })
+        .unwrap_or_default();
+    format!(
+        "<tr><td><a href=\"{}/flags/{}\"><code>{}</code></a>{why}<div class=\"muted\">{}</div></td><td>{}</td>\
+         <td><code>{}</code></td><td>{switch}</td><td>{overrides}</td><td>{sparkline}</td><td>{}</td><td>{}</td></tr>",
+        visitor.base,
+        seg(&x.key),
+        esc(&x.key),
+        esc(&x.description),
+        x.value_type,
+        esc(&x.value.to_string()),
+        esc(&x.meta.owner),
+        esc(&x.meta.tags.join(", ")),
+    )
 }
 
 /// Evaluations per day as an inline SVG line, with the numbers in its title and
@@ -596,7 +614,51 @@ pub(crate) async fn flag_page(
     };
     let (base, k, csrf) = (&visitor.base, seg(&key), csrf_field(&visitor));
     let version = flag.version;
-    let switch = if flag.archived {
+    let switch = switch_form(&visitor, &flag);
+    let override_rows = override_rows(&visitor, &key, &overrides);
+    let history_rows = history_rows(&visitor, &key, &history);
+    let (days, usage) = match crate::api::daily_usage(&admin, 30).await {
+        Ok(u) => u,
+        Err(e) => return visitor.fail(e),
+    };
+    let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
+    let lifecycle = lifecycle(&flag, &sparkline(&days, daily, last));
+    let body = format!(
+        "<h1><code>{}</code></h1><p>{}</p>\
+         <section><h2>Switch</h2>{switch}</section>\
+         <section><h2>Value</h2><p>Everyone without an override gets <code id=\"current-value\">{}</code> ({}).</p>\
+         <form method=\"post\" action=\"{base}/flags/{k}/value\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
+         {} <input name=\"reason\" placeholder=\"reason\"> <button>Save value</button></form>\
+         <p class=\"muted\">owner {} · tags {} · ticket {} · version {version}</p>{lifecycle}</section>\
+         <section><h2>Targeting</h2><p class=\"muted\">Rules (first match wins), then the split, then the schedule's step in force; \
+         weights are basis points (100% = 10000). Everyone else gets the value above.</p>\
+         <form method=\"post\" action=\"{base}/flags/{k}/targeting\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
+         <textarea name=\"targeting\" rows=\"8\" cols=\"90\" spellcheck=\"false\">{}</textarea><br>\
+         <input name=\"reason\" placeholder=\"reason\"> <button>Save targeting</button></form></section>\
+         <section><h2>Overrides ({})</h2><table><tr><th>User</th><th>Value</th><th></th></tr>{override_rows}</table>\
+         <form method=\"post\" action=\"{base}/flags/{k}/overrides\" style=\"margin-top:.6rem\">{csrf}\
+         <input name=\"user_id\" placeholder=\"user id\" required> {} <input name=\"reason\" placeholder=\"reason\"> <button>Add override</button></form></section>\
+         <section><h2>History</h2><table><tr><th>#</th><th>Time</th><th>Who</th><th>What</th><th>User</th><th>Change</th><th>Reason</th><th></th></tr>{history_rows}</table></section>",
+        esc(&key),
+        esc(&flag.description),
+        esc(&show(&flag.value.to_json())),
+        flag.value_type,
+        value_input(&flag, "value", Some(&flag.value.to_json())),
+        esc(&flag.meta.owner),
+        esc(&flag.meta.tags.join(", ")),
+        esc(&flag.meta.ticket),
+        esc(&serde_json::to_string_pretty(&flag.targeting).unwrap_or_default()),
+        overrides.len(),
+        value_input(&flag, "value", None),
+    );
+    visitor.page(&key, &body)
+}
+
+/// The on/off switch: turning off asks first and says what everyone will get.
+fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> String {
+    let (base, k, csrf, key, version) =
+        (&visitor.base, seg(&flag.key), csrf_field(visitor), &flag.key, flag.version);
+    if flag.archived {
         "<p class=\"off\">Archived: served as its code default.</p>".to_owned()
     } else if flag.enabled {
         format!(
@@ -614,8 +676,13 @@ pub(crate) async fn flag_page(
              <span class=\"off\">OFF</span> (serving {} to everyone) <button>Turn on</button> <input name=\"reason\" placeholder=\"reason\"></form>",
             esc(&flag.off_value.to_string())
         )
-    };
-    let override_rows: String = overrides
+    }
+}
+
+/// The first 200 overrides, each with a remove button.
+fn override_rows(visitor: &Visitor, key: &str, overrides: &[ff_core::OverrideRecord]) -> String {
+    let (base, k, csrf) = (&visitor.base, seg(key), csrf_field(visitor));
+    overrides
         .iter()
         .take(200)
         .map(|o| {
@@ -627,8 +694,13 @@ pub(crate) async fn flag_page(
                 esc(&o.user_id),
             )
         })
-        .collect();
-    let history_rows: String = history
+        .collect()
+}
+
+/// The flag's recent changes, each with a revert button (token changes have none).
+fn history_rows(visitor: &Visitor, key: &str, history: &[ff_core::Change]) -> String {
+    let (base, csrf) = (&visitor.base, csrf_field(visitor));
+    history
         .iter()
         .map(|c| {
             let summary = |v: &Option<Value>| match v {
@@ -659,16 +731,15 @@ pub(crate) async fn flag_page(
                 esc(c.reason.as_deref().unwrap_or("")),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Kind, permanence, dates and expiry policy, then the evaluation sparkline.
+fn lifecycle(flag: &FlagRecord, sparkline: &str) -> String {
     let expires =
         flag.meta.expires_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
-    let (days, usage) = match crate::api::daily_usage(&admin, 30).await {
-        Ok(u) => u,
-        Err(e) => return visitor.fail(e),
-    };
-    let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
     let kind = flag.meta.kind_or_default(flag.value_type);
-    let lifecycle = format!(
+    format!(
         "<p class=\"muted\">kind {kind}{} · {} · created {} · expires {} ({} after)</p><p>Evaluations, 30 days: {}</p>",
         if flag.meta.kind.is_none() { " (default for its type)" } else { "" },
         if flag.meta.is_permanent(flag.value_type) { "permanent" } else { "temporary" },
@@ -678,37 +749,8 @@ pub(crate) async fn flag_page(
             ff_core::ExpiryPolicy::Warn => "warn",
             ff_core::ExpiryPolicy::ServeDefault => "serve the code default",
         },
-        sparkline(&days, daily, last),
-    );
-    let body = format!(
-        "<h1><code>{}</code></h1><p>{}</p>\
-         <section><h2>Switch</h2>{switch}</section>\
-         <section><h2>Value</h2><p>Everyone without an override gets <code id=\"current-value\">{}</code> ({}).</p>\
-         <form method=\"post\" action=\"{base}/flags/{k}/value\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
-         {} <input name=\"reason\" placeholder=\"reason\"> <button>Save value</button></form>\
-         <p class=\"muted\">owner {} · tags {} · ticket {} · version {version}</p>{lifecycle}</section>\
-         <section><h2>Targeting</h2><p class=\"muted\">Rules (first match wins), then the split, then the schedule's step in force; \
-         weights are basis points (100% = 10000). Everyone else gets the value above.</p>\
-         <form method=\"post\" action=\"{base}/flags/{k}/targeting\">{csrf}<input type=\"hidden\" name=\"version\" value=\"{version}\">\
-         <textarea name=\"targeting\" rows=\"8\" cols=\"90\" spellcheck=\"false\">{}</textarea><br>\
-         <input name=\"reason\" placeholder=\"reason\"> <button>Save targeting</button></form></section>\
-         <section><h2>Overrides ({})</h2><table><tr><th>User</th><th>Value</th><th></th></tr>{override_rows}</table>\
-         <form method=\"post\" action=\"{base}/flags/{k}/overrides\" style=\"margin-top:.6rem\">{csrf}\
-         <input name=\"user_id\" placeholder=\"user id\" required> {} <input name=\"reason\" placeholder=\"reason\"> <button>Add override</button></form></section>\
-         <section><h2>History</h2><table><tr><th>#</th><th>Time</th><th>Who</th><th>What</th><th>User</th><th>Change</th><th>Reason</th><th></th></tr>{history_rows}</table></section>",
-        esc(&key),
-        esc(&flag.description),
-        esc(&show(&flag.value.to_json())),
-        flag.value_type,
-        value_input(&flag, "value", Some(&flag.value.to_json())),
-        esc(&flag.meta.owner),
-        esc(&flag.meta.tags.join(", ")),
-        esc(&flag.meta.ticket),
-        esc(&serde_json::to_string_pretty(&flag.targeting).unwrap_or_default()),
-        overrides.len(),
-        value_input(&flag, "value", None),
-    );
-    visitor.page(&key, &body)
+        sparkline,
+    )
 }
 
 #[derive(Debug, Deserialize)]
