@@ -70,7 +70,8 @@ fn success(
     version: u64,
 ) -> Value {
     let targeted = record.is_some_and(|r| !r.targeting.is_empty());
-    let (ofrep_reason, variant) = (reason.open_feature(targeted), reason.variant());
+    let (ofrep_reason, variant) =
+        (ff_api::open_feature_reason(reason, targeted), ff_api::open_feature_variant(reason));
     let mut metadata = json!({ "snapshotVersion": version, "ffReason": reason.to_string() });
     if let Some(r) = record {
         metadata["flagVersion"] = r.version.into();

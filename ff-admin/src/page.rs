@@ -716,7 +716,7 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[ff_core::Change]) -> St
                 _ => format!(
                     "<form class=\"inline\" method=\"post\" action=\"{base}/changes/{}/revert\" onsubmit=\"return confirm('Undo change #{}?')\">\
                      {csrf}<input type=\"hidden\" name=\"key\" value=\"{}\"><button>Revert</button></form>",
-                    c.seq, c.seq, esc(&key)
+                    c.seq, c.seq, esc(key)
                 ),
             };
             format!(

@@ -3,11 +3,43 @@
 
 #![forbid(unsafe_code)]
 
-use ff_core::{Change, FlagDef};
+use ff_core::{Change, FlagDef, Reason};
 use ff_store::{FlagPatch, Mutation};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+
+/// OpenFeature's name for this reason: `STATIC` (the flag's value, or a pin), `DEFAULT`
+/// (a targeted flag's fallthrough, or a code default), `TARGETING_MATCH` (rule,
+/// override, schedule step), `SPLIT`, `DISABLED`, `ERROR` (invalid). `targeted`: the
+/// flag has targeting.
+pub fn open_feature_reason(reason: Reason, targeted: bool) -> &'static str {
+    match reason {
+        Reason::Global if targeted => "DEFAULT",
+        Reason::Global | Reason::Env => "STATIC",
+        Reason::Disabled => "DISABLED",
+        Reason::Override | Reason::Rule(_) | Reason::Scheduled(_) => "TARGETING_MATCH",
+        Reason::Split => "SPLIT",
+        Reason::Invalid => "ERROR",
+        // A reason added later: the spec's catch-all.
+        Reason::Default | Reason::Expired | _ => "DEFAULT",
+    }
+}
+
+/// A variant name for what was served: `value`, `off`, `override`, `rule:N`,
+/// `step:N`, `split`, `env` or `default`.
+pub fn open_feature_variant(reason: Reason) -> String {
+    match reason {
+        Reason::Global => "value".into(),
+        Reason::Disabled => "off".into(),
+        Reason::Override => "override".into(),
+        Reason::Rule(i) => format!("rule:{i}"),
+        Reason::Scheduled(i) => format!("step:{i}"),
+        Reason::Split => "split".into(),
+        Reason::Env => "env".into(),
+        Reason::Default | Reason::Expired | Reason::Invalid | _ => "default".into(),
+    }
+}
 
 /// The ops a batch takes, for messages.
 const OPS: &str = "create, update, archive, restore, set_override or delete_override";

@@ -49,39 +49,6 @@ impl fmt::Display for Reason {
     }
 }
 
-impl Reason {
-    /// OpenFeature's name for this reason: `STATIC` (the flag's value, or a pin), `DEFAULT`
-    /// (a targeted flag's fallthrough, or a code default), `TARGETING_MATCH` (rule,
-    /// override, schedule step), `SPLIT`, `DISABLED`, `ERROR` (invalid). `targeted`: the
-    /// flag has targeting.
-    pub fn open_feature(self, targeted: bool) -> &'static str {
-        match self {
-            Reason::Global if targeted => "DEFAULT",
-            Reason::Global | Reason::Env => "STATIC",
-            Reason::Disabled => "DISABLED",
-            Reason::Override | Reason::Rule(_) | Reason::Scheduled(_) => "TARGETING_MATCH",
-            Reason::Split => "SPLIT",
-            Reason::Invalid => "ERROR",
-            Reason::Default | Reason::Expired => "DEFAULT",
-        }
-    }
-
-    /// A variant name for what was served: `value`, `off`, `override`, `rule:N`,
-    /// `step:N`, `split`, `env` or `default`.
-    pub fn variant(self) -> String {
-        match self {
-            Reason::Global => "value".into(),
-            Reason::Disabled => "off".into(),
-            Reason::Override => "override".into(),
-            Reason::Rule(i) => format!("rule:{i}"),
-            Reason::Scheduled(i) => format!("step:{i}"),
-            Reason::Split => "split".into(),
-            Reason::Env => "env".into(),
-            Reason::Default | Reason::Expired | Reason::Invalid => "default".into(),
-        }
-    }
-}
-
 /// A value with the reason it was served and the snapshot version it came from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Detail<T> {

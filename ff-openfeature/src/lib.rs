@@ -97,8 +97,8 @@ impl FfProvider {
         }
         Ok(ResolutionDetails {
             value,
-            variant: Some(reason.variant()),
-            reason: Some(reason_of(reason.open_feature(targeted))),
+            variant: Some(ff_api::open_feature_variant(reason)),
+            reason: Some(reason_of(ff_api::open_feature_reason(reason, targeted))),
             flag_metadata: Some(metadata),
         })
     }
