@@ -429,22 +429,14 @@ fn with_reason(mut body: Value, reason: Option<String>) -> Value {
     body
 }
 
-/// Prints rows as aligned columns.
+/// Prints rows as aligned columns without borders: easy to read and to `grep`.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING).set_header(headers.to_vec()).add_rows(rows);
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 2));
     }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
+    println!("{}", t.trim_fmt());
 }
 
 /// The elements of a JSON array (none if it is not one).
@@ -480,369 +472,510 @@ fn summary(v: &Value) -> String {
     }
 }
 
+/// Prints a response as the API sent it (`--json`).
+fn print(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = Api::new(&cli.url, cli.token.clone())?;
     let json_out = cli.json;
-    let print = |v: &Value| -> anyhow::Result<()> {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        Ok(())
-    };
     match cli.command {
-        Command::Flags { q, tag, owner, stale } => {
-            let mut query = Vec::new();
-            query.extend(q.map(|v| ("q", v)));
-            query.extend(tag.map(|v| ("tag", v)));
-            query.extend(owner.map(|v| ("owner", v)));
-            if stale {
-                query.push(("stale", "true".into()));
-            }
-            let body = api.get(&["flags"], &query).await?;
-            if json_out {
-                return print(&body);
-            }
-            let rows = items(&body["flags"])
-                .map(|f| {
-                    vec![
-                        text(&f["key"]),
-                        text(&f["type"]),
-                        text(&f["value"]),
-                        if f["enabled"] == true { "on".into() } else { "OFF".into() },
-                        text(&f["overrides"]),
-                        text(&f["version"]),
-                        text(&f["owner"]),
-                    ]
-                })
-                .collect();
-            table(&["KEY", "TYPE", "VALUE", "SWITCH", "OVERRIDES", "VERSION", "OWNER"], rows);
-        }
-        Command::Get { key } => {
-            let body = api.get(&["flags", &key], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            let f = &body["flag"];
-            let schema = &f["schema"];
-            let bounds = [("min", &schema["min"]), ("max", &schema["max"]), ("allowed", &schema["allowed"])]
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| format!("{k} {}", text(v)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let fields = [
-                ("key", text(&f["key"])),
-                ("type", text(&f["type"])),
-                ("value", text(&f["value"])),
-                ("switch", if f["enabled"] == true { "on".into() } else { "OFF".into() }),
-                ("off value", text(&f["off_value"])),
-                ("bounds", if bounds.is_empty() { "-".into() } else { bounds }),
-                ("description", text(&f["description"])),
-                ("owner", text(&f["owner"])),
-                ("tags", text(&f["tags"])),
-                ("ticket", text(&f["ticket"])),
-                ("kind", text(&f["kind"])),
-                ("permanent", text(&f["permanent"])),
-                ("expires", text(&f["expires_at"])),
-                ("on expiry", text(&f["expiry"])),
-                ("version", text(&f["version"])),
-                ("archived", text(&f["archived"])),
-            ];
-            for (k, v) in fields {
-                println!("{k:<12} {v}");
-            }
-            let overrides: Vec<Vec<String>> =
-                items(&body["overrides"]).map(|o| vec![text(&o["user_id"]), text(&o["value"])]).collect();
-            println!("overrides    {}", body["overrides_total"]);
-            if !overrides.is_empty() {
-                table(&["USER", "VALUE"], overrides);
-            }
-        }
-        Command::Set { key, value, reason } => {
-            let body = api.patch_flag(&key, json!({ "value": parse_value(&value) }), reason).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("{key} = {} (version {})", text(&body["flag"]["value"]), body["flag"]["version"]);
-        }
+        Command::Flags { q, tag, owner, stale } => cmd_flags(&api, json_out, q, tag, owner, stale).await?,
+        Command::Get { key } => cmd_get(&api, json_out, key).await?,
+        Command::Set { key, value, reason } => cmd_set(&api, json_out, key, value, reason).await?,
         Command::On { key, reason } => switch(&api, &key, true, reason, json_out).await?,
         Command::Off { key, reason } => switch(&api, &key, false, reason, json_out).await?,
         Command::Override(OverrideCommand::Set { key, user, value, reason }) => {
-            let body = with_reason(json!({ "value": parse_value(&value) }), reason);
-            let (body, _) =
-                api.call(Method::PUT, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("{key} for {user} = {}", text(&body["value"]));
+            cmd_override_set(&api, json_out, key, user, value, reason).await?
         }
         Command::Override(OverrideCommand::Rm { key, user, reason }) => {
-            let body = with_reason(json!({}), reason);
-            let (body, _) =
-                api.call(Method::DELETE, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("{key} for {user}: override removed");
+            cmd_override_rm(&api, json_out, key, user, reason).await?
         }
-        Command::User { user } => {
-            let body = api.get(&["users", &user], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            let rows = items(&body["flags"])
-                .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
-                .collect();
-            table(&["KEY", "VALUE", "REASON"], rows);
-        }
-        Command::Scan { paths, format } => {
-            let as_json = match format.as_str() {
-                "json" => true,
-                "text" => json_out,
-                other => bail!("--format must be text or json, not {other:?}"),
-            };
-            let found = scan::scan(&paths)?;
-            let flags = api.get(&["flags"], &[]).await?;
-            let keys = items(&flags["flags"]).filter_map(|f| f["key"].as_str().map(str::to_owned)).collect();
-            let stale_body = api.get(&["stale"], &[]).await?;
-            let stale = items(&stale_body["stale"])
-                .filter_map(|s| {
-                    let reasons = items(&s["reasons"]).map(text).collect();
-                    Some((s["key"].as_str()?.to_owned(), reasons))
-                })
-                .collect();
-            let report = scan::report(&found, &keys, &stale);
-            if as_json {
-                print(&serde_json::to_value(&report)?)?;
-            } else {
-                let places =
-                    |p: &[scan::Place]| p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-                println!("scanned {} files", report.files);
-                if !report.missing_from_store.is_empty() {
-                    println!("\ndeclared in code, missing from the store:");
-                    for e in &report.missing_from_store {
-                        println!("  {}  {}", e.key, places(&e.places));
-                    }
-                }
-                if !report.unreferenced.is_empty() {
-                    println!("\nin the store, nowhere in code (safe to archive):");
-                    for k in &report.unreferenced {
-                        println!("  {k}");
-                    }
-                }
-                if !report.stale_in_code.is_empty() {
-                    println!("\nstale or expired, still in code (remove these uses first):");
-                    for e in &report.stale_in_code {
-                        println!("  {} ({})  {}", e.key, e.reasons.join(", "), places(&e.places));
-                    }
-                }
-            }
-            if !report.is_clean() {
-                let n =
-                    report.missing_from_store.len() + report.unreferenced.len() + report.stale_in_code.len();
-                bail!("scan found {n} key{} to act on", if n == 1 { "" } else { "s" });
-            }
-        }
+        Command::User { user } => cmd_user(&api, json_out, user).await?,
+        Command::Scan { paths, format } => cmd_scan(&api, json_out, paths, format).await?,
         Command::Stale { not_evaluated_days, one_value_days } => {
-            let mut query = Vec::new();
-            query.extend(not_evaluated_days.map(|d| ("not_evaluated_days", d.to_string())));
-            query.extend(one_value_days.map(|d| ("one_value_days", d.to_string())));
-            let body = api.get(&["stale"], &query).await?;
-            let stale = body["stale"].as_array().map_or(0, Vec::len);
-            if json_out {
-                print(&body)?;
-            } else {
-                let rows = items(&body["stale"])
-                    .map(|s| {
-                        let reasons: Vec<String> = items(&s["reasons"]).map(text).collect();
-                        vec![
-                            text(&s["key"]),
-                            text(&s["kind"]),
-                            Some(text(&s["owner"])).filter(|o| !o.is_empty()).unwrap_or_else(|| "-".into()),
-                            reasons.join(","),
-                            text(&s["expires_at"]),
-                            text(&s["last_evaluated"]),
-                            text(&s["only_value"]),
-                        ]
-                    })
-                    .collect();
-                table(&["KEY", "KIND", "OWNER", "WHY", "EXPIRES", "LAST EVALUATED", "ONLY VALUE"], rows);
-                let unknown: Vec<Vec<String>> = items(&body["unknown"])
-                    .map(|u| vec![text(&u["key"]), text(&u["count"]), text(&u["last_at"])])
-                    .collect();
-                if !unknown.is_empty() {
-                    println!("\nread by code but not in the store:");
-                    table(&["KEY", "READS", "LAST"], unknown);
-                }
-            }
-            if stale > 0 {
-                anyhow::bail!("{stale} stale flag{}", if stale == 1 { "" } else { "s" });
-            }
+            cmd_stale(&api, json_out, not_evaluated_days, one_value_days).await?
         }
-        Command::History { key, actor, limit } => {
-            let mut query = vec![("limit", limit.to_string())];
-            query.extend(key.map(|k| ("key", k)));
-            query.extend(actor.map(|a| ("actor", a)));
-            let body = api.get(&["changes"], &query).await?;
-            if json_out {
-                return print(&body);
-            }
-            let rows = items(&body["changes"])
-                .map(|c| {
-                    vec![
-                        text(&c["seq"]),
-                        text(&c["at"]),
-                        text(&c["actor"]),
-                        text(&c["action"]),
-                        text(&c["key"]),
-                        text(&c["subject"]),
-                        format!("{} -> {}", summary(&c["before"]), summary(&c["after"])),
-                        text(&c["reason"]),
-                    ]
-                })
-                .collect();
-            table(&["SEQ", "TIME", "ACTOR", "ACTION", "KEY", "USER", "CHANGE", "REASON"], rows);
-        }
-        Command::Revert { seq, reason } => {
-            let body = with_reason(json!({}), reason);
-            let (body, _) = api
-                .call(Method::POST, &["changes", &seq.to_string(), "revert"], &[], Some(body), None)
-                .await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("reverted change {seq} (as change {})", body["change"]["seq"]);
-        }
-        Command::Export => {
-            let body = api.get(&["export"], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("# ff export: every flag and override; `ff import FILE` applies a file like this");
-            print!("{}", serde_yaml_ng::to_string(&body)?);
-        }
-        Command::Import { file, dry_run, reason } => {
-            let raw =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let wanted: Value = serde_yaml_ng::from_str(&raw)
-                .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
-            let current = api.get(&["export"], &[]).await?;
-            let (steps, notes) = plan_import(&current, &wanted)?;
-            for step in &steps {
-                println!("{}", describe(step, &current));
-            }
-            for note in &notes {
-                println!("! {note}");
-            }
-            if dry_run || steps.is_empty() {
-                let tail = if dry_run { " (dry run: nothing written)" } else { "" };
-                println!("{} change(s){tail}", steps.len());
-                return Ok(());
-            }
-            let count = steps.len();
-            let batches = chunks(steps);
-            let total = batches.len();
-            for (i, changes) in batches.into_iter().enumerate() {
-                let body = serde_json::to_value(BatchRequest { changes, reason: Some(reason.clone()) })?;
-                api.call(Method::POST, &["batch"], &[], Some(body), None).await.with_context(|| {
-                    if total == 1 {
-                        "nothing was written".to_owned()
-                    } else {
-                        format!("batch {} of {total} failed; the {i} before it were applied", i + 1)
-                    }
-                })?;
-            }
-            println!("{count} change(s) applied");
-        }
-        Command::Segments => {
-            let body = api.get(&["segments"], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            let rows = items(&body["segments"])
-                .map(|s| {
-                    vec![
-                        text(&s["key"]),
-                        text(&s["included"]),
-                        text(&s["excluded"]),
-                        text(&s["rules"]),
-                        text(&s["version"]),
-                        text(&s["description"]),
-                    ]
-                })
-                .collect();
-            table(&["KEY", "INCLUDED", "EXCLUDED", "RULES", "VERSION", "DESCRIPTION"], rows);
-        }
-        Command::Segment(SegmentCommand::Get { key }) => {
-            let body = api.get(&["segments", &key], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            print!("{}", serde_yaml_ng::to_string(&body["segment"])?);
-        }
+        Command::History { key, actor, limit } => cmd_history(&api, json_out, key, actor, limit).await?,
+        Command::Revert { seq, reason } => cmd_revert(&api, json_out, seq, reason).await?,
+        Command::Export => cmd_export(&api, json_out).await?,
+        Command::Import { file, dry_run, reason } => cmd_import(&api, file, dry_run, reason).await?,
+        Command::Segments => cmd_segments(&api, json_out).await?,
+        Command::Segment(SegmentCommand::Get { key }) => cmd_segment_get(&api, json_out, key).await?,
         Command::Segment(SegmentCommand::Put { key, file, reason }) => {
-            let raw =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let definition: Value = serde_yaml_ng::from_str(&raw)
-                .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
-            let body = with_reason(definition, reason);
-            let (body, _) = api.call(Method::PUT, &["segments", &key], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            let state = if body["changed"] == true { "saved" } else { "unchanged" };
-            println!("segment {key} {state} (version {})", text(&body["version"]));
+            cmd_segment_put(&api, json_out, key, file, reason).await?
         }
         Command::Segment(SegmentCommand::Rm { key, reason }) => {
-            let body = with_reason(json!({}), reason);
-            let (body, _) = api.call(Method::DELETE, &["segments", &key], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("segment {key} deleted");
+            cmd_segment_rm(&api, json_out, key, reason).await?
         }
         Command::Token(TokenCommand::Create { name, role, database_url: Some(url), reason }) => {
-            let store = ff_store::store_from_url(&url).context("DATABASE_URL")?;
-            let (record, token) =
-                ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
-            if json_out {
-                return print(&json!({ "name": record.name, "role": record.role, "token": token }));
-            }
-            println!("{token}");
-            eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
+            cmd_token_create_direct(json_out, name, role, url, reason).await?
         }
         Command::Token(TokenCommand::Create { name, role, database_url: None, reason }) => {
-            let body = with_reason(json!({ "name": name, "role": role }), reason);
-            let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("{}", text(&body["token"]));
-            eprintln!(
-                "token {:?} ({}) created; it is shown only once",
-                text(&body["name"]),
-                text(&body["role"])
-            );
+            cmd_token_create_via_api(&api, json_out, name, role, reason).await?
         }
-        Command::Token(TokenCommand::List) => {
-            let body = api.get(&["tokens"], &[]).await?;
-            if json_out {
-                return print(&body);
-            }
-            let rows = items(&body["tokens"])
-                .map(|t| {
-                    vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["revoked_at"])]
-                })
-                .collect();
-            table(&["NAME", "ROLE", "CREATED", "REVOKED"], rows);
-        }
+        Command::Token(TokenCommand::List) => cmd_token_list(&api, json_out).await?,
         Command::Token(TokenCommand::Revoke { name, reason }) => {
-            let body = with_reason(json!({}), reason);
-            let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], Some(body), None).await?;
-            if json_out {
-                return print(&body);
-            }
-            println!("token {name:?} revoked");
+            cmd_token_revoke(&api, json_out, name, reason).await?
         }
     }
+    Ok(())
+}
+
+async fn cmd_flags(
+    api: &Api,
+    json_out: bool,
+    q: Option<String>,
+    tag: Option<String>,
+    owner: Option<String>,
+    stale: bool,
+) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    query.extend(q.map(|v| ("q", v)));
+    query.extend(tag.map(|v| ("tag", v)));
+    query.extend(owner.map(|v| ("owner", v)));
+    if stale {
+        query.push(("stale", "true".into()));
+    }
+    let body = api.get(&["flags"], &query).await?;
+    if json_out {
+        return print(&body);
+    }
+    let rows = items(&body["flags"])
+        .map(|f| {
+            vec![
+                text(&f["key"]),
+                text(&f["type"]),
+                text(&f["value"]),
+                if f["enabled"] == true { "on".into() } else { "OFF".into() },
+                text(&f["overrides"]),
+                text(&f["version"]),
+                text(&f["owner"]),
+            ]
+        })
+        .collect();
+    table(&["KEY", "TYPE", "VALUE", "SWITCH", "OVERRIDES", "VERSION", "OWNER"], rows);
+    Ok(())
+}
+
+async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
+    let body = api.get(&["flags", &key], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let f = &body["flag"];
+    let schema = &f["schema"];
+    let bounds = [("min", &schema["min"]), ("max", &schema["max"]), ("allowed", &schema["allowed"])]
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("{k} {}", text(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fields = [
+        ("key", text(&f["key"])),
+        ("type", text(&f["type"])),
+        ("value", text(&f["value"])),
+        ("switch", if f["enabled"] == true { "on".into() } else { "OFF".into() }),
+        ("off value", text(&f["off_value"])),
+        ("bounds", if bounds.is_empty() { "-".into() } else { bounds }),
+        ("description", text(&f["description"])),
+        ("owner", text(&f["owner"])),
+        ("tags", text(&f["tags"])),
+        ("ticket", text(&f["ticket"])),
+        ("kind", text(&f["kind"])),
+        ("permanent", text(&f["permanent"])),
+        ("expires", text(&f["expires_at"])),
+        ("on expiry", text(&f["expiry"])),
+        ("version", text(&f["version"])),
+        ("archived", text(&f["archived"])),
+    ];
+    for (k, v) in fields {
+        println!("{k:<12} {v}");
+    }
+    let overrides: Vec<Vec<String>> =
+        items(&body["overrides"]).map(|o| vec![text(&o["user_id"]), text(&o["value"])]).collect();
+    println!("overrides    {}", body["overrides_total"]);
+    if !overrides.is_empty() {
+        table(&["USER", "VALUE"], overrides);
+    }
+    Ok(())
+}
+
+async fn cmd_set(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    value: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = api.patch_flag(&key, json!({ "value": parse_value(&value) }), reason).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("{key} = {} (version {})", text(&body["flag"]["value"]), body["flag"]["version"]);
+    Ok(())
+}
+
+async fn cmd_override_set(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    user: String,
+    value: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = with_reason(json!({ "value": parse_value(&value) }), reason);
+    let (body, _) =
+        api.call(Method::PUT, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("{key} for {user} = {}", text(&body["value"]));
+    Ok(())
+}
+
+async fn cmd_override_rm(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    user: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = with_reason(json!({}), reason);
+    let (body, _) =
+        api.call(Method::DELETE, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("{key} for {user}: override removed");
+    Ok(())
+}
+
+async fn cmd_user(api: &Api, json_out: bool, user: String) -> anyhow::Result<()> {
+    let body = api.get(&["users", &user], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let rows = items(&body["flags"])
+        .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
+        .collect();
+    table(&["KEY", "VALUE", "REASON"], rows);
+    Ok(())
+}
+
+async fn cmd_scan(
+    api: &Api,
+    json_out: bool,
+    paths: Vec<std::path::PathBuf>,
+    format: String,
+) -> anyhow::Result<()> {
+    let as_json = match format.as_str() {
+        "json" => true,
+        "text" => json_out,
+        other => bail!("--format must be text or json, not {other:?}"),
+    };
+    let found = scan::scan(&paths)?;
+    let flags = api.get(&["flags"], &[]).await?;
+    let keys = items(&flags["flags"]).filter_map(|f| f["key"].as_str().map(str::to_owned)).collect();
+    let stale_body = api.get(&["stale"], &[]).await?;
+    let stale = items(&stale_body["stale"])
+        .filter_map(|s| {
+            let reasons = items(&s["reasons"]).map(text).collect();
+            Some((s["key"].as_str()?.to_owned(), reasons))
+        })
+        .collect();
+    let report = scan::report(&found, &keys, &stale);
+    if as_json {
+        print(&serde_json::to_value(&report)?)?;
+    } else {
+        let places = |p: &[scan::Place]| p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        println!("scanned {} files", report.files);
+        if !report.missing_from_store.is_empty() {
+            println!("\ndeclared in code, missing from the store:");
+            for e in &report.missing_from_store {
+                println!("  {}  {}", e.key, places(&e.places));
+            }
+        }
+        if !report.unreferenced.is_empty() {
+            println!("\nin the store, nowhere in code (safe to archive):");
+            for k in &report.unreferenced {
+                println!("  {k}");
+            }
+        }
+        if !report.stale_in_code.is_empty() {
+            println!("\nstale or expired, still in code (remove these uses first):");
+            for e in &report.stale_in_code {
+                println!("  {} ({})  {}", e.key, e.reasons.join(", "), places(&e.places));
+            }
+        }
+    }
+    if !report.is_clean() {
+        let n = report.missing_from_store.len() + report.unreferenced.len() + report.stale_in_code.len();
+        bail!("scan found {n} key{} to act on", if n == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+async fn cmd_stale(
+    api: &Api,
+    json_out: bool,
+    not_evaluated_days: Option<u32>,
+    one_value_days: Option<u32>,
+) -> anyhow::Result<()> {
+    let mut query = Vec::new();
+    query.extend(not_evaluated_days.map(|d| ("not_evaluated_days", d.to_string())));
+    query.extend(one_value_days.map(|d| ("one_value_days", d.to_string())));
+    let body = api.get(&["stale"], &query).await?;
+    let stale = body["stale"].as_array().map_or(0, Vec::len);
+    if json_out {
+        print(&body)?;
+    } else {
+        let rows = items(&body["stale"])
+            .map(|s| {
+                let reasons: Vec<String> = items(&s["reasons"]).map(text).collect();
+                vec![
+                    text(&s["key"]),
+                    text(&s["kind"]),
+                    Some(text(&s["owner"])).filter(|o| !o.is_empty()).unwrap_or_else(|| "-".into()),
+                    reasons.join(","),
+                    text(&s["expires_at"]),
+                    text(&s["last_evaluated"]),
+                    text(&s["only_value"]),
+                ]
+            })
+            .collect();
+        table(&["KEY", "KIND", "OWNER", "WHY", "EXPIRES", "LAST EVALUATED", "ONLY VALUE"], rows);
+        let unknown: Vec<Vec<String>> = items(&body["unknown"])
+            .map(|u| vec![text(&u["key"]), text(&u["count"]), text(&u["last_at"])])
+            .collect();
+        if !unknown.is_empty() {
+            println!("\nread by code but not in the store:");
+            table(&["KEY", "READS", "LAST"], unknown);
+        }
+    }
+    if stale > 0 {
+        anyhow::bail!("{stale} stale flag{}", if stale == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+async fn cmd_history(
+    api: &Api,
+    json_out: bool,
+    key: Option<String>,
+    actor: Option<String>,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(key.map(|k| ("key", k)));
+    query.extend(actor.map(|a| ("actor", a)));
+    let body = api.get(&["changes"], &query).await?;
+    if json_out {
+        return print(&body);
+    }
+    let rows = items(&body["changes"])
+        .map(|c| {
+            vec![
+                text(&c["seq"]),
+                text(&c["at"]),
+                text(&c["actor"]),
+                text(&c["action"]),
+                text(&c["key"]),
+                text(&c["subject"]),
+                format!("{} -> {}", summary(&c["before"]), summary(&c["after"])),
+                text(&c["reason"]),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "TIME", "ACTOR", "ACTION", "KEY", "USER", "CHANGE", "REASON"], rows);
+    Ok(())
+}
+
+async fn cmd_revert(api: &Api, json_out: bool, seq: u64, reason: Option<String>) -> anyhow::Result<()> {
+    let body = with_reason(json!({}), reason);
+    let (body, _) =
+        api.call(Method::POST, &["changes", &seq.to_string(), "revert"], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("reverted change {seq} (as change {})", body["change"]["seq"]);
+    Ok(())
+}
+
+async fn cmd_export(api: &Api, json_out: bool) -> anyhow::Result<()> {
+    let body = api.get(&["export"], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("# ff export: every flag and override; `ff import FILE` applies a file like this");
+    print!("{}", serde_yaml_ng::to_string(&body)?);
+    Ok(())
+}
+
+async fn cmd_import(
+    api: &Api,
+    file: std::path::PathBuf,
+    dry_run: bool,
+    reason: String,
+) -> anyhow::Result<()> {
+    let raw = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let wanted: Value = serde_yaml_ng::from_str(&raw)
+        .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
+    let current = api.get(&["export"], &[]).await?;
+    let (steps, notes) = plan_import(&current, &wanted)?;
+    for step in &steps {
+        println!("{}", describe(step, &current));
+    }
+    for note in &notes {
+        println!("! {note}");
+    }
+    if dry_run || steps.is_empty() {
+        let tail = if dry_run { " (dry run: nothing written)" } else { "" };
+        println!("{} change(s){tail}", steps.len());
+        return Ok(());
+    }
+    let count = steps.len();
+    let batches = chunks(steps);
+    let total = batches.len();
+    for (i, changes) in batches.into_iter().enumerate() {
+        let body = serde_json::to_value(BatchRequest { changes, reason: Some(reason.clone()) })?;
+        api.call(Method::POST, &["batch"], &[], Some(body), None).await.with_context(|| {
+            if total == 1 {
+                "nothing was written".to_owned()
+            } else {
+                format!("batch {} of {total} failed; the {i} before it were applied", i + 1)
+            }
+        })?;
+    }
+    println!("{count} change(s) applied");
+    Ok(())
+}
+
+async fn cmd_segments(api: &Api, json_out: bool) -> anyhow::Result<()> {
+    let body = api.get(&["segments"], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let rows = items(&body["segments"])
+        .map(|s| {
+            vec![
+                text(&s["key"]),
+                text(&s["included"]),
+                text(&s["excluded"]),
+                text(&s["rules"]),
+                text(&s["version"]),
+                text(&s["description"]),
+            ]
+        })
+        .collect();
+    table(&["KEY", "INCLUDED", "EXCLUDED", "RULES", "VERSION", "DESCRIPTION"], rows);
+    Ok(())
+}
+
+async fn cmd_segment_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
+    let body = api.get(&["segments", &key], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    print!("{}", serde_yaml_ng::to_string(&body["segment"])?);
+    Ok(())
+}
+
+async fn cmd_segment_put(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    file: std::path::PathBuf,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let raw = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let definition: Value = serde_yaml_ng::from_str(&raw)
+        .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
+    let body = with_reason(definition, reason);
+    let (body, _) = api.call(Method::PUT, &["segments", &key], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    let state = if body["changed"] == true { "saved" } else { "unchanged" };
+    println!("segment {key} {state} (version {})", text(&body["version"]));
+    Ok(())
+}
+
+async fn cmd_segment_rm(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = with_reason(json!({}), reason);
+    let (body, _) = api.call(Method::DELETE, &["segments", &key], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("segment {key} deleted");
+    Ok(())
+}
+
+async fn cmd_token_create_direct(
+    json_out: bool,
+    name: String,
+    role: Role,
+    url: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let store = ff_store::store_from_url(&url).context("DATABASE_URL")?;
+    let (record, token) = ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
+    if json_out {
+        return print(&json!({ "name": record.name, "role": record.role, "token": token }));
+    }
+    println!("{token}");
+    eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
+    Ok(())
+}
+
+async fn cmd_token_create_via_api(
+    api: &Api,
+    json_out: bool,
+    name: String,
+    role: Role,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = with_reason(json!({ "name": name, "role": role }), reason);
+    let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("{}", text(&body["token"]));
+    eprintln!("token {:?} ({}) created; it is shown only once", text(&body["name"]), text(&body["role"]));
+    Ok(())
+}
+
+async fn cmd_token_list(api: &Api, json_out: bool) -> anyhow::Result<()> {
+    let body = api.get(&["tokens"], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let rows = items(&body["tokens"])
+        .map(|t| vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["revoked_at"])])
+        .collect();
+    table(&["NAME", "ROLE", "CREATED", "REVOKED"], rows);
+    Ok(())
+}
+
+async fn cmd_token_revoke(
+    api: &Api,
+    json_out: bool,
+    name: String,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = with_reason(json!({}), reason);
+    let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], Some(body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    println!("token {name:?} revoked");
     Ok(())
 }
 
