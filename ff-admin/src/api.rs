@@ -28,7 +28,7 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-fn with_etag(status: StatusCode, version: u64, body: Value) -> Response {
+fn with_etag(status: StatusCode, version: u64, body: impl serde::Serialize) -> Response {
     (status, [(header::ETAG, etag(version))], Json(body)).into_response()
 }
 
@@ -76,13 +76,9 @@ fn write(caller: &Caller, mutation: Mutation, reason: Option<String>) -> Write {
     Write { mutation, actor: caller.name.clone(), reason }
 }
 
-fn flag_json(record: &FlagRecord, overrides: usize, declared: bool) -> Value {
-    let mut v = serde_json::to_value(record).unwrap_or_default();
-    if let Value::Object(m) = &mut v {
-        m.insert("overrides".into(), overrides.into());
-        m.insert("declared".into(), declared.into());
-    }
-    v
+fn flag_view(admin: &Admin, record: FlagRecord, overrides: usize) -> ff_api::FlagView {
+    let declared = admin.decls().iter().any(|d| d.key == record.key);
+    ff_api::FlagView { record, overrides, declared, stale: None }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,7 +214,7 @@ pub(crate) async fn list_flags(
         stale.iter().map(|s| (s.key.as_str(), s)).collect();
     let is_stale = |f: &FlagRecord| stale.contains_key(f.key.as_str());
     let text = q.q.as_deref().map(str::to_lowercase);
-    let list: Vec<Value> = flags
+    let list: Vec<ff_api::FlagView> = flags
         .iter()
         .filter(|f| f.archived == q.archived.unwrap_or(false))
         .filter(|f| {
@@ -230,13 +226,11 @@ pub(crate) async fn list_flags(
         .filter(|f| q.stale.is_none_or(|s| is_stale(f) == s))
         .map(|f| {
             let n = counts.get(&f.key).copied().unwrap_or(0);
-            let mut v = flag_json(f, n, admin.decls().iter().any(|d| d.key == f.key));
             let reasons = stale.get(f.key.as_str()).map(|s| s.reasons.clone()).unwrap_or_default();
-            v["stale"] = json!(reasons);
-            v
+            ff_api::FlagView { stale: Some(reasons), ..flag_view(&admin, f.clone(), n) }
         })
         .collect();
-    Ok(Json(json!({ "flags": list })).into_response())
+    Ok(Json(ff_api::FlagList { flags: list }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,21 +254,22 @@ pub(crate) async fn get_flag(
         .ok_or_else(|| AdminError::NotFound(format!("flag {key:?} does not exist")))?;
     let overrides = store.overrides(&key).await?;
     let (offset, limit) = (page.offset.unwrap_or(0), page.limit.unwrap_or(100).min(1000));
-    let shown: Vec<Value> = overrides
+    let shown = overrides
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|o| json!({ "user_id": o.user_id, "value": o.value }))
+        .map(|o| ff_api::UserValue { user_id: o.user_id.clone(), value: o.value.clone() })
         .collect();
-    let body = json!({
-        "flag": flag_json(&flag, overrides.len(), admin.decls().iter().any(|d| d.key == key)),
-        "overrides": shown,
-        "overrides_total": overrides.len(),
-        "offset": offset,
-        "limit": limit,
-        "rules": flag.targeting.rules,
-    });
-    Ok(with_etag(StatusCode::OK, flag.version, body))
+    let (version, rules) = (flag.version, flag.targeting.rules.clone());
+    let body = ff_api::FlagDetail {
+        flag: flag_view(&admin, flag, overrides.len()),
+        overrides: shown,
+        overrides_total: overrides.len(),
+        offset,
+        limit,
+        rules,
+    };
+    Ok(with_etag(StatusCode::OK, version, body))
 }
 
 pub(crate) async fn patch_flag(
@@ -298,7 +293,7 @@ pub(crate) async fn patch_flag(
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(expected) };
     admin.store().write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
-    Ok(with_etag(StatusCode::OK, flag.version, json!({ "flag": flag })))
+    Ok(with_etag(StatusCode::OK, flag.version, ff_api::FlagWritten { flag }))
 }
 
 pub(crate) async fn create_flag(
@@ -323,7 +318,7 @@ pub(crate) async fn create_flag(
     let m = Mutation::CreateFlag { def, if_missing: false };
     admin.store().write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
-    Ok(with_etag(StatusCode::CREATED, flag.version, json!({ "flag": flag })))
+    Ok(with_etag(StatusCode::CREATED, flag.version, ff_api::FlagWritten { flag }))
 }
 
 /// One change of a batch ([`ff_api::BatchOp`]), as the store takes it; a new flag
@@ -423,7 +418,7 @@ pub(crate) async fn restore_flag(
     let reason = optional_reason(&body)?;
     admin.store().write(write(&caller, Mutation::RestoreFlag { key: key.clone() }, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
-    Ok(with_etag(StatusCode::OK, flag.version, json!({ "flag": flag })))
+    Ok(with_etag(StatusCode::OK, flag.version, ff_api::FlagWritten { flag }))
 }
 
 pub(crate) async fn set_override(
@@ -485,17 +480,21 @@ pub(crate) async fn user_lookup(
     // What the application serves: its live snapshot, environment pins included.
     let snapshot = admin.snapshot().await?;
     let context = EvalContext::user(&user_id);
-    let mut flags: Vec<Value> = snapshot
+    let mut flags: Vec<ff_api::UserFlag> = snapshot
         .evaluate_all(&context)
-        .map(|(f, value, reason)| json!({ "key": f.key, "type": f.value_type, "value": value, "reason": reason }))
+        .map(|(f, value, reason)| ff_api::UserFlag {
+            key: f.key.clone(),
+            value_type: f.value_type,
+            value: value.to_json(),
+            reason,
+        })
         .collect();
     for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
-        flags.push(
-            json!({ "key": d.key, "type": d.value_type, "value": d.default, "reason": Reason::Default }),
-        );
+        let value = d.default.to_json();
+        flags.push(ff_api::UserFlag { key: d.key.clone(), value_type: d.value_type, value, reason: Reason::Default });
     }
-    flags.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
-    Ok(Json(json!({ "user_id": user_id, "version": snapshot.version(), "flags": flags })).into_response())
+    flags.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Json(ff_api::UserLookup { user_id, version: snapshot.version(), flags }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -529,7 +528,7 @@ pub(crate) async fn changes(
         limit: q.limit.unwrap_or(50).clamp(1, 1000),
     };
     let list = admin.store().changes(&query).await?;
-    Ok(Json(json!({ "changes": list })).into_response())
+    Ok(Json(ff_api::ChangeList { changes: list }).into_response())
 }
 
 /// The mutation that undoes `change`, refusing if what it changed has changed since.
@@ -621,7 +620,7 @@ pub(crate) async fn revert(
         None => format!("revert of #{seq}"),
     });
     match admin.store().write(write(&caller, mutation, reason)).await? {
-        Some(c) => Ok(Json(json!({ "reverted": seq, "change": c })).into_response()),
+        Some(change) => Ok(Json(ff_api::Reverted { reverted: seq, change }).into_response()),
         None => Err(AdminError::BadRequest(format!("change {seq} is already undone"))),
     }
 }

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use ff_core::{Change, FlagDef, Reason};
+use ff_core::{Change, FlagDef, FlagRecord, Reason, Rule, StaleReason, ValueType};
 use ff_store::{FlagPatch, Mutation};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -214,6 +214,103 @@ pub struct BatchResponse {
     pub changes: Vec<Change>,
     /// The store's seq after the batch.
     pub seq: u64,
+}
+
+/// A flag as the admin lists and shows it: the record, how many users override it,
+/// whether code declares it, and (in listings) why it is stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagView {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: FlagRecord,
+    /// Users with an override.
+    pub overrides: usize,
+    /// Whether the application declares it.
+    pub declared: bool,
+    /// Why it is stale (listings only; empty: it is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<Vec<StaleReason>>,
+}
+
+/// `GET /admin/api/flags`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagList {
+    /// The flags, by key.
+    pub flags: Vec<FlagView>,
+}
+
+/// One user's value of a flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserValue {
+    /// The user.
+    pub user_id: String,
+    /// The value, JSON of the flag's type.
+    pub value: Value,
+}
+
+/// `GET /admin/api/flags/{key}`: the flag and a page of its overrides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagDetail {
+    /// The flag.
+    pub flag: FlagView,
+    /// This page of overrides, by user id.
+    pub overrides: Vec<UserValue>,
+    /// All its overrides.
+    pub overrides_total: usize,
+    /// Where the page starts.
+    pub offset: usize,
+    /// The page's size.
+    pub limit: usize,
+    /// Its targeting rules.
+    pub rules: Vec<Rule>,
+}
+
+/// A flag as written: the answer to `PUT` and `PATCH /admin/api/flags/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagWritten {
+    /// The flag as it is now.
+    pub flag: FlagRecord,
+}
+
+/// What one user is served of one flag, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserFlag {
+    /// The flag.
+    pub key: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+    /// The value served.
+    pub value: Value,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// `GET /admin/api/users/{id}`: every flag as that user gets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserLookup {
+    /// The user.
+    pub user_id: String,
+    /// The snapshot version the answer comes from.
+    pub version: u64,
+    /// Every flag, by key.
+    pub flags: Vec<UserFlag>,
+}
+
+/// `GET /admin/api/changes`: change rows, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeList {
+    /// The rows.
+    pub changes: Vec<Change>,
+}
+
+/// `POST /admin/api/changes/{seq}/revert`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reverted {
+    /// The change undone.
+    pub reverted: u64,
+    /// The change that undid it.
+    pub change: Change,
 }
 
 #[cfg(test)]
