@@ -491,7 +491,12 @@ pub(crate) async fn user_lookup(
         .collect();
     for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
         let value = d.default.to_json();
-        flags.push(ff_api::UserFlag { key: d.key.clone(), value_type: d.value_type, value, reason: Reason::Default });
+        flags.push(ff_api::UserFlag {
+            key: d.key.clone(),
+            value_type: d.value_type,
+            value,
+            reason: Reason::Default,
+        });
     }
     flags.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Json(ff_api::UserLookup { user_id, version: snapshot.version(), flags }).into_response())

@@ -452,12 +452,13 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// A reason as people read it: `rule 0`, `split`, `override`.
-fn reason(v: &Value) -> String {
-    match v {
-        Value::Object(m) if m.len() == 1 => m.iter().map(|(k, i)| format!("{k} {i}")).collect(),
-        other => text(other),
-    }
+/// Any typed field as the API writes it (`-` for none).
+fn show<T: serde::Serialize>(v: &T) -> String {
+    text(&serde_json::to_value(v).unwrap_or_default())
+}
+
+fn switch_state(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "OFF" }
 }
 
 /// A short "before -> after" of a change row.
@@ -543,16 +544,20 @@ async fn cmd_flags(
     if json_out {
         return print(&body);
     }
-    let rows = items(&body["flags"])
+    let list: ff_api::FlagList = serde_json::from_value(body)?;
+    let rows = list
+        .flags
+        .iter()
         .map(|f| {
+            let r = &f.record;
             vec![
-                text(&f["key"]),
-                text(&f["type"]),
-                text(&f["value"]),
-                if f["enabled"] == true { "on".into() } else { "OFF".into() },
-                text(&f["overrides"]),
-                text(&f["version"]),
-                text(&f["owner"]),
+                r.key.clone(),
+                r.value_type.to_string(),
+                text(&r.value.to_json()),
+                switch_state(r.enabled).into(),
+                f.overrides.to_string(),
+                r.version.to_string(),
+                r.meta.owner.clone(),
             ]
         })
         .collect();
@@ -565,38 +570,45 @@ async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
     if json_out {
         return print(&body);
     }
-    let f = &body["flag"];
-    let schema = &f["schema"];
-    let bounds = [("min", &schema["min"]), ("max", &schema["max"]), ("allowed", &schema["allowed"])]
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| format!("{k} {}", text(v)))
+    let detail: ff_api::FlagDetail = serde_json::from_value(body)?;
+    let (f, schema) = (&detail.flag.record, &detail.flag.record.schema);
+    let bounds = [("min", show(&schema.min)), ("max", show(&schema.max)), ("allowed", show(&schema.allowed))]
+        .into_iter()
+        .filter(|(_, v)| v != "-" && v != "[]")
+        .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ");
     let fields = [
-        ("key", text(&f["key"])),
-        ("type", text(&f["type"])),
-        ("value", text(&f["value"])),
-        ("switch", if f["enabled"] == true { "on".into() } else { "OFF".into() }),
-        ("off value", text(&f["off_value"])),
+        ("key", f.key.clone()),
+        ("type", f.value_type.to_string()),
+        ("value", text(&f.value.to_json())),
+        ("switch", switch_state(f.enabled).into()),
+        ("off value", text(&f.off_value.to_json())),
         ("bounds", if bounds.is_empty() { "-".into() } else { bounds }),
-        ("description", text(&f["description"])),
-        ("owner", text(&f["owner"])),
-        ("tags", text(&f["tags"])),
-        ("ticket", text(&f["ticket"])),
-        ("kind", text(&f["kind"])),
-        ("permanent", text(&f["permanent"])),
-        ("expires", text(&f["expires_at"])),
-        ("on expiry", text(&f["expiry"])),
-        ("version", text(&f["version"])),
-        ("archived", text(&f["archived"])),
+        ("description", f.description.clone()),
+        ("owner", f.meta.owner.clone()),
+        ("tags", show(&f.meta.tags)),
+        ("ticket", f.meta.ticket.clone()),
+        ("kind", show(&f.meta.kind)),
+        ("permanent", show(&f.meta.permanent)),
+        (
+            "expires",
+            show(
+                &f.meta
+                    .expires_at
+                    .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
+            ),
+        ),
+        ("on expiry", show(&f.meta.expiry)),
+        ("version", f.version.to_string()),
+        ("archived", f.archived.to_string()),
     ];
     for (k, v) in fields {
         println!("{k:<12} {v}");
     }
     let overrides: Vec<Vec<String>> =
-        items(&body["overrides"]).map(|o| vec![text(&o["user_id"]), text(&o["value"])]).collect();
-    println!("overrides    {}", body["overrides_total"]);
+        detail.overrides.iter().map(|o| vec![o.user_id.clone(), text(&o.value)]).collect();
+    println!("overrides    {}", detail.overrides_total);
     if !overrides.is_empty() {
         table(&["USER", "VALUE"], overrides);
     }
@@ -614,7 +626,8 @@ async fn cmd_set(
     if json_out {
         return print(&body);
     }
-    println!("{key} = {} (version {})", text(&body["flag"]["value"]), body["flag"]["version"]);
+    let written: ff_api::FlagWritten = serde_json::from_value(body)?;
+    println!("{key} = {} (version {})", text(&written.flag.value.to_json()), written.flag.version);
     Ok(())
 }
 
@@ -658,9 +671,9 @@ async fn cmd_user(api: &Api, json_out: bool, user: String) -> anyhow::Result<()>
     if json_out {
         return print(&body);
     }
-    let rows = items(&body["flags"])
-        .map(|f| vec![text(&f["key"]), text(&f["value"]), reason(&f["reason"])])
-        .collect();
+    let lookup: ff_api::UserLookup = serde_json::from_value(body)?;
+    let rows =
+        lookup.flags.iter().map(|f| vec![f.key.clone(), text(&f.value), f.reason.to_string()]).collect();
     table(&["KEY", "VALUE", "REASON"], rows);
     Ok(())
 }
@@ -775,17 +788,25 @@ async fn cmd_history(
     if json_out {
         return print(&body);
     }
-    let rows = items(&body["changes"])
+    let list: ff_api::ChangeList = serde_json::from_value(body)?;
+    let none = Value::Null;
+    let rows = list
+        .changes
+        .iter()
         .map(|c| {
             vec![
-                text(&c["seq"]),
-                text(&c["at"]),
-                text(&c["actor"]),
-                text(&c["action"]),
-                text(&c["key"]),
-                text(&c["subject"]),
-                format!("{} -> {}", summary(&c["before"]), summary(&c["after"])),
-                text(&c["reason"]),
+                c.seq.to_string(),
+                c.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                c.actor.clone(),
+                c.action.as_str().to_owned(),
+                c.key.clone(),
+                c.subject.clone().unwrap_or_else(|| "-".into()),
+                format!(
+                    "{} -> {}",
+                    summary(c.before.as_ref().unwrap_or(&none)),
+                    summary(c.after.as_ref().unwrap_or(&none))
+                ),
+                c.reason.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -800,7 +821,8 @@ async fn cmd_revert(api: &Api, json_out: bool, seq: u64, reason: Option<String>)
     if json_out {
         return print(&body);
     }
-    println!("reverted change {seq} (as change {})", body["change"]["seq"]);
+    let reverted: ff_api::Reverted = serde_json::from_value(body)?;
+    println!("reverted change {seq} (as change {})", reverted.change.seq);
     Ok(())
 }
 
@@ -988,11 +1010,11 @@ async fn switch(
 ) -> anyhow::Result<()> {
     let body = api.patch_flag(key, json!({ "enabled": on }), reason).await?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
-    } else {
-        let state = if on { "on" } else { "OFF (its off value for everyone)" };
-        println!("{key} is {state} (version {})", body["flag"]["version"]);
+        return print(&body);
     }
+    let written: ff_api::FlagWritten = serde_json::from_value(body)?;
+    let state = if on { "on" } else { "OFF (its off value for everyone)" };
+    println!("{key} is {state} (version {})", written.flag.version);
     Ok(())
 }
 

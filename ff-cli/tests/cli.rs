@@ -138,6 +138,14 @@ async fn operate_the_example_from_the_terminal() {
     assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
     let user = run(&["user", "tester"]).await.unwrap();
     assert_eq!(row(&user.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")[1..], ["0", "override"]);
+    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"]).await.unwrap();
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    assert!(
+        get.stdout.contains("switch       on") && get.stdout.contains("overrides    1"),
+        "{}",
+        get.stdout
+    );
+    assert_eq!(row(&get.stdout, "tester")[1..], ["0"], "{}", get.stdout);
 
     let off = run(&["off", "CREDITS_PAYMENTS", "--reason", "incident"]).await.unwrap();
     assert_eq!(off.code, 0, "{}", off.stderr);
