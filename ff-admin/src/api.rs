@@ -138,12 +138,11 @@ pub(crate) async fn stale(
     let flags = admin.store().list_flags().await?;
     let stale = stale_report(&admin, &flags, rules, OffsetDateTime::now_utc()).await?;
     let unknown = admin.store().unknown_flags().await?;
-    Ok(Json(json!({
-        "stale": stale,
-        "unknown": unknown,
-        "rules": { "not_evaluated_days": rules.not_evaluated_days, "one_value_days": rules.one_value_days },
-    }))
-    .into_response())
+    let rules = ff_api::StaleWindows {
+        not_evaluated_days: rules.not_evaluated_days,
+        one_value_days: rules.one_value_days,
+    };
+    Ok(Json(ff_api::StaleReport { stale, unknown, rules }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

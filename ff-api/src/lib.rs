@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use ff_core::{Change, FlagDef, FlagRecord, Reason, Rule, StaleReason, ValueType};
+use ff_core::{Change, FlagDef, FlagRecord, Reason, Rule, StaleFlag, StaleReason, UnknownFlag, ValueType};
 use ff_store::{FlagPatch, Mutation};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -311,6 +311,26 @@ pub struct Reverted {
     pub reverted: u64,
     /// The change that undid it.
     pub change: Change,
+}
+
+/// The rules a stale report applied, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleWindows {
+    /// Days without an evaluation (and without a change).
+    pub not_evaluated_days: i64,
+    /// Days of serving one value or variant.
+    pub one_value_days: i64,
+}
+
+/// `GET /admin/api/stale`: flags to clean up, and keys code read that the store lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StaleReport {
+    /// Stale flags, by key.
+    pub stale: Vec<StaleFlag>,
+    /// Keys read by code but not in the store.
+    pub unknown: Vec<UnknownFlag>,
+    /// The rules applied.
+    pub rules: StaleWindows,
 }
 
 #[cfg(test)]

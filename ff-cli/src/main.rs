@@ -591,14 +591,7 @@ async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
         ("ticket", f.meta.ticket.clone()),
         ("kind", show(&f.meta.kind)),
         ("permanent", show(&f.meta.permanent)),
-        (
-            "expires",
-            show(
-                &f.meta
-                    .expires_at
-                    .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()),
-            ),
-        ),
+        ("expires", time_or_dash(f.meta.expires_at)),
         ("on expiry", show(&f.meta.expiry)),
         ("version", f.version.to_string()),
         ("archived", f.archived.to_string()),
@@ -741,37 +734,53 @@ async fn cmd_stale(
     query.extend(not_evaluated_days.map(|d| ("not_evaluated_days", d.to_string())));
     query.extend(one_value_days.map(|d| ("one_value_days", d.to_string())));
     let body = api.get(&["stale"], &query).await?;
-    let stale = body["stale"].as_array().map_or(0, Vec::len);
     if json_out {
         print(&body)?;
-    } else {
-        let rows = items(&body["stale"])
-            .map(|s| {
-                let reasons: Vec<String> = items(&s["reasons"]).map(text).collect();
-                vec![
-                    text(&s["key"]),
-                    text(&s["kind"]),
-                    Some(text(&s["owner"])).filter(|o| !o.is_empty()).unwrap_or_else(|| "-".into()),
-                    reasons.join(","),
-                    text(&s["expires_at"]),
-                    text(&s["last_evaluated"]),
-                    text(&s["only_value"]),
-                ]
-            })
-            .collect();
-        table(&["KEY", "KIND", "OWNER", "WHY", "EXPIRES", "LAST EVALUATED", "ONLY VALUE"], rows);
-        let unknown: Vec<Vec<String>> = items(&body["unknown"])
-            .map(|u| vec![text(&u["key"]), text(&u["count"]), text(&u["last_at"])])
-            .collect();
-        if !unknown.is_empty() {
-            println!("\nread by code but not in the store:");
-            table(&["KEY", "READS", "LAST"], unknown);
-        }
     }
+    let report: ff_api::StaleReport = serde_json::from_value(body)?;
+    if !json_out {
+        print_stale(&report);
+    }
+    let stale = report.stale.len();
     if stale > 0 {
         anyhow::bail!("{stale} stale flag{}", if stale == 1 { "" } else { "s" });
     }
     Ok(())
+}
+
+fn print_stale(report: &ff_api::StaleReport) {
+    let rows = report
+        .stale
+        .iter()
+        .map(|s| {
+            let reasons: Vec<String> = s.reasons.iter().map(|r| r.as_str().to_owned()).collect();
+            vec![
+                s.key.clone(),
+                show(&s.kind),
+                Some(s.owner.clone()).filter(|o| !o.is_empty()).unwrap_or_else(|| "-".into()),
+                reasons.join(","),
+                time_or_dash(s.expires_at),
+                time_or_dash(s.last_evaluated),
+                s.only_value.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["KEY", "KIND", "OWNER", "WHY", "EXPIRES", "LAST EVALUATED", "ONLY VALUE"], rows);
+    let unknown: Vec<Vec<String>> = report
+        .unknown
+        .iter()
+        .map(|u| vec![u.key.clone(), u.count.to_string(), time_or_dash(Some(u.last_at))])
+        .collect();
+    if !unknown.is_empty() {
+        println!("\nread by code but not in the store:");
+        table(&["KEY", "READS", "LAST"], unknown);
+    }
+}
+
+/// A time as RFC 3339, or `-`.
+fn time_or_dash(t: Option<time::OffsetDateTime>) -> String {
+    t.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
 }
 
 async fn cmd_history(
@@ -796,7 +805,7 @@ async fn cmd_history(
         .map(|c| {
             vec![
                 c.seq.to_string(),
-                c.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                time_or_dash(Some(c.at)),
                 c.actor.clone(),
                 c.action.as_str().to_owned(),
                 c.key.clone(),
