@@ -451,7 +451,7 @@ pub(crate) async fn set_override(
             .map(|o| o.value)
             .unwrap_or_default(),
     };
-    Ok(Json(json!({ "key": key, "user_id": user_id, "value": value })).into_response())
+    Ok(Json(ff_api::OverrideWritten { key, user_id, value }).into_response())
 }
 
 pub(crate) async fn delete_override(
@@ -631,7 +631,7 @@ pub(crate) async fn revert(
 
 pub(crate) async fn list_tokens(State(admin): State<Admin>, caller: Caller) -> ApiResult {
     caller.require(Role::Admin)?;
-    Ok(Json(json!({ "tokens": admin.store().tokens().await? })).into_response())
+    Ok(Json(ff_api::TokenList { tokens: admin.store().tokens().await? }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -653,7 +653,7 @@ pub(crate) async fn create_token(
     let reason = t.reason.as_deref();
     let (record, token) =
         crate::auth::create_token(admin.store(), &t.name, t.role, &caller.name, reason).await?;
-    let body = json!({ "name": record.name, "role": record.role, "id": record.id, "token": token });
+    let body = ff_api::TokenCreated { name: record.name, role: record.role, id: record.id, token };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

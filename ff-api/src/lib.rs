@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use ff_core::{Change, FlagDef, FlagRecord, Reason, Rule, StaleFlag, StaleReason, UnknownFlag, ValueType};
-use ff_store::{FlagPatch, Mutation};
+use ff_store::{FlagPatch, Mutation, Role, TokenRecord};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -331,6 +331,37 @@ pub struct StaleReport {
     pub unknown: Vec<UnknownFlag>,
     /// The rules applied.
     pub rules: StaleWindows,
+}
+
+/// `PUT /admin/api/flags/{key}/overrides/{user}`: the user's value now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideWritten {
+    /// The flag.
+    pub key: String,
+    /// The user.
+    pub user_id: String,
+    /// The value, JSON of the flag's type.
+    pub value: Value,
+}
+
+/// `GET /admin/api/tokens`: every token, revoked ones included (never a secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenList {
+    /// The tokens, by name.
+    pub tokens: Vec<TokenRecord>,
+}
+
+/// `POST /admin/api/tokens`: the new token, its secret shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// Its name, the actor of its changes.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Its public id.
+    pub id: String,
+    /// The token to send as `Authorization: Bearer`.
+    pub token: String,
 }
 
 #[cfg(test)]

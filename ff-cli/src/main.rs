@@ -638,7 +638,8 @@ async fn cmd_override_set(
     if json_out {
         return print(&body);
     }
-    println!("{key} for {user} = {}", text(&body["value"]));
+    let written: ff_api::OverrideWritten = serde_json::from_value(body)?;
+    println!("{key} for {user} = {}", text(&written.value));
     Ok(())
 }
 
@@ -683,14 +684,13 @@ async fn cmd_scan(
         other => bail!("--format must be text or json, not {other:?}"),
     };
     let found = scan::scan(&paths)?;
-    let flags = api.get(&["flags"], &[]).await?;
-    let keys = items(&flags["flags"]).filter_map(|f| f["key"].as_str().map(str::to_owned)).collect();
-    let stale_body = api.get(&["stale"], &[]).await?;
-    let stale = items(&stale_body["stale"])
-        .filter_map(|s| {
-            let reasons = items(&s["reasons"]).map(text).collect();
-            Some((s["key"].as_str()?.to_owned(), reasons))
-        })
+    let flags: ff_api::FlagList = serde_json::from_value(api.get(&["flags"], &[]).await?)?;
+    let keys = flags.flags.into_iter().map(|f| f.record.key).collect();
+    let report: ff_api::StaleReport = serde_json::from_value(api.get(&["stale"], &[]).await?)?;
+    let stale = report
+        .stale
+        .into_iter()
+        .map(|s| (s.key, s.reasons.iter().map(|r| r.as_str().to_owned()).collect()))
         .collect();
     let report = scan::report(&found, &keys, &stale);
     if as_json {
@@ -978,8 +978,9 @@ async fn cmd_token_create_via_api(
     if json_out {
         return print(&body);
     }
-    println!("{}", text(&body["token"]));
-    eprintln!("token {:?} ({}) created; it is shown only once", text(&body["name"]), text(&body["role"]));
+    let created: ff_api::TokenCreated = serde_json::from_value(body)?;
+    println!("{}", created.token);
+    eprintln!("token {:?} ({}) created; it is shown only once", created.name, created.role.as_str());
     Ok(())
 }
 
@@ -988,8 +989,18 @@ async fn cmd_token_list(api: &Api, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         return print(&body);
     }
-    let rows = items(&body["tokens"])
-        .map(|t| vec![text(&t["name"]), text(&t["role"]), text(&t["created_at"]), text(&t["revoked_at"])])
+    let list: ff_api::TokenList = serde_json::from_value(body)?;
+    let rows = list
+        .tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.role.as_str().to_owned(),
+                time_or_dash(Some(t.created_at)),
+                time_or_dash(t.revoked_at),
+            ]
+        })
         .collect();
     table(&["NAME", "ROLE", "CREATED", "REVOKED"], rows);
     Ok(())

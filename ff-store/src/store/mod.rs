@@ -417,7 +417,7 @@ impl Role {
 }
 
 /// A stored API token. The secret itself is never stored, only its hash.
-#[derive(Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenRecord {
     /// Public id, part of the token string.
     pub id: String,
