@@ -707,23 +707,21 @@ pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiRes
 
 pub(crate) async fn list_segments(State(admin): State<Admin>, caller: Caller) -> ApiResult {
     caller.require(Role::Viewer)?;
-    let segments: Vec<Value> = admin
+    let segments = admin
         .store()
         .segments()
         .await?
         .iter()
-        .map(|s| {
-            json!({
-                "key": s.key,
-                "description": s.definition.description,
-                "included": s.definition.included.len(),
-                "excluded": s.definition.excluded.len(),
-                "rules": s.definition.rules.len(),
-                "version": s.version,
-            })
+        .map(|s| ff_api::SegmentSummary {
+            key: s.key.clone(),
+            description: s.definition.description.clone(),
+            included: s.definition.included.len(),
+            excluded: s.definition.excluded.len(),
+            rules: s.definition.rules.len(),
+            version: s.version,
         })
         .collect();
-    Ok(Json(json!({ "segments": segments })).into_response())
+    Ok(Json(ff_api::SegmentList { segments }).into_response())
 }
 
 pub(crate) async fn get_segment(
@@ -737,7 +735,7 @@ pub(crate) async fn get_segment(
         .into_iter()
         .find(|s| s.key == key)
         .ok_or_else(|| AdminError::NotFound(format!("segment {key:?} does not exist")))?;
-    Ok(with_etag(StatusCode::OK, s.version, json!({ "segment": s })))
+    Ok(with_etag(StatusCode::OK, s.version, ff_api::SegmentDetail { segment: s }))
 }
 
 /// Creates or replaces a segment; `If-Match: "0"` means "only if it does not exist yet".
@@ -757,7 +755,7 @@ pub(crate) async fn put_segment(
         admin.store().put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;
     let version = change.as_ref().and_then(|c| c.after.as_ref()).and_then(|a| a["version"].as_u64());
     let status = if version == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "key": key, "changed": change.is_some(), "version": version }))).into_response())
+    Ok((status, Json(ff_api::SegmentWritten { key, changed: change.is_some(), version })).into_response())
 }
 
 pub(crate) async fn delete_segment(

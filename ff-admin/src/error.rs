@@ -119,6 +119,6 @@ impl IntoResponse for AdminError {
         if status.is_server_error() {
             tracing::warn!(error = %message, "ff-admin: request failed");
         }
-        (status, Json(serde_json::json!({ "error": code, "message": message }))).into_response()
+        (status, Json(ff_api::ApiError { error: code.to_owned(), message })).into_response()
     }
 }

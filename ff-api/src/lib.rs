@@ -3,7 +3,9 @@
 
 #![forbid(unsafe_code)]
 
-use ff_core::{Change, FlagDef, FlagRecord, Reason, Rule, StaleFlag, StaleReason, UnknownFlag, ValueType};
+use ff_core::{
+    Change, FlagDef, FlagRecord, Reason, Rule, SegmentRecord, StaleFlag, StaleReason, UnknownFlag, ValueType,
+};
 use ff_store::{FlagPatch, Mutation, Role, TokenRecord};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -362,6 +364,57 @@ pub struct TokenCreated {
     pub id: String,
     /// The token to send as `Authorization: Bearer`.
     pub token: String,
+}
+
+/// Every refusal of the admin API: a code and a sentence saying what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// `not_found`, `version_conflict`, `invalid_value`, ...
+    pub error: String,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+/// A segment as `GET /admin/api/segments` lists it: sizes, not members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentSummary {
+    /// The key rules refer to it by.
+    pub key: String,
+    /// What it is for.
+    pub description: String,
+    /// Users listed in it.
+    pub included: usize,
+    /// Users listed as out of it.
+    pub excluded: usize,
+    /// Its rules.
+    pub rules: usize,
+    /// Incremented by every change.
+    pub version: u64,
+}
+
+/// `GET /admin/api/segments`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentList {
+    /// The segments, by key.
+    pub segments: Vec<SegmentSummary>,
+}
+
+/// `GET /admin/api/segments/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentDetail {
+    /// The segment.
+    pub segment: SegmentRecord,
+}
+
+/// `PUT /admin/api/segments/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentWritten {
+    /// The segment.
+    pub key: String,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Its new version, when it changed.
+    pub version: Option<u64>,
 }
 
 #[cfg(test)]

@@ -404,8 +404,9 @@ impl Api {
         let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: Value = res.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            let message = body["message"].as_str().unwrap_or("no details");
-            bail!("{} {}: {message}", status.as_u16(), body["error"].as_str().unwrap_or("error"));
+            let e = serde_json::from_value::<ff_api::ApiError>(body)
+                .unwrap_or(ff_api::ApiError { error: "error".into(), message: "no details".into() });
+            bail!("{} {}: {}", status.as_u16(), e.error, e.message);
         }
         Ok((body, etag))
     }
@@ -437,11 +438,6 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
         column.set_padding((0, 2));
     }
     println!("{}", t.trim_fmt());
-}
-
-/// The elements of a JSON array (none if it is not one).
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v.as_array().into_iter().flatten()
 }
 
 fn text(v: &Value) -> String {
@@ -889,15 +885,18 @@ async fn cmd_segments(api: &Api, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         return print(&body);
     }
-    let rows = items(&body["segments"])
+    let list: ff_api::SegmentList = serde_json::from_value(body)?;
+    let rows = list
+        .segments
+        .iter()
         .map(|s| {
             vec![
-                text(&s["key"]),
-                text(&s["included"]),
-                text(&s["excluded"]),
-                text(&s["rules"]),
-                text(&s["version"]),
-                text(&s["description"]),
+                s.key.clone(),
+                s.included.to_string(),
+                s.excluded.to_string(),
+                s.rules.to_string(),
+                s.version.to_string(),
+                s.description.clone(),
             ]
         })
         .collect();
@@ -929,8 +928,9 @@ async fn cmd_segment_put(
     if json_out {
         return print(&body);
     }
-    let state = if body["changed"] == true { "saved" } else { "unchanged" };
-    println!("segment {key} {state} (version {})", text(&body["version"]));
+    let written: ff_api::SegmentWritten = serde_json::from_value(body)?;
+    let state = if written.changed { "saved" } else { "unchanged" };
+    println!("segment {key} {state} (version {})", show(&written.version));
     Ok(())
 }
 
