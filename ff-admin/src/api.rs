@@ -83,6 +83,8 @@ fn flag_view(admin: &Admin, record: FlagRecord, overrides: usize) -> ff_api::Fla
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
     q: Option<String>,
     tag: Option<String>,
     owner: Option<String>,
@@ -213,7 +215,7 @@ pub(crate) async fn list_flags(
         stale.iter().map(|s| (s.key.as_str(), s)).collect();
     let is_stale = |f: &FlagRecord| stale.contains_key(f.key.as_str());
     let text = q.q.as_deref().map(str::to_lowercase);
-    let list: Vec<ff_api::FlagView> = flags
+    let matching: Vec<&FlagRecord> = flags
         .iter()
         .filter(|f| f.archived == q.archived.unwrap_or(false))
         .filter(|f| {
@@ -223,13 +225,18 @@ pub(crate) async fn list_flags(
         .filter(|f| q.tag.as_ref().is_none_or(|t| f.meta.tags.contains(t)))
         .filter(|f| q.owner.as_ref().is_none_or(|o| &f.meta.owner == o))
         .filter(|f| q.stale.is_none_or(|s| is_stale(f) == s))
+        .collect();
+    let list: Vec<ff_api::FlagView> = matching
+        .iter()
+        .skip(q.offset.unwrap_or(0))
+        .take(q.limit.unwrap_or(usize::MAX))
         .map(|f| {
             let n = counts.get(&f.key).copied().unwrap_or(0);
             let reasons = stale.get(f.key.as_str()).map(|s| s.reasons.clone()).unwrap_or_default();
-            ff_api::FlagView { stale: Some(reasons), ..flag_view(&admin, f.clone(), n) }
+            ff_api::FlagView { stale: Some(reasons), ..flag_view(&admin, (*f).clone(), n) }
         })
         .collect();
-    Ok(Json(ff_api::FlagList { flags: list }).into_response())
+    Ok(Json(ff_api::FlagList { flags: list, total: matching.len() }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

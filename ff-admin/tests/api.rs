@@ -967,3 +967,22 @@ async fn restore_checks_the_segments_the_flag_refers_to() {
     );
     assert_eq!(api.call("POST", "/admin/api/flags/LEAD_HOURS/restore", e, None).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_flag_list_pages_and_counts_what_matches() {
+    let api = Api::new().await;
+    let (e, v) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
+    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, Some(json!({"value": 1}))).await;
+    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u2", e, Some(json!({"value": 2}))).await;
+    let all = api.call("GET", "/admin/api/flags", v, None).await.body;
+    let keys =
+        |b: &Value| b["flags"].as_array().unwrap().iter().map(|f| f["key"].clone()).collect::<Vec<_>>();
+    assert_eq!((keys(&all), all["total"].clone()), (vec![json!("CREDITS"), json!("LEAD_HOURS")], json!(2)));
+    assert_eq!(all["flags"][1]["overrides"], 2);
+    let page = api.call("GET", "/admin/api/flags?offset=1&limit=1", v, None).await.body;
+    assert_eq!((keys(&page), page["total"].clone()), (vec![json!("LEAD_HOURS")], json!(2)));
+    let past = api.call("GET", "/admin/api/flags?offset=5", v, None).await.body;
+    assert_eq!((keys(&past).len(), past["total"].clone()), (0, json!(2)));
+    let r = api.call("GET", "/admin/api/flags?limit=many", v, None).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+}

@@ -234,11 +234,13 @@ pub struct FlagView {
     pub stale: Option<Vec<StaleReason>>,
 }
 
-/// `GET /admin/api/flags`.
+/// `GET /admin/api/flags` (`?offset=&limit=` pages it; all by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlagList {
-    /// The flags, by key.
+    /// This page of the flags that match, by key.
     pub flags: Vec<FlagView>,
+    /// How many flags match.
+    pub total: usize,
 }
 
 /// One user's value of a flag.
