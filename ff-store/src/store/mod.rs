@@ -1040,88 +1040,12 @@ pub(crate) fn plan(
             if current.is_some() {
                 return if *if_missing { Ok(None) } else { Err(StoreError::FlagExists(key.to_owned())) };
             }
-            validate_key(key).map_err(invalid)?;
-            def.meta.validate().map_err(invalid)?;
-            def.schema.check_self(def.value_type).map_err(invalid)?;
-            let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
-            let off_value = match &def.off_value {
-                Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
-                None => ff_core::default_off_value(&value),
-            };
-            let record = FlagRecord {
-                key: key.to_owned(),
-                value_type: def.value_type,
-                value,
-                enabled: def.enabled,
-                off_value,
-                description: def.description.clone(),
-                schema: def.schema.clone(),
-                meta: def.meta.clone(),
-                targeting: def.targeting.clone(),
-                archived: false,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
-            record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
-            Ok(Some(Plan::PutFlag { record, before: None, action: Action::FlagCreate }))
+            plan_create(def, now).map(Some)
         }
         Mutation::UpdateFlag { patch, expected_version, .. } => {
             let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
             check_version(before, *expected_version)?;
-            let mut record = before.clone();
-            if let Some(schema) = &patch.schema {
-                schema.check_self(record.value_type).map_err(invalid)?;
-                record.schema = schema.clone();
-            }
-            let ty = record.value_type;
-            if let Some(v) = &patch.value {
-                record.value = Value::from_json(ty, v).map_err(invalid)?;
-            }
-            if let Some(v) = &patch.off_value {
-                record.off_value = Value::from_json(ty, v).map_err(invalid)?;
-            }
-            record.schema.check(&record.value).map_err(invalid)?;
-            record.schema.check(&record.off_value).map_err(invalid)?;
-            if let Some(e) = patch.enabled {
-                record.enabled = e;
-            }
-            if let Some(d) = &patch.description {
-                record.description = d.clone();
-            }
-            if let Some(o) = &patch.owner {
-                record.meta.owner = o.clone();
-            }
-            if let Some(t) = &patch.tags {
-                record.meta.tags = t.clone();
-            }
-            if let Some(t) = &patch.ticket {
-                record.meta.ticket = t.clone();
-            }
-            if let Some(e) = patch.expires_at {
-                record.meta.expires_at = e;
-            }
-            if let Some(k) = patch.kind {
-                record.meta.kind = k;
-            }
-            if let Some(p) = patch.permanent {
-                record.meta.permanent = p;
-            }
-            if let Some(e) = patch.expiry {
-                record.meta.expiry = e;
-            }
-            record.meta.validate().map_err(invalid)?;
-            if let Some(t) = &patch.targeting {
-                record.targeting = t.clone();
-            }
-            // Also re-checks targeting values against changed bounds.
-            record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
-            if record == *before {
-                return Ok(None);
-            }
-            record.version += 1;
-            record.updated_at = now;
-            Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagUpdate }))
+            plan_update(before, patch, now)
         }
         Mutation::ArchiveFlag { expected_version, .. } => {
             let before = live.ok_or_else(|| StoreError::UnknownFlag(key.to_owned()))?;
@@ -1167,6 +1091,100 @@ pub(crate) fn plan(
             }))
         }
     }
+}
+
+/// A new flag's record from its definition, validated as a whole.
+fn plan_create(def: &FlagDef, now: OffsetDateTime) -> Result<Plan, StoreError> {
+    let key = def.key.as_str();
+    let invalid = |e: ValidationError| StoreError::invalid(key, e);
+    validate_key(key).map_err(invalid)?;
+    def.meta.validate().map_err(invalid)?;
+    def.schema.check_self(def.value_type).map_err(invalid)?;
+    let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
+    let off_value = match &def.off_value {
+        Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
+        None => ff_core::default_off_value(&value),
+    };
+    let record = FlagRecord {
+        key: key.to_owned(),
+        value_type: def.value_type,
+        value,
+        enabled: def.enabled,
+        off_value,
+        description: def.description.clone(),
+        schema: def.schema.clone(),
+        meta: def.meta.clone(),
+        targeting: def.targeting.clone(),
+        archived: false,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
+    Ok(Plan::PutFlag { record, before: None, action: Action::FlagCreate })
+}
+
+/// A flag with `patch` applied, validated as a whole; `None` if nothing changes.
+fn plan_update(
+    before: &FlagRecord,
+    patch: &FlagPatch,
+    now: OffsetDateTime,
+) -> Result<Option<Plan>, StoreError> {
+    let key = before.key.as_str();
+    let invalid = |e: ValidationError| StoreError::invalid(key, e);
+    let mut record = before.clone();
+    if let Some(schema) = &patch.schema {
+        schema.check_self(record.value_type).map_err(invalid)?;
+        record.schema = schema.clone();
+    }
+    let ty = record.value_type;
+    if let Some(v) = &patch.value {
+        record.value = Value::from_json(ty, v).map_err(invalid)?;
+    }
+    if let Some(v) = &patch.off_value {
+        record.off_value = Value::from_json(ty, v).map_err(invalid)?;
+    }
+    record.schema.check(&record.value).map_err(invalid)?;
+    record.schema.check(&record.off_value).map_err(invalid)?;
+    if let Some(e) = patch.enabled {
+        record.enabled = e;
+    }
+    if let Some(d) = &patch.description {
+        record.description = d.clone();
+    }
+    if let Some(o) = &patch.owner {
+        record.meta.owner = o.clone();
+    }
+    if let Some(t) = &patch.tags {
+        record.meta.tags = t.clone();
+    }
+    if let Some(t) = &patch.ticket {
+        record.meta.ticket = t.clone();
+    }
+    if let Some(e) = patch.expires_at {
+        record.meta.expires_at = e;
+    }
+    if let Some(k) = patch.kind {
+        record.meta.kind = k;
+    }
+    if let Some(p) = patch.permanent {
+        record.meta.permanent = p;
+    }
+    if let Some(e) = patch.expiry {
+        record.meta.expiry = e;
+    }
+    record.meta.validate().map_err(invalid)?;
+    if let Some(t) = &patch.targeting {
+        record.targeting = t.clone();
+    }
+    // Also re-checks targeting values against changed bounds.
+    record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
+    if record == *before {
+        return Ok(None);
+    }
+    record.version += 1;
+    record.updated_at = now;
+    Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagUpdate }))
 }
 
 fn typed(ty: ValueType, schema: &Schema, json: &serde_json::Value) -> Result<Value, ValidationError> {
