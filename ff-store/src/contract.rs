@@ -353,6 +353,11 @@ pub async fn flags_overrides_and_tokens(store: Arc<dyn Store>) {
     assert!(revoked.revoked_at.is_some());
     assert!(s.token("tok1").await.unwrap().unwrap().revoked_at.is_some());
     assert!(matches!(s.revoke_token("ci-bot", "admin", None).await, Err(StoreError::UnknownToken(_))));
+    let again = TokenRecord { id: "tok3".into(), ..token.clone() };
+    assert!(
+        matches!(s.create_token(again, "admin", None).await, Err(StoreError::TokenExists(_))),
+        "a revoked token's name is not reused"
+    );
     let log = s.changes(&ChangeQuery { limit: 2, ..ChangeQuery::default() }).await.unwrap();
     assert_eq!(log.iter().map(|c| c.action).collect::<Vec<_>>(), [Action::TokenRevoke, Action::TokenCreate]);
     assert_eq!(
@@ -722,11 +727,27 @@ pub async fn racing_writers(store: Arc<dyn Store>) {
         .write(w(Mutation::CreateFlag { def: def("N", ValueType::Int, json!(0)), if_missing: false }))
         .await
         .unwrap();
-    let tasks: Vec<_> = (0..20)
+    // Segment and token writes race with flag writes on the same log.
+    let tasks: Vec<_> = (0..28)
         .map(|i| {
             let s = store.clone();
             tokio::spawn(async move {
-                if i % 2 == 0 {
+                if i >= 24 {
+                    let token = TokenRecord {
+                        id: format!("race-{i}"),
+                        name: format!("racer-{i}"),
+                        role: Role::Viewer,
+                        secret_hash: "h".into(),
+                        created_at: time::OffsetDateTime::UNIX_EPOCH,
+                        revoked_at: None,
+                    };
+                    s.create_token(token, "x", None).await.map(|_| 1)
+                } else if i >= 20 {
+                    let def = serde_json::from_value(json!({ "included": [format!("u{i}")] })).unwrap();
+                    s.put_segment(&format!("seg-{i}"), def, Some(0), ("x", None))
+                        .await
+                        .map(|c| c.iter().len())
+                } else if i % 2 == 0 {
                     let m = (0..3).map(|j| Mutation::set_override("N", format!("b{i}-{j}"), j)).collect();
                     s.write_batch(Batch::new("x", m)).await.map(|c| c.len())
                 } else {
@@ -739,7 +760,9 @@ pub async fn racing_writers(store: Arc<dyn Store>) {
         t.await.unwrap().unwrap();
     }
     let log = store.changes_since(0, 100).await.unwrap();
-    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=41).collect::<Vec<_>>());
+    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=49).collect::<Vec<_>>());
+    assert_eq!(store.segments().await.unwrap().len(), 4);
+    assert_eq!(store.tokens().await.unwrap().len(), 4);
     // Each batch's three changes sit together, ending at their batch_end.
     for c in log.iter().filter(|c| c.batch_end.is_some()) {
         let end = c.batch_end.unwrap();

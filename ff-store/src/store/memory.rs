@@ -6,15 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::write::{Backend, Staged, WriteTx, write_all};
+use super::write::{self, Backend, Staged, WriteTx};
 use super::{
-    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, check_attributes,
-    flags_using, plan_segment, segment_change, token_audit, validate_token_name,
+    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, flags_using,
 };
 use crate::error::StoreError;
-use crate::store::now;
 use ff_core::SegmentDef;
-use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
+use ff_core::{Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
 /// A store in process memory. Clones share the same data.
 #[derive(Debug, Clone)]
@@ -38,32 +36,6 @@ struct Data {
     attributes: std::collections::BTreeSet<String>,
     usage: BTreeMap<(String, time::Date, String, String), (u64, time::OffsetDateTime)>,
     unknown: BTreeMap<String, ff_core::UnknownFlag>,
-}
-
-impl Data {
-    fn log(
-        &mut self,
-        action: Action,
-        who: (&str, Option<&str>),
-        subject: &str,
-        after: serde_json::Value,
-    ) -> Change {
-        let (actor, reason) = who;
-        let change = Change {
-            seq: self.changes.len() as u64 + 1,
-            at: now(),
-            actor: actor.to_owned(),
-            action,
-            key: String::new(),
-            subject: Some(subject.to_owned()),
-            before: None,
-            after: Some(after),
-            reason: reason.map(str::to_owned),
-            batch_end: None,
-        };
-        self.changes.push(change.clone());
-        change
-    }
 }
 
 /// A write transaction: reads the data as it is, and commits if no other writer
@@ -98,8 +70,18 @@ impl WriteTx for MemoryTx {
         Ok(self.store.data().overrides.get(&(key.to_owned(), user.to_owned())).cloned())
     }
 
-    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.store.data().segments.contains_key(key))
+    async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
+        Ok(self.store.data().segments.get(key).cloned())
+    }
+
+    async fn flags_using_segment(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
+        let d = self.store.data();
+        let flags: Vec<FlagRecord> = d.flags.values().filter(|f| !f.archived).cloned().collect();
+        Ok(flags_using(&flags, key))
+    }
+
+    async fn token_named(&mut self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self.store.data().tokens.values().find(|t| t.name == name).cloned())
     }
 
     async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
@@ -119,6 +101,15 @@ impl WriteTx for MemoryTx {
                 Some(v) => d.overrides.insert(id.clone(), v.clone()),
                 None => d.overrides.remove(id),
             };
+        }
+        for (key, record) in &staged.segments {
+            match record {
+                Some(r) => d.segments.insert(key.clone(), r.clone()),
+                None => d.segments.remove(key),
+            };
+        }
+        for (id, token) in &staged.tokens {
+            d.tokens.insert(id.clone(), token.clone());
         }
         d.changes.extend(changes.iter().cloned());
         drop(d);
@@ -216,13 +207,11 @@ impl FlagReader for MemoryStore {
 #[async_trait]
 impl FlagWriter for MemoryStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
+        write::write(self, &write).await
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
-        batch.check_size()?;
-        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+        write::write_batch(self, &batch).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
@@ -251,43 +240,11 @@ impl FlagWriter for MemoryStore {
         expected_version: Option<u64>,
         who: (&str, Option<&str>),
     ) -> Result<Option<Change>, StoreError> {
-        let change = {
-            let mut d = self.data();
-            let declared: Vec<String> = d.attributes.iter().cloned().collect();
-            check_attributes(key, definition.attributes(), &declared)?;
-            let current = d.segments.get(key);
-            let Some(record) = plan_segment(key, definition, current, expected_version, now())? else {
-                return Ok(None);
-            };
-            let seq = d.changes.len() as u64 + 1;
-            let change = segment_change(seq, Action::SegmentPut, key, current, Some(&record), who);
-            d.segments.insert(key.to_owned(), record);
-            d.changes.push(change.clone());
-            change
-        };
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(Some(change))
+        write::put_segment(self, key, &definition, expected_version, who).await
     }
 
     async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        let change = {
-            let mut d = self.data();
-            let Some(current) = d.segments.get(key).cloned() else {
-                return Err(StoreError::UnknownSegment(key.to_owned()));
-            };
-            let flags: Vec<FlagRecord> = d.flags.values().cloned().collect();
-            let users = flags_using(&flags, key);
-            if !users.is_empty() {
-                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
-            }
-            let seq = d.changes.len() as u64 + 1;
-            let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
-            d.segments.remove(key);
-            d.changes.push(change.clone());
-            change
-        };
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(change)
+        write::delete_segment(self, key, who).await
     }
 
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
@@ -304,17 +261,7 @@ impl TokenStore for MemoryStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
-        {
-            let mut d = self.data();
-            if d.tokens.values().any(|t| t.name == token.name) {
-                return Err(StoreError::TokenExists(token.name));
-            }
-            d.tokens.insert(token.id.clone(), token.clone());
-            d.log(Action::TokenCreate, (actor, reason), &token.name, token_audit(&token));
-        }
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
+        write::create_token(self, token, (actor, reason)).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -333,17 +280,7 @@ impl TokenStore for MemoryStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        let token = {
-            let mut d = self.data();
-            let token = d.tokens.values_mut().find(|t| t.name == name && t.revoked_at.is_none());
-            let Some(token) = token else { return Err(StoreError::UnknownToken(name.to_owned())) };
-            token.revoked_at = Some(now());
-            let token = token.clone();
-            d.log(Action::TokenRevoke, (actor, reason), name, token_audit(&token));
-            token
-        };
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
+        write::revoke_token(self, name, (actor, reason)).await
     }
 }
 

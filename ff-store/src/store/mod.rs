@@ -937,30 +937,6 @@ pub(crate) fn plan_segment(
     }))
 }
 
-/// The change row of a segment write.
-pub(crate) fn segment_change(
-    seq: u64,
-    action: Action,
-    key: &str,
-    before: Option<&SegmentRecord>,
-    after: Option<&SegmentRecord>,
-    (actor, reason): (&str, Option<&str>),
-) -> Change {
-    let json = |r: Option<&SegmentRecord>| r.and_then(|r| serde_json::to_value(r).ok());
-    Change {
-        seq,
-        at: now(),
-        actor: actor.to_owned(),
-        action,
-        key: key.to_owned(),
-        subject: None,
-        before: json(before),
-        after: json(after),
-        reason: reason.map(str::to_owned),
-        batch_end: None,
-    }
-}
-
 /// What a validated mutation will write.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // one per write, never stored
@@ -971,6 +947,12 @@ pub(crate) enum Plan {
     PutOverride { key: String, user_id: String, value: serde_json::Value, before: Option<serde_json::Value> },
     /// Delete one override row.
     DeleteOverride { key: String, user_id: String, before: serde_json::Value },
+    /// Insert or replace one segment.
+    PutSegment { record: SegmentRecord, before: Option<SegmentRecord> },
+    /// Delete one segment.
+    DeleteSegment { before: SegmentRecord },
+    /// Insert or replace one token (created, or revoked).
+    PutToken { token: TokenRecord, action: Action },
 }
 
 impl Plan {
@@ -997,16 +979,30 @@ impl Plan {
         (actor, reason): (&str, Option<&str>),
     ) -> Change {
         let record = |r: &FlagRecord| serde_json::to_value(r).unwrap_or_default();
+        let segment = |r: &SegmentRecord| serde_json::to_value(r).ok();
         let (action, key, subject, before, after) = match self {
             Plan::PutFlag { record: r, before, action } => {
                 let after = (*action != Action::FlagArchive).then(|| record(r));
-                (*action, &r.key, None, before.as_ref().map(record), after)
+                (*action, r.key.as_str(), None, before.as_ref().map(record), after)
             }
-            Plan::PutOverride { key, user_id, value, before } => {
-                (Action::OverrideSet, key, Some(user_id.clone()), before.clone(), Some(value.clone()))
-            }
+            Plan::PutOverride { key, user_id, value, before } => (
+                Action::OverrideSet,
+                key.as_str(),
+                Some(user_id.clone()),
+                before.clone(),
+                Some(value.clone()),
+            ),
             Plan::DeleteOverride { key, user_id, before } => {
-                (Action::OverrideDelete, key, Some(user_id.clone()), Some(before.clone()), None)
+                (Action::OverrideDelete, key.as_str(), Some(user_id.clone()), Some(before.clone()), None)
+            }
+            Plan::PutSegment { record: r, before } => {
+                (Action::SegmentPut, r.key.as_str(), None, before.as_ref().and_then(segment), segment(r))
+            }
+            Plan::DeleteSegment { before } => {
+                (Action::SegmentDelete, before.key.as_str(), None, segment(before), None)
+            }
+            Plan::PutToken { token, action } => {
+                (*action, "", Some(token.name.clone()), None, Some(token_audit(token)))
             }
         };
         Change {
@@ -1014,7 +1010,7 @@ impl Plan {
             at,
             actor: actor.to_owned(),
             action,
-            key: key.clone(),
+            key: key.to_owned(),
             subject,
             before,
             after,

@@ -19,14 +19,14 @@ use redis::aio::MultiplexedConnection;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::write::{Backend, Staged, WriteTx, write_all};
+use super::write::{self, Backend, Staged, WriteTx};
 use super::{
-    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, check_attributes,
-    flags_using, from_millis, now, plan_segment, segment_change, to_millis, token_audit, validate_token_name,
+    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, flags_using,
+    from_millis, to_millis,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
-use ff_core::{Action, Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
+use ff_core::{Change, FlagRecord, OverrideRecord, SegmentRecord, StoreState};
 
 /// Separates a flag key from a user id in hash fields (keys never contain it).
 const SEP: char = '\u{1f}';
@@ -83,46 +83,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-/// Runs `$attempt` (an `async` block using `$c`, the writer connection) until it is
-/// done: each attempt `WATCH`es what it reads and ends in `EXEC` (or `UNWATCH`).
-macro_rules! transact {
-    ($self:ident, $c:ident => $attempt:expr) => {{
-        let mut slot = $self.inner.writer.lock().await;
-        let mut result =
-            Err(StoreError::Corrupt("too many concurrent writers: gave up after 100 attempts".into()));
-        for _ in 0..100 {
-            let $c = match slot.as_mut() {
-                Some(c) => c,
-                None => slot.insert($self.inner.client.get_multiplexed_async_connection().await?),
-            };
-            match $attempt.await {
-                Ok(Attempt::Done(r)) => {
-                    $self.inner.signal.send_modify(|n| *n += 1);
-                    result = Ok(r);
-                    break;
-                }
-                Ok(Attempt::Retry) => tokio::task::yield_now().await,
-                Err(e) => {
-                    // Leave nothing watched; a broken connection is replaced.
-                    if redis::cmd("UNWATCH").query_async::<()>(&mut *$c).await.is_err() {
-                        *slot = None;
-                    }
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        result
-    }};
-}
-
-/// One attempt of an optimistic transaction.
-enum Attempt<R> {
-    Done(R),
-    /// Another writer moved the seq between `WATCH` and `EXEC`.
-    Retry,
 }
 
 type Conn = MultiplexedConnection;
@@ -188,20 +148,14 @@ impl RedisStore {
         }
     }
 
-    /// `WATCH`es the seq (every writer changes it, so this serialises writers) and reads it.
-    async fn watch_seq(&self, c: &mut Conn) -> Result<u64, StoreError> {
-        redis::cmd("WATCH").arg(self.k("seq")).query_async::<()>(c).await?;
-        Ok(redis::cmd("GET").arg(self.k("seq")).query_async::<Option<u64>>(c).await?.unwrap_or(0))
-    }
-
-    /// Ends a transaction: the seq moves to `end`, the change rows are logged and
-    /// announced. `None` from `EXEC`: someone else wrote first.
+    /// Ends a transaction: the seq moves to the last change's, the change rows are
+    /// logged and announced. `false` (`EXEC` answered nil): someone else wrote first.
     async fn commit(
         &self,
         c: &mut Conn,
         mut pipe: redis::Pipeline,
         changes: &[Change],
-    ) -> Result<Attempt<()>, StoreError> {
+    ) -> Result<bool, StoreError> {
         let end = changes.last().map_or(0, |c| c.seq);
         pipe.cmd("SET").arg(self.k("seq")).arg(end).ignore();
         for change in changes {
@@ -209,17 +163,7 @@ impl RedisStore {
         }
         pipe.cmd("PUBLISH").arg(self.k("changes")).arg(end).ignore();
         let done: Option<Vec<redis::Value>> = pipe.atomic().query_async(c).await?;
-        Ok(if done.is_some() { Attempt::Done(()) } else { Attempt::Retry })
-    }
-
-    async fn hget<T: serde::de::DeserializeOwned>(
-        &self,
-        c: &mut Conn,
-        hash: &str,
-        field: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let text: Option<String> = redis::cmd("HGET").arg(self.k(hash)).arg(field).query_async(c).await?;
-        text.map(|t| parse(&t, hash)).transpose()
+        Ok(done.is_some())
     }
 
     async fn all<T: serde::de::DeserializeOwned>(&self, hash: &str) -> Result<Vec<T>, StoreError> {
@@ -300,14 +244,18 @@ impl RedisTx {
         Ok(r?)
     }
 
+    async fn hget_raw(&mut self, hash: &str, field: &str) -> Result<Option<String>, StoreError> {
+        let cmd = redis::cmd("HGET").arg(self.store.k(hash)).arg(field).clone();
+        let text: redis::RedisResult<Option<String>> = cmd.query_async(self.c()?).await;
+        self.check(text)
+    }
+
     async fn hget<T: serde::de::DeserializeOwned>(
         &mut self,
         hash: &str,
         field: &str,
     ) -> Result<Option<T>, StoreError> {
-        let cmd = redis::cmd("HGET").arg(self.store.k(hash)).arg(field).clone();
-        let text: redis::RedisResult<Option<String>> = cmd.query_async(self.c()?).await;
-        self.check(text)?.map(|t| parse(&t, hash)).transpose()
+        self.hget_raw(hash, field).await?.map(|t| parse(&t, hash)).transpose()
     }
 }
 
@@ -345,10 +293,21 @@ impl WriteTx for RedisTx {
         self.hget("overrides", &format!("{key}{SEP}{user}")).await
     }
 
-    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
-        let cmd = redis::cmd("HEXISTS").arg(self.store.k("segments")).arg(key).clone();
-        let found = cmd.query_async(self.c()?).await;
-        self.check(found)
+    async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
+        self.hget("segments", key).await
+    }
+
+    async fn flags_using_segment(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("HGETALL").arg(self.store.k("flags")).clone();
+        let all: redis::RedisResult<HashMap<String, String>> = cmd.query_async(self.c()?).await;
+        let flags: Vec<FlagRecord> =
+            self.check(all)?.values().map(|t| parse(t, "flags")).collect::<Result<_, _>>()?;
+        Ok(flags_using(&flags, key))
+    }
+
+    async fn token_named(&mut self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(id) = self.hget_raw("token_names", name).await? else { return Ok(None) };
+        self.hget_raw("tokens", &id).await?.map(|t| StoredToken::parse(&t)).transpose()
     }
 
     async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
@@ -373,19 +332,27 @@ impl WriteTx for RedisTx {
                 None => pipe.cmd("HDEL").arg(self.store.k("overrides")).arg(field).ignore(),
             };
         }
+        for (key, record) in &staged.segments {
+            match record {
+                Some(r) => pipe.cmd("HSET").arg(self.store.k("segments")).arg(key).arg(json(r)).ignore(),
+                None => pipe.cmd("HDEL").arg(self.store.k("segments")).arg(key).ignore(),
+            };
+        }
+        for (id, token) in &staged.tokens {
+            pipe.cmd("HSET").arg(self.store.k("tokens")).arg(id).arg(StoredToken::of(token)).ignore();
+            pipe.cmd("HSET").arg(self.store.k("token_names")).arg(&token.name).arg(id).ignore();
+        }
         let store = self.store.clone();
         let c = self.c()?;
         let done = store.commit(c, pipe, changes).await;
         if done.is_err() {
             *self.conn = None;
         }
-        match done? {
-            Attempt::Done(()) => {
-                store.inner.signal.send_modify(|n| *n += 1);
-                Ok(true)
-            }
-            Attempt::Retry => Ok(false),
+        let done = done?;
+        if done {
+            store.inner.signal.send_modify(|n| *n += 1);
         }
+        Ok(done)
     }
 
     async fn abort(mut self) -> Result<(), StoreError> {
@@ -525,13 +492,11 @@ impl FlagReader for RedisStore {
 #[async_trait]
 impl FlagWriter for RedisStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
+        write::write(self, &write).await
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
-        batch.check_size()?;
-        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+        write::write_batch(self, &batch).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
@@ -590,51 +555,11 @@ impl FlagWriter for RedisStore {
         expected_version: Option<u64>,
         who: (&str, Option<&str>),
     ) -> Result<Option<Change>, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let mut declared: Vec<String> =
-                redis::cmd("SMEMBERS").arg(self.k("attributes")).query_async(c).await?;
-            declared.sort();
-            check_attributes(key, definition.attributes(), &declared)?;
-            let current = self.hget::<SegmentRecord>(c, "segments", key).await?;
-            let Some(record) =
-                plan_segment(key, definition.clone(), current.as_ref(), expected_version, now())?
-            else {
-                redis::cmd("UNWATCH").query_async::<()>(c).await?;
-                return Ok(Attempt::Done(None));
-            };
-            let change =
-                segment_change(last + 1, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(self.k("segments")).arg(key).arg(json(&record)).ignore();
-            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
-                Attempt::Done(()) => Attempt::Done(Some(change)),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
+        write::put_segment(self, key, &definition, expected_version, who).await
     }
 
     async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let Some(current) = self.hget::<SegmentRecord>(c, "segments", key).await? else {
-                return Err(StoreError::UnknownSegment(key.to_owned()));
-            };
-            let all: HashMap<String, String> =
-                redis::cmd("HGETALL").arg(self.k("flags")).query_async(c).await?;
-            let flags: Vec<FlagRecord> = all.values().map(|t| parse(t, "flags")).collect::<Result<_, _>>()?;
-            let users = flags_using(&flags, key);
-            if !users.is_empty() {
-                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
-            }
-            let change = segment_change(last + 1, Action::SegmentDelete, key, Some(&current), None, who);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HDEL").arg(self.k("segments")).arg(key).ignore();
-            Ok(match self.commit(c, pipe, std::slice::from_ref(&change)).await? {
-                Attempt::Done(()) => Attempt::Done(change),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
+        write::delete_segment(self, key, who).await
     }
 
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
@@ -658,23 +583,7 @@ impl TokenStore for RedisStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let taken: bool =
-                redis::cmd("HEXISTS").arg(self.k("token_names")).arg(&token.name).query_async(c).await?;
-            if taken {
-                return Err(StoreError::TokenExists(token.name.clone()));
-            }
-            let change = token_change(last + 1, Action::TokenCreate, (actor, reason), &token);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(self.k("tokens")).arg(&token.id).arg(StoredToken::of(&token)).ignore();
-            pipe.cmd("HSET").arg(self.k("token_names")).arg(&token.name).arg(&token.id).ignore();
-            Ok(match self.commit(c, pipe, &[change]).await? {
-                Attempt::Done(()) => Attempt::Done(token.clone()),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
+        write::create_token(self, token, (actor, reason)).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -696,30 +605,7 @@ impl TokenStore for RedisStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        transact!(self, c => async {
-            let last = self.watch_seq(c).await?;
-            let id: Option<String> =
-                redis::cmd("HGET").arg(self.k("token_names")).arg(name).query_async(c).await?;
-            let token = match id {
-                Some(id) => {
-                    let text: Option<String> =
-                        redis::cmd("HGET").arg(self.k("tokens")).arg(&id).query_async(c).await?;
-                    text.map(|t| StoredToken::parse(&t)).transpose()?
-                }
-                None => None,
-            };
-            let Some(mut token) = token.filter(|t| t.revoked_at.is_none()) else {
-                return Err(StoreError::UnknownToken(name.to_owned()));
-            };
-            token.revoked_at = Some(now());
-            let change = token_change(last + 1, Action::TokenRevoke, (actor, reason), &token);
-            let mut pipe = redis::pipe();
-            pipe.cmd("HSET").arg(self.k("tokens")).arg(&token.id).arg(StoredToken::of(&token)).ignore();
-            Ok(match self.commit(c, pipe, &[change]).await? {
-                Attempt::Done(()) => Attempt::Done(token),
-                Attempt::Retry => Attempt::Retry,
-            })
-        })
+        write::revoke_token(self, name, (actor, reason)).await
     }
 }
 
@@ -840,25 +726,5 @@ impl StoredToken {
             created_at: from_millis(s.created_at),
             revoked_at: s.revoked_at.map(from_millis),
         })
-    }
-}
-
-fn token_change(
-    seq: u64,
-    action: Action,
-    (actor, reason): (&str, Option<&str>),
-    token: &TokenRecord,
-) -> Change {
-    Change {
-        seq,
-        at: now(),
-        actor: actor.to_owned(),
-        action,
-        key: String::new(),
-        subject: Some(token.name.clone()),
-        before: None,
-        after: Some(token_audit(token)),
-        reason: reason.map(str::to_owned),
-        batch_end: None,
     }
 }

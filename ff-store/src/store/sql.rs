@@ -14,11 +14,10 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use time::OffsetDateTime;
 use tokio::sync::{OnceCell, watch};
 
-use super::write::{Backend, Staged, WriteTx, write_all};
+use super::write::{self, Backend, Staged, WriteTx};
 use super::{
     Batch, ChangeQuery, FlagReader, FlagWriter, Role, TokenRecord, TokenStore, UsageStore, Write,
-    check_attributes, flags_using, from_millis, now, plan_segment, segment_change, to_millis, token_audit,
-    validate_token_name,
+    flags_using, from_millis, now, to_millis,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -345,8 +344,8 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-/// Locks the seq counter and reads it: like [`next_seq`], this serialises writers
-/// before they read what they change.
+/// Locks the seq counter and reads it: this serialises writers before they read
+/// what they change, so seq order is commit order and the log has no gaps.
 async fn lock_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
     let seq: i64 =
         sqlx::query_scalar("UPDATE ff_meta SET seq = seq WHERE id = 1 RETURNING seq").fetch_one(conn).await?;
@@ -403,12 +402,31 @@ impl WriteTx for SqlTx {
             .transpose()
     }
 
-    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_segments WHERE key = $1")
-            .bind(key)
+    async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
+        fetch_segment(&mut self.tx, key).await
+    }
+
+    async fn flags_using_segment(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
+        // Only flags with segment rules can use one.
+        let flags = sqlx::query(&format!(
+            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 AND targeting LIKE '%in_segment%'"
+        ))
+        .fetch_all(&mut *self.tx)
+        .await?
+        .iter()
+        .map(flag_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        Ok(flags_using(&flags, key))
+    }
+
+    async fn token_named(&mut self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM ff_tokens WHERE name = $1"))
+            .bind(name)
             .fetch_optional(&mut *self.tx)
-            .await?;
-        Ok(found.is_some())
+            .await?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
     }
 
     async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
@@ -422,6 +440,12 @@ impl WriteTx for SqlTx {
         }
         for ((key, user_id), value) in &staged.overrides {
             put_override(&mut self.tx, key, user_id, value.as_ref(), at).await?;
+        }
+        for (key, record) in &staged.segments {
+            put_segment(&mut self.tx, key, record.as_ref()).await?;
+        }
+        for token in staged.tokens.values() {
+            put_token(&mut self.tx, token).await?;
         }
         for change in changes {
             self.store.record(&mut self.tx, change).await?;
@@ -470,13 +494,46 @@ async fn put_override(
     Ok(())
 }
 
-/// Takes the next seq. Taking the counter row first serialises writers, so seq
-/// order is commit order and the log has no gaps: readers can trust `seq > last`.
-async fn next_seq(conn: &mut AnyConnection) -> Result<u64, StoreError> {
-    let seq: i64 = sqlx::query_scalar("UPDATE ff_meta SET seq = seq + 1 WHERE id = 1 RETURNING seq")
-        .fetch_one(conn)
-        .await?;
-    Ok(seq as u64)
+/// Inserts or replaces (`Some`) or deletes (`None`) one segment row.
+async fn put_segment(
+    conn: &mut AnyConnection,
+    key: &str,
+    record: Option<&SegmentRecord>,
+) -> Result<(), StoreError> {
+    let Some(record) = record else {
+        sqlx::query("DELETE FROM ff_segments WHERE key = $1").bind(key).execute(conn).await?;
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO ff_segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, version = excluded.version, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(key)
+    .bind(serde_json::to_string(&record.definition).map_err(|e| corrupt(format!("segment {key:?}: {e}")))?)
+    .bind(record.version as i64)
+    .bind(to_millis(record.created_at))
+    .bind(to_millis(record.updated_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a token, or records its revocation.
+async fn put_token(conn: &mut AnyConnection, token: &TokenRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ff_tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+    )
+    .bind(&token.id)
+    .bind(&token.name)
+    .bind(token.role.as_str())
+    .bind(&token.secret_hash)
+    .bind(to_millis(token.created_at))
+    .bind(token.revoked_at.map(to_millis))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 const CHANGE_COLUMNS: &str =
@@ -713,13 +770,11 @@ impl FlagReader for SqlStore {
 #[async_trait]
 impl FlagWriter for SqlStore {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        let who = (write.actor.as_str(), write.reason.as_deref());
-        Ok(write_all(self, std::slice::from_ref(&write.mutation), who, false).await?.pop())
+        write::write(self, &write).await
     }
 
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
-        batch.check_size()?;
-        write_all(self, &batch.mutations, (&batch.actor, batch.reason.as_deref()), true).await
+        write::write_batch(self, &batch).await
     }
 
     async fn changes(&self, q: &ChangeQuery) -> Result<Vec<Change>, StoreError> {
@@ -778,58 +833,11 @@ impl FlagWriter for SqlStore {
         expected_version: Option<u64>,
         who: (&str, Option<&str>),
     ) -> Result<Option<Change>, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let declared = declared_attributes(&mut tx).await?;
-        check_attributes(key, definition.attributes(), &declared)?;
-        let current = fetch_segment(&mut tx, key).await?;
-        let Some(record) = plan_segment(key, definition, current.as_ref(), expected_version, now())? else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "INSERT INTO ff_segments (key, definition, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET definition = excluded.definition, version = excluded.version, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(key)
-        .bind(serde_json::to_string(&record.definition).unwrap_or_else(|_| "{}".into()))
-        .bind(record.version as i64)
-        .bind(to_millis(record.created_at))
-        .bind(to_millis(record.updated_at))
-        .execute(&mut *tx)
-        .await?;
-        let change = segment_change(seq, Action::SegmentPut, key, current.as_ref(), Some(&record), who);
-        self.record(&mut tx, &change).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(Some(change))
+        write::put_segment(self, key, &definition, expected_version, who).await
     }
 
     async fn delete_segment(&self, key: &str, who: (&str, Option<&str>)) -> Result<Change, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let current =
-            fetch_segment(&mut tx, key).await?.ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))?;
-        let flags = sqlx::query(&format!(
-            "SELECT {FLAG_COLUMNS} FROM ff_flags WHERE archived = 0 AND targeting LIKE '%in_segment%'"
-        ))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(flag_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-        let users = flags_using(&flags, key);
-        if !users.is_empty() {
-            return Err(StoreError::SegmentInUse { key: key.to_owned(), flags: users });
-        }
-        sqlx::query("DELETE FROM ff_segments WHERE key = $1").bind(key).execute(&mut *tx).await?;
-        let change = segment_change(seq, Action::SegmentDelete, key, Some(&current), None, who);
-        self.record(&mut tx, &change).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(change)
+        write::delete_segment(self, key, who).await
     }
 
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
@@ -859,31 +867,7 @@ impl TokenStore for SqlStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM ff_tokens WHERE name = $1")
-            .bind(&token.name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_some() {
-            return Err(StoreError::TokenExists(token.name));
-        }
-        sqlx::query(
-            "INSERT INTO ff_tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
-        )
-        .bind(&token.id)
-        .bind(&token.name)
-        .bind(token.role.as_str())
-        .bind(&token.secret_hash)
-        .bind(to_millis(token.created_at))
-        .execute(&mut *tx)
-        .await?;
-        self.log_token(&mut tx, seq, Action::TokenCreate, (actor, reason), &token).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
+        write::create_token(self, token, (actor, reason)).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -913,29 +897,7 @@ impl TokenStore for SqlStore {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<TokenRecord, StoreError> {
-        let pool = self.ready().await?;
-        let mut tx = pool.begin().await?;
-        let seq = next_seq(&mut tx).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM ff_tokens WHERE name = $1 AND revoked_at IS NULL"
-        ))
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(mut token) = row.as_ref().map(token_from_row).transpose()? else {
-            return Err(StoreError::UnknownToken(name.to_owned()));
-        };
-        let at = now();
-        sqlx::query("UPDATE ff_tokens SET revoked_at = $1 WHERE id = $2")
-            .bind(to_millis(at))
-            .bind(&token.id)
-            .execute(&mut *tx)
-            .await?;
-        token.revoked_at = Some(at);
-        self.log_token(&mut tx, seq, Action::TokenRevoke, (actor, reason), &token).await?;
-        tx.commit().await?;
-        self.inner.signal.send_modify(|n| *n += 1);
-        Ok(token)
+        write::revoke_token(self, name, (actor, reason)).await
     }
 }
 
@@ -1055,29 +1017,6 @@ impl SqlStore {
                 .await?;
         }
         Ok(())
-    }
-
-    async fn log_token(
-        &self,
-        conn: &mut AnyConnection,
-        seq: u64,
-        action: Action,
-        (actor, reason): (&str, Option<&str>),
-        token: &TokenRecord,
-    ) -> Result<(), StoreError> {
-        let change = Change {
-            seq,
-            at: now(),
-            actor: actor.to_owned(),
-            action,
-            key: String::new(),
-            subject: Some(token.name.clone()),
-            before: None,
-            after: Some(token_audit(token)),
-            reason: reason.map(str::to_owned),
-            batch_end: None,
-        };
-        self.record(conn, &change).await
     }
 
     /// Closes the pool's connections (and stops listening).

@@ -1,17 +1,21 @@
 //! The write path every backend shares. A backend supplies a transaction that can
-//! read a flag, an override, whether a segment exists and the declared attributes,
-//! and commit staged rows with their change rows; this module plans each mutation
-//! against what the transaction sees (the batch's earlier mutations on top), checks
-//! what new targeting refers to, numbers the change rows and commits — or, when an
-//! optimistic backend reports that another writer came first, starts again.
+//! read a flag, an override, a segment, a token and the declared attributes, and
+//! commit staged rows with their change rows; this module plans each write against
+//! what the transaction sees (a batch's earlier mutations on top), checks what new
+//! targeting and segments refer to, numbers the change rows and commits — or, when
+//! an optimistic backend reports that another writer came first, starts again.
+//! Flag, override, segment and token writes all take this one path.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use ff_core::{Change, FlagRecord};
+use ff_core::{Action, Change, FlagRecord, SegmentDef, SegmentRecord};
 use time::OffsetDateTime;
 
-use super::{Mutation, Plan, check_attributes, check_segment, now, plan};
+use super::{
+    Batch, Mutation, Plan, TokenRecord, Write, check_attributes, check_segment, now, plan, plan_segment,
+    validate_token_name,
+};
 use crate::error::StoreError;
 
 /// How often a write is retried when other writers keep committing first.
@@ -24,6 +28,10 @@ pub(crate) struct Staged {
     pub(crate) flags: BTreeMap<String, FlagRecord>,
     /// Overrides to set (`Some`) or delete (`None`), by (flag, user).
     pub(crate) overrides: BTreeMap<(String, String), Option<serde_json::Value>>,
+    /// Segments to insert or replace (`Some`) or delete (`None`).
+    pub(crate) segments: BTreeMap<String, Option<SegmentRecord>>,
+    /// Tokens to insert or replace, by id.
+    pub(crate) tokens: BTreeMap<String, TokenRecord>,
 }
 
 impl Staged {
@@ -37,6 +45,15 @@ impl Staged {
             }
             Plan::DeleteOverride { key, user_id, .. } => {
                 self.overrides.insert((key.clone(), user_id.clone()), None);
+            }
+            Plan::PutSegment { record, .. } => {
+                self.segments.insert(record.key.clone(), Some(record.clone()));
+            }
+            Plan::DeleteSegment { before } => {
+                self.segments.insert(before.key.clone(), None);
+            }
+            Plan::PutToken { token, .. } => {
+                self.tokens.insert(token.id.clone(), token.clone());
             }
         }
     }
@@ -65,10 +82,16 @@ pub(crate) trait WriteTx: Send + Sized {
         user: &str,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
-    /// Whether segment `key` exists.
-    async fn segment_exists(&mut self, key: &str) -> Result<bool, StoreError>;
+    /// One segment.
+    async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError>;
 
-    /// The attributes the application declared.
+    /// The live flags whose rules name segment `key`.
+    async fn flags_using_segment(&mut self, key: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The token named `name`, revoked or not (names are never reused).
+    async fn token_named(&mut self, name: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// The attributes the application declared, sorted.
     async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError>;
 
     /// Writes `staged` and `changes`, moves the seq to the last change's, commits and
@@ -79,33 +102,46 @@ pub(crate) trait WriteTx: Send + Sized {
     async fn abort(self) -> Result<(), StoreError>;
 }
 
-/// Applies `mutations` in one transaction: all of them, or on the first refusal none
-/// (in a batch, the refusal names its index). No-op mutations write no change row.
-pub(crate) async fn write_all<B: Backend>(
+/// One write the shared path carries out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WriteOp<'a> {
+    /// Flag and override mutations: all of them or none. `batched`: a refusal names
+    /// its index, and the change rows carry the batch's end.
+    Flags { mutations: &'a [Mutation], batched: bool },
+    /// Creates or replaces a segment.
+    PutSegment { key: &'a str, definition: &'a SegmentDef, expected_version: Option<u64> },
+    /// Deletes a segment no live flag uses.
+    DeleteSegment { key: &'a str },
+    /// Creates a token under a name never used before.
+    CreateToken(&'a TokenRecord),
+    /// Revokes the live token named so.
+    RevokeToken { name: &'a str },
+}
+
+/// Carries out `op` in one transaction and returns what it wrote: the change rows
+/// (none when nothing changed) and the staged rows. On a refusal nothing is written.
+pub(crate) async fn run<B: Backend>(
     backend: &B,
-    mutations: &[Mutation],
+    op: WriteOp<'_>,
     who: (&str, Option<&str>),
-    batched: bool,
-) -> Result<Vec<Change>, StoreError> {
+) -> Result<(Vec<Change>, Staged), StoreError> {
     for _ in 0..MAX_ATTEMPTS {
         let (mut tx, last) = backend.begin().await?;
         let at = now();
-        let (mut staged, mut declared, mut plans) = (Staged::default(), None, Vec::new());
-        for (index, m) in mutations.iter().enumerate() {
-            match plan_one(&mut tx, &mut staged, &mut declared, m, at).await {
-                Ok(Some(p)) => plans.push(p),
-                Ok(None) => {}
-                Err(e) => {
-                    // The refusal is what the caller needs to hear, not a failed rollback.
-                    let _ = tx.abort().await;
-                    return Err(if batched { StoreError::InBatch { index, error: Box::new(e) } } else { e });
-                }
+        let mut staged = Staged::default();
+        let plans = match plan_op(&mut tx, &mut staged, op, at).await {
+            Ok(plans) => plans,
+            Err(e) => {
+                // The refusal is what the caller needs to hear, not a failed rollback.
+                let _ = tx.abort().await;
+                return Err(e);
             }
-        }
+        };
         if plans.is_empty() {
             tx.abort().await?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), staged));
         }
+        let batched = matches!(op, WriteOp::Flags { batched: true, .. });
         let batch_end = batched.then_some(last + plans.len() as u64);
         let changes: Vec<Change> = plans
             .iter()
@@ -113,11 +149,75 @@ pub(crate) async fn write_all<B: Backend>(
             .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
             .collect();
         if tx.commit(&staged, &changes).await? {
-            return Ok(changes);
+            return Ok((changes, staged));
         }
         tokio::task::yield_now().await;
     }
     Err(StoreError::Corrupt(format!("too many concurrent writers: gave up after {MAX_ATTEMPTS} attempts")))
+}
+
+/// Plans `op` against the transaction, staging what it will write.
+async fn plan_op<T: WriteTx>(
+    tx: &mut T,
+    staged: &mut Staged,
+    op: WriteOp<'_>,
+    at: OffsetDateTime,
+) -> Result<Vec<Plan>, StoreError> {
+    let plan = match op {
+        WriteOp::Flags { mutations, batched } => {
+            return plan_mutations(tx, staged, mutations, batched, at).await;
+        }
+        WriteOp::PutSegment { key, definition, expected_version } => {
+            let declared = tx.declared_attributes().await?;
+            check_attributes(key, definition.attributes(), &declared)?;
+            let before = tx.segment(key).await?;
+            plan_segment(key, definition.clone(), before.as_ref(), expected_version, at)?
+                .map(|record| Plan::PutSegment { record, before })
+        }
+        WriteOp::DeleteSegment { key } => {
+            let before = tx.segment(key).await?.ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))?;
+            let flags = tx.flags_using_segment(key).await?;
+            if !flags.is_empty() {
+                return Err(StoreError::SegmentInUse { key: key.to_owned(), flags });
+            }
+            Some(Plan::DeleteSegment { before })
+        }
+        WriteOp::CreateToken(token) => {
+            if tx.token_named(&token.name).await?.is_some() {
+                return Err(StoreError::TokenExists(token.name.clone()));
+            }
+            Some(Plan::PutToken { token: token.clone(), action: Action::TokenCreate })
+        }
+        WriteOp::RevokeToken { name } => {
+            let live = tx.token_named(name).await?.filter(|t| t.revoked_at.is_none());
+            let mut token = live.ok_or_else(|| StoreError::UnknownToken(name.to_owned()))?;
+            token.revoked_at = Some(at);
+            Some(Plan::PutToken { token, action: Action::TokenRevoke })
+        }
+    };
+    if let Some(p) = &plan {
+        staged.stage(p);
+    }
+    Ok(plan.into_iter().collect())
+}
+
+/// Plans a batch's mutations in order; on the first refusal, none.
+async fn plan_mutations<T: WriteTx>(
+    tx: &mut T,
+    staged: &mut Staged,
+    mutations: &[Mutation],
+    batched: bool,
+    at: OffsetDateTime,
+) -> Result<Vec<Plan>, StoreError> {
+    let (mut declared, mut plans) = (None, Vec::new());
+    for (index, m) in mutations.iter().enumerate() {
+        match plan_one(tx, staged, &mut declared, m, at).await {
+            Ok(p) => plans.extend(p),
+            Err(e) if batched => return Err(StoreError::InBatch { index, error: Box::new(e) }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(plans)
 }
 
 /// Plans one mutation against the transaction with the batch's earlier ones on top,
@@ -153,9 +253,64 @@ async fn plan_one<T: WriteTx>(
             check_attributes(key, used, declared.as_deref().unwrap_or_default())?;
         }
         for segment in t.segment_keys() {
-            check_segment(key, segment, tx.segment_exists(segment).await?)?;
+            check_segment(key, segment, tx.segment(segment).await?.is_some())?;
         }
     }
     staged.stage(&plan);
     Ok(Some(plan))
+}
+
+/// One mutation; `None` when it changed nothing.
+pub(crate) async fn write<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
+    let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
+    Ok(run(backend, op, (&write.actor, write.reason.as_deref())).await?.0.pop())
+}
+
+/// A batch: all of its mutations or none.
+pub(crate) async fn write_batch<B: Backend>(backend: &B, batch: &Batch) -> Result<Vec<Change>, StoreError> {
+    batch.check_size()?;
+    let op = WriteOp::Flags { mutations: &batch.mutations, batched: true };
+    Ok(run(backend, op, (&batch.actor, batch.reason.as_deref())).await?.0)
+}
+
+/// Creates or replaces a segment; `None` when it is unchanged.
+pub(crate) async fn put_segment<B: Backend>(
+    backend: &B,
+    key: &str,
+    definition: &SegmentDef,
+    expected_version: Option<u64>,
+    who: (&str, Option<&str>),
+) -> Result<Option<Change>, StoreError> {
+    Ok(run(backend, WriteOp::PutSegment { key, definition, expected_version }, who).await?.0.pop())
+}
+
+/// Deletes a segment no live flag uses.
+pub(crate) async fn delete_segment<B: Backend>(
+    backend: &B,
+    key: &str,
+    who: (&str, Option<&str>),
+) -> Result<Change, StoreError> {
+    let (mut changes, _) = run(backend, WriteOp::DeleteSegment { key }, who).await?;
+    changes.pop().ok_or_else(|| StoreError::UnknownSegment(key.to_owned()))
+}
+
+/// Creates a token; its name must be valid and never used before.
+pub(crate) async fn create_token<B: Backend>(
+    backend: &B,
+    token: TokenRecord,
+    who: (&str, Option<&str>),
+) -> Result<TokenRecord, StoreError> {
+    validate_token_name(&token.name).map_err(|e| StoreError::invalid("token", e))?;
+    run(backend, WriteOp::CreateToken(&token), who).await?;
+    Ok(token)
+}
+
+/// Revokes the live token named `name`; returns it as revoked.
+pub(crate) async fn revoke_token<B: Backend>(
+    backend: &B,
+    name: &str,
+    who: (&str, Option<&str>),
+) -> Result<TokenRecord, StoreError> {
+    let (_, staged) = run(backend, WriteOp::RevokeToken { name }, who).await?;
+    staged.tokens.into_values().next().ok_or_else(|| StoreError::UnknownToken(name.to_owned()))
 }
