@@ -682,34 +682,21 @@ pub(crate) async fn export(State(admin): State<Admin>, caller: Caller) -> ApiRes
     caller.require(Role::Viewer)?;
     let state = admin.state().await?;
     // Grouped in one pass: a filter per flag grows with flags times overrides.
-    let mut by_flag: std::collections::HashMap<&str, Map<String, Value>> = Default::default();
+    let mut by_flag: std::collections::HashMap<&str, std::collections::BTreeMap<String, Value>> =
+        Default::default();
     for o in &state.overrides {
         by_flag.entry(&o.key).or_default().insert(o.user_id.clone(), o.value.clone());
     }
-    let flags: Vec<Value> = state
+    let flags = state
         .flags
         .iter()
-        .map(|f| {
-            let overrides = by_flag.remove(f.key.as_str()).unwrap_or_default();
-            json!({
-                "key": f.key,
-                "version": f.version,
-                "type": f.value_type,
-                "value": f.value,
-                "enabled": f.enabled,
-                "off_value": f.off_value,
-                "description": f.description,
-                "schema": f.schema,
-                "owner": f.meta.owner,
-                "tags": f.meta.tags,
-                "ticket": f.meta.ticket,
-                "expires_at": f.meta.expires_at.and_then(|t| t.format(&Rfc3339).ok()),
-                "targeting": f.targeting,
-                "overrides": overrides,
-            })
+        .map(|f| ff_api::ExportedFlag {
+            def: f.into(),
+            version: f.version,
+            overrides: by_flag.remove(f.key.as_str()).unwrap_or_default(),
         })
         .collect();
-    Ok(Json(json!({ "version": state.seq, "flags": flags, "segments": state.segments })).into_response())
+    Ok(Json(ff_api::Export { version: state.seq, flags, segments: state.segments }).into_response())
 }
 
 pub(crate) async fn list_segments(State(admin): State<Admin>, caller: Caller) -> ApiResult {

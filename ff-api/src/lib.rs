@@ -419,6 +419,33 @@ pub struct SegmentWritten {
     pub version: Option<u64>,
 }
 
+/// One flag of an export: the definition that recreates it, its version and its
+/// overrides by user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedFlag {
+    /// The flag as `create` takes it.
+    #[serde(flatten)]
+    pub def: FlagDef,
+    /// Its version when exported.
+    pub version: u64,
+    /// Its overrides, by user id.
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, Value>,
+}
+
+/// `GET /admin/api/export`: every live flag with its overrides, and the segments;
+/// what `ff export` writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    /// The snapshot version it was read at.
+    pub version: u64,
+    /// The live flags, by key.
+    pub flags: Vec<ExportedFlag>,
+    /// The segments, by key.
+    #[serde(default)]
+    pub segments: Vec<SegmentRecord>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! tables by default, `--json` for scripts; any failure exits non-zero with a
 //! one-line reason.
 
+mod import;
 mod scan;
 
 use std::process::ExitCode;
@@ -153,132 +154,6 @@ enum SegmentCommand {
         #[arg(long)]
         reason: Option<String>,
     },
-}
-
-/// Fields `ff import` changes on existing flags, in the order it applies them.
-const IMPORTED: &[&str] = ff_store::FlagPatch::EDITABLE;
-
-/// Equal as the store sees it: targeting as parsed (defaults filled in), numbers by
-/// value, so `60` in a file equals a stored `60.0`.
-fn same_field(field: &str, a: &Value, b: &Value) -> bool {
-    if field == "targeting" {
-        let parse = |v: &Value| serde_json::from_value::<ff_core::Targeting>(v.clone());
-        if let (Ok(x), Ok(y)) = (parse(a), parse(b)) {
-            return x == y;
-        }
-    }
-    same(a, b)
-}
-
-/// Equal as flag values: numbers by value, so `60` in a file equals a stored `60.0`.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
-        _ => a == b,
-    }
-}
-
-/// The steps that make `current` (an export) match `wanted` (a file), and notes.
-fn plan_import(current: &Value, wanted: &Value) -> anyhow::Result<(Vec<BatchOp>, Vec<String>)> {
-    let Some(flags) = wanted.get("flags").and_then(Value::as_array) else {
-        bail!("the file needs a top-level `flags:` list (as `ff export` writes)");
-    };
-    let existing = current["flags"].as_array().cloned().unwrap_or_default();
-    let find = |key: &str| existing.iter().find(|f| f["key"] == key);
-    let (mut steps, mut notes) = (Vec::new(), Vec::new());
-    for (i, w) in flags.iter().enumerate() {
-        let Some(key) = w.get("key").and_then(Value::as_str) else { bail!("flag #{} has no `key`", i + 1) };
-        let key = key.to_owned();
-        let overrides = w.get("overrides");
-        if overrides.is_some_and(|o| !o.is_object()) {
-            bail!("{key}: `overrides` must map user ids to values");
-        }
-        let Some(c) = find(&key) else {
-            let mut body = w.clone();
-            if let Some(obj) = body.as_object_mut() {
-                obj.remove("overrides");
-                obj.remove("version");
-            }
-            let def =
-                serde_json::from_value(body).with_context(|| format!("{key}: not a flag `ff` can create"))?;
-            steps.push(BatchOp::Create(def));
-            for (user, value) in overrides.and_then(Value::as_object).into_iter().flatten() {
-                steps.push(set_override(&key, user, value));
-            }
-            continue;
-        };
-        if w.get("type").is_some_and(|t| t != &c["type"]) {
-            bail!(
-                "{key}: the file says type {}, the store has {}; types come from code",
-                w["type"],
-                c["type"]
-            );
-        }
-        if w.get("schema").is_some_and(|s| s != &c["schema"]) {
-            notes.push(format!(
-                "{key}: bounds differ from the file; bounds come from code and stay as they are"
-            ));
-        }
-        let mut fields = serde_json::Map::new();
-        for field in IMPORTED {
-            if let Some(v) = w.get(*field)
-                && !same_field(field, v, &c[*field])
-            {
-                fields.insert((*field).to_owned(), v.clone());
-            }
-        }
-        if !fields.is_empty() {
-            let patch = serde_json::from_value(Value::Object(fields))
-                .with_context(|| format!("{key}: bad fields"))?;
-            steps.push(BatchOp::Update { key: key.clone(), version: c["version"].as_u64(), patch });
-        }
-        if let Some(wanted) = overrides.and_then(Value::as_object) {
-            let now = c["overrides"].as_object().cloned().unwrap_or_default();
-            for (user, value) in wanted {
-                if !now.get(user).is_some_and(|v| same(v, value)) {
-                    steps.push(set_override(&key, user, value));
-                }
-            }
-            for user in now.keys().filter(|u| !wanted.contains_key(*u)) {
-                steps.push(BatchOp::DeleteOverride { key: key.clone(), user_id: user.clone() });
-            }
-        }
-    }
-    if wanted.get("segments").and_then(Value::as_array).is_some_and(|s| !s.is_empty()) {
-        notes.push("segments in the file are not imported: apply them with `ff segment put KEY FILE`".into());
-    }
-    for c in &existing {
-        if !flags.iter().any(|w| w["key"] == c["key"]) {
-            notes.push(format!("{}: in the store, not in the file; left as it is", text(&c["key"])));
-        }
-    }
-    Ok((steps, notes))
-}
-
-fn set_override(key: &str, user: &str, value: &Value) -> BatchOp {
-    BatchOp::SetOverride { key: key.to_owned(), user_id: user.to_owned(), value: value.clone() }
-}
-
-fn describe(step: &BatchOp, current: &Value) -> String {
-    match step {
-        BatchOp::Create(def) => format!("+ create {} ({}) = {}", def.key, def.value_type, def.value),
-        BatchOp::Update { key, patch, .. } => {
-            let flag = current["flags"].as_array().and_then(|f| f.iter().find(|f| f["key"] == key.as_str()));
-            let fields = serde_json::to_value(patch).unwrap_or_default();
-            fields
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    format!("~ {key} {k}: {} -> {v}", flag.map(|f| f[k].to_string()).unwrap_or_default())
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-        BatchOp::SetOverride { key, user_id, value } => format!("+ {key} override {user_id} = {value}"),
-        BatchOp::DeleteOverride { key, user_id } => format!("- {key} override {user_id}"),
-        other => format!("* {} {}", other.key(), serde_json::to_string(other).unwrap_or_default()),
-    }
 }
 
 /// Batches of changes within the server's limits (1,000 changes, 256 KiB bodies).
@@ -457,15 +332,23 @@ fn switch_state(enabled: bool) -> &'static str {
     if enabled { "on" } else { "OFF" }
 }
 
-/// A short "before -> after" of a change row.
-fn summary(v: &Value) -> String {
-    match v {
-        Value::Object(m) if m.contains_key("value") => {
-            let on = if m.get("enabled") == Some(&Value::Bool(false)) { " (off)" } else { "" };
-            format!("{}{on}", text(&m["value"]))
+/// A short form of a change row's before or after state.
+fn summary(state: Result<Option<ff_core::ChangeState>, serde_json::Error>) -> String {
+    use ff_core::ChangeState;
+    match state {
+        Ok(None) => "-".into(),
+        Ok(Some(ChangeState::Flag(r))) => {
+            format!("{}{}", text(&r.value.to_json()), if r.enabled { "" } else { " (off)" })
         }
-        Value::Object(m) if m.contains_key("role") => format!("{} ({})", text(&m["name"]), text(&m["role"])),
-        other => text(other),
+        Ok(Some(ChangeState::Override(v))) => text(&v),
+        Ok(Some(ChangeState::Segment(s))) => format!(
+            "{} in, {} out, {} rule(s)",
+            s.definition.included.len(),
+            s.definition.excluded.len(),
+            s.definition.rules.len()
+        ),
+        Ok(Some(ChangeState::Token(t))) => format!("{} ({})", t.name, t.role),
+        Err(e) => format!("(unreadable: {e})"),
     }
 }
 
@@ -794,7 +677,6 @@ async fn cmd_history(
         return print(&body);
     }
     let list: ff_api::ChangeList = serde_json::from_value(body)?;
-    let none = Value::Null;
     let rows = list
         .changes
         .iter()
@@ -806,11 +688,7 @@ async fn cmd_history(
                 c.action.as_str().to_owned(),
                 c.key.clone(),
                 c.subject.clone().unwrap_or_else(|| "-".into()),
-                format!(
-                    "{} -> {}",
-                    summary(c.before.as_ref().unwrap_or(&none)),
-                    summary(c.after.as_ref().unwrap_or(&none))
-                ),
+                format!("{} -> {}", summary(c.before_state()), summary(c.after_state())),
                 c.reason.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -837,7 +715,7 @@ async fn cmd_export(api: &Api, json_out: bool) -> anyhow::Result<()> {
         return print(&body);
     }
     println!("# ff export: every flag and override; `ff import FILE` applies a file like this");
-    print!("{}", serde_yaml_ng::to_string(&body)?);
+    print!("{}", serde_yaml_ng::to_string(&import::export_of(body)?)?);
     Ok(())
 }
 
@@ -848,12 +726,11 @@ async fn cmd_import(
     reason: String,
 ) -> anyhow::Result<()> {
     let raw = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let wanted: Value = serde_yaml_ng::from_str(&raw)
-        .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
-    let current = api.get(&["export"], &[]).await?;
-    let (steps, notes) = plan_import(&current, &wanted)?;
+    let wanted = import::parse(&raw, &file.display().to_string())?;
+    let current = import::export_of(api.get(&["export"], &[]).await?)?;
+    let (steps, notes) = import::plan(&current, wanted)?;
     for step in &steps {
-        println!("{}", describe(step, &current));
+        println!("{}", step.says);
     }
     for note in &notes {
         println!("! {note}");
@@ -864,7 +741,7 @@ async fn cmd_import(
         return Ok(());
     }
     let count = steps.len();
-    let batches = chunks(steps);
+    let batches = chunks(steps.into_iter().map(|s| s.op).collect());
     let total = batches.len();
     for (i, changes) in batches.into_iter().enumerate() {
         let body = serde_json::to_value(BatchRequest { changes, reason: Some(reason.clone()) })?;

@@ -319,6 +319,23 @@ fn yes() -> bool {
     true
 }
 
+impl From<&crate::model::FlagRecord> for FlagDef {
+    /// The definition that creates a flag like `r` (its version and times aside).
+    fn from(r: &crate::model::FlagRecord) -> Self {
+        FlagDef {
+            key: r.key.clone(),
+            value_type: r.value_type,
+            value: r.value.to_json(),
+            enabled: r.enabled,
+            off_value: Some(r.off_value.to_json()),
+            description: r.description.clone(),
+            schema: r.schema.clone(),
+            meta: r.meta.clone(),
+            targeting: r.targeting.clone(),
+        }
+    }
+}
+
 impl From<&FlagDecl> for FlagDef {
     fn from(d: &FlagDecl) -> Self {
         FlagDef {

@@ -42,8 +42,8 @@ pub use error::ValidationError;
 pub use eval::{Config, ConfigReader, Evaluator};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
 pub use model::{
-    Action, Change, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, OverrideRecord, StoreState,
-    default_off_value,
+    Action, Change, ChangeState, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, OverrideRecord,
+    StoreState, TokenAudit, default_off_value,
 };
 pub use pins::{Pins, env_var_name};
 pub use reason::{Detail, Reason};

@@ -451,3 +451,55 @@ pub struct Change {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_end: Option<u64>,
 }
+
+/// What the audit log records of a token: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenAudit {
+    /// The token's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its role (`viewer`, `editor`, `admin`).
+    pub role: String,
+}
+
+/// A change row's before or after state, read as what its action wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeState {
+    /// A flag record (flag changes).
+    Flag(Box<FlagRecord>),
+    /// A user's value (override changes).
+    Override(serde_json::Value),
+    /// A segment record (segment changes).
+    Segment(crate::targeting::SegmentRecord),
+    /// A token (token changes).
+    Token(TokenAudit),
+}
+
+impl Change {
+    /// The state before the change, typed by its action.
+    pub fn before_state(&self) -> Result<Option<ChangeState>, serde_json::Error> {
+        self.state(self.before.as_ref())
+    }
+
+    /// The state after the change, typed by its action.
+    pub fn after_state(&self) -> Result<Option<ChangeState>, serde_json::Error> {
+        self.state(self.after.as_ref())
+    }
+
+    fn state(&self, json: Option<&serde_json::Value>) -> Result<Option<ChangeState>, serde_json::Error> {
+        let Some(json) = json else { return Ok(None) };
+        Ok(Some(match self.action {
+            Action::FlagCreate | Action::FlagUpdate | Action::FlagArchive | Action::FlagRestore => {
+                ChangeState::Flag(Box::new(serde_json::from_value(json.clone())?))
+            }
+            Action::OverrideSet | Action::OverrideDelete => ChangeState::Override(json.clone()),
+            Action::SegmentPut | Action::SegmentDelete => {
+                ChangeState::Segment(serde_json::from_value(json.clone())?)
+            }
+            Action::TokenCreate | Action::TokenRevoke => {
+                ChangeState::Token(serde_json::from_value(json.clone())?)
+            }
+        }))
+    }
+}

@@ -19,7 +19,7 @@ use crate::usage::{FlagUsage, Usage};
 use time::OffsetDateTime;
 
 use crate::flag::Flag;
-use crate::model::{Action, Change, FlagRecord, OverrideRecord, StoreState};
+use crate::model::{Action, Change, ChangeState, FlagRecord, OverrideRecord, StoreState};
 use crate::reason::{Detail, Reason};
 use crate::value::{FlagType, Value};
 
@@ -320,6 +320,14 @@ impl Input<'_> {
     }
 }
 
+/// The tables a run of changes has copied so far; the rest stay shared.
+#[derive(Default)]
+struct Copied {
+    flags: Option<FlagTable>,
+    users: Option<UserTable>,
+    segments: Option<Segments>,
+}
+
 /// Why a snapshot could not apply changes incrementally; the caller reloads fully.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -453,104 +461,102 @@ impl Snapshot {
     ///
     /// Only the tables a change touches are copied; the rest is shared with `self`.
     pub fn apply(&self, changes: &[Change]) -> Result<Snapshot, ApplyError> {
-        let mut flags: Option<FlagTable> = None;
-        let mut users: Option<UserTable> = None;
-        let mut segments: Option<Segments> = None;
+        let mut next = Copied::default();
         let mut version = self.version;
         for c in changes {
             if c.seq != version + 1 {
                 return Err(ApplyError::Gap { expected: version + 1, found: c.seq });
             }
             version = c.seq;
-            let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
-            match c.action {
-                Action::TokenCreate | Action::TokenRevoke => {}
-                Action::SegmentPut => {
-                    let after = c.after.clone().ok_or_else(|| bad("no after state"))?;
-                    let record: SegmentRecord =
-                        serde_json::from_value(after).map_err(|e| bad(&e.to_string()))?;
-                    let map = segments.get_or_insert_with(|| (*self.segments).clone());
-                    match compile_segment(&record) {
-                        Some((key, seg)) => map.insert(key, seg),
-                        None => map.remove(&record.key),
-                    };
-                }
-                Action::SegmentDelete => {
-                    segments.get_or_insert_with(|| (*self.segments).clone()).remove(&c.key);
-                }
-                // The restored flag's overrides come back from the store's table,
-                // which the change row does not carry.
-                Action::FlagRestore => return Err(ApplyError::NeedsReload { seq: c.seq }),
-                Action::FlagCreate | Action::FlagUpdate => {
-                    let after = c.after.clone().ok_or_else(|| bad("no after state"))?;
-                    let record: FlagRecord =
-                        serde_json::from_value(after).map_err(|e| bad(&e.to_string()))?;
-                    let table = flags.get_or_insert_with(|| (*self.flags).clone());
-                    if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s))
-                        && old.record.value_type != record.value_type
-                    {
-                        return Err(bad("a flag's type changed"));
-                    }
-                    table.put(record);
-                }
-                Action::FlagArchive => {
-                    let table = flags.get_or_insert_with(|| (*self.flags).clone());
-                    if let Some(slot) = table.remove(&c.key) {
-                        let map = users.get_or_insert_with(|| (*self.users).clone());
-                        let affected: Vec<(String, UserEntry)> = map
-                            .iter()
-                            .filter_map(|(u, i)| {
-                                let e = map.entry(i)?;
-                                e.get(slot)?;
-                                let rest = e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone()));
-                                Some((u.to_owned(), UserEntry::from_pairs(rest.collect())))
-                            })
-                            .collect();
-                        for (user, entry) in affected {
-                            map.put(&user, Some(entry));
-                        }
-                    }
-                }
-                Action::OverrideSet | Action::OverrideDelete => {
-                    let user = c.subject.as_deref().ok_or_else(|| bad("no user"))?;
-                    let table = flags.as_ref().unwrap_or(&*self.flags);
-                    let Some(slot) = table.find(&c.key) else {
-                        return Err(bad("override of an unknown flag"));
-                    };
-                    let value = match (c.action, &c.after) {
-                        (Action::OverrideSet, Some(json)) => {
-                            let o = OverrideRecord {
-                                key: c.key.clone(),
-                                user_id: user.to_owned(),
-                                value: json.clone(),
-                            };
-                            Some(
-                                table
-                                    .typed_override(&o)
-                                    .ok_or_else(|| bad("override does not fit its flag"))?
-                                    .1,
-                            )
-                        }
-                        (Action::OverrideSet, None) => return Err(bad("no after state")),
-                        _ => None,
-                    };
-                    let map = users.get_or_insert_with(|| (*self.users).clone());
-                    let current = map.find(user, id_hash(user)).and_then(|i| map.entry(UserRef(i)));
-                    let mut pairs: Vec<(u32, Value)> = current
-                        .map(|e| e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone())).collect())
-                        .unwrap_or_default();
-                    pairs.extend(value.map(|v| (slot, v)));
-                    map.put(user, Some(UserEntry::from_pairs(pairs)));
-                }
-            }
+            self.apply_one(&mut next, c)?;
         }
         Ok(Snapshot {
             version,
-            flags: flags.map(Arc::new).unwrap_or_else(|| self.flags.clone()),
-            users: users.map(Arc::new).unwrap_or_else(|| self.users.clone()),
-            segments: segments.map(Arc::new).unwrap_or_else(|| self.segments.clone()),
+            flags: next.flags.map(Arc::new).unwrap_or_else(|| self.flags.clone()),
+            users: next.users.map(Arc::new).unwrap_or_else(|| self.users.clone()),
+            segments: next.segments.map(Arc::new).unwrap_or_else(|| self.segments.clone()),
             shared_config: OnceLock::new(),
         })
+    }
+
+    fn apply_one(&self, next: &mut Copied, c: &Change) -> Result<(), ApplyError> {
+        let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
+        let after = || c.after_state().map_err(|e| bad(&e.to_string()))?.ok_or_else(|| bad("no after state"));
+        match c.action {
+            Action::TokenCreate | Action::TokenRevoke => {}
+            Action::SegmentPut => {
+                let ChangeState::Segment(record) = after()? else { return Err(bad("not a segment")) };
+                let map = next.segments.get_or_insert_with(|| (*self.segments).clone());
+                match compile_segment(&record) {
+                    Some((key, seg)) => map.insert(key, seg),
+                    None => map.remove(&record.key),
+                };
+            }
+            Action::SegmentDelete => {
+                next.segments.get_or_insert_with(|| (*self.segments).clone()).remove(&c.key);
+            }
+            // The restored flag's overrides come back from the store's table,
+            // which the change row does not carry.
+            Action::FlagRestore => return Err(ApplyError::NeedsReload { seq: c.seq }),
+            Action::FlagCreate | Action::FlagUpdate => {
+                let ChangeState::Flag(record) = after()? else { return Err(bad("not a flag")) };
+                let table = next.flags.get_or_insert_with(|| (*self.flags).clone());
+                if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s))
+                    && old.record.value_type != record.value_type
+                {
+                    return Err(bad("a flag's type changed"));
+                }
+                table.put(*record);
+            }
+            Action::FlagArchive => self.archive(next, &c.key),
+            Action::OverrideSet | Action::OverrideDelete => self.apply_override(next, c)?,
+        }
+        Ok(())
+    }
+
+    /// Drops an archived flag and its overrides.
+    fn archive(&self, next: &mut Copied, key: &str) {
+        let table = next.flags.get_or_insert_with(|| (*self.flags).clone());
+        let Some(slot) = table.remove(key) else { return };
+        let map = next.users.get_or_insert_with(|| (*self.users).clone());
+        let affected: Vec<(String, UserEntry)> = map
+            .iter()
+            .filter_map(|(u, i)| {
+                let e = map.entry(i)?;
+                e.get(slot)?;
+                let rest = e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone()));
+                Some((u.to_owned(), UserEntry::from_pairs(rest.collect())))
+            })
+            .collect();
+        for (user, entry) in affected {
+            map.put(&user, Some(entry));
+        }
+    }
+
+    /// Sets or removes one user's value of one flag.
+    fn apply_override(&self, next: &mut Copied, c: &Change) -> Result<(), ApplyError> {
+        let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
+        let user = c.subject.as_deref().ok_or_else(|| bad("no user"))?;
+        let table = next.flags.as_ref().unwrap_or(&*self.flags);
+        let Some(slot) = table.find(&c.key) else {
+            return Err(bad("override of an unknown flag"));
+        };
+        let value = match (c.action, &c.after) {
+            (Action::OverrideSet, Some(json)) => {
+                let o = OverrideRecord { key: c.key.clone(), user_id: user.to_owned(), value: json.clone() };
+                Some(table.typed_override(&o).ok_or_else(|| bad("override does not fit its flag"))?.1)
+            }
+            (Action::OverrideSet, None) => return Err(bad("no after state")),
+            _ => None,
+        };
+        let map = next.users.get_or_insert_with(|| (*self.users).clone());
+        let current = map.find(user, id_hash(user)).and_then(|i| map.entry(UserRef(i)));
+        let mut pairs: Vec<(u32, Value)> = current
+            .map(|e| e.pairs().filter(|(s, _)| *s != slot).map(|(s, v)| (s, v.clone())).collect())
+            .unwrap_or_default();
+        pairs.extend(value.map(|v| (slot, v)));
+        map.put(user, Some(UserEntry::from_pairs(pairs)));
+        Ok(())
     }
 
     /// The evaluation counters this snapshot's reads go to.

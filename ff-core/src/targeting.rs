@@ -434,84 +434,7 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
     if c.values.len() > MAX_CLAUSE_VALUES {
         return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} values")));
     }
-    let one = || -> Result<&serde_json::Value, ValidationError> {
-        match c.values.as_slice() {
-            [v] => Ok(v),
-            _ => Err(bad(format!("{what}: {:?} takes exactly one value", c.op))),
-        }
-    };
-    let strings = || -> Result<Vec<String>, ValidationError> {
-        c.values
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| bad(format!("{what}: {:?} takes strings, got {v}", c.op)))
-            })
-            .collect()
-    };
-    let test =
-        match c.op {
-            Op::In | Op::NotIn | Op::Eq | Op::Neq => {
-                if matches!(c.op, Op::Eq | Op::Neq) {
-                    one()?;
-                }
-                let (mut set, mut numbers, mut bools) = (IdSet::default(), Vec::new(), Vec::new());
-                for v in &c.values {
-                    match v {
-                        serde_json::Value::String(s) => {
-                            set.insert(s);
-                        }
-                        serde_json::Value::Number(n) => numbers.extend(n.as_f64()),
-                        serde_json::Value::Bool(b) => bools.push(*b),
-                        other => return Err(bad(format!("{what}: cannot compare with {other}"))),
-                    }
-                }
-                Test::Set(set, numbers, bools)
-            }
-            Op::StartsWith | Op::EndsWith | Op::Contains => Test::Strings(strings()?),
-            Op::Matches => Test::Regex(
-                strings()?
-                    .iter()
-                    .map(|p| {
-                        regex::RegexBuilder::new(p)
-                            .size_limit(MAX_REGEX_BYTES)
-                            .build()
-                            .map_err(|e| bad(format!("{what}: bad regex {p:?}: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Op::Lt | Op::Lte | Op::Gt | Op::Gte => Test::Number(
-                one()?.as_f64().ok_or_else(|| bad(format!("{what}: {:?} takes a number", c.op)))?,
-            ),
-            Op::Before | Op::After => Test::Time(time_of(one()?).ok_or_else(|| {
-                bad(format!("{what}: {:?} takes an RFC 3339 time or Unix milliseconds", c.op))
-            })?),
-            Op::SemverEq | Op::SemverLt | Op::SemverGt => {
-                let v = one()?.as_str().unwrap_or_default();
-                Test::Semver(
-                    semver::Version::parse(v).map_err(|e| bad(format!("{what}: bad version {v:?}: {e}")))?,
-                )
-            }
-            Op::Exists => {
-                if !c.values.is_empty() {
-                    return Err(bad(format!("{what}: exists takes no values")));
-                }
-                Test::Exists
-            }
-            Op::InSegment => {
-                if c.attribute != USER_ID {
-                    return Err(bad(format!(
-                        "{what}: in_segment tests the user, so its attribute is \"user_id\""
-                    )));
-                }
-                let keys = strings()?;
-                if keys.is_empty() {
-                    return Err(bad(format!("{what}: in_segment names no segment")));
-                }
-                Test::Segments(keys)
-            }
-        };
+    let test = compile_test(c, what)?;
     let user_id = c.attribute == USER_ID;
     Ok(CompiledClause {
         user_set: user_id && matches!(test, Test::Set(..)),
@@ -522,6 +445,89 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
         negate: c.negate,
         test,
     })
+}
+
+/// The test a clause's operator and values compile to.
+fn compile_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
+    Ok(match c.op {
+        Op::In | Op::NotIn | Op::Eq | Op::Neq => {
+            if matches!(c.op, Op::Eq | Op::Neq) {
+                one_value(c, what)?;
+            }
+            set_test(c, what)?
+        }
+        Op::StartsWith | Op::EndsWith | Op::Contains => Test::Strings(strings(c, what)?),
+        Op::Matches => Test::Regex(
+            strings(c, what)?
+                .iter()
+                .map(|p| {
+                    regex::RegexBuilder::new(p)
+                        .size_limit(MAX_REGEX_BYTES)
+                        .build()
+                        .map_err(|e| bad(format!("{what}: bad regex {p:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Op::Lt | Op::Lte | Op::Gt | Op::Gte => Test::Number(
+            one_value(c, what)?.as_f64().ok_or_else(|| bad(format!("{what}: {:?} takes a number", c.op)))?,
+        ),
+        Op::Before | Op::After => {
+            Test::Time(time_of(one_value(c, what)?).ok_or_else(|| {
+                bad(format!("{what}: {:?} takes an RFC 3339 time or Unix milliseconds", c.op))
+            })?)
+        }
+        Op::SemverEq | Op::SemverLt | Op::SemverGt => {
+            let v = one_value(c, what)?.as_str().unwrap_or_default();
+            Test::Semver(
+                semver::Version::parse(v).map_err(|e| bad(format!("{what}: bad version {v:?}: {e}")))?,
+            )
+        }
+        Op::Exists if !c.values.is_empty() => return Err(bad(format!("{what}: exists takes no values"))),
+        Op::Exists => Test::Exists,
+        Op::InSegment if c.attribute != USER_ID => {
+            return Err(bad(format!("{what}: in_segment tests the user, so its attribute is \"user_id\"")));
+        }
+        Op::InSegment => match strings(c, what)? {
+            keys if keys.is_empty() => return Err(bad(format!("{what}: in_segment names no segment"))),
+            keys => Test::Segments(keys),
+        },
+    })
+}
+
+/// The one value an operator like `eq` or `lt` takes.
+fn one_value<'c>(c: &'c Clause, what: &str) -> Result<&'c serde_json::Value, ValidationError> {
+    match c.values.as_slice() {
+        [v] => Ok(v),
+        _ => Err(bad(format!("{what}: {:?} takes exactly one value", c.op))),
+    }
+}
+
+/// The values of an operator that takes strings.
+fn strings(c: &Clause, what: &str) -> Result<Vec<String>, ValidationError> {
+    c.values
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("{what}: {:?} takes strings, got {v}", c.op)))
+        })
+        .collect()
+}
+
+/// `in`/`eq` values by kind: strings in a hash set, numbers and booleans in lists.
+fn set_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
+    let (mut set, mut numbers, mut bools) = (IdSet::default(), Vec::new(), Vec::new());
+    for v in &c.values {
+        match v {
+            serde_json::Value::String(s) => {
+                set.insert(s);
+            }
+            serde_json::Value::Number(n) => numbers.extend(n.as_f64()),
+            serde_json::Value::Bool(b) => bools.push(*b),
+            other => return Err(bad(format!("{what}: cannot compare with {other}"))),
+        }
+    }
+    Ok(Test::Set(set, numbers, bools))
 }
 
 fn compile_serve(

@@ -449,7 +449,12 @@ impl fmt::Debug for TokenRecord {
 
 /// What the audit log records of a token: never its secret or hash.
 pub(crate) fn token_audit(token: &TokenRecord) -> serde_json::Value {
-    serde_json::json!({ "id": token.id, "name": token.name, "role": token.role })
+    let audit = ff_core::TokenAudit {
+        id: token.id.clone(),
+        name: token.name.clone(),
+        role: token.role.as_str().to_owned(),
+    };
+    serde_json::to_value(audit).unwrap_or_default()
 }
 
 /// Checks a token name: 1 to 64 characters of `A-Z a-z 0-9 _ - . @`.
