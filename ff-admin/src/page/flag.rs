@@ -1,0 +1,468 @@
+//! One flag's page (switch, value, targeting, overrides, history) and its forms.
+
+// Handlers return the error page itself as `Err(Response)`: boxing it gains nothing.
+#![allow(clippy::result_large_err)]
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use ff_core::{Action, Change, ExpiryPolicy, FlagRecord, OverrideRecord, ValueType};
+use ff_store::{ChangeQuery, FlagPatch, Mutation, Role};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::layout::{rfc3339, seg, show, sparkline};
+use super::session::Visitor;
+use crate::Admin;
+
+pub(crate) async fn flag_page(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+) -> Response {
+    let store = admin.store();
+    let flag = match store.flag(&key).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return visitor.error(StatusCode::NOT_FOUND, &format!("There is no flag {key:?}.")),
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let (overrides, history) = match (
+        store.overrides(&key).await,
+        store.changes(&ChangeQuery { key: Some(key.clone()), limit: 25, ..ChangeQuery::default() }).await,
+    ) {
+        (Ok(o), Ok(h)) => (o, h),
+        (Err(e), _) | (_, Err(e)) => return visitor.fail(e.into()),
+    };
+    let (days, usage) = match crate::api::daily_usage(&admin, 30).await {
+        Ok(u) => u,
+        Err(e) => return visitor.fail(e),
+    };
+    let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
+    let body = html! {
+        h1 { code { (key) } }
+        p { (flag.description) }
+        section { h2 { "Switch" } (switch_form(&visitor, &flag)) }
+        (value_section(&visitor, &flag, sparkline(&days, daily, last)))
+        (targeting_section(&visitor, &flag))
+        (overrides_section(&visitor, &flag, &overrides))
+        section {
+            h2 { "History" }
+            table {
+                tr {
+                    th { "#" } th { "Time" } th { "Who" } th { "What" } th { "User" } th { "Change" }
+                    th { "Reason" } th {}
+                }
+                (history_rows(&visitor, &key, &history))
+            }
+        }
+    };
+    visitor.page(&key, body)
+}
+
+/// The on/off switch: turning off asks first and says what everyone will get.
+fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> Markup {
+    let action = format!("{}/flags/{}/switch", visitor.base, seg(&flag.key));
+    let off = flag.off_value.to_string();
+    if flag.archived {
+        return html! { p.off { "Archived: served as its code default." } };
+    }
+    // Quotes would end the confirm's JavaScript string: the message leaves them out.
+    let (key_q, off_q) = (flag.key.replace('\'', ""), off.replace('\'', ""));
+    html! {
+        @if flag.enabled {
+            form.inline method="post" action=(action)
+                onsubmit={ "return confirm('Turn " (key_q) " OFF for everyone? Its off value (" (off_q)
+                    ") is served to all users, overrides included.')" } {
+                (visitor.csrf_field())
+                input type="hidden" name="enabled" value="false";
+                input type="hidden" name="version" value=(flag.version);
+                span.on { "on" } " " button.danger { "Turn off" } " " input name="reason" placeholder="reason";
+            }
+        } @else {
+            form.inline method="post" action=(action) {
+                (visitor.csrf_field())
+                input type="hidden" name="enabled" value="true";
+                input type="hidden" name="version" value=(flag.version);
+                span.off { "OFF" } " (serving " (off) " to everyone) " button { "Turn on" } " "
+                input name="reason" placeholder="reason";
+            }
+        }
+    }
+}
+
+/// The value everyone without an override gets, its form, metadata and lifecycle.
+fn value_section(visitor: &Visitor, flag: &FlagRecord, sparkline: Markup) -> Markup {
+    let current = flag.value.to_json();
+    let meta = &flag.meta;
+    html! {
+        section {
+            h2 { "Value" }
+            p {
+                "Everyone without an override gets "
+                code id="current-value" { (show(&current)) } " (" (flag.value_type) ")."
+            }
+            form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/value" } {
+                (visitor.csrf_field())
+                input type="hidden" name="version" value=(flag.version);
+                (value_input(flag, "value", Some(&current)))
+                " " input name="reason" placeholder="reason"; " " button { "Save value" }
+            }
+            p.muted {
+                "owner " (meta.owner) " · tags " (meta.tags.join(", ")) " · ticket " (meta.ticket)
+                " · version " (flag.version)
+            }
+            (lifecycle(flag, sparkline))
+        }
+    }
+}
+
+/// Kind, permanence, dates and expiry policy, then the evaluation sparkline.
+fn lifecycle(flag: &FlagRecord, sparkline: Markup) -> Markup {
+    let expires = flag.meta.expires_at.map(rfc3339).unwrap_or_else(|| "never".into());
+    let permanence = if flag.meta.is_permanent(flag.value_type) { "permanent" } else { "temporary" };
+    let policy = match flag.meta.expiry {
+        ExpiryPolicy::Warn => "warn",
+        ExpiryPolicy::ServeDefault => "serve the code default",
+    };
+    html! {
+        p.muted {
+            "kind " (flag.meta.kind_or_default(flag.value_type))
+            @if flag.meta.kind.is_none() { " (default for its type)" }
+            " · " (permanence) " · created " (rfc3339(flag.created_at))
+            " · expires " (expires) " (" (policy) " after)"
+        }
+        p { "Evaluations, 30 days: " (sparkline) }
+    }
+}
+
+/// The targeting as JSON in a textarea.
+fn targeting_section(visitor: &Visitor, flag: &FlagRecord) -> Markup {
+    html! {
+        section {
+            h2 { "Targeting" }
+            p.muted {
+                "Rules (first match wins), then the split, then the schedule's step in force; \
+                 weights are basis points (100% = 10000). Everyone else gets the value above."
+            }
+            form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/targeting" } {
+                (visitor.csrf_field())
+                input type="hidden" name="version" value=(flag.version);
+                textarea name="targeting" rows="8" cols="90" spellcheck="false" {
+                    (serde_json::to_string_pretty(&flag.targeting).unwrap_or_default())
+                }
+                br;
+                input name="reason" placeholder="reason"; " " button { "Save targeting" }
+            }
+        }
+    }
+}
+
+/// The first 200 overrides, each with a remove button, and the form to add one.
+fn overrides_section(visitor: &Visitor, flag: &FlagRecord, overrides: &[OverrideRecord]) -> Markup {
+    let action = format!("{}/flags/{}/overrides", visitor.base, seg(&flag.key));
+    html! {
+        section {
+            h2 { "Overrides (" (overrides.len()) ")" }
+            table {
+                tr { th { "User" } th { "Value" } th {} }
+                @for o in overrides.iter().take(200) {
+                    tr {
+                        td { (o.user_id) }
+                        td { code { (show(&o.value)) } }
+                        td {
+                            form.inline method="post" action={ (action) "/remove" } {
+                                (visitor.csrf_field())
+                                input type="hidden" name="user_id" value=(o.user_id);
+                                button { "Remove" }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action=(action) style="margin-top:.6rem" {
+                (visitor.csrf_field())
+                input name="user_id" placeholder="user id" required;
+                " " (value_input(flag, "value", None))
+                " " input name="reason" placeholder="reason"; " " button { "Add override" }
+            }
+        }
+    }
+}
+
+/// A change's before or after as people read it (a flag's value, marked if off).
+fn summary(v: &Option<Value>) -> String {
+    match v {
+        Some(Value::Object(m)) if m.contains_key("value") => {
+            let off = if m.get("enabled") == Some(&Value::Bool(false)) { " (off)" } else { "" };
+            format!("{}{off}", show(&m["value"]))
+        }
+        Some(v) => show(v),
+        None => "—".into(),
+    }
+}
+
+/// The flag's recent changes, each with a revert button (token changes have none).
+fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
+    html! {
+        @for c in history {
+            tr {
+                td { (c.seq) }
+                td { (rfc3339(c.at)) }
+                td { (c.actor) }
+                td { (c.action.as_str()) }
+                td { (c.subject.as_deref().unwrap_or("")) }
+                td { code { (summary(&c.before)) } " → " code { (summary(&c.after)) } }
+                td { (c.reason.as_deref().unwrap_or("")) }
+                td {
+                    @if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
+                        form.inline method="post" action={ (visitor.base) "/changes/" (c.seq) "/revert" }
+                            onsubmit={ "return confirm('Undo change #" (c.seq) "?')" } {
+                            (visitor.csrf_field())
+                            input type="hidden" name="key" value=(key);
+                            button { "Revert" }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An input for a value of the flag's type, showing its bounds.
+fn value_input(flag: &FlagRecord, name: &str, current: Option<&Value>) -> Markup {
+    let cur = current.map(show).unwrap_or_default();
+    let s = &flag.schema;
+    if !s.allowed.is_empty() {
+        return html! {
+            select name=(name) {
+                @for a in &s.allowed {
+                    option value=(show(a)) selected[Some(a) == current] { (show(a)) }
+                }
+            }
+        };
+    }
+    match flag.value_type {
+        ValueType::Bool => html! {
+            select name=(name) {
+                option selected[cur == "true"] { "true" }
+                option selected[cur != "true"] { "false" }
+            }
+        },
+        ValueType::Int | ValueType::Float => {
+            let step = if flag.value_type == ValueType::Int { "1" } else { "any" };
+            let bounds = match (&s.min, &s.max) {
+                (Some(a), Some(b)) => Some(format!("{a} to {b}")),
+                (Some(a), None) => Some(format!("at least {a}")),
+                (None, Some(b)) => Some(format!("at most {b}")),
+                (None, None) => None,
+            };
+            html! {
+                input type="number" name=(name) step=(step) min=[&s.min] max=[&s.max] value=(cur) required;
+                @if let Some(b) = bounds {
+                    " " span.muted { (b) }
+                }
+            }
+        }
+        ValueType::String => html! { input name=(name) value=(cur) size="30"; },
+        ValueType::Json => html! { textarea name=(name) rows="3" cols="50" { (cur) } },
+    }
+}
+
+/// Reads a form value as JSON of the flag's type.
+fn parse_value(ty: ValueType, raw: &str) -> Result<Value, String> {
+    let raw = raw.trim_end_matches(['\r', '\n']);
+    match ty {
+        ValueType::Bool => match raw {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            _ => Err(format!("{raw:?} is not true or false")),
+        },
+        ValueType::Int => {
+            raw.trim().parse::<i64>().map(Value::from).map_err(|_| format!("{raw:?} is not a whole number"))
+        }
+        ValueType::Float => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{raw:?} is not a number")),
+        ValueType::String => Ok(Value::String(raw.to_owned())),
+        ValueType::Json => serde_json::from_str(raw).map_err(|e| format!("not valid JSON: {e}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SwitchForm {
+    csrf: String,
+    enabled: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn switch(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<SwitchForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let patch = FlagPatch { enabled: Some(f.enabled == "true"), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    visitor.apply(&admin, m, &f.reason, &key).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ValueForm {
+    csrf: String,
+    value: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The form's text as a value of the flag's type, or the page saying why not.
+async fn typed(admin: &Admin, visitor: &Visitor, key: &str, raw: &str) -> Result<Value, Response> {
+    let flag = match admin.store().flag(key).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(visitor.error(StatusCode::NOT_FOUND, &format!("There is no flag {key:?}."))),
+        Err(e) => return Err(visitor.fail(e.into())),
+    };
+    parse_value(flag.value_type, raw)
+        .map_err(|e| visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{key}: {e}")))
+}
+
+pub(crate) async fn set_value(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<ValueForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let value = match typed(&admin, &visitor, &key, &f.value).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let patch = FlagPatch { value: Some(value), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    visitor.apply(&admin, m, &f.reason, &key).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TargetingForm {
+    csrf: String,
+    targeting: String,
+    version: u64,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn set_targeting(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<TargetingForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let text = if f.targeting.trim().is_empty() { "{}" } else { f.targeting.as_str() };
+    let targeting = match serde_json::from_str(text) {
+        Ok(t) => t,
+        Err(e) => return visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("{key}: targeting: {e}")),
+    };
+    let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
+    let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    visitor.apply(&admin, m, &f.reason, &key).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct OverrideForm {
+    csrf: String,
+    user_id: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub(crate) async fn add_override(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<OverrideForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let value = match typed(&admin, &visitor, &key, &f.value).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let m = Mutation::SetOverride { key: key.clone(), user_id: f.user_id.trim().to_owned(), value };
+    visitor.apply(&admin, m, &f.reason, &key).await
+}
+
+pub(crate) async fn remove_override(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<OverrideForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let m = Mutation::DeleteOverride { key: key.clone(), user_id: f.user_id };
+    visitor.apply(&admin, m, &f.reason, &key).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RevertForm {
+    csrf: String,
+    key: String,
+}
+
+pub(crate) async fn revert(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(seq): Path<u64>,
+    Form(f): Form<RevertForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let change = match admin.store().change(seq).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return visitor.error(StatusCode::NOT_FOUND, &format!("There is no change #{seq}.")),
+        Err(e) => return visitor.fail(e.into()),
+    };
+    let mutation = match crate::api::inverse(&admin, &change).await {
+        Ok(m) => m,
+        Err(e) => return visitor.fail(e),
+    };
+    visitor.apply(&admin, mutation, &format!("revert of #{seq}"), &f.key).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_by_type() {
+        assert_eq!(parse_value(ValueType::Bool, "true"), Ok(Value::Bool(true)));
+        assert!(parse_value(ValueType::Bool, "yes").is_err());
+        assert_eq!(parse_value(ValueType::Int, " 12 "), Ok(Value::from(12)));
+        assert!(parse_value(ValueType::Int, "1.5").is_err());
+        assert_eq!(parse_value(ValueType::Float, "1.5"), Ok(serde_json::json!(1.5)));
+        assert!(parse_value(ValueType::Float, "NaN").is_err());
+        assert_eq!(parse_value(ValueType::String, "a b"), Ok(Value::from("a b")));
+        assert!(parse_value(ValueType::Json, "{").is_err());
+    }
+}

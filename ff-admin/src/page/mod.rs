@@ -1,0 +1,23 @@
+//! The admin web page: server-rendered HTML (maud templates), a little inline JavaScript,
+//! no build step.
+//!
+//! Log in with an API token; the page then uses an HttpOnly, SameSite=Strict
+//! session cookie, and every form carries the session's CSRF token.
+//!
+//! One module per resource; they all sit on `layout` (frame, fragments) and `session`
+//! (the session store and the `Visitor` extractor). This module only re-exports.
+
+mod flag;
+mod flags;
+mod layout;
+mod login;
+mod segments;
+mod session;
+mod users;
+
+pub(crate) use flag::{add_override, flag_page, remove_override, revert, set_targeting, set_value, switch};
+pub(crate) use flags::{list, stale_page};
+pub(crate) use login::{login, login_page, logout};
+pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
+pub(crate) use session::Sessions;
+pub(crate) use users::user_page;
