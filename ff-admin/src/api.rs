@@ -641,19 +641,10 @@ pub(crate) async fn list_tokens(State(admin): State<Admin>, caller: Caller) -> A
     Ok(Json(ff_api::TokenList { tokens: admin.store().tokens().await? }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewToken {
-    name: String,
-    role: Role,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 pub(crate) async fn create_token(
     State(admin): State<Admin>,
     caller: Caller,
-    body: Result<Json<NewToken>, JsonRejection>,
+    body: Result<Json<ff_api::NewToken>, JsonRejection>,
 ) -> ApiResult {
     caller.require(Role::Admin)?;
     let Json(t) = body?;

@@ -419,6 +419,49 @@ pub struct SegmentWritten {
     pub version: Option<u64>,
 }
 
+/// A request body with the reason the audit log records for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reasoned<T> {
+    /// The request's own fields.
+    #[serde(flatten)]
+    pub body: T,
+    /// Why, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl<T> Reasoned<T> {
+    /// `body`, and `reason` if any.
+    pub fn new(body: T, reason: Option<String>) -> Self {
+        Reasoned { body, reason }
+    }
+}
+
+/// The body of a request that takes nothing but a reason: archive, restore,
+/// delete an override or a segment, revert, revoke a token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoFields {}
+
+/// `PUT /admin/api/flags/{key}/overrides/{user}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverrideSet {
+    /// The user's value, JSON of the flag's type.
+    pub value: Value,
+}
+
+/// `POST /admin/api/tokens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Its name: 1 to 64 of `A-Z a-z 0-9 _ - . @`.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Why, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One flag of an export: the definition that recreates it, its version and its
 /// overrides by user id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

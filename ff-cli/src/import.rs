@@ -21,7 +21,7 @@ pub(crate) struct ImportFile {
     flags: Option<Vec<ImportFlag>>,
     /// Segments are reported, not applied.
     #[serde(default)]
-    segments: Vec<serde::de::IgnoredAny>,
+    segments: Option<Vec<serde::de::IgnoredAny>>,
 }
 
 /// One flag of a file: its key, and the fields it sets.
@@ -30,11 +30,18 @@ struct ImportFlag {
     key: String,
     #[serde(rename = "type", default)]
     value_type: Option<ValueType>,
+    /// Written by `ff export`; the import checks the live version instead.
+    #[serde(default, rename = "version")]
+    _version: Option<u64>,
     /// The flag's users and values; `None`: overrides are left as they are.
     #[serde(default)]
     overrides: Option<BTreeMap<String, Value>>,
     #[serde(flatten)]
     fields: FlagPatch,
+    /// Keys none of the above take: refused, so a typo is not silently ignored
+    /// (under `flatten`, `FlagPatch` cannot refuse them itself).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// One change of the import, with the line that shows it.
@@ -46,9 +53,24 @@ pub(crate) struct Step {
 
 /// Parses a file's text (YAML, so JSON too).
 pub(crate) fn parse(raw: &str, name: &str) -> anyhow::Result<ImportFile> {
-    let yaml: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(raw).map_err(|e| anyhow::anyhow!("{name} is not valid YAML: {e}"))?;
-    ImportFile::deserialize(yaml).map_err(|e| anyhow::anyhow!("{name} is not a flags file: {e}"))
+    // Checked as YAML first, so syntax and shape get their own messages; then read
+    // from the text, where a plain `12345:` key is a user id, not a number.
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(raw)
+        .map_err(|e| anyhow::anyhow!("{name} is not valid YAML: {e}"))?;
+    let file: ImportFile =
+        serde_yaml_ng::from_str(raw).map_err(|e| anyhow::anyhow!("{name} is not a flags file: {e}"))?;
+    for f in file.flags.iter().flatten() {
+        if !f.unknown.is_empty() {
+            let names: Vec<&str> = f.unknown.keys().map(String::as_str).collect();
+            bail!(
+                "{}: unknown field(s) {}; a flag takes key, type, overrides and {}",
+                f.key,
+                names.join(", "),
+                FlagPatch::EDITABLE.join(", ")
+            );
+        }
+    }
+    Ok(file)
 }
 
 /// The steps that make `current` match `wanted`, and notes for the operator.
@@ -57,7 +79,7 @@ pub(crate) fn plan(current: &Export, wanted: ImportFile) -> anyhow::Result<(Vec<
         bail!("the file needs a top-level `flags:` list (as `ff export` writes)");
     };
     let (mut steps, mut notes) = (Vec::new(), Vec::new());
-    if !wanted.segments.is_empty() {
+    if wanted.segments.is_some_and(|s| !s.is_empty()) {
         notes.push("segments in the file are not imported: apply them with `ff segment put KEY FILE`".into());
     }
     for c in &current.flags {
@@ -265,6 +287,9 @@ mod tests {
         );
         let file = "flags:\n  - key: A\n    value: 60\n    overrides: {}\n";
         assert_eq!(lines(&current, file).unwrap(), ["~ A value: false -> 60", "- A override u1"]);
+        // Plain ids that look like numbers are user ids; `segments: null` is no segments.
+        let file = "flags:\n  - key: A\n    overrides: {u1: true, 12345: true}\nsegments:\n";
+        assert_eq!(lines(&current, file).unwrap(), ["+ A override 12345 = true"]);
     }
 
     #[test]
@@ -278,6 +303,10 @@ mod tests {
             ("flags:\n  - key: NEW\n    type: int", "NEW: a new flag needs `value`"),
             ("flags:\n  - key: A\n    type: string", "types come from code"),
             ("flags:\n  - key: A\n    overrides: [u1]", "not a flags file"),
+            (
+                "flags:\n  - key: A\n    enabeld: false",
+                "A: unknown field(s) enabeld; a flag takes key, type, overrides and value,",
+            ),
         ] {
             let e = lines(&current, file).unwrap_err().to_string();
             assert!(e.contains(says), "{file}: {e}");

@@ -12,10 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use ff_api::{BatchOp, BatchRequest};
+use ff_api::{BatchOp, BatchRequest, NoFields, Reasoned};
+use ff_store::FlagPatch;
 use ff_store::Role;
 use reqwest::{Method, Url};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Debug, Parser)]
 #[command(name = "ff", version, about = "Operate ff feature flags: read, flip, override, audit, revert")]
@@ -257,12 +258,12 @@ impl Api {
         url
     }
 
-    async fn call(
+    async fn call<B: serde::Serialize>(
         &self,
         method: Method,
         segments: &[&str],
         query: &[(&str, String)],
-        body: Option<Value>,
+        body: Option<&B>,
         if_match: Option<&str>,
     ) -> anyhow::Result<(Value, Option<String>)> {
         let token = self.token.as_deref().context("no token: pass --token or set FF_TOKEN")?;
@@ -272,7 +273,7 @@ impl Api {
             req = req.header("if-match", v);
         }
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let res = req.send().await.with_context(|| format!("cannot reach {url}"))?;
         let status = res.status();
@@ -287,22 +288,15 @@ impl Api {
     }
 
     async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
-        Ok(self.call(Method::GET, segments, query, None, None).await?.0)
+        Ok(self.call(Method::GET, segments, query, None::<&NoFields>, None).await?.0)
     }
 
     /// PATCH with the flag's current version, so a concurrent change is never lost.
-    async fn patch_flag(&self, key: &str, body: Value, reason: Option<String>) -> anyhow::Result<Value> {
-        let (_, etag) = self.call(Method::GET, &["flags", key], &[], None, None).await?;
-        let body = with_reason(body, reason);
-        Ok(self.call(Method::PATCH, &["flags", key], &[], Some(body), etag.as_deref()).await?.0)
+    async fn patch_flag(&self, key: &str, patch: FlagPatch, reason: Option<String>) -> anyhow::Result<Value> {
+        let (_, etag) = self.call(Method::GET, &["flags", key], &[], None::<&NoFields>, None).await?;
+        let body = Reasoned::new(patch, reason);
+        Ok(self.call(Method::PATCH, &["flags", key], &[], Some(&body), etag.as_deref()).await?.0)
     }
-}
-
-fn with_reason(mut body: Value, reason: Option<String>) -> Value {
-    if let (Some(r), Some(obj)) = (reason, body.as_object_mut()) {
-        obj.insert("reason".into(), r.into());
-    }
-    body
 }
 
 /// Prints rows as aligned columns without borders: easy to read and to `grep`.
@@ -494,7 +488,9 @@ async fn cmd_set(
     value: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = api.patch_flag(&key, json!({ "value": parse_value(&value) }), reason).await?;
+    let body = api
+        .patch_flag(&key, FlagPatch { value: Some(parse_value(&value)), ..FlagPatch::default() }, reason)
+        .await?;
     if json_out {
         return print(&body);
     }
@@ -511,9 +507,9 @@ async fn cmd_override_set(
     value: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = with_reason(json!({ "value": parse_value(&value) }), reason);
+    let body = Reasoned::new(ff_api::OverrideSet { value: parse_value(&value) }, reason);
     let (body, _) =
-        api.call(Method::PUT, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+        api.call(Method::PUT, &["flags", &key, "overrides", &user], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -529,9 +525,9 @@ async fn cmd_override_rm(
     user: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = with_reason(json!({}), reason);
+    let body = Reasoned::new(NoFields {}, reason);
     let (body, _) =
-        api.call(Method::DELETE, &["flags", &key, "overrides", &user], &[], Some(body), None).await?;
+        api.call(Method::DELETE, &["flags", &key, "overrides", &user], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -698,9 +694,9 @@ async fn cmd_history(
 }
 
 async fn cmd_revert(api: &Api, json_out: bool, seq: u64, reason: Option<String>) -> anyhow::Result<()> {
-    let body = with_reason(json!({}), reason);
+    let body = Reasoned::new(NoFields {}, reason);
     let (body, _) =
-        api.call(Method::POST, &["changes", &seq.to_string(), "revert"], &[], Some(body), None).await?;
+        api.call(Method::POST, &["changes", &seq.to_string(), "revert"], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -744,8 +740,8 @@ async fn cmd_import(
     let batches = chunks(steps.into_iter().map(|s| s.op).collect());
     let total = batches.len();
     for (i, changes) in batches.into_iter().enumerate() {
-        let body = serde_json::to_value(BatchRequest { changes, reason: Some(reason.clone()) })?;
-        api.call(Method::POST, &["batch"], &[], Some(body), None).await.with_context(|| {
+        let body = BatchRequest { changes, reason: Some(reason.clone()) };
+        api.call(Method::POST, &["batch"], &[], Some(&body), None).await.with_context(|| {
             if total == 1 {
                 "nothing was written".to_owned()
             } else {
@@ -786,7 +782,11 @@ async fn cmd_segment_get(api: &Api, json_out: bool, key: String) -> anyhow::Resu
     if json_out {
         return print(&body);
     }
-    print!("{}", serde_yaml_ng::to_string(&body["segment"])?);
+    // The definition alone, so `ff segment put KEY FILE` takes it back.
+    let detail: ff_api::SegmentDetail = serde_json::from_value(body)?;
+    let s = &detail.segment;
+    println!("# segment {} version {}, updated {}", s.key, s.version, time_or_dash(Some(s.updated_at)));
+    print!("{}", serde_yaml_ng::to_string(&s.definition)?);
     Ok(())
 }
 
@@ -798,16 +798,18 @@ async fn cmd_segment_put(
     reason: Option<String>,
 ) -> anyhow::Result<()> {
     let raw = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let definition: Value = serde_yaml_ng::from_str(&raw)
-        .map_err(|e| anyhow::anyhow!("{} is not valid YAML: {e}", file.display()))?;
-    let body = with_reason(definition, reason);
-    let (body, _) = api.call(Method::PUT, &["segments", &key], &[], Some(body), None).await?;
+    let definition: ff_core::SegmentDef = serde_yaml_ng::from_str(&raw)
+        .map_err(|e| anyhow::anyhow!("{} is not a segment definition: {e}", file.display()))?;
+    let body = Reasoned::new(definition, reason);
+    let (body, _) = api.call(Method::PUT, &["segments", &key], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
     let written: ff_api::SegmentWritten = serde_json::from_value(body)?;
-    let state = if written.changed { "saved" } else { "unchanged" };
-    println!("segment {key} {state} (version {})", show(&written.version));
+    match written.version.filter(|_| written.changed) {
+        Some(v) => println!("segment {key} saved (version {v})"),
+        None => println!("segment {key} unchanged"),
+    }
     Ok(())
 }
 
@@ -817,8 +819,8 @@ async fn cmd_segment_rm(
     key: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = with_reason(json!({}), reason);
-    let (body, _) = api.call(Method::DELETE, &["segments", &key], &[], Some(body), None).await?;
+    let body = Reasoned::new(NoFields {}, reason);
+    let (body, _) = api.call(Method::DELETE, &["segments", &key], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -836,7 +838,8 @@ async fn cmd_token_create_direct(
     let store = ff_store::store_from_url(&url).context("DATABASE_URL")?;
     let (record, token) = ff_admin::create_token(&*store, &name, role, "ff-cli", reason.as_deref()).await?;
     if json_out {
-        return print(&json!({ "name": record.name, "role": record.role, "token": token }));
+        let created = ff_api::TokenCreated { name: record.name, role: record.role, id: record.id, token };
+        return print(&serde_json::to_value(created)?);
     }
     println!("{token}");
     eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
@@ -850,8 +853,8 @@ async fn cmd_token_create_via_api(
     role: Role,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = with_reason(json!({ "name": name, "role": role }), reason);
-    let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(body), None).await?;
+    let body = ff_api::NewToken { name, role, reason };
+    let (body, _) = api.call(Method::POST, &["tokens"], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -889,8 +892,8 @@ async fn cmd_token_revoke(
     name: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = with_reason(json!({}), reason);
-    let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], Some(body), None).await?;
+    let body = Reasoned::new(NoFields {}, reason);
+    let (body, _) = api.call(Method::DELETE, &["tokens", &name], &[], Some(&body), None).await?;
     if json_out {
         return print(&body);
     }
@@ -905,7 +908,7 @@ async fn switch(
     reason: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<()> {
-    let body = api.patch_flag(key, json!({ "enabled": on }), reason).await?;
+    let body = api.patch_flag(key, FlagPatch { enabled: Some(on), ..FlagPatch::default() }, reason).await?;
     if json_out {
         return print(&body);
     }

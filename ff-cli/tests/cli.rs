@@ -295,7 +295,12 @@ async fn export_and_import_round_trip() {
     assert_eq!(put.code, 0, "{}", put.stderr);
     assert_eq!(put.stdout.trim(), "segment testers saved (version 1)");
     assert_eq!(row(&run(&["segments"]).await.unwrap().stdout, "testers")[1..5], ["2", "0", "0", "1"]);
-    assert!(run(&["segment", "get", "testers"]).await.unwrap().stdout.contains("- qa-1"));
+    let got = run(&["segment", "get", "testers"]).await.unwrap().stdout;
+    assert!(got.starts_with("# segment testers version 1") && got.contains("- qa-1"), "{got}");
+    // What `get` prints, `put` takes back.
+    std::fs::write(&seg_file, &got).unwrap();
+    let back = run(&["segment", "put", "testers", seg_file.to_str().unwrap()]).await.unwrap();
+    assert_eq!(back.stdout.trim(), "segment testers unchanged", "{}", back.stderr);
     std::fs::write(&seg_file, "included: [\"\"]\n").unwrap();
     let bad = run(&["segment", "put", "testers", seg_file.to_str().unwrap()]).await.unwrap();
     assert!(bad.code == 1 && bad.stderr.contains("user id is empty"), "{}", bad.stderr);

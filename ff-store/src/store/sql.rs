@@ -519,18 +519,25 @@ async fn put_segment(
     Ok(())
 }
 
-/// Inserts a token, or records its revocation.
+/// Inserts a new token (an id already taken is an error, never an overwrite), or
+/// records a revocation.
 async fn put_token(conn: &mut AnyConnection, token: &TokenRecord) -> Result<(), StoreError> {
+    if let Some(at) = token.revoked_at {
+        sqlx::query("UPDATE ff_tokens SET revoked_at = $1 WHERE id = $2")
+            .bind(to_millis(at))
+            .bind(&token.id)
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
     sqlx::query(
-        "INSERT INTO ff_tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at",
+        "INSERT INTO ff_tokens (id, name, role, secret_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, NULL)",
     )
     .bind(&token.id)
     .bind(&token.name)
     .bind(token.role.as_str())
     .bind(&token.secret_hash)
     .bind(to_millis(token.created_at))
-    .bind(token.revoked_at.map(to_millis))
     .execute(conn)
     .await?;
     Ok(())
