@@ -360,3 +360,20 @@ async fn stale_page_and_usage_sparklines() {
     assert!(r.body.contains(" · expires 2020-01-01T00:00:00Z (warn after)"), "{}", r.body);
     assert!(r.body.contains("<polyline"));
 }
+
+#[tokio::test]
+async fn confirmations_carry_their_message_as_data() {
+    let (page, editor, _) = Page::new().await;
+    let (cookie, _) = page.login(&editor).await;
+    let def: ff_core::FlagDef = serde_json::from_value(serde_json::json!({
+        "key": "BANNER", "type": "string", "value": "hi", "off_value": "it's a \\ \"quote\"\nand a line')"
+    }))
+    .unwrap();
+    page.store.write(Write::new("test", Mutation::CreateFlag { def, if_missing: false })).await.unwrap();
+    let r = page.send("GET", "/admin/flags/BANNER", Some(&cookie), None).await;
+    assert_eq!(r.status, 200);
+    // No value reaches JavaScript source; the question is an escaped attribute.
+    assert!(!r.body.contains("confirm('"), "{}", r.body);
+    assert!(r.body.contains(r#"onsubmit="return confirm(this.dataset.confirm)""#), "{}", r.body);
+    assert!(r.body.contains("data-confirm=\"Turn BANNER OFF for everyone? Its off value (&quot;it's a \\\\ \\&quot;quote\\&quot;\\nand a line')&quot;)"), "{}", r.body);
+}

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::layout::{rfc3339, seg, show, sparkline};
+use super::layout::{CONFIRM, rfc3339, seg, show, sparkline};
 use super::session::Visitor;
 use crate::Admin;
 
@@ -68,13 +68,14 @@ fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> Markup {
     if flag.archived {
         return html! { p.off { "Archived: served as its code default." } };
     }
-    // Quotes would end the confirm's JavaScript string: the message leaves them out.
-    let (key_q, off_q) = (flag.key.replace('\'', ""), off.replace('\'', ""));
+    // The message is data, never JavaScript source: no value can end its string.
+    let ask = format!(
+        "Turn {} OFF for everyone? Its off value ({off}) is served to all users, overrides included.",
+        flag.key
+    );
     html! {
         @if flag.enabled {
-            form.inline method="post" action=(action)
-                onsubmit={ "return confirm('Turn " (key_q) " OFF for everyone? Its off value (" (off_q)
-                    ") is served to all users, overrides included.')" } {
+            form.inline method="post" action=(action) data-confirm=(ask) onsubmit=(CONFIRM) {
                 (visitor.csrf_field())
                 input type="hidden" name="enabled" value="false";
                 input type="hidden" name="version" value=(flag.version);
@@ -218,7 +219,7 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
                 td {
                     @if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
                         form.inline method="post" action={ (visitor.base) "/changes/" (c.seq) "/revert" }
-                            onsubmit={ "return confirm('Undo change #" (c.seq) "?')" } {
+                            data-confirm={ "Undo change #" (c.seq) "?" } onsubmit=(CONFIRM) {
                             (visitor.csrf_field())
                             input type="hidden" name="key" value=(key);
                             button { "Revert" }

@@ -8,6 +8,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Caller;
 
+/// A form's `onsubmit`: asks the question in its `data-confirm` (data, not code).
+pub(super) const CONFIRM: &str = "return confirm(this.dataset.confirm)";
+
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:.6rem 1.5rem;display:flex;gap:1.5rem;align-items:center}

@@ -8,7 +8,7 @@ use ff_store::Role;
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::seg;
+use super::layout::{CONFIRM, seg};
 use super::session::Visitor;
 use crate::Admin;
 
@@ -82,9 +82,8 @@ pub(crate) async fn segment_page(
             }
         }
         section {
-            // Quotes would end the confirm's JavaScript string: the message leaves them out.
             form method="post" action={ (base) "/segments/" (seg(&key)) "/delete" }
-                onsubmit={ "return confirm('Delete segment " (key.replace('\'', "")) "?')" } {
+                data-confirm={ "Delete segment " (key) "?" } onsubmit=(CONFIRM) {
                 (visitor.csrf_field())
                 input name="reason" placeholder="reason"; " " button.danger { "Delete" }
             }
