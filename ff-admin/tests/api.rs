@@ -1,14 +1,31 @@
 //! The admin API's contract: every route, every role, bad tokens, stale versions, bad values.
+//!
+//! Answers are read, and well-formed requests built, through `ff-api`'s types: the
+//! ones the admin and the `ff` CLI share. Raw JSON is what a typed client could not
+//! send: unknown fields, wrong types, missing fields, oversized bodies.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use ff_admin::Admin;
-use ff_core::Flag;
-use ff_store::{ChangeQuery, FlagReader, FlagWriter, Role, SqlStore, TokenStore, UsageStore, sync};
+use ff_api::{
+    ApiError, BatchOp, BatchRequest, BatchResponse, ChangeList, Export, FlagDetail, FlagList, FlagWritten,
+    NewToken, NoFields, OverrideSet, OverrideWritten, Reasoned, Reverted, SegmentDetail, SegmentList,
+    SegmentWritten, StaleReport, StaleWindows, TokenCreated, TokenList, UserFlag, UserLookup, UserValue,
+};
+use ff_core::{
+    Action, Clause, ExpiryPolicy, Flag, FlagDef, FlagKind, FlagMeta, FlagRecord, Op, Reason, Rule, Schema,
+    SegmentDef, StaleReason, Targeting, ValueType,
+};
+use ff_store::{
+    ChangeQuery, FlagPatch, FlagReader, FlagWriter, Role, SqlStore, TokenStore, UsageStore, sync,
+};
 use http_body_util::BodyExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use time::macros::datetime;
 use tower::ServiceExt;
 
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000).description("lead time");
@@ -93,8 +110,101 @@ impl Api {
     }
 }
 
-fn error(r: &Reply) -> &str {
-    r.body["error"].as_str().unwrap_or("")
+impl Reply {
+    /// The answer as its ff-api type. It must be exactly that: written back, the
+    /// type gives the same JSON, so no field is missing, extra or read differently.
+    fn typed<T: Serialize + DeserializeOwned>(&self) -> T {
+        let name = std::any::type_name::<T>();
+        let typed: T = serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("the answer ({}) is not a {name}: {e}: {}", self.status, self.body));
+        assert_eq!(serde_json::to_value(&typed).unwrap(), self.body, "the answer is not exactly a {name}");
+        typed
+    }
+
+    /// A refusal: every one is an [`ApiError`].
+    fn refusal(&self) -> ApiError {
+        self.typed()
+    }
+}
+
+/// A refusal's code.
+fn error(r: &Reply) -> String {
+    r.refusal().error
+}
+
+/// A well-formed request body, built from its type.
+fn req(body: impl Serialize) -> Option<Value> {
+    Some(serde_json::to_value(body).unwrap())
+}
+
+/// `body` with the reason the audit log records.
+fn reasoned<T>(body: T, reason: &str) -> Reasoned<T> {
+    Reasoned::new(body, Some(reason.into()))
+}
+
+/// Only a reason: archive, restore, revert, delete, revoke.
+fn why(reason: &str) -> Option<Value> {
+    req(reasoned(NoFields {}, reason))
+}
+
+/// A user's value, as `PUT .../overrides/{user}` takes it.
+fn user_value(value: Value) -> Option<Value> {
+    req(OverrideSet { value })
+}
+
+/// A patch of the global value only.
+fn set_value(value: Value) -> FlagPatch {
+    FlagPatch { value: Some(value), ..FlagPatch::default() }
+}
+
+/// A new flag as `PUT /flags/{key}` and a batch's `create` take it.
+fn new_flag(key: &str, value_type: ValueType, value: Value) -> FlagDef {
+    FlagDef {
+        key: key.into(),
+        value_type,
+        value,
+        enabled: true,
+        off_value: None,
+        description: String::new(),
+        schema: Schema::default(),
+        meta: FlagMeta::default(),
+        targeting: Targeting::default(),
+    }
+}
+
+/// Targeting with one rule: users whose `attribute` is one of `values` get `value`.
+fn one_rule(attribute: &str, op: Op, values: &[&str], value: Value) -> Targeting {
+    let clause = Clause {
+        attribute: attribute.into(),
+        op,
+        values: values.iter().map(|v| json!(v)).collect(),
+        negate: false,
+    };
+    let rule = Rule { clauses: vec![clause], value: Some(value), split: None, description: String::new() };
+    Targeting { rules: vec![rule], ..Targeting::default() }
+}
+
+/// A patch of the targeting only: users in `segment` get `value`.
+fn segment_rule(segment: &str, value: Value) -> FlagPatch {
+    FlagPatch {
+        targeting: Some(one_rule("user_id", Op::InSegment, &[segment], value)),
+        ..FlagPatch::default()
+    }
+}
+
+/// The keys of a flag list, in order.
+fn flag_keys(list: &FlagList) -> Vec<&str> {
+    list.flags.iter().map(|f| f.record.key.as_str()).collect()
+}
+
+/// One flag of a user lookup.
+fn served<'a>(lookup: &'a UserLookup, key: &str) -> &'a UserFlag {
+    lookup.flags.iter().find(|f| f.key == key).unwrap_or_else(|| panic!("no {key} in {lookup:?}"))
+}
+
+/// A flag change's record before or after it.
+fn record(state: &Option<Value>) -> FlagRecord {
+    serde_json::from_value(state.clone().expect("a flag record")).unwrap()
 }
 
 #[tokio::test]
@@ -131,7 +241,7 @@ async fn every_route_needs_a_valid_token() {
     let before = api.log_len().await;
     for (method, path) in routes {
         let r = api.call(method, path, None, Some(json!({}))).await;
-        assert_eq!((r.status, error(&r)), (401, "unauthorized"), "{method} {path}");
+        assert_eq!((r.status, error(&r).as_str()), (401, "unauthorized"), "{method} {path}");
         for token in bad {
             let r = api.call(method, path, Some(token), Some(json!({}))).await;
             assert_eq!(r.status, 401, "{method} {path} with {token:?}");
@@ -170,11 +280,11 @@ async fn every_mutation_needs_its_role() {
     let before = api.log_len().await;
     for (method, path) in editor_routes.iter().chain(&admin_routes) {
         let r = api.call(method, path, Some(&api.viewer), Some(json!({}))).await;
-        assert_eq!((r.status, error(&r)), (403, "forbidden"), "viewer {method} {path}");
+        assert_eq!((r.status, error(&r).as_str()), (403, "forbidden"), "viewer {method} {path}");
     }
     for (method, path) in admin_routes {
         let r = api.call(method, path, Some(&api.editor), Some(json!({}))).await;
-        assert_eq!((r.status, error(&r)), (403, "forbidden"), "editor {method} {path}");
+        assert_eq!((r.status, error(&r).as_str()), (403, "forbidden"), "editor {method} {path}");
     }
     for path in reads {
         for token in [&api.viewer, &api.editor, &api.admin] {
@@ -191,24 +301,25 @@ async fn roles_limit_what_a_token_may_do() {
     assert_eq!(api.call("GET", "/admin/api/flags", v, None).await.status, 200);
     assert_eq!(api.call("GET", "/admin/api/changes", v, None).await.status, 200);
     assert_eq!(api.call("GET", "/admin/api/users/u1", v, None).await.status, 200);
-    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", v, Some(json!({"value": 1}))).await;
-    assert_eq!((r.status, error(&r)), (403, "forbidden"));
-    assert!(r.body["message"].as_str().unwrap().contains("editor"));
+    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", v, user_value(json!(1))).await;
+    assert_eq!((r.status, error(&r).as_str()), (403, "forbidden"));
+    assert!(r.refusal().message.contains("editor"));
     let r = api
         .call_with(
             "PATCH",
             "/admin/api/flags/LEAD_HOURS",
             v,
-            Some(json!({"value": 2})),
+            req(set_value(json!(2))),
             &[("if-match", "\"1\"")],
         )
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(api.call("GET", "/admin/api/tokens", e, None).await.status, 403);
-    let r = api.call("POST", "/admin/api/tokens", e, Some(json!({"name": "x", "role": "admin"}))).await;
+    let token = NewToken { name: "x".into(), role: Role::Admin, reason: None };
+    let r = api.call("POST", "/admin/api/tokens", e, req(token)).await;
     assert_eq!(r.status, 403);
     assert_eq!(api.call("GET", "/admin/api/tokens", Some("env-secret-token"), None).await.status, 200);
-    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, Some(json!({"value": 1}))).await;
+    let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, user_value(json!(1))).await;
     assert_eq!(r.status, 200);
 }
 
@@ -217,32 +328,25 @@ async fn list_and_get_with_filters_pages_and_etag() {
     let api = Api::new().await;
     let e = Some(api.editor.as_str());
     for u in 0..5 {
-        api.call("PUT", &format!("/admin/api/flags/LEAD_HOURS/overrides/u{u}"), e, Some(json!({"value": u})))
+        api.call("PUT", &format!("/admin/api/flags/LEAD_HOURS/overrides/u{u}"), e, user_value(json!(u)))
             .await;
     }
-    let r = api
-        .call_with(
-            "PATCH",
-            "/admin/api/flags/CREDITS",
-            e,
-            Some(json!({"owner": "payments", "tags": ["money"], "expires_at": "2020-01-01T00:00:00Z"})),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let patch = FlagPatch {
+        owner: Some("payments".into()),
+        tags: Some(vec!["money".into()]),
+        expires_at: Some(Some(datetime!(2020-01-01 0:00 UTC))),
+        ..FlagPatch::default()
+    };
+    let r = api.call_with("PATCH", "/admin/api/flags/CREDITS", e, req(patch), &[("if-match", "\"1\"")]).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let list = api.call("GET", "/admin/api/flags", e, None).await.body;
-    let keys: Vec<&str> =
-        list["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["CREDITS", "LEAD_HOURS"]);
-    let lead = &list["flags"][1];
+    let list: FlagList = api.call("GET", "/admin/api/flags", e, None).await.typed();
+    assert_eq!(flag_keys(&list), ["CREDITS", "LEAD_HOURS"]);
+    let lead = &list.flags[1];
     assert_eq!(
-        (lead["type"].clone(), lead["value"].clone(), lead["overrides"].clone()),
-        (json!("int"), json!(24), json!(5))
+        (lead.record.value_type, lead.record.value.clone(), lead.overrides),
+        (ValueType::Int, ff_core::Value::Int(24), 5)
     );
-    assert_eq!(
-        (lead["enabled"].clone(), lead["declared"].clone(), lead["version"].clone()),
-        (json!(true), json!(true), json!(1))
-    );
+    assert_eq!((lead.record.enabled, lead.declared, lead.record.version), (true, true, 1));
     for (query, expected) in [
         ("q=lead", vec!["LEAD_HOURS"]),
         ("q=time", vec!["LEAD_HOURS"]),
@@ -252,19 +356,19 @@ async fn list_and_get_with_filters_pages_and_etag() {
         ("stale=false", vec!["LEAD_HOURS"]),
         ("archived=true", vec![]),
     ] {
-        let r = api.call("GET", &format!("/admin/api/flags?{query}"), e, None).await;
-        let got: Vec<&str> =
-            r.body["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
-        assert_eq!(got, expected, "{query}");
+        let got: FlagList = api.call("GET", &format!("/admin/api/flags?{query}"), e, None).await.typed();
+        assert_eq!(flag_keys(&got), expected, "{query}");
     }
     assert_eq!(api.call("GET", "/admin/api/flags?stale=maybe", e, None).await.status, 400);
     let r = api.call("GET", "/admin/api/flags/LEAD_HOURS?offset=1&limit=2", e, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.etag.as_deref(), Some("\"1\""));
-    assert_eq!(r.body["overrides_total"], 5);
-    assert_eq!(r.body["overrides"], json!([{"user_id": "u1", "value": 1}, {"user_id": "u2", "value": 2}]));
+    let detail: FlagDetail = r.typed();
+    assert_eq!(detail.overrides_total, 5);
+    let user = |id: &str, value| UserValue { user_id: id.into(), value };
+    assert_eq!(detail.overrides, [user("u1", json!(1)), user("u2", json!(2))]);
     let r = api.call("GET", "/admin/api/flags/NOPE", e, None).await;
-    assert_eq!((r.status, error(&r)), (404, "not_found"));
+    assert_eq!((r.status, error(&r).as_str()), (404, "not_found"));
 }
 
 #[tokio::test]
@@ -273,10 +377,10 @@ async fn patch_needs_the_current_version_and_valid_values() {
     let e = Some(api.editor.as_str());
     let path = "/admin/api/flags/LEAD_HOURS";
     let before = api.log_len().await;
-    let r = api.call("PATCH", path, e, Some(json!({"value": 12}))).await;
-    assert_eq!((r.status, error(&r)), (428, "precondition_required"));
-    let stale = api.call_with("PATCH", path, e, Some(json!({"value": 12})), &[("if-match", "\"7\"")]).await;
-    assert_eq!((stale.status, error(&stale)), (409, "version_conflict"));
+    let r = api.call("PATCH", path, e, req(set_value(json!(12)))).await;
+    assert_eq!((r.status, error(&r).as_str()), (428, "precondition_required"));
+    let stale = api.call_with("PATCH", path, e, req(set_value(json!(12))), &[("if-match", "\"7\"")]).await;
+    assert_eq!((stale.status, error(&stale).as_str()), (409, "version_conflict"));
     let bad = [
         (json!({"value": 5000}), 422, "above the maximum 1000"),
         (json!({"value": -1}), 422, "below the minimum 0"),
@@ -291,41 +395,36 @@ async fn patch_needs_the_current_version_and_valid_values() {
     for (body, status, message) in bad {
         let r = api.call_with("PATCH", path, e, Some(body.clone()), &[("if-match", "\"1\"")]).await;
         assert_eq!(r.status, status, "{body}: {}", r.body);
-        assert!(r.body["message"].as_str().unwrap().contains(message), "{body}: {}", r.body);
-        assert!(r.body["error"].is_string());
+        // A refusal with a code and a message.
+        assert!(r.refusal().message.contains(message), "{body}: {}", r.body);
     }
     let r = api.raw("PATCH", path, e, Some("{not json".into()), &[("if-match", "\"1\"")]).await;
-    assert_eq!((r.status, error(&r)), (400, "invalid_body"));
-    let r = api.call_with("PATCH", path, e, Some(json!({"value": 3})), &[("if-match", "three")]).await;
+    assert_eq!((r.status, error(&r).as_str()), (400, "invalid_body"));
+    let r = api.call_with("PATCH", path, e, req(set_value(json!(3))), &[("if-match", "three")]).await;
     assert_eq!(r.status, 400);
     assert_eq!(api.log_len().await, before, "nothing written by refused requests");
-    let ok = api
-        .call_with(
-            "PATCH",
-            path,
-            e,
-            Some(json!({"value": 12, "reason": "incident 42", "description": "hours"})),
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    let patch = FlagPatch { description: Some("hours".into()), ..set_value(json!(12)) };
+    let ok =
+        api.call_with("PATCH", path, e, req(reasoned(patch, "incident 42")), &[("if-match", "\"1\"")]).await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.etag.as_deref(), Some("\"2\""));
+    let FlagWritten { flag } = ok.typed();
+    assert_eq!((flag.value, flag.description.as_str()), (ff_core::Value::Int(12), "hours"));
+    let log: ChangeList = api.call("GET", "/admin/api/changes?limit=1", e, None).await.typed();
+    let c = &log.changes[0];
     assert_eq!(
-        (ok.body["flag"]["value"].clone(), ok.body["flag"]["description"].clone()),
-        (json!(12), json!("hours"))
+        (c.actor.as_str(), c.reason.as_deref(), c.action),
+        ("ed", Some("incident 42"), Action::FlagUpdate)
     );
-    let log = api.call("GET", "/admin/api/changes?limit=1", e, None).await.body;
-    let c = &log["changes"][0];
     assert_eq!(
-        (c["actor"].clone(), c["reason"].clone(), c["action"].clone()),
-        (json!("ed"), json!("incident 42"), json!("flag.update"))
+        (record(&c.before).value, record(&c.after).value),
+        (ff_core::Value::Int(24), ff_core::Value::Int(12))
     );
-    assert_eq!((c["before"]["value"].clone(), c["after"]["value"].clone()), (json!(24), json!(12)));
     // The same If-Match again is now stale.
-    let again = api.call_with("PATCH", path, e, Some(json!({"value": 13})), &[("if-match", "\"1\"")]).await;
+    let again = api.call_with("PATCH", path, e, req(set_value(json!(13))), &[("if-match", "\"1\"")]).await;
     assert_eq!(again.status, 409);
-    let weak =
-        api.call_with("PATCH", path, e, Some(json!({"enabled": false})), &[("if-match", "W/\"2\"")]).await;
+    let enabled = FlagPatch { enabled: Some(false), ..FlagPatch::default() };
+    let weak = api.call_with("PATCH", path, e, req(enabled), &[("if-match", "W/\"2\"")]).await;
     assert_eq!(weak.status, 200);
 }
 
@@ -335,37 +434,44 @@ async fn batches_commit_together_or_not_at_all() {
     let e = Some(api.editor.as_str());
     let path = "/admin/api/batch";
     let before = api.log_len().await;
-    let refused = [
+    let update = |key: &str, version, patch| BatchOp::Update { key: key.into(), version, patch };
+    let set_override =
+        |key: &str, user: &str, value| BatchOp::SetOverride { key: key.into(), user_id: user.into(), value };
+    let batch = |changes| req(BatchRequest { changes, reason: None });
+    // Well-formed batches the store refuses, whole.
+    let refused_by_the_store = [
         (
-            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "value": 12}, {"op": "update", "key": "CREDITS", "value": "no"}]}),
+            vec![
+                update("LEAD_HOURS", None, set_value(json!(12))),
+                update("CREDITS", None, set_value(json!("no"))),
+            ],
             422,
             "invalid_value",
             "change 1 of the batch",
         ),
         (
-            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "value": 5000}]}),
+            vec![update("LEAD_HOURS", None, set_value(json!(5000)))],
             422,
             "invalid_value",
             "above the maximum 1000",
         ),
+        (vec![update("LEAD_HOURS", Some(9), set_value(json!(12)))], 409, "version_conflict", "not 9"),
         (
-            json!({"changes": [{"op": "update", "key": "LEAD_HOURS", "version": 9, "value": 12}]}),
-            409,
-            "version_conflict",
-            "not 9",
-        ),
-        (
-            json!({"changes": [{"op": "update", "key": "CREDITS", "value": false}, {"op": "update", "key": "GONE", "value": 1}]}),
+            vec![update("CREDITS", None, set_value(json!(false))), update("GONE", None, set_value(json!(1)))],
             404,
             "not_found",
             "\"GONE\" does not exist",
         ),
         (
-            json!({"changes": [{"op": "create", "key": "CREDITS", "type": "bool", "value": true}]}),
+            vec![BatchOp::Create(new_flag("CREDITS", ValueType::Bool, json!(true)))],
             409,
             "conflict",
             "exists already",
         ),
+    ]
+    .map(|(changes, status, code, message)| (batch(changes).unwrap(), status, code, message));
+    // Bodies no typed client sends.
+    let malformed = [
         (json!({"changes": [{"key": "CREDITS"}]}), 422, "invalid_body", "changes[0]: needs `op`"),
         (
             json!({"changes": [{"op": "update", "key": "CREDITS"}, {"op": "upsert", "key": "CREDITS"}]}),
@@ -422,66 +528,70 @@ async fn batches_commit_together_or_not_at_all() {
         (json!({"changes": [], "dry_run": true}), 400, "bad_request", "unknown field \"dry_run\""),
         (json!({"changes": [], "reason": 3}), 400, "bad_request", "reason must be a string"),
     ];
-    for (body, status, code, message) in refused {
+    for (body, status, code, message) in refused_by_the_store.into_iter().chain(malformed) {
         let r = api.call("POST", path, e, Some(body.clone())).await;
-        assert_eq!((r.status, error(&r)), (status, code), "{body}: {}", r.body);
-        assert!(r.body["message"].as_str().unwrap().contains(message), "{body}: {}", r.body);
+        let refusal = r.refusal();
+        assert_eq!((r.status, refusal.error.as_str()), (status, code), "{body}: {}", r.body);
+        assert!(refusal.message.contains(message), "{body}: {}", r.body);
     }
-    let many: Vec<Value> = (0..1001)
-        .map(|i| json!({"op": "set_override", "key": "CREDITS", "user_id": format!("u{i}"), "value": true}))
-        .collect();
-    let r = api.call("POST", path, e, Some(json!({ "changes": many }))).await;
+    let many = (0..1001).map(|i| set_override("CREDITS", &format!("u{i}"), json!(true))).collect();
+    let r = api.call("POST", path, e, batch(many)).await;
     assert_eq!(r.status, 400, "{}", r.body);
-    assert!(r.body["message"].as_str().unwrap().contains("at most 1000"), "{}", r.body);
+    assert!(r.refusal().message.contains("at most 1000"), "{}", r.body);
     assert_eq!(api.log_len().await, before, "nothing written by refused batches");
     assert_eq!(api.store.flag("CREDITS").await.unwrap().unwrap().value, ff_core::Value::Bool(true));
 
     // Every kind of change in one batch; later changes see earlier ones.
-    let body = json!({"reason": "launch", "changes": [
-        {"op": "update", "key": "LEAD_HOURS", "version": 1, "value": 12},
-        {"op": "update", "key": "CREDITS", "enabled": false},
-        {"op": "set_override", "key": "LEAD_HOURS", "user_id": "u1", "value": 5},
-        {"op": "create", "key": "NEW", "type": "bool", "value": true, "description": "new"},
-        {"op": "set_override", "key": "NEW", "user_id": "tester", "value": false},
-        {"op": "archive", "key": "NEW"},
-        {"op": "restore", "key": "NEW"},
-        {"op": "delete_override", "key": "LEAD_HOURS", "user_id": "nobody"},
-    ]});
-    let r = api.call("POST", path, e, Some(body)).await;
+    let new = FlagDef { description: "new".into(), ..new_flag("NEW", ValueType::Bool, json!(true)) };
+    let body = BatchRequest {
+        reason: Some("launch".into()),
+        changes: vec![
+            update("LEAD_HOURS", Some(1), set_value(json!(12))),
+            update("CREDITS", None, FlagPatch { enabled: Some(false), ..FlagPatch::default() }),
+            set_override("LEAD_HOURS", "u1", json!(5)),
+            BatchOp::Create(new),
+            set_override("NEW", "tester", json!(false)),
+            BatchOp::Archive { key: "NEW".into(), version: None },
+            BatchOp::Restore { key: "NEW".into() },
+            BatchOp::DeleteOverride { key: "LEAD_HOURS".into(), user_id: "nobody".into() },
+        ],
+    };
+    let r = api.call("POST", path, e, req(body)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let changes = r.body["changes"].as_array().unwrap();
+    let BatchResponse { changes, seq } = r.typed();
     assert_eq!(changes.len(), 7, "the no-op delete writes no row: {}", r.body);
-    let last = changes[6]["seq"].clone();
-    assert_eq!(r.body["seq"], last);
-    assert!(changes.iter().all(|c| c["batch_end"] == last && c["actor"] == "ed" && c["reason"] == "launch"));
-    let user = api.call("GET", "/admin/api/users/tester", e, None).await.body;
-    let new = user["flags"].as_array().unwrap().iter().find(|f| f["key"] == "NEW").unwrap().clone();
-    assert_eq!(new["value"], json!(false), "{user}");
+    let last = changes[6].seq;
+    assert_eq!(seq, last);
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.batch_end == Some(last) && c.actor == "ed" && c.reason.as_deref() == Some("launch"))
+    );
+    let user: UserLookup = api.call("GET", "/admin/api/users/tester", e, None).await.typed();
+    assert_eq!(served(&user, "NEW").value, json!(false), "{user:?}");
     let lead = api.call("GET", "/admin/api/flags/LEAD_HOURS", e, None).await;
-    assert_eq!((lead.body["flag"]["value"].clone(), lead.etag.as_deref()), (json!(12), Some("\"2\"")));
+    let detail: FlagDetail = lead.typed();
+    assert_eq!((detail.flag.record.value, lead.etag.as_deref()), (ff_core::Value::Int(12), Some("\"2\"")));
     assert!(!api.store.flag("CREDITS").await.unwrap().unwrap().enabled);
     // An empty or all-no-op batch writes nothing and answers the current seq.
-    let r = api.call("POST", path, e, Some(json!({"changes": []}))).await;
-    assert_eq!((r.status, r.body["changes"].clone(), r.body["seq"].clone()), (200, json!([]), last));
+    let r = api.call("POST", path, e, batch(vec![])).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let empty: BatchResponse = r.typed();
+    assert_eq!((empty.changes, empty.seq), (vec![], last));
 }
 
 #[tokio::test]
 async fn create_archive_restore_and_bad_keys() {
     let api = Api::new().await;
     let e = Some(api.editor.as_str());
-    let r = api
-        .call(
-            "PUT",
-            "/admin/api/flags/BANNER",
-            e,
-            Some(json!({"type": "string", "value": "hello", "reason": "launch"})),
-        )
-        .await;
+    let banner = new_flag("BANNER", ValueType::String, json!("hello"));
+    let r = api.call("PUT", "/admin/api/flags/BANNER", e, req(reasoned(banner, "launch"))).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!((r.body["flag"]["value"].clone(), r.etag.as_deref()), (json!("hello"), Some("\"1\"")));
-    let dup =
-        api.call("PUT", "/admin/api/flags/BANNER", e, Some(json!({"type": "string", "value": "x"}))).await;
-    assert_eq!((dup.status, error(&dup)), (409, "conflict"));
+    let FlagWritten { flag } = r.typed();
+    assert_eq!((flag.value.to_json(), r.etag.as_deref()), (json!("hello"), Some("\"1\"")));
+    let again = new_flag("BANNER", ValueType::String, json!("x"));
+    let dup = api.call("PUT", "/admin/api/flags/BANNER", e, req(again)).await;
+    assert_eq!((dup.status, error(&dup).as_str()), (409, "conflict"));
     for (path, body, status) in [
         ("/admin/api/flags/%3Cscript%3E", json!({"type": "bool", "value": true}), 422),
         ("/admin/api/flags/..%2F..%2Fetc", json!({"type": "bool", "value": true}), 422),
@@ -498,11 +608,12 @@ async fn create_archive_restore_and_bad_keys() {
     assert_eq!(r.status, 409);
     let r = api.call("DELETE", "/admin/api/flags/BANNER", e, None).await;
     assert_eq!(r.status, 200);
-    let archived = api.call("GET", "/admin/api/flags?archived=true", e, None).await.body;
-    assert_eq!(archived["flags"][0]["key"], "BANNER");
+    let archived: FlagList = api.call("GET", "/admin/api/flags?archived=true", e, None).await.typed();
+    assert_eq!(flag_keys(&archived)[0], "BANNER");
     assert_eq!(api.call("DELETE", "/admin/api/flags/BANNER", e, None).await.status, 404);
-    let r = api.call("POST", "/admin/api/flags/BANNER/restore", e, Some(json!({"reason": "oops"}))).await;
-    assert_eq!((r.status, r.body["flag"]["archived"].clone()), (200, json!(false)));
+    let r = api.call("POST", "/admin/api/flags/BANNER/restore", e, why("oops")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.typed::<FlagWritten>().flag.archived);
     assert_eq!(api.call("POST", "/admin/api/flags/BANNER/restore", e, None).await.status, 409);
 }
 
@@ -511,8 +622,9 @@ async fn overrides_and_what_a_user_sees() {
     let api = Api::new().await;
     let e = Some(api.editor.as_str());
     let path = "/admin/api/flags/LEAD_HOURS/overrides/tester";
-    let r = api.call("PUT", path, e, Some(json!({"value": 0, "reason": "QA"}))).await;
-    assert_eq!((r.status, r.body["value"].clone()), (200, json!(0)));
+    let r = api.call("PUT", path, e, req(reasoned(OverrideSet { value: json!(0) }, "QA"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.typed::<OverrideWritten>().value, json!(0));
     for (body, status) in [
         (json!({"value": 5000}), 422),
         (json!({"value": "x"}), 422),
@@ -522,37 +634,24 @@ async fn overrides_and_what_a_user_sees() {
         assert_eq!(api.call("PUT", path, e, Some(body.clone())).await.status, status, "{body}");
     }
     assert_eq!(
-        api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/%20", e, Some(json!({"value": 1})))
-            .await
-            .status,
+        api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/%20", e, user_value(json!(1))).await.status,
         422
     );
     assert_eq!(
-        api.call("PUT", "/admin/api/flags/NOPE/overrides/tester", e, Some(json!({"value": 1}))).await.status,
+        api.call("PUT", "/admin/api/flags/NOPE/overrides/tester", e, user_value(json!(1))).await.status,
         404
     );
-    api.call_with(
-        "PATCH",
-        "/admin/api/flags/CREDITS",
-        e,
-        Some(json!({"enabled": false})),
-        &[("if-match", "\"1\"")],
-    )
-    .await;
-    api.call("PUT", "/admin/api/flags/CREDITS/overrides/tester", e, Some(json!({"value": true}))).await;
-    let seen = api.call("GET", "/admin/api/users/tester", e, None).await.body;
-    let by_key = |k: &str| seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == k).unwrap().clone();
-    assert_eq!(
-        by_key("LEAD_HOURS"),
-        json!({"key": "LEAD_HOURS", "type": "int", "value": 0, "reason": "override"})
-    );
-    assert_eq!(by_key("CREDITS")["reason"], "disabled");
-    assert_eq!(by_key("ONLY_IN_CODE")["reason"], "default");
-    let other = api.call("GET", "/admin/api/users/alice", e, None).await.body;
-    assert_eq!(
-        other["flags"][1],
-        json!({"key": "LEAD_HOURS", "type": "int", "value": 24, "reason": "global"})
-    );
+    let off = FlagPatch { enabled: Some(false), ..FlagPatch::default() };
+    api.call_with("PATCH", "/admin/api/flags/CREDITS", e, req(off), &[("if-match", "\"1\"")]).await;
+    api.call("PUT", "/admin/api/flags/CREDITS/overrides/tester", e, user_value(json!(true))).await;
+    let seen: UserLookup = api.call("GET", "/admin/api/users/tester", e, None).await.typed();
+    let lead =
+        |value, reason| UserFlag { key: "LEAD_HOURS".into(), value_type: ValueType::Int, value, reason };
+    assert_eq!(served(&seen, "LEAD_HOURS"), &lead(json!(0), Reason::Override));
+    assert_eq!(served(&seen, "CREDITS").reason, Reason::Disabled);
+    assert_eq!(served(&seen, "ONLY_IN_CODE").reason, Reason::Default);
+    let other: UserLookup = api.call("GET", "/admin/api/users/alice", e, None).await.typed();
+    assert_eq!(other.flags[1], lead(json!(24), Reason::Global));
     assert_eq!(api.call("GET", "/admin/api/users/%20", e, None).await.status, 400);
     assert_eq!(api.call("DELETE", path, e, None).await.status, 200);
     assert_eq!(api.call("DELETE", path, e, None).await.status, 404);
@@ -564,36 +663,41 @@ async fn audit_log_has_exactly_one_row_per_change_and_revert_undoes() {
     let e = Some(api.editor.as_str());
     let start = api.log_len().await;
     let flag = "/admin/api/flags/LEAD_HOURS";
-    api.call_with("PATCH", flag, e, Some(json!({"value": 48})), &[("if-match", "\"1\"")]).await;
-    api.call("PUT", &format!("{flag}/overrides/tester"), e, Some(json!({"value": 0}))).await;
-    api.call("PUT", &format!("{flag}/overrides/tester"), e, Some(json!({"value": 1}))).await;
+    api.call_with("PATCH", flag, e, req(set_value(json!(48))), &[("if-match", "\"1\"")]).await;
+    api.call("PUT", &format!("{flag}/overrides/tester"), e, user_value(json!(0))).await;
+    api.call("PUT", &format!("{flag}/overrides/tester"), e, user_value(json!(1))).await;
     api.call("DELETE", &format!("{flag}/overrides/tester"), e, None).await;
-    api.call("PUT", "/admin/api/flags/NEWONE", e, Some(json!({"type": "bool", "value": true}))).await;
+    api.call("PUT", "/admin/api/flags/NEWONE", e, req(new_flag("NEWONE", ValueType::Bool, json!(true))))
+        .await;
     assert_eq!(api.log_len().await, start + 5);
-    let log = api.call("GET", "/admin/api/changes?actor=ed&limit=10", e, None).await.body;
-    let log = log["changes"].as_array().unwrap().clone();
+    let log: ChangeList = api.call("GET", "/admin/api/changes?actor=ed&limit=10", e, None).await.typed();
+    let log = log.changes;
     assert_eq!(log.len(), 5);
-    assert!(log.iter().all(|c| c["actor"] == "ed"));
-    let actions: Vec<&str> = log.iter().map(|c| c["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["flag.create", "override.delete", "override.set", "override.set", "flag.update"]);
-    assert_eq!((log[1]["before"].clone(), log[1]["after"].clone()), (json!(1), Value::Null));
-    assert_eq!((log[2]["before"].clone(), log[2]["after"].clone()), (json!(0), json!(1)));
-    let seq = |i: usize| log[i]["seq"].as_u64().unwrap();
-    let by_key = api.call("GET", "/admin/api/changes?key=NEWONE", e, None).await.body;
-    assert_eq!(by_key["changes"].as_array().unwrap().len(), 1);
+    assert!(log.iter().all(|c| c.actor == "ed"));
+    let actions: Vec<Action> = log.iter().map(|c| c.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::FlagCreate,
+            Action::OverrideDelete,
+            Action::OverrideSet,
+            Action::OverrideSet,
+            Action::FlagUpdate
+        ]
+    );
+    assert_eq!((log[1].before.clone(), log[1].after.clone()), (Some(json!(1)), None));
+    assert_eq!((log[2].before.clone(), log[2].after.clone()), (Some(json!(0)), Some(json!(1))));
+    let seq = |i: usize| log[i].seq;
+    let by_key: ChangeList = api.call("GET", "/admin/api/changes?key=NEWONE", e, None).await.typed();
+    assert_eq!(by_key.changes.len(), 1);
     assert_eq!(api.call("GET", "/admin/api/changes?since=yesterday", e, None).await.status, 400);
 
     // Revert the value change: back to 24, audited as a revert.
-    let r = api
-        .call(
-            "POST",
-            &format!("/admin/api/changes/{}/revert", seq(4)),
-            e,
-            Some(json!({"reason": "bad idea"})),
-        )
-        .await;
+    let r = api.call("POST", &format!("/admin/api/changes/{}/revert", seq(4)), e, why("bad idea")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.body["change"]["reason"], format!("revert of #{}: bad idea", seq(4)));
+    let Reverted { reverted, change } = r.typed();
+    assert_eq!(reverted, seq(4));
+    assert_eq!(change.reason, Some(format!("revert of #{}: bad idea", seq(4))));
     assert_eq!(api.store.flag("LEAD_HOURS").await.unwrap().unwrap().value.to_json(), json!(24));
     // Reverting it again conflicts: the flag changed since.
     assert_eq!(api.call("POST", &format!("/admin/api/changes/{}/revert", seq(4)), e, None).await.status, 409);
@@ -614,19 +718,17 @@ async fn audit_log_has_exactly_one_row_per_change_and_revert_undoes() {
 async fn tokens_are_created_listed_and_revoked() {
     let api = Api::new().await;
     let a = Some(api.admin.as_str());
-    let r = api
-        .call(
-            "POST",
-            "/admin/api/tokens",
-            a,
-            Some(json!({"name": "deploy-bot", "role": "viewer", "reason": "deploys"})),
-        )
-        .await;
+    let new = NewToken { name: "deploy-bot".into(), role: Role::Viewer, reason: Some("deploys".into()) };
+    let r = api.call("POST", "/admin/api/tokens", a, req(new)).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let token = r.body["token"].as_str().unwrap().to_owned();
+    let TokenCreated { token, .. } = r.typed();
     assert!(token.starts_with("ff_"));
     assert_eq!(api.call("GET", "/admin/api/flags", Some(&token), None).await.status, 200);
     let list = api.call("GET", "/admin/api/tokens", a, None).await;
+    assert!(
+        list.typed::<TokenList>().tokens.iter().any(|t| t.name == "deploy-bot" && t.role == Role::Viewer)
+    );
+    // What is sent, not what the type reads: no secret, no hash.
     assert!(!list.body.to_string().contains(&token[token.rfind('_').unwrap() + 1..]), "no secrets listed");
     assert!(!list.body.to_string().contains("secret_hash"));
     for (body, status) in [
@@ -641,7 +743,7 @@ async fn tokens_are_created_listed_and_revoked() {
             "{body}"
         );
     }
-    let r = api.call("DELETE", "/admin/api/tokens/deploy-bot", a, Some(json!({"reason": "leaked"}))).await;
+    let r = api.call("DELETE", "/admin/api/tokens/deploy-bot", a, why("leaked")).await;
     assert_eq!(r.status, 200);
     assert_eq!(api.call("GET", "/admin/api/flags", Some(&token), None).await.status, 401);
     assert_eq!(api.call("DELETE", "/admin/api/tokens/deploy-bot", a, None).await.status, 404);
@@ -660,7 +762,7 @@ async fn huge_bodies_are_refused() {
     let r = api
         .call("PUT", "/admin/api/flags/BIG", Some(&api.editor), Some(json!({"type": "string", "value": big})))
         .await;
-    assert_eq!((r.status, error(&r)), (413, "body_too_large"));
+    assert_eq!((r.status, error(&r).as_str()), (413, "body_too_large"));
     assert!(api.store.flag("BIG").await.unwrap().is_none());
 }
 
@@ -668,27 +770,33 @@ async fn huge_bodies_are_refused() {
 async fn segments_through_the_api() {
     let api = Api::new().await;
     let (e, v) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
-    let body = json!({"description": "QA", "included": ["qa-1", "qa-2"], "reason": "beta"});
-    assert_eq!(api.call("PUT", "/admin/api/segments/testers", v, Some(body.clone())).await.status, 403);
-    let r = api.call("PUT", "/admin/api/segments/testers", e, Some(body.clone())).await;
-    assert_eq!((r.status, r.body["version"].clone()), (201, json!(1)), "{}", r.body);
-    let again = api.call("PUT", "/admin/api/segments/testers", e, Some(body)).await;
-    assert_eq!((again.status, again.body["changed"].clone()), (200, json!(false)));
+    let testers = SegmentDef {
+        description: "QA".into(),
+        included: vec!["qa-1".into(), "qa-2".into()],
+        ..SegmentDef::default()
+    };
+    let body = req(reasoned(testers, "beta"));
+    assert_eq!(api.call("PUT", "/admin/api/segments/testers", v, body.clone()).await.status, 403);
+    let r = api.call("PUT", "/admin/api/segments/testers", e, body.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.typed::<SegmentWritten>().version, Some(1));
+    let again = api.call("PUT", "/admin/api/segments/testers", e, body).await;
+    assert_eq!((again.status, again.typed::<SegmentWritten>().changed), (200, false));
     let r = api.call("GET", "/admin/api/segments/testers", v, None).await;
     assert_eq!((r.status, r.etag.as_deref()), (200, Some("\"1\"")));
-    assert_eq!(r.body["segment"]["definition"]["included"], json!(["qa-1", "qa-2"]));
-    let list = api.call("GET", "/admin/api/segments", v, None).await;
-    assert_eq!(list.body["segments"][0]["included"], 2);
+    assert_eq!(r.typed::<SegmentDetail>().segment.definition.included, ["qa-1", "qa-2"]);
+    let list: SegmentList = api.call("GET", "/admin/api/segments", v, None).await.typed();
+    assert_eq!(list.segments[0].included, 2);
     let stale = api
         .call_with(
             "PUT",
             "/admin/api/segments/testers",
             e,
-            Some(json!({"included": []})),
+            req(SegmentDef::default()),
             &[("if-match", "\"0\"")],
         )
         .await;
-    assert_eq!((stale.status, error(&stale)), (409, "version_conflict"));
+    assert_eq!((stale.status, error(&stale).as_str()), (409, "version_conflict"));
     for (b, status) in [(json!({"included": [""]}), 422), (json!({"inclded": []}), 422), (json!([1]), 422)] {
         assert_eq!(
             api.call("PUT", "/admin/api/segments/bad", e, Some(b.clone())).await.status,
@@ -697,36 +805,28 @@ async fn segments_through_the_api() {
         );
     }
     // A flag using it: the segment cannot be deleted; an unknown segment cannot be used.
-    let rule = |seg: &str| json!({"targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": [seg]}], "value": 0}]}});
+    let rule = |seg: &str| req(segment_rule(seg, json!(0)));
     let r = api
-        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule("nope")), &[("if-match", "\"1\"")])
+        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, rule("nope"), &[("if-match", "\"1\"")])
         .await;
     assert_eq!(r.status, 422);
-    assert!(r.body["message"].as_str().unwrap().contains("does not exist"));
+    assert!(r.refusal().message.contains("does not exist"));
     let r = api
-        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule("testers")), &[("if-match", "\"1\"")])
+        .call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, rule("testers"), &[("if-match", "\"1\"")])
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let seen = api.call("GET", "/admin/api/users/qa-1", v, None).await.body;
-    let lead = seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == "LEAD_HOURS").unwrap().clone();
-    assert_eq!((lead["value"].clone(), lead["reason"].clone()), (json!(0), json!({"rule": 0})));
+    let seen: UserLookup = api.call("GET", "/admin/api/users/qa-1", v, None).await.typed();
+    let lead = served(&seen, "LEAD_HOURS");
+    assert_eq!((lead.value.clone(), lead.reason), (json!(0), Reason::Rule(0)));
     let r = api.call("DELETE", "/admin/api/segments/testers", e, None).await;
-    assert_eq!((r.status, error(&r)), (409, "in_use"));
-    assert!(r.body["message"].as_str().unwrap().contains("LEAD_HOURS"));
-    let export = api.call("GET", "/admin/api/export", v, None).await.body;
-    assert_eq!(export["segments"][0]["key"], "testers");
-    api.call_with(
-        "PATCH",
-        "/admin/api/flags/LEAD_HOURS",
-        e,
-        Some(json!({"targeting": {}})),
-        &[("if-match", "\"2\"")],
-    )
-    .await;
-    assert_eq!(
-        api.call("DELETE", "/admin/api/segments/testers", e, Some(json!({"reason": "done"}))).await.status,
-        200
-    );
+    assert_eq!((r.status, error(&r).as_str()), (409, "in_use"));
+    assert!(r.refusal().message.contains("LEAD_HOURS"));
+    let export: Export = api.call("GET", "/admin/api/export", v, None).await.typed();
+    assert_eq!(export.segments[0].key, "testers");
+    let no_targeting = FlagPatch { targeting: Some(Targeting::default()), ..FlagPatch::default() };
+    api.call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, req(no_targeting), &[("if-match", "\"2\"")])
+        .await;
+    assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, why("done")).await.status, 200);
     assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, None).await.status, 404);
     assert_eq!(api.call("GET", "/admin/api/segments/testers", v, None).await.status, 404);
 }
@@ -736,33 +836,32 @@ async fn lifecycle_fields_stale_report_and_usage() {
     let api = Api::new().await;
     let (ed, vi) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
     // A bool flag created without kind or expiry: a release flag, 40 days.
-    let r = api
-        .call("PUT", "/admin/api/flags/NEW_SEARCH", ed, Some(json!({"type": "bool", "value": false})))
-        .await;
+    let search = new_flag("NEW_SEARCH", ValueType::Bool, json!(false));
+    let r = api.call("PUT", "/admin/api/flags/NEW_SEARCH", ed, req(search)).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let expires = time::OffsetDateTime::parse(
-        r.body["flag"]["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    let expires = r.typed::<FlagWritten>().flag.meta.expires_at.expect("an expiry");
     let days = (expires - time::OffsetDateTime::now_utc()).as_seconds_f64() / 86_400.0;
     assert!((39.9..=40.1).contains(&days), "{days}");
     // Kill switches are permanent: no expiry.
-    let body = json!({"type": "bool", "value": true, "kind": "kill_switch", "owner": "payments"});
-    let r = api.call("PUT", "/admin/api/flags/PAY_KILL", ed, Some(body)).await;
-    assert_eq!((r.status, &r.body["flag"]["expires_at"]), (201, &Value::Null), "{}", r.body);
-    assert_eq!(r.body["flag"]["kind"], "kill_switch");
+    let meta = FlagMeta { kind: Some(FlagKind::KillSwitch), owner: "payments".into(), ..FlagMeta::default() };
+    let kill = FlagDef { meta, ..new_flag("PAY_KILL", ValueType::Bool, json!(true)) };
+    let r = api.call("PUT", "/admin/api/flags/PAY_KILL", ed, req(kill)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let FlagWritten { flag } = r.typed();
+    assert_eq!((flag.meta.expires_at, flag.meta.kind), (None, Some(FlagKind::KillSwitch)), "{}", r.body);
     // Patch kind, permanence and policy; bad values are 422/400 with the field named.
     let etag = api.call("GET", "/admin/api/flags/NEW_SEARCH", vi, None).await.etag.unwrap();
-    let patch =
-        json!({"kind": "experiment", "expiry": "serve_default", "expires_at": "2020-01-01T00:00:00Z"});
+    let patch = FlagPatch {
+        kind: Some(Some(FlagKind::Experiment)),
+        expiry: Some(ExpiryPolicy::ServeDefault),
+        expires_at: Some(Some(datetime!(2020-01-01 0:00 UTC))),
+        ..FlagPatch::default()
+    };
     let r =
-        api.call_with("PATCH", "/admin/api/flags/NEW_SEARCH", ed, Some(patch), &[("if-match", &etag)]).await;
+        api.call_with("PATCH", "/admin/api/flags/NEW_SEARCH", ed, req(patch), &[("if-match", &etag)]).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        (r.body["flag"]["kind"].as_str(), r.body["flag"]["expiry"].as_str()),
-        (Some("experiment"), Some("serve_default"))
-    );
+    let FlagWritten { flag } = r.typed();
+    assert_eq!((flag.meta.kind, flag.meta.expiry), (Some(FlagKind::Experiment), ExpiryPolicy::ServeDefault));
     let etag = r.etag.unwrap();
     for bad in [json!({"kind": "forever"}), json!({"expiry": "explode"}), json!({"permanent": "yes"})] {
         let before = api.log_len().await;
@@ -771,7 +870,7 @@ async fn lifecycle_fields_stale_report_and_usage() {
             .await;
         assert!(r.status == 400 || r.status == 422, "{bad}: {} {}", r.status, r.body);
         let field = bad.as_object().unwrap().keys().next().unwrap().clone();
-        let text = r.body["message"].as_str().unwrap_or_default();
+        let text = r.refusal().message;
         let value = bad[&field].to_string();
         assert!(text.contains(value.trim_matches('"')) || text.contains(&field), "{bad}: {text}");
         assert_eq!(api.log_len().await, before, "{bad} wrote something");
@@ -780,19 +879,18 @@ async fn lifecycle_fields_stale_report_and_usage() {
     // evaluated but was created just now, so it is not stale yet.
     let r = api.call("GET", "/admin/api/stale", vi, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let stale: Vec<&str> =
-        r.body["stale"].as_array().unwrap().iter().map(|s| s["key"].as_str().unwrap()).collect();
+    let report: StaleReport = r.typed();
+    let stale: Vec<&str> = report.stale.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(stale, ["NEW_SEARCH"]);
-    assert_eq!(r.body["stale"][0]["reasons"], json!(["expired"]));
-    assert_eq!(r.body["rules"], json!({"not_evaluated_days": 7, "one_value_days": 7}));
-    let r = api.call("GET", "/admin/api/flags?stale=true", vi, None).await;
-    let keys: Vec<&str> =
-        r.body["flags"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["NEW_SEARCH"]);
+    assert_eq!(report.stale[0].reasons, [StaleReason::Expired]);
+    assert_eq!(report.rules, StaleWindows { not_evaluated_days: 7, one_value_days: 7 });
+    let list: FlagList = api.call("GET", "/admin/api/flags?stale=true", vi, None).await.typed();
+    assert_eq!(flag_keys(&list), ["NEW_SEARCH"]);
     let r = api.call("GET", "/admin/api/stale?not_evaluated_days=0", vi, None).await;
     assert_eq!(r.status, 400);
-    assert!(r.body["message"].as_str().unwrap().contains("not_evaluated_days"), "{}", r.body);
-    // Usage recorded by instances shows in the report and in the daily counts.
+    assert!(r.refusal().message.contains("not_evaluated_days"), "{}", r.body);
+    // Usage recorded by instances shows in the report and in the daily counts (the
+    // usage answer has no ff-api type: only the admin's pages read it).
     let now = time::OffsetDateTime::now_utc();
     let c = |key: &str, variant: &str, count| ff_core::UsageCount {
         key: key.into(),
@@ -810,9 +908,8 @@ async fn lifecycle_fields_stale_report_and_usage() {
     assert_eq!(r.body["flags"]["CREDITS"]["daily"], json!([0, 0, 40]));
     assert!(r.body["flags"]["CREDITS"]["last_evaluated"].is_string());
     assert_eq!(api.call("GET", "/admin/api/usage?days=400", vi, None).await.status, 400);
-    let r = api.call("GET", "/admin/api/stale", vi, None).await;
-    assert_eq!(r.body["unknown"][0]["key"], "TYPO");
-    assert_eq!(r.body["unknown"][0]["count"], 3);
+    let report: StaleReport = api.call("GET", "/admin/api/stale", vi, None).await.typed();
+    assert_eq!((report.unknown[0].key.as_str(), report.unknown[0].count), ("TYPO", 3));
 }
 
 /// What `GET /export` (and so `ff export`) writes is what a `FileStore` reads: the
@@ -821,16 +918,28 @@ async fn lifecycle_fields_stale_report_and_usage() {
 async fn an_export_is_a_flags_file() {
     let api = Api::new().await;
     let e = Some(api.editor.as_str());
-    let r = api.call("PUT", "/admin/api/segments/testers", e, Some(json!({"included": ["qa-1"]}))).await;
+    let testers = SegmentDef { included: vec!["qa-1".into()], ..SegmentDef::default() };
+    let r = api.call("PUT", "/admin/api/segments/testers", e, req(testers)).await;
     assert!(r.status < 300, "{}", r.body);
-    let body = json!({"changes": [
-        {"op": "update", "key": "LEAD_HOURS", "value": 12, "owner": "ops", "tags": ["a"],
-         "targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": 0}]}},
-        {"op": "set_override", "key": "LEAD_HOURS", "user_id": "tester", "value": 1},
-        {"op": "update", "key": "CREDITS", "enabled": false},
-    ]});
-    assert_eq!(api.call("POST", "/admin/api/batch", e, Some(body)).await.status, 200);
-    let export = api.call("GET", "/admin/api/export", e, None).await.body;
+    let lead = FlagPatch {
+        value: Some(json!(12)),
+        owner: Some("ops".into()),
+        tags: Some(vec!["a".into()]),
+        ..segment_rule("testers", json!(0))
+    };
+    let changes = vec![
+        BatchOp::Update { key: "LEAD_HOURS".into(), version: None, patch: lead },
+        BatchOp::SetOverride { key: "LEAD_HOURS".into(), user_id: "tester".into(), value: json!(1) },
+        BatchOp::Update {
+            key: "CREDITS".into(),
+            version: None,
+            patch: FlagPatch { enabled: Some(false), ..FlagPatch::default() },
+        },
+    ];
+    let r = api.call("POST", "/admin/api/batch", e, req(BatchRequest { changes, reason: None })).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Written as `ff export` writes it: the typed export.
+    let export: Export = api.call("GET", "/admin/api/export", e, None).await.typed();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&export).unwrap()).unwrap();
@@ -894,9 +1003,9 @@ async fn revert_restores_every_field_the_change_touched() {
     let e = Some(api.editor.as_str());
     let flag = "/admin/api/flags/CREDITS";
     let original = api.store.flag("CREDITS").await.unwrap().unwrap();
-    let patch = |body: Value| async move {
+    let patch = |body: FlagPatch| async move {
         let v = api.store.flag("CREDITS").await.unwrap().unwrap().version;
-        let r = api.call_with("PATCH", flag, e, Some(body), &[("if-match", &format!("\"{v}\""))]).await;
+        let r = api.call_with("PATCH", flag, e, req(body), &[("if-match", &format!("\"{v}\""))]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         api.store.latest_seq().await.unwrap()
     };
@@ -907,31 +1016,43 @@ async fn revert_restores_every_field_the_change_touched() {
         let now = api.store.flag("CREDITS").await.unwrap().unwrap();
         ff_core::FlagRecord { version: original.version, updated_at: original.updated_at, ..now }
     };
-    let rule = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}]});
+    let rule = FlagPatch {
+        targeting: Some(one_rule("plan", Op::In, &["pro"], json!(true))),
+        ..FlagPatch::default()
+    };
 
     // A change of value, targeting and metadata at once is undone whole.
-    let all = patch(json!({
-        "value": false, "targeting": rule, "kind": "ops", "permanent": false, "expiry": "serve_default",
-        "expires_at": "2031-01-01T00:00:00Z", "owner": "team-x", "tags": ["a"], "description": "changed",
-        "ticket": "T-1", "off_value": false, "enabled": false,
-    }))
+    let all = patch(FlagPatch {
+        value: Some(json!(false)),
+        kind: Some(Some(FlagKind::Ops)),
+        permanent: Some(Some(false)),
+        expiry: Some(ExpiryPolicy::ServeDefault),
+        expires_at: Some(Some(datetime!(2031-01-01 0:00 UTC))),
+        owner: Some("team-x".into()),
+        tags: Some(vec!["a".into()]),
+        description: Some("changed".into()),
+        ticket: Some("T-1".into()),
+        off_value: Some(json!(false)),
+        enabled: Some(false),
+        ..rule.clone()
+    })
     .await;
     let r = revert(all).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(same_as_original().await, original);
 
     // A change of targeting alone is undone (it was "already undone" before).
-    let only_rules = patch(json!({"targeting": rule})).await;
+    let only_rules = patch(rule.clone()).await;
     assert_eq!(revert(only_rules).await.status, 200);
     assert_eq!(same_as_original().await, original);
 
     // A later change conflicts, clearly, and nothing is written; newest first works.
-    let rules = patch(json!({"targeting": rule})).await;
-    let value = patch(json!({"value": false})).await;
+    let rules = patch(rule).await;
+    let value = patch(set_value(json!(false))).await;
     let log = api.log_len().await;
     let r = revert(rules).await;
-    assert_eq!((r.status, error(&r)), (409, "conflict"), "{}", r.body);
-    assert!(r.body["message"].as_str().unwrap().contains("revert the later changes first"), "{}", r.body);
+    assert_eq!((r.status, error(&r).as_str()), (409, "conflict"), "{}", r.body);
+    assert!(r.refusal().message.contains("revert the later changes first"), "{}", r.body);
     assert_eq!(api.log_len().await, log);
     assert_eq!(revert(value).await.status, 200);
     assert_eq!(revert(rules).await.status, 409, "the revert itself is a later change");
@@ -945,24 +1066,23 @@ async fn revert_restores_every_field_the_change_touched() {
 async fn restore_checks_the_segments_the_flag_refers_to() {
     let api = Api::new().await;
     let e = Some(api.editor.as_str());
-    let seg = json!({"included": ["qa-1"]});
-    assert_eq!(api.call("PUT", "/admin/api/segments/testers", e, Some(seg)).await.status, 201);
-    let rule = json!({"targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["testers"]}], "value": 0}]}});
-    let r =
-        api.call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, Some(rule), &[("if-match", "\"1\"")]).await;
+    let seg = SegmentDef { included: vec!["qa-1".into()], ..SegmentDef::default() };
+    assert_eq!(api.call("PUT", "/admin/api/segments/testers", e, req(seg)).await.status, 201);
+    let rule = req(segment_rule("testers", json!(0)));
+    let r = api.call_with("PATCH", "/admin/api/flags/LEAD_HOURS", e, rule, &[("if-match", "\"1\"")]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(api.call("DELETE", "/admin/api/flags/LEAD_HOURS", e, None).await.status, 200);
     // Archived, it no longer holds the segment, which can go.
     assert_eq!(api.call("DELETE", "/admin/api/segments/testers", e, None).await.status, 200);
     let log = api.log_len().await;
     let r = api.call("POST", "/admin/api/flags/LEAD_HOURS/restore", e, None).await;
-    assert_eq!((r.status, error(&r)), (422, "invalid_value"), "{}", r.body);
-    assert!(r.body["message"].as_str().unwrap().contains("segment \"testers\" does not exist"), "{}", r.body);
+    assert_eq!((r.status, error(&r).as_str()), (422, "invalid_value"), "{}", r.body);
+    assert!(r.refusal().message.contains("segment \"testers\" does not exist"), "{}", r.body);
     assert_eq!(api.log_len().await, log, "nothing written");
     assert!(api.store.flag("LEAD_HOURS").await.unwrap().unwrap().archived);
     // With the segment back, it restores.
     assert_eq!(
-        api.call("PUT", "/admin/api/segments/testers", e, Some(json!({"included": []}))).await.status,
+        api.call("PUT", "/admin/api/segments/testers", e, req(SegmentDef::default())).await.status,
         201
     );
     assert_eq!(api.call("POST", "/admin/api/flags/LEAD_HOURS/restore", e, None).await.status, 200);
@@ -972,17 +1092,15 @@ async fn restore_checks_the_segments_the_flag_refers_to() {
 async fn the_flag_list_pages_and_counts_what_matches() {
     let api = Api::new().await;
     let (e, v) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
-    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, Some(json!({"value": 1}))).await;
-    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u2", e, Some(json!({"value": 2}))).await;
-    let all = api.call("GET", "/admin/api/flags", v, None).await.body;
-    let keys =
-        |b: &Value| b["flags"].as_array().unwrap().iter().map(|f| f["key"].clone()).collect::<Vec<_>>();
-    assert_eq!((keys(&all), all["total"].clone()), (vec![json!("CREDITS"), json!("LEAD_HOURS")], json!(2)));
-    assert_eq!(all["flags"][1]["overrides"], 2);
-    let page = api.call("GET", "/admin/api/flags?offset=1&limit=1", v, None).await.body;
-    assert_eq!((keys(&page), page["total"].clone()), (vec![json!("LEAD_HOURS")], json!(2)));
-    let past = api.call("GET", "/admin/api/flags?offset=5", v, None).await.body;
-    assert_eq!((keys(&past).len(), past["total"].clone()), (0, json!(2)));
+    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, user_value(json!(1))).await;
+    api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u2", e, user_value(json!(2))).await;
+    let all: FlagList = api.call("GET", "/admin/api/flags", v, None).await.typed();
+    assert_eq!((flag_keys(&all), all.total), (vec!["CREDITS", "LEAD_HOURS"], 2));
+    assert_eq!(all.flags[1].overrides, 2);
+    let page: FlagList = api.call("GET", "/admin/api/flags?offset=1&limit=1", v, None).await.typed();
+    assert_eq!((flag_keys(&page), page.total), (vec!["LEAD_HOURS"], 2));
+    let past: FlagList = api.call("GET", "/admin/api/flags?offset=5", v, None).await.typed();
+    assert_eq!((flag_keys(&past).len(), past.total), (0, 2));
     let r = api.call("GET", "/admin/api/flags?limit=many", v, None).await;
     assert_eq!(r.status, 400, "{}", r.body);
 }

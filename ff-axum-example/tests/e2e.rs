@@ -2,8 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use ff_store::{FlagWriter, Mutation, SqlStore, UsageStore, Write};
+use ff_api::{ApiError, ChangeList, OverrideSet, OverrideWritten, Reasoned, UserFlag, UserLookup};
+use ff_core::{Reason, Split, Targeting, Variation};
+use ff_store::{FlagPatch, FlagWriter, Mutation, SqlStore, UsageStore, Write};
 use reqwest::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -96,6 +100,27 @@ impl App {
         self.send(reqwest::Method::PUT, "/captioners/me/rate", user, Some(json!({ "hourly_rate": rate })))
             .await
     }
+}
+
+/// An admin answer as its ff-api type, exactly: written back, the same JSON. (The
+/// booking app's own answers have no shared type and are read as JSON.)
+fn typed<T: Serialize + DeserializeOwned>(body: &Value) -> T {
+    let name = std::any::type_name::<T>();
+    let typed: T =
+        serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("not a {name}: {e}: {body}"));
+    assert_eq!(serde_json::to_value(&typed).unwrap(), *body, "not exactly a {name}");
+    typed
+}
+
+/// A well-formed admin request body, built from its type.
+fn req(body: impl Serialize) -> Option<Value> {
+    Some(serde_json::to_value(body).unwrap())
+}
+
+/// What the user of an admin user lookup is served of `key`.
+fn served(lookup: &Value, key: &str) -> UserFlag {
+    let lookup: UserLookup = typed(lookup);
+    lookup.flags.into_iter().find(|f| f.key == key).unwrap_or_else(|| panic!("no {key} in the lookup"))
 }
 
 async fn write(store: &SqlStore, m: Mutation) {
@@ -267,32 +292,27 @@ async fn operators_change_flags_through_the_admin_api() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // The tester story, by an operator: lead time 0 for tester only.
+    let zero = Reasoned::new(OverrideSet { value: json!(0) }, Some("QA books an hour ahead".into()));
     let ((s, body), _) = admin(
         Method::PUT,
         "/flags/MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS/overrides/tester",
-        Some(json!({"value": 0, "reason": "QA books an hour ahead"})),
+        req(zero),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(typed::<OverrideWritten>(&body).value, json!(0));
     app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
     assert_eq!(app.book("tester", 1, "c1").await.0, StatusCode::CREATED);
     assert_eq!(app.book("alice", 1, "c1").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let ((_, seen), _) = admin(Method::GET, "/users/tester", None).await;
-    let lead = seen["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["key"] == "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")
-        .unwrap()
-        .clone();
-    assert_eq!((lead["value"].clone(), lead["reason"].clone()), (json!(0), json!("override")));
+    let lead = served(&seen, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS");
+    assert_eq!((lead.value, lead.reason), (json!(0), Reason::Override));
 
     // An out-of-bounds value is refused and nothing changes.
-    let ((s, body), _) =
-        admin(Method::PUT, "/flags/CAPTIONER_HOURLY_RATE_MIN/overrides/tester", Some(json!({"value": -1})))
-            .await;
+    let below = req(OverrideSet { value: json!(-1) });
+    let ((s, body), _) = admin(Method::PUT, "/flags/CAPTIONER_HOURLY_RATE_MIN/overrides/tester", below).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["message"].as_str().unwrap().contains("below the minimum"), "{body}");
+    assert!(typed::<ApiError>(&body).message.contains("below the minimum"), "{body}");
 
     // The kill switch, version-checked; then reverted from the audit log.
     let ((_, _), etag) = admin(Method::GET, "/flags/CREDITS_PAYMENTS", None).await;
@@ -302,7 +322,10 @@ async fn operators_change_flags_through_the_admin_api() {
             Method::PATCH,
             "/admin/api/flags/CREDITS_PAYMENTS",
             None,
-            Some(json!({"enabled": false, "reason": "incident"})),
+            req(Reasoned::new(
+                FlagPatch { enabled: Some(false), ..FlagPatch::default() },
+                Some("incident".into()),
+            )),
             &[("authorization", &auth), ("if-match", &etag)],
         )
         .await;
@@ -310,9 +333,9 @@ async fn operators_change_flags_through_the_admin_api() {
     app.wait_for("alice", "CREDITS_PAYMENTS", json!(false)).await;
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::SERVICE_UNAVAILABLE);
     let ((_, log), _) = admin(Method::GET, "/changes?key=CREDITS_PAYMENTS&limit=1", None).await;
-    let change = log["changes"][0].clone();
-    assert_eq!((change["actor"].clone(), change["reason"].clone()), (json!("env-admin"), json!("incident")));
-    let seq = change["seq"].as_u64().unwrap();
+    let change = &typed::<ChangeList>(&log).changes[0];
+    assert_eq!((change.actor.as_str(), change.reason.as_deref()), ("env-admin", Some("incident")));
+    let seq = change.seq;
     let ((s, _), _) = admin(Method::POST, &format!("/changes/{seq}/revert"), None).await;
     assert_eq!(s, StatusCode::OK);
     app.wait_for("alice", "CREDITS_PAYMENTS", json!(true)).await;
@@ -329,13 +352,19 @@ async fn new_checkout_at_ten_percent_serves_the_same_tenth_twice() {
     let ((_, _), etag) = app
         .send_as(Method::GET, "/admin/api/flags/NEW_CHECKOUT", None, None, &[("authorization", &auth)])
         .await;
-    let split = json!({"targeting": {"split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]}}, "reason": "ramp to 10%"});
+    let variations =
+        vec![Variation { value: json!(true), weight: 1000 }, Variation { value: json!(false), weight: 9000 }];
+    let targeting = Targeting { split: Some(Split { variations }), ..Targeting::default() };
+    let split = Reasoned::new(
+        FlagPatch { targeting: Some(targeting), ..FlagPatch::default() },
+        Some("ramp to 10%".into()),
+    );
     let ((s, body), _) = app
         .send_as(
             Method::PATCH,
             "/admin/api/flags/NEW_CHECKOUT",
             None,
-            Some(split),
+            req(split),
             &[("authorization", &auth), ("if-match", &etag.unwrap())],
         )
         .await;
@@ -345,10 +374,7 @@ async fn new_checkout_at_ten_percent_serves_the_same_tenth_twice() {
     loop {
         let ((_, seen), _) =
             app.send_as(Method::GET, "/admin/api/users/probe", None, None, &[("authorization", &auth)]).await;
-        let reason =
-            seen["flags"].as_array().unwrap().iter().find(|f| f["key"] == "NEW_CHECKOUT").unwrap()["reason"]
-                .clone();
-        if reason == json!("split") {
+        if served(&seen, "NEW_CHECKOUT").reason == Reason::Split {
             break;
         }
         assert!(Instant::now() < deadline, "the split never reached the store view");
