@@ -48,8 +48,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, AdminError> {
 fn take_reason(body: &mut Map<String, Value>) -> Result<Option<String>, AdminError> {
     match body.remove("reason") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(r)) if r.len() <= 1024 => Ok(Some(r)),
-        Some(Value::String(_)) => Err(AdminError::BadRequest("reason is longer than 1024 bytes".into())),
+        Some(Value::String(r)) if r.len() <= ff_core::MAX_TEXT_BYTES => Ok(Some(r)),
+        Some(Value::String(_)) => {
+            Err(AdminError::BadRequest(format!("reason is longer than {} bytes", ff_core::MAX_TEXT_BYTES)))
+        }
         Some(_) => Err(AdminError::BadRequest("reason must be a string".into())),
     }
 }

@@ -101,7 +101,9 @@ impl AdminError {
                     }
                     StoreError::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
                     StoreError::ReadOnly(_) => (StatusCode::CONFLICT, "read_only"),
-                    StoreError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value"),
+                    StoreError::Invalid { .. } | StoreError::TooLong { .. } => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
+                    }
                     StoreError::UnsupportedUrl(_) | StoreError::Corrupt(_) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
                     }

@@ -79,6 +79,20 @@ fn inline_or_shared(s: &str) -> SmolStr {
 /// Longest allowed user id.
 pub const MAX_USER_ID_LEN: usize = 256;
 
+/// The most bytes any free-text field holds (descriptions, reasons), on every route.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Refuses free text longer than [`MAX_TEXT_BYTES`].
+pub fn check_text(field: &'static str, text: &str) -> Result<(), crate::error::ValidationError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(crate::error::ValidationError::BadField {
+            field,
+            problem: format!("is longer than {MAX_TEXT_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks a user id: non-empty, at most 256 bytes.
 pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
     if user_id.trim().is_empty() {

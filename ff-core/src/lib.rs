@@ -37,7 +37,7 @@ mod value;
 mod value_type;
 
 pub use bucket::{BUCKETS, bucket, murmur3_32};
-pub use context::{EvalContext, MAX_USER_ID_LEN, validate_user_id};
+pub use context::{EvalContext, MAX_TEXT_BYTES, MAX_USER_ID_LEN, check_text, validate_user_id};
 pub use error::ValidationError;
 pub use eval::{Config, ConfigReader, Evaluator};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};

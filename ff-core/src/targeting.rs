@@ -215,6 +215,7 @@ impl SegmentDef {
 impl SegmentDef {
     /// Checks the definition as a snapshot would compile it.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        crate::context::check_text("description", &self.description)?;
         CompiledSegment::new(self).map(drop)
     }
 }

@@ -347,6 +347,24 @@ pub async fn flags_overrides_and_tokens(store: Arc<dyn Store>) {
     assert!(matches!(s.create_token(token.clone(), "admin", None).await, Err(StoreError::TokenExists(_))));
     let bad = TokenRecord { id: "tok2".into(), name: "bad name".into(), ..token.clone() };
     assert!(s.create_token(bad, "admin", None).await.is_err());
+    // The system's own actor names, and its prefix, are not for tokens.
+    for name in ["env-admin", "ff-sync", "FF-CLI", "ff-guard"] {
+        let t = TokenRecord { id: format!("r-{name}"), name: name.into(), ..token.clone() };
+        let err = s.create_token(t, "admin", None).await.unwrap_err().to_string();
+        assert!(err.contains("reserved for the system"), "{name}: {err}");
+    }
+    // One cap on free text, for every write.
+    let long = "x".repeat(ff_core::MAX_TEXT_BYTES + 1);
+    let t = TokenRecord { id: "tok9".into(), name: "long-reason".into(), ..token.clone() };
+    let err = s.create_token(t, "admin", Some(&long)).await.unwrap_err();
+    assert!(matches!(err, StoreError::TooLong { field: "reason", max: 1024 }), "{err}");
+    let err = s.write(w(Mutation::set_enabled("KILL", false)).reason(long.clone())).await.unwrap_err();
+    assert_eq!(err.to_string(), "reason is longer than 1024 bytes");
+    let patch = FlagPatch { description: Some(long.clone()), ..FlagPatch::default() };
+    let err = s.write(w(Mutation::UpdateFlag { key: "KILL".into(), patch, expected_version: None })).await;
+    assert!(err.unwrap_err().to_string().contains("description is longer than 1024 bytes"));
+    let seg = SegmentDef { description: long, ..SegmentDef::default() };
+    assert!(s.put_segment("long", seg, None, ("admin", None)).await.is_err());
     assert_eq!(s.token("tok1").await.unwrap().unwrap().secret_hash, "abc123");
     assert_eq!(s.tokens().await.unwrap().len(), 1);
     let revoked = s.revoke_token("ci-bot", "admin@example.com", Some("rotated")).await.unwrap();

@@ -51,6 +51,14 @@ pub enum StoreError {
         #[source]
         error: ValidationError,
     },
+    /// Free text (a reason) longer than [`ff_core::MAX_TEXT_BYTES`].
+    #[error("{field} is longer than {max} bytes")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its limit.
+        max: usize,
+    },
     /// A mutation of a batch was refused; nothing of the batch was written.
     #[error("change {index} of the batch (counting from 0): {error}")]
     InBatch {

@@ -20,12 +20,12 @@ pub use store::FileStore;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{
-    Batch, ChangeQuery, FlagPatch, FlagReader, FlagWriter, MemoryStore, Mutation, Role, SYNC_ACTOR, Store,
-    SyncReport, TokenRecord, TokenStore, UsageStore, Write, default_expiry, store_from_url, sync,
-    validate_token_name,
+    Batch, ChangeQuery, FlagPatch, FlagReader, FlagWriter, MemoryStore, Mutation, RESERVED_ACTORS,
+    RESERVED_PREFIX, Role, SYNC_ACTOR, Store, SyncReport, TokenRecord, TokenStore, UsageStore, Write,
+    default_expiry, redact, store_from_url, sync, validate_token_name,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use store::{PoolConfig, SqlStore, redact};
+pub use store::{PoolConfig, SqlStore};
 #[cfg(feature = "test-util")]
 pub use test_util::TestFlags;
 #[cfg(all(feature = "test-util", feature = "postgres"))]

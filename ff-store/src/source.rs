@@ -724,18 +724,53 @@ async fn save(path: &Option<PathBuf>, shared: &Shared) {
 }
 
 /// Writes atomically (temporary file, then rename) so a crash never leaves half a file.
+/// The temporary is new, randomly named and created exclusively next to the target:
+/// a file or symlink planted there is never followed or overwritten.
 fn write_snapshot_file(path: &Path, state: StoreState) -> std::io::Result<()> {
+    use std::hash::{BuildHasher, RandomState};
+    use std::io::Write as _;
     let file = SnapshotFile { format: SNAPSHOT_FORMAT.to_owned(), state };
     let json = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    for attempt in 0u32..16 {
+        let tmp = dir.join(format!(".{name}.{:016x}.tmp", RandomState::new().hash_one(attempt)));
+        let mut out = match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        let written =
+            out.write_all(&json).and_then(|()| out.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return written;
+    }
+    Err(std::io::Error::other("no free temporary name next to the snapshot file"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_snapshot_writer_follows_no_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, victim) = (dir.path().join("flags.json"), dir.path().join("victim"));
+        std::fs::write(&victim, "keep").unwrap();
+        for planted in ["flags.json.tmp", ".flags.json.tmp"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(planted)).unwrap();
+        }
+        write_snapshot_file(&path, StoreState::default()).unwrap();
+        write_snapshot_file(&path, StoreState { seq: 2, ..Default::default() }).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        let saved: SnapshotFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved.state.seq, 2);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 4, "no temporaries left: {left:?}");
+    }
 
     #[test]
     fn jitter_spreads_retries_within_a_quarter() {

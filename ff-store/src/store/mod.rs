@@ -29,7 +29,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sql::{PoolConfig, SqlStore, redact};
+pub use sql::{PoolConfig, SqlStore};
 
 /// The store a URL names, connected lazily (the first use connects and migrates):
 /// `sqlite:` and `postgres:` (features `sqlite`, `postgres`), `redis:`/`rediss:`
@@ -54,7 +54,7 @@ pub fn store_from_url(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError
         }
         #[cfg(any(feature = "sqlite", feature = "postgres"))]
         "sqlite" | "postgres" | "postgresql" => Ok(std::sync::Arc::new(SqlStore::connect_lazy(url)?)),
-        _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
+        _ => Err(StoreError::UnsupportedUrl(redact(url))),
     }
 }
 
@@ -77,11 +77,31 @@ fn take_query_param(url: &str, name: &str) -> (String, Option<String>) {
     (url, value)
 }
 
-fn redact_url(url: &str) -> String {
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    return redact(url);
-    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-    url.split(['?', '@']).next().unwrap_or_default().to_owned()
+/// A store URL safe to print or put in an error: the password of `user:pass@` and
+/// the value of every password-like query parameter (`password`, `pass`, `pwd`,
+/// `sslpassword`, anything naming a secret or token) become `***`.
+pub fn redact(url: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match base[s + 3..at].find(':') {
+            Some(c) => format!("{}:***{}", &base[..s + 3 + c], &base[at..]),
+            None => base.to_owned(),
+        },
+        _ => base.to_owned(),
+    };
+    let Some(query) = query else { return base };
+    let secret = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        ["pass", "pwd", "secret", "token", "key"].iter().any(|s| k.contains(s))
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if secret(k) => format!("{k}=***"),
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// A change to make, with who makes it and why.
@@ -457,18 +477,28 @@ pub(crate) fn token_audit(token: &TokenRecord) -> serde_json::Value {
     serde_json::to_value(audit).unwrap_or_default()
 }
 
-/// Checks a token name: 1 to 64 characters of `A-Z a-z 0-9 _ - . @`.
+/// Actor names the system writes into the audit log itself; no token may take them,
+/// so no change can pass for an automated one.
+pub const RESERVED_ACTORS: &[&str] = &["env-admin", SYNC_ACTOR, "ff-cli"];
+/// The prefix of every actor name the system uses or will use (`ff-sync`, `ff-guard`, ...).
+pub const RESERVED_PREFIX: &str = "ff-";
+
+/// Checks a token name: 1 to 64 characters of `A-Z a-z 0-9 _ - . @`, not a name
+/// the system acts under ([`RESERVED_ACTORS`], or starting with [`RESERVED_PREFIX`]).
 pub fn validate_token_name(name: &str) -> Result<(), ValidationError> {
     let ok = (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.@".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::BadField {
-            field: "name",
-            problem: "must be 1 to 64 of A-Z a-z 0-9 _ - . @".into(),
-        })
+    let bad = |problem: String| Err(ValidationError::BadField { field: "name", problem });
+    if !ok {
+        return bad("must be 1 to 64 of A-Z a-z 0-9 _ - . @".into());
     }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_ACTORS.contains(&lower.as_str()) || lower.starts_with(RESERVED_PREFIX) {
+        return bad(format!(
+            "{name:?} is reserved for the system's own changes (as is every name starting with {RESERVED_PREFIX:?})"
+        ));
+    }
+    Ok(())
 }
 
 /// Reading flags and following their changes: what every store does, the read-only
@@ -1100,6 +1130,7 @@ fn plan_create(def: &FlagDef, now: OffsetDateTime) -> Result<Plan, StoreError> {
     let invalid = |e: ValidationError| StoreError::invalid(key, e);
     validate_key(key).map_err(invalid)?;
     def.meta.validate().map_err(invalid)?;
+    ff_core::check_text("description", &def.description).map_err(invalid)?;
     def.schema.check_self(def.value_type).map_err(invalid)?;
     let value = typed(def.value_type, &def.schema, &def.value).map_err(invalid)?;
     let off_value = match &def.off_value {
@@ -1173,6 +1204,9 @@ fn plan_update(
     }
     if let Some(e) = patch.expiry {
         record.meta.expiry = e;
+    }
+    if let Some(d) = &patch.description {
+        ff_core::check_text("description", d).map_err(invalid)?;
     }
     record.meta.validate().map_err(invalid)?;
     if let Some(t) = &patch.targeting {

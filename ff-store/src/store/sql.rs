@@ -17,7 +17,7 @@ use tokio::sync::{OnceCell, watch};
 use super::write::{self, Backend, Staged, WriteTx};
 use super::{
     Batch, ChangeQuery, FlagReader, FlagWriter, Role, TokenRecord, TokenStore, UsageStore, Write,
-    flags_using, from_millis, now, to_millis,
+    flags_using, from_millis, now, redact, to_millis,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -78,20 +78,6 @@ impl fmt::Debug for SqlStore {
             .field("dialect", &self.inner.dialect)
             .field("url", &redact(&self.inner.url))
             .finish_non_exhaustive()
-    }
-}
-
-/// A URL with any password replaced by `***`, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -1066,5 +1052,11 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://ff.db"), "sqlite://ff.db");
+        assert_eq!(
+            redact("postgres://ff@h/db?sslmode=require&password=s3cret&PGPASS=x&pwd=y&sslpassword=z"),
+            "postgres://ff@h/db?sslmode=require&password=***&PGPASS=***&pwd=***&sslpassword=***"
+        );
+        assert_eq!(redact("redis://:pw@h:6379/0?prefix=ff"), "redis://:***@h:6379/0?prefix=ff");
+        assert_eq!(redact("postgres://h/db?user=a@b&password=p"), "postgres://h/db?user=a@b&password=***");
     }
 }

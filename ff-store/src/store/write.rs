@@ -125,6 +125,10 @@ pub(crate) async fn run<B: Backend>(
     op: WriteOp<'_>,
     who: (&str, Option<&str>),
 ) -> Result<(Vec<Change>, Staged), StoreError> {
+    // Every write comes here, from every route: one cap for the reason.
+    if who.1.is_some_and(|r| r.len() > ff_core::MAX_TEXT_BYTES) {
+        return Err(StoreError::TooLong { field: "reason", max: ff_core::MAX_TEXT_BYTES });
+    }
     for _ in 0..MAX_ATTEMPTS {
         let (mut tx, last) = backend.begin().await?;
         let at = now();
