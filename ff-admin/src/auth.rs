@@ -26,8 +26,31 @@ impl Caller {
     }
 }
 
+/// The token behind a page session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SessionToken {
+    /// The environment admin token.
+    Env,
+    /// A stored token, by id.
+    Stored(String),
+}
+
 /// The actor name of the token given in `FF_ADMIN_TOKEN`.
 pub const ENV_ADMIN: &str = "env-admin";
+
+/// The fewest characters an environment admin token may have.
+pub const MIN_ENV_TOKEN_LEN: usize = 32;
+
+/// An environment admin token too short to be a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the admin token has {len} characters; it needs at least {MIN_ENV_TOKEN_LEN} \
+     (for example the output of `openssl rand -hex 32`)"
+)]
+pub struct WeakAdminToken {
+    /// How many characters it has.
+    pub len: usize,
+}
 
 pub(crate) fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
@@ -77,29 +100,57 @@ impl FromRequestParts<Admin> for Caller {
 
 impl Admin {
     pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AdminError> {
+        Ok(self.authenticate_token(token).await?.0)
+    }
+
+    /// The caller a token stands for, and which token it is (what a page session holds).
+    pub(crate) async fn authenticate_token(&self, token: &str) -> Result<(Caller, SessionToken), AdminError> {
         if let Some(expected) = &self.inner.env_token
             && bool::from(digest(token).ct_eq(expected))
         {
-            return Ok(Caller { name: ENV_ADMIN.to_owned(), role: Role::Admin });
+            return Ok((env_caller(), SessionToken::Env));
         }
         let Some((id, secret)) = token.strip_prefix("ff_").and_then(|t| t.split_once('_')) else {
             return Err(AdminError::Unauthorized);
         };
-        let record = match self.cached_token(id) {
-            Some(r) => r,
-            None => {
-                let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
-                self.cache_token(&record);
-                record
-            }
-        };
+        let record = self.token_record(id).await?;
         let stored = hex::decode(&record.secret_hash).unwrap_or_default();
         let matches = bool::from(digest(secret).as_slice().ct_eq(stored.as_slice()));
         if !matches || record.revoked_at.is_some() {
             return Err(AdminError::Unauthorized);
         }
-        Ok(Caller { name: record.name, role: record.role })
+        Ok((Caller { name: record.name, role: record.role }, SessionToken::Stored(record.id)))
     }
+
+    /// The caller a page session's token stands for now: `Unauthorized` once it is
+    /// revoked or gone (or the environment token was removed).
+    pub(crate) async fn session_caller(&self, token: &SessionToken) -> Result<Caller, AdminError> {
+        match token {
+            SessionToken::Env if self.inner.env_token.is_some() => Ok(env_caller()),
+            SessionToken::Env => Err(AdminError::Unauthorized),
+            SessionToken::Stored(id) => {
+                let record = self.token_record(id).await?;
+                match record.revoked_at {
+                    None => Ok(Caller { name: record.name, role: record.role }),
+                    Some(_) => Err(AdminError::Unauthorized),
+                }
+            }
+        }
+    }
+
+    /// A token by id: from the cache while fresh, else from the store.
+    async fn token_record(&self, id: &str) -> Result<TokenRecord, AdminError> {
+        if let Some(r) = self.cached_token(id) {
+            return Ok(r);
+        }
+        let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
+        self.cache_token(&record);
+        Ok(record)
+    }
+}
+
+fn env_caller() -> Caller {
+    Caller { name: ENV_ADMIN.to_owned(), role: Role::Admin }
 }
 
 /// Tokens by id, with when they were read.
@@ -126,10 +177,11 @@ impl Admin {
         }
     }
 
-    /// Forgets a token at once (revoked here).
+    /// Forgets a token at once and ends its page sessions (revoked here).
     pub(crate) fn forget_token(&self, id: &str) {
         if let Ok(mut cache) = self.inner.tokens.0.lock() {
             cache.remove(id);
         }
+        self.inner.sessions.end_all(&SessionToken::Stored(id.to_owned()));
     }
 }

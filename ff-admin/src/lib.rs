@@ -10,7 +10,7 @@
 //! # async fn demo() -> Result<(), ff_store::StoreError> {
 //! use std::sync::Arc;
 //! let store = Arc::new(ff_store::SqlStore::connect_lazy("sqlite://flags.db?mode=rwc")?);
-//! let admin = ff_admin::Admin::new(store).env_admin_token(std::env::var("FF_ADMIN_TOKEN").ok());
+//! let admin = ff_admin::Admin::new(store).env_admin_token(std::env::var("FF_ADMIN_TOKEN").ok()).expect("FF_ADMIN_TOKEN");
 //! let app: axum::Router = axum::Router::new().nest("/admin", admin.router());
 //! # Ok(()) }
 //! ```
@@ -31,8 +31,26 @@ use axum::routing::{get, post, put};
 use ff_core::{FlagDecl, Lifetimes, Snapshot, StaleRules};
 use ff_store::{Source, Store, StoreError};
 
-pub use auth::{Caller, ENV_ADMIN, create_token};
+pub use auth::{Caller, ENV_ADMIN, MIN_ENV_TOKEN_LEN, WeakAdminToken, create_token};
 pub use error::AdminError;
+
+/// What pages may load: their own stylesheet and script, nothing inline, nothing
+/// from elsewhere, never in a frame.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers every admin response carries (page, API and OFREP alike).
+async fn security_headers(mut res: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Answers hold flags and tokens' names: no shared cache keeps them. Assets say otherwise.
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    res
+}
 
 /// Largest request body accepted (flag values, overrides, imports).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -54,6 +72,7 @@ struct Inner {
     source: Option<Source>,
     tokens: Arc<auth::TokenCache>,
     token_ttl: std::time::Duration,
+    secure_cookies: bool,
 }
 
 impl std::fmt::Debug for Admin {
@@ -80,6 +99,7 @@ impl Admin {
                 source: None,
                 tokens: Arc::default(),
                 token_ttl: std::time::Duration::from_secs(5),
+                secure_cookies: false,
             }),
         }
     }
@@ -92,10 +112,17 @@ impl Admin {
     }
 
     /// Also accepts this token (e.g. from `FF_ADMIN_TOKEN`) with the admin role, as
-    /// actor `env-admin`. Empty or absent: no such token.
-    pub fn env_admin_token(mut self, token: Option<String>) -> Self {
-        self.inner_mut().env_token = token.filter(|t| !t.trim().is_empty()).map(|t| auth::digest(t.trim()));
-        self
+    /// actor `env-admin`. Empty or absent: no such token. Shorter than
+    /// [`MIN_ENV_TOKEN_LEN`] characters: refused, so a guessable secret never opens the admin.
+    pub fn env_admin_token(mut self, token: Option<String>) -> Result<Self, WeakAdminToken> {
+        let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        if let Some(t) = &token
+            && t.chars().count() < MIN_ENV_TOKEN_LEN
+        {
+            return Err(WeakAdminToken { len: t.chars().count() });
+        }
+        self.inner_mut().env_token = token.map(|t| auth::digest(&t));
+        Ok(self)
     }
 
     /// Lifetimes of temporary flags created without `expires_at` (default: release
@@ -117,6 +144,13 @@ impl Admin {
     /// within this time. Zero reads the store on every call.
     pub fn token_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.inner_mut().token_ttl = ttl;
+        self
+    }
+
+    /// Marks the page's cookies `Secure` on every response (default: only when the
+    /// request came over HTTPS, as `X-Forwarded-Proto: https` from a proxy says).
+    pub fn secure_cookies(mut self, secure: bool) -> Self {
+        self.inner_mut().secure_cookies = secure;
         self
     }
 
@@ -178,8 +212,11 @@ impl Admin {
     /// The routes: the web page at the root, the JSON API under `/api` (nest the
     /// router where the admin should live).
     pub fn router(&self) -> Router {
+        self.prune_sessions_every(std::time::Duration::from_secs(60));
         Router::new()
             .route("/", get(page::list))
+            .route("/page.css", get(page::stylesheet))
+            .route("/page.js", get(page::script))
             .route("/login", get(page::login_page).post(page::login))
             .route("/logout", post(page::logout))
             .route("/users", get(page::user_page))
@@ -222,7 +259,24 @@ impl Admin {
             .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
             .route("/ofrep/v1/configuration", get(ofrep::configuration))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
+    }
+
+    /// Drops expired and idle page sessions on a timer, while this admin lives (and a
+    /// tokio runtime runs).
+    fn prune_sessions_every(&self, every: std::time::Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let sessions = Arc::downgrade(&self.inner.sessions);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match sessions.upgrade() {
+                    Some(s) => s.prune(),
+                    None => return,
+                }
+            }
+        });
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

@@ -24,6 +24,9 @@ use ff_store::{
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+/// The environment admin token the tests start the admin with.
+const ENV_TOKEN: &str = "env-secret-token-0123456789abcdef";
 use serde_json::{Value, json};
 use time::macros::datetime;
 use tower::ServiceExt;
@@ -58,7 +61,8 @@ impl Api {
         let (_, viewer) = ff_admin::create_token(&*store, "vi", Role::Viewer, "test", None).await.unwrap();
         let api = Admin::new(store.clone())
             .declare([LEAD.decl(), CREDITS.decl(), ONLY_IN_CODE.decl()])
-            .env_admin_token(Some("env-secret-token".into()));
+            .env_admin_token(Some(ENV_TOKEN.into()))
+            .unwrap();
         Api { app: Router::new().nest("/admin", api.router()), store, admin, editor, viewer, _dir: dir }
     }
 
@@ -237,7 +241,7 @@ async fn every_route_needs_a_valid_token() {
         ("POST", "/admin/ofrep/v1/evaluate/flags"),
         ("GET", "/admin/ofrep/v1/configuration"),
     ];
-    let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-tokenX"];
+    let bad = ["", "nope", "ff_", "ff_abc", "ff_abc_def", "env-secret-token-0123456789abcdefX"];
     let before = api.log_len().await;
     for (method, path) in routes {
         let r = api.call(method, path, None, Some(json!({}))).await;
@@ -318,7 +322,7 @@ async fn roles_limit_what_a_token_may_do() {
     let token = NewToken { name: "x".into(), role: Role::Admin, reason: None };
     let r = api.call("POST", "/admin/api/tokens", e, req(token)).await;
     assert_eq!(r.status, 403);
-    assert_eq!(api.call("GET", "/admin/api/tokens", Some("env-secret-token"), None).await.status, 200);
+    assert_eq!(api.call("GET", "/admin/api/tokens", Some(ENV_TOKEN), None).await.status, 200);
     let r = api.call("PUT", "/admin/api/flags/LEAD_HOURS/overrides/u1", e, user_value(json!(1))).await;
     assert_eq!(r.status, 200);
 }

@@ -26,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     let admin = ff_admin::Admin::new(store.clone())
         .declare(ff_axum_example::declarations())
-        .env_admin_token(env_token.clone());
+        .env_admin_token(env_token.clone())
+        .context("FF_ADMIN_TOKEN")?;
     ff_axum_example::install_metrics();
     let mut builder = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations());
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {

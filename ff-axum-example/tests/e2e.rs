@@ -274,7 +274,7 @@ async fn starts_with_the_database_unreachable_and_serves_defaults() {
     assert!(errors >= 1.0, "{text}");
 }
 
-const OPERATOR: &str = "e2e-operator-secret-0123456789";
+const OPERATOR: &str = "e2e-operator-secret-0123456789abcdef";
 
 #[tokio::test]
 async fn operators_change_flags_through_the_admin_api() {

@@ -27,7 +27,8 @@ async fn start(url: &str) -> Instance {
         .await;
     let admin = ff_admin::Admin::new(store.clone())
         .declare(ff_axum_example::declarations())
-        .env_admin_token(Some(OPERATOR.into()));
+        .env_admin_token(Some(OPERATOR.into()))
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::layout::{CONFIRM, rfc3339, seg, show, sparkline};
+use super::layout::{rfc3339, seg, show, sparkline};
 use super::session::Visitor;
 use crate::Admin;
 
@@ -75,7 +75,7 @@ fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> Markup {
     );
     html! {
         @if flag.enabled {
-            form.inline method="post" action=(action) data-confirm=(ask) onsubmit=(CONFIRM) {
+            form.inline method="post" action=(action) data-confirm=(ask) {
                 (visitor.csrf_field())
                 input type="hidden" name="enabled" value="false";
                 input type="hidden" name="version" value=(flag.version);
@@ -182,7 +182,7 @@ fn overrides_section(visitor: &Visitor, flag: &FlagRecord, overrides: &[Override
                     }
                 }
             }
-            form method="post" action=(action) style="margin-top:.6rem" {
+            form.spaced method="post" action=(action) {
                 (visitor.csrf_field())
                 input name="user_id" placeholder="user id" required;
                 " " (value_input(flag, "value", None))
@@ -219,7 +219,7 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
                 td {
                     @if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
                         form.inline method="post" action={ (visitor.base) "/changes/" (c.seq) "/revert" }
-                            data-confirm={ "Undo change #" (c.seq) "?" } onsubmit=(CONFIRM) {
+                            data-confirm={ "Undo change #" (c.seq) "?" } {
                             (visitor.csrf_field())
                             input type="hidden" name="key" value=(key);
                             button { "Revert" }

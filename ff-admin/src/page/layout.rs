@@ -1,15 +1,34 @@
 //! The page frame (header, navigation, style) and the fragments several pages share.
 
-use axum::response::Html;
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::Caller;
 
-/// A form's `onsubmit`: asks the question in its `data-confirm` (data, not code).
-pub(super) const CONFIRM: &str = "return confirm(this.dataset.confirm)";
+/// The page's only script, served as a file so the Content-Security-Policy can forbid
+/// inline script: a form with `data-confirm` asks that question before it is sent.
+const SCRIPT: &str = "document.addEventListener('submit', function (e) {\n\
+  var ask = e.target.getAttribute('data-confirm');\n\
+  if (ask !== null && !window.confirm(ask)) { e.preventDefault(); }\n\
+});\n";
+
+/// `GET {base}/page.css`.
+pub(crate) async fn stylesheet() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// `GET {base}/page.js`.
+pub(crate) async fn script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body)
+}
 
 const STYLE: &str = "
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -22,7 +41,7 @@ th{background:#eef0f4;font-weight:600}code{font-size:.92em}
 form.inline{display:inline}input,select,textarea,button{font:inherit;padding:.25rem .45rem}
 button{cursor:pointer;border:1px solid #9aa3b2;background:#fff;border-radius:4px}
 button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding:1rem 1.2rem;margin:1rem 0;border:1px solid #e3e6eb;border-radius:6px}
-.muted{color:#667085}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
+form.spaced{margin-top:.6rem}.muted{color:#667085}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
 ";
 
 /// A whole page; `who` (the caller and the session's CSRF token) adds the navigation.
@@ -34,8 +53,8 @@ pub(super) fn layout(base: &str, title: &str, who: Option<(&Caller, &str)>, body
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · ff admin" }
-                // Constant CSS written above: nothing in it comes from data.
-                style { (PreEscaped(STYLE)) }
+                link rel="stylesheet" href={ (base) "/page.css" };
+                script src={ (base) "/page.js" } defer {}
             }
             body {
                 header {

@@ -2,7 +2,7 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use ff_store::Role;
 use maud::html;
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::layout::{csrf_field, layout};
-use super::session::{Base, COOKIE, LOGIN_COOKIE, SESSION_TTL, Visitor, cookie, cookie_named, random_hex};
+use super::session::{
+    Base, COOKIE, LOGIN_COOKIE, SESSION_TTL, Visitor, cookie, cookie_named, random_hex, set_cookie,
+};
 use crate::Admin;
 
 #[derive(Debug, Deserialize)]
@@ -20,12 +22,12 @@ pub(crate) struct LoginForm {
     csrf: String,
 }
 
-pub(crate) async fn login_page(Base(base): Base) -> Response {
-    login_form(&base, None)
+pub(crate) async fn login_page(State(admin): State<Admin>, Base(base): Base, headers: HeaderMap) -> Response {
+    login_form(&admin, &headers, &base, None)
 }
 
 /// The login form, with a fresh CSRF token in the form and in a cookie.
-fn login_form(base: &str, error: Option<&str>) -> Response {
+fn login_form(admin: &Admin, headers: &HeaderMap, base: &str, error: Option<&str>) -> Response {
     let csrf = match random_hex(32) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -50,10 +52,7 @@ fn login_form(base: &str, error: Option<&str>) -> Response {
         }
     };
     let mut res = layout(base, "Log in", None, body).into_response();
-    let cookie = format!("{LOGIN_COOKIE}={csrf}; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600");
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    set_cookie(&mut res, admin, headers, base, (LOGIN_COOKIE, &csrf, 3600));
     res
 }
 
@@ -65,29 +64,26 @@ pub(crate) async fn login(
 ) -> Response {
     let expected = cookie_named(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(form.csrf.as_bytes())) {
-        let mut res =
-            login_form(&base, Some("The login form expired or came from elsewhere: please log in again."));
+        let stale = "The login form expired or came from elsewhere: please log in again.";
+        let mut res = login_form(&admin, &headers, &base, Some(stale));
         *res.status_mut() = StatusCode::FORBIDDEN;
         return res;
     }
-    let caller = match admin.authenticate(form.token.trim()).await {
-        Ok(c) => c,
+    let token = match admin.authenticate_token(form.token.trim()).await {
+        Ok((_, t)) => t,
         Err(_) => {
-            let mut res = login_form(&base, Some("That token is not valid (unknown, revoked or mistyped)."));
+            let bad = "That token is not valid (unknown, revoked or mistyped).";
+            let mut res = login_form(&admin, &headers, &base, Some(bad));
             *res.status_mut() = StatusCode::UNAUTHORIZED;
             return res;
         }
     };
-    let (id, _) = match admin.inner.sessions.create(caller) {
+    let id = match admin.inner.sessions.create(token) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let cookie =
-        format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_TTL.as_secs());
     let mut res = Redirect::to(if base.is_empty() { "/" } else { &base }).into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
+    set_cookie(&mut res, &admin, &headers, &base, (COOKIE, &id, SESSION_TTL.as_secs()));
     res
 }
 
@@ -109,9 +105,6 @@ pub(crate) async fn logout(
         admin.inner.sessions.remove(&id);
     }
     let mut res = Redirect::to(&format!("{}/login", visitor.base)).into_response();
-    res.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("ff_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
-    );
+    set_cookie(&mut res, &admin, &headers, &visitor.base, (COOKIE, "", 0));
     res
 }

@@ -1,5 +1,5 @@
-//! The admin web page: server-rendered HTML (maud templates), a little inline JavaScript,
-//! no build step.
+//! The admin web page: server-rendered HTML (maud templates), a stylesheet and a few
+//! lines of JavaScript served from the binary, no build step, no inline script.
 //!
 //! Log in with an API token; the page then uses an HttpOnly, SameSite=Strict
 //! session cookie, and every form carries the session's CSRF token.
@@ -17,6 +17,7 @@ mod users;
 
 pub(crate) use flag::{add_override, flag_page, remove_override, revert, set_targeting, set_value, switch};
 pub(crate) use flags::{list, stale_page};
+pub(crate) use layout::{script, stylesheet};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
 pub(crate) use session::Sessions;

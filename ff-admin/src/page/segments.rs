@@ -8,7 +8,7 @@ use ff_store::Role;
 use maud::html;
 use serde::Deserialize;
 
-use super::layout::{CONFIRM, seg};
+use super::layout::seg;
 use super::session::Visitor;
 use crate::Admin;
 
@@ -83,7 +83,7 @@ pub(crate) async fn segment_page(
         }
         section {
             form method="post" action={ (base) "/segments/" (seg(&key)) "/delete" }
-                data-confirm={ "Delete segment " (key) "?" } onsubmit=(CONFIRM) {
+                data-confirm={ "Delete segment " (key) "?" } {
                 (visitor.csrf_field())
                 input name="reason" placeholder="reason"; " " button.danger { "Delete" }
             }

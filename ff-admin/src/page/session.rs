@@ -17,11 +17,14 @@ use subtle::ConstantTimeEq;
 
 use super::layout::{csrf_field, layout, seg};
 use crate::Admin;
-use crate::auth::Caller;
+use crate::auth::{Caller, SessionToken};
 use crate::error::AdminError;
 
 pub(super) const COOKIE: &str = "ff_session";
+/// A session ends this long after login, however busy.
 pub(super) const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// A session ends after this long without a request.
+pub(super) const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// The login form's CSRF token travels in this cookie and in the form (double submit).
 pub(super) const LOGIN_COOKIE: &str = "ff_login";
 
@@ -29,11 +32,21 @@ pub(super) const LOGIN_COOKIE: &str = "ff_login";
 #[derive(Debug, Default)]
 pub(crate) struct Sessions(std::sync::Mutex<HashMap<String, Session>>);
 
+/// A session holds the token it was opened with, never a copy of its rights: every
+/// request re-reads the token (through the admin's token cache), so revoking it or
+/// changing its role takes effect at once here, and within the cache's period elsewhere.
 #[derive(Debug, Clone)]
 pub(super) struct Session {
-    caller: Caller,
+    token: SessionToken,
     csrf: String,
     expires: Instant,
+    last_seen: Instant,
+}
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        now < self.expires && now.duration_since(self.last_seen) < SESSION_IDLE
+    }
 }
 
 pub(super) fn random_hex(bytes: usize) -> Result<String, AdminError> {
@@ -43,18 +56,39 @@ pub(super) fn random_hex(bytes: usize) -> Result<String, AdminError> {
 }
 
 impl Sessions {
-    pub(super) fn create(&self, caller: Caller) -> Result<(String, Session), AdminError> {
+    pub(super) fn create(&self, token: SessionToken) -> Result<String, AdminError> {
         let (id, csrf) = (random_hex(32)?, random_hex(32)?);
-        let session = Session { caller, csrf, expires: Instant::now() + SESSION_TTL };
+        let now = Instant::now();
+        let session = Session { token, csrf, expires: now + SESSION_TTL, last_seen: now };
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, s| s.expires > Instant::now());
-        map.insert(id.clone(), session.clone());
-        Ok((id, session))
+        map.retain(|_, s| s.live(now));
+        map.insert(id.clone(), session);
+        Ok(id)
     }
 
+    /// A live session, marked as seen now.
     fn get(&self, id: &str) -> Option<Session> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let s = map.get_mut(id).filter(|s| s.live(now))?;
+        s.last_seen = now;
+        Some(s.clone())
+    }
+
+    /// Drops expired and idle sessions.
+    pub(crate) fn prune(&self) {
+        let now = Instant::now();
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| s.live(now));
+    }
+
+    /// Ends every session opened with `token`.
+    pub(crate) fn end_all(&self, token: &SessionToken) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| s.token != *token);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub(super) fn remove(&self, id: &str) {
@@ -72,6 +106,24 @@ pub(super) fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
             let (k, v) = kv.trim().split_once('=')?;
             (k == name).then(|| v.to_owned())
         })
+}
+
+/// A `Set-Cookie` header for the page: HttpOnly, SameSite=Strict, scoped to the admin's
+/// mount path, and `Secure` when configured or when the request came over HTTPS.
+pub(super) fn set_cookie(
+    res: &mut Response,
+    admin: &Admin,
+    request: &HeaderMap,
+    base: &str,
+    (name, value, max_age): (&str, &str, u64),
+) {
+    let https = request.get("x-forwarded-proto").is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    let secure = if admin.inner.secure_cookies || https { "; Secure" } else { "" };
+    let path = if base.is_empty() { "/" } else { base };
+    let cookie = format!("{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{secure}");
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 /// The session cookie's value, if the request has one.
@@ -110,10 +162,17 @@ impl FromRequestParts<Admin> for Visitor {
 
     async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Response> {
         let base = base_of(parts);
-        let session = cookie(&parts.headers).and_then(|id| admin.inner.sessions.get(&id));
-        match session {
-            Some(s) => Ok(Visitor { caller: s.caller, csrf: s.csrf, base }),
-            None => Err(Redirect::to(&format!("{base}/login")).into_response()),
+        let to_login = || Redirect::to(&format!("{base}/login")).into_response();
+        let id = cookie(&parts.headers).ok_or_else(to_login)?;
+        let session = admin.inner.sessions.get(&id).ok_or_else(to_login)?;
+        // The token as it is now: revoked or gone ends the session, a new role applies.
+        match admin.session_caller(&session.token).await {
+            Ok(caller) => Ok(Visitor { caller, csrf: session.csrf, base }),
+            Err(AdminError::Unauthorized) => {
+                admin.inner.sessions.remove(&id);
+                Err(to_login())
+            }
+            Err(e) => Err(e.into_response()),
         }
     }
 }
@@ -142,7 +201,7 @@ impl Visitor {
     pub(super) fn error(&self, status: StatusCode, message: &str) -> Response {
         let body = html! {
             div.error { strong { "Nothing was changed." } " " (message) }
-            p { a href="javascript:history.back()" { "Back" } }
+            p { a href=(self.base) { "Back to the flags" } }
         };
         (status, self.page("Error", body)).into_response()
     }
@@ -167,5 +226,33 @@ impl Visitor {
 
     fn back_to(&self, key: &str) -> Response {
         Redirect::to(&format!("{}/flags/{}", self.base, seg(key))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_end_when_idle_or_old_and_are_pruned() {
+        let sessions = Sessions::default();
+        let id = sessions.create(SessionToken::Stored("t1".into())).unwrap();
+        let other = sessions.create(SessionToken::Env).unwrap();
+        assert!(sessions.get(&id).is_some());
+        let now = Instant::now();
+        let set = |id: &str, f: &dyn Fn(&mut Session)| {
+            f(sessions.0.lock().unwrap().get_mut(id).unwrap());
+        };
+        set(&id, &|s| s.last_seen = now - SESSION_IDLE - Duration::from_secs(1));
+        assert!(sessions.get(&id).is_none(), "idle");
+        set(&other, &|s| s.expires = now - Duration::from_secs(1));
+        assert!(sessions.get(&other).is_none(), "past its absolute end, however busy");
+        assert_eq!(sessions.len(), 2);
+        sessions.prune();
+        assert_eq!(sessions.len(), 0);
+        let kept = sessions.create(SessionToken::Env).unwrap();
+        let gone = sessions.create(SessionToken::Stored("t2".into())).unwrap();
+        sessions.end_all(&SessionToken::Stored("t2".into()));
+        assert!(sessions.get(&kept).is_some() && sessions.get(&gone).is_none());
     }
 }

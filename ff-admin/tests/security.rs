@@ -1,0 +1,220 @@
+//! Attacks on the admin, each refused: sessions that outlive their token, weak and
+//! reserved tokens, oversized free text, framing and sniffing (headers), cookies that
+//! leak beyond the admin or over plain HTTP.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use ff_admin::Admin;
+use ff_core::Flag;
+use ff_store::{FlagReader, Role, SqlStore, TokenStore, sync};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+static KILL: Flag<bool> = Flag::new("KILL", true);
+
+struct Reply {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    /// The `name=value` of the first cookie set.
+    fn cookie(&self) -> String {
+        self.header("set-cookie").split(';').next().unwrap().to_owned()
+    }
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Reply {
+    let mut req = http::Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+struct Fixture {
+    store: Arc<SqlStore>,
+    admin_token: String,
+    editor: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    sync(&*store, &[KILL.decl()], &Default::default()).await.unwrap();
+    let (_, admin_token) = ff_admin::create_token(&*store, "root", Role::Admin, "test", None).await.unwrap();
+    let (_, editor) = ff_admin::create_token(&*store, "ed", Role::Editor, "test", None).await.unwrap();
+    Fixture { store, admin_token, editor, _dir: dir }
+}
+
+fn app(admin: Admin) -> Router {
+    Router::new().nest("/admin", admin.router())
+}
+
+/// Logs in through the form as a browser does; returns the session cookie and CSRF token.
+async fn login(app: &Router, token: &str, extra: &[(&str, &str)]) -> (Reply, String, String) {
+    let form = send(app, "GET", "/admin/login", extra, None).await;
+    let login_cookie = form.cookie();
+    let csrf = login_cookie.split_once('=').unwrap().1.to_owned();
+    let mut headers =
+        vec![("cookie", login_cookie.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+    headers.extend_from_slice(extra);
+    let r = send(app, "POST", "/admin/login", &headers, Some(format!("token={token}&csrf={csrf}"))).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let session = r.cookie();
+    let page = send(app, "GET", "/admin", &[("cookie", &session)], None).await;
+    let csrf =
+        page.body.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    (r, session, csrf)
+}
+
+fn switch_off(csrf: &str) -> Option<String> {
+    Some(format!("csrf={csrf}&enabled=false&version=1&reason=x"))
+}
+
+#[tokio::test]
+async fn revoking_a_token_ends_its_page_sessions_here_and_on_other_instances() {
+    let f = fixture().await;
+    let here = app(Admin::new(f.store.clone()));
+    // Another instance over the same store, reading tokens without a cache.
+    let there = app(Admin::new(f.store.clone()).token_cache_ttl(std::time::Duration::ZERO));
+    let (_, session_here, csrf_here) = login(&here, &f.editor, &[]).await;
+    let (_, session_there, csrf_there) = login(&there, &f.editor, &[]).await;
+    let bearer = format!("Bearer {}", f.admin_token);
+    let revoked = send(&here, "DELETE", "/admin/api/tokens/ed", &[("authorization", &bearer)], None).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    for (app, session, csrf) in [(&here, &session_here, &csrf_here), (&there, &session_there, &csrf_there)] {
+        let form = [("cookie", session.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+        let r = send(app, "POST", "/admin/flags/KILL/switch", &form, switch_off(csrf)).await;
+        assert_eq!((r.status, r.header("location")), (303, "/admin/login"), "{}", r.body);
+        let page = send(app, "GET", "/admin", &[("cookie", session)], None).await;
+        assert_eq!((page.status, page.header("location")), (303, "/admin/login"));
+    }
+    assert!(f.store.flag("KILL").await.unwrap().unwrap().enabled, "nothing was switched");
+}
+
+#[tokio::test]
+async fn a_live_session_switches_and_logging_out_ends_it() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()));
+    let (_, session, csrf) = login(&app, &f.editor, &[]).await;
+    let form = [("cookie", session.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+    let r = send(&app, "POST", "/admin/flags/KILL/switch", &form, switch_off(&csrf)).await;
+    assert_eq!((r.status, r.header("location")), (303, "/admin/flags/KILL"), "{}", r.body);
+    assert!(!f.store.flag("KILL").await.unwrap().unwrap().enabled);
+    let out = send(&app, "POST", "/admin/logout", &form, Some(format!("csrf={csrf}"))).await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    let page = send(&app, "GET", "/admin", &[("cookie", &session)], None).await;
+    assert_eq!(page.header("location"), "/admin/login");
+}
+
+#[tokio::test]
+async fn cookies_stay_on_the_admin_path_and_are_secure_over_https() {
+    let f = fixture().await;
+    let plain = app(Admin::new(f.store.clone()));
+    let (r, _, _) = login(&plain, &f.editor, &[]).await;
+    let set = r.header("set-cookie");
+    assert!(set.contains("; HttpOnly; SameSite=Strict; Path=/admin;") && !set.contains("Secure"), "{set}");
+    let (r, _, _) = login(&plain, &f.editor, &[("x-forwarded-proto", "https")]).await;
+    assert!(r.header("set-cookie").ends_with("; Secure"), "{}", r.header("set-cookie"));
+    let configured = app(Admin::new(f.store.clone()).secure_cookies(true));
+    let form = send(&configured, "GET", "/admin/login", &[], None).await;
+    assert!(
+        form.header("set-cookie").contains("Path=/admin;") && form.header("set-cookie").ends_with("; Secure")
+    );
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()));
+    let bearer = format!("Bearer {}", f.editor);
+    let (_, session, _) = login(&app, &f.editor, &[]).await;
+    let ofrep = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let answers = [
+        send(&app, "GET", "/admin/login", &[], None).await,
+        send(&app, "GET", "/admin", &[("cookie", &session)], None).await,
+        send(&app, "GET", "/admin", &[], None).await,
+        send(&app, "GET", "/admin/api/flags", &[("authorization", &bearer)], None).await,
+        send(&app, "GET", "/admin/api/flags", &[], None).await,
+        send(&app, "POST", "/admin/ofrep/v1/evaluate/flags/KILL", &ofrep, Some("{}".into())).await,
+    ];
+    for r in &answers {
+        let csp = r.header("content-security-policy");
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(r.header("x-frame-options"), "DENY");
+        assert_eq!(r.header("x-content-type-options"), "nosniff");
+        assert_eq!(r.header("referrer-policy"), "no-referrer");
+        assert_eq!(r.header("cache-control"), "no-store");
+    }
+    // The page inlines neither script nor style: both are served from the binary.
+    let page = &answers[1].body;
+    assert!(!page.contains("<style") && !page.contains("style=\"") && !page.contains("onsubmit"), "{page}");
+    let css = send(&app, "GET", "/admin/page.css", &[], None).await;
+    assert_eq!((css.status, css.header("content-type")), (200, "text/css; charset=utf-8"));
+    let js = send(&app, "GET", "/admin/page.js", &[], None).await;
+    assert_eq!((js.status, js.header("content-type")), (200, "text/javascript; charset=utf-8"));
+    assert!(js.body.contains("data-confirm") && js.header("cache-control").starts_with("public"));
+}
+
+#[test]
+fn a_short_environment_token_is_refused_at_start() {
+    let store = Arc::new(ff_store::MemoryStore::new());
+    let err = Admin::new(store.clone()).env_admin_token(Some("a".into())).unwrap_err();
+    assert_eq!(err.len, 1);
+    assert!(err.to_string().contains("at least 32"), "{err}");
+    let short = "x".repeat(31);
+    assert!(Admin::new(store.clone()).env_admin_token(Some(short)).is_err());
+    assert!(Admin::new(store.clone()).env_admin_token(Some("x".repeat(32))).is_ok());
+    assert!(Admin::new(store).env_admin_token(Some("  ".into())).is_ok(), "blank: no env token");
+}
+
+#[tokio::test]
+async fn tokens_cannot_take_the_systems_names_and_reasons_are_capped_everywhere() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()));
+    let bearer = format!("Bearer {}", f.admin_token);
+    let json = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    for name in ["env-admin", "ff-sync", "ff-cli", "ff-guard", "FF-anything"] {
+        let body = serde_json::json!({ "name": name, "role": "admin" }).to_string();
+        let r = send(&app, "POST", "/admin/api/tokens", &json, Some(body)).await;
+        assert_eq!(r.status, 422, "{name}: {}", r.body);
+        assert!(r.body.contains("reserved for the system"), "{}", r.body);
+    }
+    let long = "x".repeat(ff_core::MAX_TEXT_BYTES + 1);
+    let body = serde_json::json!({ "name": "bot", "role": "viewer", "reason": long }).to_string();
+    let r = send(&app, "POST", "/admin/api/tokens", &json, Some(body)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("reason is longer than 1024 bytes"), "{}", r.body);
+    // The page's forms too: refused, nothing written.
+    let (_, session, csrf) = login(&app, &f.editor, &[]).await;
+    let form = [("cookie", session.as_str()), ("content-type", "application/x-www-form-urlencoded")];
+    let body = format!("csrf={csrf}&enabled=false&version=1&reason={long}");
+    let r = send(&app, "POST", "/admin/flags/KILL/switch", &form, Some(body)).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("reason is longer than 1024 bytes"));
+    assert!(f.store.flag("KILL").await.unwrap().unwrap().enabled);
+    let tokens = f.store.tokens().await.unwrap();
+    assert_eq!(tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ed", "root"]);
+}
