@@ -302,19 +302,51 @@ impl Api {
 /// Prints rows as aligned columns without borders: easy to read and to `grep`.
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut t = comfy_table::Table::new();
+    let rows = rows.into_iter().map(|r| r.iter().map(|c| clean(c)).collect::<Vec<_>>());
     t.load_style(comfy_table::presets::NOTHING).set_header(headers.to_vec()).add_rows(rows);
     for column in t.column_iter_mut() {
         column.set_padding((0, 2));
     }
-    println!("{}", t.trim_fmt());
+    say!("{}", t.trim_fmt());
 }
 
+/// A value for a person to read, safe for a terminal.
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => clean(s),
+        other => clean(&other.to_string()),
     }
+}
+
+/// Prints a line with [`clean_lines`]: what the server sent cannot drive the terminal.
+macro_rules! say {
+    ($($arg:tt)*) => { println!("{}", clean_lines(&format!($($arg)*))) };
+}
+use say;
+
+/// Text from the server, safe to print in one line: control characters (newlines and
+/// escape sequences included) and the invisible ones that reorder or hide text
+/// (bidirectional overrides, zero-width marks) are shown escaped (`\n`, `\u{1b}`).
+fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || is_invisible(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`clean`] for text of several lines: the line breaks stay.
+fn clean_lines(s: &str) -> String {
+    s.split('\n').map(clean).collect::<Vec<_>>().join("\n")
+}
+
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Any typed field as the API writes it (`-` for none).
@@ -470,11 +502,11 @@ async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
         ("archived", f.archived.to_string()),
     ];
     for (k, v) in fields {
-        println!("{k:<12} {v}");
+        say!("{k:<12} {}", clean(&v));
     }
     let overrides: Vec<Vec<String>> =
         detail.overrides.iter().map(|o| vec![o.user_id.clone(), text(&o.value)]).collect();
-    println!("overrides    {}", detail.overrides_total);
+    say!("overrides    {}", detail.overrides_total);
     if !overrides.is_empty() {
         table(&["USER", "VALUE"], overrides);
     }
@@ -495,7 +527,7 @@ async fn cmd_set(
         return print(&body);
     }
     let written: ff_api::FlagWritten = serde_json::from_value(body)?;
-    println!("{key} = {} (version {})", text(&written.flag.value.to_json()), written.flag.version);
+    say!("{key} = {} (version {})", text(&written.flag.value.to_json()), written.flag.version);
     Ok(())
 }
 
@@ -514,7 +546,7 @@ async fn cmd_override_set(
         return print(&body);
     }
     let written: ff_api::OverrideWritten = serde_json::from_value(body)?;
-    println!("{key} for {user} = {}", text(&written.value));
+    say!("{key} for {user} = {}", text(&written.value));
     Ok(())
 }
 
@@ -531,7 +563,7 @@ async fn cmd_override_rm(
     if json_out {
         return print(&body);
     }
-    println!("{key} for {user}: override removed");
+    say!("{key} for {user}: override removed");
     Ok(())
 }
 
@@ -572,23 +604,23 @@ async fn cmd_scan(
         print(&serde_json::to_value(&report)?)?;
     } else {
         let places = |p: &[scan::Place]| p.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        println!("scanned {} files", report.files);
+        say!("scanned {} files", report.files);
         if !report.missing_from_store.is_empty() {
-            println!("\ndeclared in code, missing from the store:");
+            say!("\ndeclared in code, missing from the store:");
             for e in &report.missing_from_store {
-                println!("  {}  {}", e.key, places(&e.places));
+                say!("  {}  {}", e.key, places(&e.places));
             }
         }
         if !report.unreferenced.is_empty() {
-            println!("\nin the store, nowhere in code (safe to archive):");
+            say!("\nin the store, nowhere in code (safe to archive):");
             for k in &report.unreferenced {
-                println!("  {k}");
+                say!("  {k}");
             }
         }
         if !report.stale_in_code.is_empty() {
-            println!("\nstale or expired, still in code (remove these uses first):");
+            say!("\nstale or expired, still in code (remove these uses first):");
             for e in &report.stale_in_code {
-                println!("  {} ({})  {}", e.key, e.reasons.join(", "), places(&e.places));
+                say!("  {} ({})  {}", e.key, e.reasons.join(", "), places(&e.places));
             }
         }
     }
@@ -647,7 +679,7 @@ fn print_stale(report: &ff_api::StaleReport) {
         .map(|u| vec![u.key.clone(), u.count.to_string(), time_or_dash(Some(u.last_at))])
         .collect();
     if !unknown.is_empty() {
-        println!("\nread by code but not in the store:");
+        say!("\nread by code but not in the store:");
         table(&["KEY", "READS", "LAST"], unknown);
     }
 }
@@ -701,7 +733,7 @@ async fn cmd_revert(api: &Api, json_out: bool, seq: u64, reason: Option<String>)
         return print(&body);
     }
     let reverted: ff_api::Reverted = serde_json::from_value(body)?;
-    println!("reverted change {seq} (as change {})", reverted.change.seq);
+    say!("reverted change {seq} (as change {})", reverted.change.seq);
     Ok(())
 }
 
@@ -710,8 +742,8 @@ async fn cmd_export(api: &Api, json_out: bool) -> anyhow::Result<()> {
     if json_out {
         return print(&body);
     }
-    println!("# ff export: every flag and override; `ff import FILE` applies a file like this");
-    print!("{}", serde_yaml_ng::to_string(&import::export_of(body)?)?);
+    say!("# ff export: every flag and override; `ff import FILE` applies a file like this");
+    print!("{}", clean_lines(&serde_yaml_ng::to_string(&import::export_of(body)?)?));
     Ok(())
 }
 
@@ -726,14 +758,14 @@ async fn cmd_import(
     let current = import::export_of(api.get(&["export"], &[]).await?)?;
     let (steps, notes) = import::plan(&current, wanted)?;
     for step in &steps {
-        println!("{}", step.says);
+        say!("{}", step.says);
     }
     for note in &notes {
-        println!("! {note}");
+        say!("! {note}");
     }
     if dry_run || steps.is_empty() {
         let tail = if dry_run { " (dry run: nothing written)" } else { "" };
-        println!("{} change(s){tail}", steps.len());
+        say!("{} change(s){tail}", steps.len());
         return Ok(());
     }
     let count = steps.len();
@@ -749,7 +781,7 @@ async fn cmd_import(
             }
         })?;
     }
-    println!("{count} change(s) applied");
+    say!("{count} change(s) applied");
     Ok(())
 }
 
@@ -785,8 +817,8 @@ async fn cmd_segment_get(api: &Api, json_out: bool, key: String) -> anyhow::Resu
     // The definition alone, so `ff segment put KEY FILE` takes it back.
     let detail: ff_api::SegmentDetail = serde_json::from_value(body)?;
     let s = &detail.segment;
-    println!("# segment {} version {}, updated {}", s.key, s.version, time_or_dash(Some(s.updated_at)));
-    print!("{}", serde_yaml_ng::to_string(&s.definition)?);
+    say!("# segment {} version {}, updated {}", s.key, s.version, time_or_dash(Some(s.updated_at)));
+    print!("{}", clean_lines(&serde_yaml_ng::to_string(&s.definition)?));
     Ok(())
 }
 
@@ -807,8 +839,8 @@ async fn cmd_segment_put(
     }
     let written: ff_api::SegmentWritten = serde_json::from_value(body)?;
     match written.version.filter(|_| written.changed) {
-        Some(v) => println!("segment {key} saved (version {v})"),
-        None => println!("segment {key} unchanged"),
+        Some(v) => say!("segment {key} saved (version {v})"),
+        None => say!("segment {key} unchanged"),
     }
     Ok(())
 }
@@ -824,7 +856,7 @@ async fn cmd_segment_rm(
     if json_out {
         return print(&body);
     }
-    println!("segment {key} deleted");
+    say!("segment {key} deleted");
     Ok(())
 }
 
@@ -841,7 +873,7 @@ async fn cmd_token_create_direct(
         let created = ff_api::TokenCreated { name: record.name, role: record.role, id: record.id, token };
         return print(&serde_json::to_value(created)?);
     }
-    println!("{token}");
+    say!("{token}");
     eprintln!("token {:?} ({}) created; it is shown only once", record.name, record.role.as_str());
     Ok(())
 }
@@ -859,7 +891,7 @@ async fn cmd_token_create_via_api(
         return print(&body);
     }
     let created: ff_api::TokenCreated = serde_json::from_value(body)?;
-    println!("{}", created.token);
+    say!("{}", created.token);
     eprintln!("token {:?} ({}) created; it is shown only once", created.name, created.role.as_str());
     Ok(())
 }
@@ -897,7 +929,7 @@ async fn cmd_token_revoke(
     if json_out {
         return print(&body);
     }
-    println!("token {name:?} revoked");
+    say!("token {name:?} revoked");
     Ok(())
 }
 
@@ -914,7 +946,7 @@ async fn switch(
     }
     let written: ff_api::FlagWritten = serde_json::from_value(body)?;
     let state = if on { "on" } else { "OFF (its off value for everyone)" };
-    println!("{key} is {state} (version {})", written.flag.version);
+    say!("{key} is {state} (version {})", written.flag.version);
     Ok(())
 }
 
@@ -930,7 +962,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ff: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("ff: {}", clean(&format!("{e:#}").replace('\n', " ")));
             ExitCode::FAILURE
         }
     }

@@ -163,6 +163,16 @@ async fn operate_the_example_from_the_terminal() {
         table.stdout
     );
     let seq = change["seq"].to_string();
+    // What the server sends back cannot drive the terminal or forge a line.
+    let hostile = "\u{1b}[2J\nflag.update forged\u{202e}";
+    let user =
+        run(&["override", "set", "NEW_CHECKOUT", "mallory", "true", "--reason", hostile]).await.unwrap();
+    assert_eq!(user.code, 0, "{}", user.stderr);
+    let table = run(&["history", "NEW_CHECKOUT", "--limit", "1"]).await.unwrap();
+    assert!(!table.stdout.contains('\u{1b}') && !table.stdout.contains('\u{202e}'), "{:?}", table.stdout);
+    assert!(table.stdout.contains("\\u{1b}[2J\\nflag.update forged\\u{202e}"), "{}", table.stdout);
+    assert_eq!(table.stdout.lines().count(), 2, "a header and one row: {}", table.stdout);
+    assert_eq!(run(&["override", "rm", "NEW_CHECKOUT", "mallory"]).await.unwrap().code, 0);
     assert_eq!(run(&["revert", &seq]).await.unwrap().code, 0);
     wait_for(&base, "alice", "CREDITS_PAYMENTS", json!(true)).await;
     assert_eq!(pay(&base).await, 201);
