@@ -143,7 +143,8 @@ impl Admin {
         if let Some(r) = self.cached_token(id) {
             return Ok(r);
         }
-        let record = self.inner.store.token(id).await?.ok_or(AdminError::Unauthorized)?;
+        let found = self.inner.store.token(id).await.map_err(|e| AdminError::auth_unavailable(&e))?;
+        let record = found.ok_or(AdminError::Unauthorized)?;
         self.cache_token(&record);
         Ok(record)
     }

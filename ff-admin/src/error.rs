@@ -34,6 +34,23 @@ pub enum AdminError {
     Conflict(String),
     /// The store refused or failed.
     Store(StoreError),
+    /// The store failed while a token was checked: the caller is not known yet, so the
+    /// answer names only a request id; the log has the id and the cause.
+    AuthUnavailable {
+        /// Names the failure in the log.
+        request_id: String,
+    },
+}
+
+impl AdminError {
+    /// A failed token check: logged with a fresh request id that alone goes to the caller.
+    pub(crate) fn auth_unavailable(cause: &StoreError) -> Self {
+        let mut id = [0u8; 8];
+        let _ = getrandom::getrandom(&mut id);
+        let request_id = hex::encode(id);
+        tracing::warn!(request_id, error = %cause, "ff-admin: cannot check a token");
+        AdminError::AuthUnavailable { request_id }
+    }
 }
 
 impl From<StoreError> for AdminError {
@@ -67,6 +84,11 @@ impl AdminError {
     pub(crate) fn parts(&self) -> (StatusCode, &'static str, String) {
         use AdminError as E;
         match self {
+            E::AuthUnavailable { request_id } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("cannot check the token now; try again (request id {request_id})"),
+            ),
             E::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -2,10 +2,14 @@
 //! an OFREP provider read the same flags. Single and bulk evaluation, and the
 //! configuration extension; `viewer` tokens, as `Authorization: Bearer` or `X-API-Key`.
 
+// Handlers return the OFREP refusal itself as `Err(Response)`: boxing it gains nothing.
+#![allow(clippy::result_large_err)]
+
 use std::hash::{Hash, Hasher};
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +20,24 @@ use serde_json::{Map, Value, json};
 use crate::Admin;
 use crate::auth::Caller;
 use crate::error::AdminError;
+
+/// Any refusal before evaluation (token, role, body size, store) in OFREP's shape:
+/// `errorCode` `GENERAL`, the reason in `errorDetails`.
+fn refusal(e: AdminError) -> Response {
+    let (status, _, message) = e.parts();
+    failure(status, None, "GENERAL", message)
+}
+
+/// The caller and body of an OFREP request, or the refusal in OFREP's shape.
+fn admitted(
+    caller: Result<Caller, AdminError>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Caller, Bytes), Response> {
+    let caller = caller.and_then(|c| c.require(Role::Viewer).map(|()| c)).map_err(refusal)?;
+    let body =
+        body.map_err(|r| refusal(AdminError::InvalidBody { status: r.status(), message: r.body_text() }))?;
+    Ok((caller, body))
+}
 
 /// An OFREP error body: `{key, errorCode, errorDetails}`.
 fn failure(status: StatusCode, key: Option<&str>, code: &str, details: impl Into<String>) -> Response {
@@ -87,16 +109,16 @@ fn success(
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 pub(crate) async fn evaluate(
     State(admin): State<Admin>,
-    caller: Caller,
+    caller: Result<Caller, AdminError>,
     Path(key): Path<String>,
-    body: Bytes,
-) -> Result<Response, AdminError> {
-    caller.require(Role::Viewer)?;
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let (_, body) = admitted(caller, body)?;
     let ctx = match context(&body) {
         Ok(c) => c,
         Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, Some(&key), code, details)),
     };
-    let snapshot = admin.snapshot().await?;
+    let snapshot = admin.snapshot().await.map_err(|e| refusal(e.into()))?;
     let version = snapshot.version();
     if let Some((value, reason)) = snapshot.read_key(&key, &ctx) {
         return Ok(Json(success(&key, snapshot.flag(&key), Some(&value), reason, version)).into_response());
@@ -127,16 +149,16 @@ fn bulk(snapshot: &Snapshot, admin: &Admin, ctx: &EvalContext) -> Vec<Value> {
 /// `POST /ofrep/v1/evaluate/flags`, with `If-None-Match` answered by 304.
 pub(crate) async fn evaluate_all(
     State(admin): State<Admin>,
-    caller: Caller,
+    caller: Result<Caller, AdminError>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, AdminError> {
-    caller.require(Role::Viewer)?;
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let (_, body) = admitted(caller, body)?;
     let ctx = match context(&body) {
         Ok(c) => c,
         Err((code, details)) => return Ok(failure(StatusCode::BAD_REQUEST, None, code, details)),
     };
-    let snapshot = admin.snapshot().await?;
+    let snapshot = admin.snapshot().await.map_err(|e| refusal(e.into()))?;
     // The answer depends on the snapshot and the context: both go into the tag.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     body.hash(&mut hasher);
@@ -154,8 +176,8 @@ pub(crate) async fn evaluate_all(
 }
 
 /// `GET /ofrep/v1/configuration`: what a provider may assume.
-pub(crate) async fn configuration(caller: Caller) -> Result<Response, AdminError> {
-    caller.require(Role::Viewer)?;
+pub(crate) async fn configuration(caller: Result<Caller, AdminError>) -> Result<Response, Response> {
+    caller.and_then(|c| c.require(Role::Viewer)).map_err(refusal)?;
     Ok(Json(json!({
         "name": "ff",
         "capabilities": {

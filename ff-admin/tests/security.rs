@@ -218,3 +218,49 @@ async fn tokens_cannot_take_the_systems_names_and_reasons_are_capped_everywhere(
     let tokens = f.store.tokens().await.unwrap();
     assert_eq!(tokens.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ed", "root"]);
 }
+
+#[tokio::test]
+async fn a_failing_store_tells_an_unknown_caller_nothing_about_itself() {
+    let store = Arc::new(SqlStore::connect_lazy("sqlite:///nonexistent-dir/for/sure/ff.db").unwrap());
+    let app = app(Admin::new(store));
+    let forged = "Bearer ff_0123456789ab_forged";
+    for r in [
+        send(&app, "GET", "/admin/api/flags", &[("authorization", forged)], None).await,
+        send(&app, "POST", "/admin/ofrep/v1/evaluate/flags", &[("authorization", forged)], None).await,
+    ] {
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.body.contains("request id"), "{}", r.body);
+        for internal in ["sqlite", "nonexistent", "database", "unable to open"] {
+            assert!(!r.body.to_lowercase().contains(internal), "{internal}: {}", r.body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn ofrep_refusals_come_in_ofreps_shape() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()));
+    let bearer = format!("Bearer {}", f.editor);
+    let huge = format!("{{\"context\": {{\"pad\": \"{}\"}}}}", "x".repeat(ff_admin::MAX_BODY_BYTES));
+    for (path, headers, body, status) in [
+        ("/admin/ofrep/v1/evaluate/flags/KILL", vec![], None, 401),
+        ("/admin/ofrep/v1/evaluate/flags", vec![("authorization", "Bearer nope")], None, 401),
+        (
+            "/admin/ofrep/v1/evaluate/flags/KILL",
+            vec![("authorization", bearer.as_str())],
+            Some(huge.clone()),
+            413,
+        ),
+        ("/admin/ofrep/v1/evaluate/flags", vec![("authorization", bearer.as_str())], Some(huge), 413),
+    ] {
+        let r = send(&app, "POST", path, &headers, body).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+        assert_eq!(v["errorCode"], "GENERAL", "{}", r.body);
+        assert!(v["errorDetails"].as_str().is_some_and(|d| !d.is_empty()), "{}", r.body);
+    }
+    let config = send(&app, "GET", "/admin/ofrep/v1/configuration", &[], None).await;
+    assert_eq!(config.status, 401);
+    assert!(config.body.contains("\"errorCode\":\"GENERAL\""), "{}", config.body);
+}

@@ -175,7 +175,8 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", r.body_text())
+        // The rejection's own status: 413 for an over-limit body, 415, 400 or 422.
+        ApiError::new(r.status(), "invalid_body", r.body_text())
     }
 }
 

@@ -230,6 +230,10 @@ async fn story(database_url: &str) {
     let (s, body) =
         app.send(reqwest::Method::POST, "/payments", Some("alice"), Some(json!({"amount_cents": "x"}))).await;
     assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_body")));
+    // Over the body limit (axum's 2 MB): 413, not 422.
+    let huge = json!({ "amount_cents": 1, "pad": "x".repeat(3 * 1024 * 1024) });
+    let (s, body) = app.send(reqwest::Method::POST, "/payments", Some("alice"), Some(huge)).await;
+    assert_eq!((s, body["error"].clone()), (StatusCode::PAYLOAD_TOO_LARGE, json!("invalid_body")));
     // A bad write through the store changes nothing that is served.
     let err = store
         .write(Write::new("e2e", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", -5)))
