@@ -299,7 +299,7 @@ pub(crate) async fn patch_flag(
     }
     let patch: FlagPatch = parse_body(body)?;
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(expected) };
-    admin.store().write(write(&caller, m, reason)).await?;
+    admin.write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
     Ok(with_etag(StatusCode::OK, flag.version, ff_api::FlagWritten { flag }))
 }
@@ -324,7 +324,7 @@ pub(crate) async fn create_flag(
         def.meta.expires_at = default_expiry(&def, admin.lifetimes_ref(), OffsetDateTime::now_utc());
     }
     let m = Mutation::CreateFlag { def, if_missing: false };
-    admin.store().write(write(&caller, m, reason)).await?;
+    admin.write(write(&caller, m, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
     Ok(with_etag(StatusCode::CREATED, flag.version, ff_api::FlagWritten { flag }))
 }
@@ -383,7 +383,7 @@ pub(crate) async fn batch(
         .enumerate()
         .map(|(i, item)| batch_mutation(&admin, i, item))
         .collect::<Result<Vec<_>, _>>()?;
-    let changes = admin.store().write_batch(Batch { mutations, actor: caller.name.clone(), reason }).await?;
+    let changes = admin.write_batch(Batch { mutations, actor: caller.name.clone(), reason }).await?;
     let seq = match changes.last() {
         Some(c) => c.seq,
         None => admin.store().latest_seq().await?,
@@ -412,7 +412,7 @@ pub(crate) async fn archive_flag(
     caller.require(Role::Editor)?;
     let reason = optional_reason(&body)?;
     let m = Mutation::ArchiveFlag { key: key.clone(), expected_version: if_match(&headers)? };
-    admin.store().write(write(&caller, m, reason)).await?;
+    admin.write(write(&caller, m, reason)).await?;
     Ok(Json(json!({ "archived": key })).into_response())
 }
 
@@ -424,7 +424,7 @@ pub(crate) async fn restore_flag(
 ) -> ApiResult {
     caller.require(Role::Editor)?;
     let reason = optional_reason(&body)?;
-    admin.store().write(write(&caller, Mutation::RestoreFlag { key: key.clone() }, reason)).await?;
+    admin.write(write(&caller, Mutation::RestoreFlag { key: key.clone() }, reason)).await?;
     let flag = admin.store().flag(&key).await?.ok_or_else(|| AdminError::NotFound(key.clone()))?;
     Ok(with_etag(StatusCode::OK, flag.version, ff_api::FlagWritten { flag }))
 }
@@ -448,7 +448,7 @@ pub(crate) async fn set_override(
         )));
     }
     let m = Mutation::SetOverride { key: key.clone(), user_id: user_id.clone(), value };
-    let change = admin.store().write(write(&caller, m, reason)).await?;
+    let change = admin.write(write(&caller, m, reason)).await?;
     let value = match change {
         Some(c) => c.after.unwrap_or_default(),
         None => admin
@@ -472,7 +472,7 @@ pub(crate) async fn delete_override(
     caller.require(Role::Editor)?;
     let reason = optional_reason(&body)?;
     let m = Mutation::DeleteOverride { key: key.clone(), user_id: user_id.clone() };
-    match admin.store().write(write(&caller, m, reason)).await? {
+    match admin.write(write(&caller, m, reason)).await? {
         Some(_) => Ok(Json(json!({ "key": key, "user_id": user_id, "deleted": true })).into_response()),
         None => Err(AdminError::NotFound(format!("{user_id:?} has no override of {key:?}"))),
     }
@@ -632,7 +632,7 @@ pub(crate) async fn revert(
         Some(r) => format!("revert of #{seq}: {r}"),
         None => format!("revert of #{seq}"),
     });
-    match admin.store().write(write(&caller, mutation, reason)).await? {
+    match admin.write(write(&caller, mutation, reason)).await? {
         Some(change) => Ok(Json(ff_api::Reverted { reverted: seq, change }).into_response()),
         None => Err(AdminError::BadRequest(format!("change {seq} is already undone"))),
     }
@@ -738,8 +738,7 @@ pub(crate) async fn put_segment(
     let reason = take_reason(&mut body)?;
     let definition: ff_core::SegmentDef = parse_body(body)?;
     let expected = if_match(&headers)?;
-    let change =
-        admin.store().put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;
+    let change = admin.put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;
     let version = change.as_ref().and_then(|c| c.after.as_ref()).and_then(|a| a["version"].as_u64());
     let status = if version == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(ff_api::SegmentWritten { key, changed: change.is_some(), version })).into_response())

@@ -73,6 +73,9 @@ struct Inner {
     tokens: Arc<auth::TokenCache>,
     token_ttl: std::time::Duration,
     secure_cookies: bool,
+    regex_budget: usize,
+    /// Without a `Source`: the last snapshot loaded, reused while the store's seq stays.
+    loaded: Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -100,6 +103,8 @@ impl Admin {
                 tokens: Arc::default(),
                 token_ttl: std::time::Duration::from_secs(5),
                 secure_cookies: false,
+                loaded: Arc::default(),
+                regex_budget: ff_core::REGEX_BUDGET_PER_SNAPSHOT,
             }),
         }
     }
@@ -147,6 +152,14 @@ impl Admin {
         self
     }
 
+    /// The most compiled regex memory of all flags and segments together (default
+    /// [`REGEX_BUDGET_PER_SNAPSHOT`](ff_core::REGEX_BUDGET_PER_SNAPSHOT)); a write that
+    /// would go past it is refused with a 422 naming the budget.
+    pub fn regex_budget(mut self, bytes: usize) -> Self {
+        self.inner_mut().regex_budget = bytes;
+        self
+    }
+
     /// Marks the page's cookies `Secure` on every response (default: only when the
     /// request came over HTTPS, as `X-Forwarded-Proto: https` from a proxy says).
     pub fn secure_cookies(mut self, secure: bool) -> Self {
@@ -161,12 +174,26 @@ impl Admin {
         self
     }
 
-    /// The snapshot evaluations read: the source's, or a fresh load of the store.
+    /// The snapshot evaluations read: the source's, or a load of the store (compiled
+    /// once per store version, off the async workers, and reused until the next change).
     pub(crate) async fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
-        match &self.inner.source {
-            Some(source) => Ok(source.snapshot()),
-            None => Ok(Arc::new(Snapshot::from_state(&self.inner.store.load().await?))),
+        if let Some(source) = &self.inner.source {
+            return Ok(source.snapshot());
         }
+        let latest = self.inner.store.latest_seq().await?;
+        let cached = self.inner.loaded.lock().ok().and_then(|c| c.clone());
+        if let Some(s) = cached.filter(|s| s.version() == latest) {
+            return Ok(s);
+        }
+        let state = self.inner.store.load().await?;
+        let built = tokio::task::spawn_blocking(move || Snapshot::from_state(&state))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("building a snapshot failed: {e}")))?;
+        let snapshot = Arc::new(built);
+        if let Ok(mut c) = self.inner.loaded.lock() {
+            *c = Some(snapshot.clone());
+        }
+        Ok(snapshot)
     }
 
     /// Every live flag, override and segment: the source's snapshot, or a load of the store.
@@ -294,4 +321,86 @@ impl Admin {
     pub(crate) fn default_stale_rules(&self) -> StaleRules {
         self.inner.stale_rules
     }
+}
+
+/// Writes, each held to the snapshot's regex budget before it reaches the store.
+impl Admin {
+    pub(crate) async fn write(&self, w: ff_store::Write) -> Result<Option<ff_core::Change>, AdminError> {
+        self.check_regex_budget(std::slice::from_ref(&w.mutation)).await?;
+        Ok(self.inner.store.write(w).await?)
+    }
+
+    pub(crate) async fn write_batch(&self, b: ff_store::Batch) -> Result<Vec<ff_core::Change>, AdminError> {
+        self.check_regex_budget(&b.mutations).await?;
+        Ok(self.inner.store.write_batch(b).await?)
+    }
+
+    pub(crate) async fn put_segment(
+        &self,
+        key: &str,
+        definition: ff_core::SegmentDef,
+        expected_version: Option<u64>,
+        who: (&str, Option<&str>),
+    ) -> Result<Option<ff_core::Change>, AdminError> {
+        let snapshot = self.snapshot().await?;
+        let (s, def, k) = (snapshot.clone(), definition.clone(), key.to_owned());
+        let total = blocking(move || {
+            // An invalid definition counts nothing here: the store says what is wrong.
+            s.regex_bytes() - s.segment_regex_bytes(&k) + def.regex_bytes().unwrap_or(0)
+        })
+        .await?;
+        within_regex_budget(key, total, self.inner.regex_budget)?;
+        Ok(self.inner.store.put_segment(key, definition, expected_version, who).await?)
+    }
+
+    /// Refuses mutations whose targeting would take the snapshot's compiled regexes
+    /// past [`REGEX_BUDGET_PER_SNAPSHOT`](ff_core::REGEX_BUDGET_PER_SNAPSHOT).
+    async fn check_regex_budget(&self, mutations: &[ff_store::Mutation]) -> Result<(), AdminError> {
+        use ff_store::Mutation;
+        let snapshot = self.snapshot().await?;
+        let targeted: Vec<(String, ff_core::Targeting, ff_core::ValueType, ff_core::Schema)> = mutations
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::CreateFlag { def, .. } if !def.targeting.is_empty() => {
+                    Some((def.key.clone(), def.targeting.clone(), def.value_type, def.schema.clone()))
+                }
+                Mutation::UpdateFlag { key, patch, .. } => {
+                    let (t, f) = (patch.targeting.as_ref()?, snapshot.flag(key)?);
+                    let schema = patch.schema.clone().unwrap_or_else(|| f.schema.clone());
+                    Some((key.clone(), t.clone(), f.value_type, schema))
+                }
+                _ => None,
+            })
+            .collect();
+        let Some(last) = targeted.last().map(|t| t.0.clone()) else { return Ok(()) };
+        let total = blocking(move || {
+            let mut total = snapshot.regex_bytes();
+            for (key, t, ty, schema) in &targeted {
+                // An invalid targeting counts nothing here: the store says what is wrong.
+                total = total - snapshot.flag_regex_bytes(key) + t.regex_bytes(key, *ty, schema).unwrap_or(0);
+            }
+            total
+        })
+        .await?;
+        within_regex_budget(&last, total, self.inner.regex_budget)
+    }
+}
+
+/// Runs CPU work (compiling regexes) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AdminError::Store(StoreError::Corrupt(format!("a compile task failed: {e}"))))
+}
+
+fn within_regex_budget(key: &str, total: usize, budget: usize) -> Result<(), AdminError> {
+    if total <= budget {
+        return Ok(());
+    }
+    let problem = format!(
+        "the regexes of all flags and segments would take {total} bytes compiled, \
+         more than the snapshot's regex budget of {budget} bytes"
+    );
+    let error = ff_core::ValidationError::BadField { field: "targeting", problem };
+    Err(AdminError::Store(StoreError::Invalid { key: key.to_owned(), error }))
 }

@@ -264,3 +264,35 @@ async fn ofrep_refusals_come_in_ofreps_shape() {
     assert_eq!(config.status, 401);
     assert!(config.body.contains("\"errorCode\":\"GENERAL\""), "{}", config.body);
 }
+
+/// Targeting with `n` distinct patterns of about 22 KB compiled each.
+fn patterns(n: usize, tag: &str) -> serde_json::Value {
+    let values: Vec<String> = (0..n).map(|i| format!("^{tag}{i}-\\d{{4}}$")).collect();
+    serde_json::json!({ "targeting": { "rules": [{
+        "clauses": [{ "attribute": "email", "op": "matches", "values": values }], "value": false
+    }] } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regexes_are_held_to_a_budget_per_flag_and_per_snapshot() {
+    let f = fixture().await;
+    let strict = Admin::new(f.store.clone()).regex_budget(1 << 20);
+    let app = app(strict);
+    let bearer = format!("Bearer {}", f.editor);
+    let headers =
+        [("authorization", bearer.as_str()), ("content-type", "application/json"), ("if-match", "\"1\"")];
+    let patch = |body: serde_json::Value| {
+        send(&app, "PATCH", "/admin/api/flags/KILL", &headers, Some(body.to_string()))
+    };
+    // One flag: at most 4 MiB of compiled regexes, refused at write time naming the budget.
+    let over = patch(patterns(400, "a")).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert!(over.body.contains("the regex budget of one flag or segment"), "{}", over.body);
+    // The snapshot (here 1 MiB): refused past it, naming it.
+    let over = patch(patterns(60, "b")).await;
+    assert_eq!(over.status, 422, "{}", over.body);
+    assert!(over.body.contains("snapshot's regex budget of 1048576 bytes"), "{}", over.body);
+    let within = patch(patterns(20, "c")).await;
+    assert_eq!(within.status, 200, "{}", within.body);
+    assert_eq!(f.store.flag("KILL").await.unwrap().unwrap().targeting.rules[0].clauses[0].values.len(), 20);
+}

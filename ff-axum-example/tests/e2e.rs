@@ -1,5 +1,6 @@
 //! End to end: the real binary on a free loopback port, flags changed through the Store API.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ff_api::{ApiError, ChangeList, OverrideSet, OverrideWritten, Reasoned, UserFlag, UserLookup};
@@ -492,4 +493,37 @@ async fn the_environment_pins_a_flag_for_one_process() {
     plain.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(12)).await;
     assert_eq!(page(&pinned).await, "new");
     assert_eq!(page(&plain).await, "classic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_the_largest_targeting_the_budget_allows_is_written() {
+    use reqwest::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let app = Arc::new(App::start_with(&url, &[("FF_ADMIN_TOKEN", OPERATOR)]));
+    app.wait_for("alice", "NEW_CHECKOUT", json!(false)).await;
+    // Close to the 4 MiB a flag's regexes may take compiled (about 22 KB each).
+    let values: Vec<String> = (0..180).map(|i| format!("^user{i}-\\d{{4}}$")).collect();
+    let body = json!({ "targeting": { "rules": [{
+        "clauses": [{ "attribute": "email", "op": "matches", "values": values }], "value": true
+    }] } });
+    let writer = {
+        let (app, auth) = (app.clone(), format!("Bearer {OPERATOR}"));
+        tokio::spawn(async move {
+            let headers = [("authorization", auth.as_str()), ("if-match", "\"1\"")];
+            app.send_as(Method::PATCH, "/admin/api/flags/NEW_CHECKOUT", None, Some(body), &headers).await.0
+        })
+    };
+    let mut slowest = Duration::ZERO;
+    while !writer.is_finished() {
+        let start = Instant::now();
+        let (status, _) = app.send(Method::GET, "/healthz", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        slowest = slowest.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, written) = writer.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{written}");
+    // A generous bound: compiling runs off the async workers, so health is not queued behind it.
+    assert!(slowest < Duration::from_secs(2), "/healthz took {slowest:?} during the write");
 }

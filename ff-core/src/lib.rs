@@ -50,8 +50,9 @@ pub use reason::{Detail, Reason};
 pub use snapshot::{ApplyError, Snapshot, UserRef};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 pub use targeting::{
-    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, Rule, SegmentDef, SegmentRecord,
-    SegmentRule, Split, Step, Targeting, USER_ID, Variation,
+    Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, REGEX_BUDGET,
+    REGEX_BUDGET_PER_SNAPSHOT, Rule, SegmentDef, SegmentRecord, SegmentRule, Split, Step, Targeting, USER_ID,
+    Variation,
 };
 #[cfg(feature = "test-util")]
 pub use test_util::SnapshotBuilder;

@@ -595,6 +595,31 @@ impl Snapshot {
         self.flags.slot(slot).map(|s| &s.record)
     }
 
+    /// Memory the regexes of every flag and segment take, compiled: what the admin
+    /// holds against [`REGEX_BUDGET_PER_SNAPSHOT`](crate::REGEX_BUDGET_PER_SNAPSHOT).
+    pub fn regex_bytes(&self) -> usize {
+        let flags: usize = self
+            .flags
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| s.compiled.as_ref())
+            .map(|c| c.regex_bytes())
+            .sum();
+        flags + self.segments.values().map(|s| s.regex_bytes).sum::<usize>()
+    }
+
+    /// Memory the regexes of flag `key` take, compiled (0: none, or no such flag).
+    pub fn flag_regex_bytes(&self, key: &str) -> usize {
+        let slot = self.flags.find(key).and_then(|i| self.flags.slot(i));
+        slot.and_then(|s| s.compiled.as_ref()).map_or(0, |c| c.regex_bytes())
+    }
+
+    /// Memory the regexes of segment `key` take, compiled (0: none, or no such segment).
+    pub fn segment_regex_bytes(&self, key: &str) -> usize {
+        self.segments.get(key).map_or(0, |s| s.regex_bytes)
+    }
+
     /// All live flags, in no particular order.
     pub fn flags(&self) -> impl Iterator<Item = &FlagRecord> {
         self.flags.slots.iter().flatten().map(|s| &s.record)

@@ -16,6 +16,14 @@ use crate::value::{Schema, Value, ValueType};
 pub const MAX_RULES: usize = 100;
 /// Most values in one clause (explicit lists of ids included).
 pub const MAX_CLAUSE_VALUES: usize = 100_000;
+/// Most compiled memory of all the regexes of one flag's targeting, or of one segment:
+/// writes past it are refused, so no editor can make a snapshot slow to build.
+pub const REGEX_BUDGET: usize = 4 << 20;
+
+/// Most compiled memory of the regexes of all flags and segments together; the admin
+/// refuses a write that would take a snapshot past it.
+pub const REGEX_BUDGET_PER_SNAPSHOT: usize = 64 << 20;
+
 /// Most compiled size of one regex, in bytes.
 pub const MAX_REGEX_BYTES: usize = 64 * 1024;
 /// Most steps in one schedule.
@@ -191,6 +199,8 @@ pub(crate) struct CompiledSegment {
     included: IdSet,
     excluded: IdSet,
     rules: Vec<Vec<CompiledClause>>,
+    /// Memory its regexes take, compiled.
+    pub(crate) regex_bytes: usize,
 }
 
 /// Compiled segments by key, shared by every flag of a snapshot.
@@ -215,8 +225,13 @@ impl SegmentDef {
 impl SegmentDef {
     /// Checks the definition as a snapshot would compile it.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.regex_bytes().map(drop)
+    }
+
+    /// [`validate`](Self::validate), saying how much memory its regexes take compiled.
+    pub fn regex_bytes(&self) -> Result<usize, ValidationError> {
         crate::context::check_text("description", &self.description)?;
-        CompiledSegment::new(self).map(drop)
+        Ok(CompiledSegment::new(self)?.regex_bytes)
     }
 }
 
@@ -232,7 +247,7 @@ impl CompiledSegment {
             }
             Ok(list.iter().map(String::as_str).collect())
         };
-        let mut rules = Vec::new();
+        let (mut rules, mut left) = (Vec::new(), REGEX_BUDGET);
         for (i, r) in def.rules.iter().enumerate() {
             if r.clauses.is_empty() {
                 return Err(bad(format!("segment rule {i} has no clauses")));
@@ -244,7 +259,7 @@ impl CompiledSegment {
                         "segment rule {i} clause {j}: segments cannot refer to segments"
                     )));
                 }
-                clauses.push(compile_clause(c, &format!("segment rule {i} clause {j}"))?);
+                clauses.push(compile_clause(c, &format!("segment rule {i} clause {j}"), &mut left)?);
             }
             rules.push(clauses);
         }
@@ -253,6 +268,7 @@ impl CompiledSegment {
             included: ids(&def.included, "included")?,
             excluded: ids(&def.excluded, "excluded")?,
             rules,
+            regex_bytes: REGEX_BUDGET - left,
         })
     }
 
@@ -315,7 +331,7 @@ fn bad(message: String) -> ValidationError {
 enum Test {
     Set(IdSet, Vec<f64>, Vec<bool>),
     Strings(Vec<String>),
-    Regex(Vec<regex::Regex>),
+    Regex(Vec<regex_automata::meta::Regex>),
     Number(f64),
     Time(i64),
     Semver(semver::Version),
@@ -366,6 +382,8 @@ pub(crate) struct Compiled {
     bucket_by: Option<String>,
     /// A value the process environment pins: served before everything else.
     pin: Option<Value>,
+    /// Memory its regexes take, compiled (counted against [`REGEX_BUDGET`]).
+    regex_bytes: usize,
 }
 
 /// What targeting decided for one user.
@@ -428,14 +446,14 @@ fn time_of(v: &serde_json::Value) -> Option<i64> {
     }
 }
 
-fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationError> {
+fn compile_clause(c: &Clause, what: &str, left: &mut usize) -> Result<CompiledClause, ValidationError> {
     if c.attribute.is_empty() || c.attribute.len() > 128 {
         return Err(bad(format!("{what}: attribute must be 1 to 128 bytes")));
     }
     if c.values.len() > MAX_CLAUSE_VALUES {
         return Err(bad(format!("{what}: more than {MAX_CLAUSE_VALUES} values")));
     }
-    let test = compile_test(c, what)?;
+    let test = compile_test(c, what, left)?;
     let user_id = c.attribute == USER_ID;
     Ok(CompiledClause {
         user_set: user_id && matches!(test, Test::Set(..)),
@@ -449,7 +467,7 @@ fn compile_clause(c: &Clause, what: &str) -> Result<CompiledClause, ValidationEr
 }
 
 /// The test a clause's operator and values compile to.
-fn compile_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
+fn compile_test(c: &Clause, what: &str, left: &mut usize) -> Result<Test, ValidationError> {
     Ok(match c.op {
         Op::In | Op::NotIn | Op::Eq | Op::Neq => {
             if matches!(c.op, Op::Eq | Op::Neq) {
@@ -459,15 +477,7 @@ fn compile_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
         }
         Op::StartsWith | Op::EndsWith | Op::Contains => Test::Strings(strings(c, what)?),
         Op::Matches => Test::Regex(
-            strings(c, what)?
-                .iter()
-                .map(|p| {
-                    regex::RegexBuilder::new(p)
-                        .size_limit(MAX_REGEX_BYTES)
-                        .build()
-                        .map_err(|e| bad(format!("{what}: bad regex {p:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()?,
+            strings(c, what)?.iter().map(|p| compile_regex(p, what, left)).collect::<Result<_, _>>()?,
         ),
         Op::Lt | Op::Lte | Op::Gt | Op::Gte => Test::Number(
             one_value(c, what)?.as_f64().ok_or_else(|| bad(format!("{what}: {:?} takes a number", c.op)))?,
@@ -493,6 +503,35 @@ fn compile_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
             keys => Test::Segments(keys),
         },
     })
+}
+
+/// Compiles one pattern within what is `left` of its flag's (or segment's) regex budget.
+fn compile_regex(
+    pattern: &str,
+    what: &str,
+    left: &mut usize,
+) -> Result<regex_automata::meta::Regex, ValidationError> {
+    use regex_automata::meta::{Config, Regex};
+    let over = || {
+        bad(format!(
+            "{what}: the regexes would take more than {REGEX_BUDGET} bytes compiled \
+             (the regex budget of one flag or segment)"
+        ))
+    };
+    let limit = MAX_REGEX_BYTES.min(*left);
+    let built = Regex::builder().configure(Config::new().nfa_size_limit(Some(limit))).build(pattern);
+    let regex = match built {
+        Ok(r) => r,
+        Err(e) if e.size_limit().is_some() && limit < MAX_REGEX_BYTES => return Err(over()),
+        Err(e) if e.size_limit().is_some() => {
+            return Err(bad(format!(
+                "{what}: regex {pattern:?} compiles to more than {MAX_REGEX_BYTES} bytes (the limit of one regex)"
+            )));
+        }
+        Err(e) => return Err(bad(format!("{what}: bad regex {pattern:?}: {e}"))),
+    };
+    *left = left.checked_sub(regex.memory_usage()).ok_or_else(over)?;
+    Ok(regex)
 }
 
 /// The one value an operator like `eq` or `lt` takes.
@@ -554,6 +593,16 @@ impl Targeting {
     pub fn validate(&self, key: &str, value_type: ValueType, schema: &Schema) -> Result<(), ValidationError> {
         Compiled::new(key, value_type, schema, self).map(drop)
     }
+
+    /// [`validate`](Self::validate), saying how much memory its regexes take compiled.
+    pub fn regex_bytes(
+        &self,
+        key: &str,
+        value_type: ValueType,
+        schema: &Schema,
+    ) -> Result<usize, ValidationError> {
+        Ok(Compiled::new(key, value_type, schema, self)?.map_or(0, |c| c.regex_bytes))
+    }
 }
 
 impl Compiled {
@@ -573,6 +622,7 @@ impl Compiled {
         if t.schedule.len() > MAX_STEPS {
             return Err(bad(format!("more than {MAX_STEPS} schedule steps")));
         }
+        let mut left = REGEX_BUDGET;
         let mut rules = Vec::with_capacity(t.rules.len());
         for (i, r) in t.rules.iter().enumerate() {
             let what = format!("rule {i}");
@@ -582,7 +632,7 @@ impl Compiled {
             // Sized up front: collecting through `Result` would reserve room for four.
             let mut clauses = Vec::with_capacity(r.clauses.len());
             for (j, c) in r.clauses.iter().enumerate() {
-                clauses.push(compile_clause(c, &format!("{what} clause {j}"))?);
+                clauses.push(compile_clause(c, &format!("{what} clause {j}"), &mut left)?);
             }
             let serve = compile_serve(ty, schema, &r.value, &r.split, &what)?
                 .ok_or_else(|| bad(format!("{what} serves nothing: give a value or a split")))?;
@@ -614,6 +664,7 @@ impl Compiled {
             // Bucketing by the user id is the default.
             bucket_by: t.bucket_by.clone().filter(|b| b != USER_ID),
             pin: None,
+            regex_bytes: REGEX_BUDGET - left,
         }))
     }
 
@@ -626,7 +677,13 @@ impl Compiled {
             salt: Salted::new(""),
             bucket_by: None,
             pin: Some(value),
+            regex_bytes: 0,
         }
+    }
+
+    /// Memory its regexes take, compiled.
+    pub(crate) fn regex_bytes(&self) -> usize {
+        self.regex_bytes
     }
 
     /// The pinned value, if any.

@@ -436,7 +436,14 @@ async fn run(shared: Arc<Shared>, config: SourceBuilder) {
                 if let Ok(mut r) = shared.sync_report.lock() {
                     *r = Some(report);
                 }
-                let snapshot = Snapshot::from_state_pinned(&state, shared.usage.clone(), shared.pins.clone());
+                let snapshot = match build(state, &shared).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ff: cannot build the snapshot; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                };
                 tracing::info!(version = snapshot.version(), flags = snapshot.len(), "ff: flags loaded");
                 shared.install(snapshot);
                 shared.succeeded();
@@ -642,7 +649,12 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
             let rest = u32::try_from(end - last).unwrap_or(u32::MAX);
             changes.extend(store.changes_since(last, rest).await?);
         }
-        match current.apply(&changes) {
+        // Compiling targeting (regexes) is CPU work: off the async workers.
+        let base = current.clone();
+        let applied = tokio::task::spawn_blocking(move || base.apply(&changes))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("applying changes failed: {e}")))?;
+        match applied {
             Ok(next) if next.version() > current.version() => {
                 tracing::debug!(from = current.version(), to = next.version(), "ff: applied flag changes");
                 shared.install(next);
@@ -660,8 +672,16 @@ async fn refresh(store: &dyn Store, shared: &Shared) -> Result<bool, StoreError>
 
 async fn full_reload(store: &dyn Store, shared: &Shared) -> Result<(), StoreError> {
     let state = store.load().await?;
-    shared.install(Snapshot::from_state_pinned(&state, shared.usage.clone(), shared.pins.clone()));
+    shared.install(build(state, shared).await?);
     Ok(())
+}
+
+/// A snapshot of `state`, compiled off the async workers.
+async fn build(state: StoreState, shared: &Shared) -> Result<Snapshot, StoreError> {
+    let (usage, pins) = (shared.usage.clone(), shared.pins.clone());
+    tokio::task::spawn_blocking(move || Snapshot::from_state_pinned(&state, usage, pins))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("building the snapshot failed: {e}")))
 }
 
 async fn sleep_or_nudge(shared: &Shared, d: Duration) {

@@ -403,7 +403,7 @@ async fn bad_targeting_is_refused_on_write() {
         (
             "PREMIUM",
             json!({"rules": [{"clauses": [{"attribute": "a", "op": "matches", "values": ["\\w{5000}{5000}"]}], "value": true}]}),
-            "bad regex",
+            "compiles to more than 65536 bytes (the limit of one regex)",
         ),
         (
             "PREMIUM",

@@ -118,9 +118,9 @@ pub(crate) async fn save_segment(
     };
     let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
     let expected = Some(f.version.unwrap_or(0));
-    match admin.store().put_segment(key, definition, expected, (&visitor.caller.name, reason)).await {
+    match admin.put_segment(key, definition, expected, (&visitor.caller.name, reason)).await {
         Ok(_) => Redirect::to(&format!("{}/segments/{}", visitor.base, seg(key))).into_response(),
-        Err(e) => visitor.fail(e.into()),
+        Err(e) => visitor.fail(e),
     }
 }
 

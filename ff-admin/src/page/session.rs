@@ -218,9 +218,9 @@ impl Visitor {
 
     /// Writes `m`, then back to the flag's page, or the page saying why nothing changed.
     pub(super) async fn apply(&self, admin: &Admin, m: Mutation, reason: &str, key: &str) -> Response {
-        match admin.store().write(self.write(m, reason)).await {
+        match admin.write(self.write(m, reason)).await {
             Ok(_) => self.back_to(key),
-            Err(e) => self.fail(e.into()),
+            Err(e) => self.fail(e),
         }
     }
 

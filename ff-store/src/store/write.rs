@@ -175,7 +175,11 @@ async fn plan_op<T: WriteTx>(
             let declared = tx.declared_attributes().await?;
             check_attributes(key, definition.attributes(), &declared)?;
             let before = tx.segment(key).await?;
-            plan_segment(key, definition.clone(), before.as_ref(), expected_version, at)?
+            // Compiling its rules is CPU work: off the async workers.
+            let (k, d, b) = (key.to_owned(), definition.clone(), before.clone());
+            tokio::task::spawn_blocking(move || plan_segment(&k, d, b.as_ref(), expected_version, at))
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("planning a segment failed: {e}")))??
                 .map(|record| Plan::PutSegment { record, before })
         }
         WriteOp::DeleteSegment { key } => {
@@ -245,7 +249,7 @@ async fn plan_one<T: WriteTx>(
         },
         None => None,
     };
-    let Some(plan) = plan(m, current.as_ref(), current_override.as_ref(), at)? else {
+    let Some(plan) = plan_compiled(m, current, current_override, at).await? else {
         return Ok(None);
     };
     if let Some(t) = plan.new_targeting() {
@@ -262,6 +266,31 @@ async fn plan_one<T: WriteTx>(
     }
     staged.stage(&plan);
     Ok(Some(plan))
+}
+
+/// [`plan`], off the async workers when it compiles targeting (regexes are CPU work
+/// bounded only by the regex budget).
+async fn plan_compiled(
+    m: &Mutation,
+    current: Option<FlagRecord>,
+    current_override: Option<serde_json::Value>,
+    at: OffsetDateTime,
+) -> Result<Option<Plan>, StoreError> {
+    let compiles = match m {
+        Mutation::CreateFlag { def, .. } => !def.targeting.is_empty(),
+        Mutation::UpdateFlag { .. } | Mutation::RestoreFlag { .. } => {
+            current.as_ref().is_some_and(|c| !c.targeting.is_empty())
+                || matches!(m, Mutation::UpdateFlag { patch, .. } if patch.targeting.is_some())
+        }
+        _ => false,
+    };
+    if !compiles {
+        return plan(m, current.as_ref(), current_override.as_ref(), at);
+    }
+    let m = m.clone();
+    tokio::task::spawn_blocking(move || plan(&m, current.as_ref(), current_override.as_ref(), at))
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("planning a write failed: {e}")))?
 }
 
 /// One mutation; `None` when it changed nothing.
