@@ -1,7 +1,11 @@
 //! API tokens: `ff_<id>_<secret>`, stored as a SHA-256 hash of the secret,
 //! compared in constant time; roles checked per route.
 
-use axum::extract::FromRequestParts;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use ff_store::{Role, Store, StoreError, TokenRecord};
 use sha2::{Digest, Sha256};
@@ -94,17 +98,87 @@ impl FromRequestParts<Admin> for Caller {
         let Some(token) = bearer.or_else(|| header("x-api-key")).map(str::trim) else {
             return Err(AdminError::Unauthorized);
         };
-        admin.authenticate(token).await
+        Ok(admin.authenticate_from(client(parts), token).await?.0)
+    }
+}
+
+/// The client's address as an extractor (see [`client`]).
+pub(crate) struct ClientAddr(pub(crate) Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client(parts)))
+    }
+}
+
+/// The client's address, when the server gives it (`into_make_service_with_connect_info`);
+/// without it, every client shares one throttle.
+pub(crate) fn client(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Failed authentications per client address. Past [`MAX_FAILURES`] in a window, the
+/// address is answered 429 for the rest of it, and its tokens are checked against the
+/// cache only: a flood of forged tokens costs no store reads, and a valid token already
+/// in use keeps working.
+#[derive(Default)]
+pub(crate) struct Throttle(std::sync::Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>);
+
+/// Failed authentications an address may make per [`THROTTLE_WINDOW`].
+pub const MAX_FAILURES: u32 = 20;
+/// The throttle's window.
+pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+
+impl Throttle {
+    /// How long `client` must wait, if it is throttled.
+    fn wait(&self, client: Option<IpAddr>) -> Option<Duration> {
+        let map = self.0.lock().ok()?;
+        let (failures, since) = map.get(&client)?;
+        let left = THROTTLE_WINDOW.checked_sub(since.elapsed())?;
+        (*failures >= MAX_FAILURES).then_some(left)
+    }
+
+    fn failed(&self, client: Option<IpAddr>) {
+        let Ok(mut map) = self.0.lock() else { return };
+        if map.len() >= 100_000 {
+            map.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
+        }
+        let entry = map.entry(client).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= THROTTLE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 = entry.0.saturating_add(1);
     }
 }
 
 impl Admin {
-    pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AdminError> {
-        Ok(self.authenticate_token(token).await?.0)
+    /// [`authenticate_token`](Self::authenticate_token) under the throttle of `client`.
+    pub(crate) async fn authenticate_from(
+        &self,
+        client: Option<IpAddr>,
+        token: &str,
+    ) -> Result<(Caller, SessionToken), AdminError> {
+        let wait = self.inner.throttle.wait(client);
+        let result = self.authenticate_token(token, wait.is_some()).await;
+        match (&result, wait) {
+            (Err(AdminError::Unauthorized), Some(w)) => Err(AdminError::TooManyAttempts { retry_after: w }),
+            (Err(AdminError::Unauthorized), None) => {
+                self.inner.throttle.failed(client);
+                result
+            }
+            _ => result,
+        }
     }
 
     /// The caller a token stands for, and which token it is (what a page session holds).
-    pub(crate) async fn authenticate_token(&self, token: &str) -> Result<(Caller, SessionToken), AdminError> {
+    /// `cached_only`: a token not in the cache is refused without reading the store.
+    pub(crate) async fn authenticate_token(
+        &self,
+        token: &str,
+        cached_only: bool,
+    ) -> Result<(Caller, SessionToken), AdminError> {
         if let Some(expected) = &self.inner.env_token
             && bool::from(digest(token).ct_eq(expected))
         {
@@ -113,7 +187,11 @@ impl Admin {
         let Some((id, secret)) = token.strip_prefix("ff_").and_then(|t| t.split_once('_')) else {
             return Err(AdminError::Unauthorized);
         };
-        let record = self.token_record(id).await?;
+        let record = match self.cached_token(id) {
+            Some(r) => r,
+            None if cached_only => return Err(AdminError::Unauthorized),
+            None => self.token_record(id).await?,
+        };
         let stored = hex::decode(&record.secret_hash).unwrap_or_default();
         let matches = bool::from(digest(secret).as_slice().ct_eq(stored.as_slice()));
         if !matches || record.revoked_at.is_some() {

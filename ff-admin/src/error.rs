@@ -34,6 +34,11 @@ pub enum AdminError {
     Conflict(String),
     /// The store refused or failed.
     Store(StoreError),
+    /// Too many failed authentications from this address.
+    TooManyAttempts {
+        /// When the address may try again.
+        retry_after: std::time::Duration,
+    },
     /// The store failed while a token was checked: the caller is not known yet, so the
     /// answer names only a request id; the log has the id and the cause.
     AuthUnavailable {
@@ -89,6 +94,11 @@ impl AdminError {
                 "unavailable",
                 format!("cannot check the token now; try again (request id {request_id})"),
             ),
+            E::TooManyAttempts { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed authentications; try again in {} s", retry_after.as_secs() + 1),
+            ),
             E::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -143,6 +153,10 @@ impl IntoResponse for AdminError {
         if status.is_server_error() {
             tracing::warn!(error = %message, "ff-admin: request failed");
         }
-        (status, Json(ff_api::ApiError { error: code.to_owned(), message })).into_response()
+        let mut res = (status, Json(ff_api::ApiError { error: code.to_owned(), message })).into_response();
+        if let AdminError::TooManyAttempts { retry_after } = self {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, (retry_after.as_secs() + 1).into());
+        }
+        res
     }
 }

@@ -31,7 +31,9 @@ use axum::routing::{get, post, put};
 use ff_core::{FlagDecl, Lifetimes, Snapshot, StaleRules};
 use ff_store::{Source, Store, StoreError};
 
-pub use auth::{Caller, ENV_ADMIN, MIN_ENV_TOKEN_LEN, WeakAdminToken, create_token};
+pub use auth::{
+    Caller, ENV_ADMIN, MAX_FAILURES, MIN_ENV_TOKEN_LEN, THROTTLE_WINDOW, WeakAdminToken, create_token,
+};
 pub use error::AdminError;
 
 /// What pages may load: their own stylesheet and script, nothing inline, nothing
@@ -71,6 +73,7 @@ struct Inner {
     stale_rules: StaleRules,
     source: Option<Source>,
     tokens: Arc<auth::TokenCache>,
+    throttle: Arc<auth::Throttle>,
     token_ttl: std::time::Duration,
     secure_cookies: bool,
     regex_budget: usize,
@@ -101,6 +104,7 @@ impl Admin {
                 stale_rules: StaleRules::default(),
                 source: None,
                 tokens: Arc::default(),
+                throttle: Arc::default(),
                 token_ttl: std::time::Duration::from_secs(5),
                 secure_cookies: false,
                 loaded: Arc::default(),

@@ -252,13 +252,14 @@ async fn every_route_needs_a_valid_token() {
         } else {
             assert_eq!(error(&r), "unauthorized", "{method} {path}");
         }
+        // Refused: 401, or 429 once this client has failed too often (tests/security.rs).
         for token in bad {
             let r = api.call(method, path, Some(token), Some(json!({}))).await;
-            assert_eq!(r.status, 401, "{method} {path} with {token:?}");
+            assert!(matches!(r.status, 401 | 429), "{method} {path} with {token:?}: {}", r.status);
         }
         // A real token's id with another secret.
         let forged = format!("{}_{}", &api.editor[..api.editor.rfind('_').unwrap()], "0".repeat(64));
-        assert_eq!(api.call(method, path, Some(&forged), Some(json!({}))).await.status, 401);
+        assert!(matches!(api.call(method, path, Some(&forged), Some(json!({}))).await.status, 401 | 429));
     }
     assert_eq!(api.log_len().await, before, "nothing written");
 }

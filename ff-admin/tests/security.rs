@@ -296,3 +296,36 @@ async fn regexes_are_held_to_a_budget_per_flag_and_per_snapshot() {
     assert_eq!(within.status, 200, "{}", within.body);
     assert_eq!(f.store.flag("KILL").await.unwrap().unwrap().targeting.rules[0].clauses[0].values.len(), 20);
 }
+
+async fn send_from(app: &Router, from: [u8; 4], path: &str, token: &str) -> Reply {
+    let addr = std::net::SocketAddr::from((from, 40000));
+    let mut req = http::Request::builder().uri(path).header("authorization", format!("Bearer {token}"));
+    req.extensions_mut().unwrap().insert(axum::extract::ConnectInfo(addr));
+    let res = app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+#[tokio::test]
+async fn failed_authentications_are_throttled_per_address_and_valid_tokens_are_not() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()));
+    let (attacker, neighbour) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    // The editor's token is in use from the attacker's address (a shared NAT, say).
+    assert_eq!(send_from(&app, attacker, "/admin/api/flags", &f.editor).await.status, 200);
+    for i in 0..ff_admin::MAX_FAILURES {
+        let forged = format!("ff_{i:012x}_{}", "0".repeat(64));
+        assert_eq!(send_from(&app, attacker, "/admin/api/flags", &forged).await.status, 401, "{i}");
+    }
+    let forged = format!("ff_{:012x}_{}", 999, "0".repeat(64));
+    let r = send_from(&app, attacker, "/admin/api/flags", &forged).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let retry: u64 = r.header("retry-after").parse().unwrap();
+    assert!((1..=ff_admin::THROTTLE_WINDOW.as_secs() + 1).contains(&retry), "{retry}");
+    assert!(r.body.contains("too many failed authentications"), "{}", r.body);
+    // A valid token in use is not slowed; another address is not throttled.
+    assert_eq!(send_from(&app, attacker, "/admin/api/flags", &f.editor).await.status, 200);
+    assert_eq!(send_from(&app, neighbour, "/admin/api/flags", &forged).await.status, 401);
+    assert_eq!(send_from(&app, neighbour, "/admin/api/flags", &f.admin_token).await.status, 200);
+}

@@ -104,8 +104,13 @@ pub fn router(source: Source, admin: ff_admin::Admin) -> App {
 }
 
 /// [`router`] as `axum::serve` takes it: `axum::serve(listener, make_service(source, admin))`.
-pub fn make_service(source: Source, admin: ff_admin::Admin) -> axum::routing::IntoMakeService<App> {
-    axum::ServiceExt::<axum::extract::Request>::into_make_service(router(source, admin))
+/// With each connection's address, which the admin's throttle of failed
+/// authentications keys on.
+pub fn make_service(
+    source: Source,
+    admin: ff_admin::Admin,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<App, std::net::SocketAddr> {
+    axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info(router(source, admin))
 }
 
 /// The same routes without ff's layer: handlers serve code defaults. The load

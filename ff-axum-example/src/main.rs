@@ -65,7 +65,9 @@ async fn main() -> anyhow::Result<()> {
         let app = ff_axum_example::make_service(source, admin);
         axum::serve(listener, app).with_graceful_shutdown(shutdown()).await
     } else {
-        axum::serve(listener, ff_axum_example::routes(source, admin)).with_graceful_shutdown(shutdown()).await
+        let app = ff_axum_example::routes(source, admin)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown()).await
     }
     .context("server failed")
 }

@@ -14,6 +14,8 @@ use super::session::{
     Base, COOKIE, LOGIN_COOKIE, SESSION_TTL, Visitor, cookie, cookie_named, random_hex, set_cookie,
 };
 use crate::Admin;
+use crate::auth::ClientAddr;
+use crate::error::AdminError;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct LoginForm {
@@ -59,6 +61,7 @@ fn login_form(admin: &Admin, headers: &HeaderMap, base: &str, error: Option<&str
 pub(crate) async fn login(
     State(admin): State<Admin>,
     Base(base): Base,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -69,12 +72,18 @@ pub(crate) async fn login(
         *res.status_mut() = StatusCode::FORBIDDEN;
         return res;
     }
-    let token = match admin.authenticate_token(form.token.trim()).await {
+    let token = match admin.authenticate_from(client, form.token.trim()).await {
         Ok((_, t)) => t,
-        Err(_) => {
-            let bad = "That token is not valid (unknown, revoked or mistyped).";
-            let mut res = login_form(&admin, &headers, &base, Some(bad));
-            *res.status_mut() = StatusCode::UNAUTHORIZED;
+        Err(e) => {
+            let (status, message) = match e {
+                AdminError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+                _ => (
+                    StatusCode::UNAUTHORIZED,
+                    "That token is not valid (unknown, revoked or mistyped).".into(),
+                ),
+            };
+            let mut res = login_form(&admin, &headers, &base, Some(&message));
+            *res.status_mut() = status;
             return res;
         }
     };
