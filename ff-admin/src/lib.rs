@@ -22,12 +22,12 @@ mod auth;
 mod error;
 mod ofrep;
 mod page;
+mod routes;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
 use ff_core::{FlagDecl, Lifetimes, Snapshot, StaleRules};
 use ff_store::{Source, Store, StoreError};
 
@@ -35,6 +35,7 @@ pub use auth::{
     Caller, ENV_ADMIN, MAX_FAILURES, MIN_ENV_TOKEN_LEN, THROTTLE_WINDOW, WeakAdminToken, create_token,
 };
 pub use error::AdminError;
+pub use routes::{Access, Route};
 
 /// What pages may load: their own stylesheet and script, nothing inline, nothing
 /// from elsewhere, never in a frame.
@@ -244,54 +245,17 @@ impl Admin {
     /// router where the admin should live).
     pub fn router(&self) -> Router {
         self.prune_sessions_every(std::time::Duration::from_secs(60));
-        Router::new()
-            .route("/", get(page::list))
-            .route("/page.css", get(page::stylesheet))
-            .route("/page.js", get(page::script))
-            .route("/login", get(page::login_page).post(page::login))
-            .route("/logout", post(page::logout))
-            .route("/users", get(page::user_page))
-            .route("/stale", get(page::stale_page))
-            .route("/segments", get(page::segments_page).post(page::save_segment))
-            .route("/segments/{key}", get(page::segment_page))
-            .route("/segments/{key}/delete", post(page::delete_segment))
-            .route("/flags/{key}", get(page::flag_page))
-            .route("/flags/{key}/switch", post(page::switch))
-            .route("/flags/{key}/value", post(page::set_value))
-            .route("/flags/{key}/targeting", post(page::set_targeting))
-            .route("/flags/{key}/overrides", post(page::add_override))
-            .route("/flags/{key}/overrides/remove", post(page::remove_override))
-            .route("/changes/{seq}/revert", post(page::revert))
-            .route("/api/flags", get(api::list_flags))
-            .route("/api/batch", post(api::batch))
-            .route(
-                "/api/flags/{key}",
-                get(api::get_flag).patch(api::patch_flag).put(api::create_flag).delete(api::archive_flag),
-            )
-            .route("/api/flags/{key}/restore", post(api::restore_flag))
-            .route(
-                "/api/flags/{key}/overrides/{user_id}",
-                put(api::set_override).delete(api::delete_override),
-            )
-            .route("/api/users/{user_id}", get(api::user_lookup))
-            .route("/api/stale", get(api::stale))
-            .route("/api/usage", get(api::usage))
-            .route("/api/changes", get(api::changes))
-            .route("/api/export", get(api::export))
-            .route("/api/segments", get(api::list_segments))
-            .route(
-                "/api/segments/{key}",
-                get(api::get_segment).put(api::put_segment).delete(api::delete_segment),
-            )
-            .route("/api/changes/{seq}/revert", post(api::revert))
-            .route("/api/tokens", get(api::list_tokens).post(api::create_token))
-            .route("/api/tokens/{name}", axum::routing::delete(api::revoke_token))
-            .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate))
-            .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
-            .route("/ofrep/v1/configuration", get(ofrep::configuration))
+        routes::build()
+            .0
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
+    }
+
+    /// Every route with who may use it: what [`router`](Self::router) serves, for
+    /// tests that try each one.
+    pub fn routes() -> Vec<Route> {
+        routes::build().1
     }
 
     /// Drops expired and idle page sessions on a timer, while this admin lives (and a

@@ -329,3 +329,172 @@ async fn failed_authentications_are_throttled_per_address_and_valid_tokens_are_n
     assert_eq!(send_from(&app, neighbour, "/admin/api/flags", &forged).await.status, 401);
     assert_eq!(send_from(&app, neighbour, "/admin/api/flags", &f.admin_token).await.status, 200);
 }
+
+/// A route's address under `/admin`, with its parameters filled in.
+fn concrete(path: &str) -> String {
+    let path = path
+        .replace("{key}", "NOPE")
+        .replace("{user_id}", "u1")
+        .replace("{seq}", "999999")
+        .replace("{name}", "nobody");
+    if path == "/" { "/admin".into() } else { format!("/admin{path}") }
+}
+
+async fn call(app: &Router, method: &http::Method, path: &str, headers: &[(&str, &str)], n: u32) -> Reply {
+    // Each from its own address: the throttle of failed authentications stays out of it.
+    let addr = std::net::SocketAddr::from(([10, 1, (n >> 8) as u8, n as u8], 40000));
+    let mut req = http::Request::builder().method(method).uri(concrete(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.extensions_mut().unwrap().insert(axum::extract::ConnectInfo(addr));
+    let res = app.clone().oneshot(req.body(Body::from("{}")).unwrap()).await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+/// Every route the admin serves, from its own table: nobody gets in without the
+/// credential and role the table names, and nothing is written by those refused.
+#[tokio::test]
+async fn every_route_refuses_whoever_it_does_not_admit() {
+    use ff_admin::Access;
+    let f = fixture().await;
+    let (_, viewer) = ff_admin::create_token(&*f.store, "vi", Role::Viewer, "test", None).await.unwrap();
+    let app = app(Admin::new(f.store.clone()));
+    let (_, viewer_session, viewer_csrf) = login(&app, &viewer, &[]).await;
+    let (_, editor_session, _) = login(&app, &f.editor, &[]).await;
+    let mut seq = f.store.latest_seq().await.unwrap();
+    let tokens = [
+        (Role::Viewer, viewer.clone()),
+        (Role::Editor, f.editor.clone()),
+        (Role::Admin, f.admin_token.clone()),
+    ];
+    let forged = format!("ff_{:012x}_{}", 7, "0".repeat(64));
+    let routes = Admin::routes();
+    assert!(routes.len() >= 40, "{} routes", routes.len());
+    let mut n = 0;
+    for route in &routes {
+        let (m, p) = (&route.method, route.path);
+        n += 1;
+        match route.access {
+            Access::Public => {
+                let r = call(&app, m, p, &[], n).await;
+                // The login post without its form and CSRF cookie is refused, not served.
+                let login_refused = p == "/login" && [403, 415].contains(&r.status);
+                assert!(r.status == 200 || login_refused, "{m} {p}: {}", r.status);
+            }
+            Access::Token(needed) => {
+                assert_eq!(call(&app, m, p, &[], n).await.status, 401, "{m} {p} without a token");
+                let bad = format!("Bearer {forged}");
+                assert_eq!(
+                    call(&app, m, p, &[("authorization", &bad)], n).await.status,
+                    401,
+                    "{m} {p} forged"
+                );
+                for (role, token) in &tokens {
+                    let auth = format!("Bearer {token}");
+                    let r = call(
+                        &app,
+                        m,
+                        p,
+                        &[("authorization", &auth), ("content-type", "application/json")],
+                        n,
+                    )
+                    .await;
+                    if *role < needed {
+                        assert_eq!(r.status, 403, "{m} {p} as {role:?}: {}", r.body);
+                        assert_eq!(f.store.latest_seq().await.unwrap(), seq, "{m} {p} as {role:?} wrote");
+                    } else {
+                        assert!(![401, 403].contains(&r.status), "{m} {p} as {role:?}: {}", r.status);
+                        // Let in: it may write (a segment put creates one); later refusals may not.
+                        seq = f.store.latest_seq().await.unwrap();
+                    }
+                }
+            }
+            Access::Session(needed) => {
+                let r = call(&app, m, p, &[], n).await;
+                assert_eq!(
+                    (r.status, r.header("location")),
+                    (303, "/admin/login"),
+                    "{m} {p} without a session"
+                );
+                if m == http::Method::POST {
+                    let form = "application/x-www-form-urlencoded";
+                    // Another session's form (a forged CSRF token) is refused.
+                    let cookie = [("cookie", editor_session.as_str()), ("content-type", form)];
+                    let r = call_form(&app, p, &cookie, &every_field(&viewer_csrf)).await;
+                    assert_eq!(r.status, 403, "{m} {p} with another session's CSRF token: {}", r.body);
+                    if needed > Role::Viewer {
+                        let cookie = [("cookie", viewer_session.as_str()), ("content-type", form)];
+                        let r = call_form(&app, p, &cookie, &every_field(&viewer_csrf)).await;
+                        assert_eq!(r.status, 403, "{m} {p} as a viewer: {}", r.body);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(f.store.latest_seq().await.unwrap(), seq, "refused requests wrote nothing");
+}
+
+/// A form with every field any page form takes, so each reaches its checks.
+fn every_field(csrf: &str) -> String {
+    format!(
+        "csrf={csrf}&key=KILL&enabled=false&version=1&value=1&targeting=%7B%7D&user_id=u1&definition=%7B%7D&reason=x"
+    )
+}
+
+async fn call_form(app: &Router, path: &str, headers: &[(&str, &str)], form: &str) -> Reply {
+    let mut req = http::Request::builder().method("POST").uri(concrete(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = app.clone().oneshot(req.body(Body::from(form.to_owned())).unwrap()).await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    Reply { status, headers, body }
+}
+
+/// Hostile text in every field an editor or a client controls is shown as text on
+/// every page the admin serves (the GET routes of its table).
+#[tokio::test]
+async fn every_page_escapes_hostile_text() {
+    use ff_store::{FlagPatch, FlagWriter, Mutation, Write};
+    let f = fixture().await;
+    let evil = "<script>alert(1)</script>";
+    let evil_id = "<img src=x onerror=alert(1)>";
+    let patch =
+        FlagPatch { description: Some(evil.into()), owner: Some(evil.into()), ..FlagPatch::default() };
+    let w = |m| Write::new("test", m).reason(evil);
+    f.store
+        .write(w(Mutation::UpdateFlag { key: "KILL".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    f.store.write(w(Mutation::set_override("KILL", evil_id, false))).await.unwrap();
+    let def =
+        serde_json::from_value(serde_json::json!({ "description": evil, "included": [evil_id] })).unwrap();
+    f.store.put_segment("evil", def, None, ("test", Some(evil))).await.unwrap();
+    let app = app(Admin::new(f.store.clone()));
+    let (_, session, _) = login(&app, &f.editor, &[]).await;
+    let pages: Vec<_> = Admin::routes()
+        .into_iter()
+        .filter(|r| r.method == http::Method::GET && matches!(r.access, ff_admin::Access::Session(_)))
+        .collect();
+    assert!(pages.len() >= 6);
+    for route in pages {
+        let path = match route.path {
+            "/" => "/admin".to_owned(),
+            "/users" => "/admin/users?user=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E".to_owned(),
+            p => format!(
+                "/admin{}",
+                p.replace("{key}", if p.starts_with("/segments") { "evil" } else { "KILL" })
+            ),
+        };
+        let r = send(&app, "GET", &path, &[("cookie", &session)], None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(!r.body.contains(evil) && !r.body.contains(evil_id), "{path} shows raw markup: {}", r.body);
+        if ["/flags/{key}", "/segments/{key}"].contains(&route.path) {
+            assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path} shows it as text");
+        }
+    }
+}
