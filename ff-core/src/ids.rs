@@ -3,15 +3,20 @@
 //! segment lookup reuses that hash.
 
 use std::hash::BuildHasher;
+use std::sync::LazyLock;
 
 use hashbrown::HashTable;
-use rustc_hash::FxBuildHasher;
 use smol_str::SmolStr;
+
+/// The key of every id table's hash, random per process: id lists and segments come
+/// from editors, and with an unkeyed hash they could pick ids that all collide and
+/// make tables slow to build and to probe.
+static KEY: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
 /// The hash every id table uses.
 #[inline]
 pub(crate) fn id_hash(id: &str) -> u64 {
-    FxBuildHasher.hash_one(id)
+    KEY.hash_one(id)
 }
 
 /// String equality for the short keys and ids of the hot path, inline: a call
