@@ -119,37 +119,79 @@ pub(crate) fn client(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// Failed authentications per client address. Past [`MAX_FAILURES`] in a window, the
-/// address is answered 429 for the rest of it, and its tokens are checked against the
-/// cache only: a flood of forged tokens costs no store reads, and a valid token already
-/// in use keeps working.
+/// Failed authentications per client address (IPv6 by /64). Past [`MAX_FAILURES`] in
+/// a window, counting attempts still in flight, the address is answered 429 for the rest
+/// of it, and reads the store only for ids of tokens this admin has seen valid: a flood
+/// of forged tokens costs no store reads, racing ones included, and real tokens keep
+/// working.
 #[derive(Default)]
-pub(crate) struct Throttle(std::sync::Mutex<HashMap<Option<IpAddr>, (u32, Instant)>>);
+pub(crate) struct Throttle(std::sync::Mutex<HashMap<Option<IpAddr>, Tries>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    failures: u32,
+    in_flight: u32,
+    since: Instant,
+}
 
 /// Failed authentications an address may make per [`THROTTLE_WINDOW`].
 pub const MAX_FAILURES: u32 = 20;
 /// The throttle's window.
 pub const THROTTLE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at once; past it, new ones share one throttle.
+const MAX_CLIENTS: usize = 100_000;
+
+/// The throttle's key: an IPv6 client by its /64, which one host usually holds whole.
+fn throttle_key(client: Option<IpAddr>) -> Option<IpAddr> {
+    match client? {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)))
+        }
+        v4 => Some(v4),
+    }
+}
 
 impl Throttle {
-    /// How long `client` must wait, if it is throttled.
-    fn wait(&self, client: Option<IpAddr>) -> Option<Duration> {
-        let map = self.0.lock().ok()?;
-        let (failures, since) = map.get(&client)?;
-        let left = THROTTLE_WINDOW.checked_sub(since.elapsed())?;
-        (*failures >= MAX_FAILURES).then_some(left)
+    /// Starts an attempt from `client` that may read the store, or says how long to wait.
+    fn admit(&self, client: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = throttle_key(client).filter(|k| map.len() < MAX_CLIENTS || map.contains_key(&Some(*k)));
+        let now = Instant::now();
+        let tries = map.entry(key).or_insert(Tries { failures: 0, in_flight: 0, since: now });
+        if now.duration_since(tries.since) >= THROTTLE_WINDOW {
+            (tries.failures, tries.since) = (0, now);
+        }
+        if tries.failures + tries.in_flight >= MAX_FAILURES {
+            return Err(THROTTLE_WINDOW.saturating_sub(now.duration_since(tries.since)));
+        }
+        tries.in_flight += 1;
+        Ok(Attempt { throttle: self, key, failed: false })
     }
 
-    fn failed(&self, client: Option<IpAddr>) {
-        let Ok(mut map) = self.0.lock() else { return };
-        if map.len() >= 100_000 {
-            map.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
+    /// Forgets addresses with nothing in flight and a window that has passed.
+    pub(crate) fn prune(&self) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, t| t.in_flight > 0 || t.since.elapsed() < THROTTLE_WINDOW);
+    }
+}
+
+/// One admitted attempt: counted in flight until dropped, then as a failure if it failed
+/// (also when the request was abandoned midway).
+struct Attempt<'a> {
+    throttle: &'a Throttle,
+    key: Option<IpAddr>,
+    failed: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut map = self.throttle.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = map.get_mut(&self.key) {
+            t.in_flight = t.in_flight.saturating_sub(1);
+            t.failures = t.failures.saturating_add(u32::from(self.failed));
         }
-        let entry = map.entry(client).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= THROTTLE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 = entry.0.saturating_add(1);
     }
 }
 
@@ -160,24 +202,25 @@ impl Admin {
         client: Option<IpAddr>,
         token: &str,
     ) -> Result<(Caller, SessionToken), AdminError> {
-        let wait = self.inner.throttle.wait(client);
-        let result = self.authenticate_token(token, wait.is_some()).await;
-        match (&result, wait) {
-            (Err(AdminError::Unauthorized), Some(w)) => Err(AdminError::TooManyAttempts { retry_after: w }),
-            (Err(AdminError::Unauthorized), None) => {
-                self.inner.throttle.failed(client);
+        match self.inner.throttle.admit(client) {
+            Ok(mut attempt) => {
+                let result = self.authenticate_token(token, false).await;
+                attempt.failed = matches!(result, Err(AdminError::Unauthorized));
                 result
             }
-            _ => result,
+            Err(wait) => match self.authenticate_token(token, true).await {
+                Err(AdminError::Unauthorized) => Err(AdminError::TooManyAttempts { retry_after: wait }),
+                other => other,
+            },
         }
     }
 
     /// The caller a token stands for, and which token it is (what a page session holds).
-    /// `cached_only`: a token not in the cache is refused without reading the store.
+    /// `known_only`: the store is read only for ids of tokens seen valid before.
     pub(crate) async fn authenticate_token(
         &self,
         token: &str,
-        cached_only: bool,
+        known_only: bool,
     ) -> Result<(Caller, SessionToken), AdminError> {
         if let Some(expected) = &self.inner.env_token
             && bool::from(digest(token).ct_eq(expected))
@@ -189,7 +232,7 @@ impl Admin {
         };
         let record = match self.cached_token(id) {
             Some(r) => r,
-            None if cached_only => return Err(AdminError::Unauthorized),
+            None if known_only && !self.known_token(id) => return Err(AdminError::Unauthorized),
             None => self.token_record(id).await?,
         };
         let stored = hex::decode(&record.secret_hash).unwrap_or_default();
@@ -197,6 +240,7 @@ impl Admin {
         if !matches || record.revoked_at.is_some() {
             return Err(AdminError::Unauthorized);
         }
+        self.remember_valid(&record.id);
         Ok((Caller { name: record.name, role: record.role }, SessionToken::Stored(record.id)))
     }
 
@@ -232,34 +276,63 @@ fn env_caller() -> Caller {
     Caller { name: ENV_ADMIN.to_owned(), role: Role::Admin }
 }
 
-/// Tokens by id, with when they were read.
+/// Tokens by id, with when they were read; which ids belong to real tokens; which were
+/// revoked here.
 #[derive(Default)]
-pub(crate) struct TokenCache(
-    std::sync::Mutex<std::collections::HashMap<String, (TokenRecord, std::time::Instant)>>,
-);
+pub(crate) struct TokenCache {
+    fresh: std::sync::Mutex<HashMap<String, (TokenRecord, Instant)>>,
+    /// Ids of tokens seen valid: a throttled address may still have these read.
+    known: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Revoked through this admin: never cached again, so a read that began before the
+    /// revocation cannot put the token back for the cache's period.
+    revoked: std::sync::Mutex<std::collections::HashSet<String>>,
+}
 
 impl Admin {
     fn cached_token(&self, id: &str) -> Option<TokenRecord> {
-        let cache = self.inner.tokens.0.lock().ok()?;
+        let cache = self.inner.tokens.fresh.lock().ok()?;
         let ttl = self.inner.token_ttl;
         cache.get(id).filter(|(_, at)| at.elapsed() < ttl).map(|(t, _)| t.clone())
     }
 
     fn cache_token(&self, record: &TokenRecord) {
-        if let Ok(mut cache) = self.inner.tokens.0.lock() {
+        if self.inner.tokens.revoked.lock().is_ok_and(|r| r.contains(&record.id)) {
+            return;
+        }
+        if let Ok(mut cache) = self.inner.tokens.fresh.lock() {
             // Bounded: ids are few, but forged ones must not grow it.
             if cache.len() >= 10_000 {
                 let ttl = self.inner.token_ttl;
                 cache.retain(|_, (_, at)| at.elapsed() < ttl);
             }
-            cache.insert(record.id.clone(), (record.clone(), std::time::Instant::now()));
+            cache.insert(record.id.clone(), (record.clone(), Instant::now()));
         }
+    }
+
+    /// Notes that `id` is a real token's (only ever called with a valid one: bounded by
+    /// the number of tokens).
+    fn remember_valid(&self, id: &str) {
+        if let Ok(mut known) = self.inner.tokens.known.lock()
+            && !known.contains(id)
+        {
+            known.insert(id.to_owned());
+        }
+    }
+
+    fn known_token(&self, id: &str) -> bool {
+        self.inner.tokens.known.lock().is_ok_and(|k| k.contains(id))
     }
 
     /// Forgets a token at once and ends its page sessions (revoked here).
     pub(crate) fn forget_token(&self, id: &str) {
-        if let Ok(mut cache) = self.inner.tokens.0.lock() {
+        if let Ok(mut revoked) = self.inner.tokens.revoked.lock() {
+            revoked.insert(id.to_owned());
+        }
+        if let Ok(mut cache) = self.inner.tokens.fresh.lock() {
             cache.remove(id);
+        }
+        if let Ok(mut known) = self.inner.tokens.known.lock() {
+            known.remove(id);
         }
         self.inner.sessions.end_all(&SessionToken::Stored(id.to_owned()));
     }

@@ -78,8 +78,9 @@ struct Inner {
     token_ttl: std::time::Duration,
     secure_cookies: bool,
     regex_budget: usize,
-    /// Without a `Source`: the last snapshot loaded, reused while the store's seq stays.
-    loaded: Arc<std::sync::Mutex<Option<Arc<Snapshot>>>>,
+    /// Without a `Source`: the last snapshot loaded, reused while the store's seq stays;
+    /// one request builds it while the others wait for it.
+    loaded: Arc<tokio::sync::Mutex<Option<Arc<Snapshot>>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -185,19 +186,17 @@ impl Admin {
         if let Some(source) = &self.inner.source {
             return Ok(source.snapshot());
         }
+        let mut loaded = self.inner.loaded.lock().await;
         let latest = self.inner.store.latest_seq().await?;
-        let cached = self.inner.loaded.lock().ok().and_then(|c| c.clone());
-        if let Some(s) = cached.filter(|s| s.version() == latest) {
-            return Ok(s);
+        if let Some(s) = loaded.as_ref().filter(|s| s.version() == latest) {
+            return Ok(s.clone());
         }
         let state = self.inner.store.load().await?;
         let built = tokio::task::spawn_blocking(move || Snapshot::from_state(&state))
             .await
             .map_err(|e| StoreError::Corrupt(format!("building a snapshot failed: {e}")))?;
         let snapshot = Arc::new(built);
-        if let Ok(mut c) = self.inner.loaded.lock() {
-            *c = Some(snapshot.clone());
-        }
+        *loaded = Some(snapshot.clone());
         Ok(snapshot)
     }
 
@@ -247,6 +246,8 @@ impl Admin {
         self.prune_sessions_every(std::time::Duration::from_secs(60));
         routes::build()
             .0
+            // Unknown paths under the admin get its JSON 404, with its headers.
+            .fallback(|| async { AdminError::NotFound("no such route".into()) })
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
@@ -258,17 +259,21 @@ impl Admin {
         routes::build().1
     }
 
-    /// Drops expired and idle page sessions on a timer, while this admin lives (and a
-    /// tokio runtime runs).
+    /// Drops expired and idle page sessions, and throttle entries whose window passed,
+    /// on a timer, while this admin lives (and a tokio runtime runs).
     fn prune_sessions_every(&self, every: std::time::Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let sessions = Arc::downgrade(&self.inner.sessions);
+        let throttle = Arc::downgrade(&self.inner.throttle);
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match sessions.upgrade() {
-                    Some(s) => s.prune(),
-                    None => return,
+                match (sessions.upgrade(), throttle.upgrade()) {
+                    (Some(s), Some(t)) => {
+                        s.prune();
+                        t.prune();
+                    }
+                    _ => return,
                 }
             }
         });
@@ -314,7 +319,9 @@ impl Admin {
         let (s, def, k) = (snapshot.clone(), definition.clone(), key.to_owned());
         let total = blocking(move || {
             // An invalid definition counts nothing here: the store says what is wrong.
-            s.regex_bytes() - s.segment_regex_bytes(&k) + def.regex_bytes().unwrap_or(0)
+            s.regex_bytes()
+                .saturating_sub(s.segment_regex_bytes(&k))
+                .saturating_add(def.regex_bytes().unwrap_or(0))
         })
         .await?;
         within_regex_budget(key, total, self.inner.regex_budget)?;
@@ -322,37 +329,85 @@ impl Admin {
     }
 
     /// Refuses mutations whose targeting would take the snapshot's compiled regexes
-    /// past [`REGEX_BUDGET_PER_SNAPSHOT`](ff_core::REGEX_BUDGET_PER_SNAPSHOT).
+    /// past the budget. Each flag a batch touches counts once, as it will be after the
+    /// batch: created, updated (its type and bounds from earlier in the batch, the
+    /// snapshot or the store), restored (its archived targeting) or archived (nothing).
     async fn check_regex_budget(&self, mutations: &[ff_store::Mutation]) -> Result<(), AdminError> {
-        use ff_store::Mutation;
         let snapshot = self.snapshot().await?;
-        let targeted: Vec<(String, ff_core::Targeting, ff_core::ValueType, ff_core::Schema)> = mutations
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::CreateFlag { def, .. } if !def.targeting.is_empty() => {
-                    Some((def.key.clone(), def.targeting.clone(), def.value_type, def.schema.clone()))
-                }
-                Mutation::UpdateFlag { key, patch, .. } => {
-                    let (t, f) = (patch.targeting.as_ref()?, snapshot.flag(key)?);
-                    let schema = patch.schema.clone().unwrap_or_else(|| f.schema.clone());
-                    Some((key.clone(), t.clone(), f.value_type, schema))
-                }
-                _ => None,
-            })
-            .collect();
-        let Some(last) = targeted.last().map(|t| t.0.clone()) else { return Ok(()) };
+        let after = self.targeting_after(&snapshot, mutations).await?;
+        let Some(last) = after.keys().next_back().cloned() else { return Ok(()) };
         let total = blocking(move || {
-            let mut total = snapshot.regex_bytes();
-            for (key, t, ty, schema) in &targeted {
-                // An invalid targeting counts nothing here: the store says what is wrong.
-                total = total - snapshot.flag_regex_bytes(key) + t.regex_bytes(key, *ty, schema).unwrap_or(0);
-            }
-            total
+            let old: usize = after.keys().map(|k| snapshot.flag_regex_bytes(k)).sum();
+            // Invalid targeting counts nothing here: the store says what is wrong with it.
+            let new: usize = after
+                .iter()
+                .filter_map(|(k, t)| {
+                    t.as_ref().map(|(t, ty, schema)| t.regex_bytes(k, *ty, schema).unwrap_or(0))
+                })
+                .sum();
+            snapshot.regex_bytes().saturating_sub(old).saturating_add(new)
         })
         .await?;
         within_regex_budget(&last, total, self.inner.regex_budget)
     }
+
+    /// The live targeting of each flag `mutations` touch, as it will be after them.
+    async fn targeting_after(
+        &self,
+        snapshot: &Snapshot,
+        mutations: &[ff_store::Mutation],
+    ) -> Result<std::collections::BTreeMap<String, Option<Typed>>, AdminError> {
+        use ff_store::Mutation;
+        let mut after: std::collections::BTreeMap<String, Option<Typed>> = Default::default();
+        for m in mutations {
+            match m {
+                Mutation::CreateFlag { def, .. } => {
+                    let typed = (def.targeting.clone(), def.value_type, def.schema.clone());
+                    after.insert(def.key.clone(), Some(typed));
+                }
+                Mutation::UpdateFlag { key, patch, .. }
+                    if patch.targeting.is_some() || patch.schema.is_some() =>
+                {
+                    let Some((t, ty, schema)) = self.current_targeting(snapshot, &after, key).await? else {
+                        continue;
+                    };
+                    let t = patch.targeting.clone().unwrap_or(t);
+                    after.insert(key.clone(), Some((t, ty, patch.schema.clone().unwrap_or(schema))));
+                }
+                Mutation::RestoreFlag { key } => {
+                    let record = self.inner.store.flag(key).await?;
+                    after.insert(key.clone(), record.map(|r| (r.targeting, r.value_type, r.schema)));
+                }
+                Mutation::ArchiveFlag { key, .. } => {
+                    after.insert(key.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        Ok(after)
+    }
+
+    /// A flag's targeting, type and bounds: from earlier in the batch, the snapshot, or
+    /// the store (a flag the snapshot does not have yet).
+    async fn current_targeting(
+        &self,
+        snapshot: &Snapshot,
+        after: &std::collections::BTreeMap<String, Option<Typed>>,
+        key: &str,
+    ) -> Result<Option<Typed>, AdminError> {
+        if let Some(t) = after.get(key) {
+            return Ok(t.clone());
+        }
+        let record = match snapshot.flag(key) {
+            Some(r) => Some(r.clone()),
+            None => self.inner.store.flag(key).await?,
+        };
+        Ok(record.map(|r| (r.targeting, r.value_type, r.schema)))
+    }
 }
+
+/// Targeting with the type and bounds it is compiled for.
+type Typed = (ff_core::Targeting, ff_core::ValueType, ff_core::Schema);
 
 /// Runs CPU work (compiling regexes) off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AdminError> {

@@ -346,7 +346,22 @@ fn clean_lines(s: &str) -> String {
 }
 
 fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}'
+            | '\u{e0000}'..='\u{e007f}'
+    )
+}
+
+/// A document `ff` prints to be read back (`ff export`, `ff segment get`): escaped for a
+/// terminal, byte for byte into a file or a pipe, so the round trip keeps every character.
+fn document(text: &str) -> String {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() { clean_lines(text) } else { text.to_owned() }
 }
 
 /// Any typed field as the API writes it (`-` for none).
@@ -380,8 +395,25 @@ fn summary(state: Result<Option<ff_core::ChangeState>, serde_json::Error>) -> St
 
 /// Prints a response as the API sent it (`--json`).
 fn print(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    println!("{}", json_out(v)?);
     Ok(())
+}
+
+/// Pretty JSON. serde_json leaves DEL, C1 controls and invisible marks raw: as `\uXXXX`
+/// they mean the same to a JSON reader and nothing to a terminal.
+fn json_out(v: &Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for c in serde_json::to_string_pretty(v)?.chars() {
+        if c != '\n' && (c.is_control() || is_invisible(c)) {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -743,7 +775,7 @@ async fn cmd_export(api: &Api, json_out: bool) -> anyhow::Result<()> {
         return print(&body);
     }
     say!("# ff export: every flag and override; `ff import FILE` applies a file like this");
-    print!("{}", clean_lines(&serde_yaml_ng::to_string(&import::export_of(body)?)?));
+    print!("{}", document(&serde_yaml_ng::to_string(&import::export_of(body)?)?));
     Ok(())
 }
 
@@ -818,7 +850,7 @@ async fn cmd_segment_get(api: &Api, json_out: bool, key: String) -> anyhow::Resu
     let detail: ff_api::SegmentDetail = serde_json::from_value(body)?;
     let s = &detail.segment;
     say!("# segment {} version {}, updated {}", s.key, s.version, time_or_dash(Some(s.updated_at)));
-    print!("{}", clean_lines(&serde_yaml_ng::to_string(&s.definition)?));
+    print!("{}", document(&serde_yaml_ng::to_string(&s.definition)?));
     Ok(())
 }
 
@@ -965,5 +997,25 @@ fn main() -> ExitCode {
             eprintln!("ff: {}", clean(&format!("{e:#}").replace('\n', " ")));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_from_the_server_reaches_the_terminal_raw() {
+        let hostile = "a\u{1b}[2J\r\nb\u{7f}\u{85}\u{202e}\u{2028}\u{e0041}c";
+        let shown = clean(hostile);
+        assert!(shown.chars().all(|c| !c.is_control() && !is_invisible(c)), "{shown:?}");
+        assert!(shown.starts_with("a\\u{1b}[2J\\r\\nb"), "{shown}");
+        assert_eq!(clean_lines("x\ny\u{1b}"), "x\ny\\u{1b}", "line breaks stay in documents");
+        let json = json_out(&serde_json::json!({ "d": hostile })).unwrap();
+        assert!(json.chars().all(|c| c == '\n' || (!c.is_control() && !is_invisible(c))), "{json:?}");
+        let back: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["d"], hostile, "the JSON still says the same");
+        assert!(json.contains("\\u007f") && json.contains("\\udb40\\udc41"), "{json}");
+        assert_eq!(text(&Value::String("ok".into())), "ok");
     }
 }

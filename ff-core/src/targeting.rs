@@ -519,7 +519,12 @@ fn compile_regex(
         ))
     };
     let limit = MAX_REGEX_BYTES.min(*left);
-    let built = Regex::builder().configure(Config::new().nfa_size_limit(Some(limit))).build(pattern);
+    // No lazy DFA (its caches, up to 2 MiB per searching thread, would sit outside the
+    // budget) and no full DFA (built only where another crate enables it, so the same
+    // pattern would weigh differently): attribute values are short, and the other
+    // engines match them quickly.
+    let config = Config::new().nfa_size_limit(Some(limit)).hybrid(false).dfa(false);
+    let built = Regex::builder().configure(config).build(pattern);
     let regex = match built {
         Ok(r) => r,
         Err(e) if e.size_limit().is_some() && limit < MAX_REGEX_BYTES => return Err(over()),

@@ -77,13 +77,17 @@ pub(crate) async fn login(
         Err(e) => {
             let (status, message) = match e {
                 AdminError::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-                _ => (
+                AdminError::Unauthorized => (
                     StatusCode::UNAUTHORIZED,
                     "That token is not valid (unknown, revoked or mistyped).".into(),
                 ),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             };
             let mut res = login_form(&admin, &headers, &base, Some(&message));
             *res.status_mut() = status;
+            if let AdminError::TooManyAttempts { retry_after } = e {
+                res.headers_mut().insert(axum::http::header::RETRY_AFTER, (retry_after.as_secs() + 1).into());
+            }
             return res;
         }
     };

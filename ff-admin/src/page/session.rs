@@ -201,7 +201,7 @@ impl Visitor {
     pub(super) fn error(&self, status: StatusCode, message: &str) -> Response {
         let body = html! {
             div.error { strong { "Nothing was changed." } " " (message) }
-            p { a href=(self.base) { "Back to the flags" } }
+            p { a href=(if self.base.is_empty() { "/" } else { &self.base }) { "Back to the flags" } }
         };
         (status, self.page("Error", body)).into_response()
     }
