@@ -266,7 +266,7 @@ async fn ofrep_refusals_come_in_ofreps_shape() {
     assert!(config.body.contains("\"errorCode\":\"GENERAL\""), "{}", config.body);
 }
 
-/// Targeting with `n` distinct patterns of about 6 KB compiled each.
+/// Targeting with `n` distinct patterns of about 22 KB compiled each.
 fn patterns(n: usize, tag: &str) -> serde_json::Value {
     let values: Vec<String> = (0..n).map(|i| format!("^{tag}{i}-\\d{{4}}$")).collect();
     serde_json::json!({ "targeting": { "rules": [{
@@ -290,7 +290,7 @@ async fn regexes_are_held_to_a_budget_per_flag_and_per_snapshot() {
     assert_eq!(over.status, 422, "{}", over.body);
     assert!(over.body.contains("the regex budget of one flag or segment"), "{}", over.body);
     // The snapshot (here 1 MiB): refused past it, naming it.
-    let over = patch(patterns(200, "b")).await;
+    let over = patch(patterns(60, "b")).await;
     assert_eq!(over.status, 422, "{}", over.body);
     assert!(over.body.contains("snapshot's regex budget of 1048576 bytes"), "{}", over.body);
     let within = patch(patterns(20, "c")).await;
@@ -532,7 +532,7 @@ async fn a_batch_or_a_restore_cannot_slip_past_the_snapshot_regex_budget() {
     let app = app(Admin::new(f.store.clone()).regex_budget(1 << 20));
     let bearer = format!("Bearer {}", f.editor);
     let json = [("authorization", bearer.as_str()), ("content-type", "application/json")];
-    let targeting = |tag: &str| patterns(70, tag)["targeting"].clone();
+    let targeting = |tag: &str| patterns(20, tag)["targeting"].clone();
     // Created bare and given regexes later in the same batch: counted all the same.
     let mut changes = Vec::new();
     for i in 0..4 {

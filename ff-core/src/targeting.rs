@@ -24,6 +24,9 @@ pub const REGEX_BUDGET: usize = 4 << 20;
 /// refuses a write that would take a snapshot past it.
 pub const REGEX_BUDGET_PER_SNAPSHOT: usize = 64 << 20;
 
+/// Most memory one regex's lazy DFA may cache per thread that searches with it.
+const REGEX_CACHE_BYTES: usize = 32 * 1024;
+
 /// Most compiled size of one regex, in bytes.
 pub const MAX_REGEX_BYTES: usize = 64 * 1024;
 /// Most steps in one schedule.
@@ -331,7 +334,7 @@ fn bad(message: String) -> ValidationError {
 enum Test {
     Set(IdSet, Vec<f64>, Vec<bool>),
     Strings(Vec<String>),
-    Regex(Vec<regex_automata::meta::Regex>),
+    Regex(Vec<regex::Regex>),
     Number(f64),
     Time(i64),
     Semver(semver::Version),
@@ -506,11 +509,9 @@ fn compile_test(c: &Clause, what: &str, left: &mut usize) -> Result<Test, Valida
 }
 
 /// Compiles one pattern within what is `left` of its flag's (or segment's) regex budget.
-fn compile_regex(
-    pattern: &str,
-    what: &str,
-    left: &mut usize,
-) -> Result<regex_automata::meta::Regex, ValidationError> {
+/// The memory is measured on the engine itself (regex-automata's meta regex, configured
+/// as `regex` configures it); the `regex` crate's `Regex` is what matches.
+fn compile_regex(pattern: &str, what: &str, left: &mut usize) -> Result<regex::Regex, ValidationError> {
     use regex_automata::meta::{Config, Regex};
     let over = || {
         bad(format!(
@@ -519,14 +520,11 @@ fn compile_regex(
         ))
     };
     let limit = MAX_REGEX_BYTES.min(*left);
-    // No lazy DFA (its caches, up to 2 MiB per searching thread, would sit outside the
-    // budget) and no full DFA (built only where another crate enables it, so the same
-    // pattern would weigh differently): attribute values are short, and the other
-    // engines match them quickly.
-    let config = Config::new().nfa_size_limit(Some(limit)).hybrid(false).dfa(false);
-    let built = Regex::builder().configure(config).build(pattern);
-    let regex = match built {
-        Ok(r) => r,
+    // No full DFA: only some builds enable it, and a pattern must weigh the same in all.
+    let config =
+        Config::new().nfa_size_limit(Some(limit)).hybrid_cache_capacity(REGEX_CACHE_BYTES).dfa(false);
+    let measured = match Regex::builder().configure(config).build(pattern) {
+        Ok(r) => r.memory_usage(),
         Err(e) if e.size_limit().is_some() && limit < MAX_REGEX_BYTES => return Err(over()),
         Err(e) if e.size_limit().is_some() => {
             return Err(bad(format!(
@@ -535,8 +533,14 @@ fn compile_regex(
         }
         Err(e) => return Err(bad(format!("{what}: bad regex {pattern:?}: {e}"))),
     };
-    *left = left.checked_sub(regex.memory_usage()).ok_or_else(over)?;
-    Ok(regex)
+    *left = left.checked_sub(measured).ok_or_else(over)?;
+    // The lazy DFA's cache is capped per searching thread (the default, 2 MiB, would
+    // sit far outside the budget).
+    regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_REGEX_BYTES)
+        .dfa_size_limit(REGEX_CACHE_BYTES)
+        .build()
+        .map_err(|e| bad(format!("{what}: bad regex {pattern:?}: {e}")))
 }
 
 /// The one value an operator like `eq` or `lt` takes.

@@ -18,7 +18,10 @@ use tower::Layer;
 
 #[path = "../benches/support/workload.rs"]
 mod workload;
-use workload::{Noop, list_ids, run, targeting_user, targeting_workload, workload, workload_sized};
+use workload::{
+    Noop, list_ids, regex_user, regex_workload, run, targeting_user, targeting_workload, workload,
+    workload_sized,
+};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 
@@ -26,7 +29,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok())) else {
         eprintln!(
-            "usage: instructions plain|layer|layer_10|layer_10000|read|list_in|list_out|rule|split|mixed N"
+            "usage: instructions plain|layer|layer_10|layer_10000|read|list_in|list_out|rule|split|regex|mixed N"
         );
         std::process::exit(2);
     };
@@ -55,6 +58,13 @@ fn main() {
         "read" => {
             let flags = Evaluator::new(source.snapshot(), EvalContext::user("user-42"));
             sync_scope(flags, || (0..n).for_each(|_| _ = black_box(Current::get(black_box(BOOL_FLAG)))));
+        }
+        // A rule matching an email address against a regex.
+        "regex" => {
+            let snapshot = std::sync::Arc::new(regex_workload());
+            let evals: Vec<Evaluator> =
+                (0..10_000).map(|i| Evaluator::new(snapshot.clone(), regex_user(i))).collect();
+            measured(n, &evals, Flag::<bool>::new("regex", false), &[]);
         }
         "list_in" | "list_out" | "rule" | "split" | "mixed" => {
             let snapshot = std::sync::Arc::new(targeting_workload());

@@ -106,6 +106,21 @@ pub(crate) fn targeting_workload() -> Snapshot {
     Snapshot::from_state(&StoreState { seq: 1, flags, overrides: vec![], ..Default::default() })
 }
 
+/// One flag, `regex`: `email matches ^[a-z0-9._%+-]+@example\.com$`.
+#[allow(dead_code)] // used by the instructions example, not every bench
+pub(crate) fn regex_workload() -> Snapshot {
+    let t = json!({"rules": [{"clauses": [{"attribute": "email", "op": "matches",
+        "values": ["^[a-z0-9._%+-]+@example\\.com$"]}], "value": true}]});
+    Snapshot::from_state(&StoreState { seq: 1, flags: vec![record("regex", t)], ..Default::default() })
+}
+
+/// User `i` with an email address, at example.com for every other user.
+#[allow(dead_code)]
+pub(crate) fn regex_user(i: usize) -> ff_core::EvalContext {
+    let domain = if i.is_multiple_of(2) { "example.com" } else { "example.org" };
+    ff_core::EvalContext::user(format!("user-{i}")).with_attribute("email", format!("user.{i}@{domain}"))
+}
+
 /// The context of user `i` of the targeting workload.
 pub(crate) fn targeting_user(i: usize) -> ff_core::EvalContext {
     const PLANS: [&str; 4] = ["free", "pro", "enterprise", "team"];
