@@ -98,25 +98,43 @@ impl FromRequestParts<Admin> for Caller {
         let Some(token) = bearer.or_else(|| header("x-api-key")).map(str::trim) else {
             return Err(AdminError::Unauthorized);
         };
-        Ok(admin.authenticate_from(client(parts), token).await?.0)
+        Ok(admin.authenticate_from(client(parts, admin.inner.trusted_proxies), token).await?.0)
     }
 }
 
 /// The client's address as an extractor (see [`client`]).
 pub(crate) struct ClientAddr(pub(crate) Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<Admin> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(client(parts)))
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(client(parts, admin.inner.trusted_proxies)))
     }
 }
 
-/// The client's address, when the server gives it (`into_make_service_with_connect_info`);
-/// without it, every client shares one throttle.
-pub(crate) fn client(parts: &Parts) -> Option<IpAddr> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The client's address: the connection's (when the server gives it, with
+/// `into_make_service_with_connect_info`), or, behind `trusted_proxies` proxies, the
+/// address the nearest of them saw (`X-Forwarded-For`, counted from the right, where
+/// each proxy appends; entries further left are the client's to write, so never read).
+/// Without either, every client shares one throttle.
+pub(crate) fn client(parts: &Parts, trusted_proxies: usize) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if trusted_proxies == 0 {
+        return peer;
+    }
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    // With n proxies in front, the n-th entry from the right is the client as the
+    // outermost proxy saw it.
+    let seen = forwarded.len().checked_sub(trusted_proxies).and_then(|i| forwarded.get(i));
+    seen.and_then(|a| a.parse().ok()).or(peer)
 }
 
 /// Failed authentications per client address (IPv6 by /64). Past [`MAX_FAILURES`] in

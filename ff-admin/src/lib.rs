@@ -78,6 +78,7 @@ struct Inner {
     token_ttl: std::time::Duration,
     secure_cookies: bool,
     regex_budget: usize,
+    trusted_proxies: usize,
     /// Without a `Source`: the last snapshot loaded, reused while the store's seq stays;
     /// one request builds it while the others wait for it.
     loaded: Arc<tokio::sync::Mutex<Option<Arc<Snapshot>>>>,
@@ -111,6 +112,7 @@ impl Admin {
                 secure_cookies: false,
                 loaded: Arc::default(),
                 regex_budget: ff_core::REGEX_BUDGET_PER_SNAPSHOT,
+                trusted_proxies: 0,
             }),
         }
     }
@@ -163,6 +165,16 @@ impl Admin {
     /// would go past it is refused with a 422 naming the budget.
     pub fn regex_budget(mut self, bytes: usize) -> Self {
         self.inner_mut().regex_budget = bytes;
+        self
+    }
+
+    /// How many reverse proxies stand in front of the admin (default 0): behind them, the
+    /// throttle of failed authentications keys on the client address the outermost one
+    /// put in `X-Forwarded-For`, not on the proxy's. Set it only to the number that is
+    /// really there: with one too many, clients can choose the address they are counted
+    /// under.
+    pub fn trusted_proxies(mut self, n: usize) -> Self {
+        self.inner_mut().trusted_proxies = n;
         self
     }
 

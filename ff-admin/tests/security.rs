@@ -557,3 +557,30 @@ async fn a_batch_or_a_restore_cannot_slip_past_the_snapshot_regex_budget() {
     assert_eq!(restore.status, 422, "{}", restore.body);
     assert!(restore.body.contains("snapshot's regex budget"), "{}", restore.body);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_throttle_keys_on_the_client_the_proxy_saw() {
+    let f = fixture().await;
+    let app = app(Admin::new(f.store.clone()).trusted_proxies(1));
+    let proxy = std::net::SocketAddr::from(([10, 0, 0, 1], 40000));
+    let call = |forwarded: &'static str, token: String| {
+        let app = app.clone();
+        async move {
+            let mut req = http::Request::builder()
+                .uri("/admin/api/flags")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-forwarded-for", forwarded);
+            req.extensions_mut().unwrap().insert(axum::extract::ConnectInfo(proxy));
+            app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status().as_u16()
+        }
+    };
+    let forged = |i: u32| format!("ff_{i:012x}_{}", "0".repeat(64));
+    // The attacker writes whatever it likes on the left; the proxy appends what it saw.
+    for i in 0..ff_admin::MAX_FAILURES {
+        let spoof: &'static str = Box::leak(format!("9.9.9.{}, 1.2.3.4", i % 250).into_boxed_str());
+        assert_eq!(call(spoof, forged(i)).await, 401);
+    }
+    assert_eq!(call("1.2.3.4", forged(99)).await, 429, "the client the proxy saw is throttled");
+    assert_eq!(call("5.6.7.8", forged(100)).await, 401, "another client behind the same proxy is not");
+    assert_eq!(call("5.6.7.8", f.editor.clone()).await, 200);
+}
