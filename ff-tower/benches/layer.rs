@@ -15,7 +15,7 @@ use ff_store::Source;
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
 use tower::Layer;
-use workload::{Noop, USERS, request, run, users, workload, workload_sized};
+use workload::{Noop, USERS, request, run, user_id, users, workload, workload_sized};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
 const LEAD: Flag<i64> = Flag::new("flag_1", 0);
@@ -50,7 +50,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("with_layer", |b| b.iter(|| run(&mut layered, request(&users, &mut i))));
     // The default `FromExtensions`: the app's auth layer already put the context
     // in the extensions (both variants build the same request).
-    let contexts: Vec<EvalContext> = (0..USERS).map(|u| EvalContext::user(format!("user-{u}"))).collect();
+    let contexts: Vec<EvalContext> = (0..USERS).map(|u| EvalContext::user(user_id(u))).collect();
     let with_context = |i: &mut usize| {
         *i = (*i + 1) % USERS;
         let mut req = Request::new(());
@@ -79,7 +79,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     let snap = source.snapshot();
-    let flags = Evaluator::new(snap.clone(), EvalContext::user("user-42"));
+    let flags = Evaluator::new(snap.clone(), EvalContext::user(user_id(42)));
     c.bench_function("current_get_bool", |b| {
         sync_scope(flags.clone(), || b.iter(|| black_box(Current::get(black_box(BOOL_FLAG)))))
     });

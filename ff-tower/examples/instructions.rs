@@ -19,7 +19,7 @@ use tower::Layer;
 #[path = "../benches/support/workload.rs"]
 mod workload;
 use workload::{
-    Noop, list_ids, regex_user, regex_workload, run, targeting_user, targeting_workload, workload,
+    Noop, list_ids, regex_user, regex_workload, run, targeting_user, targeting_workload, user_id, workload,
     workload_sized,
 };
 
@@ -35,7 +35,7 @@ fn main() {
     };
     let source = Source::fixed(workload());
     let users: Vec<http::HeaderValue> =
-        (0..10_000).map(|u| http::HeaderValue::from_str(&format!("user-{u}")).unwrap()).collect();
+        (0..10_000).map(|u| http::HeaderValue::from_str(&user_id(u)).unwrap()).collect();
     let request = |i: usize| {
         let mut req = Request::new(());
         req.headers_mut().insert("x-user-id", users[i % users.len()].clone());
@@ -56,7 +56,7 @@ fn main() {
             (0..n).for_each(|i| run(&mut svc, request(i)));
         }
         "read" => {
-            let flags = Evaluator::new(source.snapshot(), EvalContext::user("user-42"));
+            let flags = Evaluator::new(source.snapshot(), EvalContext::user(user_id(42)));
             sync_scope(flags, || (0..n).for_each(|_| _ = black_box(Current::get(black_box(BOOL_FLAG)))));
         }
         // A rule matching an email address against a regex.

@@ -15,6 +15,15 @@ use http::Request;
 use serde_json::json;
 use tower::Service;
 
+/// User `n`'s id, shaped like the UUIDs real applications use (36 characters: longer
+/// than the 23 bytes a short string keeps inline), distinct for each `n`.
+pub(crate) fn user_id(n: usize) -> String {
+    let h = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5851_f42d_4c95_7f2d;
+    let l = h.rotate_left(29).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let (a, b, c, d) = (h >> 32, h & 0xffff, l >> 52, (l >> 40) & 0xfff);
+    format!("{a:08x}-{b:04x}-4{c:03x}-a{d:03x}-{:012x}", l & 0xffff_ffff_ffff)
+}
+
 pub(crate) const FLAGS: usize = 1_000;
 pub(crate) const USERS: usize = 10_000;
 pub(crate) const OVERRIDES_PER_USER: usize = 10;
@@ -32,11 +41,7 @@ pub(crate) fn workload() -> Snapshot {
         .flat_map(|u| {
             (0..OVERRIDES_PER_USER).map(move |k| {
                 let flag = 10 + (u * 7 + k * 97) % 480 * 2; // even flags 10..970: bools
-                OverrideRecord {
-                    key: format!("flag_{flag}"),
-                    user_id: format!("user-{u}"),
-                    value: false.into(),
-                }
+                OverrideRecord { key: format!("flag_{flag}"), user_id: user_id(u), value: false.into() }
             })
         })
         .collect();
@@ -57,7 +62,7 @@ pub(crate) fn workload_sized(flags: usize, per_user: usize) -> Snapshot {
         .flat_map(|u| {
             (0..per_user.min(even)).map(move |k| OverrideRecord {
                 key: format!("flag_{}", (u * 7 + k) % even * 2),
-                user_id: format!("user-{u}"),
+                user_id: user_id(u),
                 value: false.into(),
             })
         })
@@ -66,7 +71,7 @@ pub(crate) fn workload_sized(flags: usize, per_user: usize) -> Snapshot {
 }
 
 pub(crate) fn users() -> Vec<http::HeaderValue> {
-    (0..USERS).map(|u| http::HeaderValue::from_str(&format!("user-{u}")).unwrap()).collect()
+    (0..USERS).map(|u| http::HeaderValue::from_str(&user_id(u)).unwrap()).collect()
 }
 
 #[derive(Clone)]
@@ -118,13 +123,13 @@ pub(crate) fn regex_workload() -> Snapshot {
 #[allow(dead_code)]
 pub(crate) fn regex_user(i: usize) -> ff_core::EvalContext {
     let domain = if i.is_multiple_of(2) { "example.com" } else { "example.org" };
-    ff_core::EvalContext::user(format!("user-{i}")).with_attribute("email", format!("user.{i}@{domain}"))
+    ff_core::EvalContext::user(user_id(i)).with_attribute("email", format!("user.{i}@{domain}"))
 }
 
 /// The context of user `i` of the targeting workload.
 pub(crate) fn targeting_user(i: usize) -> ff_core::EvalContext {
     const PLANS: [&str; 4] = ["free", "pro", "enterprise", "team"];
-    ff_core::EvalContext::user(format!("user-{i}")).with_attribute("plan", PLANS[i % 4])
+    ff_core::EvalContext::user(user_id(i)).with_attribute("plan", PLANS[i % 4])
 }
 
 fn record(key: &str, t: serde_json::Value) -> FlagRecord {
@@ -133,7 +138,7 @@ fn record(key: &str, t: serde_json::Value) -> FlagRecord {
 }
 
 pub(crate) fn list_ids() -> Vec<String> {
-    (0..100).map(|i| format!("user-{}", i * 97)).collect()
+    (0..100).map(|i| user_id(i * 97)).collect()
 }
 
 fn kinds(key: &str, kind: usize) -> FlagRecord {
