@@ -328,6 +328,11 @@ impl Admin {
         who: (&str, Option<&str>),
     ) -> Result<Option<ff_core::Change>, AdminError> {
         let snapshot = self.snapshot().await?;
+        // A segment takes at most REGEX_BUDGET: when even that fits, nothing to compile here.
+        let others = snapshot.regex_bytes().saturating_sub(snapshot.segment_regex_bytes(key));
+        if others.saturating_add(ff_core::REGEX_BUDGET) <= self.inner.regex_budget {
+            return Ok(self.inner.store.put_segment(key, definition, expected_version, who).await?);
+        }
         let (s, def, k) = (snapshot.clone(), definition.clone(), key.to_owned());
         let total = blocking(move || {
             // An invalid definition counts nothing here: the store says what is wrong.
@@ -348,8 +353,15 @@ impl Admin {
         let snapshot = self.snapshot().await?;
         let after = self.targeting_after(&snapshot, mutations).await?;
         let Some(last) = after.keys().next_back().cloned() else { return Ok(()) };
+        let old: usize = after.keys().map(|k| snapshot.flag_regex_bytes(k)).sum();
+        // Each flag takes at most REGEX_BUDGET: when even that fits, the store's own
+        // compile is the only one a write needs (the usual case, far below the budget).
+        let targeted = after.values().filter(|t| t.as_ref().is_some_and(|(t, ..)| !t.is_empty())).count();
+        let others = snapshot.regex_bytes().saturating_sub(old);
+        if others.saturating_add(targeted.saturating_mul(ff_core::REGEX_BUDGET)) <= self.inner.regex_budget {
+            return Ok(());
+        }
         let total = blocking(move || {
-            let old: usize = after.keys().map(|k| snapshot.flag_regex_bytes(k)).sum();
             // Invalid targeting counts nothing here: the store says what is wrong with it.
             let new: usize = after
                 .iter()
@@ -357,7 +369,7 @@ impl Admin {
                     t.as_ref().map(|(t, ty, schema)| t.regex_bytes(k, *ty, schema).unwrap_or(0))
                 })
                 .sum();
-            snapshot.regex_bytes().saturating_sub(old).saturating_add(new)
+            others.saturating_add(new)
         })
         .await?;
         within_regex_budget(&last, total, self.inner.regex_budget)
