@@ -193,14 +193,36 @@ fn memory<E: Engine>() -> (f64, f64) {
 }
 
 fn main() {
+    // `--instructions W N`: ff alone runs N units of workload W (W1..W5, W4off), for
+    // callgrind's instruction counts (timings on a shared machine drift).
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, w, n] = &args[..]
+        && flag == "--instructions"
+    {
+        let w = match w.as_str() {
+            "W1" => Workload::W1,
+            "W2" => Workload::W2,
+            "W3" => Workload::W3,
+            "W4" => Workload::W4On,
+            "W4off" => Workload::W4Off,
+            _ => Workload::W5,
+        };
+        let ff = Loaded::<engines::ff::Ff>::new(&workload::users());
+        ff.run(w, n.parse().expect("a count"));
+        return;
+    }
+    // `--quick`: ff and yggdrasil only, while working on ff.
+    let quick = std::env::args().any(|a| a == "--quick");
     let users = workload::users();
-    let engines: Vec<Box<dyn Timed>> = vec![
+    let mut engines: Vec<Box<dyn Timed>> = vec![
         Box::new(Loaded::<engines::ff::Ff>::new(&users)),
         Box::new(Loaded::<engines::unleash::Unleash>::new(&users)),
-        Box::new(Loaded::<engines::launchdarkly::LaunchDarkly>::new(&users)),
-        Box::new(Loaded::<engines::flagsmith::Flagsmith>::new(&users)),
-        Box::new(Loaded::<engines::growthbook::GrowthBook>::new(&users)),
     ];
+    if !quick {
+        engines.push(Box::new(Loaded::<engines::launchdarkly::LaunchDarkly>::new(&users)));
+        engines.push(Box::new(Loaded::<engines::flagsmith::Flagsmith>::new(&users)));
+        engines.push(Box::new(Loaded::<engines::growthbook::GrowthBook>::new(&users)));
+    }
     for e in &engines {
         e.check(&users);
     }
@@ -227,13 +249,13 @@ fn main() {
     println!("\nMemory for 10,000 flags of the mixed set (2,500 lists of 100 UUID ids):\n");
     println!("| engine | kept (MiB) | peak while loading, above its document (MiB) |");
     println!("|---|---:|---:|");
-    let rows = [
-        (engines::ff::Ff::NAME, memory::<engines::ff::Ff>()),
-        (engines::unleash::Unleash::NAME, memory::<engines::unleash::Unleash>()),
-        (engines::launchdarkly::LaunchDarkly::NAME, memory::<engines::launchdarkly::LaunchDarkly>()),
-        (engines::flagsmith::Flagsmith::NAME, memory::<engines::flagsmith::Flagsmith>()),
-        (engines::growthbook::GrowthBook::NAME, memory::<engines::growthbook::GrowthBook>()),
-    ];
+    let mut rows = vec![(engines::ff::Ff::NAME, memory::<engines::ff::Ff>())];
+    if !quick {
+        rows.push((engines::unleash::Unleash::NAME, memory::<engines::unleash::Unleash>()));
+        rows.push((engines::launchdarkly::LaunchDarkly::NAME, memory::<engines::launchdarkly::LaunchDarkly>()));
+        rows.push((engines::flagsmith::Flagsmith::NAME, memory::<engines::flagsmith::Flagsmith>()));
+        rows.push((engines::growthbook::GrowthBook::NAME, memory::<engines::growthbook::GrowthBook>()));
+    }
     for (name, (kept, peak)) in rows {
         println!("| {name} | {kept:.1} | {peak:.1} |");
     }
