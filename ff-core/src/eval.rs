@@ -138,8 +138,9 @@ impl Evaluator {
         }
         let snapshot = &self.snapshot;
         let anonymous = EvalContext::anonymous();
-        let shared = snapshot
-            .shared_config(|now| build::<C>(snapshot, Input { user: None, context: &anonymous, now }));
+        let shared = snapshot.shared_config(|now| {
+            build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
+        });
         if let Some((value, shared)) = shared
             && !shared.targeted()
             && self.user.is_none_or(|u| !snapshot.user_touches_shared(u, shared))
@@ -155,7 +156,7 @@ impl Evaluator {
     }
 
     fn input(&self) -> Input<'_> {
-        Input { user: self.user, context: &self.context, now: &self.now }
+        Input { user: self.user, lookup: false, context: &self.context, now: &self.now }
     }
 
     /// The snapshot.

@@ -60,6 +60,8 @@ struct Slot {
     hash: u64,
     /// Its number in `FlagTable::slots`.
     slot: u32,
+    /// `usage.id()`, kept here so a read counts without reaching `usage`.
+    usage_id: u32,
     /// A copy of the record's switch. The values are read from the record:
     /// copies would cost 48 bytes per flag for no measurable gain.
     enabled: bool,
@@ -89,6 +91,7 @@ impl Slot {
             key: SmolStr::new(&record.key),
             hash,
             slot,
+            usage_id: usage.id(),
             enabled: record.enabled,
             warned: AtomicBool::new(false),
             // A pin outranks expiry.
@@ -310,6 +313,8 @@ impl SharedConfig {
 #[derive(Debug)]
 pub(crate) struct Input<'a> {
     pub(crate) user: Option<UserRef>,
+    /// `user` was not looked up: a flag that has overrides looks it up.
+    pub(crate) lookup: bool,
     pub(crate) context: &'a EvalContext,
     pub(crate) now: &'a OnceLock<OffsetDateTime>,
 }
@@ -642,7 +647,8 @@ impl Snapshot {
     /// falls back to the code default.
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
         let now = OnceLock::new();
-        let input = Input { user: self.user_of(context), context, now: &now };
+        // The user's overrides are looked up only if the flag has any.
+        let input = Input { user: None, lookup: true, context, now: &now };
         self.evaluate_slot(flag, &input).1
     }
 
@@ -666,7 +672,7 @@ impl Snapshot {
             return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
         };
         let now = OnceLock::new();
-        let input = Input { user: self.user_of(context), context, now: &now };
+        let input = Input { user: None, lookup: true, context, now: &now };
         let (value, reason) = self.resolve_counted(s, &input, count);
         Some((value.clone(), reason))
     }
@@ -699,7 +705,8 @@ impl Snapshot {
         let user = self.user_of(context);
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
-            let (value, reason) = self.resolve_counted(s, &Input { user, context, now: &now }, count);
+            let (value, reason) =
+                self.resolve_counted(s, &Input { user, lookup: false, context, now: &now }, count);
             (&s.record, value, reason)
         })
     }
@@ -708,7 +715,12 @@ impl Snapshot {
     fn resolve_counted<'a>(&'a self, s: &'a Slot, input: &Input<'_>, count: bool) -> (&'a Value, Reason) {
         let (value, reason, number) = self.resolve(s.slot, s, input);
         if count {
-            s.usage.record(reason, crate::usage::variant(s.record.value_type, value, number));
+            crate::usage::record(
+                &s.usage,
+                s.usage_id,
+                reason,
+                crate::usage::variant(s.record.value_type, value, number),
+            );
         }
         (value, reason)
     }
@@ -725,18 +737,53 @@ impl Snapshot {
     }
 
     /// The evaluation order, without the Rust type: the value and why.
+    /// The user's override of `slot`, if any.
+    #[inline]
+    fn overridden<'a>(&'a self, slot: u32, input: &Input<'_>) -> Option<&'a Value> {
+        let user = if input.lookup {
+            if self.users.per_slot.get(slot as usize).is_none_or(|n| *n == 0) {
+                return None;
+            }
+            self.user_of(input.context)?
+        } else {
+            input.user?
+        };
+        self.users.entry(user)?.get(slot)
+    }
+
     #[inline]
     fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
+        if s.expires_at.is_none() && s.compiled.is_none() {
+            // No targeting and no expiry: the common case, kept short and inline.
+            return if !s.enabled {
+                (&s.record.off_value, Reason::Disabled, 0)
+            } else if let Some(v) = self.overridden(slot, input) {
+                (v, Reason::Override, 0)
+            } else {
+                (&s.record.value, Reason::Global, 0)
+            };
+        }
+        self.resolve_targeted(slot, s, input)
+    }
+
+    /// Expiry, pins, schedules, rules and splits: out of line, so the common case
+    /// above stays small wherever it is inlined.
+    #[inline(never)]
+    fn resolve_targeted<'a>(
+        &'a self,
+        slot: u32,
+        s: &'a Slot,
+        input: &Input<'_>,
+    ) -> (&'a Value, Reason, usize) {
         if let Some(at) = s.expires_at
             && input.now() >= at
         {
             return (&s.record.off_value, Reason::Expired, 0);
         }
         let Some(c) = s.compiled.as_ref() else {
-            // No targeting: the common case, kept short.
             return if !s.enabled {
                 (&s.record.off_value, Reason::Disabled, 0)
-            } else if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
+            } else if let Some(v) = self.overridden(slot, input) {
                 (v, Reason::Override, 0)
             } else {
                 (&s.record.value, Reason::Global, 0)
@@ -750,7 +797,7 @@ impl Snapshot {
         if !c.enabled_at(step).unwrap_or(s.enabled) {
             return (&s.record.off_value, Reason::Disabled, 0);
         }
-        if let Some(v) = input.user.and_then(|u| self.users.entry(u)?.get(slot)) {
+        if let Some(v) = self.overridden(slot, input) {
             return (v, Reason::Override, 0);
         }
         match c.decide(input.context, step, &self.segments) {
@@ -776,7 +823,7 @@ impl Snapshot {
         if reason != Reason::Expired
             && let Some(v) = T::from_value(value).filter(|v| flag.accepts(v))
         {
-            s.usage.record(reason, crate::usage::variant(T::TYPE, value, number));
+            crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
             return (Some(slot), Detail { value: v, reason, version });
         }
         self.served_default(flag, s, value, reason)
@@ -812,7 +859,7 @@ impl Snapshot {
         let default = flag.default_value();
         let served =
             if T::TYPE == crate::ValueType::Bool { flag.default_as_value() } else { Value::Bool(false) };
-        s.usage.record(reason, crate::usage::variant(T::TYPE, &served, 0));
+        crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, &served, 0));
         (Some(s.slot), Detail { value: default, reason, version: self.version })
     }
 

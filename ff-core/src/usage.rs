@@ -1,13 +1,15 @@
-//! Evaluation counts per flag, kept in memory with relaxed atomics (no lock on the
-//! read path) and taken as deltas by a collector that flushes them to the store and
+//! Evaluation counts per flag. Each thread counts in cells of its own (a plain load
+//! and store: no lock, no read-modify-write, no cache line another core writes), and
+//! a collector takes the growth since it last looked, flushing it to the store and
 //! the `metrics` facade at an interval.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use hashbrown::HashTable;
 use smol_str::SmolStr;
-use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -21,26 +23,109 @@ const REASONS: usize = 9;
 /// Values or variants per reason: a bool's value, or a rule, variation or step
 /// number (the last one also counts higher numbers), so labels stay bounded.
 const WIDTH: usize = 4;
+const CELLS: usize = REASONS * WIDTH;
 
-/// One flag's counters. Shared by every version of the flag in one `Source`, so a
-/// change to the flag loses no counts. 32-bit: the collector empties them every
-/// second, far below 4 billion reads of one flag.
+/// One flag's identity for counting. Shared by every version of the flag in one
+/// `Source`, so a change to the flag loses no counts.
 #[derive(Debug)]
 pub(crate) struct FlagUsage {
     key: SmolStr,
     value_type: ValueType,
-    counts: [AtomicU32; REASONS * WIDTH],
+    /// Process-wide: the position of this flag's cells in every thread's table.
+    id: u32,
 }
 
 impl FlagUsage {
-    /// Counts one evaluation: one relaxed add.
-    #[inline]
-    pub(crate) fn record(&self, reason: Reason, variant: usize) {
-        let i = reason_index(reason) * WIDTH + variant.min(WIDTH - 1);
-        if let Some(c) = self.counts.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// Ids for `FlagUsage`, never reused: a thread's table is indexed by them.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// One thread's counters of one flag. Only that thread writes `counts` (32 bits
+/// wrap: the collector takes differences every second, far below 4 billion reads).
+#[derive(Debug)]
+struct Cells {
+    counts: [AtomicU32; CELLS],
+    /// What the collector took last; only the flag's collector touches it.
+    seen: [AtomicU32; CELLS],
+    /// Gone once no `Usage` or snapshot has the flag: the cells are then dropped.
+    flag: Weak<FlagUsage>,
+}
+
+/// One thread's cells, as collectors see them.
+#[derive(Debug, Default)]
+struct ThreadCells {
+    /// Cleared when the thread ends: its cells are dropped once collected.
+    alive: AtomicBool,
+    cells: Mutex<Vec<Arc<Cells>>>,
+}
+
+/// Every thread that has counted.
+static THREADS: Mutex<Vec<Arc<ThreadCells>>> = Mutex::new(Vec::new());
+
+/// The calling thread's cells by flag id, and its entry in `THREADS`.
+struct Local {
+    cells: RefCell<Vec<Option<Arc<Cells>>>>,
+    shared: OnceLock<Arc<ThreadCells>>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(t) = self.shared.get() {
+            t.alive.store(false, Ordering::Release);
         }
     }
+}
+
+thread_local! {
+    static LOCAL: Local = const { Local { cells: RefCell::new(Vec::new()), shared: OnceLock::new() } };
+}
+
+/// Counts one evaluation of the flag `usage` (whose id is `id`) on this thread.
+#[inline]
+pub(crate) fn record(usage: &Arc<FlagUsage>, id: u32, reason: Reason, variant: usize) {
+    let i = reason_index(reason) * WIDTH + variant.min(WIDTH - 1);
+    // A thread being torn down counts nothing rather than panic.
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(cells) = local.cells.try_borrow()
+            && let Some(Some(c)) = cells.get(id as usize)
+            && let Some(n) = c.counts.get(i)
+        {
+            // Only this thread writes it: a load and a store cannot lose a count.
+            n.store(n.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            return;
+        }
+        first_count(local, usage, id, i);
+    });
+}
+
+/// The first count of a flag on this thread: its cells are made and registered.
+#[cold]
+#[inline(never)]
+fn first_count(local: &Local, usage: &Arc<FlagUsage>, id: u32, i: usize) {
+    let Ok(mut cells) = local.cells.try_borrow_mut() else { return };
+    let c = Arc::new(Cells {
+        counts: std::array::from_fn(|_| AtomicU32::new(0)),
+        seen: std::array::from_fn(|_| AtomicU32::new(0)),
+        flag: Arc::downgrade(usage),
+    });
+    if let Some(n) = c.counts.get(i) {
+        n.store(1, Ordering::Relaxed);
+    }
+    let shared = local.shared.get_or_init(|| {
+        let t = Arc::new(ThreadCells { alive: AtomicBool::new(true), cells: Mutex::default() });
+        THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(t.clone());
+        t
+    });
+    shared.cells.lock().unwrap_or_else(|e| e.into_inner()).push(c.clone());
+    let at = id as usize;
+    if cells.len() <= at {
+        cells.resize(at + 1, None);
+    }
+    cells[at] = Some(c);
 }
 
 #[inline]
@@ -108,6 +193,8 @@ pub struct Usage {
     /// By the key's hash (the one flag lookups use), key checked.
     flags: Mutex<HashTable<Arc<FlagUsage>>>,
     unknown: RwLock<HashMap<&'static str, AtomicU64>>,
+    /// One collection at a time: `Cells::seen` is the collector's alone.
+    collecting: Mutex<()>,
 }
 
 impl std::fmt::Debug for Usage {
@@ -128,11 +215,8 @@ impl Usage {
     pub(crate) fn flag(&self, key: &str, hash: u64, value_type: ValueType) -> Arc<FlagUsage> {
         let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = || {
-            Arc::new(FlagUsage {
-                key: SmolStr::new(key),
-                value_type,
-                counts: std::array::from_fn(|_| AtomicU32::new(0)),
-            })
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            Arc::new(FlagUsage { key: SmolStr::new(key), value_type, id })
         };
         match flags.entry(hash, |u| u.key == key, |u| key_hash(&u.key)) {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
@@ -162,24 +246,43 @@ impl Usage {
 
     /// Takes the counts since the last call (evaluations go on meanwhile: none is lost).
     pub fn collect(&self) -> (Vec<UsageCount>, Vec<(String, u64)>) {
+        let _one = self.collecting.lock().unwrap_or_else(|e| e.into_inner());
         let flags: Vec<Arc<FlagUsage>> = {
             let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
             flags.iter().cloned().collect()
         };
-        let mut counts = Vec::new();
-        for usage in flags {
-            let (key, ty) = (usage.key.as_str(), usage.value_type);
-            for (i, c) in usage.counts.iter().enumerate() {
-                let n = u64::from(c.swap(0, Ordering::Relaxed));
-                if n > 0 {
-                    let (reason, v) = (i / WIDTH, i % WIDTH);
-                    counts.push(UsageCount {
-                        key: key.to_owned(),
-                        reason: REASON_NAMES[reason].into(),
-                        variant: variant_label(ty, reason, v),
-                        count: n,
-                    });
+        let position: HashMap<u32, usize> = flags.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+        let mut totals = vec![[0u64; CELLS]; flags.len()];
+        let threads: Vec<Arc<ThreadCells>> = THREADS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for t in &threads {
+            // Read before the counts: a thread that ended has written its last count.
+            let alive = t.alive.load(Ordering::Acquire);
+            let mut cells = t.cells.lock().unwrap_or_else(|e| e.into_inner());
+            cells.retain(|c| {
+                let Some(flag) = c.flag.upgrade() else { return false };
+                let Some(&at) = position.get(&flag.id) else { return true };
+                for (total, (n, seen)) in totals[at].iter_mut().zip(c.counts.iter().zip(&c.seen)) {
+                    let now = n.load(Ordering::Relaxed);
+                    *total += u64::from(now.wrapping_sub(seen.swap(now, Ordering::Relaxed)));
                 }
+                // An ended thread's cells are final once taken.
+                alive
+            });
+        }
+        THREADS.lock().unwrap_or_else(|e| e.into_inner()).retain(|t| {
+            t.alive.load(Ordering::Acquire) || !t.cells.lock().map(|c| c.is_empty()).unwrap_or(true)
+        });
+        let mut counts = Vec::new();
+        for (usage, cells) in flags.iter().zip(&totals) {
+            let (key, ty) = (usage.key.as_str(), usage.value_type);
+            for (i, n) in cells.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let (reason, v) = (i / WIDTH, i % WIDTH);
+                counts.push(UsageCount {
+                    key: key.to_owned(),
+                    reason: REASON_NAMES[reason].into(),
+                    variant: variant_label(ty, reason, v),
+                    count: *n,
+                });
             }
         }
         // Labels can repeat (an int's `off` at any variant number): add them up.
@@ -234,4 +337,67 @@ pub struct UnknownFlag {
     /// Last flush that reported it.
     #[serde(with = "time::serde::rfc3339")]
     pub last_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(usage: &Usage) -> HashMap<(String, String, String), u64> {
+        let (counts, _) = usage.collect();
+        counts.into_iter().map(|c| ((c.key, c.reason, c.variant), c.count)).collect()
+    }
+
+    #[test]
+    fn counts_from_every_thread_including_ended_ones_each_once() {
+        let usage = Usage::default();
+        let a = usage.flag("A", key_hash("A"), ValueType::Bool);
+        let b = usage.flag("B", key_hash("B"), ValueType::Int);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        record(&a, a.id(), Reason::Global, 1);
+                    }
+                    record(&b, b.id(), Reason::Rule(2), 2);
+                });
+            }
+        });
+        // Every counting thread has ended: their cells are read once, then dropped.
+        record(&a, a.id(), Reason::Disabled, 0);
+        let first = count(&usage);
+        let key = |k: &str, r: &str, v: &str| (k.to_owned(), r.to_owned(), v.to_owned());
+        assert_eq!(first.get(&key("A", "global", "true")), Some(&4000));
+        assert_eq!(first.get(&key("A", "disabled", "false")), Some(&1));
+        assert_eq!(first.get(&key("B", "rule", "rule:2")), Some(&4));
+        assert_eq!(first.len(), 3);
+        assert!(count(&usage).is_empty(), "a second collection takes nothing twice");
+        record(&a, a.id(), Reason::Disabled, 0);
+        assert_eq!(count(&usage), HashMap::from([(key("A", "disabled", "false"), 1)]));
+    }
+
+    #[test]
+    fn another_usage_takes_only_its_own_flags() {
+        let (one, two) = (Usage::default(), Usage::default());
+        let a = one.flag("A", key_hash("A"), ValueType::Bool);
+        let also_a = two.flag("A", key_hash("A"), ValueType::Bool);
+        record(&a, a.id(), Reason::Global, 1);
+        record(&also_a, also_a.id(), Reason::Global, 0);
+        assert_eq!(count(&two).values().sum::<u64>(), 1);
+        assert_eq!(count(&one).values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_type_change_starts_the_flag_afresh() {
+        let usage = Usage::default();
+        let old = usage.flag("A", key_hash("A"), ValueType::Bool);
+        record(&old, old.id(), Reason::Global, 1);
+        let new = usage.flag("A", key_hash("A"), ValueType::Int);
+        assert_ne!(old.id(), new.id());
+        record(&new, new.id(), Reason::Global, 0);
+        drop(old);
+        let counts = count(&usage);
+        assert_eq!(counts.len(), 1, "{counts:?}");
+        assert!(counts.contains_key(&("A".to_owned(), "global".to_owned(), "value".to_owned())));
+    }
 }
