@@ -491,8 +491,8 @@ pub(crate) async fn user_lookup(
     let mut flags: Vec<ff_api::UserFlag> = snapshot
         .evaluate_all(&context)
         .map(|(f, value, reason)| ff_api::UserFlag {
-            key: f.key.clone(),
-            value_type: f.value_type,
+            key: f.key().to_owned(),
+            value_type: f.value_type(),
             value: value.to_json(),
             reason,
         })

@@ -223,7 +223,7 @@ impl Admin {
     /// Every live flag, by key: the source's snapshot, or the store.
     pub(crate) async fn live_flags(&self) -> Result<Vec<ff_core::FlagRecord>, StoreError> {
         let mut flags = match &self.inner.source {
-            Some(source) => source.snapshot().flags().cloned().collect(),
+            Some(source) => source.snapshot().flags().map(|f| f.record()).collect(),
             None => {
                 self.inner.store.list_flags().await?.into_iter().filter(|f| !f.archived).collect::<Vec<_>>()
             }
@@ -423,7 +423,7 @@ impl Admin {
             return Ok(t.clone());
         }
         let record = match snapshot.flag(key) {
-            Some(r) => Some(r.clone()),
+            Some(r) => Some(r),
             None => self.inner.store.flag(key).await?,
         };
         Ok(record.map(|r| (r.targeting, r.value_type, r.schema)))

@@ -13,7 +13,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ff_core::{EvalContext, FlagRecord, Reason, Snapshot, Value as FlagValue, validate_user_id};
+use ff_core::{EvalContext, FlagInfo, Reason, Snapshot, Value as FlagValue, validate_user_id};
 use ff_store::Role;
 use serde_json::{Map, Value, json};
 
@@ -86,18 +86,18 @@ fn context(body: &Bytes) -> Result<EvalContext, (&'static str, String)> {
 /// (OFREP's `codeDefaultFlag`: no `value` field).
 fn success(
     key: &str,
-    record: Option<&FlagRecord>,
+    record: Option<FlagInfo<'_>>,
     value: Option<&FlagValue>,
     reason: Reason,
     version: u64,
 ) -> Value {
-    let targeted = record.is_some_and(|r| !r.targeting.is_empty());
+    let targeted = record.is_some_and(|r| r.is_targeted());
     let (ofrep_reason, variant) =
         (ff_api::open_feature_reason(reason, targeted), ff_api::open_feature_variant(reason));
     let mut metadata = json!({ "snapshotVersion": version, "ffReason": reason.to_string() });
     if let Some(r) = record {
-        metadata["flagVersion"] = r.version.into();
-        metadata["type"] = serde_json::to_value(r.value_type).unwrap_or_default();
+        metadata["flagVersion"] = r.version().into();
+        metadata["type"] = serde_json::to_value(r.value_type()).unwrap_or_default();
     }
     let mut body = json!({ "key": key, "reason": ofrep_reason, "variant": variant, "metadata": metadata });
     if let Some(v) = value.filter(|_| !matches!(reason, Reason::Expired | Reason::Default)) {
@@ -121,7 +121,9 @@ pub(crate) async fn evaluate(
     let snapshot = admin.snapshot().await.map_err(|e| refusal(e.into()))?;
     let version = snapshot.version();
     if let Some((value, reason)) = snapshot.read_key(&key, &ctx) {
-        return Ok(Json(success(&key, snapshot.flag(&key), Some(&value), reason, version)).into_response());
+        return Ok(
+            Json(success(&key, snapshot.flag_info(&key), Some(&value), reason, version)).into_response()
+        );
     }
     // Declared by the application but not in the store (yet): its code default.
     if admin.decls().iter().any(|d| d.key == key) {
@@ -135,7 +137,7 @@ fn bulk(snapshot: &Snapshot, admin: &Admin, ctx: &EvalContext) -> Vec<Value> {
     let version = snapshot.version();
     let mut flags: Vec<Value> = snapshot
         .read_all(ctx)
-        .map(|(record, value, reason)| success(&record.key, Some(record), Some(value), reason, version))
+        .map(|(flag, value, reason)| success(flag.key(), Some(flag), Some(value), reason, version))
         .collect();
     for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
         let pinned = snapshot.read_key(&d.key, ctx);

@@ -126,7 +126,7 @@ impl Evaluator {
 
     /// Every live flag for this request's context, in one pass: see
     /// [`Snapshot::evaluate_all`].
-    pub fn all(&self) -> impl Iterator<Item = (&crate::FlagRecord, &crate::Value, Reason)> {
+    pub fn all(&self) -> impl Iterator<Item = (crate::FlagInfo<'_>, &crate::Value, Reason)> {
         self.snapshot.evaluate_all_with(self.input())
     }
 

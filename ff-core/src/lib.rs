@@ -47,7 +47,7 @@ pub use model::{
 };
 pub use pins::{Pins, env_var_name};
 pub use reason::{Detail, Reason};
-pub use snapshot::{ApplyError, Snapshot, UserRef};
+pub use snapshot::{ApplyError, FlagInfo, Snapshot, UserRef};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 pub use targeting::{
     Clause, MAX_CLAUSE_VALUES, MAX_REGEX_BYTES, MAX_RULES, MAX_STEPS, Op, REGEX_BUDGET,

@@ -83,10 +83,14 @@ impl Slot {
     fn new(
         slot: u32,
         hash: u64,
-        record: FlagRecord,
+        mut record: FlagRecord,
         compiled: Option<Compiled>,
         usage: Arc<FlagUsage>,
     ) -> Self {
+        // The compiled targeting holds the id lists; the record keeps each id once.
+        if let Some(c) = compiled.as_ref().filter(|c| c.pin().is_none()) {
+            c.strip(&mut record.targeting);
+        }
         Slot {
             key: SmolStr::new(&record.key),
             hash,
@@ -439,8 +443,7 @@ impl Snapshot {
 
     /// The full state this snapshot was built from (for saving to disk).
     pub fn to_state(&self) -> StoreState {
-        let mut flags: Vec<FlagRecord> =
-            self.flags.slots.iter().flatten().map(|s| s.record.clone()).collect();
+        let mut flags: Vec<FlagRecord> = self.flags.slots.iter().flatten().map(|s| s.whole()).collect();
         flags.sort_by(|a, b| a.key.cmp(&b.key));
         let mut overrides: Vec<OverrideRecord> = Vec::new();
         for (user, i) in self.users.iter() {
@@ -456,8 +459,7 @@ impl Snapshot {
             }
         }
         overrides.sort_by(|a, b| (&a.key, &a.user_id).cmp(&(&b.key, &b.user_id)));
-        let mut segments: Vec<SegmentRecord> =
-            self.segments.values().filter_map(|s| s.record.clone()).collect();
+        let mut segments: Vec<SegmentRecord> = self.segments.values().filter_map(|s| s.record()).collect();
         segments.sort_by(|a, b| a.key.cmp(&b.key));
         StoreState { seq: self.version, flags, overrides, segments }
     }
@@ -594,10 +596,16 @@ impl Snapshot {
         self.flags.pins.iter()
     }
 
-    /// The stored record of a flag.
-    pub fn flag(&self, key: &str) -> Option<&FlagRecord> {
+    /// The stored record of a flag, whole (its id lists rebuilt from the compiled
+    /// targeting, which alone holds them): for editing and saving.
+    pub fn flag(&self, key: &str) -> Option<FlagRecord> {
+        self.flag_info(key).map(|f| f.record())
+    }
+
+    /// A flag without its targeting's contents, borrowed: for reads and listings.
+    pub fn flag_info(&self, key: &str) -> Option<FlagInfo<'_>> {
         let slot = self.flags.find(key)?;
-        self.flags.slot(slot).map(|s| &s.record)
+        self.flags.slot(slot).map(|s| FlagInfo(s))
     }
 
     /// Memory the regexes of every flag and segment take, compiled: what the admin
@@ -626,8 +634,8 @@ impl Snapshot {
     }
 
     /// All live flags, in no particular order.
-    pub fn flags(&self) -> impl Iterator<Item = &FlagRecord> {
-        self.flags.slots.iter().flatten().map(|s| &s.record)
+    pub fn flags(&self) -> impl Iterator<Item = FlagInfo<'_>> {
+        self.flags.slots.iter().flatten().map(|s| FlagInfo(s))
     }
 
     /// Finds a user's overrides, once per request.
@@ -684,7 +692,7 @@ impl Snapshot {
     pub fn evaluate_all<'a>(
         &'a self,
         context: &'a EvalContext,
-    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+    ) -> impl Iterator<Item = (FlagInfo<'a>, &'a Value, Reason)> + 'a {
         self.all(context, false)
     }
 
@@ -693,7 +701,7 @@ impl Snapshot {
     pub fn read_all<'a>(
         &'a self,
         context: &'a EvalContext,
-    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+    ) -> impl Iterator<Item = (FlagInfo<'a>, &'a Value, Reason)> + 'a {
         self.all(context, true)
     }
 
@@ -701,13 +709,13 @@ impl Snapshot {
         &'a self,
         context: &'a EvalContext,
         count: bool,
-    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+    ) -> impl Iterator<Item = (FlagInfo<'a>, &'a Value, Reason)> + 'a {
         let user = self.user_of(context);
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
             let (value, reason) =
                 self.resolve_counted(s, &Input { user, lookup: false, context, now: &now }, count);
-            (&s.record, value, reason)
+            (FlagInfo(s), value, reason)
         })
     }
 
@@ -729,10 +737,10 @@ impl Snapshot {
     pub(crate) fn evaluate_all_with<'a>(
         &'a self,
         input: Input<'a>,
-    ) -> impl Iterator<Item = (&'a FlagRecord, &'a Value, Reason)> + 'a {
+    ) -> impl Iterator<Item = (FlagInfo<'a>, &'a Value, Reason)> + 'a {
         self.flags.slots.iter().flatten().map(move |s| {
             let (value, reason, _) = self.resolve(s.slot, s, &input);
-            (&s.record, value, reason)
+            (FlagInfo(s), value, reason)
         })
     }
 
@@ -933,7 +941,7 @@ impl Snapshot {
 fn compile_segment(record: &SegmentRecord) -> Option<(String, Arc<CompiledSegment>)> {
     match CompiledSegment::new(&record.definition) {
         Ok(mut seg) => {
-            seg.record = Some(record.clone());
+            seg.keep(record.clone());
             Some((record.key.clone(), Arc::new(seg)))
         }
         Err(e) => {
@@ -943,7 +951,70 @@ fn compile_segment(record: &SegmentRecord) -> Option<(String, Arc<CompiledSegmen
     }
 }
 
+/// A flag of a snapshot as reads and listings see it: everything but the contents
+/// of its targeting, whose id lists only the compiled form holds. [`record`](Self::record)
+/// gives the record whole.
+#[derive(Clone, Copy)]
+pub struct FlagInfo<'a>(&'a Slot);
+
+impl fmt::Debug for FlagInfo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagInfo").field("key", &self.key()).field("version", &self.version()).finish()
+    }
+}
+
+impl<'a> FlagInfo<'a> {
+    /// The key.
+    pub fn key(&self) -> &'a str {
+        &self.0.record.key
+    }
+
+    /// The stored type.
+    pub fn value_type(&self) -> crate::ValueType {
+        self.0.record.value_type
+    }
+
+    /// The stored value (served when on and nothing more specific applies).
+    pub fn value(&self) -> &'a Value {
+        &self.0.record.value
+    }
+
+    /// Whether the flag is switched on.
+    pub fn enabled(&self) -> bool {
+        self.0.record.enabled
+    }
+
+    /// The flag's version (changes made to it).
+    pub fn version(&self) -> u64 {
+        self.0.record.version
+    }
+
+    /// Kind, owner, expiry and the rest.
+    pub fn meta(&self) -> &'a crate::model::FlagMeta {
+        &self.0.record.meta
+    }
+
+    /// Whether it has targeting (rules, a split or a schedule).
+    pub fn is_targeted(&self) -> bool {
+        !self.0.record.targeting.is_empty()
+    }
+
+    /// The stored record, whole.
+    pub fn record(&self) -> FlagRecord {
+        self.0.whole()
+    }
+}
+
 impl Slot {
+    /// The record with its id lists put back.
+    fn whole(&self) -> FlagRecord {
+        let mut record = self.record.clone();
+        if let Some(c) = self.compiled.as_ref().filter(|c| c.pin().is_none()) {
+            c.restore(&mut record.targeting);
+        }
+        record
+    }
+
     /// Once per flag version and process: an expired flag that serves its default
     /// changes behaviour, so it says so loudly.
     #[cold]
@@ -1044,6 +1115,62 @@ impl FlagTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lists the compiled targeting holds (strings only: a mixed list stays in the
+    /// record), with duplicates and in an order a set would not keep.
+    fn listed() -> StoreState {
+        let targeting = serde_json::from_value(serde_json::json!({"rules": [
+            {"clauses": [{"attribute": "user_id", "op": "in", "values": ["u3", "u1", "u3", "u2", "u9", "u8", "u7", "u6", "u5", "u4"]}], "value": true},
+            {"clauses": [{"attribute": "plan", "op": "in", "values": ["pro", 3, true]},
+                         {"attribute": "country", "op": "not_in", "values": []}], "value": true},
+            {"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["beta"]}], "value": true}
+        ]}))
+        .unwrap();
+        let flag = FlagRecord { targeting, ..FlagRecord::new("LISTED", Value::Bool(false)) };
+        let definition = serde_json::from_value(serde_json::json!({
+            "included": ["s2", "s1", "s2"], "excluded": ["u1"], "rules": []
+        }))
+        .unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let segment =
+            SegmentRecord { key: "beta".into(), definition, version: 1, created_at: now, updated_at: now };
+        StoreState { seq: 4, flags: vec![flag], overrides: vec![], segments: vec![segment] }
+    }
+
+    #[test]
+    fn id_lists_are_held_once_and_given_back_exactly() {
+        let state = listed();
+        let snapshot = Snapshot::from_state(&state);
+        assert_eq!(snapshot.to_state(), state, "saved whole");
+        assert_eq!(snapshot.flag("LISTED").as_ref(), state.flags.first(), "read whole");
+        // The slot's record keeps only what the compiled form does not hold.
+        let kept = &snapshot.flags.slot(0).unwrap().record.targeting;
+        assert!(kept.rules[0].clauses[0].values.is_empty());
+        assert_eq!(kept.rules[1].clauses[0].values.len(), 3, "a mixed list stays");
+        let info = snapshot.flag_info("LISTED").unwrap();
+        assert!(info.is_targeted());
+        assert_eq!((info.key(), info.version(), info.value_type()), ("LISTED", 1, crate::ValueType::Bool));
+        // Membership still answers from the compiled sets.
+        let get = |user: &str| snapshot.evaluate_key("LISTED", &EvalContext::user(user)).unwrap();
+        assert_eq!(get("u7"), (Value::Bool(true), Reason::Rule(0)));
+        assert_eq!(get("s1"), (Value::Bool(true), Reason::Rule(2)));
+        assert_eq!(get("zz"), (Value::Bool(false), Reason::Global));
+        // And a snapshot applied incrementally saves the same.
+        let change = Change {
+            seq: 5,
+            at: OffsetDateTime::UNIX_EPOCH,
+            actor: "t".into(),
+            action: Action::FlagUpdate,
+            key: "LISTED".into(),
+            subject: None,
+            before: None,
+            after: Some(serde_json::to_value(&state.flags[0]).unwrap()),
+            reason: None,
+            batch_end: None,
+        };
+        let next = snapshot.apply(&[change]).unwrap();
+        assert_eq!(next.to_state(), StoreState { seq: 5, ..state });
+    }
 
     #[test]
     fn a_compacted_shard_finds_the_same_entries() {

@@ -197,8 +197,9 @@ impl Targeting {
 /// A segment ready to test membership.
 #[derive(Debug)]
 pub(crate) struct CompiledSegment {
-    /// What it was built from (kept by snapshots, to save them).
-    pub(crate) record: Option<SegmentRecord>,
+    /// What it was built from (kept by snapshots, to save them), without the ids
+    /// of `included` and `excluded`: see [`record`](Self::record).
+    pub(crate) stripped: Option<SegmentRecord>,
     included: IdSet,
     excluded: IdSet,
     rules: Vec<Vec<CompiledClause>>,
@@ -239,6 +240,31 @@ impl SegmentDef {
 }
 
 impl CompiledSegment {
+    /// Keeps `record` (the one this was compiled from) without the ids the sets hold.
+    pub(crate) fn keep(&mut self, mut record: SegmentRecord) {
+        let def = &mut record.definition;
+        if def.included.len() == self.included.len() {
+            def.included = Vec::new();
+        }
+        if def.excluded.len() == self.excluded.len() {
+            def.excluded = Vec::new();
+        }
+        self.stripped = Some(record);
+    }
+
+    /// The record this was compiled from, whole.
+    pub(crate) fn record(&self) -> Option<SegmentRecord> {
+        let mut record = self.stripped.clone()?;
+        let def = &mut record.definition;
+        if def.included.is_empty() {
+            def.included = self.included.iter().map(str::to_owned).collect();
+        }
+        if def.excluded.is_empty() {
+            def.excluded = self.excluded.iter().map(str::to_owned).collect();
+        }
+        Some(record)
+    }
+
     /// Validates and compiles a segment definition.
     pub(crate) fn new(def: &SegmentDef) -> Result<Self, ValidationError> {
         let ids = |list: &[String], what: &str| -> Result<IdSet, ValidationError> {
@@ -267,7 +293,7 @@ impl CompiledSegment {
             rules.push(clauses);
         }
         Ok(CompiledSegment {
-            record: None,
+            stripped: None,
             included: ids(&def.included, "included")?,
             excluded: ids(&def.excluded, "excluded")?,
             rules,
@@ -563,20 +589,18 @@ fn strings(c: &Clause, what: &str) -> Result<Vec<String>, ValidationError> {
         .collect()
 }
 
-/// `in`/`eq` values by kind: strings in a hash set, numbers and booleans in lists.
+/// `in`/`eq` values by kind: strings in an id set, numbers and booleans in lists.
 fn set_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
-    let (mut set, mut numbers, mut bools) = (IdSet::default(), Vec::new(), Vec::new());
+    let (mut strings, mut numbers, mut bools) = (Vec::new(), Vec::new(), Vec::new());
     for v in &c.values {
         match v {
-            serde_json::Value::String(s) => {
-                set.insert(s);
-            }
+            serde_json::Value::String(s) => strings.push(s.as_str()),
             serde_json::Value::Number(n) => numbers.extend(n.as_f64()),
             serde_json::Value::Bool(b) => bools.push(*b),
             other => return Err(bad(format!("{what}: cannot compare with {other}"))),
         }
     }
-    Ok(Test::Set(set, numbers, bools))
+    Ok(Test::Set(strings.into_iter().collect(), numbers, bools))
 }
 
 fn compile_serve(
@@ -693,6 +717,40 @@ impl Compiled {
     /// Memory its regexes take, compiled.
     pub(crate) fn regex_bytes(&self) -> usize {
         self.regex_bytes
+    }
+
+    /// The lists of strings this compiled form holds (`in`/`eq` clauses of strings
+    /// only), for each clause of `t`'s rules: what [`strip`](Self::strip) and
+    /// [`restore`](Self::restore) move.
+    fn lists<'a>(&'a self, t: &'a mut Targeting) -> impl Iterator<Item = (&'a IdSet, &'a mut Clause)> {
+        let clauses = self
+            .rules
+            .iter()
+            .zip(t.rules.iter_mut())
+            .flat_map(|((compiled, _), rule)| compiled.iter().zip(rule.clauses.iter_mut()));
+        clauses.filter_map(|(compiled, clause)| match &compiled.test {
+            Test::Set(ids, numbers, bools) if numbers.is_empty() && bools.is_empty() => Some((ids, clause)),
+            _ => None,
+        })
+    }
+
+    /// Empties the lists of `t` (the targeting this was compiled from) that this
+    /// holds, so a snapshot keeps each id once.
+    pub(crate) fn strip(&self, t: &mut Targeting) {
+        for (ids, clause) in self.lists(t) {
+            if ids.len() == clause.values.len() {
+                clause.values = Vec::new();
+            }
+        }
+    }
+
+    /// Puts back what [`strip`](Self::strip) took, in the original order.
+    pub(crate) fn restore(&self, t: &mut Targeting) {
+        for (ids, clause) in self.lists(t) {
+            if clause.values.is_empty() {
+                clause.values = ids.iter().map(|id| serde_json::Value::String(id.to_owned())).collect();
+            }
+        }
     }
 
     /// The pinned value, if any.

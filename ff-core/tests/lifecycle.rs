@@ -50,10 +50,10 @@ fn serve_default_past_expiry_serves_the_code_default_to_everyone() {
     }
     // Untyped readers do not know the code default: they get the off value.
     let alice = at("alice", after);
-    let (f, v, r) = alice.all().find(|(f, ..)| f.key == "CHECKOUT").unwrap();
-    assert_eq!((f.key.as_str(), v, r), ("CHECKOUT", &Value::Bool(false), Reason::Expired));
+    let (f, v, r) = alice.all().find(|(f, ..)| f.key() == "CHECKOUT").unwrap();
+    assert_eq!((f.key(), v, r), ("CHECKOUT", &Value::Bool(false), Reason::Expired));
     let alice = at("alice", before);
-    let (_, v, r) = alice.all().find(|(f, ..)| f.key == "CHECKOUT").unwrap();
+    let (_, v, r) = alice.all().find(|(f, ..)| f.key() == "CHECKOUT").unwrap();
     assert_eq!((v, r), (&Value::Bool(true), Reason::Global));
 }
 

@@ -81,19 +81,19 @@ impl FfProvider {
         convert: impl FnOnce(Value) -> Result<T, Value>,
     ) -> EvaluationResult<ResolutionDetails<T>> {
         let (value, reason, snapshot) = self.lookup(key, ctx)?;
-        let record = snapshot.flag(key);
+        let record = snapshot.flag_info(key);
         let value = convert(value).map_err(|v| {
             error(
                 EvaluationErrorCode::TypeMismatch,
                 format!("flag {key:?} is a {} flag, read as {want}", v.value_type()),
             )
         })?;
-        let targeted = record.is_some_and(|r| !r.targeting.is_empty());
+        let targeted = record.is_some_and(|r| r.is_targeted());
         let mut metadata = FlagMetadata::default()
             .with_value("snapshotVersion", snapshot.version() as i64)
             .with_value("ffReason", reason.to_string());
         if let Some(r) = record {
-            metadata = metadata.with_value("flagVersion", r.version as i64);
+            metadata = metadata.with_value("flagVersion", r.version() as i64);
         }
         Ok(ResolutionDetails {
             value,

@@ -571,13 +571,13 @@ async fn check_lifecycle(store: &dyn Store, snapshot: &Snapshot) {
 fn warn_expired(snapshot: &Snapshot) -> usize {
     let now = time::OffsetDateTime::now_utc();
     let mut n = 0;
-    for f in snapshot.flags().filter(|f| f.meta.is_expired(f.value_type, now)) {
+    for f in snapshot.flags().filter(|f| f.meta().is_expired(f.value_type(), now)) {
         n += 1;
         tracing::warn!(
-            flag = %f.key,
-            owner = %f.meta.owner,
-            expires_at = ?f.meta.expires_at,
-            policy = f.meta.expiry.as_str(),
+            flag = %f.key(),
+            owner = %f.meta().owner,
+            expires_at = ?f.meta().expires_at,
+            policy = f.meta().expiry.as_str(),
             "ff: flag is past its expiry: remove it from the code, then archive it"
         );
     }

@@ -69,7 +69,7 @@ async fn a_pin_beats_the_switch_overrides_and_the_global_value_in_both_states() 
             Some((ff_core::Value::Bool(want), Reason::Env))
         );
         let all: Vec<_> =
-            eval(&source, "u1").all().map(|(r, v, why)| (r.key.clone(), v.clone(), why)).collect();
+            eval(&source, "u1").all().map(|(r, v, why)| (r.key().to_owned(), v.clone(), why)).collect();
         assert!(all.contains(&("NEW_CHECKOUT".into(), ff_core::Value::Bool(want), Reason::Env)), "{all:?}");
         assert_eq!(eval(&source, "u1").detail(LEAD).reason, Reason::Global);
         assert_eq!(snapshot.pinned().collect::<Vec<_>>(), [("NEW_CHECKOUT", &ff_core::Value::Bool(want))]);

@@ -609,7 +609,7 @@ fn evaluate_all_agrees_with_reads_by_key() {
             .with_attribute("plan", if i % 2 == 0 { "pro" } else { "free" });
         let all: Vec<_> = Evaluator::new(s.clone(), ctx.clone())
             .all()
-            .map(|(f, v, r)| (f.key.clone(), v.clone(), r))
+            .map(|(f, v, r)| (f.key().to_owned(), v.clone(), r))
             .collect();
         assert_eq!(all.len(), 6);
         for (key, value, reason) in all {
