@@ -40,13 +40,36 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    // Two overlapping words cover 8..=16 bytes, two overlapping half-words 4..8.
+    // Overlapping chunks: two half-words cover 4..8 bytes, two words 8..=16.
     match n {
         0..4 => a.iter().zip(b).all(|(x, y)| x == y),
         4..8 => a.first_chunk::<4>() == b.first_chunk() && a.last_chunk::<4>() == b.last_chunk(),
         8..=16 => a.first_chunk::<8>() == b.first_chunk() && a.last_chunk::<8>() == b.last_chunk(),
-        _ => a == b,
+        _ => long_eq(a, b),
     }
+}
+
+/// Equal lengths over 16 bytes, out of line so the short case stays small.
+#[inline(never)]
+fn long_eq(a: &[u8], b: &[u8]) -> bool {
+    chunks_eq(a, b)
+}
+
+/// Id equality, inline at every length up to 48 bytes: ids are often UUIDs (36).
+#[inline]
+fn id_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() == b.len() && a.len() > 16 { chunks_eq(a, b) } else { bytes_eq(a, b) }
+}
+
+/// Equal lengths over 16 bytes: three overlapping 16-byte chunks up to 48.
+#[inline]
+fn chunks_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n > 48 {
+        return a == b;
+    }
+    let mid = |s: &[u8]| s.get(n / 2 - 8..).and_then(|m| m.first_chunk::<16>().copied());
+    a.first_chunk::<16>() == b.first_chunk() && a.last_chunk::<16>() == b.last_chunk() && mid(a) == mid(b)
 }
 
 /// A set of ids kept once, in insertion order (duplicates too), so the list it was
@@ -99,12 +122,12 @@ impl IdSet {
         let id = id.as_bytes();
         match &self.table {
             Some(table) => table
-                .find(hash, |&at| entry(&self.data, at as usize).is_some_and(|(b, _)| bytes_eq(b, id)))
+                .find(hash, |&at| entry(&self.data, at as usize).is_some_and(|(b, _)| id_eq(b, id)))
                 .is_some(),
             None => {
                 let mut at = 0;
                 while let Some((bytes, next)) = entry(&self.data, at) {
-                    if bytes_eq(bytes, id) {
+                    if id_eq(bytes, id) {
                         return true;
                     }
                     at = next;
@@ -154,7 +177,7 @@ mod tests {
 
     #[test]
     fn str_eq_agrees_with_eq_at_every_length() {
-        let base = "abcdefghijklmnopqrstuvwxyz";
+        let base = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         for n in 0..=base.len() {
             let a = &base[..n];
             assert!(str_eq(a, a));

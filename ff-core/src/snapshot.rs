@@ -653,6 +653,7 @@ impl Snapshot {
 
     /// Evaluates `flag` for `context`, in the documented order. Never panics;
     /// falls back to the code default.
+    #[inline]
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
         let now = OnceLock::new();
         // The user's overrides are looked up only if the flag has any.

@@ -870,6 +870,13 @@ impl CompiledClause {
             let Some((user, hash)) = ctx.user_id_hashed() else { return false };
             return ids.contains(user, hash) != self.user_set_misses;
         }
+        self.matches_attribute(ctx, segments)
+    }
+
+    /// Every test but a list of user ids: out of line, so the common list test
+    /// above stays small where it is inlined.
+    #[inline(never)]
+    fn matches_attribute(&self, ctx: &EvalContext, segments: &Segments) -> bool {
         if let Test::Segments(keys) = &self.test {
             // Unknown segments never match (writes refuse them; this covers deletions in flight).
             let hit = keys.iter().any(|k| segments.get(k).is_some_and(|s| s.contains(ctx)));
