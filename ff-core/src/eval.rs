@@ -64,13 +64,33 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
     (config, reader.touched.into_inner())
 }
 
+/// A hold on a snapshot that one thread's requests share: cloning it counts on
+/// the lease's own reference count rather than the snapshot's, which every thread
+/// would otherwise write on every request. A `Source` keeps one per thread.
+#[derive(Debug)]
+pub struct Lease {
+    snapshot: Arc<Snapshot>,
+}
+
+impl Lease {
+    /// A lease on `snapshot`.
+    pub fn new(snapshot: Arc<Snapshot>) -> Arc<Self> {
+        Arc::new(Lease { snapshot })
+    }
+
+    /// The snapshot.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+}
+
 /// One snapshot seen by one [`EvalContext`]: what a request reads flags through.
 ///
 /// Cheap to clone (a reference count and a small copy), so it can follow work
 /// into spawned tasks.
 #[derive(Clone)]
 pub struct Evaluator {
-    snapshot: Arc<Snapshot>,
+    lease: Arc<Lease>,
     context: EvalContext,
     user: Option<UserRef>,
     config: OnceLock<Arc<dyn Any + Send + Sync>>,
@@ -81,7 +101,7 @@ pub struct Evaluator {
 impl fmt::Debug for Evaluator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Evaluator")
-            .field("version", &self.snapshot.version())
+            .field("version", &self.lease.snapshot.version())
             .field("context", &self.context)
             .field("has_overrides", &self.user.is_some())
             .finish()
@@ -92,8 +112,14 @@ impl Evaluator {
     /// Binds a snapshot to a context, looking up the user's overrides once.
     #[inline]
     pub fn new(snapshot: Arc<Snapshot>, context: EvalContext) -> Self {
-        let user = snapshot.user_of(&context);
-        Evaluator { snapshot, context, user, config: OnceLock::new(), now: OnceLock::new() }
+        Self::leased(Lease::new(snapshot), context)
+    }
+
+    /// [`new`](Self::new) on a lease many requests share (what the layer uses).
+    #[inline]
+    pub fn leased(lease: Arc<Lease>, context: EvalContext) -> Self {
+        let user = lease.snapshot.user_of(&context);
+        Evaluator { lease, context, user, config: OnceLock::new(), now: OnceLock::new() }
     }
 
     /// Evaluates as of `now` instead of the request's own clock (previews, tests).
@@ -121,13 +147,13 @@ impl Evaluator {
     /// The flag's value with the reason and snapshot version.
     #[inline]
     pub fn detail<T: FlagType>(&self, flag: Flag<T>) -> Detail<T> {
-        self.snapshot.evaluate_slot(&flag, &self.input()).1
+        self.lease.snapshot.evaluate_slot(&flag, &self.input()).1
     }
 
     /// Every live flag for this request's context, in one pass: see
     /// [`Snapshot::evaluate_all`].
     pub fn all(&self) -> impl Iterator<Item = (crate::FlagInfo<'_>, &crate::Value, Reason)> {
-        self.snapshot.evaluate_all_with(self.input())
+        self.lease.snapshot.evaluate_all_with(self.input())
     }
 
     /// The typed config, built at most once per evaluator, and shared across
@@ -136,7 +162,7 @@ impl Evaluator {
         if let Some(c) = self.config.get().and_then(|c| c.clone().downcast::<C>().ok()) {
             return c;
         }
-        let snapshot = &self.snapshot;
+        let snapshot = &self.lease.snapshot;
         let anonymous = EvalContext::anonymous();
         let shared = snapshot.shared_config(|now| {
             build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
@@ -161,7 +187,7 @@ impl Evaluator {
 
     /// The snapshot.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+        &self.lease.snapshot
     }
 
     /// The context.

@@ -39,7 +39,7 @@ mod value_type;
 pub use bucket::{BUCKETS, bucket, murmur3_32};
 pub use context::{EvalContext, MAX_TEXT_BYTES, MAX_USER_ID_LEN, check_text, validate_user_id};
 pub use error::ValidationError;
-pub use eval::{Config, ConfigReader, Evaluator};
+pub use eval::{Config, ConfigReader, Evaluator, Lease};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
 pub use model::{
     Action, Change, ChangeState, ExpiryPolicy, FlagKind, FlagMeta, FlagRecord, Lifetimes, OverrideRecord,

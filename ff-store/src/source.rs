@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use crate::error::StoreError;
 use crate::store::{Store, SyncReport, sync};
 use ff_core::FlagDecl;
+use ff_core::Lease;
 use ff_core::Pins;
 use ff_core::Snapshot;
 use ff_core::Usage;
@@ -19,6 +20,15 @@ use ff_core::{Lifetimes, StoreState};
 
 /// Most changes read per round trip while catching up.
 const CHANGE_BATCH: u32 = 1000;
+
+/// Sources a thread keeps a lease for (an application has one or two).
+const MAX_LEASES: usize = 4;
+
+thread_local! {
+    /// This thread's lease per source (by address), on that source's current
+    /// snapshot as of this thread's last request.
+    static LEASES: std::cell::RefCell<Vec<(usize, Arc<Lease>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const SNAPSHOT_FORMAT: &str = "ff-snapshot/1";
 
 /// The current flag snapshot, kept fresh by a background task.
@@ -332,10 +342,41 @@ impl Source {
         Source { inner: Arc::new(Inner { shared, tasks: Vec::new() }) }
     }
 
-    /// The current snapshot. Lock-free; what the layer calls once per request.
+    /// The current snapshot. Lock-free.
     #[inline]
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.shared.current.load_full()
+    }
+
+    /// The current snapshot, leased by this thread: what the layer calls once per
+    /// request. Requests on one thread share the lease, so no request writes the
+    /// snapshot's reference count, which all threads share (see [`Lease`]).
+    #[inline]
+    pub fn lease(&self) -> Arc<Lease> {
+        let shared = &self.inner.shared;
+        let current = shared.current.load();
+        let id = Arc::as_ptr(shared) as usize;
+        let leased = LEASES.try_with(|leases| {
+            let mut leases = leases.try_borrow_mut().ok()?;
+            let i = leases.iter().position(|(source, _)| *source == id);
+            // A lease on another snapshot (this one's or a dropped source's) is replaced.
+            match i.map(|i| &mut leases[i]) {
+                Some((_, lease)) if Arc::ptr_eq(lease.snapshot(), &current) => Some(lease.clone()),
+                Some((_, lease)) => {
+                    *lease = Lease::new(arc_swap::Guard::into_inner(current));
+                    Some(lease.clone())
+                }
+                None => {
+                    let lease = Lease::new(arc_swap::Guard::into_inner(current));
+                    if leases.len() == MAX_LEASES {
+                        leases.remove(0);
+                    }
+                    leases.push((id, lease.clone()));
+                    Some(lease)
+                }
+            }
+        });
+        leased.ok().flatten().unwrap_or_else(|| Lease::new(shared.current.load_full()))
     }
 
     /// How fresh the snapshot is.

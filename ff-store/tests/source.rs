@@ -366,3 +366,28 @@ mod redis_propagation {
         assert_eq!(get(&sa, LEAD, "u"), 8);
     }
 }
+
+/// Requests on one thread share a lease on the current snapshot; a change gives the
+/// next request a lease on the new one; each source has its own.
+#[tokio::test]
+async fn leases_follow_the_current_snapshot_per_source() {
+    let store = MemoryStore::new();
+    let source = quick(store.clone()).start().await;
+    let other = quick(MemoryStore::new()).start().await;
+    let first = source.lease();
+    assert!(Arc::ptr_eq(&first, &source.lease()), "one lease per thread and snapshot");
+    assert!(Arc::ptr_eq(first.snapshot(), &source.snapshot()));
+    assert!(!Arc::ptr_eq(&first, &other.lease()), "each source its own");
+    let version = source.snapshot().version();
+    store.write(w(Mutation::set_value("LEAD", 48))).await.unwrap();
+    assert!(source.wait_for_version(version + 1, PATIENCE).await);
+    let next = source.lease();
+    assert!(!Arc::ptr_eq(&first, &next));
+    assert_eq!(next.snapshot().version(), version + 1);
+    let read = |lease| Evaluator::leased(lease, EvalContext::user("u1")).get(LEAD);
+    assert_eq!((read(first), read(next)), (24, 48), "a request keeps the snapshot it started with");
+    // Another thread leases on its own.
+    let there = std::thread::scope(|s| s.spawn(|| source.lease()).join().unwrap());
+    assert!(!Arc::ptr_eq(&there, &source.lease()));
+    assert!(Arc::ptr_eq(there.snapshot(), source.lease().snapshot()));
+}

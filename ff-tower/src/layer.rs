@@ -119,7 +119,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let context = self.make_context.make_context(&parts);
-        let flags = Evaluator::new(self.source.snapshot(), context);
+        let flags = Evaluator::leased(self.source.lease(), context);
         if self.span
             && tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
         {
