@@ -29,10 +29,10 @@ const RUN: Duration = Duration::from_secs(1);
 const BATCH: u64 = 1_000;
 
 /// One thread's loop: its number, the stop signal; returns the operations done.
-type Work = dyn Fn(usize, &AtomicBool) -> u64 + Sync;
+type Work<'a> = dyn Fn(usize, &AtomicBool) -> u64 + Sync + 'a;
 
 /// Operations per second of `work` on `threads` threads together.
-fn throughput(threads: usize, work: &Work) -> f64 {
+fn throughput(threads: usize, work: &Work<'_>) -> f64 {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let start = Instant::now();
@@ -112,7 +112,7 @@ fn main() {
         }
         n
     };
-    let modes: [(&str, &Work); 5] = [
+    let modes: [(&str, &Work<'_>); 5] = [
         ("spin", &spin),
         ("read", &read),
         ("evaluator_shared", &shared),
