@@ -36,7 +36,7 @@ impl Salted {
     #[inline]
     pub(crate) fn bucket(&self, value: &str) -> u32 {
         let mut h = self.0;
-        h.write(value.as_bytes());
+        h.write_after_tail(value.as_bytes());
         h.finish() % BUCKETS
     }
 }
@@ -99,6 +99,31 @@ impl Murmur3 {
         self.tail_len = chunks.remainder().len() as u32;
     }
 
+    /// [`write`](Self::write) without a byte-by-byte fill of the salt's partial
+    /// block: the first block joins the salt's tail with the value's first bytes,
+    /// the rest are read as words at that offset.
+    #[inline]
+    fn write_after_tail(&mut self, data: &[u8]) {
+        let t = self.tail_len as usize;
+        let need = (4 - t) % 4;
+        if t == 0 || data.len() < need {
+            return self.write(data);
+        }
+        self.len = self.len.wrapping_add(data.len() as u32);
+        let mut k = self.tail;
+        for (i, &b) in data[..need].iter().enumerate() {
+            k |= u32::from(b) << (8 * (t + i));
+        }
+        self.mix(k);
+        let mut chunks = data[need..].chunks_exact(4);
+        for c in &mut chunks {
+            self.mix(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        }
+        let rest = chunks.remainder();
+        self.tail = rest.iter().enumerate().fold(0, |k, (i, &b)| k | u32::from(b) << (8 * i));
+        self.tail_len = rest.len() as u32;
+    }
+
     #[inline]
     fn finish(mut self) -> u32 {
         if self.tail_len > 0 {
@@ -117,6 +142,17 @@ impl Murmur3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_salted_bucket_equals_the_whole_hash_at_every_alignment() {
+        let text = "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b3-and-more";
+        for salt_len in 0..9 {
+            for value_len in 0..text.len() {
+                let (salt, value) = (&text[..salt_len], &text[text.len() - value_len..]);
+                assert_eq!(Salted::new(salt).bucket(value), bucket(salt, value), "{salt:?} {value:?}");
+            }
+        }
+    }
 
     #[test]
     fn known_values() {

@@ -116,6 +116,24 @@ impl IdSet {
         })
     }
 
+    /// [`contains`](Self::contains) for an id not hashed yet: a short set is
+    /// scanned without hashing it.
+    #[inline]
+    pub(crate) fn contains_hashing(&self, id: &str) -> bool {
+        if self.table.is_none() { self.scan(id.as_bytes()) } else { self.contains(id, id_hash(id)) }
+    }
+
+    fn scan(&self, id: &[u8]) -> bool {
+        let mut at = 0;
+        while let Some((bytes, next)) = entry(&self.data, at) {
+            if id_eq(bytes, id) {
+                return true;
+            }
+            at = next;
+        }
+        false
+    }
+
     /// `hash` must be `id_hash(id)`.
     #[inline]
     pub(crate) fn contains(&self, id: &str, hash: u64) -> bool {
@@ -124,16 +142,7 @@ impl IdSet {
             Some(table) => table
                 .find(hash, |&at| entry(&self.data, at as usize).is_some_and(|(b, _)| id_eq(b, id)))
                 .is_some(),
-            None => {
-                let mut at = 0;
-                while let Some((bytes, next)) = entry(&self.data, at) {
-                    if id_eq(bytes, id) {
-                        return true;
-                    }
-                    at = next;
-                }
-                false
-            }
+            None => self.scan(id),
         }
     }
 }

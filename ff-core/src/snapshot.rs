@@ -747,7 +747,7 @@ impl Snapshot {
 
     /// The evaluation order, without the Rust type: the value and why.
     /// The user's override of `slot`, if any.
-    #[inline]
+    #[inline(always)]
     fn overridden<'a>(&'a self, slot: u32, input: &Input<'_>) -> Option<&'a Value> {
         let user = if input.lookup {
             if self.users.per_slot.get(slot as usize).is_none_or(|n| *n == 0) {

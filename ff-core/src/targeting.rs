@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use crate::ids::{IdSet, id_hash};
+use crate::ids::IdSet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -906,7 +906,7 @@ impl CompiledClause {
             Test::Set(strings, numbers, bools) => {
                 let found = match attr {
                     Attr::Id(s, hash) => strings.contains(s, hash),
-                    Attr::Json(J::String(s)) => strings.contains(s, id_hash(s)),
+                    Attr::Json(J::String(s)) => strings.contains_hashing(s),
                     Attr::Json(J::Number(n)) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
                     Attr::Json(J::Bool(b)) => bools.contains(b),
                     Attr::Json(_) => return None,
