@@ -204,9 +204,11 @@ impl Admin {
             return Ok(s.clone());
         }
         let state = self.inner.store.load().await?;
-        let built = tokio::task::spawn_blocking(move || Snapshot::from_state(&state))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("building a snapshot failed: {e}")))?;
+        let built = tokio::task::spawn_blocking(move || {
+            Snapshot::from_owned_state(state, Arc::default(), Arc::default())
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("building a snapshot failed: {e}")))?;
         let snapshot = Arc::new(built);
         *loaded = Some(snapshot.clone());
         Ok(snapshot)

@@ -314,7 +314,7 @@ impl SharedConfig {
 
 /// Who is asking, for one evaluation: the user's overrides, the context, and the
 /// request's clock (read at most once, only by flags with a schedule).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Input<'a> {
     pub(crate) user: Option<UserRef>,
     /// `user` was not looked up: a flag that has overrides looks it up.
@@ -407,10 +407,32 @@ impl Snapshot {
 
     /// [`from_state_counted`](Self::from_state_counted), with values the environment pins.
     pub fn from_state_pinned(state: &StoreState, usage: Arc<Usage>, pins: Arc<Pins>) -> Self {
+        let records = state.flags.iter().filter(|f| !f.archived).cloned();
+        Self::assemble(state.seq, state.flags.len(), records, state, usage, pins)
+    }
+
+    /// [`from_state_pinned`](Self::from_state_pinned), taking the state: each record
+    /// is moved in (its id lists freed once compiled), so loading does not hold two
+    /// copies of every record.
+    pub fn from_owned_state(mut state: StoreState, usage: Arc<Usage>, pins: Arc<Pins>) -> Self {
+        let flags = std::mem::take(&mut state.flags);
+        let n = flags.len();
+        Self::assemble(state.seq, n, flags.into_iter().filter(|f| !f.archived), &state, usage, pins)
+    }
+
+    /// A snapshot of `records`, with the overrides and segments of `state`.
+    fn assemble(
+        seq: u64,
+        n: usize,
+        records: impl Iterator<Item = FlagRecord>,
+        state: &StoreState,
+        usage: Arc<Usage>,
+        pins: Arc<Pins>,
+    ) -> Self {
         let mut flags = FlagTable { usage, pins, ..FlagTable::default() };
-        flags.reserve(state.flags.len());
-        for record in state.flags.iter().filter(|f| !f.archived) {
-            flags.put(record.clone());
+        flags.reserve(n);
+        for record in records {
+            flags.put(record);
         }
         let mut by_user: HashMap<&str, Vec<(u32, Value)>> = HashMap::new();
         for o in &state.overrides {
@@ -424,7 +446,7 @@ impl Snapshot {
         }
         let segments = state.segments.iter().filter_map(compile_segment).collect();
         Snapshot {
-            version: state.seq,
+            version: seq,
             flags: Arc::new(flags),
             users: Arc::new(users),
             segments: Arc::new(segments),
@@ -772,7 +794,8 @@ impl Snapshot {
                 (&s.record.value, Reason::Global, 0)
             };
         }
-        self.resolve_targeted(slot, s, input)
+        // By value: the plain path above never puts the input in memory.
+        self.resolve_targeted(slot, s, *input)
     }
 
     /// Expiry, pins, schedules, rules and splits: out of line, so the common case
@@ -782,8 +805,9 @@ impl Snapshot {
         &'a self,
         slot: u32,
         s: &'a Slot,
-        input: &Input<'_>,
+        input: Input<'_>,
     ) -> (&'a Value, Reason, usize) {
+        let input = &input;
         if let Some(at) = s.expires_at
             && input.now() >= at
         {

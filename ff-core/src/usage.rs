@@ -3,7 +3,7 @@
 //! a collector takes the growth since it last looked, flushing it to the store and
 //! the `metrics` facade at an interval.
 
-use std::cell::RefCell;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -68,8 +68,26 @@ static THREADS: Mutex<Vec<Arc<ThreadCells>>> = Mutex::new(Vec::new());
 
 /// The calling thread's cells by flag id, and its entry in `THREADS`.
 struct Local {
-    cells: RefCell<Vec<Option<Arc<Cells>>>>,
+    /// Bucket `b` holds ids `2^b - 1 .. 2^(b+1) - 1`: the table grows without moving
+    /// what it holds, so a read takes no borrow (no write but the count itself).
+    buckets: [OnceCell<Box<[OnceCell<Arc<Cells>>]>>; 32],
     shared: OnceLock<Arc<ThreadCells>>,
+}
+
+impl Local {
+    /// Bucket and position of `id`.
+    #[inline]
+    fn place(id: u32) -> (usize, usize) {
+        let n = id as u64 + 1;
+        let b = 63 - n.leading_zeros() as usize;
+        (b, (n - (1 << b)) as usize)
+    }
+
+    #[inline]
+    fn cells(&self, id: u32) -> Option<&Arc<Cells>> {
+        let (b, at) = Self::place(id);
+        self.buckets.get(b)?.get()?.get(at)?.get()
+    }
 }
 
 impl Drop for Local {
@@ -81,7 +99,7 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: Local = const { Local { cells: RefCell::new(Vec::new()), shared: OnceLock::new() } };
+    static LOCAL: Local = const { Local { buckets: [const { OnceCell::new() }; 32], shared: OnceLock::new() } };
 }
 
 /// Counts one evaluation of the flag `usage` (whose id is `id`) on this thread.
@@ -90,8 +108,7 @@ pub(crate) fn record(usage: &Arc<FlagUsage>, id: u32, reason: Reason, variant: u
     let i = reason_index(reason) * WIDTH + variant.min(WIDTH - 1);
     // A thread being torn down counts nothing rather than panic.
     let _ = LOCAL.try_with(|local| {
-        if let Ok(cells) = local.cells.try_borrow()
-            && let Some(Some(c)) = cells.get(id as usize)
+        if let Some(c) = local.cells(id)
             && let Some(n) = c.counts.get(i)
         {
             // Only this thread writes it: a load and a store cannot lose a count.
@@ -106,7 +123,10 @@ pub(crate) fn record(usage: &Arc<FlagUsage>, id: u32, reason: Reason, variant: u
 #[cold]
 #[inline(never)]
 fn first_count(local: &Local, usage: &Arc<FlagUsage>, id: u32, i: usize) {
-    let Ok(mut cells) = local.cells.try_borrow_mut() else { return };
+    let (b, at) = Local::place(id);
+    let Some(bucket) = local.buckets.get(b) else { return };
+    let bucket = bucket.get_or_init(|| (0..1usize << b).map(|_| OnceCell::new()).collect());
+    let Some(cell) = bucket.get(at) else { return };
     let c = Arc::new(Cells {
         counts: std::array::from_fn(|_| AtomicU32::new(0)),
         seen: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -121,11 +141,7 @@ fn first_count(local: &Local, usage: &Arc<FlagUsage>, id: u32, i: usize) {
         t
     });
     shared.cells.lock().unwrap_or_else(|e| e.into_inner()).push(c.clone());
-    let at = id as usize;
-    if cells.len() <= at {
-        cells.resize(at + 1, None);
-    }
-    cells[at] = Some(c);
+    let _ = cell.set(c);
 }
 
 #[inline]

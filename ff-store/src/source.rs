@@ -720,7 +720,7 @@ async fn full_reload(store: &dyn Store, shared: &Shared) -> Result<(), StoreErro
 /// A snapshot of `state`, compiled off the async workers.
 async fn build(state: StoreState, shared: &Shared) -> Result<Snapshot, StoreError> {
     let (usage, pins) = (shared.usage.clone(), shared.pins.clone());
-    tokio::task::spawn_blocking(move || Snapshot::from_state_pinned(&state, usage, pins))
+    tokio::task::spawn_blocking(move || Snapshot::from_owned_state(state, usage, pins))
         .await
         .map_err(|e| StoreError::Corrupt(format!("building the snapshot failed: {e}")))
 }
@@ -760,7 +760,7 @@ fn read_snapshot_file(path: &Path, usage: &Arc<Usage>, pins: &Arc<Pins>) -> Opti
     match serde_json::from_slice::<SnapshotFile>(&bytes) {
         Ok(f) if f.format == SNAPSHOT_FORMAT => {
             tracing::info!(path = %path.display(), version = f.state.seq, "ff: serving the saved snapshot until the store answers");
-            Some(Snapshot::from_state_pinned(&f.state, usage.clone(), pins.clone()))
+            Some(Snapshot::from_owned_state(f.state, usage.clone(), pins.clone()))
         }
         Ok(f) => {
             tracing::warn!(path = %path.display(), format = %f.format, "ff: saved snapshot has an unknown format; ignoring it");

@@ -45,7 +45,7 @@ impl Engine for Ff {
     fn load(document: String) -> Self {
         let state: StoreState = serde_json::from_str(&document).expect("ff document");
         drop(document);
-        Ff { snapshot: Snapshot::from_state(&state) }
+        Ff { snapshot: Snapshot::from_owned_state(state, Default::default(), Default::default()) }
     }
 
     fn context(&self, user: &User) -> EvalContext {
