@@ -67,10 +67,13 @@ struct ThreadCells {
 static THREADS: Mutex<Vec<Arc<ThreadCells>>> = Mutex::new(Vec::new());
 
 /// The calling thread's cells by flag id, and its entry in `THREADS`.
+/// Cells for a run of ids, made on the first count of any of them.
+type Bucket = OnceCell<Box<[OnceCell<Arc<Cells>>]>>;
+
 struct Local {
     /// Bucket `b` holds ids `2^b - 1 .. 2^(b+1) - 1`: the table grows without moving
     /// what it holds, so a read takes no borrow (no write but the count itself).
-    buckets: [OnceCell<Box<[OnceCell<Arc<Cells>>]>>; 32],
+    buckets: [Bucket; 32],
     shared: OnceLock<Arc<ThreadCells>>,
 }
 
