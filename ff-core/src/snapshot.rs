@@ -75,8 +75,51 @@ struct Slot {
     compiled: Option<Box<Compiled>>,
     /// Evaluation counters, shared with the flag's other versions.
     usage: Arc<FlagUsage>,
-    /// Last: its values (first in the record) share a cache line with `usage`.
-    record: FlagRecord,
+    /// Last: its values (first) share a cache line with `usage`.
+    stored: Stored,
+}
+
+/// The rest of a flag's record, as a slot keeps it: the key and the switch live in
+/// the slot, and what most flags leave empty is boxed only when set (a record
+/// inline would take 416 bytes per flag).
+#[repr(C)]
+struct Stored {
+    value: Value,
+    off_value: Value,
+    value_type: crate::ValueType,
+    archived: bool,
+    description: Box<str>,
+    schema: Option<Box<crate::Schema>>,
+    meta: Option<Box<crate::model::FlagMeta>>,
+    /// Without the lists the compiled form holds; `None` when empty.
+    targeting: Option<Box<crate::Targeting>>,
+    version: u64,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+/// What `FlagInfo::meta` shows for a flag that has none set.
+static NO_META: std::sync::LazyLock<crate::model::FlagMeta> = std::sync::LazyLock::new(Default::default);
+
+impl Stored {
+    fn new(r: FlagRecord) -> Self {
+        fn set<T: Default + PartialEq>(v: T) -> Option<Box<T>> {
+            (v != T::default()).then(|| Box::new(v))
+        }
+        Stored {
+            value: r.value,
+            off_value: r.off_value,
+            value_type: r.value_type,
+            archived: r.archived,
+            description: r.description.into_boxed_str(),
+            schema: set(r.schema),
+            meta: set(r.meta),
+            targeting: (!r.targeting.is_empty()).then(|| Box::new(r.targeting)),
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 impl Slot {
@@ -91,22 +134,23 @@ impl Slot {
         if let Some(c) = compiled.as_ref().filter(|c| c.pin().is_none()) {
             c.strip(&mut record.targeting);
         }
+        // A pin outranks expiry.
+        let expires_at = (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
+            && !record.meta.is_permanent(record.value_type)
+            && compiled.as_ref().is_none_or(|c| c.pin().is_none()))
+        .then_some(record.meta.expires_at)
+        .flatten();
         Slot {
-            key: SmolStr::new(&record.key),
+            key: SmolStr::new(std::mem::take(&mut record.key)),
             hash,
             slot,
             usage_id: usage.id(),
             enabled: record.enabled,
             warned: AtomicBool::new(false),
-            // A pin outranks expiry.
-            expires_at: (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
-                && !record.meta.is_permanent(record.value_type)
-                && compiled.as_ref().is_none_or(|c| c.pin().is_none()))
-            .then_some(record.meta.expires_at)
-            .flatten(),
+            expires_at,
             compiled: compiled.map(Box::new),
             usage,
-            record,
+            stored: Stored::new(record),
         }
     }
 }
@@ -473,7 +517,7 @@ impl Snapshot {
             for (slot, value) in entry.pairs() {
                 if let Some(flag) = self.flags.slot(slot) {
                     overrides.push(OverrideRecord {
-                        key: flag.record.key.clone(),
+                        key: flag.key.to_string(),
                         user_id: user.to_string(),
                         value: value.to_json(),
                     });
@@ -531,7 +575,7 @@ impl Snapshot {
                 let ChangeState::Flag(record) = after()? else { return Err(bad("not a flag")) };
                 let table = next.flags.get_or_insert_with(|| (*self.flags).clone());
                 if let Some(old) = table.find(&record.key).and_then(|s| table.slot(s))
-                    && old.record.value_type != record.value_type
+                    && old.stored.value_type != record.value_type
                 {
                     return Err(bad("a flag's type changed"));
                 }
@@ -750,7 +794,7 @@ impl Snapshot {
                 &s.usage,
                 s.usage_id,
                 reason,
-                crate::usage::variant(s.record.value_type, value, number),
+                crate::usage::variant(s.stored.value_type, value, number),
             );
         }
         (value, reason)
@@ -787,11 +831,11 @@ impl Snapshot {
         if s.expires_at.is_none() && s.compiled.is_none() {
             // No targeting and no expiry: the common case, kept short and inline.
             return if !s.enabled {
-                (&s.record.off_value, Reason::Disabled, 0)
+                (&s.stored.off_value, Reason::Disabled, 0)
             } else if let Some(v) = self.overridden(slot, input) {
                 (v, Reason::Override, 0)
             } else {
-                (&s.record.value, Reason::Global, 0)
+                (&s.stored.value, Reason::Global, 0)
             };
         }
         // By value: the plain path above never puts the input in memory.
@@ -811,15 +855,15 @@ impl Snapshot {
         if let Some(at) = s.expires_at
             && input.now() >= at
         {
-            return (&s.record.off_value, Reason::Expired, 0);
+            return (&s.stored.off_value, Reason::Expired, 0);
         }
         let Some(c) = s.compiled.as_ref() else {
             return if !s.enabled {
-                (&s.record.off_value, Reason::Disabled, 0)
+                (&s.stored.off_value, Reason::Disabled, 0)
             } else if let Some(v) = self.overridden(slot, input) {
                 (v, Reason::Override, 0)
             } else {
-                (&s.record.value, Reason::Global, 0)
+                (&s.stored.value, Reason::Global, 0)
             };
         };
         // A pinned flag's slot has a compiled pin and no expiry: the fast path above stays as it was.
@@ -828,7 +872,7 @@ impl Snapshot {
         }
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
         if !c.enabled_at(step).unwrap_or(s.enabled) {
-            return (&s.record.off_value, Reason::Disabled, 0);
+            return (&s.stored.off_value, Reason::Disabled, 0);
         }
         if let Some(v) = self.overridden(slot, input) {
             return (v, Reason::Override, 0);
@@ -837,7 +881,7 @@ impl Snapshot {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
             Outcome::Split(j, v) => (v, Reason::Split, j),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
-            Outcome::Fallthrough => (&s.record.value, Reason::Global, 0),
+            Outcome::Fallthrough => (&s.stored.value, Reason::Global, 0),
         }
     }
 
@@ -991,37 +1035,37 @@ impl fmt::Debug for FlagInfo<'_> {
 impl<'a> FlagInfo<'a> {
     /// The key.
     pub fn key(&self) -> &'a str {
-        &self.0.record.key
+        &self.0.key
     }
 
     /// The stored type.
     pub fn value_type(&self) -> crate::ValueType {
-        self.0.record.value_type
+        self.0.stored.value_type
     }
 
     /// The stored value (served when on and nothing more specific applies).
     pub fn value(&self) -> &'a Value {
-        &self.0.record.value
+        &self.0.stored.value
     }
 
     /// Whether the flag is switched on.
     pub fn enabled(&self) -> bool {
-        self.0.record.enabled
+        self.0.enabled
     }
 
     /// The flag's version (changes made to it).
     pub fn version(&self) -> u64 {
-        self.0.record.version
+        self.0.stored.version
     }
 
     /// Kind, owner, expiry and the rest.
     pub fn meta(&self) -> &'a crate::model::FlagMeta {
-        &self.0.record.meta
+        self.0.stored.meta.as_deref().unwrap_or(&NO_META)
     }
 
     /// Whether it has targeting (rules, a split or a schedule).
     pub fn is_targeted(&self) -> bool {
-        !self.0.record.targeting.is_empty()
+        self.0.stored.targeting.is_some()
     }
 
     /// The stored record, whole.
@@ -1033,11 +1077,26 @@ impl<'a> FlagInfo<'a> {
 impl Slot {
     /// The record with its id lists put back.
     fn whole(&self) -> FlagRecord {
-        let mut record = self.record.clone();
+        let s = &self.stored;
+        let mut targeting = s.targeting.as_deref().cloned().unwrap_or_default();
         if let Some(c) = self.compiled.as_ref().filter(|c| c.pin().is_none()) {
-            c.restore(&mut record.targeting);
+            c.restore(&mut targeting);
         }
-        record
+        FlagRecord {
+            value: s.value.clone(),
+            off_value: s.off_value.clone(),
+            enabled: self.enabled,
+            value_type: s.value_type,
+            archived: s.archived,
+            key: self.key.to_string(),
+            description: s.description.to_string(),
+            schema: s.schema.as_deref().cloned().unwrap_or_default(),
+            meta: s.meta.as_deref().cloned().unwrap_or_default(),
+            targeting,
+            version: s.version,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
     }
 
     /// Once per flag version and process: an expired flag that serves its default
@@ -1126,7 +1185,7 @@ impl FlagTable {
 
     fn typed_override(&self, o: &OverrideRecord) -> Option<(u32, Value)> {
         let slot = self.find(&o.key)?;
-        let flag = &self.slot(slot)?.record;
+        let flag = &self.slot(slot)?.stored;
         match Value::from_json(flag.value_type, &o.value) {
             Ok(v) => Some((slot, v)),
             Err(e) => {
@@ -1169,7 +1228,7 @@ mod tests {
         assert_eq!(snapshot.to_state(), state, "saved whole");
         assert_eq!(snapshot.flag("LISTED").as_ref(), state.flags.first(), "read whole");
         // The slot's record keeps only what the compiled form does not hold.
-        let kept = &snapshot.flags.slot(0).unwrap().record.targeting;
+        let kept = snapshot.flags.slot(0).unwrap().stored.targeting.as_deref().unwrap();
         assert!(kept.rules[0].clauses[0].values.is_empty());
         assert_eq!(kept.rules[1].clauses[0].values.len(), 3, "a mixed list stays");
         let info = snapshot.flag_info("LISTED").unwrap();
