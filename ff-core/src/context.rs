@@ -14,6 +14,9 @@ pub struct EvalContext {
     attributes: Vec<(String, serde_json::Value)>,
     // `id_hash` of the user id, computed once: override, list and segment lookups reuse it.
     user_hash: u64,
+    // The user id packed, if it is a canonical UUID (as id lists hold one): found at
+    // most once, by the first list entry that shares its hash tag.
+    user_uuid: crate::ids::Packed,
 }
 
 impl EvalContext {
@@ -29,6 +32,7 @@ impl EvalContext {
             user_id: Some(inline_or_shared(user_id)),
             attributes: Vec::new(),
             user_hash: crate::ids::id_hash(user_id),
+            user_uuid: Default::default(),
         }
     }
 
@@ -51,6 +55,13 @@ impl EvalContext {
     #[inline]
     pub(crate) fn user_id_hashed(&self) -> Option<(&str, u64)> {
         self.user_id.as_deref().map(|u| (u, self.user_hash))
+    }
+
+    /// The user id as id lists are probed with it.
+    #[inline]
+    pub(crate) fn user_probe(&self) -> Option<crate::ids::Probe<'_>> {
+        let id = self.user_id.as_deref()?;
+        Some(crate::ids::Probe { id, hash: self.user_hash, packed: &self.user_uuid })
     }
 
     /// One attribute.

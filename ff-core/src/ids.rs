@@ -12,10 +12,81 @@ use hashbrown::HashTable;
 /// make tables slow to build and to probe.
 static KEY: LazyLock<foldhash::fast::RandomState> = LazyLock::new(Default::default);
 
-/// The hash every id table uses.
+/// The hash every id table uses (of the id's text, also for a UUID held packed).
 #[inline]
 pub(crate) fn id_hash(id: &str) -> u64 {
     id_hash_bytes(id.as_bytes())
+}
+
+/// A digit's value; 0xFF for anything but `0-9a-f` (uppercase UUIDs stay as text).
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Where each byte's two digits start in `8-4-4-4-12`.
+const DIGITS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// A canonical (lowercase, hyphenated) UUID as its 16 bytes: how id tables hold
+/// one, in less than half the room.
+#[inline]
+pub(crate) fn pack_uuid(id: &str) -> Option<[u8; 16]> {
+    let b: &[u8; 36] = id.as_bytes().try_into().ok()?;
+    if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut bad = 0u8;
+    for (o, &at) in out.iter_mut().zip(&DIGITS) {
+        let (hi, lo) = (HEX[b[at] as usize], HEX[b[at + 1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
+    }
+    (bad & 0xF0 == 0).then_some(out)
+}
+
+fn unpack_uuid(u: &[u8]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, byte) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// An id's UUID packing, found when first needed: a context's user id is packed
+/// at most once per request, and only if a list holding UUIDs has an entry with
+/// the same hash tag (a hit, or one miss in 128).
+pub(crate) type Packed = std::sync::OnceLock<Option<[u8; 16]>>;
+
+/// An id as tables are probed with it: its text, its hash and its UUID packing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probe<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) hash: u64,
+    pub(crate) packed: &'a Packed,
+}
+
+impl<'a> Probe<'a> {
+    #[inline]
+    fn matches(&self, header: u8, bytes: &[u8]) -> bool {
+        match header {
+            UUID => self.packed.get_or_init(|| pack_uuid(self.id)).as_ref().is_some_and(|u| bytes == u),
+            _ => id_eq(bytes, self.id.as_bytes()),
+        }
+    }
 }
 
 #[inline]
@@ -74,8 +145,9 @@ fn chunks_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// A set of ids kept once, in insertion order (duplicates too), so the list it was
 /// built from can be given back exactly: the ids sit end to end in one buffer, each
-/// behind its length (one byte, or 0xFF and four bytes). Sets of more than [`SCAN`]
-/// ids are indexed by a table of offsets into the buffer, found by the id's hash.
+/// behind a header, its length (one byte, or 0xFF and four bytes) or 0xFE for a
+/// canonical UUID packed into 16 bytes. Sets of more than [`SCAN`] ids are indexed
+/// by a table of offsets into the buffer, found by the id's hash.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct IdSet {
     data: Box<[u8]>,
@@ -86,17 +158,21 @@ pub(crate) struct IdSet {
 
 /// Sets this short are scanned: comparing a few ids beats hashing one.
 const SCAN: usize = 8;
-/// The header of an id of 255 bytes or more: four bytes of length follow.
+/// The header of an id of 254 bytes or more: four bytes of length follow.
 const LONG: u8 = 0xFF;
+/// The header of a packed UUID: 16 bytes follow.
+const UUID: u8 = 0xFE;
 
-/// The id at `at`, and where the next one starts.
+/// The header and bytes of the id at `at`, and where the next one starts.
 #[inline]
-fn entry(data: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let (start, len) = match *data.get(at)? {
+fn entry(data: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let header = *data.get(at)?;
+    let (start, len) = match header {
         LONG => (at + 5, u32::from_le_bytes(*data.get(at + 1..at + 5)?.first_chunk()?) as usize),
+        UUID => (at + 1, 16),
         n => (at + 1, n as usize),
     };
-    Some((data.get(start..start + len)?, start + len))
+    Some((header, data.get(start..start + len)?, start + len))
 }
 
 impl IdSet {
@@ -106,27 +182,33 @@ impl IdSet {
     }
 
     /// The ids in the order they were given, duplicates included.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = String> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
-            let (bytes, next) = entry(&self.data, at)?;
+            let (header, bytes, next) = entry(&self.data, at)?;
             at = next;
-            // Every id was a `str`.
-            Some(std::str::from_utf8(bytes).unwrap_or_default())
+            Some(match header {
+                UUID => unpack_uuid(bytes),
+                // Every other id was a `str`, kept as is.
+                _ => String::from_utf8_lossy(bytes).into_owned(),
+            })
         })
     }
 
-    /// [`contains`](Self::contains) for an id not hashed yet: a short set is
+    /// [`contains`](Self::contains) for an id not probed yet: a short set is
     /// scanned without hashing it.
     #[inline]
-    pub(crate) fn contains_hashing(&self, id: &str) -> bool {
-        if self.table.is_none() { self.scan(id.as_bytes()) } else { self.contains(id, id_hash(id)) }
+    pub(crate) fn contains_str(&self, id: &str) -> bool {
+        let packed = Packed::new();
+        let hash = if self.table.is_none() { 0 } else { id_hash(id) };
+        let probe = Probe { id, hash, packed: &packed };
+        if self.table.is_none() { self.scan(&probe) } else { self.contains(&probe) }
     }
 
-    fn scan(&self, id: &[u8]) -> bool {
+    fn scan(&self, probe: &Probe<'_>) -> bool {
         let mut at = 0;
-        while let Some((bytes, next)) = entry(&self.data, at) {
-            if id_eq(bytes, id) {
+        while let Some((header, bytes, next)) = entry(&self.data, at) {
+            if probe.matches(header, bytes) {
                 return true;
             }
             at = next;
@@ -134,15 +216,15 @@ impl IdSet {
         false
     }
 
-    /// `hash` must be `id_hash(id)`.
     #[inline]
-    pub(crate) fn contains(&self, id: &str, hash: u64) -> bool {
-        let id = id.as_bytes();
+    pub(crate) fn contains(&self, probe: &Probe<'_>) -> bool {
         match &self.table {
             Some(table) => table
-                .find(hash, |&at| entry(&self.data, at as usize).is_some_and(|(b, _)| id_eq(b, id)))
+                .find(probe.hash, |&at| {
+                    entry(&self.data, at as usize).is_some_and(|(h, b, _)| probe.matches(h, b))
+                })
                 .is_some(),
-            None => self.scan(id),
+            None => self.scan(probe),
         }
     }
 }
@@ -150,28 +232,49 @@ impl IdSet {
 impl<'a> FromIterator<&'a str> for IdSet {
     fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
         let ids: Vec<&str> = iter.into_iter().collect();
-        let size: usize = ids.iter().map(|id| id.len() + if id.len() < LONG as usize { 1 } else { 5 }).sum();
+        let packed: Vec<Packed> = ids.iter().map(|id| Packed::from(pack_uuid(id))).collect();
+        let ids: Vec<Probe<'_>> =
+            ids.iter().zip(&packed).map(|(id, packed)| Probe { id, hash: id_hash(id), packed }).collect();
+        let size: usize = ids
+            .iter()
+            .map(|p| match p.packed.get() {
+                Some(Some(_)) => 17,
+                _ => p.id.len() + if p.id.len() < UUID as usize { 1 } else { 5 },
+            })
+            .sum();
         let mut data = Vec::with_capacity(size);
         let mut starts = Vec::with_capacity(ids.len());
-        for id in &ids {
+        for p in &ids {
             starts.push(data.len() as u32);
-            if id.len() < LONG as usize {
-                data.push(id.len() as u8);
-            } else {
-                data.push(LONG);
-                data.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            match p.packed.get().copied().flatten().as_ref() {
+                Some(u) => {
+                    data.push(UUID);
+                    data.extend_from_slice(u);
+                }
+                None if p.id.len() < UUID as usize => {
+                    data.push(p.id.len() as u8);
+                    data.extend_from_slice(p.id.as_bytes());
+                }
+                None => {
+                    data.push(LONG);
+                    data.extend_from_slice(&(p.id.len() as u32).to_le_bytes());
+                    data.extend_from_slice(p.id.as_bytes());
+                }
             }
-            data.extend_from_slice(id.as_bytes());
         }
         let data = data.into_boxed_slice();
         let table = (ids.len() > SCAN).then(|| {
-            let rehash = |&o: &u32| entry(&data, o as usize).map_or(0, |(b, _)| id_hash_bytes(b));
+            let rehash = |&o: &u32| {
+                entry(&data, o as usize).map_or(0, |(h, b, _)| match h {
+                    UUID => id_hash(&unpack_uuid(b)),
+                    _ => id_hash_bytes(b),
+                })
+            };
             let mut table = HashTable::with_capacity(ids.len());
-            for (id, at) in ids.iter().zip(starts) {
-                let hash = id_hash(id);
-                let same = |&o: &u32| entry(&data, o as usize).is_some_and(|(b, _)| b == id.as_bytes());
-                if table.find(hash, same).is_none() {
-                    table.insert_unique(hash, at, rehash);
+            for (p, at) in ids.iter().zip(starts) {
+                let same = |&o: &u32| entry(&data, o as usize).is_some_and(|(h, b, _)| p.matches(h, b));
+                if table.find(p.hash, same).is_none() {
+                    table.insert_unique(p.hash, at, rehash);
                 }
             }
             table
@@ -217,15 +320,38 @@ mod tests {
         for list in lists {
             let set: IdSet = list.iter().copied().collect();
             assert_eq!(set.iter().collect::<Vec<_>>(), list, "given back in order, duplicates kept");
+            for id in &list {
+                assert!(set.contains_str(id), "{id} by text");
+            }
             assert_eq!(set.len(), list.len());
             for id in &list {
-                assert!(set.contains(id, id_hash(id)), "{id}");
+                assert!(set.contains(&Probe { id, hash: id_hash(id), packed: &Packed::new() }), "{id}");
             }
             for id in
                 ["0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b4", "u3", "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b", "x"]
             {
-                assert!(!set.contains(id, id_hash(id)), "{id}");
+                assert!(!set.contains(&Probe { id, hash: id_hash(id), packed: &Packed::new() }), "{id}");
             }
+        }
+    }
+
+    #[test]
+    fn uuids_pack_only_in_canonical_form_and_hash_alike_as_text_or_packed() {
+        let id = "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b3";
+        let packed = pack_uuid(id).unwrap();
+        assert_eq!(unpack_uuid(&packed), id);
+        let none = Packed::new();
+        let p = Probe { id, hash: id_hash(id), packed: &none };
+        assert!(p.matches(UUID, &packed), "packed when first compared with a packed entry");
+        assert_eq!(none.get(), Some(&Some(packed)));
+        for other in [
+            "0F8B3C1E-9A2D-4E5F-A6B7-C8D9E0F1A2B3",
+            "0f8b3c1e-9a2d-4e5f-a6b7c-8d9e0f1a2b3",
+            "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2bg",
+            "0f8b3c1e9a2d4e5fa6b7c8d9e0f1a2b3abcd",
+            "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b",
+        ] {
+            assert!(pack_uuid(other).is_none(), "{other}");
         }
     }
 
@@ -233,9 +359,9 @@ mod tests {
     fn sets_find_what_was_inserted() {
         let set: IdSet = ["alice", "bob", "a-user-id-longer-than-23-bytes"].into_iter().collect();
         for id in ["alice", "bob", "a-user-id-longer-than-23-bytes"] {
-            assert!(set.contains(id, id_hash(id)), "{id}");
+            assert!(set.contains(&Probe { id, hash: id_hash(id), packed: &Packed::new() }), "{id}");
         }
-        assert!(!set.contains("carol", id_hash("carol")));
-        assert!(!set.contains("", id_hash("")));
+        assert!(!set.contains_str("carol"));
+        assert!(!set.contains_str(""));
     }
 }

@@ -257,10 +257,10 @@ impl CompiledSegment {
         let mut record = self.stripped.clone()?;
         let def = &mut record.definition;
         if def.included.is_empty() {
-            def.included = self.included.iter().map(str::to_owned).collect();
+            def.included = self.included.iter().collect();
         }
         if def.excluded.is_empty() {
-            def.excluded = self.excluded.iter().map(str::to_owned).collect();
+            def.excluded = self.excluded.iter().collect();
         }
         Some(record)
     }
@@ -302,11 +302,11 @@ impl CompiledSegment {
     }
 
     fn contains(&self, ctx: &EvalContext) -> bool {
-        if let Some((user, hash)) = ctx.user_id_hashed() {
-            if self.excluded.contains(user, hash) {
+        if let Some(user) = ctx.user_probe() {
+            if self.excluded.contains(&user) {
                 return false;
             }
-            if self.included.contains(user, hash) {
+            if self.included.contains(&user) {
                 return true;
             }
         }
@@ -839,22 +839,22 @@ fn lookup<'a>(ctx: &'a EvalContext, name: &str) -> Option<&'a serde_json::Value>
 /// allocates nothing.
 #[derive(Clone, Copy)]
 enum Attr<'a> {
-    /// The user id, with its hash.
-    Id(&'a str, u64),
+    /// The user id, hashed and packed once per request.
+    Id(crate::ids::Probe<'a>),
     Json(&'a serde_json::Value),
 }
 
 impl<'a> Attr<'a> {
     fn as_str(self) -> Option<&'a str> {
         match self {
-            Attr::Id(s, _) => Some(s),
+            Attr::Id(p) => Some(p.id),
             Attr::Json(j) => j.as_str(),
         }
     }
 
     fn as_json(self) -> serde_json::Value {
         match self {
-            Attr::Id(s, _) => serde_json::Value::String(s.to_owned()),
+            Attr::Id(p) => serde_json::Value::String(p.id.to_owned()),
             Attr::Json(j) => j.clone(),
         }
     }
@@ -867,8 +867,8 @@ impl CompiledClause {
             && let Test::Set(ids, ..) = &self.test
         {
             // An explicit list: one probe with the hash the context carries.
-            let Some((user, hash)) = ctx.user_id_hashed() else { return false };
-            return ids.contains(user, hash) != self.user_set_misses;
+            let Some(user) = ctx.user_probe() else { return false };
+            return ids.contains(&user) != self.user_set_misses;
         }
         self.matches_attribute(ctx, segments)
     }
@@ -883,7 +883,7 @@ impl CompiledClause {
             return hit != self.negate;
         }
         let attr = if self.user_id {
-            ctx.user_id_hashed().map(|(u, h)| Attr::Id(u, h))
+            ctx.user_probe().map(Attr::Id)
         } else {
             lookup(ctx, &self.attribute).filter(|a| !a.is_null()).map(Attr::Json)
         };
@@ -905,8 +905,8 @@ impl CompiledClause {
             Test::Exists | Test::Segments(_) => true,
             Test::Set(strings, numbers, bools) => {
                 let found = match attr {
-                    Attr::Id(s, hash) => strings.contains(s, hash),
-                    Attr::Json(J::String(s)) => strings.contains_hashing(s),
+                    Attr::Id(probe) => strings.contains(&probe),
+                    Attr::Json(J::String(s)) => strings.contains_str(s),
                     Attr::Json(J::Number(n)) => n.as_f64().is_some_and(|n| numbers.contains(&n)),
                     Attr::Json(J::Bool(b)) => bools.contains(b),
                     Attr::Json(_) => return None,
