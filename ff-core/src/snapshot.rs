@@ -830,16 +830,22 @@ impl Snapshot {
     fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
         if s.expires_at.is_none() && s.compiled.is_none() {
             // No targeting and no expiry: the common case, kept short and inline.
-            return if !s.enabled {
-                (&s.stored.off_value, Reason::Disabled, 0)
-            } else if let Some(v) = self.overridden(slot, input) {
-                (v, Reason::Override, 0)
-            } else {
-                (&s.stored.value, Reason::Global, 0)
-            };
+            return self.resolve_plain(slot, s, input);
         }
         // By value: the plain path above never puts the input in memory.
         self.resolve_targeted(slot, s, *input)
+    }
+
+    /// The switch, the user's override, the value: a flag without targeting.
+    #[inline(always)]
+    fn resolve_plain<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
+        if !s.enabled {
+            (&s.stored.off_value, Reason::Disabled, 0)
+        } else if let Some(v) = self.overridden(slot, input) {
+            (v, Reason::Override, 0)
+        } else {
+            (&s.stored.value, Reason::Global, 0)
+        }
     }
 
     /// Expiry, pins, schedules, rules and splits: out of line, so the common case
@@ -857,15 +863,7 @@ impl Snapshot {
         {
             return (&s.stored.off_value, Reason::Expired, 0);
         }
-        let Some(c) = s.compiled.as_ref() else {
-            return if !s.enabled {
-                (&s.stored.off_value, Reason::Disabled, 0)
-            } else if let Some(v) = self.overridden(slot, input) {
-                (v, Reason::Override, 0)
-            } else {
-                (&s.stored.value, Reason::Global, 0)
-            };
-        };
+        let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
         // A pinned flag's slot has a compiled pin and no expiry: the fast path above stays as it was.
         if let Some(v) = c.pin() {
             return (v, Reason::Env, 0);
