@@ -497,7 +497,7 @@ pub(crate) async fn user_lookup(
             reason,
         })
         .collect();
-    for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+    for d in admin.decls().iter().filter(|d| snapshot.flag_info(&d.key).is_none()) {
         let value = d.default.to_json();
         flags.push(ff_api::UserFlag {
             key: d.key.clone(),

@@ -205,7 +205,7 @@ impl Admin {
         }
         let state = self.inner.store.load().await?;
         let built = tokio::task::spawn_blocking(move || {
-            Snapshot::from_owned_state(state, Arc::default(), Arc::default())
+            Snapshot::from_owned_state(state, Arc::new(ff_core::Usage::uncounted()), Arc::default())
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("building a snapshot failed: {e}")))?;

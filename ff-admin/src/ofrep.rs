@@ -139,7 +139,7 @@ fn bulk(snapshot: &Snapshot, admin: &Admin, ctx: &EvalContext) -> Vec<Value> {
         .read_all(ctx)
         .map(|(flag, value, reason)| success(flag.key(), Some(flag), Some(value), reason, version))
         .collect();
-    for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+    for d in admin.decls().iter().filter(|d| snapshot.flag_info(&d.key).is_none()) {
         let pinned = snapshot.read_key(&d.key, ctx);
         let (value, reason) = pinned.map_or((None, Reason::Default), |(v, r)| (Some(v), r));
         flags.push(success(&d.key, None, value.as_ref(), reason, version));

@@ -6,7 +6,7 @@ use smol_str::SmolStr;
 use crate::error::ValidationError;
 
 /// Who a flag is evaluated for: a user id and any attributes the application extracts.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct EvalContext {
     // Inline up to 23 bytes: typical ids cost no allocation per request.
     user_id: Option<SmolStr>,
@@ -78,6 +78,22 @@ impl EvalContext {
     /// All attributes, sorted by name.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
         self.attributes.iter().map(|(n, v)| (n.as_str(), v))
+    }
+}
+
+// Equal and shown by what it says, not by what evaluation has derived from it so far.
+impl PartialEq for EvalContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.user_id == other.user_id && self.attributes == other.attributes
+    }
+}
+
+impl std::fmt::Debug for EvalContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalContext")
+            .field("user_id", &self.user_id)
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
     }
 }
 

@@ -98,6 +98,22 @@ struct Stored {
     updated_at: OffsetDateTime,
 }
 
+/// `t` without the spare capacity parsing leaves (a vector read from JSON grows by
+/// doubling: a one-rule list holds room for four).
+fn compact(mut t: crate::Targeting) -> crate::Targeting {
+    let splits = t.rules.iter_mut().filter_map(|r| r.split.as_mut());
+    for s in splits.chain(t.split.as_mut()).chain(t.schedule.iter_mut().filter_map(|s| s.split.as_mut())) {
+        s.variations.shrink_to_fit();
+    }
+    for r in &mut t.rules {
+        r.clauses.iter_mut().for_each(|c| c.values.shrink_to_fit());
+        r.clauses.shrink_to_fit();
+    }
+    t.rules.shrink_to_fit();
+    t.schedule.shrink_to_fit();
+    t
+}
+
 /// What `FlagInfo::meta` shows for a flag that has none set.
 static NO_META: std::sync::LazyLock<crate::model::FlagMeta> = std::sync::LazyLock::new(Default::default);
 
@@ -114,7 +130,8 @@ impl Stored {
             description: r.description.into_boxed_str(),
             schema: set(r.schema),
             meta: set(r.meta),
-            targeting: (!r.targeting.is_empty()).then(|| Box::new(r.targeting)),
+            // A salt or `bucket_by` alone is kept too: it decides a later split's buckets.
+            targeting: set(compact(r.targeting)),
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -1063,7 +1080,7 @@ impl<'a> FlagInfo<'a> {
 
     /// Whether it has targeting (rules, a split or a schedule).
     pub fn is_targeted(&self) -> bool {
-        self.0.stored.targeting.is_some()
+        self.0.stored.targeting.as_deref().is_some_and(|t| !t.is_empty())
     }
 
     /// The stored record, whole.
@@ -1209,6 +1226,10 @@ mod tests {
         ]}))
         .unwrap();
         let flag = FlagRecord { targeting, ..FlagRecord::new("LISTED", Value::Bool(false)) };
+        // Targeting with only a salt and `bucket_by`: nothing to compile, all to keep.
+        let salted =
+            serde_json::from_value(serde_json::json!({"salt": "s1", "bucket_by": "org_id"})).unwrap();
+        let salted = FlagRecord { targeting: salted, ..FlagRecord::new("SALTED", Value::Bool(true)) };
         let definition = serde_json::from_value(serde_json::json!({
             "included": ["s2", "s1", "s2"], "excluded": ["u1"], "rules": []
         }))
@@ -1216,7 +1237,7 @@ mod tests {
         let now = OffsetDateTime::UNIX_EPOCH;
         let segment =
             SegmentRecord { key: "beta".into(), definition, version: 1, created_at: now, updated_at: now };
-        StoreState { seq: 4, flags: vec![flag], overrides: vec![], segments: vec![segment] }
+        StoreState { seq: 4, flags: vec![flag, salted], overrides: vec![], segments: vec![segment] }
     }
 
     #[test]
@@ -1231,12 +1252,21 @@ mod tests {
         assert_eq!(kept.rules[1].clauses[0].values.len(), 3, "a mixed list stays");
         let info = snapshot.flag_info("LISTED").unwrap();
         assert!(info.is_targeted());
+        assert!(!snapshot.flag_info("SALTED").unwrap().is_targeted(), "a salt alone targets no one");
         assert_eq!((info.key(), info.version(), info.value_type()), ("LISTED", 1, crate::ValueType::Bool));
         // Membership still answers from the compiled sets.
         let get = |user: &str| snapshot.evaluate_key("LISTED", &EvalContext::user(user)).unwrap();
         assert_eq!(get("u7"), (Value::Bool(true), Reason::Rule(0)));
         assert_eq!(get("s1"), (Value::Bool(true), Reason::Rule(2)));
         assert_eq!(get("zz"), (Value::Bool(false), Reason::Global));
+        // A context that probed a list of UUIDs is still equal to a fresh one.
+        let uuid = "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b3";
+        let ctx = EvalContext::user(uuid);
+        let seg =
+            CompiledSegment::new(&serde_json::from_value(serde_json::json!({"included": [uuid]})).unwrap());
+        assert!(seg.unwrap().contains(&ctx));
+        assert_eq!(ctx, EvalContext::user(uuid));
+        assert_eq!(format!("{ctx:?}"), format!("{:?}", EvalContext::user(uuid)));
         // And a snapshot applied incrementally saves the same.
         let change = Change {
             seq: 5,

@@ -301,7 +301,7 @@ impl CompiledSegment {
         })
     }
 
-    fn contains(&self, ctx: &EvalContext) -> bool {
+    pub(crate) fn contains(&self, ctx: &EvalContext) -> bool {
         if let Some(user) = ctx.user_probe() {
             if self.excluded.contains(&user) {
                 return false;

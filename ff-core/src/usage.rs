@@ -43,6 +43,13 @@ impl FlagUsage {
 
 /// Ids for `FlagUsage`, never reused: a thread's table is indexed by them.
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+/// The id of a flag whose reads are not counted: it falls outside every thread's table.
+const NOT_COUNTED: u32 = u32::MAX;
+/// Ids handed out at most: a thread's table takes 8 bytes per id up to the largest it
+/// counted, so this bounds it at 32 MiB. A `Source` keeps its ids for its lifetime;
+/// only a process that builds fresh `Usage`s (`Snapshot::from_state`) again and again
+/// gets near it.
+const ID_LIMIT: u32 = 1 << 22;
 
 /// One thread's counters of one flag. Only that thread writes `counts` (32 bits
 /// wrap: the collector takes differences every second, far below 4 billion reads).
@@ -214,6 +221,8 @@ pub struct Usage {
     unknown: RwLock<HashMap<&'static str, AtomicU64>>,
     /// One collection at a time: `Cells::seen` is the collector's alone.
     collecting: Mutex<()>,
+    /// Reads through it count nothing (see [`Usage::uncounted`]).
+    uncounted: bool,
 }
 
 impl std::fmt::Debug for Usage {
@@ -224,6 +233,13 @@ impl std::fmt::Debug for Usage {
 }
 
 impl Usage {
+    /// Counters that count nothing, for snapshots no collector reads (the admin's
+    /// view of the store): each thread keeps cells per counted flag, so counting
+    /// into a `Usage` nobody collects would only grow them.
+    pub fn uncounted() -> Self {
+        Usage { uncounted: true, ..Usage::default() }
+    }
+
     /// Room for `n` flags, so a full load does not grow the table step by step.
     pub(crate) fn reserve(&self, n: usize) {
         let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
@@ -234,7 +250,20 @@ impl Usage {
     pub(crate) fn flag(&self, key: &str, hash: u64, value_type: ValueType) -> Arc<FlagUsage> {
         let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = || {
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            // Ids are never reused: past the limit, reads are no longer counted
+            // rather than counted into another flag's cells.
+            let id = if self.uncounted {
+                NOT_COUNTED
+            } else {
+                let next = |n: u32| (n < ID_LIMIT).then_some(n + 1);
+                NEXT_ID.fetch_update(Ordering::Relaxed, Ordering::Relaxed, next).unwrap_or_else(|_| {
+                    tracing::warn!(
+                        flag = key,
+                        "ff: too many flag counters made in this process; not counting this flag"
+                    );
+                    NOT_COUNTED
+                })
+            };
             Arc::new(FlagUsage { key: SmolStr::new(key), value_type, id })
         };
         match flags.entry(hash, |u| u.key == key, |u| key_hash(&u.key)) {
@@ -404,6 +433,16 @@ mod tests {
         record(&also_a, also_a.id(), Reason::Global, 0);
         assert_eq!(count(&two).values().sum::<u64>(), 1);
         assert_eq!(count(&one).values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn an_uncounted_usage_counts_nothing_and_keeps_no_cells() {
+        let usage = Usage::uncounted();
+        let a = usage.flag("A", key_hash("A"), ValueType::Bool);
+        assert_eq!(a.id(), NOT_COUNTED);
+        record(&a, a.id(), Reason::Global, 1);
+        assert!(count(&usage).is_empty());
+        assert!(LOCAL.with(|l| l.cells(NOT_COUNTED).is_none()));
     }
 
     #[test]

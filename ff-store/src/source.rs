@@ -27,7 +27,7 @@ const MAX_LEASES: usize = 4;
 thread_local! {
     /// This thread's lease per source (by address), on that source's current
     /// snapshot as of this thread's last request.
-    static LEASES: std::cell::RefCell<Vec<(usize, Arc<Lease>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    static LEASES: std::cell::RefCell<Vec<(std::sync::Weak<Shared>, Arc<Lease>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 const SNAPSHOT_FORMAT: &str = "ff-snapshot/1";
 
@@ -355,23 +355,27 @@ impl Source {
     pub fn lease(&self) -> Arc<Lease> {
         let shared = &self.inner.shared;
         let current = shared.current.load();
-        let id = Arc::as_ptr(shared) as usize;
         let leased = LEASES.try_with(|leases| {
             let mut leases = leases.try_borrow_mut().ok()?;
-            let i = leases.iter().position(|(source, _)| *source == id);
+            let i = leases.iter().position(|(source, _)| std::ptr::eq(source.as_ptr(), Arc::as_ptr(shared)));
             // A lease on another snapshot (this one's or a dropped source's) is replaced.
             match i.map(|i| &mut leases[i]) {
                 Some((_, lease)) if Arc::ptr_eq(lease.snapshot(), &current) => Some(lease.clone()),
-                Some((_, lease)) => {
+                Some((source, lease)) => {
+                    // (Also when a dropped source's address was reused: the lease held
+                    // that source's snapshot, so it never matches this one's.)
+                    *source = Arc::downgrade(shared);
                     *lease = Lease::new(arc_swap::Guard::into_inner(current));
                     Some(lease.clone())
                 }
                 None => {
+                    // A dropped source's lease goes, with the snapshot it held.
+                    leases.retain(|(source, _)| source.strong_count() > 0);
                     let lease = Lease::new(arc_swap::Guard::into_inner(current));
                     if leases.len() == MAX_LEASES {
                         leases.remove(0);
                     }
-                    leases.push((id, lease.clone()));
+                    leases.push((Arc::downgrade(shared), lease.clone()));
                     Some(lease)
                 }
             }

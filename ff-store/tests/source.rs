@@ -391,3 +391,20 @@ async fn leases_follow_the_current_snapshot_per_source() {
     assert!(!Arc::ptr_eq(&there, &source.lease()));
     assert!(Arc::ptr_eq(there.snapshot(), source.lease().snapshot()));
 }
+
+/// A dropped source's lease is let go on the thread's next new lease.
+#[tokio::test]
+async fn a_dropped_sources_lease_goes() {
+    let gone = quick(MemoryStore::new()).start().await;
+    let held = Arc::downgrade(gone.lease().snapshot());
+    drop(gone);
+    let other = quick(MemoryStore::new()).start().await;
+    let _ = other.lease();
+    // The refresh task may still hold the snapshot for a moment after the drop.
+    let start = Instant::now();
+    while held.strong_count() > 0 && start.elapsed() < PATIENCE {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let _ = quick(MemoryStore::new()).start().await.lease();
+    }
+    assert_eq!(held.strong_count(), 0, "the dropped source's snapshot was let go");
+}

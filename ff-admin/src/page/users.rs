@@ -53,7 +53,7 @@ async fn lookup(admin: &Admin, base: &str, user: &str) -> Result<Markup, ff_stor
         .evaluate_all(&context)
         .map(|(flag, value, reason)| (flag.key().to_owned(), show(&value.to_json()), reason.to_string()))
         .collect();
-    for d in admin.decls().iter().filter(|d| snapshot.flag(&d.key).is_none()) {
+    for d in admin.decls().iter().filter(|d| snapshot.flag_info(&d.key).is_none()) {
         rows.push((d.key.clone(), show(&d.default.to_json()), "default".to_owned()));
     }
     rows.sort();
