@@ -870,6 +870,15 @@ impl CompiledClause {
             let Some(user) = ctx.user_probe() else { return false };
             return ids.contains(&user) != self.user_set_misses;
         }
+        if !self.user_id
+            && let Test::Set(strings, ..) = &self.test
+            && let Some(serde_json::Value::String(s)) = lookup(ctx, &self.attribute)
+        {
+            // An attribute's string against a list (`plan in [...]`): the general
+            // path below would decide the same, out of line.
+            let found = strings.contains_str(s);
+            return (if matches!(self.op, Op::NotIn | Op::Neq) { !found } else { found }) != self.negate;
+        }
         self.matches_attribute(ctx, segments)
     }
 
