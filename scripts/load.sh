@@ -19,7 +19,9 @@ cat > "$dir/users.lua" <<'LUA'
 local n = 0
 request = function()
   n = n + 1
-  wrk.headers["x-user-id"] = "user-" .. (n % 10000)
+  -- UUID-shaped ids (36 characters), 10,000 of them in turn.
+  local u = n % 10000
+  wrk.headers["x-user-id"] = string.format("%08x-%04x-4%03x-a%03x-%012x", u * 104729 % 2147483648, u % 65536, u % 4096, (u * 7) % 4096, u * 40503)
   return wrk.format("GET", "/me/config")
 end
 LUA

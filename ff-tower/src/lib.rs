@@ -62,6 +62,7 @@ pub use extract::MissingFlagsLayer;
 pub use ff_core::SnapshotBuilder;
 pub use ff_core::{Config, ConfigReader, Detail, EvalContext, Evaluator, Flag, Reason};
 pub use ff_store::Source;
+#[cfg(feature = "test-util")]
 pub use ff_store::TestFlags;
 pub use layer::{FlagsLayer, FlagsService, ResponseFuture};
 pub use spawn::{FlagsFutureExt, WithFlags, spawn, spawn_blocking};
