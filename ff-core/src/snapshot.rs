@@ -147,9 +147,14 @@ impl Slot {
         compiled: Option<Compiled>,
         usage: Arc<FlagUsage>,
     ) -> Self {
-        // The compiled targeting holds the id lists; the record keeps each id once.
+        // The compiled targeting holds the id lists; the record keeps each id once,
+        // and none of a targeting the compiled form rebuilds exactly.
         if let Some(c) = compiled.as_ref().filter(|c| c.pin().is_none()) {
-            c.strip(&mut record.targeting);
+            let t = compact(std::mem::take(&mut record.targeting));
+            if c.targeting().as_ref() != Some(&t) {
+                record.targeting = t;
+                c.strip(&mut record.targeting);
+            }
         }
         // A pin outranks expiry.
         let expires_at = (record.meta.expiry == crate::model::ExpiryPolicy::ServeDefault
@@ -1080,7 +1085,9 @@ impl<'a> FlagInfo<'a> {
 
     /// Whether it has targeting (rules, a split or a schedule).
     pub fn is_targeted(&self) -> bool {
-        self.0.stored.targeting.as_deref().is_some_and(|t| !t.is_empty())
+        let s = self.0;
+        s.stored.targeting.as_deref().is_some_and(|t| !t.is_empty())
+            || s.compiled.as_ref().is_some_and(|c| c.pin().is_none())
     }
 
     /// The stored record, whole.
@@ -1093,10 +1100,18 @@ impl Slot {
     /// The record with its id lists put back.
     fn whole(&self) -> FlagRecord {
         let s = &self.stored;
-        let mut targeting = s.targeting.as_deref().cloned().unwrap_or_default();
-        if let Some(c) = self.compiled.as_ref().filter(|c| c.pin().is_none()) {
-            c.restore(&mut targeting);
-        }
+        let compiled = self.compiled.as_deref().filter(|c| c.pin().is_none());
+        let targeting = match (s.targeting.as_deref(), compiled) {
+            // Checked when the slot was made: this is the targeting as given.
+            (None, Some(c)) => c.targeting().unwrap_or_default(),
+            (kept, c) => {
+                let mut t = kept.cloned().unwrap_or_default();
+                if let Some(c) = c {
+                    c.restore(&mut t);
+                }
+                t
+            }
+        };
         FlagRecord {
             value: s.value.clone(),
             off_value: s.off_value.clone(),
@@ -1282,6 +1297,61 @@ mod tests {
         };
         let next = snapshot.apply(&[change]).unwrap();
         assert_eq!(next.to_state(), StoreState { seq: 5, ..state });
+    }
+
+    /// Targeting the compiled form rebuilds exactly is not kept twice; anything it
+    /// would rebuild differently (a description, a regex, a salt, a number written
+    /// `1` for a float flag) is kept as given.
+    #[test]
+    fn targeting_is_kept_only_where_the_compiled_form_cannot_give_it_back() {
+        let t = |v: serde_json::Value| serde_json::from_value::<crate::Targeting>(v).unwrap();
+        let ids: Vec<String> = (0..20).map(|i| format!("0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a{i:03}")).collect();
+        let rebuilt = t(serde_json::json!({
+            "rules": [
+                {"clauses": [{"attribute": "user_id", "op": "in", "values": ids}], "value": "list"},
+                {"clauses": [{"attribute": "plan", "op": "not_in", "values": ["free"], "negate": true},
+                             {"attribute": "email", "op": "ends_with", "values": ["@example.com"]},
+                             {"attribute": "beta", "op": "exists"}],
+                 "split": {"variations": [{"value": "a", "weight": 2500}, {"value": "b", "weight": 7500}]}}
+            ],
+            "split": {"variations": [{"value": "a", "weight": 0}, {"value": "b", "weight": 10000}]},
+            "bucket_by": "org_id",
+            "schedule": [{"at": "2026-01-01T00:00:00Z", "enabled": true},
+                         {"at": "2026-02-01T00:00:00Z", "value": "b"}]
+        }));
+        let kept = [
+            serde_json::json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
+                                          "value": "x", "description": "for people"}]}),
+            serde_json::json!({"rules": [{"clauses": [{"attribute": "email", "op": "matches", "values": ["@a\\.com$"]}], "value": "x"}]}),
+            serde_json::json!({"split": {"variations": [{"value": "x", "weight": 10000}]}, "salt": "s"}),
+            serde_json::json!({"split": {"variations": [{"value": "x", "weight": 10000}]}, "bucket_by": "user_id"}),
+        ];
+        let string = |key: &str, targeting| FlagRecord {
+            targeting,
+            ..FlagRecord::new(key, Value::String("g".into()))
+        };
+        let mut flags = vec![string("REBUILT", rebuilt)];
+        flags.extend(kept.into_iter().enumerate().map(|(i, k)| string(&format!("KEPT{i}"), t(k))));
+        let float = t(
+            serde_json::json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": 1}]}),
+        );
+        flags.push(FlagRecord { targeting: float, ..FlagRecord::new("FLOAT", Value::Float(0.5)) });
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        let state = StoreState { seq: 1, flags, ..Default::default() };
+        let snapshot = Snapshot::from_state(&state);
+        assert_eq!(snapshot.to_state(), state, "saved whole");
+        for f in &state.flags {
+            let slot = snapshot.flags.find_slot(key_hash(&f.key), &f.key).unwrap();
+            assert_eq!(slot.stored.targeting.is_none(), f.key == "REBUILT", "{}", f.key);
+            assert_eq!(snapshot.flag(&f.key).as_ref(), Some(f));
+            assert!(snapshot.flag_info(&f.key).unwrap().is_targeted(), "{}", f.key);
+        }
+        // Served from the compiled form as before.
+        let ctx = EvalContext::user("0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a003");
+        assert_eq!(
+            snapshot.evaluate_key("REBUILT", &ctx).unwrap(),
+            (Value::String("list".into()), Reason::Rule(0))
+        );
     }
 
     #[test]

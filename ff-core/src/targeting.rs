@@ -401,6 +401,44 @@ struct CompiledStep {
     serve: Option<CompiledServe>,
 }
 
+impl CompiledServe {
+    /// The value or split it was compiled from, as JSON.
+    fn parts(&self) -> (Option<serde_json::Value>, Option<Split>) {
+        match self {
+            CompiledServe::Value(v) => (Some(v.to_json()), None),
+            CompiledServe::Split(s) => (None, Some(s.split())),
+        }
+    }
+}
+
+impl CompiledSplit {
+    fn split(&self) -> Split {
+        let mut lower = 0;
+        let variations = self.bounds.iter().map(|(upper, v)| {
+            let weight = upper - lower;
+            lower = *upper;
+            Variation { value: v.to_json(), weight }
+        });
+        Split { variations: variations.collect() }
+    }
+}
+
+impl CompiledClause {
+    /// The clause it was compiled from, where its values are strings kept as given.
+    fn clause(&self) -> Option<Clause> {
+        let strings = |v: &[String]| v.iter().cloned().map(serde_json::Value::String).collect();
+        let values = match &self.test {
+            Test::Set(ids, numbers, bools) if numbers.is_empty() && bools.is_empty() => {
+                ids.iter().map(serde_json::Value::String).collect()
+            }
+            Test::Strings(v) | Test::Segments(v) => strings(v),
+            Test::Exists => Vec::new(),
+            _ => return None,
+        };
+        Some(Clause { attribute: self.attribute.clone(), op: self.op, values, negate: self.negate })
+    }
+}
+
 /// Targeting compiled for one flag version.
 #[derive(Debug)]
 pub(crate) struct Compiled {
@@ -751,6 +789,32 @@ impl Compiled {
                 clause.values = ids.iter().map(|id| serde_json::Value::String(id.to_owned())).collect();
             }
         }
+    }
+
+    /// The targeting this was compiled from, rebuilt; `None` where it cannot be
+    /// (regexes, numbers, times, versions, mixed lists, a salt). A snapshot keeps no
+    /// record of targeting that this rebuilds exactly, which it checks when the flag
+    /// is loaded: so anything it gets wrong is kept instead.
+    pub(crate) fn targeting(&self) -> Option<Targeting> {
+        if self.pin.is_some() {
+            return None;
+        }
+        let rules = self.rules.iter().map(|(clauses, serve)| {
+            let clauses = clauses.iter().map(CompiledClause::clause).collect::<Option<Vec<_>>>()?;
+            let (value, split) = serve.parts();
+            Some(Rule { clauses, value, split, description: String::new() })
+        });
+        let schedule = self.schedule.iter().map(|s| {
+            let (value, split) = s.serve.as_ref().map_or((None, None), CompiledServe::parts);
+            Step { at: s.at, enabled: s.enabled, value, split }
+        });
+        Some(Targeting {
+            rules: rules.collect::<Option<_>>()?,
+            split: self.split.as_ref().map(CompiledSplit::split),
+            bucket_by: self.bucket_by.clone(),
+            salt: None,
+            schedule: schedule.collect(),
+        })
     }
 
     /// The pinned value, if any.
