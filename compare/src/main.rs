@@ -252,7 +252,10 @@ fn main() {
     let mut rows = vec![(engines::ff::Ff::NAME, memory::<engines::ff::Ff>())];
     if !quick {
         rows.push((engines::unleash::Unleash::NAME, memory::<engines::unleash::Unleash>()));
-        rows.push((engines::launchdarkly::LaunchDarkly::NAME, memory::<engines::launchdarkly::LaunchDarkly>()));
+        rows.push((
+            engines::launchdarkly::LaunchDarkly::NAME,
+            memory::<engines::launchdarkly::LaunchDarkly>(),
+        ));
         rows.push((engines::flagsmith::Flagsmith::NAME, memory::<engines::flagsmith::Flagsmith>()));
         rows.push((engines::growthbook::GrowthBook::NAME, memory::<engines::growthbook::GrowthBook>()));
     }

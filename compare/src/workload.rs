@@ -53,7 +53,7 @@ pub type Flags = Vec<(String, Spec)>;
 /// at 5–95 %, 3-value `in` rules on `plan` or `country`, and distinct 100-id lists.
 pub fn mixed(i: usize) -> Spec {
     match i % 4 {
-        0 => Spec::Bool { on: i % 8 == 0 },
+        0 => Spec::Bool { on: i.is_multiple_of(8) },
         1 => Spec::Rollout { on_bp: 500 + (i as u32 * 37) % 9001 },
         2 if i % 8 == 2 => Spec::Rule { attribute: "plan", values: vec!["pro", "enterprise", "team"] },
         2 => Spec::Rule { attribute: "country", values: vec!["DE", "FR", "US"] },

@@ -88,7 +88,8 @@ struct FlagRecordRepr {
     schema: Schema,
     #[serde(flatten)]
     meta: FlagMeta,
-    #[serde(default, skip_serializing_if = "crate::targeting::Targeting::is_empty")]
+    // Not `Targeting::is_empty`: a salt or `bucket_by` alone decides a later split's buckets.
+    #[serde(default, skip_serializing_if = "no_targeting")]
     targeting: crate::targeting::Targeting,
     #[serde(default)]
     archived: bool,
@@ -97,6 +98,10 @@ struct FlagRecordRepr {
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
+}
+
+fn no_targeting(t: &crate::targeting::Targeting) -> bool {
+    *t == crate::targeting::Targeting::default()
 }
 
 impl TryFrom<FlagRecordRepr> for FlagRecord {
@@ -501,5 +506,24 @@ impl Change {
                 ChangeState::Token(serde_json::from_value(json.clone())?)
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A salt or `bucket_by` set before any split decides that split's buckets: a
+    /// record saved (a store's row, a saved snapshot, an export) must keep them.
+    #[test]
+    fn a_salt_alone_survives_a_round_trip() {
+        let targeting =
+            serde_json::from_value(serde_json::json!({"salt": "s1", "bucket_by": "org_id"})).unwrap();
+        let record = FlagRecord { targeting, ..FlagRecord::new("SALTED", Value::Bool(true)) };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["targeting"], serde_json::json!({"salt": "s1", "bucket_by": "org_id"}));
+        assert_eq!(serde_json::from_value::<FlagRecord>(json).unwrap(), record);
+        let plain = serde_json::to_value(FlagRecord::new("PLAIN", Value::Bool(true))).unwrap();
+        assert!(plain.get("targeting").is_none(), "no targeting, no field");
     }
 }

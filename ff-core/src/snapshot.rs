@@ -500,8 +500,26 @@ impl Snapshot {
         for record in records {
             flags.put(record);
         }
+        Self::finish(seq, flags, &state.overrides, &state.segments)
+    }
+
+    /// Builds from a saved state's JSON (a [`StoreState`], as a `Source` saves its
+    /// snapshot), compiling each flag as it is read: loading holds one record at a
+    /// time, not all of them. Archived flags are skipped, as
+    /// [`from_state`](Self::from_state) skips them.
+    pub fn from_json(json: &[u8], usage: Arc<Usage>, pins: Arc<Pins>) -> serde_json::Result<Self> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let snapshot =
+            load::StateSeed(FlagTable { usage, pins, ..FlagTable::default() }).deserialize(&mut de)?;
+        de.end()?;
+        Ok(snapshot)
+    }
+
+    /// The snapshot of compiled `flags`, with `overrides` and `segments`.
+    fn finish(seq: u64, flags: FlagTable, overrides: &[OverrideRecord], segments: &[SegmentRecord]) -> Self {
         let mut by_user: HashMap<&str, Vec<(u32, Value)>> = HashMap::new();
-        for o in &state.overrides {
+        for o in overrides {
             if let Some(pair) = flags.typed_override(o) {
                 by_user.entry(&o.user_id).or_default().push(pair);
             }
@@ -510,7 +528,7 @@ impl Snapshot {
         for (user, pairs) in by_user {
             users.put(user, Some(UserEntry::from_pairs(pairs)));
         }
-        let segments = state.segments.iter().filter_map(compile_segment).collect();
+        let segments = segments.iter().filter_map(compile_segment).collect();
         Snapshot {
             version: seq,
             flags: Arc::new(flags),
@@ -1155,7 +1173,97 @@ impl Slot {
     }
 }
 
+/// [`Snapshot::from_json`]: a `StoreState` document read field by field, its flags
+/// put into the table as each is parsed.
+mod load {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::{FlagTable, Snapshot};
+    use crate::model::FlagRecord;
+
+    pub(super) struct StateSeed(pub(super) FlagTable);
+
+    impl<'de> DeserializeSeed<'de> for StateSeed {
+        type Value = Snapshot;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Snapshot, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for StateSeed {
+        type Value = Snapshot;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a store state (seq, flags, overrides, segments)")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Snapshot, A::Error> {
+            let mut flags = self.0;
+            let (mut seq, mut overrides, mut segments, mut read) = (None, None, None, false);
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match &*key {
+                    "seq" if seq.is_none() => seq = Some(map.next_value()?),
+                    "flags" if !read => {
+                        map.next_value_seed(Records(&mut flags))?;
+                        read = true;
+                    }
+                    "overrides" if overrides.is_none() => overrides = Some(map.next_value::<Vec<_>>()?),
+                    "segments" if segments.is_none() => segments = Some(map.next_value::<Vec<_>>()?),
+                    "seq" | "flags" | "overrides" | "segments" => {
+                        return Err(de::Error::custom(format!("duplicate field `{key}`")));
+                    }
+                    _ => drop(map.next_value::<IgnoredAny>()?),
+                }
+            }
+            let seq = seq.ok_or_else(|| de::Error::missing_field("seq"))?;
+            if !read {
+                return Err(de::Error::missing_field("flags"));
+            }
+            let overrides = overrides.ok_or_else(|| de::Error::missing_field("overrides"))?;
+            // Grown by doubling while read: given back what it did not fill.
+            flags.shrink_to_fit();
+            Ok(Snapshot::finish(seq, flags, &overrides, &segments.unwrap_or_default()))
+        }
+    }
+
+    /// The `flags` array, each record compiled into the table as soon as it is read.
+    struct Records<'a>(&'a mut FlagTable);
+
+    impl<'de> DeserializeSeed<'de> for Records<'_> {
+        type Value = ();
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Records<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of flag records")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(record) = seq.next_element::<FlagRecord>()? {
+                if !record.archived {
+                    self.0.put(record);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 impl FlagTable {
+    fn shrink_to_fit(&mut self) {
+        self.index.shrink_to_fit(|s| s.hash);
+        self.slots.shrink_to_fit();
+    }
+
     fn slot(&self, slot: u32) -> Option<&Arc<Slot>> {
         self.slots.get(slot as usize)?.as_ref()
     }
@@ -1352,6 +1460,36 @@ mod tests {
             snapshot.evaluate_key("REBUILT", &ctx).unwrap(),
             (Value::String("list".into()), Reason::Rule(0))
         );
+    }
+
+    #[test]
+    fn a_state_read_from_json_is_the_state_built_from_records() {
+        let mut state = listed();
+        let archived = FlagRecord { archived: true, ..FlagRecord::new("GONE", Value::Bool(true)) };
+        state.flags.push(archived);
+        let value = serde_json::Value::Bool(false);
+        state.overrides.push(OverrideRecord { key: "SALTED".into(), user_id: "u1".into(), value });
+        let json = serde_json::to_vec(&state).unwrap();
+        let read = Snapshot::from_json(&json, Arc::default(), Arc::default()).unwrap();
+        let built = Snapshot::from_state(&state);
+        assert_eq!(read.to_state(), built.to_state());
+        assert!(read.flag("GONE").is_none(), "archived flags are skipped");
+        let ctx = EvalContext::user("u1");
+        assert_eq!(read.evaluate_key("SALTED", &ctx), Some((Value::Bool(false), Reason::Override)));
+        // Field order does not matter; `segments` may be absent, unknown fields are ignored.
+        let reordered = br#"{"overrides": [], "extra": {"a": [1]}, "flags": [], "seq": 3}"#;
+        assert_eq!(Snapshot::from_json(reordered, Arc::default(), Arc::default()).unwrap().version(), 3);
+        // What the derived `Deserialize` refuses, this refuses, naming it.
+        for (bad, says) in [
+            (&br#"{"flags": [], "overrides": []}"#[..], "missing field `seq`"),
+            (br#"{"seq": 1, "overrides": []}"#, "missing field `flags`"),
+            (br#"{"seq": 1, "flags": [], "overrides": [], "seq": 2}"#, "duplicate field `seq`"),
+            (br#"{"seq": 1, "flags": [{"key": "A"}], "overrides": []}"#, "missing field"),
+            (br#"{"seq": 1, "flags": [], "overrides": []} x"#, "trailing characters"),
+        ] {
+            let e = Snapshot::from_json(bad, Arc::default(), Arc::default()).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -745,10 +745,19 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct SnapshotFile {
     format: String,
     state: StoreState,
+}
+
+/// A saved [`SnapshotFile`] as read back: the state is left as text for
+/// [`Snapshot::from_json`].
+#[derive(Deserialize)]
+struct SavedFile<'a> {
+    format: String,
+    #[serde(borrow)]
+    state: &'a serde_json::value::RawValue,
 }
 
 /// Reads a saved snapshot; `None` (with a warning) if missing, unreadable or corrupt.
@@ -761,14 +770,22 @@ fn read_snapshot_file(path: &Path, usage: &Arc<Usage>, pins: &Arc<Pins>) -> Opti
             return None;
         }
     };
-    match serde_json::from_slice::<SnapshotFile>(&bytes) {
-        Ok(f) if f.format == SNAPSHOT_FORMAT => {
-            tracing::info!(path = %path.display(), version = f.state.seq, "ff: serving the saved snapshot until the store answers");
-            Some(Snapshot::from_owned_state(f.state, usage.clone(), pins.clone()))
+    let file = match serde_json::from_slice::<SavedFile<'_>>(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ff: saved snapshot is corrupt; ignoring it");
+            return None;
         }
-        Ok(f) => {
-            tracing::warn!(path = %path.display(), format = %f.format, "ff: saved snapshot has an unknown format; ignoring it");
-            None
+    };
+    if file.format != SNAPSHOT_FORMAT {
+        tracing::warn!(path = %path.display(), format = %file.format, "ff: saved snapshot has an unknown format; ignoring it");
+        return None;
+    }
+    // Compiled as it is parsed: one record at a time in memory, not the whole state.
+    match Snapshot::from_json(file.state.get().as_bytes(), usage.clone(), pins.clone()) {
+        Ok(snapshot) => {
+            tracing::info!(path = %path.display(), version = snapshot.version(), "ff: serving the saved snapshot until the store answers");
+            Some(snapshot)
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "ff: saved snapshot is corrupt; ignoring it");
@@ -831,8 +848,8 @@ mod tests {
         write_snapshot_file(&path, StoreState::default()).unwrap();
         write_snapshot_file(&path, StoreState { seq: 2, ..Default::default() }).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
-        let saved: SnapshotFile = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(saved.state.seq, 2);
+        let read = read_snapshot_file(&path, &Arc::default(), &Arc::default()).unwrap();
+        assert_eq!(read.version(), 2);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 4, "no temporaries left: {left:?}");
     }

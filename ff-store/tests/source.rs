@@ -161,9 +161,14 @@ async fn saved_snapshot_is_served_while_the_store_is_down() {
 #[tokio::test]
 async fn corrupt_or_truncated_snapshot_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    for content in
-        ["{not json", "", r#"{"format":"ff-snapshot/99","state":{"seq":1,"flags":[],"overrides":[]}}"#]
-    {
+    for content in [
+        "{not json",
+        "",
+        r#"{"format":"ff-snapshot/99","state":{"seq":1,"flags":[],"overrides":[]}}"#,
+        // The right format, a state that does not parse or ends early.
+        r#"{"format":"ff-snapshot/1","state":{"seq":1,"flags":[{"key":"LEAD"}],"overrides":[]}}"#,
+        r#"{"format":"ff-snapshot/1","state":{"seq":1,"flags":[],"overrides":[]"#,
+    ] {
         let file = dir.path().join("snapshot.json");
         std::fs::write(&file, content).unwrap();
         let down = SqlStore::connect_lazy(&sqlite_url(&dir.path().join("missing"))).unwrap();

@@ -43,9 +43,9 @@ impl Engine for Ff {
     }
 
     fn load(document: String) -> Self {
-        let state: StoreState = serde_json::from_str(&document).expect("ff document");
-        drop(document);
-        Ff { snapshot: Snapshot::from_owned_state(state, Default::default(), Default::default()) }
+        // As a `Source` reads its saved snapshot: each flag compiled as it is parsed.
+        let snapshot = Snapshot::from_json(document.as_bytes(), Default::default(), Default::default());
+        Ff { snapshot: snapshot.expect("ff document") }
     }
 
     fn context(&self, user: &User) -> EvalContext {
