@@ -5,13 +5,26 @@ use smol_str::SmolStr;
 
 use crate::error::ValidationError;
 
+/// One attribute. A short name and a short string value are held inline, so a
+/// rule's test (`plan in [...]`) reads the context's own buffer, not two more
+/// allocations per attribute.
+#[derive(Clone, PartialEq)]
+#[repr(C)]
+struct Attribute {
+    name: SmolStr,
+    /// The value's text when it is a string of at most 23 bytes; next to the name,
+    /// so a scan reads them from the same cache line.
+    short: Option<SmolStr>,
+    value: serde_json::Value,
+}
+
 /// Who a flag is evaluated for: a user id and any attributes the application extracts.
 #[derive(Clone, Default)]
 pub struct EvalContext {
     // Inline up to 23 bytes: typical ids cost no allocation per request.
     user_id: Option<SmolStr>,
     // Few per request, sorted by name; empty costs nothing to create or drop.
-    attributes: Vec<(String, serde_json::Value)>,
+    attributes: Vec<Attribute>,
     // `id_hash` of the user id, computed once: override, list and segment lookups reuse it.
     user_hash: u64,
     // The user id packed, if it is a canonical UUID (as id lists hold one): found at
@@ -37,11 +50,12 @@ impl EvalContext {
     }
 
     /// Adds an attribute (plan, country, app version...), for targeting.
-    pub fn with_attribute(mut self, name: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
-        let (name, value) = (name.into(), value.into());
-        match self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
-            Ok(i) => self.attributes[i].1 = value,
-            Err(i) => self.attributes.insert(i, (name, value)),
+    pub fn with_attribute(mut self, name: impl AsRef<str>, value: impl Into<serde_json::Value>) -> Self {
+        let (name, value) = (name.as_ref(), value.into());
+        let short = value.as_str().filter(|s| s.len() <= 23).map(SmolStr::new_inline);
+        match self.attributes.binary_search_by(|a| a.name.as_str().cmp(name)) {
+            Ok(i) => self.attributes[i] = Attribute { name: self.attributes[i].name.clone(), value, short },
+            Err(i) => self.attributes.insert(i, Attribute { name: SmolStr::new(name), value, short }),
         }
         self
     }
@@ -67,17 +81,32 @@ impl EvalContext {
     /// One attribute.
     #[inline]
     pub fn attribute(&self, name: &str) -> Option<&serde_json::Value> {
+        self.find(name).map(|a| &a.value)
+    }
+
+    /// One attribute's value if it is a string: inline for short ones.
+    #[inline]
+    pub(crate) fn attribute_str(&self, name: &str) -> Option<&str> {
+        let a = self.find(name)?;
+        match &a.short {
+            Some(s) => Some(s.as_str()),
+            None => a.value.as_str(),
+        }
+    }
+
+    #[inline]
+    fn find(&self, name: &str) -> Option<&Attribute> {
         // A request has a few: a scan that mostly compares lengths beats a binary search.
         if self.attributes.len() <= 8 {
-            return self.attributes.iter().find(|(n, _)| crate::ids::str_eq(n, name)).map(|(_, v)| v);
+            return self.attributes.iter().find(|a| crate::ids::str_eq(&a.name, name));
         }
-        let i = self.attributes.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
-        Some(&self.attributes[i].1)
+        let i = self.attributes.binary_search_by(|a| a.name.as_str().cmp(name)).ok()?;
+        self.attributes.get(i)
     }
 
     /// All attributes, sorted by name.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
-        self.attributes.iter().map(|(n, v)| (n.as_str(), v))
+        self.attributes.iter().map(|a| (a.name.as_str(), &a.value))
     }
 }
 
@@ -92,8 +121,16 @@ impl std::fmt::Debug for EvalContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EvalContext")
             .field("user_id", &self.user_id)
-            .field("attributes", &self.attributes)
+            .field("attributes", &AttributesDebug(self))
             .finish_non_exhaustive()
+    }
+}
+
+struct AttributesDebug<'a>(&'a EvalContext);
+
+impl std::fmt::Debug for AttributesDebug<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.attributes()).finish()
     }
 }
 
@@ -128,5 +165,38 @@ pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
         Err(ValidationError::BadUserId("is longer than 256 bytes"))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_found_by_name_whatever_their_length() {
+        let long = "a-plan-name-longer-than-twenty-three-bytes";
+        let ctx = EvalContext::user("u")
+            .with_attribute("plan", "pro")
+            .with_attribute("country", "DE")
+            .with_attribute("description_longer_than_23_bytes", long)
+            .with_attribute("seats", 5)
+            .with_attribute("plan", "enterprise");
+        assert_eq!(ctx.attribute_str("plan"), Some("enterprise"), "replaced");
+        assert_eq!(ctx.attribute_str("description_longer_than_23_bytes"), Some(long));
+        assert_eq!(ctx.attribute_str("seats"), None, "not a string");
+        assert_eq!(ctx.attribute("seats"), Some(&serde_json::json!(5)));
+        assert_eq!(ctx.attribute_str("missing"), None);
+        let names: Vec<&str> = ctx.attributes().map(|(n, _)| n).collect();
+        assert_eq!(names, ["country", "description_longer_than_23_bytes", "plan", "seats"]);
+        // More than a scan's worth: found by binary search.
+        let many = (0..12)
+            .fold(EvalContext::anonymous(), |c, i| c.with_attribute(format!("a{i:02}"), i.to_string()));
+        assert_eq!(many.attribute_str("a07"), Some("7"));
+        assert_eq!(
+            format!("{ctx:?}"),
+            "EvalContext { user_id: Some(\"u\"), attributes: {\"country\": String(\"DE\"), \
+             \"description_longer_than_23_bytes\": String(\"a-plan-name-longer-than-twenty-three-bytes\"), \
+             \"plan\": String(\"enterprise\"), \"seats\": Number(5)}, .. }"
+        );
     }
 }

@@ -936,7 +936,7 @@ impl CompiledClause {
         }
         if !self.user_id
             && let Test::Set(strings, ..) = &self.test
-            && let Some(serde_json::Value::String(s)) = lookup(ctx, &self.attribute)
+            && let Some(s) = ctx.attribute_str(&self.attribute)
         {
             // An attribute's string against a list (`plan in [...]`): the general
             // path below would decide the same, out of line.
