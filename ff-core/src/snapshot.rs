@@ -51,8 +51,9 @@ struct FlagTable {
     pins: Arc<Pins>,
 }
 
-/// What a read touches comes first, in declaration order (`repr(C)`), so a read
-/// stays within the slot's first few cache lines; the stored record follows.
+/// What a read touches comes first, in declaration order (`repr(C)`), in one
+/// allocation: the key, the switch and the values, then the compiled targeting;
+/// the rest of the record last.
 #[repr(C)]
 struct Slot {
     /// Inline up to 23 bytes, so most key checks stay in the slot's cache lines.
@@ -62,20 +63,21 @@ struct Slot {
     slot: u32,
     /// `usage.id()`, kept here so a read counts without reaching `usage`.
     usage_id: u32,
-    /// A copy of the record's switch. The values are read from the record:
-    /// copies would cost 48 bytes per flag for no measurable gain.
+    /// A copy of the record's switch.
     enabled: bool,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
     /// From then on the flag serves the code default (`serve_default` expiry).
     expires_at: Option<OffsetDateTime>,
-    /// Targeting compiled once per flag version; `None` when there is none
-    /// (or it is invalid, which is logged). Boxed: most flags have none.
-    compiled: Option<Box<Compiled>>,
     /// Evaluation counters, shared with the flag's other versions.
     usage: Arc<FlagUsage>,
-    /// Last: its values (first) share a cache line with `usage`.
+    value: Value,
+    off_value: Value,
+    /// Targeting compiled once per flag version; `None` when there is none
+    /// (or it is invalid, which is logged). Inline: a boxed one cost a cache
+    /// miss per targeted flag when many flags are read.
+    compiled: Option<Compiled>,
     stored: Stored,
 }
 
@@ -84,8 +86,6 @@ struct Slot {
 /// inline would take 416 bytes per flag).
 #[repr(C)]
 struct Stored {
-    value: Value,
-    off_value: Value,
     value_type: crate::ValueType,
     archived: bool,
     description: Box<str>,
@@ -123,8 +123,6 @@ impl Stored {
             (v != T::default()).then(|| Box::new(v))
         }
         Stored {
-            value: r.value,
-            off_value: r.off_value,
             value_type: r.value_type,
             archived: r.archived,
             description: r.description.into_boxed_str(),
@@ -170,8 +168,10 @@ impl Slot {
             enabled: record.enabled,
             warned: AtomicBool::new(false),
             expires_at,
-            compiled: compiled.map(Box::new),
             usage,
+            value: std::mem::replace(&mut record.value, Value::Bool(false)),
+            off_value: std::mem::replace(&mut record.off_value, Value::Bool(false)),
+            compiled,
             stored: Stored::new(record),
         }
     }
@@ -880,11 +880,11 @@ impl Snapshot {
     #[inline(always)]
     fn resolve_plain<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
         if !s.enabled {
-            (&s.stored.off_value, Reason::Disabled, 0)
+            (&s.off_value, Reason::Disabled, 0)
         } else if let Some(v) = self.overridden(slot, input) {
             (v, Reason::Override, 0)
         } else {
-            (&s.stored.value, Reason::Global, 0)
+            (&s.value, Reason::Global, 0)
         }
     }
 
@@ -901,7 +901,7 @@ impl Snapshot {
         if let Some(at) = s.expires_at
             && input.now() >= at
         {
-            return (&s.stored.off_value, Reason::Expired, 0);
+            return (&s.off_value, Reason::Expired, 0);
         }
         let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
         // A pinned flag's slot has a compiled pin and no expiry: the fast path above stays as it was.
@@ -910,7 +910,7 @@ impl Snapshot {
         }
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
         if !c.enabled_at(step).unwrap_or(s.enabled) {
-            return (&s.stored.off_value, Reason::Disabled, 0);
+            return (&s.off_value, Reason::Disabled, 0);
         }
         if let Some(v) = self.overridden(slot, input) {
             return (v, Reason::Override, 0);
@@ -919,7 +919,7 @@ impl Snapshot {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
             Outcome::Split(j, v) => (v, Reason::Split, j),
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
-            Outcome::Fallthrough => (&s.stored.value, Reason::Global, 0),
+            Outcome::Fallthrough => (&s.value, Reason::Global, 0),
         }
     }
 
@@ -1083,7 +1083,7 @@ impl<'a> FlagInfo<'a> {
 
     /// The stored value (served when on and nothing more specific applies).
     pub fn value(&self) -> &'a Value {
-        &self.0.stored.value
+        &self.0.value
     }
 
     /// Whether the flag is switched on.
@@ -1118,7 +1118,7 @@ impl Slot {
     /// The record with its id lists put back.
     fn whole(&self) -> FlagRecord {
         let s = &self.stored;
-        let compiled = self.compiled.as_deref().filter(|c| c.pin().is_none());
+        let compiled = self.compiled.as_ref().filter(|c| c.pin().is_none());
         let targeting = match (s.targeting.as_deref(), compiled) {
             // Checked when the slot was made: this is the targeting as given.
             (None, Some(c)) => c.targeting().unwrap_or_default(),
@@ -1131,8 +1131,8 @@ impl Slot {
             }
         };
         FlagRecord {
-            value: s.value.clone(),
-            off_value: s.off_value.clone(),
+            value: self.value.clone(),
+            off_value: self.off_value.clone(),
             enabled: self.enabled,
             value_type: s.value_type,
             archived: s.archived,

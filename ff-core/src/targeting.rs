@@ -391,7 +391,7 @@ enum CompiledServe {
 #[derive(Debug)]
 struct CompiledSplit {
     /// Cumulative upper bounds of each variation's buckets.
-    bounds: Vec<(u32, Value)>,
+    bounds: Box<[(u32, Value)]>,
 }
 
 #[derive(Debug)]
@@ -439,18 +439,20 @@ impl CompiledClause {
     }
 }
 
-/// Targeting compiled for one flag version.
+/// Targeting compiled for one flag version. Held inline in its slot, so it is
+/// kept small (boxed slices) and what every evaluation reads comes first.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Compiled {
-    rules: Vec<(Vec<CompiledClause>, CompiledServe)>,
-    split: Option<CompiledSplit>,
-    schedule: Vec<CompiledStep>,
-    salt: Salted,
-    bucket_by: Option<String>,
     /// A value the process environment pins: served before everything else.
     pin: Option<Value>,
+    rules: Box<[(Box<[CompiledClause]>, CompiledServe)]>,
+    split: Option<CompiledSplit>,
+    salt: Salted,
+    schedule: Box<[CompiledStep]>,
+    bucket_by: Option<Box<str>>,
     /// Memory its regexes take, compiled (counted against [`REGEX_BUDGET`]).
-    regex_bytes: usize,
+    regex_bytes: u32,
 }
 
 /// What targeting decided for one user.
@@ -498,7 +500,7 @@ fn compile_split(
         upper += v.weight;
         bounds.push((upper, typed(ty, schema, &v.value, &format!("{what} variation {i}"))?));
     }
-    Ok(CompiledSplit { bounds })
+    Ok(CompiledSplit { bounds: bounds.into_boxed_slice() })
 }
 
 fn time_of(v: &serde_json::Value) -> Option<i64> {
@@ -672,7 +674,7 @@ impl Targeting {
         value_type: ValueType,
         schema: &Schema,
     ) -> Result<usize, ValidationError> {
-        Ok(Compiled::new(key, value_type, schema, self)?.map_or(0, |c| c.regex_bytes))
+        Ok(Compiled::new(key, value_type, schema, self)?.map_or(0, |c| c.regex_bytes()))
     }
 }
 
@@ -707,7 +709,7 @@ impl Compiled {
             }
             let serve = compile_serve(ty, schema, &r.value, &r.split, &what)?
                 .ok_or_else(|| bad(format!("{what} serves nothing: give a value or a split")))?;
-            rules.push((clauses, serve));
+            rules.push((clauses.into_boxed_slice(), serve));
         }
         let split = t.split.as_ref().map(|s| compile_split(ty, schema, s, "split")).transpose()?;
         let mut schedule = Vec::with_capacity(t.schedule.len());
@@ -728,23 +730,24 @@ impl Compiled {
             return Err(bad("bucket_by must be 1 to 128 bytes".into()));
         }
         Ok(Some(Compiled {
-            rules,
+            rules: rules.into_boxed_slice(),
             split,
-            schedule,
+            schedule: schedule.into_boxed_slice(),
             salt: Salted::new(t.salt.as_deref().unwrap_or(key)),
             // Bucketing by the user id is the default.
-            bucket_by: t.bucket_by.clone().filter(|b| b != USER_ID),
+            bucket_by: t.bucket_by.as_deref().filter(|b| *b != USER_ID).map(Box::from),
             pin: None,
-            regex_bytes: REGEX_BUDGET - left,
+            // At most `REGEX_BUDGET` (a few MiB).
+            regex_bytes: u32::try_from(REGEX_BUDGET - left).unwrap_or(u32::MAX),
         }))
     }
 
     /// A flag pinned to `value` by the environment, whatever its targeting.
     pub(crate) fn pinned(value: Value) -> Self {
         Compiled {
-            rules: Vec::new(),
+            rules: Box::default(),
             split: None,
-            schedule: Vec::new(),
+            schedule: Box::default(),
             salt: Salted::new(""),
             bucket_by: None,
             pin: Some(value),
@@ -754,7 +757,7 @@ impl Compiled {
 
     /// Memory its regexes take, compiled.
     pub(crate) fn regex_bytes(&self) -> usize {
-        self.regex_bytes
+        self.regex_bytes as usize
     }
 
     /// The lists of strings this compiled form holds (`in`/`eq` clauses of strings
@@ -811,7 +814,7 @@ impl Compiled {
         Some(Targeting {
             rules: rules.collect::<Option<_>>()?,
             split: self.split.as_ref().map(CompiledSplit::split),
-            bucket_by: self.bucket_by.clone(),
+            bucket_by: self.bucket_by.as_deref().map(String::from),
             salt: None,
             schedule: schedule.collect(),
         })
