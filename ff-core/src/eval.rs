@@ -70,12 +70,22 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
 #[derive(Debug)]
 pub struct Lease {
     snapshot: Arc<Snapshot>,
+    /// A thread's own copy of the snapshot's shared config ([`for_thread`](Self::for_thread)
+    /// leases only): handing out the shared one would write its reference count
+    /// from every thread on every `config()` call.
+    config: Option<OnceLock<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl Lease {
-    /// A lease on `snapshot`.
+    /// A lease on `snapshot`, for one evaluator or a few.
     pub fn new(snapshot: Arc<Snapshot>) -> Arc<Self> {
-        Arc::new(Lease { snapshot })
+        Arc::new(Lease { snapshot, config: None })
+    }
+
+    /// A lease one thread's requests share (what `Source::lease` hands out): it also
+    /// keeps the thread's own copy of the shared config, built on its first read.
+    pub fn for_thread(snapshot: Arc<Snapshot>) -> Arc<Self> {
+        Arc::new(Lease { snapshot, config: Some(OnceLock::new()) })
     }
 
     /// The snapshot.
@@ -167,18 +177,33 @@ impl Evaluator {
         let shared = snapshot.shared_config(|now| {
             build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
         });
-        if let Some((value, shared)) = shared
+        if let Some(shared) = shared
             && !shared.targeted()
             && self.user.is_none_or(|u| !snapshot.user_touches_shared(u, shared))
             && shared.holds_at(|| self.input().now())
+            && let Some(value) = self.thread_copy::<C>().or_else(|| shared.value::<C>())
         {
-            // The snapshot keeps it: no need to memoise per request.
+            // The snapshot (or this thread's lease) keeps it: no need to memoise per request.
             return value;
         }
         let config = Arc::new(build::<C>(snapshot, self.input()).0);
         // Only the first config type read through this evaluator is memoised.
         let _ = self.config.set(config.clone());
         config
+    }
+
+    /// This thread's copy of the snapshot's shared config, if the lease keeps one
+    /// (of this type): built the same way from the same snapshot, so equal to it.
+    fn thread_copy<C: Config>(&self) -> Option<Arc<C>> {
+        let copy = self.lease.config.as_ref()?;
+        let snapshot = &self.lease.snapshot;
+        let copy = copy.get_or_init(|| {
+            let anonymous = EvalContext::anonymous();
+            let now = OnceLock::new();
+            let input = Input { user: None, lookup: false, context: &anonymous, now: &now };
+            Arc::new(build::<C>(snapshot, input).0)
+        });
+        copy.clone().downcast::<C>().ok()
     }
 
     fn input(&self) -> Input<'_> {

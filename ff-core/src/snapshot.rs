@@ -363,6 +363,11 @@ pub(crate) struct SharedConfig {
 }
 
 impl SharedConfig {
+    /// The config, if it is a `C` (cloning it writes a count every thread shares).
+    pub(crate) fn value<C: Any + Send + Sync>(&self) -> Option<Arc<C>> {
+        Arc::clone(&self.value).downcast::<C>().ok()
+    }
+
     /// Some flag it read has targeting.
     pub(crate) fn targeted(&self) -> bool {
         self.targeted
@@ -996,7 +1001,7 @@ impl Snapshot {
     pub(crate) fn shared_config<C: Any + Send + Sync>(
         &self,
         build: impl FnOnce(&OnceLock<OffsetDateTime>) -> (C, Vec<u32>),
-    ) -> Option<(Arc<C>, &SharedConfig)> {
+    ) -> Option<&SharedConfig> {
         let shared = self.shared_config.get_or_init(|| {
             // Its own clock: an evaluator moved in time must not fill the cache.
             let clock = OnceLock::new();
@@ -1014,11 +1019,7 @@ impl Snapshot {
                 valid_until,
             }
         });
-        if shared.type_id != TypeId::of::<C>() {
-            return None;
-        }
-        let value = Arc::clone(&shared.value).downcast::<C>().ok()?;
-        Some((value, shared))
+        (shared.type_id == TypeId::of::<C>()).then_some(shared)
     }
 
     /// The expiries among `slots` closest before and after `at` (when a config was built).

@@ -365,13 +365,13 @@ impl Source {
                     // (Also when a dropped source's address was reused: the lease held
                     // that source's snapshot, so it never matches this one's.)
                     *source = Arc::downgrade(shared);
-                    *lease = Lease::new(arc_swap::Guard::into_inner(current));
+                    *lease = Lease::for_thread(arc_swap::Guard::into_inner(current));
                     Some(lease.clone())
                 }
                 None => {
                     // A dropped source's lease goes, with the snapshot it held.
                     leases.retain(|(source, _)| source.strong_count() > 0);
-                    let lease = Lease::new(arc_swap::Guard::into_inner(current));
+                    let lease = Lease::for_thread(arc_swap::Guard::into_inner(current));
                     if leases.len() == MAX_LEASES {
                         leases.remove(0);
                     }

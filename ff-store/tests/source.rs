@@ -397,6 +397,42 @@ async fn leases_follow_the_current_snapshot_per_source() {
     assert!(Arc::ptr_eq(there.snapshot(), source.lease().snapshot()));
 }
 
+/// Requests read the shared config from their thread's own copy (a count only that
+/// thread writes), equal to the snapshot's; one-off evaluators read the snapshot's.
+#[tokio::test]
+async fn each_thread_reads_its_own_copy_of_the_shared_config() {
+    struct Lead(i64);
+    impl ff_core::Config for Lead {
+        fn from_flags(f: &ff_core::ConfigReader<'_>) -> Self {
+            Lead(f.get(LEAD))
+        }
+    }
+    let store = MemoryStore::new();
+    let source = quick(store.clone()).start().await;
+    store.write(w(Mutation::set_override("LEAD", "u2", 1))).await.unwrap();
+    assert!(source.wait_for_version(store.load().await.unwrap().seq, PATIENCE).await);
+    let read = |lease, user| Evaluator::leased(lease, EvalContext::user(user)).config::<Lead>();
+    let (a, b) = (read(source.lease(), "u1"), read(source.lease(), "u3"));
+    assert!(Arc::ptr_eq(&a, &b), "one copy per thread and snapshot");
+    let there = std::thread::scope(|s| s.spawn(|| read(source.lease(), "u1")).join().unwrap());
+    assert!(!Arc::ptr_eq(&a, &there), "another thread has its own");
+    assert_eq!((a.0, there.0), (24, 24));
+    let one_off = || Evaluator::new(source.snapshot(), EvalContext::user("u1")).config::<Lead>();
+    let (c, d) = (one_off(), one_off());
+    assert!(Arc::ptr_eq(&c, &d) && !Arc::ptr_eq(&c, &a), "the snapshot's own");
+    assert_eq!(c.0, 24);
+    // A user who overrides a flag it reads gets a config of their own, per request.
+    let own = read(source.lease(), "u2");
+    assert_eq!(own.0, 1);
+    assert!(!Arc::ptr_eq(&own, &read(source.lease(), "u2")));
+    // A change: a new lease, a new copy.
+    let version = source.snapshot().version();
+    store.write(w(Mutation::set_value("LEAD", 48))).await.unwrap();
+    assert!(source.wait_for_version(version + 1, PATIENCE).await);
+    assert_eq!(read(source.lease(), "u1").0, 48);
+    assert_eq!(a.0, 24, "a request keeps what it read");
+}
+
 /// A dropped source's lease is let go on the thread's next new lease.
 #[tokio::test]
 async fn a_dropped_sources_lease_goes() {

@@ -8,6 +8,8 @@
 //! - `evaluator_shared`: a request's evaluator on `Source::snapshot` (every request
 //!   clones the snapshot's `Arc`, a count all threads write) and one read;
 //! - `evaluator_leased`: the same on `Source::lease` (what the layer does);
+//! - `config_shared` / `config_leased`: the same two, reading a typed config instead
+//!   (the snapshot's shared config, or the thread's copy a lease keeps);
 //! - `layer`: a request through `FlagsLayer` + `UserIdHeader` to a no-op service.
 
 use std::hint::black_box;
@@ -25,6 +27,18 @@ mod workload;
 use workload::{Noop, run, user_id, workload};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
+/// An int flag: no user overrides one, so every request can share the config.
+const INT_FLAG: Flag<i64> = Flag::new("flag_501", 0);
+
+struct AppConfig {
+    value: i64,
+}
+
+impl ff_core::Config for AppConfig {
+    fn from_flags(flags: &ff_core::ConfigReader<'_>) -> Self {
+        AppConfig { value: flags.get(INT_FLAG) }
+    }
+}
 const RUN: Duration = Duration::from_secs(1);
 const BATCH: u64 = 1_000;
 
@@ -71,7 +85,7 @@ fn main() {
             n
         })
     };
-    let evaluator = |leased: bool| {
+    let evaluator = |leased: bool, config: bool| {
         let (source, users) = (&source, &users);
         move |t: usize, stop: &AtomicBool| {
             // Each thread's own contexts: a clone counts on the id's shared string.
@@ -86,14 +100,19 @@ fn main() {
                     } else {
                         Evaluator::new(source.snapshot(), ctx)
                     };
-                    black_box(e.get(BOOL_FLAG));
+                    if config {
+                        black_box(e.config::<AppConfig>().value);
+                    } else {
+                        black_box(e.get(BOOL_FLAG));
+                    }
                 }
                 n += BATCH;
             }
             n
         }
     };
-    let (shared, leased) = (evaluator(false), evaluator(true));
+    let (shared, leased) = (evaluator(false, false), evaluator(true, false));
+    let (config_shared, config_leased) = (evaluator(false, true), evaluator(true, true));
     let layer = |t: usize, stop: &AtomicBool| {
         // Each thread's own header values: a clone counts on the value's shared bytes.
         let headers: Vec<http::HeaderValue> =
@@ -112,11 +131,13 @@ fn main() {
         }
         n
     };
-    let modes: [(&str, &Work<'_>); 5] = [
+    let modes: [(&str, &Work<'_>); 7] = [
         ("spin", &spin),
         ("read", &read),
         ("evaluator_shared", &shared),
         ("evaluator_leased", &leased),
+        ("config_shared", &config_shared),
+        ("config_leased", &config_leased),
         ("layer", &layer),
     ];
     // `threads MODE`: that mode alone, 1, 2, 1 and 2 threads.
