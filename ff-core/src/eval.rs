@@ -9,7 +9,7 @@ use crate::context::EvalContext;
 use crate::flag::Flag;
 use crate::reason::{Detail, Reason};
 
-use crate::snapshot::{Input, Snapshot, UserRef};
+use crate::snapshot::{Input, SharedConfig, Snapshot, UserRef};
 use crate::value::FlagType;
 
 /// An application's typed configuration, read as one struct.
@@ -30,7 +30,10 @@ use crate::value::FlagType;
 /// ```
 ///
 /// It is built at most once per request, and shared by all requests on the same
-/// snapshot whose user has no override of a flag it reads.
+/// snapshot whose user has no override of a flag it reads: requests through a
+/// `Source`'s leases (the layer's) share one copy per thread, built once per thread
+/// and snapshot, so no reference count is written by every thread; `from_flags`
+/// should have no side effects.
 pub trait Config: Send + Sync + 'static {
     /// Reads the flags this config is made of.
     fn from_flags(flags: &ConfigReader<'_>) -> Self;
@@ -181,7 +184,7 @@ impl Evaluator {
             && !shared.targeted()
             && self.user.is_none_or(|u| !snapshot.user_touches_shared(u, shared))
             && shared.holds_at(|| self.input().now())
-            && let Some(value) = self.thread_copy::<C>().or_else(|| shared.value::<C>())
+            && let Some(value) = self.thread_copy::<C>(shared).or_else(|| shared.value::<C>())
         {
             // The snapshot (or this thread's lease) keeps it: no need to memoise per request.
             return value;
@@ -193,13 +196,17 @@ impl Evaluator {
     }
 
     /// This thread's copy of the snapshot's shared config, if the lease keeps one
-    /// (of this type): built the same way from the same snapshot, so equal to it.
-    fn thread_copy<C: Config>(&self) -> Option<Arc<C>> {
+    /// (of this type): built from the same snapshot at the same instant, so the same
+    /// config. (Its reads are counted in usage, once per thread and snapshot.)
+    fn thread_copy<C: Config>(&self, shared: &SharedConfig) -> Option<Arc<C>> {
         let copy = self.lease.config.as_ref()?;
         let snapshot = &self.lease.snapshot;
         let copy = copy.get_or_init(|| {
             let anonymous = EvalContext::anonymous();
             let now = OnceLock::new();
+            if let Some(at) = shared.built_at() {
+                let _ = now.set(at);
+            }
             let input = Input { user: None, lookup: false, context: &anonymous, now: &now };
             Arc::new(build::<C>(snapshot, input).0)
         });
@@ -325,6 +332,29 @@ mod tests {
             let e = Evaluator::new(s.clone(), EvalContext::anonymous());
             assert_eq!(e.config::<Cfg>().hours, e.get(HOURS));
         }
+    }
+
+    /// A thread's copy of the shared config is the shared config: built at the same
+    /// instant, even when a flag it reads expires between the two builds.
+    #[test]
+    fn a_threads_copy_is_the_shared_config_across_expiry() {
+        let at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
+        let s = expiring(at);
+        let shared = Evaluator::new(s.clone(), EvalContext::anonymous()).config::<Cfg>();
+        assert_eq!(shared.hours, 50, "built before the expiry");
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        // A reader before the expiry, on a thread lease that builds its copy only now.
+        let lease = Lease::for_thread(s.clone());
+        let before =
+            Evaluator::leased(lease.clone(), EvalContext::anonymous()).at(at - time::Duration::SECOND);
+        let copy = before.config::<Cfg>();
+        assert_eq!((copy.hours, before.get(HOURS)), (50, 50));
+        assert!(!Arc::ptr_eq(&copy, &shared), "the thread's own");
+        let again = Evaluator::leased(lease, EvalContext::user("someone")).at(at - time::Duration::SECOND);
+        assert!(Arc::ptr_eq(&copy, &again.config::<Cfg>()), "one per thread lease");
+        // Past the expiry, both agree on the code default.
+        let now = Evaluator::leased(Lease::for_thread(s), EvalContext::anonymous());
+        assert_eq!((now.config::<Cfg>().hours, now.get(HOURS)), (24, 24));
     }
 
     #[test]

@@ -360,9 +360,17 @@ pub(crate) struct SharedConfig {
     /// bracket the time it was built (`None`: unbounded on that side).
     valid_from: Option<OffsetDateTime>,
     valid_until: Option<OffsetDateTime>,
+    /// The clock it was built at, if a flag it read needed one: a thread's copy is
+    /// built at the same instant, so it is the same config.
+    built_at: Option<OffsetDateTime>,
 }
 
 impl SharedConfig {
+    /// The clock it was built at (`None`: no flag it read needed one).
+    pub(crate) fn built_at(&self) -> Option<OffsetDateTime> {
+        self.built_at
+    }
+
     /// The config, if it is a `C` (cloning it writes a count every thread shares).
     pub(crate) fn value<C: Any + Send + Sync>(&self) -> Option<Arc<C>> {
         Arc::clone(&self.value).downcast::<C>().ok()
@@ -1009,7 +1017,8 @@ impl Snapshot {
             touched.sort_unstable();
             touched.dedup();
             let targeted = self.any_targeted(&touched);
-            let (valid_from, valid_until) = self.expiry_window(&touched, clock.get().copied());
+            let built_at = clock.get().copied();
+            let (valid_from, valid_until) = self.expiry_window(&touched, built_at);
             SharedConfig {
                 type_id: TypeId::of::<C>(),
                 value: Arc::new(value),
@@ -1017,6 +1026,7 @@ impl Snapshot {
                 targeted,
                 valid_from,
                 valid_until,
+                built_at,
             }
         });
         (shared.type_id == TypeId::of::<C>()).then_some(shared)
@@ -1190,7 +1200,8 @@ mod load {
         type Value = Snapshot;
 
         fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Snapshot, D::Error> {
-            d.deserialize_map(self)
+            // As the derived `Deserialize` of `StoreState`: an object, or its fields in order.
+            d.deserialize_struct("StoreState", &["seq", "flags", "overrides", "segments"], self)
         }
     }
 
@@ -1199,6 +1210,19 @@ mod load {
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a store state (seq, flags, overrides, segments)")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Snapshot, A::Error> {
+            let mut flags = self.0;
+            let missing = |i, what| de::Error::invalid_length(i, &what);
+            let number = seq.next_element()?.ok_or_else(|| missing(0, "a store state of 3 or 4 fields"))?;
+            seq.next_element_seed(Records(&mut flags))?
+                .ok_or_else(|| missing(1, "a store state of 3 or 4 fields"))?;
+            let overrides: Vec<_> =
+                seq.next_element()?.ok_or_else(|| missing(2, "a store state of 3 or 4 fields"))?;
+            let segments: Vec<_> = seq.next_element()?.unwrap_or_default();
+            flags.shrink_to_fit();
+            Ok(Snapshot::finish(number, flags, &overrides, &segments))
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Snapshot, A::Error> {
@@ -1480,6 +1504,11 @@ mod tests {
         // Field order does not matter; `segments` may be absent, unknown fields are ignored.
         let reordered = br#"{"overrides": [], "extra": {"a": [1]}, "flags": [], "seq": 3}"#;
         assert_eq!(Snapshot::from_json(reordered, Arc::default(), Arc::default()).unwrap().version(), 3);
+        // The fields in order, as the derived parser also takes them.
+        let listed = serde_json::to_vec(&(4, &state.flags, &state.overrides, &state.segments)).unwrap();
+        let read_listed = Snapshot::from_json(&listed, Arc::default(), Arc::default()).unwrap();
+        assert_eq!(read_listed.to_state(), built.to_state());
+        assert!(Snapshot::from_json(b"[4, []]", Arc::default(), Arc::default()).is_err());
         // What the derived `Deserialize` refuses, this refuses, naming it.
         for (bad, says) in [
             (&br#"{"flags": [], "overrides": []}"#[..], "missing field `seq`"),
