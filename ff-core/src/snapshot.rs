@@ -68,16 +68,20 @@ struct Slot {
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
+    /// `compiled.is_some()`, beside the switch: a flag without targeting is read
+    /// without touching the compiled form's cache lines.
+    targeted: bool,
     /// From then on the flag serves the code default (`serve_default` expiry).
     expires_at: Option<OffsetDateTime>,
-    /// Evaluation counters, shared with the flag's other versions.
-    usage: Arc<FlagUsage>,
     value: Value,
     off_value: Value,
     /// Targeting compiled once per flag version; `None` when there is none
     /// (or it is invalid, which is logged). Inline: a boxed one cost a cache
     /// miss per targeted flag when many flags are read.
     compiled: Option<Compiled>,
+    /// Evaluation counters, shared with the flag's other versions (read only on a
+    /// thread's first count of the flag).
+    usage: Arc<FlagUsage>,
     stored: Stored,
 }
 
@@ -167,6 +171,7 @@ impl Slot {
             usage_id: usage.id(),
             enabled: record.enabled,
             warned: AtomicBool::new(false),
+            targeted: compiled.is_some(),
             expires_at,
             usage,
             value: std::mem::replace(&mut record.value, Value::Bool(false)),
@@ -881,7 +886,7 @@ impl Snapshot {
 
     #[inline]
     fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
-        if s.expires_at.is_none() && s.compiled.is_none() {
+        if !s.targeted && s.expires_at.is_none() {
             // No targeting and no expiry: the common case, kept short and inline.
             return self.resolve_plain(slot, s, input);
         }

@@ -439,6 +439,20 @@ impl CompiledClause {
     }
 }
 
+/// A rule: its first clause inline (most rules have one), then the rest.
+#[derive(Debug)]
+struct CompiledRule {
+    first: CompiledClause,
+    rest: Box<[CompiledClause]>,
+    serve: CompiledServe,
+}
+
+impl CompiledRule {
+    fn clauses(&self) -> impl Iterator<Item = &CompiledClause> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+}
+
 /// Targeting compiled for one flag version. Held inline in its slot, so it is
 /// kept small (boxed slices) and what every evaluation reads comes first.
 #[derive(Debug)]
@@ -446,7 +460,7 @@ impl CompiledClause {
 pub(crate) struct Compiled {
     /// A value the process environment pins: served before everything else.
     pin: Option<Value>,
-    rules: Box<[(Box<[CompiledClause]>, CompiledServe)]>,
+    rules: Box<[CompiledRule]>,
     split: Option<CompiledSplit>,
     salt: Salted,
     schedule: Box<[CompiledStep]>,
@@ -709,7 +723,9 @@ impl Compiled {
             }
             let serve = compile_serve(ty, schema, &r.value, &r.split, &what)?
                 .ok_or_else(|| bad(format!("{what} serves nothing: give a value or a split")))?;
-            rules.push((clauses.into_boxed_slice(), serve));
+            let mut clauses = clauses.into_iter();
+            let first = clauses.next().ok_or_else(|| bad(format!("{what} has no clauses")))?;
+            rules.push(CompiledRule { first, rest: clauses.collect(), serve });
         }
         let split = t.split.as_ref().map(|s| compile_split(ty, schema, s, "split")).transpose()?;
         let mut schedule = Vec::with_capacity(t.schedule.len());
@@ -768,7 +784,7 @@ impl Compiled {
             .rules
             .iter()
             .zip(t.rules.iter_mut())
-            .flat_map(|((compiled, _), rule)| compiled.iter().zip(rule.clauses.iter_mut()));
+            .flat_map(|(compiled, rule)| compiled.clauses().zip(rule.clauses.iter_mut()));
         clauses.filter_map(|(compiled, clause)| match &compiled.test {
             Test::Set(ids, numbers, bools) if numbers.is_empty() && bools.is_empty() => Some((ids, clause)),
             _ => None,
@@ -802,9 +818,9 @@ impl Compiled {
         if self.pin.is_some() {
             return None;
         }
-        let rules = self.rules.iter().map(|(clauses, serve)| {
-            let clauses = clauses.iter().map(CompiledClause::clause).collect::<Option<Vec<_>>>()?;
-            let (value, split) = serve.parts();
+        let rules = self.rules.iter().map(|r| {
+            let clauses = r.clauses().map(CompiledClause::clause).collect::<Option<Vec<_>>>()?;
+            let (value, split) = r.serve.parts();
             Some(Rule { clauses, value, split, description: String::new() })
         });
         let schedule = self.schedule.iter().map(|s| {
@@ -855,9 +871,9 @@ impl Compiled {
         segments: &Segments,
     ) -> Outcome<'a> {
         let mut i = 0;
-        while let Some((clauses, serve)) = self.rules.get(i) {
-            if clauses.iter().all(|c| c.matches(ctx, segments)) {
-                match serve {
+        while let Some(rule) = self.rules.get(i) {
+            if rule.first.matches(ctx, segments) && rule.rest.iter().all(|c| c.matches(ctx, segments)) {
+                match &rule.serve {
                     CompiledServe::Value(v) => return Outcome::Rule(i, v),
                     CompiledServe::Split(s) => {
                         if let Some((_, v)) = self.pick(s, ctx) {
