@@ -58,27 +58,32 @@ struct FlagTable {
 struct Slot {
     /// Inline up to 23 bytes, so most key checks stay in the slot's cache lines.
     key: SmolStr,
-    hash: u64,
     /// Its number in `FlagTable::slots`.
     slot: u32,
     /// `usage.id()`, kept here so a read counts without reaching `usage`.
     usage_id: u32,
     /// A copy of the record's switch.
     enabled: bool,
+    /// No targeting and no expiry: the switch, an override or the value decide,
+    /// and the read touches nothing past the value.
+    plain: bool,
+    /// The environment pins it (`compiled` holds the pin).
+    pinned: bool,
+    /// `expires_at` is set.
+    expiring: bool,
     /// Set once a read found the value unfit for the declared type, so the
     /// warning is logged once per flag version rather than once per read.
     warned: AtomicBool,
-    /// `compiled.is_some()`, beside the switch: a flag without targeting is read
-    /// without touching the compiled form's cache lines.
-    targeted: bool,
-    /// From then on the flag serves the code default (`serve_default` expiry).
-    expires_at: Option<OffsetDateTime>,
     value: Value,
-    off_value: Value,
     /// Targeting compiled once per flag version; `None` when there is none
     /// (or it is invalid, which is logged). Inline: a boxed one cost a cache
     /// miss per targeted flag when many flags are read.
     compiled: Option<Compiled>,
+    off_value: Value,
+    /// From then on the flag serves the code default (`serve_default` expiry).
+    expires_at: Option<OffsetDateTime>,
+    /// The key's hash: read only when the index grows.
+    hash: u64,
     /// Evaluation counters, shared with the flag's other versions (read only on a
     /// thread's first count of the flag).
     usage: Arc<FlagUsage>,
@@ -171,7 +176,9 @@ impl Slot {
             usage_id: usage.id(),
             enabled: record.enabled,
             warned: AtomicBool::new(false),
-            targeted: compiled.is_some(),
+            plain: compiled.is_none() && expires_at.is_none(),
+            pinned: compiled.as_ref().is_some_and(|c| c.pin().is_some()),
+            expiring: expires_at.is_some(),
             expires_at,
             usage,
             value: std::mem::replace(&mut record.value, Value::Bool(false)),
@@ -886,7 +893,7 @@ impl Snapshot {
 
     #[inline]
     fn resolve<'a>(&'a self, slot: u32, s: &'a Slot, input: &Input<'_>) -> (&'a Value, Reason, usize) {
-        if !s.targeted && s.expires_at.is_none() {
+        if s.plain {
             // No targeting and no expiry: the common case, kept short and inline.
             return self.resolve_plain(slot, s, input);
         }
@@ -916,14 +923,17 @@ impl Snapshot {
         input: Input<'_>,
     ) -> (&'a Value, Reason, usize) {
         let input = &input;
-        if let Some(at) = s.expires_at
+        if s.expiring
+            && let Some(at) = s.expires_at
             && input.now() >= at
         {
             return (&s.off_value, Reason::Expired, 0);
         }
         let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
         // A pinned flag's slot has a compiled pin and no expiry: the fast path above stays as it was.
-        if let Some(v) = c.pin() {
+        if s.pinned
+            && let Some(v) = c.pin()
+        {
             return (v, Reason::Env, 0);
         }
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };

@@ -458,15 +458,16 @@ impl CompiledRule {
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Compiled {
-    /// A value the process environment pins: served before everything else.
-    pin: Option<Value>,
     rules: Box<[CompiledRule]>,
     split: Option<CompiledSplit>,
-    salt: Salted,
     schedule: Box<[CompiledStep]>,
+    salt: Salted,
     bucket_by: Option<Box<str>>,
     /// Memory its regexes take, compiled (counted against [`REGEX_BUDGET`]).
     regex_bytes: u32,
+    /// A value the process environment pins: served before everything else (the
+    /// slot says whether there is one, so a read does not come here for it).
+    pin: Option<Value>,
 }
 
 /// What targeting decided for one user.
