@@ -358,7 +358,7 @@ fn bad(message: String) -> ValidationError {
 /// A clause ready to test: lists as sets, regexes and versions parsed.
 #[derive(Debug)]
 enum Test {
-    Set(IdSet, Vec<f64>, Vec<bool>),
+    Set(IdSet, Box<[f64]>, Box<[bool]>),
     Strings(Vec<String>),
     Regex(Vec<regex::Regex>),
     Number(f64),
@@ -368,7 +368,9 @@ enum Test {
     Segments(Vec<String>),
 }
 
+/// What a test reads first comes first (`repr(C)`): the flags, then the test.
 #[derive(Debug)]
+#[repr(C)]
 struct CompiledClause {
     /// The clause reads the user id (decided once, not per evaluation).
     user_id: bool,
@@ -376,10 +378,10 @@ struct CompiledClause {
     /// with `user_set_misses` (`not_in`/`neq`, or negated) saying what a hit means.
     user_set: bool,
     user_set_misses: bool,
-    attribute: String,
     op: Op,
     negate: bool,
     test: Test,
+    attribute: Box<str>,
 }
 
 #[derive(Debug)]
@@ -435,7 +437,7 @@ impl CompiledClause {
             Test::Exists => Vec::new(),
             _ => return None,
         };
-        Some(Clause { attribute: self.attribute.clone(), op: self.op, values, negate: self.negate })
+        Some(Clause { attribute: self.attribute.to_string(), op: self.op, values, negate: self.negate })
     }
 }
 
@@ -543,7 +545,7 @@ fn compile_clause(c: &Clause, what: &str, left: &mut usize) -> Result<CompiledCl
         user_set: user_id && matches!(test, Test::Set(..)),
         user_set_misses: matches!(c.op, Op::NotIn | Op::Neq) != c.negate,
         user_id,
-        attribute: c.attribute.clone(),
+        attribute: c.attribute.as_str().into(),
         op: c.op,
         negate: c.negate,
         test,
@@ -655,7 +657,7 @@ fn set_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
             other => return Err(bad(format!("{what}: cannot compare with {other}"))),
         }
     }
-    Ok(Test::Set(strings.into_iter().collect(), numbers, bools))
+    Ok(Test::Set(strings.into_iter().collect(), numbers.into(), bools.into()))
 }
 
 fn compile_serve(
