@@ -381,7 +381,8 @@ struct CompiledClause {
     op: Op,
     negate: bool,
     test: Test,
-    attribute: Box<str>,
+    /// Inline up to 23 bytes: matching it against the context's names reads no other allocation.
+    attribute: smol_str::SmolStr,
 }
 
 #[derive(Debug)]
@@ -545,7 +546,7 @@ fn compile_clause(c: &Clause, what: &str, left: &mut usize) -> Result<CompiledCl
         user_set: user_id && matches!(test, Test::Set(..)),
         user_set_misses: matches!(c.op, Op::NotIn | Op::Neq) != c.negate,
         user_id,
-        attribute: c.attribute.as_str().into(),
+        attribute: smol_str::SmolStr::new(&c.attribute),
         op: c.op,
         negate: c.negate,
         test,
