@@ -21,8 +21,7 @@ struct Attribute {
 /// Who a flag is evaluated for: a user id and any attributes the application extracts.
 #[derive(Clone, Default)]
 pub struct EvalContext {
-    // Inline up to 23 bytes: typical ids cost no allocation per request.
-    user_id: Option<SmolStr>,
+    user_id: Option<UserId>,
     // Few per request, sorted by name; empty costs nothing to create or drop.
     attributes: Vec<Attribute>,
     // `id_hash` of the user id, computed once: override, list and segment lookups reuse it.
@@ -42,7 +41,7 @@ impl EvalContext {
     pub fn user(user_id: impl AsRef<str>) -> Self {
         let user_id = user_id.as_ref();
         EvalContext {
-            user_id: Some(inline_or_shared(user_id)),
+            user_id: Some(UserId::new(user_id)),
             attributes: Vec::new(),
             user_hash: crate::ids::id_hash(user_id),
             user_uuid: Default::default(),
@@ -62,19 +61,19 @@ impl EvalContext {
 
     /// The user id, if known.
     pub fn user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
+        self.user_id.as_ref().map(UserId::as_str)
     }
 
     /// The user id with its hash.
     #[inline]
     pub(crate) fn user_id_hashed(&self) -> Option<(&str, u64)> {
-        self.user_id.as_deref().map(|u| (u, self.user_hash))
+        self.user_id().map(|u| (u, self.user_hash))
     }
 
     /// The user id as id lists are probed with it.
     #[inline]
     pub(crate) fn user_probe(&self) -> Option<crate::ids::Probe<'_>> {
-        let id = self.user_id.as_deref()?;
+        let id = self.user_id()?;
         Some(crate::ids::Probe { id, hash: self.user_hash, packed: &self.user_uuid })
     }
 
@@ -134,10 +133,33 @@ impl std::fmt::Debug for AttributesDebug<'_> {
     }
 }
 
-/// Short ids are copied inline; `SmolStr::new` would also look for its
-/// whitespace special case, which user ids never hit.
-fn inline_or_shared(s: &str) -> SmolStr {
-    if s.len() <= 23 { SmolStr::new_inline(s) } else { SmolStr::new(s) }
+/// A user id inline up to 36 bytes (a UUID's text), so making, cloning and
+/// dropping a context allocates nothing and writes no count another thread shares;
+/// longer ids (up to 256 bytes) are boxed.
+#[derive(Clone, PartialEq)]
+enum UserId {
+    Inline(arrayvec::ArrayString<36>),
+    Boxed(Box<str>),
+}
+
+impl UserId {
+    fn new(id: &str) -> Self {
+        arrayvec::ArrayString::from(id).map_or_else(|_| UserId::Boxed(id.into()), UserId::Inline)
+    }
+
+    #[inline]
+    fn as_str(&self) -> &str {
+        match self {
+            UserId::Inline(id) => id.as_str(),
+            UserId::Boxed(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Debug for UserId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
 }
 
 /// Longest allowed user id.

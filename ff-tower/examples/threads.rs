@@ -88,7 +88,7 @@ fn main() {
     let evaluator = |leased: bool, config: bool| {
         let (source, users) = (&source, &users);
         move |t: usize, stop: &AtomicBool| {
-            // Each thread's own contexts: a clone counts on the id's shared string.
+            // Each thread's own contexts, built untimed.
             let contexts: Vec<EvalContext> = users.iter().map(EvalContext::user).collect();
             let (mut n, mut i) = (0, t * 5_000);
             while !stop.load(Ordering::Relaxed) {
