@@ -195,6 +195,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_ids_of_any_length_read_back_as_given() {
+        let uuid = "0f8b3c1e-9a2d-4e5f-a6b7-c8d9e0f1a2b3";
+        let long = "x".repeat(MAX_USER_ID_LEN);
+        for id in ["u", uuid, &uuid[..35], &format!("{uuid}!"), &long] {
+            let ctx = EvalContext::user(id);
+            assert_eq!(ctx.user_id(), Some(id));
+            assert_eq!(ctx.user_id_hashed(), Some((id, crate::ids::id_hash(id))));
+            assert_eq!(ctx.clone(), EvalContext::user(id));
+            assert_ne!(ctx, EvalContext::user(format!("{id}-")));
+            assert!(format!("{ctx:?}").contains(&format!("{id:?}")));
+        }
+        assert_eq!(EvalContext::anonymous().user_id(), None);
+    }
+
+    #[test]
     fn attributes_are_found_by_name_whatever_their_length() {
         let long = "a-plan-name-longer-than-twenty-three-bytes";
         let ctx = EvalContext::user("u")
