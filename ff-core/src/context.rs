@@ -53,7 +53,10 @@ impl EvalContext {
         let (name, value) = (name.as_ref(), value.into());
         let short = value.as_str().filter(|s| s.len() <= 23).map(SmolStr::new_inline);
         match self.attributes.binary_search_by(|a| a.name.as_str().cmp(name)) {
-            Ok(i) => self.attributes[i] = Attribute { name: self.attributes[i].name.clone(), value, short },
+            Ok(i) => {
+                let a = &mut self.attributes[i];
+                (a.value, a.short) = (value, short);
+            }
             Err(i) => self.attributes.insert(i, Attribute { name: SmolStr::new(name), value, short }),
         }
         self

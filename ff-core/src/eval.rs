@@ -67,6 +67,12 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
     (config, reader.touched.into_inner())
 }
 
+/// The config users without overrides share, as of `now`.
+fn build_shared<C: Config>(snapshot: &Snapshot, now: &OnceLock<time::OffsetDateTime>) -> (C, Vec<u32>) {
+    let anonymous = EvalContext::anonymous();
+    build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
+}
+
 /// A hold on a snapshot that one thread's requests share: cloning it counts on
 /// the lease's own reference count rather than the snapshot's, which every thread
 /// would otherwise write on every request. A `Source` keeps one per thread.
@@ -176,10 +182,7 @@ impl Evaluator {
             return c;
         }
         let snapshot = &self.lease.snapshot;
-        let anonymous = EvalContext::anonymous();
-        let shared = snapshot.shared_config(|now| {
-            build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
-        });
+        let shared = snapshot.shared_config(|now| build_shared::<C>(snapshot, now));
         if let Some(shared) = shared
             && !shared.targeted()
             && self.user.is_none_or(|u| !snapshot.user_touches_shared(u, shared))
@@ -202,13 +205,11 @@ impl Evaluator {
         let copy = self.lease.config.as_ref()?;
         let snapshot = &self.lease.snapshot;
         let copy = copy.get_or_init(|| {
-            let anonymous = EvalContext::anonymous();
             let now = OnceLock::new();
             if let Some(at) = shared.built_at() {
                 let _ = now.set(at);
             }
-            let input = Input { user: None, lookup: false, context: &anonymous, now: &now };
-            Arc::new(build::<C>(snapshot, input).0)
+            Arc::new(build_shared::<C>(snapshot, &now).0)
         });
         copy.clone().downcast::<C>().ok()
     }

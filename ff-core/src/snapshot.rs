@@ -1008,9 +1008,7 @@ impl Snapshot {
 
     /// Whether any of `slots` has targeting (its value depends on who asks).
     pub(crate) fn any_targeted(&self, slots: &[u32]) -> bool {
-        slots.iter().any(|s| {
-            self.flags.slot(*s).is_some_and(|s| s.compiled.as_ref().is_some_and(|c| c.pin().is_none()))
-        })
+        slots.iter().any(|s| self.flags.slot(*s).is_some_and(|s| s.targeting().is_some()))
     }
 
     /// Whether `user` overrides any of `slots` (sorted).
@@ -1130,8 +1128,7 @@ impl<'a> FlagInfo<'a> {
     /// Whether it has targeting (rules, a split or a schedule).
     pub fn is_targeted(&self) -> bool {
         let s = self.0;
-        s.stored.targeting.as_deref().is_some_and(|t| !t.is_empty())
-            || s.compiled.as_ref().is_some_and(|c| c.pin().is_none())
+        s.stored.targeting.as_deref().is_some_and(|t| !t.is_empty()) || s.targeting().is_some()
     }
 
     /// The stored record, whole.
@@ -1141,10 +1138,15 @@ impl<'a> FlagInfo<'a> {
 }
 
 impl Slot {
+    /// The compiled targeting, unless the slot holds a pin instead.
+    fn targeting(&self) -> Option<&Compiled> {
+        self.compiled.as_ref().filter(|_| !self.pinned)
+    }
+
     /// The record with its id lists put back.
     fn whole(&self) -> FlagRecord {
         let s = &self.stored;
-        let compiled = self.compiled.as_ref().filter(|c| c.pin().is_none());
+        let compiled = self.targeting();
         let targeting = match (s.targeting.as_deref(), compiled) {
             // Checked when the slot was made: this is the targeting as given.
             (None, Some(c)) => c.targeting().unwrap_or_default(),
@@ -1207,7 +1209,8 @@ mod load {
     use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
     use super::{FlagTable, Snapshot};
-    use crate::model::FlagRecord;
+    use crate::model::{FlagRecord, OverrideRecord};
+    use crate::targeting::SegmentRecord;
 
     pub(super) struct StateSeed(pub(super) FlagTable);
 
@@ -1236,8 +1239,7 @@ mod load {
             let overrides: Vec<_> =
                 seq.next_element()?.ok_or_else(|| missing(2, "a store state of 3 or 4 fields"))?;
             let segments: Vec<_> = seq.next_element()?.unwrap_or_default();
-            flags.shrink_to_fit();
-            Ok(Snapshot::finish(number, flags, &overrides, &segments))
+            Ok(done(number, flags, &overrides, &segments))
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Snapshot, A::Error> {
@@ -1263,10 +1265,19 @@ mod load {
                 return Err(de::Error::missing_field("flags"));
             }
             let overrides = overrides.ok_or_else(|| de::Error::missing_field("overrides"))?;
-            // Grown by doubling while read: given back what it did not fill.
-            flags.shrink_to_fit();
-            Ok(Snapshot::finish(seq, flags, &overrides, &segments.unwrap_or_default()))
+            Ok(done(seq, flags, &overrides, &segments.unwrap_or_default()))
         }
+    }
+
+    fn done(
+        seq: u64,
+        mut flags: FlagTable,
+        overrides: &[OverrideRecord],
+        segments: &[SegmentRecord],
+    ) -> Snapshot {
+        // Grown by doubling while read: given back what it did not fill.
+        flags.shrink_to_fit();
+        Snapshot::finish(seq, flags, overrides, segments)
     }
 
     /// The `flags` array, each record compiled into the table as soon as it is read.
