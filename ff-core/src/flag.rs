@@ -194,14 +194,15 @@ impl<T: FlagType> Flag<T> {
             Value::Float(f) => serde_json::Number::from_f64(f),
             _ => None,
         };
+        let (type_min, type_max) = T::type_bounds();
         FlagDecl {
             key: self.key.to_owned(),
             value_type: T::TYPE,
             default: T::decl_value(self.default),
             description: self.description.to_owned(),
             schema: Schema {
-                min: self.min.and_then(number),
-                max: self.max.and_then(number),
+                min: self.min.and_then(number).or_else(|| type_min.map(Into::into)),
+                max: self.max.and_then(number).or_else(|| type_max.map(Into::into)),
                 allowed: self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect(),
             },
             kind: self.kind,

@@ -359,7 +359,8 @@ mod tests {
     fn large_sets_find_every_member_and_nothing_else() {
         let uuid = |i: u32| format!("{i:08x}-9a2d-4e5f-a6b7-c8d9e0f1a2b3");
         for n in [9, 56, 57, 100, 1000, 5000] {
-            let ids: Vec<String> = (0..n).map(|i| if i % 3 == 0 { format!("user-{i}") } else { uuid(i) }).collect();
+            let ids: Vec<String> =
+                (0..n).map(|i| if i % 3 == 0 { format!("user-{i}") } else { uuid(i) }).collect();
             let set: IdSet = ids.iter().map(String::as_str).collect();
             for id in &ids {
                 assert!(set.contains_str(id), "{id} of {n}");

@@ -27,6 +27,7 @@ mod ids;
 mod model;
 mod pins;
 mod reason;
+mod settings;
 mod snapshot;
 mod stale;
 mod targeting;
@@ -47,6 +48,10 @@ pub use model::{
 };
 pub use pins::{Pins, env_var_name};
 pub use reason::{Detail, Reason};
+pub use settings::{
+    BrokenRule, DeclarationError, Declared, RuleOp, SettingRule, Settings, declared, merge_declarations,
+    take_broken_rules,
+};
 pub use snapshot::{ApplyError, FlagInfo, Snapshot, UserRef};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
 pub use targeting::{
@@ -58,3 +63,13 @@ pub use targeting::{
 pub use test_util::SnapshotBuilder;
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
 pub use value::{FlagType, Schema, Value, ValueType};
+
+/// `#[derive(Config)]`: a struct of settings, each field a flag (see [`Settings`]).
+#[cfg(feature = "derive")]
+pub use ff_derive::Config;
+
+/// What generated code names; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

@@ -204,7 +204,57 @@ pub trait FlagType: Sized + Send + Sync + 'static {
     fn to_value(&self) -> Value;
     /// Whether `self` lies within the declared bounds.
     fn within(&self, min: Option<Self::Decl>, max: Option<Self::Decl>, allowed: &[Self::Decl]) -> bool;
+    /// Bounds the Rust type itself sets on a stored value (an `u8` is 0..=255):
+    /// declared with the flag so that writes out of range are refused.
+    fn type_bounds() -> (Option<i64>, Option<i64>) {
+        (None, None)
+    }
 }
+
+/// Integers narrower than `i64` (or unsigned) are stored as `int`; the type's range
+/// is part of the declaration, and a stored value outside it serves the default.
+macro_rules! narrow_int {
+    ($($t:ty),*) => {$(
+        impl FlagType for $t {
+            const TYPE: ValueType = ValueType::Int;
+            type Decl = $t;
+            #[inline]
+            fn from_value(value: &Value) -> Option<Self> {
+                match value {
+                    Value::Int(i) => <$t>::try_from(*i).ok(),
+                    _ => None,
+                }
+            }
+            #[inline]
+            fn from_decl(decl: $t) -> Self {
+                decl
+            }
+            #[inline]
+            fn decl_value(decl: $t) -> Value {
+                // Within `i64`: `type_bounds` caps wider types at `i64::MAX`.
+                Value::Int(i64::try_from(decl).unwrap_or(i64::MAX))
+            }
+            #[inline]
+            fn to_value(&self) -> Value {
+                Self::decl_value(*self)
+            }
+            #[inline]
+            fn within(&self, min: Option<$t>, max: Option<$t>, allowed: &[$t]) -> bool {
+                min.is_none_or(|m| *self >= m)
+                    && max.is_none_or(|m| *self <= m)
+                    && (allowed.is_empty() || allowed.contains(self))
+            }
+            fn type_bounds() -> (Option<i64>, Option<i64>) {
+                // Only where the type is narrower than what `int` holds.
+                let (lo, hi) = (i128::from(i64::MIN), i128::from(i64::MAX));
+                let (min, max) = (<$t>::MIN as i128, <$t>::MAX as i128);
+                ((min > lo).then_some(min as i64), (max < hi).then_some(max as i64))
+            }
+        }
+    )*};
+}
+
+narrow_int!(i8, i16, i32, isize, u8, u16, u32, u64, usize);
 
 impl FlagType for bool {
     const TYPE: ValueType = ValueType::Bool;

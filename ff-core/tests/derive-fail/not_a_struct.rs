@@ -1,0 +1,6 @@
+#[derive(ff_core::Config)]
+enum Settings {
+    A,
+}
+
+fn main() {}

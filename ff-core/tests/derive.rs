@@ -1,0 +1,233 @@
+//! `#[derive(Config)]`: keys, declarations, nesting, integer widths, rules between
+//! settings at read time, and declarations found at link time.
+
+use std::sync::Arc;
+
+use ff_core::{
+    Config, EvalContext, Evaluator, FlagKind, FlagRecord, OverrideRecord, RuleOp, Settings, Snapshot,
+    StoreState, Value, ValueType,
+};
+use serde_json::json;
+
+/// Payments settings, nested in [`Booking`].
+#[derive(Config, Debug, Clone, PartialEq)]
+#[ff(prefix = "PAY_")]
+struct Payments {
+    /// Credits accepted
+    #[ff(default = true, kind = kill_switch, owner = "payments")]
+    credits: bool,
+    /// Currency of prices
+    #[ff(default = "usd", one_of = ["usd", "eur"])]
+    currency: String,
+}
+
+#[derive(Config, Debug, Clone, PartialEq)]
+#[ff(rule = "rate_min <= rate_max", rule = "max_party > min_party")]
+struct Booking {
+    /// Hours between booking
+    /// and start
+    #[ff(default = 24, max = 24 * 365)]
+    lead_time_hours: u16,
+    /// Lowest hourly rate (USD)
+    #[ff(default = 60.0, min = 0.0, max = 10_000.0)]
+    rate_min: f64,
+    /// Highest hourly rate (USD)
+    #[ff(default = 500.0, min = 0.0, max = 10_000.0, key = "CAPTIONER_RATE_MAX")]
+    rate_max: f64,
+    #[ff(default = 1)]
+    min_party: u32,
+    #[ff(default = 8)]
+    max_party: u32,
+    #[ff(default = r#"{"theme": "light"}"#)]
+    page: serde_json::Value,
+    #[ff(default = 0)]
+    tz_offset: i8,
+    #[ff(nested)]
+    payments: Payments,
+}
+
+fn state(values: &[(&str, Value)], overrides: &[(&str, &str, serde_json::Value)]) -> Arc<Snapshot> {
+    let flags = values.iter().map(|(k, v)| FlagRecord::new(*k, v.clone())).collect();
+    let overrides = overrides
+        .iter()
+        .map(|(k, u, v)| OverrideRecord { key: (*k).into(), user_id: (*u).into(), value: v.clone() })
+        .collect();
+    Arc::new(Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() }))
+}
+
+fn read(snapshot: &Arc<Snapshot>, user: &str) -> Arc<Booking> {
+    Evaluator::new(snapshot.clone(), EvalContext::user(user)).config::<Booking>()
+}
+
+#[test]
+fn each_field_is_a_typed_key_with_its_declaration() {
+    assert_eq!(Booking::LEAD_TIME_HOURS.key(), "LEAD_TIME_HOURS");
+    assert_eq!(Booking::RATE_MAX.key(), "CAPTIONER_RATE_MAX", "a key given per field wins");
+    assert_eq!(Payments::CREDITS.key(), "PAY_CREDITS", "the struct's prefix");
+    let decls = Booking::declarations();
+    let keys: Vec<&str> = decls.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "LEAD_TIME_HOURS",
+            "RATE_MIN",
+            "CAPTIONER_RATE_MAX",
+            "MIN_PARTY",
+            "MAX_PARTY",
+            "PAGE",
+            "TZ_OFFSET",
+            "PAY_CREDITS",
+            "PAY_CURRENCY"
+        ],
+        "in field order, the nested struct's where it sits"
+    );
+    let lead = &decls[0];
+    assert_eq!(lead.value_type, ValueType::Int);
+    assert_eq!(lead.default, Value::Int(24));
+    assert_eq!(lead.description, "Hours between booking and start", "the doc comment, one line");
+    assert_eq!(lead.kind, Some(FlagKind::Config), "settings are config unless said otherwise");
+    assert_eq!(
+        (lead.schema.min.clone(), lead.schema.max.clone()),
+        (Some(0.into()), Some(8760.into())),
+        "u16's floor, the declared max"
+    );
+    let tz = &decls[6];
+    assert_eq!(
+        (tz.schema.min.clone(), tz.schema.max.clone()),
+        (Some((-128).into()), Some(127.into())),
+        "i8's range"
+    );
+    let max_party = &decls[4];
+    assert_eq!(
+        (max_party.schema.min.clone(), max_party.schema.max.clone()),
+        (Some(0.into()), Some(u32::MAX.into()))
+    );
+    assert_eq!(decls[7].kind, Some(FlagKind::KillSwitch));
+    assert_eq!(decls[7].owner, "payments");
+    assert_eq!(decls[8].schema.allowed, vec![json!("usd"), json!("eur")]);
+    assert_eq!(decls[5].value_type, ValueType::Json);
+    for d in &decls {
+        d.validate().unwrap_or_else(|e| panic!("{}: {e}", d.key));
+    }
+    let rules: Vec<String> = Booking::rules().iter().map(ToString::to_string).collect();
+    assert_eq!(rules, ["RATE_MIN <= CAPTIONER_RATE_MAX", "MAX_PARTY > MIN_PARTY"]);
+    assert_eq!(Booking::rules()[0].op, RuleOp::Le);
+}
+
+#[test]
+fn the_struct_reads_each_setting_and_its_nested_structs() {
+    let defaults = Booking::defaults();
+    assert_eq!(*Evaluator::defaults().config::<Booking>(), defaults, "no store: the code defaults");
+    assert_eq!(defaults.page, json!({"theme": "light"}));
+    assert_eq!(defaults.payments, Payments { credits: true, currency: "usd".into() });
+    let snap = state(
+        &[
+            ("LEAD_TIME_HOURS", Value::Int(48)),
+            ("CAPTIONER_RATE_MAX", Value::Float(900.0)),
+            ("PAY_CREDITS", Value::Bool(false)),
+            ("PAY_CURRENCY", Value::String("eur".into())),
+        ],
+        &[("LEAD_TIME_HOURS", "tester", json!(0))],
+    );
+    let c = read(&snap, "someone");
+    assert_eq!((c.lead_time_hours, c.rate_max, c.rate_min), (48, 900.0, 60.0));
+    assert_eq!(c.payments, Payments { credits: false, currency: "eur".into() });
+    assert_eq!(read(&snap, "tester").lead_time_hours, 0, "a user's override");
+    // Typed keys read alone, as `Current::get` does.
+    let e = Evaluator::new(snap.clone(), EvalContext::user("someone"));
+    assert_eq!(e.get(Booking::LEAD_TIME_HOURS), 48u16);
+    assert_eq!(e.get(Payments::CURRENCY), "eur");
+}
+
+#[test]
+fn a_stored_integer_outside_the_fields_type_serves_the_default() {
+    let snap = state(
+        &[
+            ("LEAD_TIME_HOURS", Value::Int(70_000)),
+            ("TZ_OFFSET", Value::Int(-3)),
+            ("MIN_PARTY", Value::Int(-1)),
+        ],
+        &[],
+    );
+    let e = Evaluator::new(snap, EvalContext::user("u"));
+    let lead = e.detail(Booking::LEAD_TIME_HOURS);
+    assert_eq!((lead.value, lead.reason), (24, ff_core::Reason::Invalid), "70,000 is no u16");
+    assert_eq!(e.get(Booking::TZ_OFFSET), -3i8, "a negative i8 is one");
+    assert_eq!(e.detail(Booking::MIN_PARTY).reason, ff_core::Reason::Invalid, "-1 is no u32");
+}
+
+#[test]
+fn values_that_break_a_rule_serve_the_code_defaults_of_the_whole_struct() {
+    ff_core::take_broken_rules();
+    let snap = state(
+        &[
+            ("RATE_MIN", Value::Float(600.0)),
+            ("CAPTIONER_RATE_MAX", Value::Float(500.0)),
+            ("LEAD_TIME_HOURS", Value::Int(48)),
+        ],
+        &[("RATE_MIN", "tester", json!(1.0))],
+    );
+    assert_eq!(
+        *read(&snap, "someone"),
+        Booking::defaults(),
+        "600 > 500: every field its default, lead time too"
+    );
+    let tester = read(&snap, "tester");
+    assert_eq!((tester.rate_min, tester.lead_time_hours), (1.0, 48), "the tester's own values keep the rule");
+    let broken = ff_core::take_broken_rules();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert_eq!(
+        (broken[0].0, broken[0].1.to_string()),
+        ("Booking", "RATE_MIN <= CAPTIONER_RATE_MAX".to_owned())
+    );
+    assert!(broken[0].2 >= 1);
+    // The rule is checked on each user's values with their overrides.
+    let snap = state(&[], &[("CAPTIONER_RATE_MAX", "cheap", json!(10.0))]);
+    assert_eq!(*read(&snap, "cheap"), Booking::defaults());
+    assert_eq!(read(&snap, "other").rate_max, 500.0);
+    let b = Booking { rate_min: 600.0, ..Booking::defaults() }.broken_rule().expect("broken");
+    assert_eq!(
+        b.to_string(),
+        "Booking: rule RATE_MIN <= CAPTIONER_RATE_MAX is broken: RATE_MIN is 600.0, CAPTIONER_RATE_MAX is 500.0"
+    );
+    // A strict rule.
+    let b = Booking { max_party: 1, ..Booking::defaults() }.broken_rule().expect("1 > 1 is false");
+    assert_eq!(b.rule.to_string(), "MAX_PARTY > MIN_PARTY");
+}
+
+#[test]
+fn declarations_are_found_at_link_time_each_key_once() {
+    let found = ff_core::declared().expect("no conflict in this binary");
+    for key in ["LEAD_TIME_HOURS", "CAPTIONER_RATE_MAX", "PAY_CREDITS", "PAY_CURRENCY", "NEW_SEARCH"] {
+        assert_eq!(
+            found.iter().filter(|d| d.key == key).count(),
+            1,
+            "{key} once, though Payments is also nested"
+        );
+    }
+}
+
+const NEW_SEARCH: ff_core::Flag<bool> = ff_core::Flag::new("NEW_SEARCH", false);
+ff_core::declare!(NEW_SEARCH);
+
+#[test]
+fn a_key_declared_twice_differently_is_an_error_naming_both_places() {
+    let a = ff_core::Flag::<i64>::new("LEAD", 24).decl();
+    let b = ff_core::Flag::<i64>::new("LEAD", 48).decl();
+    let merged = ff_core::merge_declarations([(a.clone(), "a.rs:1"), (a.clone(), "b.rs:2")]).unwrap();
+    assert_eq!(merged, vec![a.clone()], "the same declaration twice is one");
+    let e = ff_core::merge_declarations([(a.clone(), "a.rs:1"), (b, "b.rs:2")]).unwrap_err().to_string();
+    assert!(e.contains("LEAD") && e.contains("a.rs:1 (int = 24)") && e.contains("b.rs:2 (int = 48)"), "{e}");
+    let c = ff_core::Flag::<f64>::new("LEAD", 24.0).decl();
+    let e = ff_core::merge_declarations([(a.clone(), "a.rs:1"), (c, "c.rs:3")]).unwrap_err().to_string();
+    assert!(e.contains("float = 24"), "{e}");
+    let d = ff_core::Flag::<i64>::new("LEAD", 24).description("other").decl();
+    let e = ff_core::merge_declarations([(a, "a.rs:1"), (d, "d.rs:4")]).unwrap_err().to_string();
+    assert!(e.contains("other"), "a different description is named too: {e}");
+}
+
+#[test]
+fn derive_errors_point_at_the_field() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/derive-fail/*.rs");
+}

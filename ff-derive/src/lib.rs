@@ -1,0 +1,388 @@
+//! `#[derive(Config)]` for ff: each field of a struct is a setting (a typed flag),
+//! declared once. Use it through `ff_core::Config`; the attributes are documented
+//! on `ff_core::Settings`.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as Tokens};
+use quote::{format_ident, quote, quote_spanned};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Error, Expr, Fields, Ident, LitStr, Token, Type, parse_macro_input};
+
+/// A struct of settings, each field a flag. See `ff_core::Settings`.
+///
+/// On the struct: `#[ff(prefix = "BOOKING_")]` (put before every derived key) and
+/// `#[ff(rule = "rate_min <= rate_max")]` (any number; `<`, `<=`, `>`, `>=`, `==`, `!=`
+/// between two fields of the same type). On a field: `default = ...` (required),
+/// `min = ...`, `max = ...`, `one_of = [...]`, `key = "..."` (instead of the field name
+/// in capitals), `kind = release | experiment | ops | kill_switch | permission | config`
+/// (default `config`), `owner = "..."`, `expires = "YYYY-MM-DD"`, `permanent`,
+/// `temporary`; or `nested` for a field that is itself a derived struct. The doc
+/// comment is the description.
+#[proc_macro_derive(Config, attributes(ff))]
+pub fn derive_config(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input).unwrap_or_else(Error::into_compile_error).into()
+}
+
+/// One field: a setting, or a nested struct.
+enum Item {
+    Setting(Box<Setting>),
+    Nested { field: Ident, ty: Type },
+}
+
+struct Setting {
+    field: Ident,
+    ty: Type,
+    key: String,
+    konst: Ident,
+    default: Expr,
+    calls: Vec<Tokens>,
+}
+
+struct Rule {
+    left: Ident,
+    op: Ident,
+    right: Ident,
+    span: Span,
+}
+
+const KINDS: [(&str, &str); 6] = [
+    ("release", "Release"),
+    ("experiment", "Experiment"),
+    ("ops", "Ops"),
+    ("kill_switch", "KillSwitch"),
+    ("permission", "Permission"),
+    ("config", "Config"),
+];
+
+fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
+    let name = &input.ident;
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(input.generics.span(), "derive(Config) takes no generic parameters"));
+    }
+    let Data::Struct(data) = &input.data else {
+        return Err(Error::new(name.span(), "derive(Config) is for structs whose fields are settings"));
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return Err(Error::new(name.span(), "derive(Config) needs a struct with named fields"));
+    };
+    let (prefix, rule_texts) = struct_attrs(input)?;
+    let mut items = Vec::new();
+    for field in &fields.named {
+        items.push(field_item(field, &prefix)?);
+    }
+    check_unique(&items)?;
+    let rules = rule_texts.iter().map(|r| parse_rule(r, &items)).collect::<syn::Result<Vec<_>>>()?;
+
+    let vis = &input.vis;
+    let consts = items.iter().filter_map(|i| match i {
+        Item::Setting(s) => Some(s),
+        Item::Nested { .. } => None,
+    });
+    let consts = consts.map(|s| {
+        let Setting { ty, key, konst, default, calls, field, .. } = &**s;
+        let doc = format!("The key of `{field}`: `{key}`.");
+        quote_spanned! {field.span()=>
+            #[doc = #doc]
+            #vis const #konst: ::ff_core::Flag<#ty> = ::ff_core::Flag::<#ty>::new(#key, #default) #(#calls)*;
+        }
+    });
+    let built = items.iter().map(|i| match i {
+        Item::Setting(s) => {
+            let (field, konst) = (&s.field, &s.konst);
+            quote! { #field: flags.get(Self::#konst) }
+        }
+        Item::Nested { field, ty } => quote! { #field: <#ty as ::ff_core::Config>::from_flags(flags) },
+    });
+    let defaults = items.iter().map(|i| match i {
+        Item::Setting(s) => {
+            let (field, konst) = (&s.field, &s.konst);
+            quote! { #field: Self::#konst.default_value() }
+        }
+        Item::Nested { field, ty } => quote! { #field: <#ty as ::ff_core::Settings>::defaults() },
+    });
+    let decls = items.iter().map(|i| match i {
+        Item::Setting(s) => {
+            let konst = &s.konst;
+            quote! { decls.push(Self::#konst.decl()); }
+        }
+        Item::Nested { ty, .. } => quote! { decls.extend(<#ty as ::ff_core::Settings>::declarations()); },
+    });
+    let nested_rules = items.iter().filter_map(|i| match i {
+        Item::Nested { ty, .. } => Some(quote! { rules.extend(<#ty as ::ff_core::Settings>::rules()); }),
+        Item::Setting(_) => None,
+    });
+    let key_of = |field: &Ident| {
+        items.iter().find_map(|i| match i {
+            Item::Setting(s) if s.field == *field => Some(s.konst.clone()),
+            _ => None,
+        })
+    };
+    let rule_values = rules.iter().map(|r| {
+        let (l, op, rr) = (key_of(&r.left), &r.op, key_of(&r.right));
+        quote! { ::ff_core::SettingRule { left: Self::#l.key(), op: ::ff_core::RuleOp::#op, right: Self::#rr.key() } }
+    });
+    let checks = rules.iter().map(|r| {
+        let (left, op, right) = (&r.left, &r.op, &r.right);
+        let (l, rr) = (key_of(left), key_of(right));
+        quote_spanned! {r.span=>
+            if !::ff_core::RuleOp::#op.holds(&self.#left, &self.#right) {
+                return ::std::option::Option::Some(::ff_core::BrokenRule {
+                    config: <Self as ::ff_core::Settings>::NAME,
+                    rule: ::ff_core::SettingRule { left: Self::#l.key(), op: ::ff_core::RuleOp::#op, right: Self::#rr.key() },
+                    left: ::ff_core::FlagType::to_value(&self.#left),
+                    right: ::ff_core::FlagType::to_value(&self.#right),
+                });
+            }
+        }
+    });
+    let nested_checks = items.iter().filter_map(|i| match i {
+        Item::Nested { field, ty } => Some(quote! {
+            if let ::std::option::Option::Some(b) = <#ty as ::ff_core::Settings>::broken_rule(&self.#field) {
+                return ::std::option::Option::Some(b);
+            }
+        }),
+        Item::Setting(_) => None,
+    });
+    let name_str = name.to_string();
+    Ok(quote! {
+        impl #name {
+            #(#consts)*
+        }
+
+        impl ::ff_core::Config for #name {
+            fn from_flags(flags: &::ff_core::ConfigReader<'_>) -> Self {
+                ::ff_core::Settings::checked(#name { #(#built,)* })
+            }
+        }
+
+        impl ::ff_core::Settings for #name {
+            const NAME: &'static str = #name_str;
+
+            fn declarations() -> ::std::vec::Vec<::ff_core::FlagDecl> {
+                let mut decls = ::std::vec::Vec::new();
+                #(#decls)*
+                decls
+            }
+
+            fn defaults() -> Self {
+                #name { #(#defaults,)* }
+            }
+
+            fn rules() -> ::std::vec::Vec<::ff_core::SettingRule> {
+                let mut rules = ::std::vec![#(#rule_values),*];
+                #(#nested_rules)*
+                rules
+            }
+
+            fn broken_rule(&self) -> ::std::option::Option<::ff_core::BrokenRule> {
+                #(#checks)*
+                #(#nested_checks)*
+                ::std::option::Option::None
+            }
+        }
+
+        ::ff_core::__private::inventory::submit! {
+            ::ff_core::Declared::settings::<#name>(::std::concat!(::std::file!(), ":", ::std::line!()))
+        }
+    })
+}
+
+/// `prefix` and the rules, from the struct's `#[ff(...)]`.
+fn struct_attrs(input: &DeriveInput) -> syn::Result<(String, Vec<LitStr>)> {
+    let mut prefix = String::new();
+    let mut rules = Vec::new();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("ff")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("prefix") {
+                let lit: LitStr = meta.value()?.parse()?;
+                prefix = lit.value();
+                check_key_chars(&prefix, lit.span(), "prefix")?;
+            } else if meta.path.is_ident("rule") {
+                rules.push(meta.value()?.parse()?);
+            } else {
+                return Err(meta.error("unknown ff attribute on a struct: expected `prefix` or `rule`"));
+            }
+            Ok(())
+        })?;
+    }
+    Ok((prefix, rules))
+}
+
+fn field_item(field: &syn::Field, prefix: &str) -> syn::Result<Item> {
+    let Some(ident) = field.ident.clone() else {
+        return Err(Error::new(field.span(), "derive(Config) needs named fields"));
+    };
+    let bare = ident.to_string().trim_start_matches("r#").to_owned();
+    let mut key = None;
+    let mut default = None;
+    let mut nested = false;
+    let mut kind = None;
+    let mut calls = Vec::new();
+    for attr in field.attrs.iter().filter(|a| a.path().is_ident("ff")) {
+        attr.parse_nested_meta(|meta| {
+            let p = &meta.path;
+            if p.is_ident("default") {
+                default = Some(meta.value()?.parse::<Expr>()?);
+            } else if p.is_ident("min") || p.is_ident("max") {
+                let call = p.get_ident().cloned();
+                let v: Expr = meta.value()?.parse()?;
+                calls.push(quote! { .#call(#v) });
+            } else if p.is_ident("one_of") {
+                let value = meta.value()?;
+                let content;
+                syn::bracketed!(content in value);
+                let values = Punctuated::<Expr, Token![,]>::parse_terminated(&content)?;
+                if values.is_empty() {
+                    return Err(meta.error("`one_of` needs at least one value"));
+                }
+                let values = values.iter();
+                calls.push(quote! { .one_of(&[#(#values),*]) });
+            } else if p.is_ident("key") {
+                let lit: LitStr = meta.value()?.parse()?;
+                check_key_chars(&lit.value(), lit.span(), "key")?;
+                key = Some(lit.value());
+            } else if p.is_ident("kind") {
+                let k: Ident = meta.value()?.parse()?;
+                let Some((_, variant)) = KINDS.iter().find(|(s, _)| k == s) else {
+                    let names: Vec<&str> = KINDS.iter().map(|(s, _)| *s).collect();
+                    return Err(Error::new(
+                        k.span(),
+                        format!("unknown kind `{k}`: expected one of {}", names.join(", ")),
+                    ));
+                };
+                kind = Some(format_ident!("{}", variant));
+            } else if p.is_ident("owner") || p.is_ident("expires") {
+                let call = p.get_ident().cloned();
+                let lit: LitStr = meta.value()?.parse()?;
+                calls.push(quote! { .#call(#lit) });
+            } else if p.is_ident("permanent") || p.is_ident("temporary") {
+                let call = p.get_ident().cloned();
+                calls.push(quote! { .#call() });
+            } else if p.is_ident("nested") {
+                nested = true;
+            } else {
+                return Err(meta.error(
+                    "unknown ff attribute on a field: expected default, min, max, one_of, key, kind, \
+                     owner, expires, permanent, temporary or nested",
+                ));
+            }
+            Ok(())
+        })?;
+    }
+    if nested {
+        if default.is_some() || key.is_some() || !calls.is_empty() || kind.is_some() {
+            return Err(Error::new(
+                ident.span(),
+                "a `nested` field takes no other ff attribute: its struct declares its settings",
+            ));
+        }
+        return Ok(Item::Nested { field: ident, ty: field.ty.clone() });
+    }
+    let Some(default) = default else {
+        return Err(Error::new(
+            ident.span(),
+            format!(
+                "setting `{bare}` has no default: add #[ff(default = ...)] (or #[ff(nested)] for a struct of settings)"
+            ),
+        ));
+    };
+    let key = key.unwrap_or_else(|| format!("{prefix}{}", bare.to_uppercase()));
+    if key.len() > 128 {
+        return Err(Error::new(ident.span(), format!("key `{key}` is longer than 128 characters")));
+    }
+    let description = doc(&field.attrs);
+    if !description.is_empty() {
+        calls.push(quote! { .description(#description) });
+    }
+    let kind = kind.unwrap_or_else(|| format_ident!("Config"));
+    calls.push(quote! { .kind(::ff_core::FlagKind::#kind) });
+    let konst = format_ident!("{}", bare.to_uppercase(), span = ident.span());
+    Ok(Item::Setting(Box::new(Setting { field: ident, ty: field.ty.clone(), key, konst, default, calls })))
+}
+
+/// The doc comment, one line.
+fn doc(attrs: &[syn::Attribute]) -> String {
+    let lines = attrs.iter().filter(|a| a.path().is_ident("doc")).filter_map(|a| match &a.meta {
+        syn::Meta::NameValue(nv) => match &nv.value {
+            Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.value().trim().to_owned()),
+            _ => None,
+        },
+        _ => None,
+    });
+    lines.filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn check_key_chars(key: &str, span: Span, what: &str) -> syn::Result<()> {
+    if (what == "key" && key.is_empty())
+        || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(Error::new(
+            span,
+            format!("{what} `{key}`: a key is 1 to 128 characters of letters, digits, '_', '-' and '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_unique(items: &[Item]) -> syn::Result<()> {
+    let settings: Vec<&Setting> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Setting(s) => Some(&**s),
+            Item::Nested { .. } => None,
+        })
+        .collect();
+    for (i, s) in settings.iter().enumerate() {
+        if let Some(first) = settings[..i].iter().find(|f| f.key == s.key) {
+            return Err(Error::new(
+                s.field.span(),
+                format!(
+                    "key `{}` is also the key of `{}`: give one of them its own #[ff(key = ...)]",
+                    s.key, first.field
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `left op right`, both fields of this struct that are settings.
+fn parse_rule(lit: &LitStr, items: &[Item]) -> syn::Result<Rule> {
+    let text = lit.value();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let bad = |why: String| Error::new(lit.span(), why);
+    let [left, op, right] = words[..] else {
+        return Err(bad(format!("rule `{text}`: write `field op field`, e.g. `rate_min <= rate_max`")));
+    };
+    let op = match op {
+        "<" => "Lt",
+        "<=" => "Le",
+        ">" => "Gt",
+        ">=" => "Ge",
+        "==" => "Eq",
+        "!=" => "Ne",
+        other => {
+            return Err(bad(format!(
+                "rule `{text}`: unknown comparison `{other}`: use <, <=, >, >=, == or !="
+            )));
+        }
+    };
+    let field = |name: &str| -> syn::Result<Ident> {
+        let found = items.iter().find_map(|i| match i {
+            Item::Setting(s) if s.field == name => Some(s.field.clone()),
+            _ => None,
+        });
+        found.map(|f| Ident::new(&f.to_string(), lit.span())).ok_or_else(|| {
+            bad(format!(
+                "rule `{text}`: `{name}` is not a setting of this struct (rules compare two of its fields)"
+            ))
+        })
+    };
+    let (left, right) = (field(left)?, field(right)?);
+    if left == right {
+        return Err(bad(format!("rule `{text}` compares `{left}` with itself")));
+    }
+    Ok(Rule { left, op: Ident::new(op, lit.span()), right, span: lit.span() })
+}
