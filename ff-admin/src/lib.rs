@@ -100,7 +100,8 @@ impl Admin {
         Admin {
             inner: Arc::new(Inner {
                 store,
-                decls: Vec::new(),
+                // What the binary registers; a conflict among them stops the `Source`'s start.
+                decls: ff_core::declared().unwrap_or_default(),
                 env_token: None,
                 sessions: Arc::default(),
                 lifetimes: Lifetimes::default(),
@@ -118,9 +119,15 @@ impl Admin {
     }
 
     /// The application's declarations: the user lookup shows declared flags the
-    /// store does not have yet with their code defaults.
+    /// store does not have yet with their code defaults. Those the binary registers
+    /// ([`ff_core::declared`]) are known without being named here.
     pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
-        self.inner_mut().decls.extend(decls);
+        let known = &mut self.inner_mut().decls;
+        for d in decls {
+            if !known.iter().any(|k| k.key == d.key) {
+                known.push(d);
+            }
+        }
         self
     }
 

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use ff_core::{Config, ConfigReader, Flag, FlagDecl, FlagKind};
+use ff_core::{Config, Flag, FlagKind};
 use ff_store::Source;
 use ff_tower::{FlagsLayer, FlagsService, UserIdHeader};
 use serde::Deserialize;
@@ -19,19 +19,6 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tower::Layer;
 
-/// Hours between booking and start; testers get 0.
-pub const MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS: Flag<i64> =
-    Flag::new("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 24)
-        .range(0, 24 * 365)
-        .description("Minimum hours between making a booking and its start");
-/// Lowest hourly rate a captioner may set, in dollars.
-pub const CAPTIONER_HOURLY_RATE_MIN: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RATE_MIN", 60.0)
-    .range(0.0, 10_000.0)
-    .description("Lowest hourly rate a captioner may set (USD)");
-/// Highest hourly rate a captioner may set, in dollars.
-pub const CAPTIONER_HOURLY_RATE_MAX: Flag<f64> = Flag::new("CAPTIONER_HOURLY_RATE_MAX", 500.0)
-    .range(0.0, 10_000.0)
-    .description("Highest hourly rate a captioner may set (USD)");
 /// Availability through the external calendar (new path) instead of the basic check.
 pub const EXTERNAL_CALENDAR_INTEGRATION: Flag<bool> = Flag::new("EXTERNAL_CALENDAR_INTEGRATION", false)
     .description("Check captioner availability in their external calendar")
@@ -55,39 +42,26 @@ pub const NEW_CHECKOUT_PRICING: Flag<bool> = Flag::new("NEW_CHECKOUT_PRICING", f
     .kind(FlagKind::Release)
     .owner("checkout");
 
-/// Every flag the app declares, synced into the store on start.
-pub fn declarations() -> Vec<FlagDecl> {
-    vec![
-        MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.decl(),
-        CAPTIONER_HOURLY_RATE_MIN.decl(),
-        CAPTIONER_HOURLY_RATE_MAX.decl(),
-        EXTERNAL_CALENDAR_INTEGRATION.decl(),
-        CREDITS_PAYMENTS.decl(),
-        NEW_CHECKOUT.decl(),
-        NEW_CHECKOUT_PRICING.decl(),
-    ]
-}
+/// The flags above, registered so that the `Source` and the admin find them (the
+/// settings below register themselves).
+ff_core::declare!(EXTERNAL_CALENDAR_INTEGRATION, CREDITS_PAYMENTS, NEW_CHECKOUT, NEW_CHECKOUT_PRICING);
 
-/// The app's typed configuration, read as `Current::config()`.
-#[derive(Debug, Clone, PartialEq)]
+/// The app's typed configuration, read as `Current::config()`: each field is a
+/// setting, its key the field's name in capitals (`BookingConfig::CAPTIONER_HOURLY_RATE_MIN`).
+/// Operators cannot set a minimum rate above the maximum; if the values ever break
+/// that rule, requests get the code defaults of the whole struct.
+#[derive(Config, Debug, Clone, PartialEq)]
+#[ff(rule = "captioner_hourly_rate_min <= captioner_hourly_rate_max")]
 pub struct BookingConfig {
-    /// See [`MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS`].
-    pub minimum_time_required_before_booking_in_hours: i64,
-    /// See [`CAPTIONER_HOURLY_RATE_MIN`].
+    /// Minimum hours between making a booking and its start
+    #[ff(default = 24, max = 24 * 365)]
+    pub minimum_time_required_before_booking_in_hours: u16,
+    /// Lowest hourly rate a captioner may set (USD)
+    #[ff(default = 60.0, min = 0.0, max = 10_000.0)]
     pub captioner_hourly_rate_min: f64,
-    /// See [`CAPTIONER_HOURLY_RATE_MAX`].
+    /// Highest hourly rate a captioner may set (USD)
+    #[ff(default = 500.0, min = 0.0, max = 10_000.0)]
     pub captioner_hourly_rate_max: f64,
-}
-
-impl Config for BookingConfig {
-    fn from_flags(f: &ConfigReader<'_>) -> Self {
-        BookingConfig {
-            minimum_time_required_before_booking_in_hours: f
-                .get(MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS),
-            captioner_hourly_rate_min: f.get(CAPTIONER_HOURLY_RATE_MIN),
-            captioner_hourly_rate_max: f.get(CAPTIONER_HOURLY_RATE_MAX),
-        }
-    }
 }
 
 /// `Current` for this app: flags plus `Current::config()` as [`BookingConfig`].
@@ -210,7 +184,7 @@ async fn create_booking(body: Result<Json<NewBooking>, JsonRejection>) -> ApiRes
         ));
     }
     let lead = Current::config().minimum_time_required_before_booking_in_hours;
-    let earliest = OffsetDateTime::now_utc() + time::Duration::hours(lead);
+    let earliest = OffsetDateTime::now_utc() + time::Duration::hours(lead.into());
     if starts_at < earliest {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -330,9 +304,9 @@ async fn checkout() -> Json<Value> {
 async fn my_config() -> Json<Value> {
     let c = Current::config();
     Json(json!({
-        MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.key(): c.minimum_time_required_before_booking_in_hours,
-        CAPTIONER_HOURLY_RATE_MIN.key(): c.captioner_hourly_rate_min,
-        CAPTIONER_HOURLY_RATE_MAX.key(): c.captioner_hourly_rate_max,
+        BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.key(): c.minimum_time_required_before_booking_in_hours,
+        BookingConfig::CAPTIONER_HOURLY_RATE_MIN.key(): c.captioner_hourly_rate_min,
+        BookingConfig::CAPTIONER_HOURLY_RATE_MAX.key(): c.captioner_hourly_rate_max,
         EXTERNAL_CALENDAR_INTEGRATION.key(): Current::get(EXTERNAL_CALENDAR_INTEGRATION),
         CREDITS_PAYMENTS.key(): Current::get(CREDITS_PAYMENTS),
         NEW_CHECKOUT.key(): Current::get(NEW_CHECKOUT),

@@ -24,12 +24,11 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
     let store: Arc<dyn Store> = ff_store::store_from_url(&database_url).context("DATABASE_URL")?;
     let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
-    let admin = ff_admin::Admin::new(store.clone())
-        .declare(ff_axum_example::declarations())
-        .env_admin_token(env_token.clone())
-        .context("FF_ADMIN_TOKEN")?;
+    // The app's flags and settings are registered where they are declared: no list here.
+    let admin =
+        ff_admin::Admin::new(store.clone()).env_admin_token(env_token.clone()).context("FF_ADMIN_TOKEN")?;
     ff_axum_example::install_metrics();
-    let mut builder = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations());
+    let mut builder = Source::builder_arc(store.clone());
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {
         builder = builder.snapshot_file(path);
     }
@@ -39,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ms) = std::env::var("FF_POLL_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.poll_interval(Duration::from_millis(ms));
     }
-    let source = builder.start().await;
+    let source = builder.try_start().await.context("the app's declarations")?;
     // OFREP evaluates against the live flags, as the app's own handlers do.
     let admin = admin.source(source.clone());
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -188,7 +188,13 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     assert!(health.contains("\"origin\":\"defaults\""), "{health}");
     // The database appears (with a value the defaults do not have): the app becomes fresh.
-    ff_store::sync(&direct, &ff_axum_example::declarations(), &Default::default()).await.unwrap();
+    ff_store::sync(
+        &direct,
+        &<ff_axum_example::BookingConfig as ff_core::Settings>::declarations(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     direct
         .write(Write::new("t", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 3)))
         .await

@@ -83,12 +83,8 @@ async fn start_example() -> Example {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect_lazy(&db).unwrap());
-    let source = Source::builder_arc(store.clone())
-        .declare(ff_axum_example::declarations())
-        .poll_interval(Duration::from_millis(50))
-        .start()
-        .await;
-    let admin = ff_admin::Admin::new(store).declare(ff_axum_example::declarations());
+    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    let admin = ff_admin::Admin::new(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });

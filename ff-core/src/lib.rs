@@ -49,8 +49,8 @@ pub use model::{
 pub use pins::{Pins, env_var_name};
 pub use reason::{Detail, Reason};
 pub use settings::{
-    BrokenRule, DeclarationError, Declared, RuleOp, SettingRule, Settings, declared, merge_declarations,
-    take_broken_rules,
+    BrokenRule, DeclarationError, Declared, RuleOp, SettingRule, Settings, declared, declared_at,
+    merge_declarations, take_broken_rules,
 };
 pub use snapshot::{ApplyError, FlagInfo, Snapshot, UserRef};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};

@@ -266,12 +266,14 @@ fn summary(d: &FlagDecl) -> String {
 /// and [`declare!`](crate::declare)), each key once. A key declared in two places
 /// must be declared the same way; a struct's defaults must keep its rules.
 pub fn declared() -> Result<Vec<FlagDecl>, DeclarationError> {
+    Ok(declared_at()?.into_iter().map(|(d, _)| d).collect())
+}
+
+/// [`declared`], each with where it is declared (`file:line`).
+pub fn declared_at() -> Result<Vec<(FlagDecl, &'static str)>, DeclarationError> {
     let mut places: Vec<&Declared> = inventory::iter::<Declared>.into_iter().collect();
     // The same answer whatever the link order.
     places.sort_by_key(|d| (d.at, d.name));
-    let merged = merge_declarations(
-        places.iter().flat_map(|d| (d.decls)().into_iter().map(move |decl| (decl, d.at))),
-    )?;
     for d in &places {
         if let Some(broken) = (d.defaults_break)() {
             return Err(DeclarationError::DefaultsBreakRule {
@@ -280,23 +282,29 @@ pub fn declared() -> Result<Vec<FlagDecl>, DeclarationError> {
             });
         }
     }
-    Ok(merged)
+    merge_at(places.iter().flat_map(|d| (d.decls)().into_iter().map(move |decl| (decl, d.at))))
 }
 
 /// `decls` with each key once: a key declared again must be declared alike.
 pub fn merge_declarations<'a>(
     decls: impl IntoIterator<Item = (FlagDecl, &'a str)>,
 ) -> Result<Vec<FlagDecl>, DeclarationError> {
-    let mut out: Vec<FlagDecl> = Vec::new();
+    Ok(merge_at(decls)?.into_iter().map(|(d, _)| d).collect())
+}
+
+fn merge_at<'a>(
+    decls: impl IntoIterator<Item = (FlagDecl, &'a str)>,
+) -> Result<Vec<(FlagDecl, &'a str)>, DeclarationError> {
+    let mut out: Vec<(FlagDecl, &'a str)> = Vec::new();
     let mut at: HashMap<String, (usize, &'a str)> = HashMap::new();
     for (decl, place) in decls {
         match at.get(&decl.key) {
             None => {
                 at.insert(decl.key.clone(), (out.len(), place));
-                out.push(decl);
+                out.push((decl, place));
             }
             Some(&(i, first_at)) => {
-                let first = &out[i];
+                let first = &out[i].0;
                 if *first != decl {
                     let (a, b) = (summary(first), summary(&decl));
                     // Same type, default and bounds: the description, kind or owner differ.

@@ -128,6 +128,8 @@ impl fmt::Debug for Source {
 pub struct SourceBuilder {
     store: Arc<dyn Store>,
     decls: Vec<FlagDecl>,
+    /// Whether the declarations registered in the binary are synced too.
+    found: bool,
     lifetimes: Lifetimes,
     expiry_warning_interval: Duration,
     usage_interval: Duration,
@@ -169,9 +171,18 @@ impl SourceBuilder {
     }
 
     /// Declarations to sync into the store on start (missing keys are created
-    /// with their code defaults; undeclared keys are reported, never deleted).
+    /// with their code defaults; undeclared keys are reported, never deleted), besides
+    /// those the binary registers ([`ff_core::declared`]: derived config structs and
+    /// [`ff_core::declare!`]), which are synced without being named here.
     pub fn declare(mut self, decls: impl IntoIterator<Item = FlagDecl>) -> Self {
         self.decls.extend(decls);
+        self
+    }
+
+    /// Whether the declarations registered in the binary ([`ff_core::declared`]) are
+    /// synced (default: yes). Off, only those given to [`declare`](Self::declare) are.
+    pub fn found_declarations(mut self, on: bool) -> Self {
+        self.found = on;
         self
     }
 
@@ -232,10 +243,28 @@ impl SourceBuilder {
         self
     }
 
-    /// Starts the background task and waits (at most the startup timeout) for the
-    /// first load. Never fails: an unreachable store means code defaults (or the
-    /// saved snapshot) are served while the task keeps retrying.
+    /// [`try_start`](Self::try_start) for declarations known to agree.
+    ///
+    /// # Panics
+    /// If two declarations of one key differ, or a config's code defaults break one
+    /// of its rules: a mistake in the program, found at start (as axum refuses
+    /// overlapping routes).
     pub async fn start(self) -> Source {
+        match self.try_start().await {
+            Ok(source) => source,
+            Err(e) => panic!("ff: {e}"),
+        }
+    }
+
+    /// Starts the background task and waits (at most the startup timeout) for the
+    /// first load. An unreachable store is no error: code defaults (or the saved
+    /// snapshot) are served while the task keeps retrying. The one error: the
+    /// declarations disagree (one key declared twice differently, or a config's
+    /// code defaults breaking its own rule), each place named.
+    pub async fn try_start(mut self) -> Result<Source, ff_core::DeclarationError> {
+        let found = if self.found { ff_core::declared_at()? } else { Vec::new() };
+        let given = std::mem::take(&mut self.decls).into_iter().map(|d| (d, "SourceBuilder::declare"));
+        self.decls = ff_core::merge_declarations(found.into_iter().chain(given))?;
         let usage = Arc::new(Usage::default());
         let (pins, env_problems) = match &self.env {
             Env::Process => Pins::from_env(&self.decls, |name| std::env::var(name).ok()),
@@ -292,9 +321,9 @@ impl SourceBuilder {
                 r = status.changed() => if r.is_err() { break },
             }
         }
-        Source {
+        Ok(Source {
             inner: Arc::new(Inner { shared, tasks: vec![task.abort_handle(), collector.abort_handle()] }),
-        }
+        })
     }
 }
 
@@ -309,6 +338,7 @@ impl Source {
         SourceBuilder {
             store,
             decls: Vec::new(),
+            found: true,
             lifetimes: Lifetimes::default(),
             expiry_warning_interval: Duration::from_secs(3600),
             usage_interval: Duration::from_secs(60),
@@ -563,6 +593,10 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
         for (key, n) in unknown {
             metrics::counter!("ff_unknown_flag_reads_total", "flag" => key.clone()).increment(n);
             *unknown_pending.entry(key).or_default() += n;
+        }
+        for (config, rule, n) in ff_core::take_broken_rules() {
+            metrics::counter!("ff_config_rule_broken_total", "config" => config, "rule" => rule.to_string())
+                .increment(n);
         }
         let status = shared.status.borrow().clone();
         metrics::gauge!("ff_snapshot_version").set(status.version as f64);

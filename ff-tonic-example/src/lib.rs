@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use ff_core::{EvalContext, Flag, FlagDecl, FlagKind};
+use ff_core::{EvalContext, Flag, FlagKind};
 use ff_store::Source;
 use ff_tower::{Current, FlagsLayer};
 use tonic::{Request, Response, Status};
@@ -28,10 +28,8 @@ pub const NEW_CHECKOUT_PRICING: Flag<bool> =
 pub const LEAD_HOURS: Flag<i64> =
     Flag::new("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 24).range(0, 24 * 365);
 
-/// Every flag the service declares.
-pub fn declarations() -> Vec<FlagDecl> {
-    vec![NEW_CHECKOUT.decl(), NEW_CHECKOUT_PRICING.decl(), LEAD_HOURS.decl()]
-}
+// Registered: the `Source` syncs them with no list to keep.
+ff_core::declare!(NEW_CHECKOUT, NEW_CHECKOUT_PRICING, LEAD_HOURS);
 
 /// Who is asking, from gRPC metadata: `x-user-id` is the user, `x-plan` an attribute
 /// rules can target. (Behind real authentication, build it from the verified identity.)

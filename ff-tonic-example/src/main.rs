@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let listen = std::env::var("FF_LISTEN").unwrap_or_else(|_| "127.0.0.1:50051".into());
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://ff-example.db?mode=rwc".into());
     let store = SqlStore::connect_lazy(&url)?;
-    let source = Source::builder(store).declare(ff_tonic_example::declarations()).start().await;
+    let source = Source::builder(store).start().await;
     let listener =
         tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     println!("ff-tonic-example listening on http://{} (gRPC: ff.example.Checkout)", listener.local_addr()?);

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 async fn start() -> (MemoryStore, Source, CheckoutClient<Channel>, tokio::sync::oneshot::Sender<()>) {
     let store = MemoryStore::new();
-    let source = Source::builder(store.clone()).declare(ff_tonic_example::declarations()).start().await;
+    let source = Source::builder(store.clone()).start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -53,14 +53,10 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect(&db).await.unwrap());
-    let source = Source::builder_arc(store.clone())
-        .declare(ff_axum_example::declarations())
-        .poll_interval(Duration::from_millis(50))
-        .start()
-        .await;
+    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
     let (_, token) =
         ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test", None).await.unwrap();
-    let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
+    let admin = ff_admin::Admin::new(store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });

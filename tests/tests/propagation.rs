@@ -20,15 +20,11 @@ struct Instance {
 async fn start(url: &str) -> Instance {
     let store = Arc::new(SqlStore::connect(url).await.unwrap());
     let source = Source::builder_arc(store.clone())
-        .declare(ff_axum_example::declarations())
         // Slow polling: what delivers changes here is NOTIFY.
         .poll_interval(Duration::from_secs(30))
         .start()
         .await;
-    let admin = ff_admin::Admin::new(store.clone())
-        .declare(ff_axum_example::declarations())
-        .env_admin_token(Some(OPERATOR.into()))
-        .unwrap();
+    let admin = ff_admin::Admin::new(store.clone()).env_admin_token(Some(OPERATOR.into())).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });

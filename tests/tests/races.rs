@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 async fn twenty_editors_one_flag() {
     let Some(url) = ff_store::postgres_test_database().await else { return };
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
-    let source = Source::builder_arc(store.clone()).declare(ff_axum_example::declarations()).start().await;
-    let admin = ff_admin::Admin::new(store.clone()).declare(ff_axum_example::declarations());
+    let source = Source::builder_arc(store.clone()).start().await;
+    let admin = ff_admin::Admin::new(store.clone());
     let mut tokens = Vec::new();
     for i in 0..20 {
         let (_, t) = ff_admin::create_token(&*store, &format!("editor-{i}"), Role::Editor, "test", None)
