@@ -136,6 +136,7 @@ impl AdminError {
                     StoreError::Invalid { .. } | StoreError::TooLong { .. } => {
                         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
                     }
+                    StoreError::RuleBroken(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rule_broken"),
                     StoreError::UnsupportedUrl(_) | StoreError::Corrupt(_) => {
                         (StatusCode::INTERNAL_SERVER_ERROR, "store_error")
                     }

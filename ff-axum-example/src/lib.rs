@@ -42,8 +42,8 @@ pub const NEW_CHECKOUT_PRICING: Flag<bool> = Flag::new("NEW_CHECKOUT_PRICING", f
     .kind(FlagKind::Release)
     .owner("checkout");
 
-/// The flags above, registered so that the `Source` and the admin find them (the
-/// settings below register themselves).
+// The flags above, registered so that the `Source` and the admin find them (the
+// settings below register themselves).
 ff_core::declare!(EXTERNAL_CALENDAR_INTEGRATION, CREDITS_PAYMENTS, NEW_CHECKOUT, NEW_CHECKOUT_PRICING);
 
 /// The app's typed configuration, read as `Current::config()`: each field is a

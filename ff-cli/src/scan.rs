@@ -61,6 +61,11 @@ pub(crate) fn scan(paths: &[PathBuf]) -> anyhow::Result<Found> {
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
             found.files += 1;
             let file = path.display().to_string();
+            if file.ends_with(".rs") && text.contains("Config") {
+                for (key, line) in derived_keys(&text) {
+                    found.declared.entry(key).or_default().push(Place { file: file.clone(), line });
+                }
+            }
             for (i, line) in text.lines().enumerate() {
                 let place = || Place { file: file.clone(), line: i + 1 };
                 for c in declaration.captures_iter(line) {
@@ -73,6 +78,80 @@ pub(crate) fn scan(paths: &[PathBuf]) -> anyhow::Result<Found> {
         }
     }
     Ok(found)
+}
+
+/// The keys `#[derive(Config)]` structs in a Rust file declare, with each field's
+/// line: as the derive names them (the struct's prefix and the field's name in
+/// capitals, or the field's own `key`), nested structs left to their own declaration.
+/// A file that does not parse declares none this way.
+fn derived_keys(text: &str) -> Vec<(String, usize)> {
+    let Ok(file) = syn::parse_file(text) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut items: Vec<&syn::Item> = file.items.iter().collect();
+    while let Some(item) = items.pop() {
+        match item {
+            syn::Item::Mod(m) => items.extend(m.content.iter().flat_map(|(_, i)| i)),
+            syn::Item::Struct(s) if derives_config(&s.attrs) => {
+                let prefix = ff_values(&s.attrs, "prefix").into_iter().next().unwrap_or_default();
+                for field in &s.fields {
+                    let Some(ident) = &field.ident else { continue };
+                    if has_ff_flag(&field.attrs, "nested") {
+                        continue;
+                    }
+                    let name = ident.to_string().trim_start_matches("r#").to_uppercase();
+                    let key = ff_values(&field.attrs, "key")
+                        .into_iter()
+                        .next()
+                        .unwrap_or(format!("{prefix}{name}"));
+                    out.push((key, ident.span().start().line));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn derives_config(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().filter(|a| a.path().is_ident("derive")).any(|a| {
+        let mut yes = false;
+        let _ = a.parse_nested_meta(|m| {
+            yes |= m.path.segments.last().is_some_and(|s| s.ident == "Config");
+            Ok(())
+        });
+        yes
+    })
+}
+
+/// The string values of `name = "..."` in `#[ff(...)]`.
+fn ff_values(attrs: &[syn::Attribute], name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in attrs.iter().filter(|a| a.path().is_ident("ff")) {
+        let _ = a.parse_nested_meta(|m| {
+            if m.path.is_ident(name) {
+                out.push(m.value()?.parse::<syn::LitStr>()?.value());
+            } else if m.input.peek(syn::Token![=]) {
+                // Skip any other value (an expression, a list).
+                let _: syn::Expr = m.value()?.parse()?;
+            }
+            Ok(())
+        });
+    }
+    out
+}
+
+fn has_ff_flag(attrs: &[syn::Attribute], name: &str) -> bool {
+    let mut yes = false;
+    for a in attrs.iter().filter(|a| a.path().is_ident("ff")) {
+        let _ = a.parse_nested_meta(|m| {
+            yes |= m.path.is_ident(name);
+            if m.input.peek(syn::Token![=]) {
+                let _: syn::Expr = m.value()?.parse()?;
+            }
+            Ok(())
+        });
+    }
+    yes
 }
 
 /// The report: what to add, what to delete, what to clean up first.

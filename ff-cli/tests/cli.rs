@@ -183,6 +183,12 @@ async fn operate_the_example_from_the_terminal() {
         (&["get", "NOPE"][..], "404 not_found"),
         (&["override", "set", "CAPTIONER_HOURLY_RATE_MIN", "tester", "cheap"][..], "expected a float"),
         (&["revert", "99999"][..], "404"),
+        // The settings' rule (declared on the example's config struct): min <= max.
+        (
+            &["set", "CAPTIONER_HOURLY_RATE_MIN", "600"][..],
+            "422 rule_broken: rule CAPTIONER_HOURLY_RATE_MIN <= CAPTIONER_HOURLY_RATE_MAX would be broken",
+        ),
+        (&["override", "set", "CAPTIONER_HOURLY_RATE_MAX", "alice", "10"][..], "for user \"alice\""),
     ] {
         let out = run(args).await.unwrap();
         assert_eq!(out.code, 1, "{args:?}");
@@ -190,6 +196,7 @@ async fn operate_the_example_from_the_terminal() {
         assert!(out.stderr.starts_with("ff: ") && out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
     assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert_eq!(config(&base, "alice").await["CAPTIONER_HOURLY_RATE_MAX"], 500.0);
     let no_token = tokio::task::spawn_blocking({
         let url = url.clone();
         move || ff(&["flags"], &[("FF_URL", &url)])
@@ -416,19 +423,19 @@ async fn scan_a_fixture_tree_with_known_answers() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(
         stdout,
-        "scanned 2 files\n\
+        "scanned 3 files\n\
          \n\
-         declared in code, missing from the store:\n  DARK_MODE  ./src/flags.rs:6\n\
+         declared in code, missing from the store:\n  CAPTIONER_SEATS  ./src/settings.rs:11\n  DARK_MODE  ./src/flags.rs:6\n\
          \n\
-         in the store, nowhere in code (safe to archive):\n  CAPTIONER_HOURLY_RATE_MAX\n  CAPTIONER_HOURLY_RATE_MIN\n  EXTERNAL_CALENDAR_INTEGRATION\n\
+         in the store, nowhere in code (safe to archive):\n  EXTERNAL_CALENDAR_INTEGRATION\n\
          \n\
          stale or expired, still in code (remove these uses first):\n  NEW_CHECKOUT (expired)  ./src/flags.rs:4, ./web/checkout.js:3\n"
     );
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "ff: scan found 5 keys to act on");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "ff: scan found 4 keys to act on");
     let out = scan(&["scan", "--format", "json", "src", "web"]).await.unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["files"], 2);
-    assert_eq!(report["missing_from_store"][0]["places"], json!([{"file": "src/flags.rs", "line": 6}]));
+    assert_eq!(report["files"], 3);
+    assert_eq!(report["missing_from_store"][1]["places"], json!([{"file": "src/flags.rs", "line": 6}]));
     assert_eq!(report["stale_in_code"][0]["reasons"], json!(["expired"]));
     // Only the build output mentions EXTERNAL_CALENDAR_INTEGRATION; naming it explicitly scans it.
     let out = scan(&["--json", "scan", "target"]).await.unwrap();

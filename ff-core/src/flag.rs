@@ -204,6 +204,7 @@ impl<T: FlagType> Flag<T> {
                 min: self.min.and_then(number).or_else(|| type_min.map(Into::into)),
                 max: self.max.and_then(number).or_else(|| type_max.map(Into::into)),
                 allowed: self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect(),
+                rules: Vec::new(),
             },
             kind: self.kind,
             owner: self.owner.to_owned(),

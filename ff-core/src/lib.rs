@@ -49,8 +49,8 @@ pub use model::{
 pub use pins::{Pins, env_var_name};
 pub use reason::{Detail, Reason};
 pub use settings::{
-    BrokenRule, DeclarationError, Declared, RuleOp, SettingRule, Settings, declared, declared_at,
-    merge_declarations, take_broken_rules,
+    BrokenRule, DeclarationError, Declared, RuleOp, SettingRule, Settings, attach_rules, declared,
+    declared_at, merge_declarations, take_broken_rules,
 };
 pub use snapshot::{ApplyError, FlagInfo, Snapshot, UserRef};
 pub use stale::{StaleFlag, StaleReason, StaleRules, stale_flags};
@@ -62,7 +62,7 @@ pub use targeting::{
 #[cfg(feature = "test-util")]
 pub use test_util::SnapshotBuilder;
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
-pub use value::{FlagType, Schema, Value, ValueType};
+pub use value::{FlagType, Schema, SchemaRule, Value, ValueType};
 
 /// `#[derive(Config)]`: a struct of settings, each field a flag (see [`Settings`]).
 #[cfg(feature = "derive")]

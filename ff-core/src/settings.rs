@@ -10,56 +10,8 @@ use serde::Serialize;
 
 use crate::eval::Config;
 use crate::flag::FlagDecl;
-use crate::value::Value;
-
-/// How one setting must compare with another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum RuleOp {
-    /// `<`
-    #[serde(rename = "<")]
-    Lt,
-    /// `<=`
-    #[serde(rename = "<=")]
-    Le,
-    /// `>`
-    #[serde(rename = ">")]
-    Gt,
-    /// `>=`
-    #[serde(rename = ">=")]
-    Ge,
-    /// `==`
-    #[serde(rename = "==")]
-    Eq,
-    /// `!=`
-    #[serde(rename = "!=")]
-    Ne,
-}
-
-impl RuleOp {
-    /// As written in a rule.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RuleOp::Lt => "<",
-            RuleOp::Le => "<=",
-            RuleOp::Gt => ">",
-            RuleOp::Ge => ">=",
-            RuleOp::Eq => "==",
-            RuleOp::Ne => "!=",
-        }
-    }
-
-    /// Whether `left op right` holds (never for values that do not compare).
-    pub fn holds<T: PartialOrd + ?Sized>(self, left: &T, right: &T) -> bool {
-        match self {
-            RuleOp::Lt => left < right,
-            RuleOp::Le => left <= right,
-            RuleOp::Gt => left > right,
-            RuleOp::Ge => left >= right,
-            RuleOp::Eq => left == right,
-            RuleOp::Ne => left != right,
-        }
-    }
-}
+use crate::value::{SchemaRule, Value};
+pub use crate::value_type::RuleOp;
 
 /// A rule between two settings of one struct, by key: `LEFT op RIGHT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -149,6 +101,22 @@ pub trait Settings: Config + Sized {
             Some(broken) => {
                 report_broken(&broken);
                 Self::defaults()
+            }
+        }
+    }
+}
+
+/// Puts each rule into the schema of both its settings (what is stored and
+/// enforced on writes): `A <= B` on `A`, `B >= A` on `B`.
+#[doc(hidden)]
+pub fn attach_rules(decls: &mut [FlagDecl], rules: &[SettingRule]) {
+    for r in rules {
+        for (this, op, other) in [(r.left, r.op, r.right), (r.right, r.op.flipped(), r.left)] {
+            if let Some(d) = decls.iter_mut().find(|d| d.key == this) {
+                let rule = SchemaRule { op, other: other.to_owned() };
+                if !d.schema.rules.contains(&rule) {
+                    d.schema.rules.push(rule);
+                }
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
+use crate::value_type::RuleOp;
 pub use crate::value_type::ValueType;
 
 /// A flag value. Cheap to clone: strings and JSON are reference counted.
@@ -128,12 +129,26 @@ pub struct Schema {
     /// If not empty, the only values allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<serde_json::Value>,
+    /// How this setting must compare with others of its config struct: declared in
+    /// code, stored with the flag, enforced on every write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<SchemaRule>,
+}
+
+/// `this op other`: a rule between this setting and `other`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRule {
+    /// The comparison, this setting on its left.
+    pub op: RuleOp,
+    /// The other setting's key.
+    pub other: String,
 }
 
 impl Schema {
     /// Whether the schema sets no bound at all.
     pub fn is_empty(&self) -> bool {
-        self.min.is_none() && self.max.is_none() && self.allowed.is_empty()
+        self.min.is_none() && self.max.is_none() && self.allowed.is_empty() && self.rules.is_empty()
     }
 
     /// Checks that `value` fits these bounds.
@@ -182,7 +197,27 @@ impl Schema {
             Value::from_json(ty, a)
                 .map_err(|_| ValidationError::BadSchema(format!("allowed value {a} is not a valid {ty}")))?;
         }
+        if self.rules.iter().any(|r| r.other.is_empty()) {
+            return Err(ValidationError::BadSchema("a rule names no other setting".into()));
+        }
+        if !self.rules.is_empty() && matches!(ty, ValueType::Json) {
+            return Err(ValidationError::BadSchema(
+                "rules compare numbers, strings and booleans, not json".into(),
+            ));
+        }
         Ok(())
+    }
+}
+
+impl Value {
+    /// How two stored values compare for a rule between settings: numbers as
+    /// numbers (an int with a float), strings by their bytes, booleans false first.
+    pub fn cmp_rule(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+            (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(b)),
+            _ => self.cmp_number(other),
+        }
     }
 }
 
@@ -451,7 +486,7 @@ mod tests {
 
     #[test]
     fn schema_bounds() {
-        let s = Schema { min: Some(1.into()), max: Some(10.into()), allowed: vec![] };
+        let s = Schema { min: Some(1.into()), max: Some(10.into()), ..Schema::default() };
         assert!(s.check(&Value::Int(1)).is_ok());
         assert!(s.check(&Value::Int(10)).is_ok());
         assert!(matches!(s.check(&Value::Int(0)), Err(ValidationError::BelowMin { .. })));
@@ -464,7 +499,7 @@ mod tests {
 
     #[test]
     fn schema_self_check() {
-        let bad = Schema { min: Some(5.into()), max: Some(1.into()), allowed: vec![] };
+        let bad = Schema { min: Some(5.into()), max: Some(1.into()), ..Schema::default() };
         assert!(bad.check_self(ValueType::Int).is_err());
         let on_string = Schema { min: Some(1.into()), ..Schema::default() };
         assert!(on_string.check_self(ValueType::String).is_err());

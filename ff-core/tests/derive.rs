@@ -112,6 +112,13 @@ fn each_field_is_a_typed_key_with_its_declaration() {
     let rules: Vec<String> = Booking::rules().iter().map(ToString::to_string).collect();
     assert_eq!(rules, ["RATE_MIN <= CAPTIONER_RATE_MAX", "MAX_PARTY > MIN_PARTY"]);
     assert_eq!(Booking::rules()[0].op, RuleOp::Le);
+    // Each rule is stored with both its settings, from each one's side: writes enforce it.
+    let rule = |op, other: &str| ff_core::SchemaRule { op, other: other.into() };
+    assert_eq!(decls[1].schema.rules, [rule(RuleOp::Le, "CAPTIONER_RATE_MAX")]);
+    assert_eq!(decls[2].schema.rules, [rule(RuleOp::Ge, "RATE_MIN")]);
+    assert_eq!(decls[3].schema.rules, [rule(RuleOp::Lt, "MAX_PARTY")]);
+    assert_eq!(decls[4].schema.rules, [rule(RuleOp::Gt, "MIN_PARTY")]);
+    assert!(decls[0].schema.rules.is_empty());
 }
 
 #[test]

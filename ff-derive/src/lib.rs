@@ -28,7 +28,7 @@ pub fn derive_config(input: TokenStream) -> TokenStream {
 /// One field: a setting, or a nested struct.
 enum Item {
     Setting(Box<Setting>),
-    Nested { field: Ident, ty: Type },
+    Nested { field: Ident, ty: Box<Type> },
 }
 
 struct Setting {
@@ -77,11 +77,11 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
 
     let vis = &input.vis;
     let consts = items.iter().filter_map(|i| match i {
-        Item::Setting(s) => Some(s),
+        Item::Setting(s) => Some(&**s),
         Item::Nested { .. } => None,
     });
     let consts = consts.map(|s| {
-        let Setting { ty, key, konst, default, calls, field, .. } = &**s;
+        let Setting { ty, key, konst, default, calls, field, .. } = s;
         let doc = format!("The key of `{field}`: `{key}`.");
         quote_spanned! {field.span()=>
             #[doc = #doc]
@@ -119,10 +119,14 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             _ => None,
         })
     };
-    let rule_values = rules.iter().map(|r| {
-        let (l, op, rr) = (key_of(&r.left), &r.op, key_of(&r.right));
-        quote! { ::ff_core::SettingRule { left: Self::#l.key(), op: ::ff_core::RuleOp::#op, right: Self::#rr.key() } }
-    });
+    let rule_values: Vec<Tokens> = rules
+        .iter()
+        .map(|r| {
+            let (l, op, rr) = (key_of(&r.left), &r.op, key_of(&r.right));
+            quote! { ::ff_core::SettingRule { left: Self::#l.key(), op: ::ff_core::RuleOp::#op, right: Self::#rr.key() } }
+        })
+        .collect();
+    let rule_values2 = rule_values.clone();
     let checks = rules.iter().map(|r| {
         let (left, op, right) = (&r.left, &r.op, &r.right);
         let (l, rr) = (key_of(left), key_of(right));
@@ -163,6 +167,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             fn declarations() -> ::std::vec::Vec<::ff_core::FlagDecl> {
                 let mut decls = ::std::vec::Vec::new();
                 #(#decls)*
+                ::ff_core::attach_rules(&mut decls, &[#(#rule_values2),*]);
                 decls
             }
 
@@ -278,7 +283,7 @@ fn field_item(field: &syn::Field, prefix: &str) -> syn::Result<Item> {
                 "a `nested` field takes no other ff attribute: its struct declares its settings",
             ));
         }
-        return Ok(Item::Nested { field: ident, ty: field.ty.clone() });
+        return Ok(Item::Nested { field: ident, ty: Box::new(field.ty.clone()) });
     }
     let Some(default) = default else {
         return Err(Error::new(

@@ -65,8 +65,8 @@ macro_rules! store_contract_tests {
     };
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
-            flags_overrides_and_tokens, segments, attributes, sync_declarations, lifecycle, batches,
-            usage, racing_writers);
+            flags_overrides_and_tokens, segments, attributes, sync_declarations, setting_rules, lifecycle,
+            batches, usage, racing_writers);
     };
 }
 
@@ -136,7 +136,7 @@ pub async fn flags_overrides_and_tokens(store: Arc<dyn Store>) {
 
     // Create, with a change row carrying actor, reason and the record.
     let rate = FlagDef {
-        schema: Schema { min: Some(1.into()), max: Some(500.into()), allowed: vec![] },
+        schema: Schema { min: Some(1.into()), max: Some(500.into()), ..Schema::default() },
         ..def("RATE_MIN", ValueType::Float, json!(60.0))
     };
     let c = s
@@ -540,6 +540,96 @@ pub async fn sync_declarations(store: Arc<dyn Store>) {
     assert!(r.updated.is_empty());
     assert!(r.problems[0].1.contains("does not fit"), "{:?}", r.problems);
     assert_eq!(s.flag("B").await.unwrap().unwrap().schema.max, Some(50.into()));
+}
+
+/// Rules between settings (`RATE_MIN <= RATE_MAX`): synced with the declarations,
+/// stored on both flags, and every write that would leave one broken — a value, an
+/// override, a switch, targeting, a batch — is refused naming both settings, the
+/// values and the user, with nothing written.
+pub async fn setting_rules(store: Arc<dyn Store>) {
+    use ff_core::{RuleOp, SettingRule, Targeting};
+    const MIN: Flag<f64> = Flag::new("RATE_MIN", 60.0).range(0.0, 10_000.0);
+    const MAX: Flag<f64> = Flag::new("RATE_MAX", 500.0).range(0.0, 10_000.0);
+    let mut decls = vec![MIN.decl(), MAX.decl()];
+    ff_core::attach_rules(&mut decls, &[SettingRule { left: "RATE_MIN", op: RuleOp::Le, right: "RATE_MAX" }]);
+    let s = &*store;
+    let r = sync(s, &decls, &Default::default()).await.unwrap();
+    assert_eq!(r.created, ["RATE_MIN", "RATE_MAX"]);
+    for d in &decls {
+        assert_eq!(s.flag(&d.key).await.unwrap().unwrap().schema.rules, d.schema.rules, "{} stored", d.key);
+    }
+    let refused = async |m: Mutation| -> String {
+        let before = seq(s).await;
+        let e = s.write(w(m)).await.expect_err("refused");
+        assert!(matches!(e.root(), StoreError::RuleBroken(_)), "{e:?}");
+        assert_eq!(seq(s).await, before, "nothing written");
+        e.to_string()
+    };
+    // Global values, from either side.
+    assert_eq!(
+        refused(Mutation::set_value("RATE_MIN", 600.0)).await,
+        "rule RATE_MIN <= RATE_MAX would be broken: RATE_MIN would serve 600.0, RATE_MAX 500.0"
+    );
+    assert_eq!(
+        refused(Mutation::set_value("RATE_MAX", 50.0)).await,
+        "rule RATE_MAX >= RATE_MIN would be broken: RATE_MAX would serve 50.0, RATE_MIN 60.0"
+    );
+    s.write(w(Mutation::set_value("RATE_MAX", 60.0))).await.unwrap();
+    s.write(w(Mutation::set_value("RATE_MAX", 500.0))).await.unwrap();
+    // A user's values with their overrides.
+    s.write(w(Mutation::set_override("RATE_MIN", "tester", 1.0))).await.unwrap();
+    let e = refused(Mutation::set_override("RATE_MAX", "tester", 0.5)).await;
+    assert!(e.contains("for user \"tester\"") && e.contains("RATE_MAX would serve 0.5, RATE_MIN 1.0"), "{e}");
+    s.write(w(Mutation::set_override("RATE_MAX", "tester", 2.0))).await.unwrap();
+    let e = refused(Mutation::set_override("RATE_MAX", "cheap", 30.0)).await;
+    assert!(
+        e.contains("for user \"cheap\"") && e.contains("RATE_MIN 60.0"),
+        "against the global minimum: {e}"
+    );
+    // A global change that breaks someone's override.
+    s.write(w(Mutation::set_override("RATE_MIN", "vip", 400.0))).await.unwrap();
+    let e = refused(Mutation::set_value("RATE_MAX", 300.0)).await;
+    assert!(e.contains("for user \"vip\""), "{e}");
+    s.write(w(Mutation::delete_override("RATE_MIN", "vip"))).await.unwrap();
+    // Deleting an override that kept a user's pair within the rule.
+    s.write(w(Mutation::set_override("RATE_MAX", "big", 900.0))).await.unwrap();
+    s.write(w(Mutation::set_override("RATE_MIN", "big", 800.0))).await.unwrap();
+    let e = refused(Mutation::delete_override("RATE_MAX", "big")).await;
+    assert!(e.contains("for user \"big\": RATE_MAX would serve 500.0, RATE_MIN 800.0"), "{e}");
+    s.write(w(Mutation::delete_override("RATE_MIN", "big"))).await.unwrap();
+    // A batch is checked as a whole: both sides move together.
+    let both = vec![Mutation::set_value("RATE_MIN", 600.0), Mutation::set_value("RATE_MAX", 1000.0)];
+    s.write_batch(Batch::new("t", both)).await.unwrap();
+    let before = seq(s).await;
+    let e = s.write_batch(Batch::new("t", vec![Mutation::set_value("RATE_MIN", 2000.0)])).await.unwrap_err();
+    assert!(matches!(e.root(), StoreError::RuleBroken(_)), "{e:?}");
+    assert_eq!(seq(s).await, before);
+    // Switching a setting off serves its off value (here 500.0, its value when created):
+    // below the minimum of 600.
+    let e = refused(Mutation::set_enabled("RATE_MAX", false)).await;
+    assert!(e.contains("RATE_MAX would serve 500.0, RATE_MIN 600.0"), "{e}");
+    // Targeting: every value a split may serve.
+    let split = |v: f64| -> Targeting {
+        serde_json::from_value(json!({"split": {"variations": [
+            {"value": v, "weight": 1000}, {"value": 600.0, "weight": 9000}]}}))
+        .unwrap()
+    };
+    let patch = |t| Mutation::UpdateFlag {
+        key: "RATE_MIN".into(),
+        patch: FlagPatch { targeting: Some(t), ..Default::default() },
+        expected_version: None,
+    };
+    s.write(w(patch(split(900.0)))).await.unwrap();
+    assert!(refused(patch(split(1200.0))).await.contains("RATE_MIN would serve 1200.0, RATE_MAX 1000.0"));
+    // Stored values that break a newly declared rule: reported by sync, not applied.
+    let mut flipped = vec![MIN.decl(), MAX.decl()];
+    ff_core::attach_rules(
+        &mut flipped,
+        &[SettingRule { left: "RATE_MIN", op: RuleOp::Gt, right: "RATE_MAX" }],
+    );
+    let r = sync(s, &flipped, &Default::default()).await.unwrap();
+    assert!(r.problems.iter().any(|(_, p)| p.contains("break a declared rule")), "{:?}", r.problems);
+    assert_eq!(s.flag("RATE_MIN").await.unwrap().unwrap().schema.rules, decls[0].schema.rules);
 }
 
 /// Kinds, permanence, expiry policy and dates: declared in code, stored, patched.

@@ -51,6 +51,10 @@ pub enum StoreError {
         #[source]
         error: ValidationError,
     },
+    /// The write would break a rule between two settings (declared on a config
+    /// struct): nothing was written.
+    #[error("{0}")]
+    RuleBroken(Box<RuleViolation>),
     /// Free text (a reason) longer than [`ff_core::MAX_TEXT_BYTES`].
     #[error("{field} is longer than {max} bytes")]
     TooLong {
@@ -110,4 +114,26 @@ impl StoreError {
     pub(crate) fn invalid(key: &str, error: ValidationError) -> Self {
         StoreError::Invalid { key: key.to_owned(), error }
     }
+}
+
+/// A rule between two settings a write would break, with the values and the user.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "rule {left} {op} {right} would be broken{for_user}: {left} would serve {left_value}, {right} {right_value}",
+    op = op.as_str(),
+    for_user = user.as_deref().map(|u| format!(" for user {u:?}")).unwrap_or_default()
+)]
+pub struct RuleViolation {
+    /// The rule's left setting.
+    pub left: String,
+    /// The comparison.
+    pub op: ff_core::RuleOp,
+    /// The rule's right setting.
+    pub right: String,
+    /// A value the left setting would serve.
+    pub left_value: String,
+    /// A value the right setting would serve with it.
+    pub right_value: String,
+    /// The user whose overrides break it (`None`: everyone's values).
+    pub user: Option<String>,
 }

@@ -13,7 +13,7 @@ mod store;
 #[cfg(feature = "test-util")]
 mod test_util;
 
-pub use error::StoreError;
+pub use error::{RuleViolation, StoreError};
 pub use source::{Origin, Source, SourceBuilder, Status};
 #[cfg(feature = "file")]
 pub use store::FileStore;

@@ -70,6 +70,15 @@ impl WriteTx for MemoryTx {
         Ok(self.store.data().overrides.get(&(key.to_owned(), user.to_owned())).cloned())
     }
 
+    async fn overrides_of(&mut self, key: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let d = self.store.data();
+        Ok(d.overrides
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, u), v)| (u.clone(), v.clone()))
+            .collect())
+    }
+
     async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
         Ok(self.store.data().segments.get(key).cloned())
     }

@@ -19,6 +19,7 @@ mod file;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 mod write;
@@ -846,6 +847,13 @@ pub async fn sync(
                         decl.key.clone(),
                         format!("stored value does not fit the declared bounds: {error}"),
                     ));
+                }
+                // The declaration (its rules with it) is stored once the values keep them;
+                // meanwhile reads serve the config's code defaults.
+                Err(e @ StoreError::RuleBroken(_)) => {
+                    report
+                        .problems
+                        .push((decl.key.clone(), format!("stored values break a declared rule: {e}")));
                 }
                 Err(e) => return Err(e),
             }

@@ -293,6 +293,33 @@ impl WriteTx for RedisTx {
         self.hget("overrides", &format!("{key}{SEP}{user}")).await
     }
 
+    async fn overrides_of(&mut self, key: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        // Keys hold no glob characters (letters, digits, `_`, `-`, `.`).
+        let pattern = format!("{key}{SEP}*");
+        let (mut cursor, mut out) = (0u64, Vec::new());
+        loop {
+            let cmd = redis::cmd("HSCAN")
+                .arg(self.store.k("overrides"))
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let page: redis::RedisResult<(u64, Vec<(String, String)>)> = cmd.query_async(self.c()?).await;
+            let (next, fields) = self.check(page)?;
+            for (field, text) in fields {
+                if let Some((_, user)) = field.split_once(SEP) {
+                    out.push((user.to_owned(), parse(&text, "overrides")?));
+                }
+            }
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
     async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
         self.hget("segments", key).await
     }

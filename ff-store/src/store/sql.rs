@@ -388,6 +388,15 @@ impl WriteTx for SqlTx {
             .transpose()
     }
 
+    async fn overrides_of(&mut self, key: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let rows =
+            sqlx::query_as::<_, (String, String)>("SELECT user_id, value FROM ff_overrides WHERE key = $1")
+                .bind(key)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        rows.into_iter().map(|(u, t)| Ok((u, json(&t, "override")?))).collect()
+    }
+
     async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
         fetch_segment(&mut self.tx, key).await
     }

@@ -82,6 +82,9 @@ pub(crate) trait WriteTx: Send + Sized {
         user: &str,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// Every user's value of one flag.
+    async fn overrides_of(&mut self, key: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
     /// One segment.
     async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError>;
 
@@ -225,6 +228,8 @@ async fn plan_mutations<T: WriteTx>(
             Err(e) => return Err(e),
         }
     }
+    // On the batch's end state: a batch may move both sides of a rule at once.
+    super::rules::check(tx, staged).await?;
     Ok(plans)
 }
 
