@@ -16,3 +16,5 @@ read_=$(per read)
 echo "request through a no-op service: $plain instructions"
 echo "the same through FlagsLayer:      $layer instructions (layer overhead $((layer - plain)))"
 echo "bool read through Current:        $read_ instructions"
+echo "request scope + Current::config(), hand-written Config: $(per config_hand) instructions"
+echo "request scope + Current::config(), #[derive(Config)]:   $(per config_derived) instructions"
