@@ -5,6 +5,7 @@
 //! tables by default, `--json` for scripts; any failure exits non-zero with a
 //! one-line reason.
 
+mod coverage;
 mod import;
 mod scan;
 
@@ -88,6 +89,20 @@ enum Command {
         /// `text` (default) or `json` (same as `--json`).
         #[arg(long, default_value = "text")]
         format: String,
+    },
+    /// Which flags a test run read, and which only ever in one state: from the files
+    /// test processes write when run with `FF_FLAG_COVERAGE=DIR` (ff-core's `test-util`
+    /// feature). Needs no server. Exits 1 with `--fail` when a flag was read in one
+    /// state only, or a flag declared in the scanned code never.
+    Coverage {
+        /// The directory given as `FF_FLAG_COVERAGE`.
+        dir: std::path::PathBuf,
+        /// Source files or directories whose declared flags should all be read.
+        #[arg(long)]
+        scan: Vec<std::path::PathBuf>,
+        /// Exit 1 if any flag was read in one state only, or declared and never read.
+        #[arg(long)]
+        fail: bool,
     },
     /// Flags to clean up: past expiry, not evaluated, or serving one value for days.
     /// Exits 1 when any is stale, so CI can fail on it.
@@ -433,6 +448,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { user } => cmd_user(&api, json_out, user).await?,
         Command::Scan { paths, format } => cmd_scan(&api, json_out, paths, format).await?,
+        Command::Coverage { dir, scan, fail } => cmd_coverage(json_out, &dir, &scan, fail)?,
         Command::Stale { not_evaluated_days, one_value_days } => {
             cmd_stale(&api, json_out, not_evaluated_days, one_value_days).await?
         }
@@ -659,6 +675,40 @@ async fn cmd_scan(
     if !report.is_clean() {
         let n = report.missing_from_store.len() + report.unreferenced.len() + report.stale_in_code.len();
         bail!("scan found {n} key{} to act on", if n == 1 { "" } else { "s" });
+    }
+    Ok(())
+}
+
+fn cmd_coverage(
+    json_out: bool,
+    dir: &std::path::Path,
+    paths: &[std::path::PathBuf],
+    fail: bool,
+) -> anyhow::Result<()> {
+    let declared =
+        if paths.is_empty() { Default::default() } else { scan::scan(paths)?.declared.into_keys().collect() };
+    let c = coverage::read(dir, &declared)?;
+    let one: Vec<(&String, &coverage::Read)> = c.one_state().collect();
+    if json_out {
+        print(&serde_json::to_value(&c)?)?;
+    } else {
+        say!("{} flags read by the tests ({} files)", c.read.len(), c.files);
+        if !one.is_empty() {
+            say!("\nread in one state only (test the other):");
+            for (k, r) in &one {
+                say!("  {k}  only {}", r.values.iter().next().map_or("", String::as_str));
+            }
+        }
+        if !c.never_read.is_empty() {
+            say!("\ndeclared in code, never read by the tests:");
+            for k in &c.never_read {
+                say!("  {k}");
+            }
+        }
+    }
+    if fail && (!one.is_empty() || !c.never_read.is_empty()) {
+        let n = one.len() + c.never_read.len();
+        bail!("{n} flag{} not covered in every state", if n == 1 { "" } else { "s" });
     }
     Ok(())
 }

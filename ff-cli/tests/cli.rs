@@ -485,3 +485,50 @@ async fn token_create_works_on_every_store_url() {
     let ro = ff(&["token", "create", "--name", "x", "--role", "admin", "--database-url", &url], &[]);
     assert!(ro.code != 0 && ro.stderr.contains("change the file"), "{}", ro.stderr);
 }
+
+#[test]
+fn coverage_reports_flags_read_in_one_state_and_declared_flags_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // Two test processes' files (what ff-core writes with FF_FLAG_COVERAGE).
+    std::fs::write(
+        dir.path().join("ff-flag-coverage-1.tsv"),
+        "NEW_CHECKOUT\tbool\tfalse\nDARK_MODE\tbool\ttrue\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("ff-flag-coverage-2.tsv"),
+        "NEW_CHECKOUT\tbool\ttrue\nMINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\tint\t0\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("unrelated.txt"), "not a coverage file").unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scan/src");
+    let out = ff(&["coverage", d], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "3 flags read by the tests (2 files)\n\n\
+         read in one state only (test the other):\n  DARK_MODE  only true\n  MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS  only 0\n"
+    );
+    let out = ff(&["coverage", d, "--scan", fixture, "--fail"], &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("declared in code, never read by the tests:\n  CAPTIONER_HOURLY_RATE_MAX\n"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stderr.trim(), "ff: 5 flags not covered in every state", "{}", out.stdout);
+    let json = ff(&["--json", "coverage", d], &[]);
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["read"]["NEW_CHECKOUT"]["values"], json!(["false", "true"]));
+    // A missing directory says how to make one; a malformed line names its file and line.
+    let missing = ff(&["coverage", "/no/such/dir"], &[]);
+    assert!(
+        missing.code == 1 && missing.stderr.contains("FF_FLAG_COVERAGE=/no/such/dir"),
+        "{}",
+        missing.stderr
+    );
+    std::fs::write(dir.path().join("ff-flag-coverage-3.tsv"), "broken line\n").unwrap();
+    let bad = ff(&["coverage", d], &[]);
+    assert!(bad.code == 1 && bad.stderr.contains("ff-flag-coverage-3.tsv:1"), "{}", bad.stderr);
+}

@@ -20,6 +20,8 @@
 
 mod bucket;
 mod context;
+#[cfg(feature = "test-util")]
+mod coverage;
 mod error;
 mod eval;
 mod flag;
@@ -33,6 +35,7 @@ mod stale;
 mod targeting;
 #[cfg(feature = "test-util")]
 mod test_util;
+mod testing;
 mod usage;
 mod value;
 mod value_type;
@@ -61,6 +64,7 @@ pub use targeting::{
 };
 #[cfg(feature = "test-util")]
 pub use test_util::SnapshotBuilder;
+pub use testing::{Case, States, TestValues, each_state};
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
 pub use value::{FlagType, Schema, SchemaRule, Value, ValueType};
 

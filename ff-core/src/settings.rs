@@ -77,12 +77,18 @@ impl std::error::Error for BrokenRule {}
 ///
 /// // Typed keys, usable with `Current::get` and in tests:
 /// assert_eq!(Rates::RATE_MIN.key(), "RATE_MIN");
+/// // Test values by field, typed:
+/// let rates = Rates::test().rate_min(1.0).lead_time_hours(0).config::<Rates>();
+/// assert_eq!((rates.rate_min, rates.rate_max, rates.lead_time_hours), (1.0, 500.0, 0));
 /// assert_eq!(Rates::declarations().len(), 3);
 /// assert_eq!(Evaluator::defaults().config::<Rates>().lead_time_hours, 24);
 /// ```
 pub trait Settings: Config + Sized {
     /// The struct's name.
     const NAME: &'static str;
+    /// Its typed builder of test values (`Booking::test().rate_min(1.0)`), one
+    /// method per setting; it derefs to [`TestValues`](crate::TestValues).
+    type Test: Default + Into<crate::TestValues>;
     /// Every setting's declaration, nested structs' included.
     fn declarations() -> Vec<FlagDecl>;
     /// The struct as its code defaults make it.

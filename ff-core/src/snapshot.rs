@@ -854,6 +854,10 @@ impl Snapshot {
     /// The untyped evaluation, counted as a typed read would be when `count`.
     fn resolve_counted<'a>(&'a self, s: &'a Slot, input: &Input<'_>, count: bool) -> (&'a Value, Reason) {
         let (value, reason, number) = self.resolve(s.slot, s, input);
+        #[cfg(feature = "test-util")]
+        if count {
+            crate::coverage::record(&s.key, s.stored.value_type, value);
+        }
         if count {
             crate::usage::record(
                 &s.usage,
@@ -966,6 +970,8 @@ impl Snapshot {
         if reason != Reason::Expired
             && let Some(v) = T::from_value(value).filter(|v| flag.accepts(v))
         {
+            #[cfg(feature = "test-util")]
+            crate::coverage::record(flag.key(), T::TYPE, value);
             crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
             return (Some(slot), Detail { value: v, reason, version });
         }
@@ -980,6 +986,8 @@ impl Snapshot {
             return Detail { value: v, reason: Reason::Env, version };
         }
         self.flags.usage.unknown(flag.key());
+        #[cfg(feature = "test-util")]
+        crate::coverage::record(flag.key(), T::TYPE, &flag.default_as_value());
         Detail { value: flag.default_value(), reason: Reason::Default, version }
     }
 
@@ -1000,6 +1008,8 @@ impl Snapshot {
             Reason::Invalid
         };
         let default = flag.default_value();
+        #[cfg(feature = "test-util")]
+        crate::coverage::record(flag.key(), T::TYPE, &flag.default_as_value());
         let served =
             if T::TYPE == crate::ValueType::Bool { flag.default_as_value() } else { Value::Bool(false) };
         crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, &served, 0));

@@ -3,6 +3,7 @@
 use crate::flag::Flag;
 use crate::model::{FlagRecord, OverrideRecord, StoreState};
 use crate::snapshot::Snapshot;
+use crate::testing::TestValues;
 use crate::value::FlagType;
 
 /// Builds a [`Snapshot`] in code.
@@ -68,6 +69,28 @@ impl SnapshotBuilder {
     pub fn without<T: FlagType>(mut self, flag: Flag<T>) -> Self {
         self.state.flags.retain(|f| f.key != flag.key());
         self.state.overrides.retain(|o| o.key != flag.key());
+        self.bump();
+        self
+    }
+
+    /// `values` on top of what is set (a derived config's `test()` builder, a [`Case`](crate::Case)'s values).
+    pub fn with_values(mut self, values: &TestValues) -> Self {
+        let state = values.state();
+        for f in state.flags {
+            match self.state.flags.iter_mut().find(|r| r.key == f.key) {
+                // Only the values set are changed; a flag already here keeps the rest.
+                Some(r) if values.values().any(|(k, _)| k == f.key) => {
+                    r.value = f.value;
+                    r.enabled = true;
+                }
+                Some(_) => {}
+                None => self.state.flags.push(f),
+            }
+        }
+        for o in state.overrides {
+            self.state.overrides.retain(|x| !(x.key == o.key && x.user_id == o.user_id));
+            self.state.overrides.push(o);
+        }
         self.bump();
         self
     }

@@ -238,3 +238,52 @@ fn derive_errors_point_at_the_field() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/derive-fail/*.rs");
 }
+
+#[test]
+fn the_typed_test_builder_sets_each_field_and_nested_structs() {
+    let values = ff_core::TestValues::from(
+        Booking::test().lead_time_hours(0).rate_min(1.0).payments(Payments::test().currency("eur".into())),
+    )
+    .set_override(Booking::RATE_MAX, "tester", 2.0);
+    let c = values.config::<Booking>();
+    assert_eq!((c.lead_time_hours, c.rate_min, c.rate_max), (0, 1.0, 500.0));
+    assert_eq!(c.payments.currency, "eur");
+    assert!(c.payments.credits, "not set: the code default");
+    assert_eq!(values.evaluator("tester").config::<Booking>().rate_max, 2.0);
+    // Values that break a rule give the code defaults, in tests as in production.
+    assert_eq!(*Booking::test().rate_min(900.0).config::<Booking>(), Booking::defaults());
+}
+
+#[test]
+fn each_state_runs_every_combination_once() {
+    use ff_core::{States, each_state};
+    let states = States::new().flag(NEW_SEARCH).values(Booking::LEAD_TIME_HOURS, [0, 24, 48]);
+    let mut seen = Vec::new();
+    each_state(&states, |case| {
+        let e = case.evaluator("someone");
+        assert_eq!(e.get(NEW_SEARCH), case.get(NEW_SEARCH));
+        assert_eq!(e.config::<Booking>().lead_time_hours, case.get(Booking::LEAD_TIME_HOURS));
+        seen.push(case.to_string());
+    });
+    assert_eq!(
+        seen,
+        [
+            "NEW_SEARCH=false, LEAD_TIME_HOURS=0",
+            "NEW_SEARCH=false, LEAD_TIME_HOURS=24",
+            "NEW_SEARCH=false, LEAD_TIME_HOURS=48",
+            "NEW_SEARCH=true, LEAD_TIME_HOURS=0",
+            "NEW_SEARCH=true, LEAD_TIME_HOURS=24",
+            "NEW_SEARCH=true, LEAD_TIME_HOURS=48",
+        ]
+    );
+    assert_eq!(States::new().cases().len(), 1, "no flags: one case, the code defaults");
+    assert_eq!(States::new().cases()[0].to_string(), "code defaults");
+}
+
+#[test]
+#[should_panic(expected = "in state NEW_SEARCH=true: the new search is broken")]
+fn a_failing_state_is_named() {
+    ff_core::each_state(&ff_core::States::new().flag(NEW_SEARCH), |case| {
+        assert!(!case.get(NEW_SEARCH), "the new search is broken");
+    });
+}

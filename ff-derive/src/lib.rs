@@ -150,9 +150,55 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         Item::Setting(_) => None,
     });
     let name_str = name.to_string();
+    let test_name = format_ident!("{}Test", name);
+    let test_doc = format!("Test values for [`{name}`], one typed method per setting (`{name}::test()`).");
+    let setters = items.iter().map(|i| match i {
+        Item::Setting(s) => {
+            let (field, konst, ty) = (&s.field, &s.konst, &s.ty);
+            let doc = format!("Sets `{}`.", s.key);
+            quote! {
+                #[doc = #doc]
+                #vis fn #field(self, value: #ty) -> Self {
+                    #test_name(self.0.set(#name::#konst, value))
+                }
+            }
+        }
+        Item::Nested { field, ty } => quote! {
+            #[doc = "Sets the nested struct's values."]
+            #vis fn #field(self, values: <#ty as ::ff_core::Settings>::Test) -> Self {
+                #test_name(self.0.extend(values))
+            }
+        },
+    });
     Ok(quote! {
+        #[doc = #test_doc]
+        #[derive(Debug, Clone, Default, PartialEq)]
+        #vis struct #test_name(::ff_core::TestValues);
+
+        impl #test_name {
+            #(#setters)*
+        }
+
+        impl ::std::ops::Deref for #test_name {
+            type Target = ::ff_core::TestValues;
+            fn deref(&self) -> &::ff_core::TestValues {
+                &self.0
+            }
+        }
+
+        impl ::std::convert::From<#test_name> for ::ff_core::TestValues {
+            fn from(t: #test_name) -> ::ff_core::TestValues {
+                t.0
+            }
+        }
+
         impl #name {
             #(#consts)*
+
+            /// Test values for this struct, one typed method per setting.
+            #vis fn test() -> #test_name {
+                ::std::default::Default::default()
+            }
         }
 
         impl ::ff_core::Config for #name {
@@ -163,6 +209,7 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
 
         impl ::ff_core::Settings for #name {
             const NAME: &'static str = #name_str;
+            type Test = #test_name;
 
             fn declarations() -> ::std::vec::Vec<::ff_core::FlagDecl> {
                 let mut decls = ::std::vec::Vec::new();

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ff_core::{Flag, FlagType, Snapshot, SnapshotBuilder};
+use ff_core::{Case, Flag, FlagType, Snapshot, SnapshotBuilder, States, TestValues};
 
 use crate::source::Source;
 
@@ -61,6 +61,43 @@ impl TestFlags {
     pub fn set_enabled<T: FlagType>(&self, flag: Flag<T>, enabled: bool) -> &Self {
         self.edit(|b| b.enabled(flag, enabled));
         self
+    }
+
+    /// Sets `values` on top of what is set: a derived config's typed builder
+    /// (`flags.apply(BookingConfig::test().minimum_time_required_before_booking_in_hours(0))`).
+    pub fn apply(&self, values: impl Into<TestValues>) -> &Self {
+        let values = values.into();
+        self.edit(|b| b.with_values(&values));
+        self
+    }
+
+    /// Runs `body` once per case of `states` (each boolean flag off and on, each
+    /// other flag each value listed), with these flags set to the case on top of
+    /// what was set before; afterwards the flags are as before. Each case is named
+    /// on stderr before it runs, so a failing test shows its state.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use ff_core::{Flag, States};
+    /// use ff_store::TestFlags;
+    ///
+    /// const NEW_CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
+    /// let flags = TestFlags::new();
+    /// flags.each_state(&States::new().flag(NEW_CHECKOUT), async |case| {
+    ///     let served = flags.source().snapshot().evaluate(&NEW_CHECKOUT, &Default::default()).value;
+    ///     assert_eq!(served, case.get(NEW_CHECKOUT));
+    /// }).await;
+    /// # });
+    /// ```
+    pub async fn each_state(&self, states: &States, mut body: impl AsyncFnMut(Case)) {
+        let before = self.builder.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for case in states.cases() {
+            eprintln!("ff: in state {case}");
+            let values = case.values().clone();
+            self.edit(|_| before.clone().with_values(&values));
+            body(case).await;
+        }
+        self.edit(|_| before);
     }
 
     /// Removes a flag from the snapshot: reads serve the code default.
