@@ -15,6 +15,9 @@ pub(crate) struct Coverage {
     pub(crate) read: BTreeMap<String, Read>,
     /// Flags declared in the scanned code that no test read.
     pub(crate) never_read: Vec<String>,
+    /// The flags declared in the scanned code (empty: none scanned, every flag read counts).
+    #[serde(skip)]
+    pub(crate) declared: BTreeSet<String>,
 }
 
 /// One flag's reads.
@@ -26,9 +29,11 @@ pub(crate) struct Read {
 }
 
 impl Coverage {
-    /// Flags the tests only ever read in one state (one value).
+    /// Flags the tests only ever read in one state (one value): of those declared in
+    /// the scanned code if any was scanned (other tests' flags are theirs to judge).
     pub(crate) fn one_state(&self) -> impl Iterator<Item = (&String, &Read)> {
-        self.read.iter().filter(|(_, r)| r.values.len() == 1)
+        let judged = |k: &String| self.declared.is_empty() || self.declared.contains(k);
+        self.read.iter().filter(move |(k, r)| r.values.len() == 1 && judged(k))
     }
 }
 
@@ -56,5 +61,6 @@ pub(crate) fn read(dir: &Path, declared: &BTreeSet<String>) -> anyhow::Result<Co
         }
     }
     c.never_read = declared.iter().filter(|k| !c.read.contains_key(*k)).cloned().collect();
+    c.declared = declared.clone();
     Ok(c)
 }

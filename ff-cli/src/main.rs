@@ -97,7 +97,8 @@ enum Command {
     Coverage {
         /// The directory given as `FF_FLAG_COVERAGE`.
         dir: std::path::PathBuf,
-        /// Source files or directories whose declared flags should all be read.
+        /// Source files or directories whose declared flags should all be read in
+        /// every state: only these flags are then judged.
         #[arg(long)]
         scan: Vec<std::path::PathBuf>,
         /// Exit 1 if any flag was read in one state only, or declared and never read.
