@@ -1115,3 +1115,53 @@ async fn the_flag_list_pages_and_counts_what_matches() {
     let r = api.call("GET", "/admin/api/flags?limit=many", v, None).await;
     assert_eq!(r.status, 400, "{}", r.body);
 }
+
+/// A duration setting and an enum setting, declared in code.
+#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
+enum Plan {
+    Free,
+    Pro,
+}
+const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h").range("1h", "365d");
+const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
+
+#[tokio::test]
+async fn durations_and_enums_are_written_in_their_own_form_and_refused_in_any_other() {
+    let api = Api::new().await;
+    sync(&*api.store, &[WINDOW.decl(), PLAN.decl()], &Default::default()).await.unwrap();
+    let e = Some(api.editor.as_str());
+    let patch = |key: &str, v: Value| {
+        let key = key.to_owned();
+        let api = &api;
+        async move {
+            let version = api.store.flag(&key).await.unwrap().unwrap().version;
+            let etag = format!("\"{version}\"");
+            let path = format!("/admin/api/flags/{key}");
+            api.call_with("PATCH", &path, e, req(set_value(v)), &[("if-match", &etag)]).await
+        }
+    };
+    let r = patch("WINDOW", json!("90m")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(api.store.flag("WINDOW").await.unwrap().unwrap().value.to_json(), json!("90m"));
+    let log = api.log_len().await;
+    for (v, says) in [
+        (json!("2 days"), r#"flag "WINDOW": "2 days" is not a duration like 90m, 48h or 1h30m"#),
+        (json!("10m"), r#""10m" is below the minimum "1h""#),
+        (json!(3600), r#""WINDOW": "3600" is not a duration like 90m"#),
+    ] {
+        let r = patch("WINDOW", v.clone()).await;
+        assert_eq!((r.status, error(&r).as_str()), (422, "invalid_value"), "{v}: {}", r.body);
+        assert!(r.refusal().message.contains(says), "{v}: {}", r.body);
+    }
+    let r = api.call("PUT", "/admin/api/flags/WINDOW/overrides/u1", e, user_value(json!("forever"))).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = patch("PLAN", json!("Gold")).await;
+    assert_eq!((r.status, error(&r).as_str()), (422, "invalid_value"), "{}", r.body);
+    assert!(
+        r.refusal().message.contains(r#"not one of the allowed values [String("Free"), String("Pro")]"#),
+        "{}",
+        r.body
+    );
+    assert_eq!(api.log_len().await, log, "nothing written");
+    assert_eq!(patch("PLAN", json!("Pro")).await.status, 200);
+}

@@ -378,3 +378,39 @@ async fn confirmations_carry_their_message_as_data() {
     assert!(r.body.contains(r#"<script src="/admin/page.js" defer></script>"#), "{}", r.body);
     assert!(r.body.contains("data-confirm=\"Turn BANNER OFF for everyone? Its off value (&quot;it's a \\\\ \\&quot;quote\\&quot;\\nand a line')&quot;)"), "{}", r.body);
 }
+
+/// A duration setting and an enum setting, declared in code.
+#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
+enum Plan {
+    Free,
+    Pro,
+}
+const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h").range("1h", "365d");
+const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
+
+#[tokio::test]
+async fn a_duration_is_typed_as_text_with_its_form_shown_and_an_enum_is_chosen() {
+    let (page, editor, _) = Page::new().await;
+    sync(&*page.store, &[WINDOW.decl(), PLAN.decl()], &Default::default()).await.unwrap();
+    let (cookie, csrf) = page.login(&editor).await;
+    let r = page.send("GET", "/admin/flags/WINDOW", Some(&cookie), None).await;
+    assert!(r.body.contains(r#"placeholder="48h""#), "{}", r.body);
+    assert!(r.body.contains("a duration: 90m, 48h, 1h30m, 1h to 8760h"), "{}", r.body);
+    let form = |s: &str| format!("csrf={csrf}&{s}");
+    let set = page
+        .send("POST", "/admin/flags/WINDOW/value", Some(&cookie), Some(&form("value=90m&version=1")))
+        .await;
+    assert_eq!(set.status, 303);
+    assert_eq!(page.store.flag("WINDOW").await.unwrap().unwrap().value.to_json(), "90m");
+    let bad = page
+        .send("POST", "/admin/flags/WINDOW/value", Some(&cookie), Some(&form("value=2+days&version=2")))
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("is not a duration like 90m, 48h or 1h30m"), "{}", bad.body);
+    let r = page.send("GET", "/admin/flags/PLAN", Some(&cookie), None).await;
+    assert!(
+        r.body.contains(r#"<option value="Free" selected>Free</option><option value="Pro">Pro</option>"#),
+        "{}",
+        r.body
+    );
+}

@@ -57,6 +57,14 @@ pub enum ValidationError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A string that does not have the declared form (a duration, say).
+    #[error("{value:?} is not {expected}")]
+    BadFormat {
+        /// The value given.
+        value: String,
+        /// The form expected.
+        expected: &'static str,
+    },
     /// Bounds that contradict themselves or the type.
     #[error("invalid schema: {0}")]
     BadSchema(String),

@@ -189,11 +189,7 @@ impl<T: FlagType> Flag<T> {
 
     /// The type-erased declaration, for syncing into the store.
     pub fn decl(&self) -> FlagDecl {
-        let number = |d: T::Decl| match T::decl_value(d) {
-            Value::Int(i) => Some(serde_json::Number::from(i)),
-            Value::Float(f) => serde_json::Number::from_f64(f),
-            _ => None,
-        };
+        let number = T::decl_bound;
         let (type_min, type_max) = T::type_bounds();
         FlagDecl {
             key: self.key.to_owned(),
@@ -203,8 +199,13 @@ impl<T: FlagType> Flag<T> {
             schema: Schema {
                 min: self.min.and_then(number).or_else(|| type_min.map(Into::into)),
                 max: self.max.and_then(number).or_else(|| type_max.map(Into::into)),
-                allowed: self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect(),
+                allowed: if self.allowed.is_empty() {
+                    T::type_allowed()
+                } else {
+                    self.allowed.iter().map(|a| T::decl_value(*a).to_json()).collect()
+                },
                 rules: Vec::new(),
+                format: T::format(),
             },
             kind: self.kind,
             owner: self.owner.to_owned(),

@@ -22,6 +22,7 @@ mod bucket;
 mod context;
 #[cfg(feature = "test-util")]
 mod coverage;
+mod duration;
 mod error;
 mod eval;
 mod flag;
@@ -42,6 +43,7 @@ mod value_type;
 
 pub use bucket::{BUCKETS, bucket, murmur3_32};
 pub use context::{EvalContext, MAX_TEXT_BYTES, MAX_USER_ID_LEN, check_text, validate_user_id};
+pub use duration::{DURATION_FORM, format_duration, parse_duration};
 pub use error::ValidationError;
 pub use eval::{Config, ConfigReader, Evaluator, Lease};
 pub use flag::{Flag, FlagDecl, FlagDef, MAX_KEY_LEN, validate_key};
@@ -66,14 +68,19 @@ pub use targeting::{
 pub use test_util::SnapshotBuilder;
 pub use testing::{Case, States, TestValues, each_state};
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
-pub use value::{FlagType, Schema, SchemaRule, Value, ValueType};
+pub use value::{FlagType, Schema, SchemaRule, Value, ValueFormat, ValueType};
 
 /// `#[derive(Config)]`: a struct of settings, each field a flag (see [`Settings`]).
 #[cfg(feature = "derive")]
 pub use ff_derive::Config;
+/// `#[derive(SettingEnum)]`: an enum of unit variants as a setting's type, stored as
+/// the variant's name, the names its allowed values.
+#[cfg(feature = "derive")]
+pub use ff_derive::SettingEnum;
 
 /// What generated code names; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+    pub use serde_json::{Number, Value as JsonValue};
 }

@@ -52,7 +52,7 @@ impl Pins {
             }
             let json =
                 serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text.clone()));
-            match Value::from_json(d.value_type, &json).and_then(|v| d.schema.check(&v).map(|()| v)) {
+            match d.schema.value_from_json(d.value_type, &json).and_then(|v| d.schema.check(&v).map(|()| v)) {
                 Ok(v) => pins.push((SmolStr::new(&d.key), key_hash(&d.key), v)),
                 Err(e) => problems.push((name, format!("flag {:?}: {e}; not pinned", d.key))),
             }

@@ -212,6 +212,17 @@ pub enum DeclarationError {
         /// That declaration, summarised.
         second: String,
     },
+    /// A declaration whose default or bounds are invalid (a duration that does not
+    /// parse, a default outside its bounds).
+    #[error("{at}: flag {key}: {problem}")]
+    Invalid {
+        /// Where it is declared.
+        at: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A config whose code defaults break one of its own rules.
     #[error("{at}: the code defaults break a rule: {broken}")]
     DefaultsBreakRule {
@@ -256,7 +267,15 @@ pub fn declared_at() -> Result<Vec<(FlagDecl, &'static str)>, DeclarationError> 
             });
         }
     }
-    merge_at(places.iter().flat_map(|d| (d.decls)().into_iter().map(move |decl| (decl, d.at))))
+    let merged = merge_at(places.iter().flat_map(|d| (d.decls)().into_iter().map(move |decl| (decl, d.at))))?;
+    for (decl, at) in &merged {
+        decl.validate().map_err(|e| DeclarationError::Invalid {
+            at: (*at).to_owned(),
+            key: decl.key.clone(),
+            problem: e.to_string(),
+        })?;
+    }
+    Ok(merged)
 }
 
 /// `decls` with each key once: a key declared again must be declared alike.

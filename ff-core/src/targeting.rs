@@ -492,7 +492,7 @@ fn typed(
     json: &serde_json::Value,
     what: &str,
 ) -> Result<Value, ValidationError> {
-    let v = Value::from_json(ty, json).map_err(|e| bad(format!("{what}: {e}")))?;
+    let v = schema.value_from_json(ty, json).map_err(|e| bad(format!("{what}: {e}")))?;
     schema.check(&v).map_err(|e| bad(format!("{what}: {e}")))?;
     Ok(v)
 }

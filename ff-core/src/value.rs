@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::duration::{DURATION_FORM, format_duration, parse_duration};
 use crate::error::ValidationError;
 use crate::value_type::RuleOp;
 pub use crate::value_type::ValueType;
@@ -133,6 +134,18 @@ pub struct Schema {
     /// code, stored with the flag, enforced on every write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<SchemaRule>,
+    /// The form a string setting's value takes (a duration: `48h`); its bounds are
+    /// then in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ValueFormat>,
+}
+
+/// The form of a string setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// A duration as people write it: `90m`, `48h`, `1h30m`, `500ms`, `7d`.
+    Duration,
 }
 
 /// `this op other`: a rule between this setting and `other`.
@@ -148,11 +161,47 @@ pub struct SchemaRule {
 impl Schema {
     /// Whether the schema sets no bound at all.
     pub fn is_empty(&self) -> bool {
-        self.min.is_none() && self.max.is_none() && self.allowed.is_empty() && self.rules.is_empty()
+        self.min.is_none()
+            && self.max.is_none()
+            && self.allowed.is_empty()
+            && self.rules.is_empty()
+            && self.format.is_none()
+    }
+
+    /// A duration setting's value, checked against its form and bounds (in seconds).
+    fn check_duration(&self, text: &str) -> Result<(), ValidationError> {
+        let d = parse_duration(text)
+            .map_err(|_| ValidationError::BadFormat { value: text.to_owned(), expected: DURATION_FORM })?;
+        let bound =
+            |n: &serde_json::Number| n.as_f64().map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
+        if let Some(min) = self.min.as_ref().and_then(bound)
+            && d < min
+        {
+            return Err(ValidationError::BelowMin { value: text.into(), min: format_duration(min).into() });
+        }
+        if let Some(max) = self.max.as_ref().and_then(bound)
+            && d > max
+        {
+            return Err(ValidationError::AboveMax { value: text.into(), max: format_duration(max).into() });
+        }
+        Ok(())
+    }
+
+    /// [`Value::from_json`] for a setting of this schema: JSON of the wrong kind for
+    /// a duration is refused naming the form (`"48h"`, not 172800). Bounds are not checked.
+    pub fn value_from_json(&self, ty: ValueType, json: &serde_json::Value) -> Result<Value, ValidationError> {
+        if self.format == Some(ValueFormat::Duration) && !json.is_string() {
+            return Err(ValidationError::BadFormat { value: json.to_string(), expected: DURATION_FORM });
+        }
+        Value::from_json(ty, json)
     }
 
     /// Checks that `value` fits these bounds.
     pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
+        if let (Some(ValueFormat::Duration), Value::String(text)) = (self.format, value) {
+            self.check_duration(text)?;
+            return self.check_allowed(value);
+        }
         let ty = value.value_type();
         let bound = |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
         if let Some(min) = &self.min
@@ -167,6 +216,10 @@ impl Schema {
         {
             return Err(ValidationError::AboveMax { value: value.to_json(), max: max.to_json() });
         }
+        self.check_allowed(value)
+    }
+
+    fn check_allowed(&self, value: &Value) -> Result<(), ValidationError> {
         if !self.allowed.is_empty() {
             let json = value.to_json();
             if !self.allowed.contains(&json) {
@@ -178,13 +231,16 @@ impl Schema {
 
     /// Checks that the bounds themselves make sense for a flag of type `ty`.
     pub fn check_self(&self, ty: ValueType) -> Result<(), ValidationError> {
-        let numeric = matches!(ty, ValueType::Int | ValueType::Float);
+        if self.format.is_some() && ty != ValueType::String {
+            return Err(ValidationError::BadSchema(format!("a duration is a string setting, not {ty}")));
+        }
+        let numeric = matches!(ty, ValueType::Int | ValueType::Float) || self.format.is_some();
         if (self.min.is_some() || self.max.is_some()) && !numeric {
             return Err(ValidationError::BadSchema(format!(
                 "min/max apply to int and float flags, not {ty}"
             )));
         }
-        for n in self.min.iter().chain(self.max.iter()) {
+        for n in self.min.iter().chain(self.max.iter()).filter(|_| self.format.is_none()) {
             Value::from_json(ty, &serde_json::Value::Number(n.clone()))
                 .map_err(|_| ValidationError::BadSchema(format!("bound {n} is not a valid {ty}")))?;
         }
@@ -239,6 +295,22 @@ pub trait FlagType: Sized + Send + Sync + 'static {
     fn to_value(&self) -> Value;
     /// Whether `self` lies within the declared bounds.
     fn within(&self, min: Option<Self::Decl>, max: Option<Self::Decl>, allowed: &[Self::Decl]) -> bool;
+    /// A declared bound as stored: a number (seconds for a duration).
+    fn decl_bound(decl: Self::Decl) -> Option<serde_json::Number> {
+        match Self::decl_value(decl) {
+            Value::Int(i) => Some(i.into()),
+            Value::Float(f) => serde_json::Number::from_f64(f),
+            _ => None,
+        }
+    }
+    /// The form of the stored value, for a string type with one (a duration).
+    fn format() -> Option<ValueFormat> {
+        None
+    }
+    /// The only values the type has (an enum's names): declared with the flag.
+    fn type_allowed() -> Vec<serde_json::Value> {
+        Vec::new()
+    }
     /// Bounds the Rust type itself sets on a stored value (an `u8` is 0..=255):
     /// declared with the flag so that writes out of range are refused.
     fn type_bounds() -> (Option<i64>, Option<i64>) {
@@ -433,6 +505,46 @@ impl FlagType for Arc<str> {
     #[inline]
     fn within(&self, _: Option<&'static str>, _: Option<&'static str>, allowed: &[&'static str]) -> bool {
         allowed.is_empty() || allowed.contains(&&**self)
+    }
+}
+
+/// A duration, stored as text in its shortest form (`48h`, `90m`), declared with its
+/// default and bounds as text (`"24h"`). A stored value that does not parse serves
+/// the default; writes refuse one.
+impl FlagType for std::time::Duration {
+    const TYPE: ValueType = ValueType::String;
+    type Decl = &'static str;
+    #[inline]
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => parse_duration(s).ok(),
+            _ => None,
+        }
+    }
+    fn from_decl(decl: &'static str) -> Self {
+        parse_duration(decl).unwrap_or_default()
+    }
+    fn decl_value(decl: &'static str) -> Value {
+        Value::String(decl.into())
+    }
+    fn to_value(&self) -> Value {
+        Value::String(format_duration(*self).into())
+    }
+    fn within(&self, min: Option<&'static str>, max: Option<&'static str>, _: &[&'static str]) -> bool {
+        let d = |b: &'static str| parse_duration(b).ok();
+        min.and_then(d).is_none_or(|m| *self >= m) && max.and_then(d).is_none_or(|m| *self <= m)
+    }
+    fn decl_bound(decl: &'static str) -> Option<serde_json::Number> {
+        // Whole seconds as an integer: `"1h"` is 3600.
+        let d = parse_duration(decl).ok()?;
+        if d.subsec_millis() == 0 {
+            Some(d.as_secs().into())
+        } else {
+            serde_json::Number::from_f64(d.as_secs_f64())
+        }
+    }
+    fn format() -> Option<ValueFormat> {
+        Some(ValueFormat::Duration)
     }
 }
 

@@ -287,3 +287,97 @@ fn a_failing_state_is_named() {
         assert!(!case.get(NEW_SEARCH), "the new search is broken");
     });
 }
+
+/// A setting's enum: stored as its names.
+#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
+enum Plan {
+    Free,
+    #[ff(name = "pro")]
+    Pro,
+    Enterprise,
+}
+
+#[derive(Config, Debug)]
+struct Timing {
+    /// Lead time
+    #[ff(default = "24h", min = "1h", max = "365d")]
+    lead: std::time::Duration,
+    #[ff(default = Plan::Free)]
+    plan: Plan,
+    #[ff(default = Plan::Pro, one_of = [Plan::Pro, Plan::Enterprise])]
+    paid_plan: Plan,
+}
+
+#[test]
+fn durations_are_stored_as_written_and_bounded_in_their_own_units() {
+    use std::time::Duration;
+    let decls = Timing::declarations();
+    let lead = &decls[0];
+    assert_eq!((lead.value_type, lead.default.clone()), (ValueType::String, Value::String("24h".into())));
+    assert_eq!(lead.schema.format, Some(ff_core::ValueFormat::Duration));
+    assert_eq!(
+        (lead.schema.min.clone(), lead.schema.max.clone()),
+        (Some(3600.into()), Some(31_536_000.into()))
+    );
+    lead.validate().unwrap();
+    let check = |v: &str| lead.schema.check(&Value::String(v.into())).map_err(|e| e.to_string());
+    assert_eq!(check("90m"), Ok(()));
+    assert_eq!(check("1h30m"), Ok(()));
+    assert_eq!(check("10m"), Err(r#""10m" is below the minimum "1h""#.to_owned()));
+    assert_eq!(check("400d"), Err(r#""400d" is above the maximum "8760h""#.to_owned()));
+    assert_eq!(
+        check("2 days"),
+        Err(r#""2 days" is not a duration like 90m, 48h or 1h30m (units ms, s, m, h, d)"#.to_owned())
+    );
+    let snap = state(&[("LEAD", Value::String("90m".into()))], &[]);
+    assert_eq!(Evaluator::new(snap, EvalContext::user("u")).get(Timing::LEAD), Duration::from_secs(5400));
+    let snap = state(&[("LEAD", Value::String("2 days".into()))], &[]);
+    let d = Evaluator::new(snap, EvalContext::user("u")).detail(Timing::LEAD);
+    assert_eq!((d.value, d.reason), (Duration::from_secs(86_400), ff_core::Reason::Invalid));
+    // The typed builder writes the shortest form.
+    let t: ff_core::TestValues = Timing::test().lead(Duration::from_secs(5400)).into();
+    assert_eq!(t.values().next(), Some(("LEAD", &Value::String("90m".into()))));
+}
+
+#[test]
+fn enums_are_stored_as_their_names_which_are_their_allowed_values() {
+    let decls = Timing::declarations();
+    assert_eq!(decls[1].value_type, ValueType::String);
+    assert_eq!(decls[1].default, Value::String("Free".into()));
+    assert_eq!(decls[1].schema.allowed, vec![json!("Free"), json!("pro"), json!("Enterprise")]);
+    assert_eq!(
+        decls[2].schema.allowed,
+        vec![json!("pro"), json!("Enterprise")],
+        "one_of narrows the variants"
+    );
+    let refused = decls[1].schema.check(&Value::String("Gold".into())).unwrap_err().to_string();
+    assert!(refused.contains(r#""Gold" is not one of the allowed values"#), "{refused}");
+    let snap =
+        state(&[("PLAN", Value::String("pro".into())), ("PAID_PLAN", Value::String("Free".into()))], &[]);
+    let e = Evaluator::new(snap, EvalContext::user("u"));
+    assert_eq!(e.get(Timing::PLAN), Plan::Pro);
+    let paid = e.detail(Timing::PAID_PLAN);
+    assert_eq!((paid.value, paid.reason), (Plan::Pro, ff_core::Reason::Invalid), "Free is not a paid plan");
+    let snap = state(&[("PLAN", Value::String("Gold".into()))], &[]);
+    assert_eq!(Evaluator::new(snap, EvalContext::user("u")).get(Timing::PLAN), Plan::Free);
+}
+
+#[test]
+fn environment_pins_take_durations_and_enum_names_as_written() {
+    let decls = Timing::declarations();
+    let env = |lead: &'static str, plan: &'static str| {
+        move |name: &str| match name {
+            "FF_LEAD" => Some(lead.to_owned()),
+            "FF_PLAN" => Some(plan.to_owned()),
+            _ => None,
+        }
+    };
+    let (pins, problems) = ff_core::Pins::from_env(&decls, env("90m", "pro"));
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(pins.iter().count(), 2);
+    let (pins, problems) = ff_core::Pins::from_env(&decls, env("2 days", "Gold"));
+    assert_eq!(pins.iter().count(), 0);
+    let said: Vec<String> = problems.into_iter().map(|(v, p)| format!("{v}: {p}")).collect();
+    assert!(said[0].starts_with("FF_LEAD: ") && said[0].contains("is not a duration like 90m"), "{said:?}");
+    assert!(said[1].starts_with("FF_PLAN: ") && said[1].contains("not one of the allowed values"), "{said:?}");
+}

@@ -25,6 +25,103 @@ pub fn derive_config(input: TokenStream) -> TokenStream {
     expand(&input).unwrap_or_else(Error::into_compile_error).into()
 }
 
+/// An enum of unit variants as a setting's type: stored as the variant's name (or its
+/// `#[ff(name = "...")]`), the names its allowed values, offered as a select in the
+/// admin page. The enum must also derive `Clone` and `Copy`.
+#[proc_macro_derive(SettingEnum, attributes(ff))]
+pub fn derive_setting_enum(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand_enum(&input).unwrap_or_else(Error::into_compile_error).into()
+}
+
+fn expand_enum(input: &DeriveInput) -> syn::Result<Tokens> {
+    let name = &input.ident;
+    if !input.generics.params.is_empty() {
+        return Err(Error::new(input.generics.span(), "derive(SettingEnum) takes no generic parameters"));
+    }
+    let Data::Enum(data) = &input.data else {
+        return Err(Error::new(name.span(), "derive(SettingEnum) is for enums of unit variants"));
+    };
+    if data.variants.is_empty() {
+        return Err(Error::new(name.span(), "derive(SettingEnum) needs at least one variant"));
+    }
+    let mut variants = Vec::new();
+    for v in &data.variants {
+        if !matches!(v.fields, Fields::Unit) {
+            return Err(Error::new(
+                v.ident.span(),
+                "a setting's enum has unit variants only (stored as their names)",
+            ));
+        }
+        let mut stored = v.ident.to_string();
+        for attr in v.attrs.iter().filter(|a| a.path().is_ident("ff")) {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.value().is_empty() {
+                        return Err(Error::new(lit.span(), "a variant's name is not empty"));
+                    }
+                    stored = lit.value();
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown ff attribute on a variant: expected `name`"))
+                }
+            })?;
+        }
+        if let Some((other, _)) = variants.iter().find(|(_, s): &&(Ident, String)| *s == stored) {
+            let this = &v.ident;
+            return Err(Error::new(
+                this.span(),
+                format!("`{this}` would be stored as {stored:?}, as `{other}` is"),
+            ));
+        }
+        variants.push((v.ident.clone(), stored));
+    }
+    let idents: Vec<&Ident> = variants.iter().map(|(i, _)| i).collect();
+    let names: Vec<&String> = variants.iter().map(|(_, s)| s).collect();
+    Ok(quote! {
+        impl ::ff_core::FlagType for #name {
+            const TYPE: ::ff_core::ValueType = ::ff_core::ValueType::String;
+            type Decl = Self;
+
+            fn from_value(value: &::ff_core::Value) -> ::std::option::Option<Self> {
+                match value {
+                    ::ff_core::Value::String(s) => match &**s {
+                        #(#names => ::std::option::Option::Some(#name::#idents),)*
+                        _ => ::std::option::Option::None,
+                    },
+                    _ => ::std::option::Option::None,
+                }
+            }
+
+            fn from_decl(decl: Self) -> Self {
+                decl
+            }
+
+            fn decl_value(decl: Self) -> ::ff_core::Value {
+                ::ff_core::Value::String(match decl { #(#name::#idents => #names,)* }.into())
+            }
+
+            fn to_value(&self) -> ::ff_core::Value {
+                <Self as ::ff_core::FlagType>::decl_value(*self)
+            }
+
+            fn within(&self, _: ::std::option::Option<Self>, _: ::std::option::Option<Self>, allowed: &[Self]) -> bool {
+                let name = |v: &Self| match v { #(#name::#idents => #names,)* };
+                allowed.is_empty() || allowed.iter().any(|a| name(a) == name(self))
+            }
+
+            fn decl_bound(_: Self) -> ::std::option::Option<::ff_core::__private::Number> {
+                ::std::option::Option::None
+            }
+
+            fn type_allowed() -> ::std::vec::Vec<::ff_core::__private::JsonValue> {
+                ::std::vec![#(::ff_core::__private::JsonValue::from(#names)),*]
+            }
+        }
+    })
+}
+
 /// One field: a setting, or a nested struct.
 enum Item {
     Setting(Box<Setting>),

@@ -266,6 +266,22 @@ fn value_input(flag: &FlagRecord, name: &str, current: Option<&Value>) -> Markup
                 }
             }
         }
+        ValueType::String if s.format == Some(ff_core::ValueFormat::Duration) => {
+            let shown = |n: &serde_json::Number| {
+                n.as_f64()
+                    .map(|secs| ff_core::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0))))
+            };
+            let bounds = match (s.min.as_ref().and_then(shown), s.max.as_ref().and_then(shown)) {
+                (Some(a), Some(b)) => format!(", {a} to {b}"),
+                (Some(a), None) => format!(", at least {a}"),
+                (None, Some(b)) => format!(", at most {b}"),
+                (None, None) => String::new(),
+            };
+            html! {
+                input name=(name) value=(cur) size="12" placeholder="48h" required;
+                " " span.muted { "a duration: 90m, 48h, 1h30m" (bounds) }
+            }
+        }
         ValueType::String => html! { input name=(name) value=(cur) size="30"; },
         ValueType::Json => html! { textarea name=(name) rows="3" cols="50" { (cur) } },
     }

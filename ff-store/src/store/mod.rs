@@ -1179,10 +1179,10 @@ fn plan_update(
     }
     let ty = record.value_type;
     if let Some(v) = &patch.value {
-        record.value = Value::from_json(ty, v).map_err(invalid)?;
+        record.value = record.schema.value_from_json(ty, v).map_err(invalid)?;
     }
     if let Some(v) = &patch.off_value {
-        record.off_value = Value::from_json(ty, v).map_err(invalid)?;
+        record.off_value = record.schema.value_from_json(ty, v).map_err(invalid)?;
     }
     record.schema.check(&record.value).map_err(invalid)?;
     record.schema.check(&record.off_value).map_err(invalid)?;
@@ -1231,7 +1231,7 @@ fn plan_update(
 }
 
 fn typed(ty: ValueType, schema: &Schema, json: &serde_json::Value) -> Result<Value, ValidationError> {
-    let value = Value::from_json(ty, json)?;
+    let value = schema.value_from_json(ty, json)?;
     schema.check(&value)?;
     Ok(value)
 }

@@ -1,0 +1,8 @@
+#[derive(ff_core::SettingEnum, Clone, Copy)]
+enum Plan {
+    Free,
+    #[ff(name = "Free")]
+    Gratis,
+}
+
+fn main() {}
