@@ -298,6 +298,7 @@ enum Plan {
 }
 
 #[derive(Config, Debug)]
+#[allow(dead_code)] // read through its typed keys here
 struct Timing {
     /// Lead time
     #[ff(default = "24h", min = "1h", max = "365d")]
