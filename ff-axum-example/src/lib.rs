@@ -53,9 +53,9 @@ ff_core::declare!(EXTERNAL_CALENDAR_INTEGRATION, CREDITS_PAYMENTS, NEW_CHECKOUT,
 #[derive(Config, Debug, Clone, PartialEq)]
 #[ff(rule = "captioner_hourly_rate_min <= captioner_hourly_rate_max")]
 pub struct BookingConfig {
-    /// Minimum hours between making a booking and its start
-    #[ff(default = 24, max = 24 * 365)]
-    pub minimum_time_required_before_booking_in_hours: u16,
+    /// Minimum time between making a booking and its start (testers get 0s)
+    #[ff(default = "24h", max = "365d")]
+    pub minimum_time_required_before_booking: std::time::Duration,
     /// Lowest hourly rate a captioner may set (USD)
     #[ff(default = 60.0, min = 0.0, max = 10_000.0)]
     pub captioner_hourly_rate_min: f64,
@@ -183,13 +183,15 @@ async fn create_booking(body: Result<Json<NewBooking>, JsonRejection>) -> ApiRes
             "captioner_id is empty",
         ));
     }
-    let lead = Current::config().minimum_time_required_before_booking_in_hours;
-    let earliest = OffsetDateTime::now_utc() + time::Duration::hours(lead.into());
+    let lead = Current::config().minimum_time_required_before_booking;
+    // Saturating: no duration, however long, can make the request path panic.
+    let earliest = OffsetDateTime::now_utc()
+        .saturating_add(time::Duration::try_from(lead).unwrap_or(time::Duration::MAX));
     if starts_at < earliest {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "too_soon",
-            format!("bookings must start at least {lead} hours from now"),
+            format!("bookings must start at least {} from now", ff_core::format_duration(lead)),
         ));
     }
     let (available, checked_by) = if Current::get(EXTERNAL_CALENDAR_INTEGRATION) {
@@ -304,7 +306,7 @@ async fn checkout() -> Json<Value> {
 async fn my_config() -> Json<Value> {
     let c = Current::config();
     Json(json!({
-        BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS.key(): c.minimum_time_required_before_booking_in_hours,
+        BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING.key(): ff_core::format_duration(c.minimum_time_required_before_booking),
         BookingConfig::CAPTIONER_HOURLY_RATE_MIN.key(): c.captioner_hourly_rate_min,
         BookingConfig::CAPTIONER_HOURLY_RATE_MAX.key(): c.captioner_hourly_rate_max,
         EXTERNAL_CALENDAR_INTEGRATION.key(): Current::get(EXTERNAL_CALENDAR_INTEGRATION),

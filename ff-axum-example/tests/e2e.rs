@@ -137,7 +137,7 @@ async fn story(database_url: &str) {
     assert_eq!(
         defaults,
         json!({
-            "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS": 24,
+            "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING": "24h",
             "CAPTIONER_HOURLY_RATE_MIN": 60.0,
             "CAPTIONER_HOURLY_RATE_MAX": 500.0,
             "EXTERNAL_CALENDAR_INTEGRATION": false,
@@ -151,8 +151,8 @@ async fn story(database_url: &str) {
     let (s, body) = app.book("tester", 1, "c1").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "too_soon");
-    write(&store, Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "tester", 0)).await;
-    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
+    write(&store, Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "tester", "0s")).await;
+    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("0s")).await;
     let (s, body) = app.book("tester", 1, "c1").await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["availability_checked_by"], "basic");
@@ -233,11 +233,11 @@ async fn story(database_url: &str) {
     assert_eq!((s, body["error"].clone()), (StatusCode::UNPROCESSABLE_ENTITY, json!("invalid_body")));
     // A bad write through the store changes nothing that is served.
     let err = store
-        .write(Write::new("e2e", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", -5)))
+        .write(Write::new("e2e", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "400d")))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("below the minimum"), "{err}");
-    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert!(err.to_string().contains("above the maximum \"8760h\""), "{err}");
+    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
 
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("store"), json!(false)));
@@ -262,7 +262,7 @@ async fn booking_story_on_postgres() {
 async fn starts_with_the_database_unreachable_and_serves_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let app = App::start(&format!("sqlite://{}?mode=rwc", dir.path().join("missing/ff.db").display()));
-    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert_eq!(app.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
     let (_, health) = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!((health["origin"].clone(), health["stale"].clone()), (json!("defaults"), json!(true)));
     assert_eq!(app.pay("alice", "credits").await.0, StatusCode::CREATED);
@@ -293,21 +293,17 @@ async fn operators_change_flags_through_the_admin_api() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // The tester story, by an operator: lead time 0 for tester only.
-    let zero = Reasoned::new(OverrideSet { value: json!(0) }, Some("QA books an hour ahead".into()));
-    let ((s, body), _) = admin(
-        Method::PUT,
-        "/flags/MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS/overrides/tester",
-        req(zero),
-    )
-    .await;
+    let zero = Reasoned::new(OverrideSet { value: json!("0s") }, Some("QA books an hour ahead".into()));
+    let ((s, body), _) =
+        admin(Method::PUT, "/flags/MINIMUM_TIME_REQUIRED_BEFORE_BOOKING/overrides/tester", req(zero)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(typed::<OverrideWritten>(&body).value, json!(0));
-    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
+    assert_eq!(typed::<OverrideWritten>(&body).value, json!("0s"));
+    app.wait_for("tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("0s")).await;
     assert_eq!(app.book("tester", 1, "c1").await.0, StatusCode::CREATED);
     assert_eq!(app.book("alice", 1, "c1").await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let ((_, seen), _) = admin(Method::GET, "/users/tester", None).await;
-    let lead = served(&seen, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS");
-    assert_eq!((lead.value, lead.reason), (json!(0), Reason::Override));
+    let lead = served(&seen, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING");
+    assert_eq!((lead.value, lead.reason), (json!("0s"), Reason::Override));
 
     // An out-of-bounds value is refused and nothing changes.
     let below = req(OverrideSet { value: json!(-1) });
@@ -470,7 +466,7 @@ async fn the_environment_pins_a_flag_for_one_process() {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let pinned = App::start_with(
         &url,
-        &[("FF_NEW_CHECKOUT", "true"), ("FF_MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "99999")],
+        &[("FF_NEW_CHECKOUT", "true"), ("FF_MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "9999h")],
     );
     let plain = App::start(&url);
     // The store says false; only the pinned process serves true, and says so.
@@ -480,13 +476,13 @@ async fn the_environment_pins_a_flag_for_one_process() {
     assert_eq!(plain.send(reqwest::Method::GET, "/healthz", None, None).await.1["pinned"], json!([]));
     assert_eq!(page(&plain).await, "classic");
     // A value outside the declared bounds is refused (with a warning): the store's value.
-    assert_eq!(pinned.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert_eq!(pinned.config("alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
     // A change in the store reaches both, and the pin still wins where it is set.
     let store = SqlStore::connect(&url).await.unwrap();
-    write(&store, Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 12)).await;
+    write(&store, Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "12h")).await;
     write(&store, Mutation::set_enabled("NEW_CHECKOUT", false)).await;
-    pinned.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(12)).await;
-    plain.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(12)).await;
+    pinned.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("12h")).await;
+    plain.wait_for("alice", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("12h")).await;
     assert_eq!(page(&pinned).await, "new");
     assert_eq!(page(&plain).await, "classic");
 }

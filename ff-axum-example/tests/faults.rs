@@ -66,10 +66,10 @@ async fn get(http: &reqwest::Client, url: String) -> Result<(u16, String), reqwe
 
 async fn lead_time(http: &reqwest::Client, base: &str) -> Value {
     let (_, body) = get(http, format!("{base}/me/config")).await.unwrap();
-    serde_json::from_str::<Value>(&body).unwrap()["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"].clone()
+    serde_json::from_str::<Value>(&body).unwrap()["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"].clone()
 }
 
-async fn until_lead_time(http: &reqwest::Client, base: &str, want: i64, within: Duration) -> Duration {
+async fn until_lead_time(http: &reqwest::Client, base: &str, want: &str, within: Duration) -> Duration {
     let start = Instant::now();
     while lead_time(http, base).await != want {
         assert!(start.elapsed() < within, "lead time never became {want} within {within:?}");
@@ -110,12 +110,12 @@ async fn postgres_lost_under_load_and_back() {
     let proxy = Proxy::start(target(&url), true).await;
     let app = App::start(&through(&url, proxy.addr), &[]);
     let http = reqwest::Client::new();
-    let lead = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS";
+    let lead = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING";
     // The app synced its declarations; give it a fresh value to keep serving.
     let w = |m| Write::new("fault-test", m);
-    until_lead_time(&http, &app.base, 24, Duration::from_secs(10)).await;
-    direct.write(w(Mutation::set_value(lead, 12))).await.unwrap();
-    until_lead_time(&http, &app.base, 12, Duration::from_secs(10)).await;
+    until_lead_time(&http, &app.base, "24h", Duration::from_secs(10)).await;
+    direct.write(w(Mutation::set_value(lead, "12h"))).await.unwrap();
+    until_lead_time(&http, &app.base, "12h", Duration::from_secs(10)).await;
 
     // Load: four clients without pause, counting anything but a 2xx.
     let stop = Arc::new(AtomicBool::new(false));
@@ -127,9 +127,7 @@ async fn postgres_lost_under_load_and_back() {
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match get(&http, format!("{base}/me/config")).await {
-                    Ok((200, body))
-                        if body.contains("\"MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\":") =>
-                    {
+                    Ok((200, body)) if body.contains("\"MINIMUM_TIME_REQUIRED_BEFORE_BOOKING\":") => {
                         served.fetch_add(1, Ordering::Relaxed)
                     }
                     _ => failed.fetch_add(1, Ordering::Relaxed),
@@ -141,10 +139,10 @@ async fn postgres_lost_under_load_and_back() {
     proxy.set(false);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // While it is away: the last good value, stale health, a growing age, a warning.
-    direct.write(w(Mutation::set_value(lead, 6))).await.unwrap();
+    direct.write(w(Mutation::set_value(lead, "6h"))).await.unwrap();
     let (_, metrics1) = get(&http, format!("{}/metrics", app.base)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(lead_time(&http, &app.base).await, 12, "the last good value while the database is away");
+    assert_eq!(lead_time(&http, &app.base).await, "12h", "the last good value while the database is away");
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["stale"], true, "{health}");
@@ -157,7 +155,7 @@ async fn postgres_lost_under_load_and_back() {
 
     // Back: the change made meanwhile is served within about a second, no restart.
     proxy.set(true);
-    let back = until_lead_time(&http, &app.base, 6, Duration::from_secs(2)).await;
+    let back = until_lead_time(&http, &app.base, "6h", Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.unwrap();
@@ -184,7 +182,7 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     let http = reqwest::Client::new();
     // Up within the startup timeout, serving the code defaults.
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(lead_time(&http, &app.base).await, 24);
+    assert_eq!(lead_time(&http, &app.base).await, "24h");
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     assert!(health.contains("\"origin\":\"defaults\""), "{health}");
     // The database appears (with a value the defaults do not have): the app becomes fresh.
@@ -196,11 +194,11 @@ async fn starts_with_postgres_unreachable_then_it_appears() {
     .await
     .unwrap();
     direct
-        .write(Write::new("t", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", 3)))
+        .write(Write::new("t", Mutation::set_value("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "3h")))
         .await
         .unwrap();
     proxy.set(true);
-    let fresh = until_lead_time(&http, &app.base, 3, Duration::from_secs(3)).await;
+    let fresh = until_lead_time(&http, &app.base, "3h", Duration::from_secs(3)).await;
     eprintln!("fresh {fresh:?} after the database appeared");
     let (_, health) = get(&http, format!("{}/healthz", app.base)).await.unwrap();
     assert!(health.contains("\"origin\":\"store\""), "{health}");

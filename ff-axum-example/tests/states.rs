@@ -11,6 +11,7 @@ use ff_core::States;
 use ff_store::{MemoryStore, TestFlags};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tower::ServiceExt;
 
 fn app(flags: &TestFlags) -> ff_axum_example::App {
@@ -65,12 +66,13 @@ async fn checkout_and_payments_in_every_state_of_their_flags() {
 #[tokio::test]
 async fn bookings_in_both_states_of_the_calendar_and_at_each_lead_time() {
     let flags = TestFlags::new();
-    let states = States::new()
-        .flag(EXTERNAL_CALENDAR_INTEGRATION)
-        .values(BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS, [0, 24]);
+    let states = States::new().flag(EXTERNAL_CALENDAR_INTEGRATION).values(
+        BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING,
+        [Duration::ZERO, Duration::from_secs(24 * 3600)],
+    );
     flags
         .each_state(&states, async |case| {
-            let lead = case.get(BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS);
+            let lead = case.get(BookingConfig::MINIMUM_TIME_REQUIRED_BEFORE_BOOKING);
             let at = |hours: i64| {
                 let t = time::OffsetDateTime::now_utc() + time::Duration::hours(hours);
                 t.format(&time::format_description::well_known::Rfc3339).unwrap()
@@ -78,7 +80,7 @@ async fn bookings_in_both_states_of_the_calendar_and_at_each_lead_time() {
             let (s, body) =
                 call(&flags, "POST", "/bookings", "u", json!({"captioner_id": "c1", "starts_at": at(1)}))
                     .await;
-            if lead == 0 {
+            if lead.is_zero() {
                 let by = if case.get(EXTERNAL_CALENDAR_INTEGRATION) { "external_calendar" } else { "basic" };
                 assert_eq!(
                     (s, body["availability_checked_by"].clone()),

@@ -526,15 +526,29 @@ async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
     }
     let detail: ff_api::FlagDetail = serde_json::from_value(body)?;
     let (f, schema) = (&detail.flag.record, &detail.flag.record.schema);
-    let bounds = [("min", show(&schema.min)), ("max", show(&schema.max)), ("allowed", show(&schema.allowed))]
-        .into_iter()
-        .filter(|(_, v)| v != "-" && v != "[]")
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // A duration's bounds are stored in seconds and shown as durations.
+    let bound = |n: &Option<serde_json::Number>| match (schema.format, n.as_ref().and_then(|n| n.as_f64())) {
+        (Some(ff_core::ValueFormat::Duration), Some(secs)) => {
+            ff_core::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0)))
+        }
+        _ => show(n),
+    };
+    let bounds =
+        [("min", bound(&schema.min)), ("max", bound(&schema.max)), ("allowed", show(&schema.allowed))]
+            .into_iter()
+            .filter(|(_, v)| v != "-" && v != "[]")
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
     let fields = [
         ("key", f.key.clone()),
-        ("type", f.value_type.to_string()),
+        (
+            "type",
+            match schema.format {
+                Some(ff_core::ValueFormat::Duration) => "string (a duration: 90m, 48h, 1h30m)".into(),
+                None => f.value_type.to_string(),
+            },
+        ),
         ("value", text(&f.value.to_json())),
         ("switch", switch_state(f.enabled).into()),
         ("off value", text(&f.off_value.to_json())),

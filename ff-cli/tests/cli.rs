@@ -116,32 +116,25 @@ async fn operate_the_example_from_the_terminal() {
     assert_eq!(flags.code, 0, "{}", flags.stderr);
     assert!(flags.stdout.starts_with("KEY"));
     assert_eq!(
-        row(&flags.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")[1..],
-        ["int", "24", "on", "0", "1"]
+        row(&flags.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING")[1..],
+        ["string", "24h", "on", "0", "1"]
     );
 
-    let set = run(&[
-        "override",
-        "set",
-        "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS",
-        "tester",
-        "0",
-        "--reason",
-        "QA",
-    ]);
+    let set =
+        run(&["override", "set", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "tester", "0s", "--reason", "QA"]);
     assert_eq!(set.await.unwrap().code, 0);
-    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
-    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("0s")).await;
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
     let user = run(&["user", "tester"]).await.unwrap();
-    assert_eq!(row(&user.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS")[1..], ["0", "override"]);
-    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"]).await.unwrap();
+    assert_eq!(row(&user.stdout, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING")[1..], ["0s", "override"]);
+    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"]).await.unwrap();
     assert_eq!(get.code, 0, "{}", get.stderr);
     assert!(
         get.stdout.contains("switch       on") && get.stdout.contains("overrides    1"),
         "{}",
         get.stdout
     );
-    assert_eq!(row(&get.stdout, "tester")[1..], ["0"], "{}", get.stdout);
+    assert_eq!(row(&get.stdout, "tester")[1..], ["0s"], "{}", get.stdout);
 
     let off = run(&["off", "CREDITS_PAYMENTS", "--reason", "incident"]).await.unwrap();
     assert_eq!(off.code, 0, "{}", off.stderr);
@@ -179,7 +172,11 @@ async fn operate_the_example_from_the_terminal() {
 
     // Failures: non-zero exit, one line that says why, nothing written.
     for (args, says) in [
-        (&["set", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "-5"][..], "422 invalid_value"),
+        (&["set", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "-5"][..], "422 invalid_value"),
+        (
+            &["set", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "2 days"][..],
+            "is not a duration like 90m, 48h or 1h30m",
+        ),
         (&["get", "NOPE"][..], "404 not_found"),
         (&["override", "set", "CAPTIONER_HOURLY_RATE_MIN", "tester", "cheap"][..], "expected a float"),
         (&["revert", "99999"][..], "404"),
@@ -195,7 +192,7 @@ async fn operate_the_example_from_the_terminal() {
         assert_eq!(out.stderr.lines().count(), 1, "{args:?}: {}", out.stderr);
         assert!(out.stderr.starts_with("ff: ") && out.stderr.contains(says), "{args:?}: {}", out.stderr);
     }
-    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
     assert_eq!(config(&base, "alice").await["CAPTIONER_HOURLY_RATE_MAX"], 500.0);
     let no_token = tokio::task::spawn_blocking({
         let url = url.clone();
@@ -217,9 +214,9 @@ async fn operate_the_example_from_the_terminal() {
     assert_eq!(bot.code, 0, "{}", bot.stderr);
     assert_eq!(row(&run(&["token", "list"]).await.unwrap().stdout, "bot")[1], "viewer");
     assert_eq!(run(&["token", "revoke", "bot"]).await.unwrap().code, 0);
-    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"]).await.unwrap();
-    assert_eq!(row(&get.stdout, "bounds")[1..], ["min", "0,", "max", "8760"]);
-    assert_eq!(row(&get.stdout, "tester"), ["tester", "0"]);
+    let get = run(&["get", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"]).await.unwrap();
+    assert_eq!(row(&get.stdout, "bounds")[1..], ["max", "8760h"]);
+    assert_eq!(row(&get.stdout, "tester"), ["tester", "0s"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,12 +325,12 @@ async fn export_and_import_round_trip() {
         ("nothing: here", "top-level `flags:`"),
         ("flags:\n  - key: NEW_CHECKOUT\n    type: string\n    value: x", "types come from code"),
         (
-            "flags:\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\n    value: -3",
-            "below the minimum",
+            "flags:\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING\n    value: 400d",
+            "above the maximum \"8760h\"",
         ),
         // All or nothing: the valid first change is not written either.
         (
-            "flags:\n  - key: NEW_CHECKOUT\n    value: false\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\n    value: -3",
+            "flags:\n  - key: NEW_CHECKOUT\n    value: false\n  - key: MINIMUM_TIME_REQUIRED_BEFORE_BOOKING\n    value: 400d",
             "nothing was written: 422 invalid_value: change 1 of the batch",
         ),
     ] {
@@ -498,7 +495,7 @@ fn coverage_reports_flags_read_in_one_state_and_declared_flags_never_read() {
     .unwrap();
     std::fs::write(
         dir.path().join("ff-flag-coverage-2.tsv"),
-        "NEW_CHECKOUT\tbool\ttrue\nMINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS\tint\t0\n",
+        "NEW_CHECKOUT\tbool\ttrue\nMINIMUM_TIME_REQUIRED_BEFORE_BOOKING\tint\t0\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("unrelated.txt"), "not a coverage file").unwrap();
@@ -508,7 +505,7 @@ fn coverage_reports_flags_read_in_one_state_and_declared_flags_never_read() {
     assert_eq!(
         out.stdout,
         "3 flags read by the tests (2 files)\n\n\
-         read in one state only (test the other):\n  DARK_MODE  only true\n  MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS  only 0\n"
+         read in one state only (test the other):\n  DARK_MODE  only true\n  MINIMUM_TIME_REQUIRED_BEFORE_BOOKING  only 0\n"
     );
     let out = ff(&["coverage", d, "--scan", fixture, "--fail"], &[]);
     assert_eq!(out.code, 1);

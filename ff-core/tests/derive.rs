@@ -380,5 +380,8 @@ fn environment_pins_take_durations_and_enum_names_as_written() {
     assert_eq!(pins.iter().count(), 0);
     let said: Vec<String> = problems.into_iter().map(|(v, p)| format!("{v}: {p}")).collect();
     assert!(said[0].starts_with("FF_LEAD: ") && said[0].contains("is not a duration like 90m"), "{said:?}");
-    assert!(said[1].starts_with("FF_PLAN: ") && said[1].contains("not one of the allowed values"), "{said:?}");
+    assert!(
+        said[1].starts_with("FF_PLAN: ") && said[1].contains("not one of the allowed values"),
+        "{said:?}"
+    );
 }

@@ -6,7 +6,7 @@ import { chromium } from 'playwright-core';
 const base = process.env.FF_BASE;
 const token = process.env.FF_TOKEN;
 const screenshot = process.env.FF_SCREENSHOT;
-const lead = 'MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS';
+const lead = 'MINIMUM_TIME_REQUIRED_BEFORE_BOOKING';
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -30,7 +30,7 @@ try {
   await page.waitForURL(`${base}/admin/flags/${lead}`);
   const add = page.locator('form[action$="/overrides"]');
   await add.locator('input[name=user_id]').fill('tester');
-  await add.locator('input[name=value]').fill('0');
+  await add.locator('input[name=value]').fill('0s');
   await add.locator('input[name=reason]').fill('QA books an hour ahead');
   await add.locator('button').click();
   await page.waitForURL(`${base}/admin/flags/${lead}`);

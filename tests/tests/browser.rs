@@ -60,7 +60,7 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
-    assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
 
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     std::fs::create_dir_all(&target).unwrap();
@@ -81,8 +81,8 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000, "screenshot saved under target/");
 
     // What the operator did in the browser reaches the app.
-    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", json!(0)).await;
-    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS"], 24);
+    wait_for(&base, "tester", "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", json!("0s")).await;
+    assert_eq!(config(&base, "alice").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
     wait_for(&base, "alice", "CREDITS_PAYMENTS", json!(false)).await;
     let pay = reqwest::Client::new()
         .post(format!("{base}/payments"))

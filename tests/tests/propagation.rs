@@ -114,11 +114,10 @@ async fn three_instances_follow_one_postgres() {
     let w = |m| Write::new("test", m);
     writer.write(w(Mutation::set_value("CREDITS_PAYMENTS", false))).await.unwrap();
     writer
-        .write(w(Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", "alice", 2)))
+        .write(w(Mutation::set_override("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "alice", "2h")))
         .await
         .unwrap();
-    let recovered =
-        until_all(&http, &instances, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING_IN_HOURS", &json!(2)).await;
+    let recovered = until_all(&http, &instances, "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", &json!("2h")).await;
     until_all(&http, &instances, "CREDITS_PAYMENTS", &json!(false)).await;
     eprintln!("after pg_terminate_backend: every instance current again within {recovered:?}");
     // The listeners are back: a later change arrives by NOTIFY again, well before the 30 s poll.
