@@ -387,11 +387,12 @@ enum Plan {
 }
 const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h").range("1h", "365d");
 const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
+const REMINDERS: Flag<Vec<std::time::Duration>> = Flag::<Vec<std::time::Duration>>::new("REMINDERS", &["1h"]);
 
 #[tokio::test]
 async fn a_duration_is_typed_as_text_with_its_form_shown_and_an_enum_is_chosen() {
     let (page, editor, _) = Page::new().await;
-    sync(&*page.store, &[WINDOW.decl(), PLAN.decl()], &Default::default()).await.unwrap();
+    sync(&*page.store, &[WINDOW.decl(), PLAN.decl(), REMINDERS.decl()], &Default::default()).await.unwrap();
     let (cookie, csrf) = page.login(&editor).await;
     let r = page.send("GET", "/admin/flags/WINDOW", Some(&cookie), None).await;
     assert!(r.body.contains(r#"placeholder="48h""#), "{}", r.body);
@@ -407,6 +408,18 @@ async fn a_duration_is_typed_as_text_with_its_form_shown_and_an_enum_is_chosen()
         .await;
     assert_eq!(bad.status, 422);
     assert!(bad.body.contains("is not a duration like 90m, 48h or 1h30m"), "{}", bad.body);
+    let r = page.send("GET", "/admin/flags/REMINDERS", Some(&cookie), None).await;
+    assert!(r.body.contains("a list of durations, as JSON: <code>[&quot;48h&quot;]</code>"), "{}", r.body);
+    let bad = page
+        .send(
+            "POST",
+            "/admin/flags/REMINDERS/value",
+            Some(&cookie),
+            Some(&form("value=%5B%221h%22%2C%222+days%22%5D&version=1")),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("item 1: &quot;2 days&quot; is not a duration"), "{}", bad.body);
     let r = page.send("GET", "/admin/flags/PLAN", Some(&cookie), None).await;
     assert!(
         r.body.contains(r#"<option value="Free" selected>Free</option><option value="Pro">Pro</option>"#),

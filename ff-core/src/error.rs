@@ -65,6 +65,14 @@ pub enum ValidationError {
         /// The form expected.
         expected: &'static str,
     },
+    /// An item of a list setting that does not fit.
+    #[error("item {index}: {error}")]
+    BadItem {
+        /// Its position, from 0.
+        index: usize,
+        /// Why.
+        error: Box<ValidationError>,
+    },
     /// Bounds that contradict themselves or the type.
     #[error("invalid schema: {0}")]
     BadSchema(String),

@@ -206,6 +206,7 @@ impl<T: FlagType> Flag<T> {
                 },
                 rules: Vec::new(),
                 format: T::format(),
+                items: T::items().map(Box::new),
             },
             kind: self.kind,
             owner: self.owner.to_owned(),

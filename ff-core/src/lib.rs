@@ -68,7 +68,7 @@ pub use targeting::{
 pub use test_util::SnapshotBuilder;
 pub use testing::{Case, States, TestValues, each_state};
 pub use usage::{UnknownFlag, Usage, UsageCount, UsageRow};
-pub use value::{FlagType, Schema, SchemaRule, Value, ValueFormat, ValueType};
+pub use value::{FlagType, Items, Json, Schema, SchemaRule, Value, ValueFormat, ValueType};
 
 /// `#[derive(Config)]`: a struct of settings, each field a flag (see [`Settings`]).
 #[cfg(feature = "derive")]

@@ -138,6 +138,20 @@ pub struct Schema {
     /// then in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ValueFormat>,
+    /// A list setting (`Vec<T>`, stored as a JSON array): each item's type and bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Box<Items>>,
+}
+
+/// What each item of a list setting must be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Items {
+    /// The items' type (not `json`).
+    #[serde(rename = "type")]
+    pub value_type: ValueType,
+    /// Their bounds, form and allowed values.
+    #[serde(flatten)]
+    pub schema: Schema,
 }
 
 /// The form of a string setting's value.
@@ -166,6 +180,7 @@ impl Schema {
             && self.allowed.is_empty()
             && self.rules.is_empty()
             && self.format.is_none()
+            && self.items.is_none()
     }
 
     /// A duration setting's value, checked against its form and bounds (in seconds).
@@ -202,6 +217,20 @@ impl Schema {
             self.check_duration(text)?;
             return self.check_allowed(value);
         }
+        if let (Some(items), Value::Json(json)) = (&self.items, value) {
+            let Some(list) = json.as_array() else {
+                return Err(ValidationError::BadFormat {
+                    value: json.to_string(),
+                    expected: "a list (a JSON array)",
+                });
+            };
+            for (i, item) in list.iter().enumerate() {
+                let bad = |e: ValidationError| ValidationError::BadItem { index: i, error: Box::new(e) };
+                let v = items.schema.value_from_json(items.value_type, item).map_err(bad)?;
+                items.schema.check(&v).map_err(bad)?;
+            }
+            return Ok(());
+        }
         let ty = value.value_type();
         let bound = |n: &serde_json::Number| Value::from_json(ty, &serde_json::Value::Number(n.clone()));
         if let Some(min) = &self.min
@@ -231,6 +260,15 @@ impl Schema {
 
     /// Checks that the bounds themselves make sense for a flag of type `ty`.
     pub fn check_self(&self, ty: ValueType) -> Result<(), ValidationError> {
+        if let Some(items) = &self.items {
+            if ty != ValueType::Json || items.value_type == ValueType::Json {
+                return Err(ValidationError::BadSchema(format!(
+                    "a list is a json setting of bool, int, float or string items, not {ty} of {}",
+                    items.value_type
+                )));
+            }
+            items.schema.check_self(items.value_type)?;
+        }
         if self.format.is_some() && ty != ValueType::String {
             return Err(ValidationError::BadSchema(format!("a duration is a string setting, not {ty}")));
         }
@@ -310,6 +348,10 @@ pub trait FlagType: Sized + Send + Sync + 'static {
     /// The only values the type has (an enum's names): declared with the flag.
     fn type_allowed() -> Vec<serde_json::Value> {
         Vec::new()
+    }
+    /// The schema of each item, for a list type (`Vec<T>`).
+    fn items() -> Option<Items> {
+        None
     }
     /// Bounds the Rust type itself sets on a stored value (an `u8` is 0..=255):
     /// declared with the flag so that writes out of range are refused.
@@ -545,6 +587,85 @@ impl FlagType for std::time::Duration {
     }
     fn format() -> Option<ValueFormat> {
         Some(ValueFormat::Duration)
+    }
+}
+
+/// A list of settings' values, stored as a JSON array; each item as its type stores
+/// it (a duration as `"48h"`, an enum as its name), checked item by item on writes.
+/// Declared with its default as a list of the items' declarations (`&["a", "b"]`).
+impl<T: FlagType> FlagType for Vec<T> {
+    const TYPE: ValueType = ValueType::Json;
+    type Decl = &'static [T::Decl];
+    fn from_value(value: &Value) -> Option<Self> {
+        let Value::Json(j) = value else { return None };
+        j.as_array()?.iter().map(|item| T::from_value(&Value::from_json(T::TYPE, item).ok()?)).collect()
+    }
+    fn from_decl(decl: &'static [T::Decl]) -> Self {
+        decl.iter().map(|d| T::from_decl(*d)).collect()
+    }
+    fn decl_value(decl: &'static [T::Decl]) -> Value {
+        Value::Json(Arc::new(serde_json::Value::Array(
+            decl.iter().map(|d| T::decl_value(*d).to_json()).collect(),
+        )))
+    }
+    fn to_value(&self) -> Value {
+        Value::Json(Arc::new(serde_json::Value::Array(self.iter().map(|v| v.to_value().to_json()).collect())))
+    }
+    fn within(&self, _: Option<Self::Decl>, _: Option<Self::Decl>, _: &[Self::Decl]) -> bool {
+        true
+    }
+    fn decl_bound(_: Self::Decl) -> Option<serde_json::Number> {
+        None
+    }
+    fn items() -> Option<Items> {
+        let (min, max) = T::type_bounds();
+        let schema = Schema {
+            min: min.map(Into::into),
+            max: max.map(Into::into),
+            allowed: T::type_allowed(),
+            format: T::format(),
+            items: T::items().map(Box::new),
+            ..Schema::default()
+        };
+        Some(Items { value_type: T::TYPE, schema })
+    }
+}
+
+/// Any serde type as a JSON setting (`Json<Banner>`), declared with its default as
+/// JSON text. Stored values are checked to be JSON on writes and to deserialize into
+/// `T` when read: one that does not serves the default (reason `invalid`); a default
+/// that does not deserialize serves `T::default()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Json<T>(pub T);
+
+impl<T> FlagType for Json<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Default + Send + Sync + 'static,
+{
+    const TYPE: ValueType = ValueType::Json;
+    type Decl = &'static str;
+    fn from_value(value: &Value) -> Option<Self> {
+        let Value::Json(j) = value else { return None };
+        T::deserialize(&**j).ok().map(Json)
+    }
+    fn from_decl(decl: &'static str) -> Self {
+        Json(serde_json::from_str(decl).unwrap_or_default())
+    }
+    fn decl_value(decl: &'static str) -> Value {
+        Value::Json(Arc::new(serde_json::from_str(decl).unwrap_or(serde_json::Value::Null)))
+    }
+    fn to_value(&self) -> Value {
+        Value::Json(Arc::new(serde_json::to_value(&self.0).unwrap_or(serde_json::Value::Null)))
+    }
+    fn within(&self, _: Option<&'static str>, _: Option<&'static str>, _: &[&'static str]) -> bool {
+        true
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 

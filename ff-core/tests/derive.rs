@@ -385,3 +385,71 @@ fn environment_pins_take_durations_and_enum_names_as_written() {
         "{said:?}"
     );
 }
+
+/// A serde type as a setting.
+#[derive(serde::Serialize, serde::Deserialize, Default, Debug, PartialEq, Clone)]
+struct Banner {
+    text: String,
+    color: String,
+}
+
+#[derive(Config, Debug)]
+#[allow(dead_code)] // read through its typed keys here
+struct Lists {
+    #[ff(default = &["1h", "24h"])]
+    reminders: Vec<std::time::Duration>,
+    #[ff(default = &[Plan::Free])]
+    plans: Vec<Plan>,
+    #[ff(default = &[1, 2])]
+    seats: Vec<u8>,
+    #[ff(default = r#"{"text": "hi", "color": "blue"}"#)]
+    banner: ff_core::Json<Banner>,
+}
+
+#[test]
+fn lists_are_checked_item_by_item_and_serde_types_when_read() {
+    use std::time::Duration;
+    let decls = Lists::declarations();
+    for d in &decls {
+        d.validate().unwrap_or_else(|e| panic!("{}: {e}", d.key));
+    }
+    assert_eq!(decls[0].value_type, ValueType::Json);
+    assert_eq!(decls[0].default.to_json(), json!(["1h", "24h"]));
+    let items = |i: usize| serde_json::to_value(&decls[i].schema.items).unwrap();
+    assert_eq!(items(0), json!({"type": "string", "format": "duration"}));
+    assert_eq!(items(1), json!({"type": "string", "allowed": ["Free", "pro", "Enterprise"]}));
+    assert_eq!(items(2), json!({"type": "int", "min": 0, "max": 255}));
+    let check = |i: usize, v: serde_json::Value| {
+        decls[i].schema.check(&Value::from_json(ValueType::Json, &v).unwrap()).map_err(|e| e.to_string())
+    };
+    assert_eq!(check(0, json!(["90m", "1h30m"])), Ok(()));
+    assert_eq!(
+        check(0, json!(["1h", "2 days"])),
+        Err(r#"item 1: "2 days" is not a duration like 90m, 48h or 1h30m (units ms, s, m, h, d)"#.into())
+    );
+    assert_eq!(check(2, json!([1, 300])), Err("item 1: 300 is above the maximum 255".into()));
+    assert!(
+        check(1, json!(["Gold"]))
+            .unwrap_err()
+            .starts_with(r#"item 0: "Gold" is not one of the allowed values"#)
+    );
+    assert_eq!(check(2, json!({"a": 1})), Err(r#""{\"a\":1}" is not a list (a JSON array)"#.into()));
+    let snap = state(
+        &[
+            ("REMINDERS", Value::from_json(ValueType::Json, &json!(["90m"])).unwrap()),
+            ("PLANS", Value::from_json(ValueType::Json, &json!(["pro", "Enterprise"])).unwrap()),
+            ("BANNER", Value::from_json(ValueType::Json, &json!({"text": "sale", "color": "red"})).unwrap()),
+        ],
+        &[],
+    );
+    let c = Evaluator::new(snap, EvalContext::user("u")).config::<Lists>();
+    assert_eq!(c.reminders, vec![Duration::from_secs(5400)]);
+    assert_eq!(c.plans, vec![Plan::Pro, Plan::Enterprise]);
+    assert_eq!(c.seats, vec![1, 2]);
+    assert_eq!(c.banner.text, "sale");
+    let snap = state(&[("BANNER", Value::from_json(ValueType::Json, &json!({"nope": 1})).unwrap())], &[]);
+    let b = Evaluator::new(snap, EvalContext::user("u")).detail(Lists::BANNER);
+    assert_eq!((b.value.text.as_str(), b.reason), ("hi", ff_core::Reason::Invalid), "the code default");
+    let t: ff_core::TestValues = Lists::test().seats(vec![3]).into();
+    assert_eq!(t.values().next().map(|(_, v)| v.to_json()), Some(json!([3])));
+}

@@ -283,7 +283,37 @@ fn value_input(flag: &FlagRecord, name: &str, current: Option<&Value>) -> Markup
             }
         }
         ValueType::String => html! { input name=(name) value=(cur) size="30"; },
-        ValueType::Json => html! { textarea name=(name) rows="3" cols="50" { (cur) } },
+        ValueType::Json => html! {
+            textarea name=(name) rows="3" cols="50" { (cur) }
+            @if let Some(items) = &s.items {
+                " " span.muted { "a list of " (item_form(items)) ", as JSON: " code { "[" (item_example(items)) "]" } }
+            }
+        },
+    }
+}
+
+/// What a list setting's items are, in words.
+fn item_form(items: &ff_core::Items) -> String {
+    match (items.schema.format, items.schema.allowed.is_empty()) {
+        (Some(ff_core::ValueFormat::Duration), _) => "durations".into(),
+        (None, false) => {
+            format!("values of {}", items.schema.allowed.iter().map(show).collect::<Vec<_>>().join(", "))
+        }
+        _ => format!("{}s", items.value_type),
+    }
+}
+
+/// One item as it is written in the list.
+fn item_example(items: &ff_core::Items) -> String {
+    if let Some(a) = items.schema.allowed.first() {
+        return a.to_string();
+    }
+    match (items.schema.format, items.value_type) {
+        (Some(ff_core::ValueFormat::Duration), _) => "\"48h\"".into(),
+        (_, ValueType::Bool) => "true".into(),
+        (_, ValueType::Int) => "1".into(),
+        (_, ValueType::Float) => "1.5".into(),
+        _ => "\"text\"".into(),
     }
 }
 
