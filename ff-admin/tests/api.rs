@@ -1165,3 +1165,28 @@ async fn durations_and_enums_are_written_in_their_own_form_and_refused_in_any_ot
     assert_eq!(api.log_len().await, log, "nothing written");
     assert_eq!(patch("PLAN", json!("Pro")).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_revert_that_would_break_a_rule_between_settings_is_refused() {
+    use ff_core::{RuleOp, SettingRule};
+    let api = Api::new().await;
+    const MIN: Flag<f64> = Flag::new("R_MIN", 60.0);
+    const MAX: Flag<f64> = Flag::new("R_MAX", 500.0);
+    let mut decls = vec![MIN.decl(), MAX.decl()];
+    ff_core::attach_rules(&mut decls, &[SettingRule { left: "R_MIN", op: RuleOp::Le, right: "R_MAX" }]);
+    sync(&*api.store, &decls, &Default::default()).await.unwrap();
+    let w = |m| ff_store::Write::new("t", m);
+    let lowered = api.store.write(w(ff_store::Mutation::set_value("R_MIN", 30.0))).await.unwrap().unwrap();
+    api.store.write(w(ff_store::Mutation::set_value("R_MAX", 50.0))).await.unwrap();
+    let log = api.log_len().await;
+    let e = Some(api.editor.as_str());
+    let r = api.call("POST", &format!("/admin/api/changes/{}/revert", lowered.seq), e, None).await;
+    assert_eq!((r.status, error(&r).as_str()), (422, "rule_broken"), "{}", r.body);
+    assert_eq!(
+        r.refusal().message,
+        "rule R_MIN <= R_MAX would be broken: R_MIN would serve 60.0, R_MAX 50.0",
+        "{}",
+        r.body
+    );
+    assert_eq!(api.log_len().await, log, "nothing written");
+}

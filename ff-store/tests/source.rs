@@ -449,3 +449,27 @@ async fn a_dropped_sources_lease_goes() {
     }
     assert_eq!(held.strong_count(), 0, "the dropped source's snapshot was let go");
 }
+
+#[tokio::test]
+async fn two_different_declarations_of_one_key_stop_the_start_naming_both() {
+    const A: ff_core::Flag<i64> = ff_core::Flag::new("SAME", 24);
+    const B: ff_core::Flag<bool> = ff_core::Flag::new("SAME", false);
+    let e = Source::builder(MemoryStore::new()).declare([A.decl(), B.decl()]).try_start().await.unwrap_err();
+    let said = e.to_string();
+    assert!(
+        said.contains("flag SAME is declared twice, differently") && said.contains("(int = 24)"),
+        "{said}"
+    );
+    assert!(said.contains("(bool = false)"), "{said}");
+    // The same declaration twice is one.
+    let ok = Source::builder(MemoryStore::new()).declare([A.decl(), A.decl()]).try_start().await.unwrap();
+    assert_eq!(ok.sync_report().unwrap().created, ["SAME"]);
+}
+
+#[tokio::test]
+#[should_panic(expected = "ff: flag SAME is declared twice, differently")]
+async fn start_panics_on_the_same_conflict() {
+    const A: ff_core::Flag<i64> = ff_core::Flag::new("SAME", 24);
+    const B: ff_core::Flag<i64> = ff_core::Flag::new("SAME", 48);
+    Source::builder(MemoryStore::new()).declare([A.decl(), B.decl()]).start().await;
+}
