@@ -101,7 +101,10 @@ impl Admin {
             inner: Arc::new(Inner {
                 store,
                 // What the binary registers; a conflict among them stops the `Source`'s start.
-                decls: ff_core::declared().unwrap_or_default(),
+                decls: ff_core::declared().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "ff-admin: the binary's declarations disagree; add them with declare()");
+                    Vec::new()
+                }),
                 env_token: None,
                 sessions: Arc::default(),
                 lifetimes: Lifetimes::default(),

@@ -527,19 +527,20 @@ async fn cmd_get(api: &Api, json_out: bool, key: String) -> anyhow::Result<()> {
     let detail: ff_api::FlagDetail = serde_json::from_value(body)?;
     let (f, schema) = (&detail.flag.record, &detail.flag.record.schema);
     // A duration's bounds are stored in seconds and shown as durations.
-    let bound = |n: &Option<serde_json::Number>| match (schema.format, n.as_ref().and_then(|n| n.as_f64())) {
-        (Some(ff_core::ValueFormat::Duration), Some(secs)) => {
-            ff_core::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0)))
-        }
-        _ => show(n),
+    let (min, max) = schema.duration_bounds();
+    let bound = |d: Option<std::time::Duration>, n: &Option<serde_json::Number>| {
+        d.map_or_else(|| show(n), ff_core::format_duration)
     };
-    let bounds =
-        [("min", bound(&schema.min)), ("max", bound(&schema.max)), ("allowed", show(&schema.allowed))]
-            .into_iter()
-            .filter(|(_, v)| v != "-" && v != "[]")
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    let bounds = [
+        ("min", bound(min, &schema.min)),
+        ("max", bound(max, &schema.max)),
+        ("allowed", show(&schema.allowed)),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v != "-" && v != "[]")
+    .map(|(k, v)| format!("{k} {v}"))
+    .collect::<Vec<_>>()
+    .join(", ");
     let fields = [
         ("key", f.key.clone()),
         (

@@ -19,20 +19,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let (number, tail) = rest.split_at(digits);
         let unit_len = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let ms_per: f64 = match unit {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            "d" => 86_400_000.0,
+        let ms_per: u128 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(bad()),
         };
-        let n: f64 = number.parse().map_err(|_| bad())?;
-        let ms = n * ms_per;
-        if !ms.is_finite() || ms.fract() != 0.0 || ms > 1e15 {
+        // Decimal, in integers: 1.1h is exactly 3,960,000 ms.
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |s: &str| s.is_empty() || (s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()));
+        if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
             return Err(bad());
         }
-        total_ms += ms as u128;
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let scale = 10u128.pow(fraction.len() as u32);
+        let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| bad())? };
+        if (fraction * ms_per) % scale != 0 {
+            return Err(bad());
+        }
+        total_ms = whole
+            .checked_mul(ms_per)
+            .and_then(|ms| total_ms.checked_add(ms + fraction * ms_per / scale))
+            .ok_or_else(bad)?;
         rest = tail.trim_start();
     }
     u64::try_from(total_ms).map(Duration::from_millis).map_err(|_| bad())
@@ -62,6 +72,8 @@ mod tests {
             ("1h30m", 90 * 60 * 1000, "90m"),
             ("1h 30m", 90 * 60 * 1000, "90m"),
             ("1.5h", 90 * 60 * 1000, "90m"),
+            ("1.1h", 66 * 60 * 1000, "66m"),
+            (".5s", 500, "500ms"),
             ("7d", 7 * 24 * 3600 * 1000, "168h"),
             ("45s", 45_000, "45s"),
             ("1500ms", 1500, "1500ms"),
@@ -72,7 +84,19 @@ mod tests {
             assert_eq!(d, Duration::from_millis(ms), "{text}");
             assert_eq!(format_duration(d), shown, "{text}");
         }
-        for bad in ["", "48", "h", "48 hours", "-1h", "1.0005s", "1e3s", "1h30", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "48",
+            "h",
+            "48 hours",
+            "-1h",
+            "1.0005s",
+            "1e3s",
+            "1h30",
+            "99999999999999999999d",
+            ".s",
+            "1.2.3h",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("not a duration like 90m, 48h or 1h30m"), "{bad}: {e}");
         }

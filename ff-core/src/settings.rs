@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -135,11 +136,22 @@ static BROKEN: Mutex<Option<BrokenCounts>> = Mutex::new(None);
 /// How often one broken rule is logged while it stays broken.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// Counts a thread could not note because another held the table: never waited for.
+static UNNOTED: AtomicU64 = AtomicU64::new(0);
+
 #[cold]
 fn report_broken(broken: &BrokenRule) {
     let now = Instant::now();
     let warn = {
-        let mut map = BROKEN.lock().unwrap_or_else(|e| e.into_inner());
+        // On the request path: never wait for the table.
+        let mut map = match BROKEN.try_lock() {
+            Ok(map) => map,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                UNNOTED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
         let (n, last) = map.get_or_insert_with(HashMap::new).entry((broken.config, broken.rule)).or_default();
         *n += 1;
         let warn = last.is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
@@ -154,11 +166,20 @@ fn report_broken(broken: &BrokenRule) {
 }
 
 /// Reads that served a config's code defaults because its values broke a rule,
-/// since the last call, by config and rule: for metrics.
+/// since the last call, by config and rule: for metrics. The rare counts made while
+/// another thread held the table are added to the first rule listed.
 pub fn take_broken_rules() -> Vec<(&'static str, SettingRule, u64)> {
     let mut map = BROKEN.lock().unwrap_or_else(|e| e.into_inner());
     let Some(map) = map.as_mut() else { return Vec::new() };
-    map.iter_mut().filter(|(_, (n, _))| *n > 0).map(|((c, r), (n, _))| (*c, *r, std::mem::take(n))).collect()
+    let mut out: Vec<_> = map
+        .iter_mut()
+        .filter(|(_, (n, _))| *n > 0)
+        .map(|((c, r), (n, _))| (*c, *r, std::mem::take(n)))
+        .collect();
+    if let Some(first) = out.first_mut() {
+        first.2 += UNNOTED.swap(0, Ordering::Relaxed);
+    }
+    out
 }
 
 /// Declarations one place in the binary registers at link time: a derived
@@ -297,19 +318,32 @@ fn merge_at<'a>(
                 out.push((decl, place));
             }
             Some(&(i, first_at)) => {
-                let first = &out[i].0;
-                if *first != decl {
-                    let (a, b) = (summary(first), summary(&decl));
-                    // Same type, default and bounds: the description, kind or owner differ.
-                    let (a, b) = if a == b { (format!("{first:?}"), format!("{decl:?}")) } else { (a, b) };
-                    return Err(DeclarationError::Conflict {
-                        key: decl.key,
-                        first_at: first_at.to_owned(),
-                        first: a,
-                        second_at: place.to_owned(),
-                        second: b,
-                    });
+                // Rules come from a struct: a key also declared alone (`declare!` of the
+                // struct's typed key) has none, and gets the struct's.
+                let without_rules = |d: &FlagDecl| {
+                    let mut d = d.clone();
+                    d.schema.rules.clear();
+                    d
+                };
+                let first = &mut out[i].0;
+                if without_rules(first) == without_rules(&decl) {
+                    for r in decl.schema.rules {
+                        if !first.schema.rules.contains(&r) {
+                            first.schema.rules.push(r);
+                        }
+                    }
+                    continue;
                 }
+                let (a, b) = (summary(first), summary(&decl));
+                // Same type, default and bounds: the description, kind or owner differ.
+                let (a, b) = if a == b { (format!("{first:?}"), format!("{decl:?}")) } else { (a, b) };
+                return Err(DeclarationError::Conflict {
+                    key: decl.key,
+                    first_at: first_at.to_owned(),
+                    first: a,
+                    second_at: place.to_owned(),
+                    second: b,
+                });
             }
         }
     }

@@ -183,12 +183,41 @@ impl Schema {
             && self.items.is_none()
     }
 
+    /// How two settings' values compare for a rule between them, `self` being the
+    /// first one's schema: durations as durations (`90m` < `2h`), an enum's names in
+    /// the order of its variants (both sides the same enum), the rest as
+    /// [`Value::cmp_rule`] does.
+    pub fn cmp_rule(&self, a: &Value, other: &Schema, b: &Value) -> Option<Ordering> {
+        match (a, b) {
+            (Value::String(x), Value::String(y))
+                if self.format == Some(ValueFormat::Duration)
+                    && other.format == Some(ValueFormat::Duration) =>
+            {
+                Some(parse_duration(x).ok()?.cmp(&parse_duration(y).ok()?))
+            }
+            (Value::String(_), Value::String(_))
+                if !self.allowed.is_empty() && self.allowed == other.allowed =>
+            {
+                let at = |v: &Value| self.allowed.iter().position(|x| *x == v.to_json());
+                Some(at(a)?.cmp(&at(b)?))
+            }
+            _ => a.cmp_rule(b),
+        }
+    }
+
+    /// A duration setting's bounds as durations (`None` where unset or not one).
+    pub fn duration_bounds(&self) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+        if self.format != Some(ValueFormat::Duration) {
+            return (None, None);
+        }
+        (self.min.as_ref().and_then(seconds), self.max.as_ref().and_then(seconds))
+    }
+
     /// A duration setting's value, checked against its form and bounds (in seconds).
     fn check_duration(&self, text: &str) -> Result<(), ValidationError> {
         let d = parse_duration(text)
             .map_err(|_| ValidationError::BadFormat { value: text.to_owned(), expected: DURATION_FORM })?;
-        let bound =
-            |n: &serde_json::Number| n.as_f64().map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
+        let bound = seconds;
         if let Some(min) = self.min.as_ref().and_then(bound)
             && d < min
         {
@@ -215,7 +244,16 @@ impl Schema {
     pub fn check(&self, value: &Value) -> Result<(), ValidationError> {
         if let (Some(ValueFormat::Duration), Value::String(text)) = (self.format, value) {
             self.check_duration(text)?;
-            return self.check_allowed(value);
+            // Allowed durations compare as durations: `60m` is `1h`.
+            let d = parse_duration(text).ok();
+            let allowed = |a: &serde_json::Value| a.as_str().and_then(|a| parse_duration(a).ok()) == d;
+            if !self.allowed.is_empty() && !self.allowed.iter().any(allowed) {
+                return Err(ValidationError::NotAllowed {
+                    value: value.to_json(),
+                    allowed: self.allowed.clone(),
+                });
+            }
+            return Ok(());
         }
         if let (Some(items), Value::Json(json)) = (&self.items, value) {
             let Some(list) = json.as_array() else {
@@ -272,6 +310,11 @@ impl Schema {
         if self.format.is_some() && ty != ValueType::String {
             return Err(ValidationError::BadSchema(format!("a duration is a string setting, not {ty}")));
         }
+        if self.format == Some(ValueFormat::Duration)
+            && let Some(n) = self.min.iter().chain(self.max.iter()).find(|n| seconds(n).is_none())
+        {
+            return Err(ValidationError::BadSchema(format!("duration bound {n} is not a number of seconds")));
+        }
         let numeric = matches!(ty, ValueType::Int | ValueType::Float) || self.format.is_some();
         if (self.min.is_some() || self.max.is_some()) && !numeric {
             return Err(ValidationError::BadSchema(format!(
@@ -301,6 +344,11 @@ impl Schema {
         }
         Ok(())
     }
+}
+
+/// A duration bound (seconds) as a duration; `None` if negative or too large.
+fn seconds(n: &serde_json::Number) -> Option<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(n.as_f64()?).ok()
 }
 
 impl Value {
@@ -728,6 +776,32 @@ mod tests {
         let a = Schema { allowed: vec![json!("a"), json!("b")], ..Schema::default() };
         assert!(a.check(&Value::String("a".into())).is_ok());
         assert!(matches!(a.check(&Value::String("c".into())), Err(ValidationError::NotAllowed { .. })));
+    }
+
+    #[test]
+    fn rules_compare_durations_as_durations_and_enum_names_in_variant_order() {
+        let duration = Schema { format: Some(ValueFormat::Duration), ..Schema::default() };
+        let s = |t: &str| Value::String(t.into());
+        assert_eq!(duration.cmp_rule(&s("90m"), &duration, &s("2h")), Some(Ordering::Less), "not as text");
+        assert_eq!(duration.cmp_rule(&s("1h"), &duration, &s("60m")), Some(Ordering::Equal));
+        let plan =
+            Schema { allowed: vec![json!("free"), json!("pro"), json!("enterprise")], ..Schema::default() };
+        assert_eq!(plan.cmp_rule(&s("pro"), &plan, &s("enterprise")), Some(Ordering::Less), "not as text");
+        let text = Schema::default();
+        assert_eq!(text.cmp_rule(&s("pro"), &text, &s("enterprise")), Some(Ordering::Greater));
+        // Allowed durations compare as durations; bounds that are no duration are refused.
+        let one_hour = Schema { allowed: vec![json!("1h")], ..duration.clone() };
+        assert!(one_hour.check(&s("60m")).is_ok());
+        assert!(one_hour.check(&s("61m")).is_err());
+        let huge = Schema { max: serde_json::Number::from_f64(1e20), ..duration.clone() };
+        assert!(
+            huge.check_self(ValueType::String)
+                .unwrap_err()
+                .to_string()
+                .contains("is not a number of seconds")
+        );
+        let negative = Schema { min: Some((-1).into()), ..duration };
+        assert!(negative.check_self(ValueType::String).is_err());
     }
 
     #[test]

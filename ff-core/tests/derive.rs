@@ -228,6 +228,11 @@ fn a_key_declared_twice_differently_is_an_error_naming_both_places() {
     let c = ff_core::Flag::<f64>::new("LEAD", 24.0).decl();
     let e = ff_core::merge_declarations([(a.clone(), "a.rs:1"), (c, "c.rs:3")]).unwrap_err().to_string();
     assert!(e.contains("float = 24"), "{e}");
+    // A struct's typed key declared alone too (`declare!(Booking::RATE_MIN)`): one, with the rules.
+    let with_rules = Booking::declarations().into_iter().find(|d| d.key == "RATE_MIN").unwrap();
+    let alone = Booking::RATE_MIN.decl();
+    let merged = ff_core::merge_declarations([(alone, "c.rs:1"), (with_rules.clone(), "d.rs:2")]).unwrap();
+    assert_eq!(merged, vec![with_rules]);
     let d = ff_core::Flag::<i64>::new("LEAD", 24).description("other").decl();
     let e = ff_core::merge_declarations([(a, "a.rs:1"), (d, "d.rs:4")]).unwrap_err().to_string();
     assert!(e.contains("other"), "a different description is named too: {e}");

@@ -621,6 +621,11 @@ pub async fn setting_rules(store: Arc<dyn Store>) {
     };
     s.write(w(patch(split(900.0)))).await.unwrap();
     assert!(refused(patch(split(1200.0))).await.contains("RATE_MIN would serve 1200.0, RATE_MAX 1000.0"));
+    // A schedule step's split too.
+    let step: Targeting = serde_json::from_value(json!({"schedule": [{"at": "2030-01-01T00:00:00Z",
+        "split": {"variations": [{"value": 1100.0, "weight": 10000}]}}]}))
+    .unwrap();
+    assert!(refused(patch(step)).await.contains("RATE_MIN would serve 1100.0"));
     // Stored values that break a newly declared rule: reported by sync, not applied.
     let mut flipped = vec![MIN.decl(), MAX.decl()];
     ff_core::attach_rules(

@@ -91,19 +91,33 @@ impl TestFlags {
     /// ```
     pub async fn each_state(&self, states: &States, mut body: impl AsyncFnMut(Case)) {
         let before = self.builder.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // The flags are as before even when a case fails (the panic unwinds through here).
+        let _restore = Restore { flags: self, before: before.clone() };
         for case in states.cases() {
             eprintln!("ff: in state {case}");
             let values = case.values().clone();
             self.edit(|_| before.clone().with_values(&values));
             body(case).await;
         }
-        self.edit(|_| before);
     }
 
     /// Removes a flag from the snapshot: reads serve the code default.
     pub fn remove<T: FlagType>(&self, flag: Flag<T>) -> &Self {
         self.edit(|b| b.without(flag));
         self
+    }
+}
+
+/// Puts the flags back as they were when dropped.
+struct Restore<'a> {
+    flags: &'a TestFlags,
+    before: SnapshotBuilder,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        let before = std::mem::take(&mut self.before);
+        self.flags.edit(|_| before);
     }
 }
 

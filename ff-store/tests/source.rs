@@ -473,3 +473,19 @@ async fn start_panics_on_the_same_conflict() {
     const B: ff_core::Flag<i64> = ff_core::Flag::new("SAME", 48);
     Source::builder(MemoryStore::new()).declare([A.decl(), B.decl()]).start().await;
 }
+
+#[tokio::test]
+async fn each_state_puts_the_flags_back_even_when_a_state_fails() {
+    use ff_core::{Flag, States};
+    const ON: Flag<bool> = Flag::new("ON", false);
+    let flags = ff_store::TestFlags::new();
+    flags.set(ON, true);
+    let f = flags.clone();
+    let failed = tokio::spawn(async move {
+        f.each_state(&States::new().flag(ON), async |case| assert!(case.get(ON), "off fails")).await;
+    })
+    .await;
+    assert!(failed.is_err(), "the failing state fails the test");
+    let served = flags.source().snapshot().evaluate(&ON, &ff_core::EvalContext::anonymous()).value;
+    assert!(served, "as set before each_state");
+}

@@ -267,11 +267,8 @@ fn value_input(flag: &FlagRecord, name: &str, current: Option<&Value>) -> Markup
             }
         }
         ValueType::String if s.format == Some(ff_core::ValueFormat::Duration) => {
-            let shown = |n: &serde_json::Number| {
-                n.as_f64()
-                    .map(|secs| ff_core::format_duration(std::time::Duration::from_secs_f64(secs.max(0.0))))
-            };
-            let bounds = match (s.min.as_ref().and_then(shown), s.max.as_ref().and_then(shown)) {
+            let (min, max) = s.duration_bounds();
+            let bounds = match (min.map(ff_core::format_duration), max.map(ff_core::format_duration)) {
                 (Some(a), Some(b)) => format!(", {a} to {b}"),
                 (Some(a), None) => format!(", at least {a}"),
                 (None, Some(b)) => format!(", at most {b}"),

@@ -75,7 +75,12 @@ fn served(flag: &FlagRecord) -> Served {
     let mut values: Vec<Value> = off_value.iter().cloned().collect();
     if may_be_on {
         values.push(flag.value.clone());
-        let splits = t.rules.iter().filter_map(|r| r.split.as_ref()).chain(t.split.as_ref());
+        let splits = t
+            .rules
+            .iter()
+            .filter_map(|r| r.split.as_ref())
+            .chain(t.split.as_ref())
+            .chain(t.schedule.iter().filter_map(|s| s.split.as_ref()));
         let json = t
             .rules
             .iter()
@@ -158,7 +163,7 @@ fn holds(
 ) -> Result<(), StoreError> {
     for a in lv {
         for b in rv {
-            if !op.holds_for(a.cmp_rule(b)) {
+            if !op.holds_for(left.schema.cmp_rule(a, &right.schema, b)) {
                 return Err(StoreError::RuleBroken(Box::new(RuleViolation {
                     left: left.key.clone(),
                     op,
