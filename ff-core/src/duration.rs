@@ -36,7 +36,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
         let scale = 10u128.pow(fraction.len() as u32);
         let fraction: u128 = if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| bad())? };
-        if (fraction * ms_per) % scale != 0 {
+        if !(fraction * ms_per).is_multiple_of(scale) {
             return Err(bad());
         }
         total_ms = whole
