@@ -207,6 +207,7 @@ impl<T: FlagType> Flag<T> {
                 rules: Vec::new(),
                 format: T::format(),
                 items: T::items().map(Box::new),
+                default: None,
             },
             kind: self.kind,
             owner: self.owner.to_owned(),

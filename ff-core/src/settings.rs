@@ -120,6 +120,8 @@ pub fn attach_rules(decls: &mut [FlagDecl], rules: &[SettingRule]) {
     for r in rules {
         for (this, op, other) in [(r.left, r.op, r.right), (r.right, r.op.flipped(), r.left)] {
             if let Some(d) = decls.iter_mut().find(|d| d.key == this) {
+                // What it serves archived or expired: the store checks that too.
+                d.schema.default = Some(d.default.to_json());
                 let rule = SchemaRule { op, other: other.to_owned() };
                 if !d.schema.rules.contains(&rule) {
                     d.schema.rules.push(rule);
@@ -323,10 +325,12 @@ fn merge_at<'a>(
                 let without_rules = |d: &FlagDecl| {
                     let mut d = d.clone();
                     d.schema.rules.clear();
+                    d.schema.default = None;
                     d
                 };
                 let first = &mut out[i].0;
                 if without_rules(first) == without_rules(&decl) {
+                    first.schema.default = first.schema.default.take().or(decl.schema.default);
                     for r in decl.schema.rules {
                         if !first.schema.rules.contains(&r) {
                             first.schema.rules.push(r);

@@ -141,6 +141,10 @@ pub struct Schema {
     /// A list setting (`Vec<T>`, stored as a JSON array): each item's type and bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<Box<Items>>,
+    /// The code default of a setting under a rule: what it serves archived or past
+    /// its expiry, so writes can check those too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
 }
 
 /// What each item of a list setting must be.
@@ -181,6 +185,7 @@ impl Schema {
             && self.rules.is_empty()
             && self.format.is_none()
             && self.items.is_none()
+            && self.default.is_none()
     }
 
     /// How two settings' values compare for a rule between them, `self` being the
@@ -333,6 +338,10 @@ impl Schema {
         for a in &self.allowed {
             Value::from_json(ty, a)
                 .map_err(|_| ValidationError::BadSchema(format!("allowed value {a} is not a valid {ty}")))?;
+        }
+        if let Some(d) = &self.default {
+            self.value_from_json(ty, d)
+                .map_err(|e| ValidationError::BadSchema(format!("the code default {d} does not fit: {e}")))?;
         }
         if self.rules.iter().any(|r| r.other.is_empty()) {
             return Err(ValidationError::BadSchema("a rule names no other setting".into()));

@@ -626,6 +626,19 @@ pub async fn setting_rules(store: Arc<dyn Store>) {
         "split": {"variations": [{"value": 1100.0, "weight": 10000}]}}]}))
     .unwrap();
     assert!(refused(patch(step)).await.contains("RATE_MIN would serve 1100.0"));
+    // Archived, or past its expiry with `serve_default`, a setting serves its code default (500).
+    let e = refused(Mutation::ArchiveFlag { key: "RATE_MAX".into(), expected_version: None }).await;
+    assert!(e.contains("RATE_MAX would serve 500.0, RATE_MIN 600.0"), "{e}");
+    let expiring = Mutation::UpdateFlag {
+        key: "RATE_MAX".into(),
+        patch: FlagPatch {
+            expiry: Some(ff_core::ExpiryPolicy::ServeDefault),
+            expires_at: Some(Some(time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(30_000))),
+            ..Default::default()
+        },
+        expected_version: None,
+    };
+    assert!(refused(expiring).await.contains("RATE_MAX would serve 500.0"));
     // Stored values that break a newly declared rule: reported by sync, not applied.
     let mut flipped = vec![MIN.decl(), MAX.decl()];
     ff_core::attach_rules(

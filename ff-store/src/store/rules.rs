@@ -37,8 +37,7 @@ pub(crate) async fn check<T: WriteTx>(tx: &mut T, staged: &Staged) -> Result<(),
             if !checked.insert(pair) {
                 continue;
             }
-            // A setting the store lacks (or archived) serves its code default, which
-            // keeps the rule (checked at start); reads check the rest.
+            // A setting the store lacks yet (before its first sync) is left to reads.
             let Some(other) = record(tx, staged, &rule.other).await? else { continue };
             check_pair(tx, staged, &flag, rule.op, &other).await?;
         }
@@ -46,17 +45,16 @@ pub(crate) async fn check<T: WriteTx>(tx: &mut T, staged: &Staged) -> Result<(),
     Ok(())
 }
 
-/// A live flag as the write leaves it.
+/// A flag as the write leaves it, archived or not.
 async fn record<T: WriteTx>(
     tx: &mut T,
     staged: &Staged,
     key: &str,
 ) -> Result<Option<FlagRecord>, StoreError> {
-    let r = match staged.flags.get(key) {
+    Ok(match staged.flags.get(key) {
         Some(r) => Some(r.clone()),
         None => tx.flag(key).await?,
-    };
-    Ok(r.filter(|r| !r.archived))
+    })
 }
 
 /// What a flag may serve someone without an override, and whether overrides apply.
@@ -68,6 +66,11 @@ struct Served {
 }
 
 fn served(flag: &FlagRecord) -> Served {
+    let default = flag.schema.default.as_ref().and_then(|j| Value::from_json(flag.value_type, j).ok());
+    if flag.archived {
+        // Archived, it serves its code default to everyone, overrides included.
+        return Served { values: default.into_iter().collect(), may_be_on: false, off_value: None };
+    }
     let t = &flag.targeting;
     let may_be_on = flag.enabled || t.schedule.iter().any(|s| s.enabled == Some(true));
     let may_be_off = !flag.enabled || t.schedule.iter().any(|s| s.enabled == Some(false));
@@ -88,6 +91,10 @@ fn served(flag: &FlagRecord) -> Served {
             .chain(splits.flat_map(|s| s.variations.iter().map(|v| &v.value)))
             .chain(t.schedule.iter().filter_map(|s| s.value.as_ref()));
         values.extend(json.filter_map(|j| Value::from_json(flag.value_type, j).ok()));
+    }
+    if flag.meta.expiry == ff_core::ExpiryPolicy::ServeDefault && flag.meta.expires_at.is_some() {
+        // Past its expiry it serves the code default.
+        values.extend(default);
     }
     let mut distinct = Vec::with_capacity(values.len());
     for v in values {
