@@ -30,10 +30,16 @@ struct Ofrep {
 
 impl Ofrep {
     async fn new(env: &[(&str, &str)]) -> Ofrep {
+        Self::with(env, &[]).await
+    }
+
+    /// With more declarations than the usual five.
+    async fn with(env: &[(&str, &str)], more: &[ff_core::FlagDecl]) -> Ofrep {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
         let store = Arc::new(SqlStore::connect(&url).await.unwrap());
-        let decls = [CREDITS.decl(), LEAD.decl(), RATE.decl(), THEME.decl(), LAYOUT.decl()];
+        let mut decls = vec![CREDITS.decl(), LEAD.decl(), RATE.decl(), THEME.decl(), LAYOUT.decl()];
+        decls.extend(more.iter().cloned());
         let source = Source::builder_arc(store.clone())
             .declare(decls.clone())
             .env_vars(env.iter().map(|(k, v)| (*k, *v)))
@@ -319,4 +325,28 @@ async fn the_user_lookup_reads_the_live_source() {
         (json!(12), json!("override"))
     );
     assert_eq!(body["version"], json!(o.source.snapshot().version()));
+}
+
+/// A duration, an enum and a list: served in the form they are written in.
+#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
+enum Plan {
+    Free,
+    Pro,
+}
+const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h");
+const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
+const REMINDERS: Flag<Vec<std::time::Duration>> =
+    Flag::<Vec<std::time::Duration>>::new("REMINDERS", &["1h", "90m"]);
+
+#[tokio::test]
+async fn durations_enums_and_lists_are_served_as_written() {
+    let o = Ofrep::with(&[], &[WINDOW.decl(), PLAN.decl(), REMINDERS.decl()]).await;
+    let value = async |key: &str| o.flag(key, json!({"targetingKey": "u1"})).await.1["value"].clone();
+    assert_eq!(value("WINDOW").await, json!("24h"));
+    assert_eq!(value("PLAN").await, json!("Free"));
+    assert_eq!(value("REMINDERS").await, json!(["1h", "90m"]));
+    o.write(Mutation::set_value("WINDOW", "90m")).await;
+    o.write(Mutation::set_value("PLAN", "Pro")).await;
+    assert_eq!(value("WINDOW").await, json!("90m"));
+    assert_eq!(value("PLAN").await, json!("Pro"));
 }
