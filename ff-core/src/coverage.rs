@@ -5,7 +5,8 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, Once};
 
 use crate::value::{Value, ValueType};
 
@@ -31,10 +32,21 @@ static SINK: LazyLock<Option<Mutex<Sink>>> = LazyLock::new(|| {
     }
 });
 
+/// Whether `SINK` is open: one relaxed load on the read path, not the lazy lock's check.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Reads `FF_FLAG_COVERAGE` once; called as snapshots are made, before any read.
+pub(crate) fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| ENABLED.store(SINK.is_some(), Ordering::Relaxed));
+}
+
 /// Notes that `key` served `value`.
 #[inline]
 pub(crate) fn record(key: &str, value_type: ValueType, value: &Value) {
-    if let Some(sink) = &*SINK {
+    if ENABLED.load(Ordering::Relaxed)
+        && let Some(sink) = &*SINK
+    {
         note(sink, key, value_type, value);
     }
 }

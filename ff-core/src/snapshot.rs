@@ -475,6 +475,8 @@ impl Default for Snapshot {
 impl Snapshot {
     /// A snapshot with no flags: every read serves the code default.
     pub fn empty() -> Self {
+        #[cfg(feature = "test-util")]
+        crate::coverage::init();
         Snapshot {
             version: 0,
             flags: Arc::default(),
@@ -543,6 +545,8 @@ impl Snapshot {
 
     /// The snapshot of compiled `flags`, with `overrides` and `segments`.
     fn finish(seq: u64, flags: FlagTable, overrides: &[OverrideRecord], segments: &[SegmentRecord]) -> Self {
+        #[cfg(feature = "test-util")]
+        crate::coverage::init();
         let mut by_user: HashMap<&str, Vec<(u32, Value)>> = HashMap::new();
         for o in overrides {
             if let Some(pair) = flags.typed_override(o) {
