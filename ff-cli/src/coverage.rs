@@ -1,5 +1,5 @@
 //! `ff coverage`: which flags a test run read, and in which states, from the files
-//! test processes write with `FF_FLAG_COVERAGE=DIR` (ff-core's `test-util` feature).
+//! test processes write with `FF_FLAG_COVERAGE=DIR` (ff-core's `coverage` feature).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

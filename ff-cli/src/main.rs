@@ -91,7 +91,7 @@ enum Command {
         format: String,
     },
     /// Which flags a test run read, and which only ever in one state: from the files
-    /// test processes write when run with `FF_FLAG_COVERAGE=DIR` (ff-core's `test-util`
+    /// test processes write when run with `FF_FLAG_COVERAGE=DIR` (ff-core's `coverage`
     /// feature). Needs no server. Exits 1 with `--fail` when a flag was read in one
     /// state only, or a flag declared in the scanned code never.
     Coverage {

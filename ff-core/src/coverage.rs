@@ -1,4 +1,4 @@
-//! Flag coverage of a test run (feature `test-util`): with `FF_FLAG_COVERAGE=DIR` in
+//! Flag coverage of a test run (feature `coverage`, for tests: a check on every read): with `FF_FLAG_COVERAGE=DIR` in
 //! the environment, each flag and value a test process serves is written once to
 //! `DIR/ff-flag-coverage-<pid>.tsv` (key, type, value as JSON); `ff coverage DIR`
 //! reports which flags the tests read and which only ever in one state.

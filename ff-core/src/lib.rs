@@ -20,7 +20,7 @@
 
 mod bucket;
 mod context;
-#[cfg(feature = "test-util")]
+#[cfg(feature = "coverage")]
 mod coverage;
 mod duration;
 mod error;

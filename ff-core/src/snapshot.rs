@@ -475,7 +475,7 @@ impl Default for Snapshot {
 impl Snapshot {
     /// A snapshot with no flags: every read serves the code default.
     pub fn empty() -> Self {
-        #[cfg(feature = "test-util")]
+        #[cfg(feature = "coverage")]
         crate::coverage::init();
         Snapshot {
             version: 0,
@@ -545,7 +545,7 @@ impl Snapshot {
 
     /// The snapshot of compiled `flags`, with `overrides` and `segments`.
     fn finish(seq: u64, flags: FlagTable, overrides: &[OverrideRecord], segments: &[SegmentRecord]) -> Self {
-        #[cfg(feature = "test-util")]
+        #[cfg(feature = "coverage")]
         crate::coverage::init();
         let mut by_user: HashMap<&str, Vec<(u32, Value)>> = HashMap::new();
         for o in overrides {
@@ -858,7 +858,7 @@ impl Snapshot {
     /// The untyped evaluation, counted as a typed read would be when `count`.
     fn resolve_counted<'a>(&'a self, s: &'a Slot, input: &Input<'_>, count: bool) -> (&'a Value, Reason) {
         let (value, reason, number) = self.resolve(s.slot, s, input);
-        #[cfg(feature = "test-util")]
+        #[cfg(feature = "coverage")]
         if count {
             crate::coverage::record(&s.key, s.stored.value_type, value);
         }
@@ -974,7 +974,7 @@ impl Snapshot {
         if reason != Reason::Expired
             && let Some(v) = T::from_value(value).filter(|v| flag.accepts(v))
         {
-            #[cfg(feature = "test-util")]
+            #[cfg(feature = "coverage")]
             crate::coverage::record(flag.key(), T::TYPE, value);
             crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
             return (Some(slot), Detail { value: v, reason, version });
@@ -990,7 +990,7 @@ impl Snapshot {
             return Detail { value: v, reason: Reason::Env, version };
         }
         self.flags.usage.unknown(flag.key());
-        #[cfg(feature = "test-util")]
+        #[cfg(feature = "coverage")]
         crate::coverage::record(flag.key(), T::TYPE, &flag.default_as_value());
         Detail { value: flag.default_value(), reason: Reason::Default, version }
     }
@@ -1012,7 +1012,7 @@ impl Snapshot {
             Reason::Invalid
         };
         let default = flag.default_value();
-        #[cfg(feature = "test-util")]
+        #[cfg(feature = "coverage")]
         crate::coverage::record(flag.key(), T::TYPE, &flag.default_as_value());
         let served =
             if T::TYPE == crate::ValueType::Bool { flag.default_as_value() } else { Value::Bool(false) };

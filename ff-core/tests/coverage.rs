@@ -1,6 +1,6 @@
 //! Flag coverage: with `FF_FLAG_COVERAGE=DIR`, each flag and value a process serves
 //! is written once to a file in DIR (the child process below reads flags).
-#![cfg(feature = "test-util")]
+#![cfg(all(feature = "coverage", feature = "test-util"))]
 
 use ff_core::{EvalContext, Flag, SnapshotBuilder};
 
