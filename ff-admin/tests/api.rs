@@ -1157,11 +1157,7 @@ async fn durations_and_enums_are_written_in_their_own_form_and_refused_in_any_ot
     assert_eq!(r.status, 422, "{}", r.body);
     let r = patch("PLAN", json!("Gold")).await;
     assert_eq!((r.status, error(&r).as_str()), (422, "invalid_value"), "{}", r.body);
-    assert!(
-        r.refusal().message.contains(r#"not one of the allowed values [String("Free"), String("Pro")]"#),
-        "{}",
-        r.body
-    );
+    assert!(r.refusal().message.contains(r#"not one of the allowed values ["Free","Pro"]"#), "{}", r.body);
     assert_eq!(api.log_len().await, log, "nothing written");
     assert_eq!(patch("PLAN", json!("Pro")).await.status, 200);
 }

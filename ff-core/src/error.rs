@@ -31,7 +31,7 @@ pub enum ValidationError {
         max: serde_json::Value,
     },
     /// Not one of the allowed values.
-    #[error("{value} is not one of the allowed values {allowed:?}")]
+    #[error("{value} is not one of the allowed values {}", serde_json::Value::Array(allowed.clone()))]
     NotAllowed {
         /// The value given.
         value: serde_json::Value,
