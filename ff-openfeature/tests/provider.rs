@@ -221,3 +221,25 @@ async fn reads_are_counted_like_the_layers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A duration and an enum: strings in the form they are written in.
+#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
+enum Plan {
+    Free,
+    Pro,
+}
+const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h");
+const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
+
+#[tokio::test]
+async fn durations_and_enum_names_are_strings_as_written() {
+    let store = MemoryStore::new();
+    let source = Source::builder(store.clone()).declare([WINDOW.decl(), PLAN.decl()]).start().await;
+    let p = FfProvider::new(source.clone()).declare([WINDOW.decl(), PLAN.decl()]);
+    assert_eq!(p.resolve_string_value("WINDOW", &user("u")).await.unwrap().value, "24h");
+    assert_eq!(p.resolve_string_value("PLAN", &user("u")).await.unwrap().value, "Free");
+    write(&store, &source, Mutation::set_value("WINDOW", "90m")).await;
+    write(&store, &source, Mutation::set_value("PLAN", "Pro")).await;
+    assert_eq!(p.resolve_string_value("WINDOW", &user("u")).await.unwrap().value, "90m");
+    assert_eq!(p.resolve_string_value("PLAN", &user("u")).await.unwrap().value, "Pro");
+}
