@@ -10,31 +10,14 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "support/workload.rs"]
 mod workload;
-use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag};
+use ff_core::{EvalContext, Evaluator, Flag};
 use ff_store::Source;
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
 use tower::Layer;
-use workload::{Noop, USERS, request, run, user_id, users, workload, workload_sized};
+use workload::{BenchConfig, Noop, USERS, request, run, user_id, users, workload, workload_sized};
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
-const LEAD: Flag<i64> = Flag::new("flag_1", 0);
-const RATE_MIN: Flag<i64> = Flag::new("flag_2", 0);
-const RATE_MAX: Flag<i64> = Flag::new("flag_3", 0);
-
-#[derive(Debug)]
-#[allow(dead_code)]
-struct BenchConfig {
-    lead: i64,
-    rate_min: i64,
-    rate_max: i64,
-}
-
-impl Config for BenchConfig {
-    fn from_flags(f: &ConfigReader<'_>) -> Self {
-        BenchConfig { lead: f.get(LEAD), rate_min: f.get(RATE_MIN), rate_max: f.get(RATE_MAX) }
-    }
-}
 
 fn benches(c: &mut Criterion) {
     let snapshot = workload();

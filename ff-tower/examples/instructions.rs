@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use ff_core::{Config, ConfigReader, EvalContext, Evaluator, Flag};
+use ff_core::{EvalContext, Evaluator, Flag};
 use ff_store::Source;
 use ff_tower::{Current, CurrentWith, FlagsLayer, UserIdHeader, sync_scope};
 use http::Request;
@@ -19,43 +19,11 @@ use tower::Layer;
 #[path = "../benches/support/workload.rs"]
 mod workload;
 use workload::{
-    Noop, list_ids, regex_user, regex_workload, run, targeting_user, targeting_workload, user_id, workload,
-    workload_sized,
+    BenchConfig, DerivedConfig, Noop, list_ids, regex_user, regex_workload, run, targeting_user,
+    targeting_workload, user_id, workload, workload_sized,
 };
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
-const LEAD: Flag<i64> = Flag::new("flag_1", 0);
-const RATE_MIN: Flag<i64> = Flag::new("flag_2", 0);
-const RATE_MAX: Flag<i64> = Flag::new("flag_3", 0);
-
-/// Three settings read by hand, as before `#[derive(Config)]`.
-#[derive(Debug)]
-#[allow(dead_code)]
-struct HandConfig {
-    lead: i64,
-    rate_min: i64,
-    rate_max: i64,
-}
-
-impl Config for HandConfig {
-    fn from_flags(f: &ConfigReader<'_>) -> Self {
-        HandConfig { lead: f.get(LEAD), rate_min: f.get(RATE_MIN), rate_max: f.get(RATE_MAX) }
-    }
-}
-
-/// The same settings derived, with a rule between two of them.
-#[derive(Debug, Config)]
-#[allow(dead_code)]
-#[ff(rule = "rate_min <= rate_max")]
-struct DerivedConfig {
-    #[ff(default = 0, key = "flag_1")]
-    lead: i64,
-    #[ff(default = 0, key = "flag_2")]
-    rate_min: i64,
-    #[ff(default = 0, key = "flag_3")]
-    rate_max: i64,
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok())) else {
@@ -94,7 +62,7 @@ fn main() {
             for i in 0..n {
                 let e = Evaluator::leased(source.lease(), visitors[i % visitors.len()].clone());
                 if mode == "config_hand" {
-                    sync_scope(e, || _ = black_box(CurrentWith::<HandConfig>::config()));
+                    sync_scope(e, || _ = black_box(CurrentWith::<BenchConfig>::config()));
                 } else {
                     sync_scope(e, || _ = black_box(CurrentWith::<DerivedConfig>::config()));
                 }

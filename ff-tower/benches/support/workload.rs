@@ -10,7 +10,9 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use ff_core::{FlagRecord, OverrideRecord, Snapshot, StoreState, Targeting, Value};
+use ff_core::{
+    Config, ConfigReader, Flag, FlagRecord, OverrideRecord, Snapshot, StoreState, Targeting, Value,
+};
 use http::Request;
 use serde_json::json;
 use tower::Service;
@@ -157,4 +159,34 @@ fn kinds(key: &str, kind: usize) -> FlagRecord {
             json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in", "values": list_ids()}], "value": true}]}),
         ),
     }
+}
+
+pub(crate) const LEAD: Flag<i64> = Flag::new("flag_1", 0);
+pub(crate) const RATE_MIN: Flag<i64> = Flag::new("flag_2", 0);
+pub(crate) const RATE_MAX: Flag<i64> = Flag::new("flag_3", 0);
+
+/// Three settings read by hand, as before `#[derive(Config)]`.
+#[derive(Debug)]
+pub(crate) struct BenchConfig {
+    lead: i64,
+    rate_min: i64,
+    rate_max: i64,
+}
+
+impl Config for BenchConfig {
+    fn from_flags(f: &ConfigReader<'_>) -> Self {
+        BenchConfig { lead: f.get(LEAD), rate_min: f.get(RATE_MIN), rate_max: f.get(RATE_MAX) }
+    }
+}
+
+/// The same settings derived, with a rule between two of them.
+#[derive(Debug, Config)]
+#[ff(rule = "rate_min <= rate_max")]
+pub(crate) struct DerivedConfig {
+    #[ff(default = 0, key = "flag_1")]
+    lead: i64,
+    #[ff(default = 0, key = "flag_2")]
+    rate_min: i64,
+    #[ff(default = 0, key = "flag_3")]
+    rate_max: i64,
 }
