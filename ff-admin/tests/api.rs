@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 use time::macros::datetime;
 use tower::ServiceExt;
 
+#[path = "support/settings.rs"]
+mod settings;
+use settings::{PLAN, WINDOW};
+
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000).description("lead time");
 const CREDITS: Flag<bool> = Flag::new("CREDITS", true);
 const ONLY_IN_CODE: Flag<bool> = Flag::new("ONLY_IN_CODE", false);
@@ -1115,15 +1119,6 @@ async fn the_flag_list_pages_and_counts_what_matches() {
     let r = api.call("GET", "/admin/api/flags?limit=many", v, None).await;
     assert_eq!(r.status, 400, "{}", r.body);
 }
-
-/// A duration setting and an enum setting, declared in code.
-#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
-enum Plan {
-    Free,
-    Pro,
-}
-const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h").range("1h", "365d");
-const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
 
 #[tokio::test]
 async fn durations_and_enums_are_written_in_their_own_form_and_refused_in_any_other() {

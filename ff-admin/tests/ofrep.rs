@@ -13,6 +13,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+#[path = "support/settings.rs"]
+mod settings;
+use settings::{PLAN, REMINDERS, WINDOW};
+
 const CREDITS: Flag<bool> = Flag::new("CREDITS", true).kind(FlagKind::KillSwitch);
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000);
 const RATE: Flag<f64> = Flag::new("RATE_MIN", 60.0);
@@ -326,17 +330,6 @@ async fn the_user_lookup_reads_the_live_source() {
     );
     assert_eq!(body["version"], json!(o.source.snapshot().version()));
 }
-
-/// A duration, an enum and a list: served in the form they are written in.
-#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
-enum Plan {
-    Free,
-    Pro,
-}
-const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h");
-const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
-const REMINDERS: Flag<Vec<std::time::Duration>> =
-    Flag::<Vec<std::time::Duration>>::new("REMINDERS", &["1h", "90m"]);
 
 #[tokio::test]
 async fn durations_enums_and_lists_are_served_as_written() {

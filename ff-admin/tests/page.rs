@@ -10,6 +10,10 @@ use ff_store::{FlagReader, FlagWriter, Mutation, Role, SqlStore, UsageStore, Wri
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+#[path = "support/settings.rs"]
+mod settings;
+use settings::{PLAN, REMINDERS, WINDOW};
+
 const LEAD: Flag<i64> = Flag::new("LEAD_HOURS", 24).range(0, 1000).description("Lead <b>time</b>");
 const CREDITS: Flag<bool> = Flag::new("CREDITS", true);
 
@@ -378,16 +382,6 @@ async fn confirmations_carry_their_message_as_data() {
     assert!(r.body.contains(r#"<script src="/admin/page.js" defer></script>"#), "{}", r.body);
     assert!(r.body.contains("data-confirm=\"Turn BANNER OFF for everyone? Its off value (&quot;it's a \\\\ \\&quot;quote\\&quot;\\nand a line')&quot;)"), "{}", r.body);
 }
-
-/// A duration setting and an enum setting, declared in code.
-#[derive(ff_core::SettingEnum, Clone, Copy, Debug, PartialEq)]
-enum Plan {
-    Free,
-    Pro,
-}
-const WINDOW: Flag<std::time::Duration> = Flag::new("WINDOW", "24h").range("1h", "365d");
-const PLAN: Flag<Plan> = Flag::new("PLAN", Plan::Free);
-const REMINDERS: Flag<Vec<std::time::Duration>> = Flag::<Vec<std::time::Duration>>::new("REMINDERS", &["1h"]);
 
 #[tokio::test]
 async fn a_duration_is_typed_as_text_with_its_form_shown_and_an_enum_is_chosen() {

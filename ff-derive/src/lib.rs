@@ -223,7 +223,6 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             quote! { ::ff_core::SettingRule { left: Self::#l.key(), op: ::ff_core::RuleOp::#op, right: Self::#rr.key() } }
         })
         .collect();
-    let rule_values2 = rule_values.clone();
     let checks = rules.iter().map(|r| {
         let (left, op, right) = (&r.left, &r.op, &r.right);
         let (l, rr) = (key_of(left), key_of(right));
@@ -311,7 +310,8 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
             fn declarations() -> ::std::vec::Vec<::ff_core::FlagDecl> {
                 let mut decls = ::std::vec::Vec::new();
                 #(#decls)*
-                ::ff_core::attach_rules(&mut decls, &[#(#rule_values2),*]);
+                // Nested structs' rules are on their settings already; attaching is idempotent.
+                ::ff_core::attach_rules(&mut decls, &<Self as ::ff_core::Settings>::rules());
                 decls
             }
 
