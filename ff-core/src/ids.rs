@@ -98,6 +98,39 @@ fn id_hash_bytes(id: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A string of at most 15 bytes as two words: its bytes, then `0x80 | len` in the
+/// last byte. Equal strings make equal keys, so a short attribute name or value is
+/// matched with two integer compares, no hashing and no length dispatch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Short([u64; 2]);
+
+impl Short {
+    /// Longer strings have no key (`is_some` is false).
+    #[inline]
+    pub(crate) fn new(s: &str) -> Short {
+        let b = s.as_bytes();
+        if b.len() > 15 {
+            return Short::default();
+        }
+        let mut buf = [0u8; 16];
+        buf[..b.len()].copy_from_slice(b);
+        buf[15] = 0x80 | b.len() as u8;
+        let v = u128::from_le_bytes(buf);
+        Short([v as u64, (v >> 64) as u64])
+    }
+
+    #[inline]
+    pub(crate) fn is_some(self) -> bool {
+        self.0[1] != 0
+    }
+
+    /// Equality without a branch per word.
+    #[inline]
+    pub(crate) fn same(self, other: Short) -> bool {
+        (self.0[0] ^ other.0[0]) | (self.0[1] ^ other.0[1]) == 0
+    }
+}
+
 /// String equality for the short keys and ids of the hot path, inline: a call
 /// into `memcmp` costs more than the comparison itself at these lengths.
 #[inline]

@@ -27,6 +27,7 @@ mod error;
 mod eval;
 mod flag;
 mod ids;
+mod key_index;
 mod model;
 mod pins;
 mod reason;

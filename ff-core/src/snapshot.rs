@@ -42,7 +42,7 @@ pub struct Snapshot {
 struct FlagTable {
     /// Slots, found by the key's precomputed hash: a read goes from the table
     /// straight to the slot and its inline key.
-    index: HashTable<Arc<Slot>>,
+    index: crate::key_index::KeyIndex<Arc<Slot>>,
     /// The same slots by number.
     slots: Vec<Option<Arc<Slot>>>,
     /// Counters, shared by every table a `Source` builds.
@@ -1325,7 +1325,7 @@ mod load {
 
 impl FlagTable {
     fn shrink_to_fit(&mut self) {
-        self.index.shrink_to_fit(|s| s.hash);
+        self.index.shrink_to_fit();
         self.slots.shrink_to_fit();
     }
 
@@ -1334,7 +1334,7 @@ impl FlagTable {
     }
 
     fn reserve(&mut self, n: usize) {
-        self.index.reserve(n, |s| s.hash);
+        self.index.reserve(n);
         self.slots.reserve(n);
         self.usage.reserve(n);
     }
@@ -1361,27 +1361,25 @@ impl FlagTable {
                 }
             }
         };
-        match self.index.find_entry(hash, |s| s.key == record.key) {
-            Ok(mut found) => {
+        match self.index.find(hash, |s| s.key == record.key).map(|s| s.slot) {
+            Some(slot) => {
                 let usage = self.usage.flag(&record.key, hash, record.value_type);
-                let new = Arc::new(Slot::new(found.get().slot, hash, record, compiled, usage));
-                let slot = new.slot;
-                *found.get_mut() = new.clone();
+                let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
+                let _old = self.index.replace(hash, |s| s.slot == slot, new.clone());
                 self.slots[slot as usize] = Some(new);
             }
-            Err(_) => {
+            None => {
                 let slot = self.slots.len() as u32;
                 let usage = self.usage.flag(&record.key, hash, record.value_type);
                 let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
-                self.index.insert_unique(hash, new.clone(), |s| s.hash);
+                self.index.insert_unique(hash, new.clone());
                 self.slots.push(Some(new));
             }
         }
     }
 
     fn remove(&mut self, key: &str) -> Option<u32> {
-        let entry = self.index.find_entry(key_hash(key), |s| s.key == key).ok()?;
-        let (removed, _) = entry.remove();
+        let removed = self.index.remove(key_hash(key), |s| s.key == key)?;
         self.slots[removed.slot as usize] = None;
         Some(removed.slot)
     }
@@ -1402,6 +1400,73 @@ impl FlagTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `plan in [...]` over short strings is tested on integer keys; a set with one
+    /// long value takes the general path. Both decide the same for every operator,
+    /// negation and kind of attribute value.
+    #[test]
+    fn short_string_sets_decide_as_the_general_path() {
+        let long = "a-value-longer-than-15";
+        let rule = |key: &str, op: &str, negate: bool, values: serde_json::Value| {
+            let t = serde_json::json!({"rules": [{"clauses": [
+                {"attribute": "plan", "op": op, "values": values, "negate": negate}], "value": true}]});
+            FlagRecord {
+                targeting: serde_json::from_value(t).unwrap(),
+                ..FlagRecord::new(key, Value::Bool(false))
+            }
+        };
+        let mut flags = Vec::new();
+        for op in ["in", "not_in", "eq", "neq"] {
+            for negate in [false, true] {
+                let short = if op.ends_with('q') {
+                    vec!["pro"]
+                } else {
+                    vec!["pro", "", "enterprise", "fifteen-bytes-x"]
+                };
+                let general = [short.clone(), vec![long]].concat();
+                // `eq` takes one value: its twin is `in` with the long one added (no context has it).
+                let general_op = match op {
+                    "eq" => "in",
+                    "neq" => "not_in",
+                    other => other,
+                };
+                flags.push(rule(&format!("S-{op}-{negate}"), op, negate, serde_json::json!(short)));
+                flags.push(rule(&format!("G-{op}-{negate}"), general_op, negate, serde_json::json!(general)));
+            }
+        }
+        let snapshot = Snapshot::from_state(&StoreState { seq: 1, flags, ..Default::default() });
+        let contexts = [
+            EvalContext::user("u"),
+            EvalContext::user("u").with_attribute("plan", "pro"),
+            EvalContext::user("u").with_attribute("plan", "enterprise"),
+            EvalContext::user("u").with_attribute("plan", ""),
+            EvalContext::user("u").with_attribute("plan", "fifteen-bytes-x"),
+            EvalContext::user("u").with_attribute("plan", "fifteen-bytes-y"),
+            EvalContext::user("u").with_attribute("plan", "sixteen-bytes-xx"),
+            EvalContext::user("u").with_attribute("plan", "Pro"),
+            EvalContext::user("u").with_attribute("plan", 5),
+            EvalContext::user("u").with_attribute("plan", true),
+            EvalContext::user("u").with_attribute("plan", serde_json::Value::Null),
+            EvalContext::user("u").with_attribute("country", "pro"),
+            // Many attributes: found by name, not by key.
+            (0..12)
+                .fold(EvalContext::user("u"), |c, i| c.with_attribute(format!("a{i:02}"), "x"))
+                .with_attribute("plan", "pro"),
+        ];
+        for op in ["in", "not_in", "eq", "neq"] {
+            for negate in [false, true] {
+                for ctx in &contexts {
+                    let short = snapshot.evaluate_key(&format!("S-{op}-{negate}"), ctx).unwrap();
+                    let general = snapshot.evaluate_key(&format!("G-{op}-{negate}"), ctx).unwrap();
+                    assert_eq!(short, general, "{op} negate={negate} for {ctx:?}");
+                }
+            }
+        }
+        let pro = snapshot.evaluate_key("S-in-false", &contexts[1]).unwrap();
+        assert_eq!(pro, (Value::Bool(true), Reason::Rule(0)));
+        let sixteen = snapshot.evaluate_key("S-in-false", &contexts[6]).unwrap();
+        assert_eq!(sixteen, (Value::Bool(false), Reason::Global));
+    }
 
     /// Lists the compiled targeting holds (strings only: a mixed list stays in the
     /// record), with duplicates and in an order a set would not keep.

@@ -372,6 +372,10 @@ enum Test {
 #[derive(Debug)]
 #[repr(C)]
 struct CompiledClause {
+    /// A string set of at most 16 values of at most 15 bytes each, as keys: tested
+    /// with integer compares against the context's key (empty: not such a set).
+    short_set: Box<[crate::ids::Short]>,
+    attribute_key: crate::ids::Short,
     /// The clause reads the user id (decided once, not per evaluation).
     user_id: bool,
     /// A set membership test on the user id (an explicit list): tested first,
@@ -542,7 +546,16 @@ fn compile_clause(c: &Clause, what: &str, left: &mut usize) -> Result<CompiledCl
     }
     let test = compile_test(c, what, left)?;
     let user_id = c.attribute == USER_ID;
+    let short_set = match &test {
+        Test::Set(strings, ..) if !user_id && (1..=16).contains(&strings.len()) => {
+            let keys: Vec<_> = strings.iter().map(|s| crate::ids::Short::new(&s)).collect();
+            if keys.iter().all(|k| k.is_some()) { keys.into_boxed_slice() } else { Box::default() }
+        }
+        _ => Box::default(),
+    };
     Ok(CompiledClause {
+        short_set,
+        attribute_key: crate::ids::Short::new(&c.attribute),
         user_set: user_id && matches!(test, Test::Set(..)),
         user_set_misses: matches!(c.op, Op::NotIn | Op::Neq) != c.negate,
         user_id,
@@ -956,6 +969,11 @@ impl CompiledClause {
             // An explicit list: one probe with the hash the context carries.
             let Some(user) = ctx.user_probe() else { return false };
             return ids.contains(&user) != self.user_set_misses;
+        }
+        if !self.short_set.is_empty()
+            && let Some(found) = ctx.short_in(self.attribute_key, &self.attribute, &self.short_set)
+        {
+            return (if matches!(self.op, Op::NotIn | Op::Neq) { !found } else { found }) != self.negate;
         }
         if !self.user_id
             && let Test::Set(strings, ..) = &self.test
