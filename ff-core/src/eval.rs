@@ -70,7 +70,7 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
 /// The config users without overrides share, as of `now`.
 fn build_shared<C: Config>(snapshot: &Snapshot, now: &OnceLock<time::OffsetDateTime>) -> (C, Vec<u32>) {
     let anonymous = EvalContext::anonymous();
-    build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now })
+    build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now: Some(now) })
 }
 
 /// A hold on a snapshot that one thread's requests share: cloning it counts on
@@ -215,7 +215,7 @@ impl Evaluator {
     }
 
     fn input(&self) -> Input<'_> {
-        Input { user: self.user, lookup: false, context: &self.context, now: &self.now }
+        Input { user: self.user, lookup: false, context: &self.context, now: Some(&self.now) }
     }
 
     /// The snapshot.

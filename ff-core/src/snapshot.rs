@@ -69,6 +69,9 @@ struct Slot {
     plain: bool,
     /// The environment pins it (`compiled` holds the pin).
     pinned: bool,
+    /// Targeting that reads no clock (no expiry, pin or schedule): rules and splits
+    /// are decided in a function with no clock code, and so a smaller frame.
+    timeless: bool,
     /// `expires_at` is set.
     expiring: bool,
     /// Set once a read found the value unfit for the declared type, so the
@@ -178,6 +181,8 @@ impl Slot {
             warned: AtomicBool::new(false),
             plain: compiled.is_none() && expires_at.is_none(),
             pinned: compiled.as_ref().is_some_and(|c| c.pin().is_some()),
+            timeless: expires_at.is_none()
+                && compiled.as_ref().is_some_and(|c| c.pin().is_none() && !c.needs_time()),
             expiring: expires_at.is_some(),
             expires_at,
             usage,
@@ -411,12 +416,13 @@ pub(crate) struct Input<'a> {
     /// `user` was not looked up: a flag that has overrides looks it up.
     pub(crate) lookup: bool,
     pub(crate) context: &'a EvalContext,
-    pub(crate) now: &'a OnceLock<OffsetDateTime>,
+    /// `None` for one evaluation on its own: it keeps its own clock, where needed.
+    pub(crate) now: Option<&'a OnceLock<OffsetDateTime>>,
 }
 
 impl Input<'_> {
     pub(crate) fn now(&self) -> OffsetDateTime {
-        *self.now.get_or_init(OffsetDateTime::now_utc)
+        self.now.map_or_else(OffsetDateTime::now_utc, |now| *now.get_or_init(OffsetDateTime::now_utc))
     }
 }
 
@@ -790,9 +796,8 @@ impl Snapshot {
     /// falls back to the code default.
     #[inline]
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
-        let now = OnceLock::new();
         // The user's overrides are looked up only if the flag has any.
-        let input = Input { user: None, lookup: true, context, now: &now };
+        let input = Input { user: None, lookup: true, context, now: None };
         self.evaluate_slot(flag, &input).1
     }
 
@@ -815,8 +820,7 @@ impl Snapshot {
         let Some(s) = self.flags.find_slot(key_hash(key), key) else {
             return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
         };
-        let now = OnceLock::new();
-        let input = Input { user: None, lookup: true, context, now: &now };
+        let input = Input { user: None, lookup: true, context, now: None };
         let (value, reason) = self.resolve_counted(s, &input, count);
         Some((value.clone(), reason))
     }
@@ -850,7 +854,7 @@ impl Snapshot {
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
             let (value, reason) =
-                self.resolve_counted(s, &Input { user, lookup: false, context, now: &now }, count);
+                self.resolve_counted(s, &Input { user, lookup: false, context, now: Some(&now) }, count);
             (FlagInfo(s), value, reason)
         })
     }
@@ -906,7 +910,35 @@ impl Snapshot {
             return self.resolve_plain(slot, s, input);
         }
         // By value: the plain path above never puts the input in memory.
-        self.resolve_targeted(slot, s, *input)
+        if s.timeless {
+            self.resolve_timeless(slot, s, *input)
+        } else {
+            self.resolve_targeted(slot, s, *input)
+        }
+    }
+
+    /// Rules and splits, for a flag whose targeting reads no clock.
+    #[inline(never)]
+    fn resolve_timeless<'a>(
+        &'a self,
+        slot: u32,
+        s: &'a Slot,
+        input: Input<'_>,
+    ) -> (&'a Value, Reason, usize) {
+        let input = &input;
+        let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
+        if !s.enabled {
+            return (&s.off_value, Reason::Disabled, 0);
+        }
+        if let Some(v) = self.overridden(slot, input) {
+            return (v, Reason::Override, 0);
+        }
+        match c.decide(input.context, None, &self.segments) {
+            Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
+            Outcome::Split(j, v) => (v, Reason::Split, j),
+            Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
+            Outcome::Fallthrough => (&s.value, Reason::Global, 0),
+        }
     }
 
     /// The switch, the user's override, the value: a flag without targeting.
@@ -930,7 +962,9 @@ impl Snapshot {
         s: &'a Slot,
         input: Input<'_>,
     ) -> (&'a Value, Reason, usize) {
-        let input = &input;
+        // One clock for the whole evaluation, read only if needed.
+        let own = OnceLock::new();
+        let input = &Input { now: input.now.or(Some(&own)), ..input };
         if s.expiring
             && let Some(at) = s.expires_at
             && input.now() >= at
