@@ -44,6 +44,8 @@ pub const MAX_KEY_LEN: usize = 128;
 pub struct Flag<T: FlagType> {
     key: &'static str,
     hash: u64,
+    /// The key as a slot compares it, if at most 15 bytes.
+    key_short: crate::ids::Short,
     default: T::Decl,
     description: &'static str,
     min: Option<T::Decl>,
@@ -80,6 +82,7 @@ impl<T: FlagType> Flag<T> {
         Flag {
             key,
             hash: key_hash(key),
+            key_short: crate::ids::Short::new(key),
             default,
             description: "",
             min: None,
@@ -170,6 +173,12 @@ impl<T: FlagType> Flag<T> {
     #[inline]
     pub(crate) const fn key_hash(&self) -> u64 {
         self.hash
+    }
+
+    /// The key as two words, if at most 15 bytes (computed at compile time).
+    #[inline]
+    pub(crate) const fn key_short(&self) -> crate::ids::Short {
+        self.key_short
     }
 
     /// The code default, materialised.

@@ -107,13 +107,17 @@ pub(crate) struct Short([u64; 2]);
 impl Short {
     /// Longer strings have no key (`is_some` is false).
     #[inline]
-    pub(crate) fn new(s: &str) -> Short {
+    pub(crate) const fn new(s: &str) -> Short {
         let b = s.as_bytes();
         if b.len() > 15 {
-            return Short::default();
+            return Short([0, 0]);
         }
         let mut buf = [0u8; 16];
-        buf[..b.len()].copy_from_slice(b);
+        let mut i = 0;
+        while i < b.len() {
+            buf[i] = b[i];
+            i += 1;
+        }
         buf[15] = 0x80 | b.len() as u8;
         let v = u128::from_le_bytes(buf);
         Short([v as u64, (v >> 64) as u64])

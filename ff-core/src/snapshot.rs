@@ -56,6 +56,8 @@ struct FlagTable {
 /// the rest of the record last.
 #[repr(C)]
 struct Slot {
+    /// The key as two words if at most 15 bytes: a typed read compares these.
+    key_short: crate::ids::Short,
     /// Inline up to 23 bytes, so most key checks stay in the slot's cache lines.
     key: SmolStr,
     /// Its number in `FlagTable::slots`.
@@ -173,6 +175,7 @@ impl Slot {
         .then_some(record.meta.expires_at)
         .flatten();
         Slot {
+            key_short: crate::ids::Short::new(&record.key),
             key: SmolStr::new(std::mem::take(&mut record.key)),
             hash,
             slot,
@@ -1000,7 +1003,7 @@ impl Snapshot {
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
         let version = self.version;
-        let Some(s) = self.flags.find_slot(flag.key_hash(), flag.key()) else {
+        let Some(s) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
         let slot = s.slot;
@@ -1378,6 +1381,15 @@ impl FlagTable {
         self.index.find(hash, |s| str_eq(&s.key, key)).map(|s| &**s)
     }
 
+    /// A declared flag's slot: a key of at most 15 bytes is compared as two words.
+    #[inline]
+    fn find_flag<T: FlagType>(&self, flag: &Flag<T>) -> Option<&Slot> {
+        let (short, key) = (flag.key_short(), flag.key());
+        self.index
+            .find(flag.key_hash(), |s| s.key_short.same(short) && (short.is_some() || str_eq(&s.key, key)))
+            .map(|s| &**s)
+    }
+
     fn find(&self, key: &str) -> Option<u32> {
         self.find_slot(key_hash(key), key).map(|s| s.slot)
     }
@@ -1434,6 +1446,28 @@ impl FlagTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that
+    /// share a prefix across that boundary find their own slot and nothing else.
+    #[test]
+    fn typed_reads_find_their_own_key_at_every_length() {
+        const KEYS: [&str; 5] =
+            ["A", "ABCDEFGHIJKLMN", "ABCDEFGHIJKLMNO", "ABCDEFGHIJKLMNOP", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"];
+        let flags =
+            KEYS[..5].iter().enumerate().map(|(i, k)| FlagRecord::new(*k, Value::Int(i as i64))).collect();
+        let snapshot = Snapshot::from_state(&StoreState { seq: 1, flags, ..Default::default() });
+        let ctx = EvalContext::anonymous();
+        for (i, key) in KEYS.iter().enumerate() {
+            let detail = snapshot.evaluate(&Flag::<i64>::new(key, -1), &ctx);
+            assert_eq!((detail.value, detail.reason), (i as i64, Reason::Global), "{key}");
+        }
+        for missing in
+            ["B", "ABCDEFGHIJKLMNo", "ABCDEFGHIJKLMNOQ", "ABCDEFGHIJKLMNOPQRSTUVWXYz", "ABCDEFGHIJKLM"]
+        {
+            let detail = snapshot.evaluate(&Flag::<i64>::new(missing, -1), &ctx);
+            assert_eq!((detail.value, detail.reason), (-1, Reason::Default), "{missing}");
+        }
+    }
 
     /// `plan in [...]` over short strings is tested on integer keys; a set with one
     /// long value takes the general path. Both decide the same for every operator,
