@@ -26,6 +26,7 @@ mod duration;
 mod error;
 mod eval;
 mod flag;
+pub mod guard;
 mod ids;
 mod key_index;
 mod model;
