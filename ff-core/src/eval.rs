@@ -70,7 +70,10 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
 /// The config users without overrides share, as of `now`.
 fn build_shared<C: Config>(snapshot: &Snapshot, now: &OnceLock<time::OffsetDateTime>) -> (C, Vec<u32>) {
     let anonymous = EvalContext::anonymous();
-    build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, now: Some(now) })
+    build::<C>(
+        snapshot,
+        Input { user: None, lookup: false, context: &anonymous, now: Some(now), served: None },
+    )
 }
 
 /// A hold on a snapshot that one thread's requests share: cloning it counts on
@@ -115,6 +118,9 @@ pub struct Evaluator {
     config: OnceLock<Arc<dyn Any + Send + Sync>>,
     /// The request's clock, read at most once (only flags with a schedule need it).
     now: OnceLock<time::OffsetDateTime>,
+    /// Where guarded splits this request reads are recorded (the layer sets it when
+    /// the snapshot has a guard); clones share it, so spawned work counts too.
+    served: Option<Arc<crate::guard::Served>>,
 }
 
 impl fmt::Debug for Evaluator {
@@ -138,7 +144,13 @@ impl Evaluator {
     #[inline]
     pub fn leased(lease: Arc<Lease>, context: EvalContext) -> Self {
         let user = lease.snapshot.user_of(&context);
-        Evaluator { lease, context, user, config: OnceLock::new(), now: OnceLock::new() }
+        Evaluator { lease, context, user, config: OnceLock::new(), now: OnceLock::new(), served: None }
+    }
+
+    /// Records the guarded splits this request reads in `served` (the layer does
+    /// this when the snapshot has a guard, and reports them with the response).
+    pub fn with_served(self, served: Arc<crate::guard::Served>) -> Self {
+        Evaluator { served: Some(served), ..self }
     }
 
     /// Evaluates as of `now` instead of the request's own clock (previews, tests).
@@ -215,7 +227,13 @@ impl Evaluator {
     }
 
     fn input(&self) -> Input<'_> {
-        Input { user: self.user, lookup: false, context: &self.context, now: Some(&self.now) }
+        Input {
+            user: self.user,
+            lookup: false,
+            context: &self.context,
+            now: Some(&self.now),
+            served: self.served.as_deref(),
+        }
     }
 
     /// The snapshot.

@@ -20,6 +20,9 @@
 //! estimate above the margin. The simulations in the tests check the rate over
 //! 1,000 A/A runs watched continuously, and measure power.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
@@ -366,6 +369,67 @@ impl Guard {
             log_lr: msprt(mt - mc, margin, variance, 2.0 * margin),
             bound,
         })
+    }
+}
+
+/// The guarded splits one request was served, as (slot, variation): recorded by
+/// its reads (only those the split decided), taken by the layer with the response.
+#[derive(Debug, Default)]
+pub struct Served(Mutex<Vec<(u32, u32)>>);
+
+impl Served {
+    pub(crate) fn record(&self, slot: u32, variation: u32) {
+        if let Ok(mut served) = self.0.lock()
+            && !served.contains(&(slot, variation))
+        {
+            served.push((slot, variation));
+        }
+    }
+
+    /// What was recorded, emptied.
+    pub fn take(&self) -> Vec<(u32, u32)> {
+        self.0.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
+    }
+}
+
+/// Each guarded flag's variations' requests, as the layer counted them since the
+/// last [`take`](Self::take): one per `Source`, shared by its layers.
+#[derive(Debug, Default)]
+pub struct Telemetry(Mutex<HashMap<String, Vec<Arm>>>);
+
+impl Telemetry {
+    /// Counts one request served `variation` of `flag`'s split.
+    pub fn record(&self, flag: &str, variation: u32, failed: bool, micros: u64) {
+        let Ok(mut flags) = self.0.lock() else { return };
+        // Found by `&str`: a counted request allocates only for a flag's first.
+        let arms = match flags.get_mut(flag) {
+            Some(arms) => arms,
+            None => flags.entry(flag.to_owned()).or_default(),
+        };
+        let v = variation as usize;
+        if arms.len() <= v {
+            arms.resize(v + 1, Arm::default());
+        }
+        if let Some(arm) = arms.get_mut(v) {
+            arm.record(failed, micros);
+        }
+    }
+
+    /// The counts since the last take, by flag and variation (variations no request
+    /// was served are left out), emptied.
+    pub fn take(&self) -> Vec<(String, u32, Arm)> {
+        let flags = self.0.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
+        let mut arms: Vec<_> = flags
+            .into_iter()
+            .flat_map(|(f, arms)| {
+                arms.into_iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.requests > 0)
+                    .map(move |(v, a)| (f.clone(), v as u32, a))
+            })
+            .collect();
+        arms.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        arms
     }
 }
 

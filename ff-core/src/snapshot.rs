@@ -34,6 +34,8 @@ pub struct Snapshot {
     users: Arc<UserTable>,
     segments: Arc<Segments>,
     shared_config: OnceLock<SharedConfig>,
+    /// Whether any flag has a guard (found on first ask).
+    guarded: OnceLock<bool>,
 }
 
 /// Flags by key. Slot numbers are stable while the table is updated
@@ -74,6 +76,8 @@ struct Slot {
     /// Targeting that reads no clock (no expiry, pin or schedule): rules and splits
     /// are decided in a function with no clock code, and so a smaller frame.
     timeless: bool,
+    /// Its targeting has a guard: a read its split decides is recorded for the layer.
+    guarded: bool,
     /// `expires_at` is set.
     expiring: bool,
     /// Set once a read found the value unfit for the declared type, so the
@@ -159,6 +163,8 @@ impl Slot {
         compiled: Option<Compiled>,
         usage: Arc<FlagUsage>,
     ) -> Self {
+        let guarded =
+            record.targeting.guard.is_some() && compiled.as_ref().is_some_and(|c| c.pin().is_none());
         // The compiled targeting holds the id lists; the record keeps each id once,
         // and none of a targeting the compiled form rebuilds exactly.
         if let Some(c) = compiled.as_ref().filter(|c| c.pin().is_none()) {
@@ -184,6 +190,7 @@ impl Slot {
             warned: AtomicBool::new(false),
             plain: compiled.is_none() && expires_at.is_none(),
             pinned: compiled.as_ref().is_some_and(|c| c.pin().is_some()),
+            guarded,
             timeless: expires_at.is_none()
                 && compiled.as_ref().is_some_and(|c| c.pin().is_none() && !c.needs_time()),
             expiring: expires_at.is_some(),
@@ -421,6 +428,8 @@ pub(crate) struct Input<'a> {
     pub(crate) context: &'a EvalContext,
     /// `None` for one evaluation on its own: it keeps its own clock, where needed.
     pub(crate) now: Option<&'a OnceLock<OffsetDateTime>>,
+    /// Where a request served through the layer records the guarded splits it read.
+    pub(crate) served: Option<&'a crate::guard::Served>,
 }
 
 impl Input<'_> {
@@ -492,6 +501,7 @@ impl Snapshot {
             users: Arc::default(),
             segments: Arc::default(),
             shared_config: OnceLock::new(),
+            guarded: OnceLock::new(),
         }
     }
 
@@ -573,6 +583,7 @@ impl Snapshot {
             users: Arc::new(users),
             segments: Arc::new(segments),
             shared_config: OnceLock::new(),
+            guarded: OnceLock::new(),
         }
     }
 
@@ -627,6 +638,7 @@ impl Snapshot {
             users: next.users.map(Arc::new).unwrap_or_else(|| self.users.clone()),
             segments: next.segments.map(Arc::new).unwrap_or_else(|| self.segments.clone()),
             shared_config: OnceLock::new(),
+            guarded: OnceLock::new(),
         })
     }
 
@@ -777,6 +789,17 @@ impl Snapshot {
         self.segments.get(key).map_or(0, |s| s.regex_bytes)
     }
 
+    /// Whether any flag has a guard: the layer records what requests were served
+    /// only then.
+    pub fn has_guards(&self) -> bool {
+        *self.guarded.get_or_init(|| self.flags.slots.iter().flatten().any(|s| s.guarded))
+    }
+
+    /// The key of the flag in `slot`, as [`Served`](crate::guard::Served) names it.
+    pub fn slot_key(&self, slot: u32) -> Option<&str> {
+        self.flags.slot(slot).map(|s| s.key.as_str())
+    }
+
     /// All live flags, in no particular order.
     pub fn flags(&self) -> impl Iterator<Item = FlagInfo<'_>> {
         self.flags.slots.iter().flatten().map(|s| FlagInfo(s))
@@ -800,7 +823,7 @@ impl Snapshot {
     #[inline]
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
         // The user's overrides are looked up only if the flag has any.
-        let input = Input { user: None, lookup: true, context, now: None };
+        let input = Input { user: None, lookup: true, context, now: None, served: None };
         self.evaluate_slot(flag, &input).1
     }
 
@@ -823,7 +846,7 @@ impl Snapshot {
         let Some(s) = self.flags.find_slot(key_hash(key), key) else {
             return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
         };
-        let input = Input { user: None, lookup: true, context, now: None };
+        let input = Input { user: None, lookup: true, context, now: None, served: None };
         let (value, reason) = self.resolve_counted(s, &input, count);
         Some((value.clone(), reason))
     }
@@ -856,8 +879,11 @@ impl Snapshot {
         let user = self.user_of(context);
         let now = OnceLock::new();
         self.flags.slots.iter().flatten().map(move |s| {
-            let (value, reason) =
-                self.resolve_counted(s, &Input { user, lookup: false, context, now: Some(&now) }, count);
+            let (value, reason) = self.resolve_counted(
+                s,
+                &Input { user, lookup: false, context, now: Some(&now), served: None },
+                count,
+            );
             (FlagInfo(s), value, reason)
         })
     }
@@ -920,6 +946,16 @@ impl Snapshot {
         }
     }
 
+    /// Records a guarded flag's split decision for the request's layer.
+    #[inline]
+    fn served(&self, s: &Slot, input: &Input<'_>, variation: usize) {
+        if s.guarded
+            && let Some(served) = input.served
+        {
+            served.record(s.slot, variation as u32);
+        }
+    }
+
     /// Rules and splits, for a flag whose targeting reads no clock.
     #[inline(never)]
     fn resolve_timeless<'a>(
@@ -938,7 +974,10 @@ impl Snapshot {
         }
         match c.decide(input.context, None, &self.segments) {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
-            Outcome::Split(j, v) => (v, Reason::Split, j),
+            Outcome::Split(j, v) => {
+                self.served(s, input, j);
+                (v, Reason::Split, j)
+            }
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
             Outcome::Fallthrough => (&s.value, Reason::Global, 0),
         }
@@ -990,7 +1029,10 @@ impl Snapshot {
         }
         match c.decide(input.context, step, &self.segments) {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
-            Outcome::Split(j, v) => (v, Reason::Split, j),
+            Outcome::Split(j, v) => {
+                self.served(s, input, j);
+                (v, Reason::Split, j)
+            }
             Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
             Outcome::Fallthrough => (&s.value, Reason::Global, 0),
         }
@@ -1446,6 +1488,48 @@ impl FlagTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard is part of the targeting: kept with the record, refused without a
+    /// split to watch or with settings that make no test, and it marks the snapshot.
+    #[test]
+    fn guards_are_checked_kept_and_found() {
+        use crate::{Schema, Targeting, ValueType};
+        let targeting = |t: serde_json::Value| serde_json::from_value::<Targeting>(t).unwrap();
+        let split = serde_json::json!({"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]});
+        let guarded = targeting(serde_json::json!({"split": split, "guard": {"max_latency_increase": 20}}));
+        let check =
+            |t: &Targeting| t.validate("F", ValueType::Bool, &Schema::default()).map_err(|e| e.to_string());
+        check(&guarded).unwrap();
+        let ramp = targeting(
+            serde_json::json!({"schedule": [{"at": "2026-01-01T00:00:00Z", "split": split}], "guard": {}}),
+        );
+        check(&ramp).unwrap();
+        for (t, error) in [
+            (serde_json::json!({"guard": {}}), "a guard watches a percentage rollout"),
+            (
+                serde_json::json!({"rules": [{"clauses": [{"attribute": "plan", "op": "eq", "values": ["pro"]}], "value": true}], "guard": {}}),
+                "a guard watches a percentage rollout",
+            ),
+            (
+                serde_json::json!({"split": split, "guard": {"alpha": 0.9}}),
+                "targeting guard: alpha must be above 0 and at most 0.5",
+            ),
+        ] {
+            assert!(check(&targeting(t)).unwrap_err().contains(error), "{error}");
+        }
+        let record = FlagRecord { targeting: guarded.clone(), ..FlagRecord::new("F", Value::Bool(false)) };
+        let snapshot =
+            Snapshot::from_state(&StoreState { seq: 1, flags: vec![record], ..Default::default() });
+        assert!(snapshot.has_guards());
+        assert_eq!(snapshot.flag("F").unwrap().targeting, guarded, "given back as written");
+        assert_eq!(snapshot.to_state().flags[0].targeting, guarded);
+        let plain = Snapshot::from_state(&StoreState {
+            seq: 1,
+            flags: vec![FlagRecord::new("F", Value::Bool(false))],
+            ..Default::default()
+        });
+        assert!(!plain.has_guards());
+    }
 
     /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that
     /// share a prefix across that boundary find their own slot and nothing else.

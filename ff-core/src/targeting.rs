@@ -54,6 +54,10 @@ pub struct Targeting {
     /// Timed steps; the latest step at or before now applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<Step>,
+    /// Watches the split (or the ramp's splits): the layer counts each variant's
+    /// errors and latency, and a regression stops the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::Guard>,
 }
 
 impl Targeting {
@@ -717,6 +721,14 @@ impl Compiled {
         schema: &Schema,
         t: &Targeting,
     ) -> Result<Option<Self>, ValidationError> {
+        if let Some(g) = &t.guard {
+            g.validate().map_err(|e| bad(format!("guard: {e}")))?;
+            if t.split.is_none() && t.schedule.iter().all(|s| s.split.is_none()) {
+                return Err(bad(
+                    "a guard watches a percentage rollout: add a split, or a ramp step with one".into(),
+                ));
+            }
+        }
         if t.is_empty() {
             return Ok(None);
         }
@@ -850,6 +862,8 @@ impl Compiled {
             bucket_by: self.bucket_by.as_deref().map(String::from),
             salt: None,
             schedule: schedule.collect(),
+            // Kept with the record: few flags have one.
+            guard: None,
         })
     }
 

@@ -73,6 +73,8 @@ struct Shared {
     pins: Arc<Pins>,
     /// Environment variables refused at start, with why.
     env_problems: Vec<(String, String)>,
+    /// What requests to guarded flags' variations did, as the layer counts them.
+    guard_telemetry: Arc<ff_core::guard::Telemetry>,
 }
 
 /// Where the current snapshot came from.
@@ -302,6 +304,7 @@ impl SourceBuilder {
             usage: usage.clone(),
             pins,
             env_problems,
+            guard_telemetry: Default::default(),
         });
         let mut status = shared.status.subscribe();
         let startup_timeout = self.startup_timeout;
@@ -368,6 +371,7 @@ impl Source {
             sync_report: Mutex::new(None),
             pins: Arc::default(),
             env_problems: Vec::new(),
+            guard_telemetry: Default::default(),
         });
         Source { inner: Arc::new(Inner { shared, tasks: Vec::new() }) }
     }
@@ -432,6 +436,12 @@ impl Source {
     /// Asks the background task to check the store now rather than at the next poll.
     pub fn refresh_soon(&self) {
         self.inner.shared.nudge.notify_one();
+    }
+
+    /// What requests to each guarded flag's variations did (errors, latency), as
+    /// `FlagsLayer` counts them.
+    pub fn guard_telemetry(&self) -> &Arc<ff_core::guard::Telemetry> {
+        &self.inner.shared.guard_telemetry
     }
 
     /// This source's evaluation counters (flushed to the store by the source itself).

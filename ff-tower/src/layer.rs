@@ -5,7 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ff_core::Evaluator;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ff_core::guard::{Served, Telemetry};
+use ff_core::{Evaluator, Snapshot};
 use ff_store::Source;
 use http::Request;
 use tokio::task::futures::TaskLocalFuture;
@@ -105,6 +109,7 @@ impl<S: fmt::Debug, M> fmt::Debug for FlagsService<S, M> {
 impl<S, M, B> Service<Request<B>> for FlagsService<S, M>
 where
     S: Service<Request<B>>,
+    S::Response: Outcome,
     M: MakeContext,
 {
     type Response = S::Response;
@@ -120,6 +125,19 @@ where
         let (mut parts, body) = req.into_parts();
         let context = self.make_context.make_context(&parts);
         let flags = Evaluator::leased(self.source.lease(), context);
+        // Only while some flag has a guard: what this request is served is recorded.
+        let (flags, guarded) = if flags.snapshot().has_guards() {
+            let served = Arc::new(Served::default());
+            let guarded = Box::new(Guarded {
+                served: served.clone(),
+                snapshot: flags.snapshot().clone(),
+                telemetry: self.source.guard_telemetry().clone(),
+                start: Instant::now(),
+            });
+            (flags.with_served(served), Some(guarded))
+        } else {
+            (flags, None)
+        };
         if self.span
             && tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
         {
@@ -136,7 +154,56 @@ where
         }
         // Handlers run when the future is polled, inside the scope below.
         let fut = self.inner.call(Request::from_parts(parts, body));
-        ResponseFuture { inner: CURRENT.scope(flags, fut) }
+        ResponseFuture { inner: CURRENT.scope(flags, fut), guarded }
+    }
+}
+
+/// How the layer tells a failed response, for guarded rollouts: an HTTP 5xx, or a
+/// gRPC status of UNKNOWN, DEADLINE_EXCEEDED, INTERNAL or UNAVAILABLE.
+pub trait Outcome {
+    /// Whether the request failed.
+    fn failed(&self) -> bool;
+}
+
+impl<B> Outcome for http::Response<B> {
+    fn failed(&self) -> bool {
+        // gRPC errors travel in headers when the response has no body (tonic's unary errors).
+        let grpc = self.headers().get("grpc-status").map(http::HeaderValue::as_bytes);
+        self.status().is_server_error() || matches!(grpc, Some(b"2" | b"4" | b"13" | b"14"))
+    }
+}
+
+impl Outcome for () {
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
+/// A request to a snapshot with guarded flags: what it was served, reported with
+/// its outcome and latency when it completes, or as failed if it is dropped first
+/// (a panic, a timeout, a cancelled request).
+struct Guarded {
+    served: Arc<Served>,
+    snapshot: Arc<Snapshot>,
+    telemetry: Arc<Telemetry>,
+    start: Instant,
+}
+
+impl Guarded {
+    fn report(&self, failed: bool) {
+        let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for (slot, variation) in self.served.take() {
+            if let Some(key) = self.snapshot.slot_key(slot) {
+                self.telemetry.record(key, variation, failed, micros);
+            }
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // Reported already if the response came (`take` emptied it).
+        self.report(true);
     }
 }
 
@@ -145,6 +212,7 @@ pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: TaskLocalFuture<Evaluator, F>,
+        guarded: Option<Box<Guarded>>,
     }
 }
 
@@ -154,11 +222,22 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-impl<F: Future> Future for ResponseFuture<F> {
+impl<F, R, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Outcome,
+{
     type Output = F::Output;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let out = this.inner.poll(cx);
+        if let Poll::Ready(result) = &out
+            && let Some(guarded) = this.guarded.take()
+        {
+            guarded.report(result.as_ref().is_ok_and(|r| r.failed()) || result.is_err());
+        }
+        out
     }
 }

@@ -64,5 +64,5 @@ pub use ff_core::{Config, ConfigReader, Detail, EvalContext, Evaluator, Flag, Re
 pub use ff_store::Source;
 #[cfg(feature = "test-util")]
 pub use ff_store::TestFlags;
-pub use layer::{FlagsLayer, FlagsService, ResponseFuture};
+pub use layer::{FlagsLayer, FlagsService, Outcome, ResponseFuture};
 pub use spawn::{FlagsFutureExt, WithFlags, spawn, spawn_blocking};

@@ -223,14 +223,15 @@ fn reads_outside_a_scope_serve_defaults() {
 async fn config_is_built_once_per_snapshot_for_users_without_overrides() {
     let flags = TestFlags::new();
     flags.set(LEAD_HOURS, 3);
-    let svc = ServiceBuilder::new()
-        .layer(FlagsLayer::new(flags.source()))
-        .service_fn(|_: Request<()>| async { Ok::<_, Infallible>(AppCurrent::config()) });
-    let a = svc.clone().oneshot(Request::new(())).await.unwrap();
-    let b = svc.clone().oneshot(Request::new(())).await.unwrap();
+    let svc =
+        ServiceBuilder::new().layer(FlagsLayer::new(flags.source())).service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(AppCurrent::config()))
+        });
+    let a = svc.clone().oneshot(Request::new(())).await.unwrap().into_body();
+    let b = svc.clone().oneshot(Request::new(())).await.unwrap().into_body();
     assert!(Arc::ptr_eq(&a, &b));
     flags.set(LEAD_HOURS, 4);
-    let c = svc.oneshot(Request::new(())).await.unwrap();
+    let c = svc.oneshot(Request::new(())).await.unwrap().into_body();
     assert!(!Arc::ptr_eq(&a, &c));
     assert_eq!(c.lead_hours, 4);
 }
@@ -266,11 +267,11 @@ async fn request_extension_only_when_asked() {
     let flags = TestFlags::new();
     flags.set(LEAD_HOURS, 9);
     let probe = tower::service_fn(|req: Request<()>| async move {
-        Ok::<_, Infallible>(req.extensions().get::<Flags>().map(|f| f.get(LEAD_HOURS)))
+        Ok::<_, Infallible>(http::Response::new(req.extensions().get::<Flags>().map(|f| f.get(LEAD_HOURS))))
     });
     let plain = ServiceBuilder::new().layer(FlagsLayer::new(flags.source())).service(probe);
-    assert_eq!(plain.oneshot(Request::new(())).await.unwrap(), None);
+    assert_eq!(plain.oneshot(Request::new(())).await.unwrap().into_body(), None);
     let with =
         ServiceBuilder::new().layer(FlagsLayer::new(flags.source()).with_request_extension()).service(probe);
-    assert_eq!(with.oneshot(Request::new(())).await.unwrap(), Some(9));
+    assert_eq!(with.oneshot(Request::new(())).await.unwrap().into_body(), Some(9));
 }
