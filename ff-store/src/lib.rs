@@ -8,6 +8,7 @@
 #[cfg(feature = "test-util")]
 pub mod contract;
 mod error;
+pub mod guard;
 mod source;
 mod store;
 #[cfg(feature = "test-util")]

@@ -75,6 +75,8 @@ struct Shared {
     env_problems: Vec<(String, String)>,
     /// What requests to guarded flags' variations did, as the layer counts them.
     guard_telemetry: Arc<ff_core::guard::Telemetry>,
+    /// The guardian's view of each guarded flag.
+    guard_states: Mutex<Vec<crate::guard::GuardState>>,
 }
 
 /// Where the current snapshot came from.
@@ -135,6 +137,7 @@ pub struct SourceBuilder {
     lifetimes: Lifetimes,
     expiry_warning_interval: Duration,
     usage_interval: Duration,
+    guard_interval: Duration,
     attributes: Vec<String>,
     snapshot_file: Option<PathBuf>,
     startup_timeout: Duration,
@@ -199,6 +202,12 @@ impl SourceBuilder {
     /// evaluated since the last write (default 60 s).
     pub fn usage_interval(mut self, every: Duration) -> Self {
         self.usage_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How often the guardian tests guarded rollouts and acts (default 1 s).
+    pub fn guard_interval(mut self, every: Duration) -> Self {
+        self.guard_interval = every.max(Duration::from_millis(10));
         self
     }
 
@@ -305,10 +314,12 @@ impl SourceBuilder {
             pins,
             env_problems,
             guard_telemetry: Default::default(),
+            guard_states: Mutex::new(Vec::new()),
         });
         let mut status = shared.status.subscribe();
         let startup_timeout = self.startup_timeout;
         let collector = tokio::spawn(collect_usage(self.store.clone(), shared.clone(), self.usage_interval));
+        let guardian = tokio::spawn(guard_rollouts(self.store.clone(), shared.clone(), self.guard_interval));
         let task = tokio::spawn(run(shared.clone(), self));
         let timeout = tokio::time::sleep(startup_timeout);
         tokio::pin!(timeout);
@@ -325,7 +336,10 @@ impl SourceBuilder {
             }
         }
         Ok(Source {
-            inner: Arc::new(Inner { shared, tasks: vec![task.abort_handle(), collector.abort_handle()] }),
+            inner: Arc::new(Inner {
+                shared,
+                tasks: vec![task.abort_handle(), collector.abort_handle(), guardian.abort_handle()],
+            }),
         })
     }
 }
@@ -345,6 +359,7 @@ impl Source {
             lifetimes: Lifetimes::default(),
             expiry_warning_interval: Duration::from_secs(3600),
             usage_interval: Duration::from_secs(60),
+            guard_interval: Duration::from_secs(1),
             attributes: Vec::new(),
             snapshot_file: None,
             startup_timeout: Duration::from_secs(5),
@@ -372,6 +387,7 @@ impl Source {
             pins: Arc::default(),
             env_problems: Vec::new(),
             guard_telemetry: Default::default(),
+            guard_states: Mutex::new(Vec::new()),
         });
         Source { inner: Arc::new(Inner { shared, tasks: Vec::new() }) }
     }
@@ -442,6 +458,11 @@ impl Source {
     /// `FlagsLayer` counts them.
     pub fn guard_telemetry(&self) -> &Arc<ff_core::guard::Telemetry> {
         &self.inner.shared.guard_telemetry
+    }
+
+    /// Each guarded flag's test and counts, as this source's guardian last saw them.
+    pub fn guard_states(&self) -> Vec<crate::guard::GuardState> {
+        self.inner.shared.guard_states.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// This source's evaluation counters (flushed to the store by the source itself).
@@ -635,6 +656,42 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
             // Kept, merged, for the next write: bounded by flags x reasons x variants.
             Err(e) => {
                 tracing::warn!(error = %e, "ff: cannot write evaluation counts; keeping them for the next try")
+            }
+        }
+    }
+}
+
+/// Every `every`: adds what the layer counted to each guarded flag's totals,
+/// publishes them, tests each rollout and writes the action a regression calls for.
+async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Duration) {
+    let mut guardian = crate::guard::Guardian::default();
+    loop {
+        tokio::time::sleep(every).await;
+        let counted = shared.guard_telemetry.take();
+        for (flag, variation, arm) in &counted {
+            let labels = [("flag", flag.clone()), ("variation", variation.to_string())];
+            metrics::counter!("ff_guard_requests_total", &labels).increment(arm.requests);
+            metrics::counter!("ff_guard_errors_total", &labels).increment(arm.errors);
+        }
+        let snapshot = shared.current.load_full();
+        let writes = guardian.tick(&snapshot, counted, time::OffsetDateTime::now_utc());
+        if let Ok(mut states) = shared.guard_states.lock() {
+            *states = guardian.states();
+        }
+        for write in writes {
+            let reason = write.reason.clone().unwrap_or_default();
+            let key = match &write.mutation {
+                crate::Mutation::UpdateFlag { key, .. } => key.clone(),
+                _ => String::new(),
+            };
+            match store.write(write).await {
+                Ok(_) => {
+                    tracing::warn!(flag = %key, "ff: {reason}");
+                    metrics::counter!("ff_guard_actions_total", "flag" => key).increment(1);
+                    shared.nudge.notify_one();
+                }
+                // Another instance acted first, or the flag changed: nothing to undo.
+                Err(e) => tracing::info!(flag = %key, error = %e, "ff: guarded rollout not changed"),
             }
         }
     }
