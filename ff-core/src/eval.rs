@@ -9,7 +9,7 @@ use crate::context::EvalContext;
 use crate::flag::Flag;
 use crate::reason::{Detail, Reason};
 
-use crate::snapshot::{Input, SharedConfig, Snapshot, UserRef};
+use crate::snapshot::{Clock, Input, SharedConfig, Snapshot, UserRef};
 use crate::value::FlagType;
 
 /// An application's typed configuration, read as one struct.
@@ -68,12 +68,9 @@ fn build<C: Config>(snapshot: &Snapshot, input: Input<'_>) -> (C, Vec<u32>) {
 }
 
 /// The config users without overrides share, as of `now`.
-fn build_shared<C: Config>(snapshot: &Snapshot, now: &OnceLock<time::OffsetDateTime>) -> (C, Vec<u32>) {
+fn build_shared<C: Config>(snapshot: &Snapshot, clock: &Clock) -> (C, Vec<u32>) {
     let anonymous = EvalContext::anonymous();
-    build::<C>(
-        snapshot,
-        Input { user: None, lookup: false, context: &anonymous, now: Some(now), served: None },
-    )
+    build::<C>(snapshot, Input { user: None, lookup: false, context: &anonymous, clock: Some(clock) })
 }
 
 /// A hold on a snapshot that one thread's requests share: cloning it counts on
@@ -116,11 +113,10 @@ pub struct Evaluator {
     context: EvalContext,
     user: Option<UserRef>,
     config: OnceLock<Arc<dyn Any + Send + Sync>>,
-    /// The request's clock, read at most once (only flags with a schedule need it).
-    now: OnceLock<time::OffsetDateTime>,
-    /// Where guarded splits this request reads are recorded (the layer sets it when
-    /// the snapshot has a guard); clones share it, so spawned work counts too.
-    served: Option<Arc<crate::guard::Served>>,
+    /// The request's clock, read at most once (only flags with a schedule need it),
+    /// and where the guarded splits it reads are recorded (the layer sets it when
+    /// the snapshot has a guard; clones share it, so spawned work counts too).
+    clock: Clock,
 }
 
 impl fmt::Debug for Evaluator {
@@ -141,23 +137,23 @@ impl Evaluator {
     }
 
     /// [`new`](Self::new) on a lease many requests share (what the layer uses).
-    #[inline]
+    #[inline(always)]
     pub fn leased(lease: Arc<Lease>, context: EvalContext) -> Self {
         let user = lease.snapshot.user_of(&context);
-        Evaluator { lease, context, user, config: OnceLock::new(), now: OnceLock::new(), served: None }
+        Evaluator { lease, context, user, config: OnceLock::new(), clock: Clock::default() }
     }
 
     /// Records the guarded splits this request reads in `served` (the layer does
     /// this when the snapshot has a guard, and reports them with the response).
-    pub fn with_served(self, served: Arc<crate::guard::Served>) -> Self {
-        Evaluator { served: Some(served), ..self }
+    pub fn record_served(&mut self, served: Arc<crate::guard::Served>) {
+        self.clock.served = Some(served);
     }
 
     /// Evaluates as of `now` instead of the request's own clock (previews, tests).
     pub fn at(self, now: time::OffsetDateTime) -> Self {
-        let clock = OnceLock::new();
-        let _ = clock.set(now);
-        Evaluator { now: clock, config: OnceLock::new(), ..self }
+        let clock = Clock { now: OnceLock::new(), served: self.clock.served.clone() };
+        let _ = clock.now.set(now);
+        Evaluator { clock, config: OnceLock::new(), ..self }
     }
 
     /// An evaluator over an empty snapshot: every read serves the code default.
@@ -217,23 +213,17 @@ impl Evaluator {
         let copy = self.lease.config.as_ref()?;
         let snapshot = &self.lease.snapshot;
         let copy = copy.get_or_init(|| {
-            let now = OnceLock::new();
+            let clock = Clock::default();
             if let Some(at) = shared.built_at() {
-                let _ = now.set(at);
+                let _ = clock.now.set(at);
             }
-            Arc::new(build_shared::<C>(snapshot, &now).0)
+            Arc::new(build_shared::<C>(snapshot, &clock).0)
         });
         copy.clone().downcast::<C>().ok()
     }
 
     fn input(&self) -> Input<'_> {
-        Input {
-            user: self.user,
-            lookup: false,
-            context: &self.context,
-            now: Some(&self.now),
-            served: self.served.as_deref(),
-        }
+        Input { user: self.user, lookup: false, context: &self.context, clock: Some(&self.clock) }
     }
 
     /// The snapshot.

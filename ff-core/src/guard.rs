@@ -92,7 +92,8 @@ pub struct Arm {
     pub latency_buckets: Vec<u64>,
 }
 
-/// Latency buckets per doubling: each bucket spans a factor of 2^(1/4), ±9 %.
+/// Latency buckets per doubling: each spans a quarter of its doubling (a bucket's
+/// middle is within 12.5 % of any latency in it).
 const PER_DOUBLING: f64 = 4.0;
 /// Buckets kept: 1 µs up to 2^32 µs (71 minutes); slower requests count in the last.
 const BUCKETS: usize = 32 * 4;
@@ -114,9 +115,13 @@ impl Arm {
         }
     }
 
-    /// The bucket of a latency: `floor(4 · log2(µs))`, capped.
+    /// The bucket of a latency: `floor(4 · log2(µs))` (its power of two and the two
+    /// bits below the top one, in integer steps), capped.
     pub fn bucket(micros: u64) -> usize {
-        ((micros.max(1) as f64).log2() * PER_DOUBLING).floor().min((BUCKETS - 1) as f64) as usize
+        let x = micros.max(1);
+        let log = x.ilog2();
+        let quarter = if log >= 2 { (x >> (log - 2)) & 3 } else { (x << (2 - log)) & 3 };
+        ((log as usize) * 4 + quarter as usize).min(BUCKETS - 1)
     }
 
     /// Adds another window's or instance's counts.
@@ -149,7 +154,9 @@ impl Arm {
             seen += n;
             seen >= rank
         })?;
-        Some(2f64.powf((b as f64 + 0.5) / PER_DOUBLING))
+        // Bucket `4k + q` spans 2^k · [1 + q/4, 1 + (q+1)/4): its middle.
+        let (k, q) = ((b / 4) as i32, (b % 4) as f64);
+        Some(2f64.powi(k) * (1.0 + (q + 0.5) / PER_DOUBLING))
     }
 
     /// Mean and variance of `ln(latency)`.
@@ -374,20 +381,25 @@ impl Guard {
 
 /// The guarded splits one request was served, as (slot, variation): recorded by
 /// its reads (only those the split decided), taken by the layer with the response.
+/// Inline, no allocation: up to [`Served::MAX`] guarded flags a request (more are
+/// not counted).
 #[derive(Debug, Default)]
-pub struct Served(Mutex<Vec<(u32, u32)>>);
+pub struct Served(Mutex<arrayvec::ArrayVec<(u32, u32), { Served::MAX }>>);
 
 impl Served {
+    /// Guarded splits counted per request.
+    pub const MAX: usize = 8;
+
     pub(crate) fn record(&self, slot: u32, variation: u32) {
         if let Ok(mut served) = self.0.lock()
             && !served.contains(&(slot, variation))
         {
-            served.push((slot, variation));
+            let _ = served.try_push((slot, variation));
         }
     }
 
     /// What was recorded, emptied.
-    pub fn take(&self) -> Vec<(u32, u32)> {
+    pub fn take(&self) -> arrayvec::ArrayVec<(u32, u32), { Served::MAX }> {
         self.0.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default()
     }
 }
@@ -395,7 +407,7 @@ impl Served {
 /// Each guarded flag's variations' requests, as the layer counted them since the
 /// last [`take`](Self::take): one per `Source`, shared by its layers.
 #[derive(Debug, Default)]
-pub struct Telemetry(Mutex<HashMap<String, Vec<Arm>>>);
+pub struct Telemetry(Mutex<HashMap<String, Vec<Arm>, foldhash::fast::RandomState>>);
 
 impl Telemetry {
     /// Counts one request served `variation` of `flag`'s split.

@@ -34,8 +34,6 @@ pub struct Snapshot {
     users: Arc<UserTable>,
     segments: Arc<Segments>,
     shared_config: OnceLock<SharedConfig>,
-    /// Whether any flag has a guard (found on first ask).
-    guarded: OnceLock<bool>,
 }
 
 /// Flags by key. Slot numbers are stable while the table is updated
@@ -51,6 +49,8 @@ struct FlagTable {
     usage: Arc<Usage>,
     /// Values the environment pins, likewise.
     pins: Arc<Pins>,
+    /// Slots whose targeting has a guard.
+    guarded: u32,
 }
 
 /// What a read touches comes first, in declaration order (`repr(C)`), in one
@@ -427,14 +427,20 @@ pub(crate) struct Input<'a> {
     pub(crate) lookup: bool,
     pub(crate) context: &'a EvalContext,
     /// `None` for one evaluation on its own: it keeps its own clock, where needed.
-    pub(crate) now: Option<&'a OnceLock<OffsetDateTime>>,
-    /// Where a request served through the layer records the guarded splits it read.
-    pub(crate) served: Option<&'a crate::guard::Served>,
+    pub(crate) clock: Option<&'a Clock>,
+}
+
+/// A request's clock, read at most once, and where a request served through the
+/// layer records the guarded splits it reads: one pointer in [`Input`].
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Clock {
+    pub(crate) now: OnceLock<OffsetDateTime>,
+    pub(crate) served: Option<Arc<crate::guard::Served>>,
 }
 
 impl Input<'_> {
     pub(crate) fn now(&self) -> OffsetDateTime {
-        self.now.map_or_else(OffsetDateTime::now_utc, |now| *now.get_or_init(OffsetDateTime::now_utc))
+        self.clock.map_or_else(OffsetDateTime::now_utc, |c| *c.now.get_or_init(OffsetDateTime::now_utc))
     }
 }
 
@@ -501,7 +507,6 @@ impl Snapshot {
             users: Arc::default(),
             segments: Arc::default(),
             shared_config: OnceLock::new(),
-            guarded: OnceLock::new(),
         }
     }
 
@@ -583,7 +588,6 @@ impl Snapshot {
             users: Arc::new(users),
             segments: Arc::new(segments),
             shared_config: OnceLock::new(),
-            guarded: OnceLock::new(),
         }
     }
 
@@ -638,7 +642,6 @@ impl Snapshot {
             users: next.users.map(Arc::new).unwrap_or_else(|| self.users.clone()),
             segments: next.segments.map(Arc::new).unwrap_or_else(|| self.segments.clone()),
             shared_config: OnceLock::new(),
-            guarded: OnceLock::new(),
         })
     }
 
@@ -791,8 +794,9 @@ impl Snapshot {
 
     /// Whether any flag has a guard: the layer records what requests were served
     /// only then.
+    #[inline]
     pub fn has_guards(&self) -> bool {
-        *self.guarded.get_or_init(|| self.flags.slots.iter().flatten().any(|s| s.guarded))
+        self.flags.guarded > 0
     }
 
     /// The key of the flag in `slot`, as [`Served`](crate::guard::Served) names it.
@@ -823,7 +827,7 @@ impl Snapshot {
     #[inline]
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
         // The user's overrides are looked up only if the flag has any.
-        let input = Input { user: None, lookup: true, context, now: None, served: None };
+        let input = Input { user: None, lookup: true, context, clock: None };
         self.evaluate_slot(flag, &input).1
     }
 
@@ -846,7 +850,7 @@ impl Snapshot {
         let Some(s) = self.flags.find_slot(key_hash(key), key) else {
             return self.flags.pins.get(key_hash(key), key).map(|v| (v.clone(), Reason::Env));
         };
-        let input = Input { user: None, lookup: true, context, now: None, served: None };
+        let input = Input { user: None, lookup: true, context, clock: None };
         let (value, reason) = self.resolve_counted(s, &input, count);
         Some((value.clone(), reason))
     }
@@ -877,13 +881,10 @@ impl Snapshot {
         count: bool,
     ) -> impl Iterator<Item = (FlagInfo<'a>, &'a Value, Reason)> + 'a {
         let user = self.user_of(context);
-        let now = OnceLock::new();
+        let clock = Clock::default();
         self.flags.slots.iter().flatten().map(move |s| {
-            let (value, reason) = self.resolve_counted(
-                s,
-                &Input { user, lookup: false, context, now: Some(&now), served: None },
-                count,
-            );
+            let (value, reason) =
+                self.resolve_counted(s, &Input { user, lookup: false, context, clock: Some(&clock) }, count);
             (FlagInfo(s), value, reason)
         })
     }
@@ -950,7 +951,7 @@ impl Snapshot {
     #[inline]
     fn served(&self, s: &Slot, input: &Input<'_>, variation: usize) {
         if s.guarded
-            && let Some(served) = input.served
+            && let Some(served) = input.clock.and_then(|c| c.served.as_deref())
         {
             served.record(s.slot, variation as u32);
         }
@@ -1005,8 +1006,8 @@ impl Snapshot {
         input: Input<'_>,
     ) -> (&'a Value, Reason, usize) {
         // One clock for the whole evaluation, read only if needed.
-        let own = OnceLock::new();
-        let input = &Input { now: input.now.or(Some(&own)), ..input };
+        let own = Clock::default();
+        let input = &Input { clock: input.clock.or(Some(&own)), ..input };
         if s.expiring
             && let Some(at) = s.expires_at
             && input.now() >= at
@@ -1114,16 +1115,16 @@ impl Snapshot {
     /// `None` if another config type holds the cache.
     pub(crate) fn shared_config<C: Any + Send + Sync>(
         &self,
-        build: impl FnOnce(&OnceLock<OffsetDateTime>) -> (C, Vec<u32>),
+        build: impl FnOnce(&Clock) -> (C, Vec<u32>),
     ) -> Option<&SharedConfig> {
         let shared = self.shared_config.get_or_init(|| {
             // Its own clock: an evaluator moved in time must not fill the cache.
-            let clock = OnceLock::new();
+            let clock = Clock::default();
             let (value, mut touched) = build(&clock);
             touched.sort_unstable();
             touched.dedup();
             let targeted = self.any_targeted(&touched);
-            let built_at = clock.get().copied();
+            let built_at = clock.now.get().copied();
             let (valid_from, valid_until) = self.expiry_window(&touched, built_at);
             SharedConfig {
                 type_id: TypeId::of::<C>(),
@@ -1453,13 +1454,17 @@ impl FlagTable {
             Some(slot) => {
                 let usage = self.usage.flag(&record.key, hash, record.value_type);
                 let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
-                let _old = self.index.replace(hash, |s| s.slot == slot, new.clone());
+                self.guarded += u32::from(new.guarded);
+                if let Ok(old) = self.index.replace(hash, |s| s.slot == slot, new.clone()) {
+                    self.guarded -= u32::from(old.guarded);
+                }
                 self.slots[slot as usize] = Some(new);
             }
             None => {
                 let slot = self.slots.len() as u32;
                 let usage = self.usage.flag(&record.key, hash, record.value_type);
                 let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
+                self.guarded += u32::from(new.guarded);
                 self.index.insert_unique(hash, new.clone());
                 self.slots.push(Some(new));
             }
@@ -1468,6 +1473,7 @@ impl FlagTable {
 
     fn remove(&mut self, key: &str) -> Option<u32> {
         let removed = self.index.remove(key_hash(key), |s| s.key == key)?;
+        self.guarded -= u32::from(removed.guarded);
         self.slots[removed.slot as usize] = None;
         Some(removed.slot)
     }

@@ -401,7 +401,7 @@ impl Source {
     /// The current snapshot, leased by this thread: what the layer calls once per
     /// request. Requests on one thread share the lease, so no request writes the
     /// snapshot's reference count, which all threads share (see [`Lease`]).
-    #[inline]
+    #[inline(always)]
     pub fn lease(&self) -> Arc<Lease> {
         let shared = &self.inner.shared;
         let current = shared.current.load();

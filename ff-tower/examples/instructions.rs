@@ -24,11 +24,38 @@ use workload::{
 };
 
 const BOOL_FLAG: Flag<bool> = Flag::new("flag_500", false);
+const SPLIT: Flag<bool> = Flag::new("split", false);
+
+/// A handler that reads `SPLIT` (when polled, in the request's scope).
+struct ReadSplit;
+
+impl tower::Service<Request<()>> for ReadSplit {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    type Future = ReadSplitFuture;
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        black_box(req);
+        ReadSplitFuture
+    }
+}
+
+struct ReadSplitFuture;
+
+impl std::future::Future for ReadSplitFuture {
+    type Output = Result<(), std::convert::Infallible>;
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        black_box(Current::get(SPLIT));
+        std::task::Poll::Ready(Ok(()))
+    }
+}
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<usize>().ok())) else {
         eprintln!(
-            "usage: instructions plain|layer|layer_10|layer_10000|read|config_hand|config_derived|list_in|list_out|rule|split|regex|mixed N"
+            "usage: instructions plain|layer|split_layer|guarded_layer|layer_10|layer_10000|read|config_hand|config_derived|list_in|list_out|rule|split|regex|mixed N"
         );
         std::process::exit(2);
     };
@@ -44,6 +71,26 @@ fn main() {
         "plain" => (0..n).for_each(|i| run(&mut Noop, request(i))),
         "layer" => {
             let mut svc = FlagsLayer::new(source).make_context(UserIdHeader::new("x-user-id")).layer(Noop);
+            (0..n).for_each(|i| run(&mut svc, request(i)));
+        }
+        // A request through the layer whose handler reads a 10% split, without and
+        // with a guard on it (the difference: recording what was served, and the
+        // outcome and latency of those served a variation).
+        "split_layer" | "guarded_layer" => {
+            let guard = if mode == "guarded_layer" { serde_json::json!({}) } else { serde_json::Value::Null };
+            let mut targeting = serde_json::json!({"split": {"variations": [
+                {"value": true, "weight": 1000}, {"value": false, "weight": 9000}]}});
+            if !guard.is_null() {
+                targeting["guard"] = guard;
+            }
+            let record = ff_core::FlagRecord {
+                targeting: serde_json::from_value(targeting).unwrap(),
+                ..ff_core::FlagRecord::new("split", ff_core::Value::Bool(false))
+            };
+            let state = ff_core::StoreState { seq: 1, flags: vec![record], ..Default::default() };
+            let source = Source::fixed(ff_core::Snapshot::from_state(&state));
+            let mut svc =
+                FlagsLayer::new(source).make_context(UserIdHeader::new("x-user-id")).layer(ReadSplit);
             (0..n).for_each(|i| run(&mut svc, request(i)));
         }
         // The same with 10 flags (50,000 overrides) or 10,000 flags (1,000,000 overrides).

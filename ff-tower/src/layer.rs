@@ -124,20 +124,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         let context = self.make_context.make_context(&parts);
-        let flags = Evaluator::leased(self.source.lease(), context);
+        let mut flags = Evaluator::leased(self.source.lease(), context);
         // Only while some flag has a guard: what this request is served is recorded.
-        let (flags, guarded) = if flags.snapshot().has_guards() {
-            let served = Arc::new(Served::default());
-            let guarded = Box::new(Guarded {
-                served: served.clone(),
-                snapshot: flags.snapshot().clone(),
-                telemetry: self.source.guard_telemetry().clone(),
-                start: Instant::now(),
-            });
-            (flags.with_served(served), Some(guarded))
-        } else {
-            (flags, None)
-        };
+        let guarded = flags.snapshot().has_guards().then(|| Guarded::start(&mut flags, &self.source));
         if self.span
             && tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
         {
@@ -187,10 +176,30 @@ struct Guarded {
     snapshot: Arc<Snapshot>,
     telemetry: Arc<Telemetry>,
     start: Instant,
+    reported: bool,
 }
 
 impl Guarded {
-    fn report(&self, failed: bool) {
+    /// Out of line: requests to snapshots without a guard never come here.
+    #[cold]
+    #[inline(never)]
+    fn start(flags: &mut Evaluator, source: &Source) -> Box<Guarded> {
+        let served = Arc::new(Served::default());
+        flags.record_served(served.clone());
+        // Boxed: requests without a guard keep a small future.
+        Box::new(Guarded {
+            served,
+            snapshot: flags.snapshot().clone(),
+            telemetry: source.guard_telemetry().clone(),
+            start: Instant::now(),
+            reported: false,
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn report(&mut self, failed: bool) {
+        self.reported = true;
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         for (slot, variation) in self.served.take() {
             if let Some(key) = self.snapshot.slot_key(slot) {
@@ -202,8 +211,9 @@ impl Guarded {
 
 impl Drop for Guarded {
     fn drop(&mut self) {
-        // Reported already if the response came (`take` emptied it).
-        self.report(true);
+        if !self.reported {
+            self.report(true);
+        }
     }
 }
 
@@ -233,8 +243,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = this.inner.poll(cx);
-        if let Poll::Ready(result) = &out
-            && let Some(guarded) = this.guarded.take()
+        if this.guarded.is_some()
+            && let Poll::Ready(result) = &out
+            && let Some(mut guarded) = this.guarded.take()
         {
             guarded.report(result.as_ref().is_ok_and(|r| r.failed()) || result.is_err());
         }

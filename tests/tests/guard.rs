@@ -125,6 +125,7 @@ async fn a_failing_treatment_is_rolled_back_once_and_a_revert_undoes_it() {
     assert!(reason.contains("+1.00 allowed") && reason.contains("mSPRT ln Λ"), "{reason}");
     let record = s.source.snapshot().flag("NEW_CHECKOUT").unwrap();
     assert!(record.targeting.guard.is_none() && record.targeting.schedule.is_empty());
+    assert!(!s.source.snapshot().has_guards(), "the layer stops recording");
     // Everyone gets the control now.
     for i in 0..20 {
         let ctx = ff_core::EvalContext::user(format!("user-{i}"));
@@ -142,6 +143,7 @@ async fn a_failing_treatment_is_rolled_back_once_and_a_revert_undoes_it() {
     assert_eq!(res.status(), StatusCode::OK);
     wait(|| s.source.snapshot().flag("NEW_CHECKOUT").is_some_and(|f| f.targeting.guard.is_some())).await;
     assert!(s.source.snapshot().flag("NEW_CHECKOUT").unwrap().targeting.split.is_some());
+    assert!(s.source.snapshot().has_guards());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
