@@ -18,3 +18,4 @@ echo "the same through FlagsLayer:      $layer instructions (layer overhead $((l
 echo "bool read through Current:        $read_ instructions"
 echo "request scope + Current::config(), hand-written Config: $(per config_hand) instructions"
 echo "request scope + Current::config(), #[derive(Config)]:   $(per config_derived) instructions"
+echo "request through FlagsLayer reading a 10% split: $(per split_layer) instructions; with a guard on it: $(per guarded_layer)"
