@@ -1520,6 +1520,10 @@ mod tests {
                 serde_json::json!({"split": split, "guard": {"alpha": 0.9}}),
                 "targeting guard: alpha must be above 0 and at most 0.5",
             ),
+            (
+                serde_json::json!({"split": split, "guard": {"action": "pause"}}),
+                "a guard's pause stops a ramp",
+            ),
         ] {
             assert!(check(&targeting(t)).unwrap_err().contains(error), "{error}");
         }

@@ -728,6 +728,11 @@ impl Compiled {
                     "a guard watches a percentage rollout: add a split, or a ramp step with one".into(),
                 ));
             }
+            if g.action == crate::guard::GuardAction::Pause && t.schedule.iter().all(|s| s.split.is_none()) {
+                return Err(bad(
+                    "a guard's pause stops a ramp: add ramp steps with splits, or roll back instead".into(),
+                ));
+            }
         }
         if t.is_empty() {
             return Ok(None);

@@ -71,10 +71,12 @@ impl Guardian {
             let Some(record) = record else { continue };
             let Some(guard) = record.targeting.guard.clone() else { continue };
             let split = split_at(&record.targeting, now).cloned();
+            // Compared as typed values: a float flag's 1.0 is the variation written 1.
             let control = split
                 .as_ref()
                 .and_then(|s| s.variations.get(variation as usize))
-                .is_some_and(|v| record.value.to_json() == v.value);
+                .and_then(|v| ff_core::Value::from_json(record.value_type, &v.value).ok())
+                .is_some_and(|v| v == record.value);
             let under = (guard, split);
             let w = self.watched.entry(key).or_insert_with(|| Watched::new(under.clone()));
             if w.under != under {
@@ -96,6 +98,14 @@ impl Guardian {
             writes.push(action(record, &w.under.0, &w.verdict, now));
         }
         writes
+    }
+
+    /// The write for `key` was refused or failed: the next tick tries again (on the
+    /// flag as it is then; a flag another instance rolled back is no longer watched).
+    pub(crate) fn write_failed(&mut self, key: &str) {
+        if let Some(w) = self.watched.get_mut(key) {
+            w.acted = false;
+        }
     }
 
     /// Each watched flag's state and counts, for the page, the API and `ff guard`.
@@ -151,4 +161,70 @@ fn action(record: FlagRecord, guard: &Guard, verdict: &Verdict, now: OffsetDateT
     let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
     let mutation = Mutation::UpdateFlag { key: record.key, patch, expected_version: Some(record.version) };
     Write::new(GUARD_ACTOR, mutation).reason(format!("guarded rollout {what}: {verdict}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ff_core::{StoreState, Value};
+
+    fn snapshot(value: Value, targeting: serde_json::Value) -> Snapshot {
+        let record = FlagRecord {
+            targeting: serde_json::from_value(targeting).unwrap(),
+            ..FlagRecord::new("F", value)
+        };
+        Snapshot::from_state(&StoreState { seq: 1, flags: vec![record], ..Default::default() })
+    }
+
+    fn arm(requests: u64, errors: u64) -> Arm {
+        Arm { requests, errors, ..Default::default() }
+    }
+
+    #[test]
+    fn a_regression_is_acted_on_once_and_again_after_a_failed_write() {
+        let now = OffsetDateTime::now_utc();
+        // A float flag whose value 1.0 is the variation written `1`: the control.
+        let s = snapshot(
+            Value::Float(1.0),
+            serde_json::json!({"split": {"variations": [{"value": 2, "weight": 1000}, {"value": 1, "weight": 9000}]},
+                               "guard": {"min_requests": 100}}),
+        );
+        let mut g = Guardian::default();
+        let bad = || vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))];
+        let writes = g.tick(&s, bad(), now);
+        assert_eq!(writes.len(), 1);
+        let state = &g.states()[0];
+        assert_eq!((state.control.requests, state.treatment.requests), (9_000, 1_000));
+        assert!(state.acted && matches!(state.verdict, Verdict::Regressed { .. }));
+        let Mutation::UpdateFlag { patch, expected_version, .. } = &writes[0].mutation else { panic!() };
+        let t = patch.targeting.as_ref().unwrap();
+        assert!(t.split.is_none() && t.guard.is_none(), "{t:?}");
+        assert_eq!(*expected_version, Some(s.flag("F").unwrap().version));
+        assert_eq!(writes[0].actor, GUARD_ACTOR);
+        assert!(g.tick(&s, Vec::new(), now).is_empty(), "acted once");
+        g.write_failed("F");
+        assert_eq!(g.tick(&s, Vec::new(), now).len(), 1, "tried again");
+    }
+
+    #[test]
+    fn a_pause_drops_the_ramps_later_steps_only() {
+        let now = OffsetDateTime::now_utc();
+        let at = |days: i64| {
+            (now + time::Duration::days(days)).format(&time::format_description::well_known::Rfc3339).unwrap()
+        };
+        let split = |w: u32| serde_json::json!({"variations": [{"value": true, "weight": w}, {"value": false, "weight": 10_000 - w}]});
+        let s = snapshot(
+            Value::Bool(false),
+            serde_json::json!({"schedule": [{"at": at(-1), "split": split(1000)}, {"at": at(1), "split": split(5000)}],
+                               "guard": {"min_requests": 100, "action": "pause"}}),
+        );
+        let mut g = Guardian::default();
+        let writes =
+            g.tick(&s, vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))], now);
+        let Mutation::UpdateFlag { patch, .. } = &writes[0].mutation else { panic!() };
+        let t = patch.targeting.as_ref().unwrap();
+        assert_eq!(t.schedule.len(), 1, "the step in force stays, the next one goes");
+        assert!(t.guard.is_some());
+        assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded rollout ramp paused: regressed"));
+    }
 }

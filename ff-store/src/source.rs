@@ -690,8 +690,12 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
                     metrics::counter!("ff_guard_actions_total", "flag" => key).increment(1);
                     shared.nudge.notify_one();
                 }
-                // Another instance acted first, or the flag changed: nothing to undo.
-                Err(e) => tracing::info!(flag = %key, error = %e, "ff: guarded rollout not changed"),
+                // Another instance acted first, the flag changed, or the store failed:
+                // the next tick looks again at the flag as it is then.
+                Err(e) => {
+                    tracing::warn!(flag = %key, error = %e, "ff: guarded rollout not changed yet: {reason}");
+                    guardian.write_failed(&key);
+                }
             }
         }
     }
