@@ -967,13 +967,28 @@ impl Snapshot {
     ) -> (&'a Value, Reason, usize) {
         let input = &input;
         let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
-        if !s.enabled {
+        self.decided(slot, s, c, input, None, s.enabled)
+    }
+
+    /// The switch (as the schedule sets it), the user's override, then rules, split
+    /// and schedule: what both targeted paths end with.
+    #[inline(always)]
+    fn decided<'a>(
+        &'a self,
+        slot: u32,
+        s: &'a Slot,
+        c: &'a Compiled,
+        input: &Input<'_>,
+        step: Option<usize>,
+        enabled: bool,
+    ) -> (&'a Value, Reason, usize) {
+        if !enabled {
             return (&s.off_value, Reason::Disabled, 0);
         }
         if let Some(v) = self.overridden(slot, input) {
             return (v, Reason::Override, 0);
         }
-        match c.decide(input.context, None, &self.segments) {
+        match c.decide(input.context, step, &self.segments) {
             Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
             Outcome::Split(j, v) => {
                 self.served(s, input, j);
@@ -1022,21 +1037,7 @@ impl Snapshot {
             return (v, Reason::Env, 0);
         }
         let step = if c.needs_time() { c.step(Some(input.now())) } else { None };
-        if !c.enabled_at(step).unwrap_or(s.enabled) {
-            return (&s.off_value, Reason::Disabled, 0);
-        }
-        if let Some(v) = self.overridden(slot, input) {
-            return (v, Reason::Override, 0);
-        }
-        match c.decide(input.context, step, &self.segments) {
-            Outcome::Rule(i, v) => (v, Reason::Rule(i), i),
-            Outcome::Split(j, v) => {
-                self.served(s, input, j);
-                (v, Reason::Split, j)
-            }
-            Outcome::Scheduled(i, v) => (v, Reason::Scheduled(i), i),
-            Outcome::Fallthrough => (&s.value, Reason::Global, 0),
-        }
+        self.decided(slot, s, c, input, step, c.enabled_at(step).unwrap_or(s.enabled))
     }
 
     #[inline]

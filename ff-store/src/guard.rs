@@ -29,6 +29,8 @@ struct Watched {
     verdict: Verdict,
     /// A write was made for this regression: it is not made again.
     acted: bool,
+    /// Writes for it refused or failed so far (a read-only store refuses every one).
+    failures: u32,
 }
 
 impl Watched {
@@ -40,6 +42,7 @@ impl Watched {
             treatment: Arm::default(),
             verdict: Verdict::Collecting { control: 0, treatment: 0, needed },
             acted: false,
+            failures: 0,
         }
     }
 }
@@ -102,10 +105,12 @@ impl Guardian {
 
     /// The write for `key` was refused or failed: the next tick tries again (on the
     /// flag as it is then; a flag another instance rolled back is no longer watched).
-    pub(crate) fn write_failed(&mut self, key: &str) {
-        if let Some(w) = self.watched.get_mut(key) {
-            w.acted = false;
-        }
+    /// Whether it is the first failure for this regression (worth a warning).
+    pub(crate) fn write_failed(&mut self, key: &str) -> bool {
+        let Some(w) = self.watched.get_mut(key) else { return false };
+        w.acted = false;
+        w.failures += 1;
+        w.failures == 1
     }
 
     /// Each watched flag's state and counts, for the page, the API and `ff guard`.
@@ -202,8 +207,9 @@ mod tests {
         assert_eq!(*expected_version, Some(s.flag("F").unwrap().version));
         assert_eq!(writes[0].actor, GUARD_ACTOR);
         assert!(g.tick(&s, Vec::new(), now).is_empty(), "acted once");
-        g.write_failed("F");
-        assert_eq!(g.tick(&s, Vec::new(), now).len(), 1, "tried again");
+        assert!(g.write_failed("F"), "the first failure");
+        assert!(g.tick(&s, Vec::new(), now).len() == 1 && !g.write_failed("F"), "tried again, quietly");
+        assert_eq!(g.tick(&s, Vec::new(), now).len(), 1, "and again");
     }
 
     #[test]

@@ -693,8 +693,11 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
                 // Another instance acted first, the flag changed, or the store failed:
                 // the next tick looks again at the flag as it is then.
                 Err(e) => {
-                    tracing::warn!(flag = %key, error = %e, "ff: guarded rollout not changed yet: {reason}");
-                    guardian.write_failed(&key);
+                    if guardian.write_failed(&key) {
+                        tracing::warn!(flag = %key, error = %e, "ff: guarded rollout not changed yet: {reason}");
+                    } else {
+                        tracing::debug!(flag = %key, error = %e, "ff: guarded rollout still not changed");
+                    }
                 }
             }
         }
