@@ -16,6 +16,10 @@ const PLAIN: Flag<bool> = Flag::new("PLAIN", true);
 
 /// `NEW_CHECKOUT` split 50/50 (variation 0 serves `true`), guarded or not.
 fn source(guarded: bool) -> Source {
+    source_with(guarded, true, Vec::new())
+}
+
+fn source_with(guarded: bool, enabled: bool, overrides: Vec<ff_core::OverrideRecord>) -> Source {
     let mut targeting = serde_json::json!({"split": {"variations": [
         {"value": true, "weight": 5000}, {"value": false, "weight": 5000}]}});
     if guarded {
@@ -23,10 +27,11 @@ fn source(guarded: bool) -> Source {
     }
     let checkout = FlagRecord {
         targeting: serde_json::from_value(targeting).unwrap(),
+        enabled,
         ..FlagRecord::new("NEW_CHECKOUT", Value::Bool(false))
     };
     let flags = vec![checkout, FlagRecord::new("PLAIN", Value::Bool(true))];
-    Source::fixed(Snapshot::from_state(&StoreState { seq: 1, flags, ..Default::default() }))
+    Source::fixed(Snapshot::from_state(&StoreState { seq: 1, flags, overrides, ..Default::default() }))
 }
 
 /// What each path of the service does: `/checkout` fails on the new checkout,
@@ -152,4 +157,31 @@ async fn without_a_guard_nothing_is_recorded() {
     }
     assert!(unguarded.guard_telemetry().take().is_empty());
     assert!(source(true).snapshot().has_guards());
+}
+
+#[tokio::test]
+async fn overrides_and_the_kill_switch_are_not_counted() {
+    let overrides = (0..10)
+        .map(|u| ff_core::OverrideRecord {
+            key: "NEW_CHECKOUT".into(),
+            user_id: format!("user-{u}"),
+            value: true.into(),
+        })
+        .collect();
+    let source = source_with(true, true, overrides);
+    let svc = service(&source);
+    for user in 0..10 {
+        let body = svc.clone().oneshot(request("/checkout", user)).await.unwrap().into_body();
+        assert_eq!(body, "true", "the override serves");
+    }
+    assert!(counted(&source).is_empty(), "overrides are not the split's decision");
+    svc.clone().oneshot(request("/checkout", 10)).await.unwrap();
+    assert_eq!(counted(&source).iter().map(|c| c.1).sum::<u64>(), 1, "a split decision is");
+
+    let off = source_with(true, false, Vec::new());
+    let svc = service(&off);
+    for user in 0..20 {
+        assert_eq!(svc.clone().oneshot(request("/checkout", user)).await.unwrap().into_body(), "false");
+    }
+    assert!(counted(&off).is_empty(), "a switched-off flag serves no variation");
 }
