@@ -61,6 +61,11 @@ pub struct Guard {
     /// What to do on a regression.
     #[serde(default)]
     pub action: GuardAction,
+    /// When the rollout it watches began: set by the store on every write that
+    /// sets the guard or changes it or the split (a value sent is ignored). Counts
+    /// are kept per start, so a restarted rollout never inherits old evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub started: Option<time::OffsetDateTime>,
 }
 
 impl Default for Guard {
@@ -71,6 +76,7 @@ impl Default for Guard {
             alpha: Self::default_alpha(),
             min_requests: Self::default_min_requests(),
             action: GuardAction::Rollback,
+            started: None,
         }
     }
 }
@@ -134,6 +140,20 @@ impl Arm {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
         self.latency_buckets.iter_mut().zip(&other.latency_buckets).for_each(|(a, b)| *a += b);
+    }
+
+    /// What was counted after `earlier` (counts of the same arm taken before).
+    pub fn since(&self, earlier: &Arm) -> Arm {
+        let buckets = self.latency_buckets.iter().enumerate();
+        Arm {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            log_latency_sum: self.log_latency_sum - earlier.log_latency_sum,
+            log_latency_squares: self.log_latency_squares - earlier.log_latency_squares,
+            latency_buckets: buckets
+                .map(|(i, n)| n.saturating_sub(earlier.latency_buckets.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
     }
 
     /// The share of requests that failed (0 with none).
@@ -291,6 +311,11 @@ impl Guard {
 
     fn default_min_requests() -> u64 {
         200
+    }
+
+    /// Whether `other` sets the same test (when each started aside).
+    pub fn same_settings(&self, other: &Guard) -> bool {
+        Guard { started: None, ..self.clone() } == Guard { started: None, ..other.clone() }
     }
 
     /// Refuses values that make no test: naming the field and the range.

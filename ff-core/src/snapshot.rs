@@ -799,6 +799,14 @@ impl Snapshot {
         self.flags.guarded > 0
     }
 
+    /// The keys of the flags whose targeting has a guard (a pinned one is not guarded).
+    pub fn guarded_keys(&self) -> Vec<&str> {
+        if !self.has_guards() {
+            return Vec::new();
+        }
+        self.flags.slots.iter().flatten().filter(|s| s.guarded).map(|s| s.key.as_str()).collect()
+    }
+
     /// The key of the flag in `slot`, as [`Served`](crate::guard::Served) names it.
     pub fn slot_key(&self, slot: u32) -> Option<&str> {
         self.flags.slot(slot).map(|s| s.key.as_str())
@@ -1522,8 +1530,8 @@ mod tests {
                 "targeting guard: alpha must be above 0 and at most 0.5",
             ),
             (
-                serde_json::json!({"split": split, "guard": {"action": "pause"}}),
-                "a guard's pause stops a ramp",
+                serde_json::json!({"split": split, "schedule": [{"at": "2026-01-01T00:00:00Z", "enabled": false}], "guard": {}}),
+                "schedule step 0: a guarded ramp's steps set a split only",
             ),
         ] {
             assert!(check(&targeting(t)).unwrap_err().contains(error), "{error}");
@@ -1540,6 +1548,18 @@ mod tests {
             ..Default::default()
         });
         assert!(!plain.has_guards());
+        // A guarded ramp's step is not served by time: the guardian applies it.
+        let all_on = serde_json::json!({"variations": [{"value": true, "weight": 10000}]});
+        let ramp = targeting(
+            serde_json::json!({"schedule": [{"at": "2020-01-01T00:00:00Z", "split": all_on}], "guard": {}}),
+        );
+        let record = FlagRecord { targeting: ramp.clone(), ..FlagRecord::new("F", Value::Bool(false)) };
+        let snapshot =
+            Snapshot::from_state(&StoreState { seq: 1, flags: vec![record], ..Default::default() });
+        let ctx = crate::EvalContext::user("u1");
+        assert!(!snapshot.evaluate(&crate::Flag::<bool>::new("F", false), &ctx).value);
+        assert_eq!(snapshot.guarded_keys(), vec!["F"]);
+        assert_eq!(snapshot.flag("F").unwrap().targeting, ramp, "the steps are kept");
     }
 
     /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that

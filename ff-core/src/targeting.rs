@@ -51,7 +51,9 @@ pub struct Targeting {
     /// Bucketing salt; default the flag key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salt: Option<String>,
-    /// Timed steps; the latest step at or before now applies.
+    /// Timed steps; the latest step at or before now applies. Under a guard, steps
+    /// set splits only, and each is applied by the guardian (written into `split`)
+    /// once due and only while the guard finds the rollout healthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedule: Vec<Step>,
     /// Watches the split (or the ramp's splits): the layer counts each variant's
@@ -728,10 +730,13 @@ impl Compiled {
                     "a guard watches a percentage rollout: add a split, or a ramp step with one".into(),
                 ));
             }
-            if g.action == crate::guard::GuardAction::Pause && t.schedule.iter().all(|s| s.split.is_none()) {
-                return Err(bad(
-                    "a guard's pause stops a ramp: add ramp steps with splits, or roll back instead".into(),
-                ));
+            // A guarded ramp's steps are applied by the guardian while the guard is healthy.
+            if let Some(i) =
+                t.schedule.iter().position(|s| s.split.is_none() || s.value.is_some() || s.enabled.is_some())
+            {
+                return Err(bad(format!(
+                    "schedule step {i}: a guarded ramp's steps set a split only (the guardian applies each when it is due and the guard is healthy)"
+                )));
             }
         }
         if t.is_empty() {
@@ -773,6 +778,10 @@ impl Compiled {
                 return Err(bad(format!("{what} changes nothing")));
             }
             schedule.push(CompiledStep { at: s.at, enabled: s.enabled, serve });
+        }
+        // Not served by time: the guardian writes each step into the split.
+        if t.guard.is_some() {
+            schedule.clear();
         }
         if let Some(b) = &t.bucket_by
             && (b.is_empty() || b.len() > 128)

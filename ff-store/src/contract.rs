@@ -66,13 +66,16 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             flags_overrides_and_tokens, segments, attributes, sync_declarations, setting_rules, lifecycle,
-            batches, usage, racing_writers);
+            batches, usage, racing_writers, guarded_rollouts);
     };
 }
 
 /// A read-only store (a file): it loads, and refuses every write with
 /// [`StoreError::ReadOnly`], writing nothing.
 pub async fn read_only(store: Arc<dyn Store>) {
+    let at = time::OffsetDateTime::now_utc();
+    assert!(!store.lease("guard", "a", Duration::from_secs(1), at).await.unwrap(), "nothing to act on");
+    assert_eq!(store.guard_counts("G", 1).await.unwrap(), None, "only this instance's counts");
     let s = &*store;
     assert!(s.read_only());
     let before = s.load().await.unwrap();
@@ -949,4 +952,67 @@ pub async fn usage(store: Arc<dyn Store>) {
     let unknown = store.unknown_flags().await.unwrap();
     assert_eq!(unknown.len(), 1);
     assert_eq!((unknown[0].count, unknown[0].first_at, unknown[0].last_at), (4, at, later));
+}
+
+/// A guarded rollout's start is stamped by the store; each instance's counts are
+/// replaced whole and read back together; one holder at a time has a lease.
+pub async fn guarded_rollouts(store: Arc<dyn Store>) {
+    let store = &*store;
+    let split = json!({"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]});
+    let targeting = |guard: serde_json::Value| -> ff_core::Targeting {
+        serde_json::from_value(json!({"split": split, "guard": guard})).unwrap()
+    };
+    let mut def = FlagDef::from(&Flag::<bool>::new("G", false).decl());
+    def.targeting = targeting(json!({"started": "2001-01-01T00:00:00Z"}));
+    store.write(Write::new("t", Mutation::CreateFlag { def, if_missing: false })).await.unwrap();
+    let started = |r: ff_core::FlagRecord| r.targeting.guard.unwrap().started.unwrap();
+    let first = started(store.flag("G").await.unwrap().unwrap());
+    assert!(first.year() > 2001, "the store stamps the start, ignoring the writer's");
+    let update = |patch: FlagPatch| {
+        Write::new("t", Mutation::UpdateFlag { key: "G".into(), patch, expected_version: None })
+    };
+    // The same rollout sent back with another start: nothing to do.
+    let same = FlagPatch {
+        targeting: Some(targeting(json!({"started": "2002-02-02T00:00:00Z"}))),
+        ..Default::default()
+    };
+    assert!(store.write(update(same)).await.unwrap().is_none());
+    let described = FlagPatch { description: Some("checkout".into()), ..Default::default() };
+    store.write(update(described)).await.unwrap();
+    assert_eq!(started(store.flag("G").await.unwrap().unwrap()), first, "another field: the same rollout");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let stricter =
+        FlagPatch { targeting: Some(targeting(json!({"max_error_increase": 0.5}))), ..Default::default() };
+    store.write(update(stricter)).await.unwrap();
+    assert!(started(store.flag("G").await.unwrap().unwrap()) > first, "a new test starts afresh");
+
+    let at = time::OffsetDateTime::now_utc();
+    let arm = |requests, errors| ff_core::guard::Arm { requests, errors, ..Default::default() };
+    let row = |instance: &str, epoch, variation, requests| crate::GuardCount {
+        flag: "G".into(),
+        epoch,
+        instance: instance.into(),
+        variation,
+        arm: arm(requests, requests / 10),
+    };
+    store.put_guard_counts(&[row("a", 1, 0, 10), row("a", 1, 1, 90), row("a", 2, 0, 5)], at).await.unwrap();
+    store.put_guard_counts(&[row("b", 1, 0, 20)], at).await.unwrap();
+    // A later flush holds all of "a"'s counts so far: it replaces, never adds.
+    store.put_guard_counts(&[row("a", 1, 0, 30)], at).await.unwrap();
+    let got = store.guard_counts("G", 1).await.unwrap().unwrap();
+    let got: Vec<_> =
+        got.iter().map(|r| (r.instance.as_str(), r.variation, r.arm.requests, r.arm.errors)).collect();
+    assert_eq!(got, [("a", 0, 30, 3), ("a", 1, 90, 9), ("b", 0, 20, 2)]);
+    assert_eq!(store.guard_counts("G", 2).await.unwrap().unwrap().len(), 1);
+    assert!(store.guard_counts("OTHER", 1).await.unwrap().unwrap().is_empty());
+
+    let ttl = Duration::from_millis(300);
+    let now = time::OffsetDateTime::now_utc;
+    assert!(store.lease("guard", "a", ttl, now()).await.unwrap(), "free: taken");
+    assert!(!store.lease("guard", "b", ttl, now()).await.unwrap(), "held by another");
+    assert!(store.lease("guard", "a", ttl, now()).await.unwrap(), "renewed by its holder");
+    assert!(store.lease("other", "b", ttl, now()).await.unwrap(), "leases are by name");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(store.lease("guard", "b", ttl, now()).await.unwrap(), "expired: taken over");
+    assert!(!store.lease("guard", "a", ttl, now()).await.unwrap());
 }

@@ -1,171 +1,521 @@
-//! The guardian of a `Source`: adds up what the layer counted for each guarded
-//! flag, tests the rollout's treatment against its control, and on a regression
-//! rolls the flag back (or pauses its ramp) through the audited write path.
+//! The guardian of a `Source`: counts what the layer saw for each guarded flag,
+//! flushes this instance's counts to the store and reads every instance's back,
+//! tests the rollout's treatment against its control, and — on the one instance
+//! holding the store's lease — writes what the test calls for through the audited
+//! path: the rollback (or pause) of a regressed rollout, or a ramp's next step once
+//! it is due and the guard finds the rollout healthy.
 //!
 //! Control: the variations that serve the flag's own value (what everyone got
-//! before the rollout); treatment: the others. A rollback writes the targeting
-//! without its split, ramp and guard (rules stay), version-checked: if the flag
-//! changed meanwhile the write is refused and nothing is done, so two instances
-//! acting on the same evidence write one rollback.
+//! before the rollout); treatment: the others. Counts are kept per rollout start
+//! ([`Guard::started`], stamped by the store): a changed guard or split, or a ramp
+//! step, starts afresh. Every write is version-checked, so two instances acting on
+//! the same evidence write once, and an instance dying mid-decision leaves either
+//! the write (one transaction with its audit row) or nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use ff_core::guard::{Arm, Guard, GuardAction, Verdict};
 use ff_core::{FlagRecord, Snapshot, Split, Targeting};
+use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{FlagPatch, Mutation, Write};
+use crate::{FlagPatch, GuardCount, Mutation, Store, StoreError, Write};
 
 /// The actor the guardian's writes are recorded under.
 pub const GUARD_ACTOR: &str = "ff-guard";
 
-/// One guarded rollout being watched: its counts since the guard was set.
+/// The store lease the acting guardian holds.
+pub const LEASE: &str = "ff-guardian";
+
+/// How often a history point is taken, and how many are kept (an hour).
+const HISTORY_STEP: time::Duration = time::Duration::seconds(10);
+const HISTORY_POINTS: usize = 360;
+
+/// One guarded rollout being watched, since it started.
 #[derive(Debug)]
 struct Watched {
-    /// The guard and split it counts under: a change of either starts afresh.
-    under: (Guard, Option<Split>),
+    epoch: i64,
+    started: Option<OffsetDateTime>,
+    guard: Guard,
+    /// This instance's counts, by variation.
+    local: Vec<Arm>,
+    /// `local` changed since the last flush.
+    dirty: bool,
+    /// Every instance's counts, by variation, and how many instances sent any.
+    all: Vec<Arm>,
+    instances: usize,
     control: Arm,
     treatment: Arm,
     verdict: Verdict,
-    /// A write was made for this regression: it is not made again.
+    /// Totals at the last history point, and the points (deltas) so far.
+    mark: Option<(OffsetDateTime, Arm, Arm)>,
+    history: VecDeque<HistoryPoint>,
+    /// A write was made for this rollout's regression: not made again.
     acted: bool,
-    /// Writes for it refused or failed so far (a read-only store refuses every one).
+    /// Writes refused or failed so far (a read-only store refuses every one).
     failures: u32,
+    /// What the guardian last did or is waiting for.
+    note: Option<String>,
 }
 
 impl Watched {
-    fn new(under: (Guard, Option<Split>)) -> Self {
-        let needed = under.0.min_requests;
+    fn new(guard: Guard) -> Self {
+        let needed = guard.min_requests;
         Watched {
-            under,
+            epoch: epoch(&guard),
+            started: guard.started,
+            guard,
+            local: Vec::new(),
+            dirty: false,
+            all: Vec::new(),
+            instances: 0,
             control: Arm::default(),
             treatment: Arm::default(),
             verdict: Verdict::Collecting { control: 0, treatment: 0, needed },
+            mark: None,
+            history: VecDeque::new(),
             acted: false,
             failures: 0,
+            note: None,
+        }
+    }
+
+    /// Splits `all` into control and treatment for `record`, and tests them.
+    fn test(&mut self, record: &FlagRecord) {
+        let (mut control, mut treatment) = (Arm::default(), Arm::default());
+        for (v, arm) in self.all.iter().enumerate() {
+            if is_control(record, v) { control.merge(arm) } else { treatment.merge(arm) }
+        }
+        self.verdict = self.guard.verdict(&control, &treatment);
+        (self.control, self.treatment) = (control, treatment);
+    }
+
+    /// Takes a history point when one is due.
+    fn remember(&mut self, now: OffsetDateTime) {
+        let Some((at, control, treatment)) = &self.mark else {
+            self.mark = Some((now, self.control.clone(), self.treatment.clone()));
+            return;
+        };
+        if now - *at < HISTORY_STEP {
+            return;
+        }
+        self.history.push_back(HistoryPoint {
+            at: now,
+            control: Summary::of(&self.control.since(control)),
+            treatment: Summary::of(&self.treatment.since(treatment)),
+        });
+        if self.history.len() > HISTORY_POINTS {
+            self.history.pop_front();
+        }
+        self.mark = Some((now, self.control.clone(), self.treatment.clone()));
+    }
+
+    fn state(&self, flag: &str, record: Option<&FlagRecord>, acting: bool) -> GuardState {
+        let variations = record
+            .and_then(|r| r.targeting.split.as_ref().map(|s| (r, s)))
+            .map(|(r, split)| {
+                split
+                    .variations
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| VariationState {
+                        value: v.value.clone(),
+                        weight: v.weight,
+                        control: is_control(r, i),
+                        counts: Summary::of(self.all.get(i).unwrap_or(&Arm::default())),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        GuardState {
+            flag: flag.to_owned(),
+            guard: self.guard.clone(),
+            started: self.started,
+            verdict: self.verdict.clone(),
+            control: Summary::of(&self.control),
+            treatment: Summary::of(&self.treatment),
+            variations,
+            instances: self.instances,
+            acting,
+            acted: self.acted,
+            note: self.note.clone(),
+            next_step: record.and_then(|r| r.targeting.schedule.first().map(|s| s.at)),
+            history: self.history.iter().cloned().collect(),
         }
     }
 }
 
-/// Every guarded flag's counts and state.
-#[derive(Debug, Default)]
-pub(crate) struct Guardian {
-    watched: HashMap<String, Watched>,
+/// A rollout's identity: its start in ms (0 for a guard the store never stamped).
+fn epoch(guard: &Guard) -> i64 {
+    guard.started.map_or(0, crate::store::to_millis)
 }
 
-/// The split in force at `now`: a ramp's latest step with one, else the flag's split.
-fn split_at(t: &Targeting, now: OffsetDateTime) -> Option<&Split> {
-    let step = t.schedule.iter().rev().filter(|s| s.at <= now).find_map(|s| s.split.as_ref());
-    step.or(t.split.as_ref())
+/// Whether variation `v` of the flag's split serves the flag's own value: compared
+/// as typed values (a float flag's 1.0 is the variation written 1).
+fn is_control(record: &FlagRecord, v: usize) -> bool {
+    record
+        .targeting
+        .split
+        .as_ref()
+        .and_then(|s| s.variations.get(v))
+        .and_then(|v| ff_core::Value::from_json(record.value_type, &v.value).ok())
+        .is_some_and(|v| v == record.value)
+}
+
+/// Every guarded flag's counts and state, on one instance.
+#[derive(Debug)]
+pub(crate) struct Guardian {
+    instance: String,
+    watched: HashMap<String, Watched>,
+    acting: bool,
 }
 
 impl Guardian {
-    /// Adds what the layer counted (flag, variation, counts) and tests each guarded
-    /// flag of `snapshot`; the writes to make for regressions not acted on yet.
-    pub(crate) fn tick(
+    pub(crate) fn new(instance: String) -> Self {
+        Guardian { instance, watched: HashMap::new(), acting: false }
+    }
+
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether there is nothing to watch.
+    pub(crate) fn idle(&self) -> bool {
+        self.watched.is_empty()
+    }
+
+    /// Follows `snapshot`'s guarded flags (a new rollout start resets its counts)
+    /// and adds what the layer counted (flag, variation, counts). Returns this
+    /// instance's counts to flush: each changed rollout's, all of them so far.
+    pub(crate) fn count(&mut self, snapshot: &Snapshot, counted: Vec<(String, u32, Arm)>) -> Vec<GuardCount> {
+        let guarded = snapshot.guarded_keys();
+        self.watched.retain(|key, _| guarded.contains(&key.as_str()));
+        for key in guarded {
+            let Some(guard) = snapshot.flag(key).and_then(|r| r.targeting.guard) else { continue };
+            match self.watched.get_mut(key) {
+                Some(w) if w.epoch == epoch(&guard) && w.guard.same_settings(&guard) => {}
+                _ => {
+                    self.watched.insert(key.to_owned(), Watched::new(guard));
+                }
+            }
+        }
+        for (key, variation, arm) in counted {
+            // A flag whose guard went (rolled back, edited) counts no more.
+            let Some(w) = self.watched.get_mut(&key) else { continue };
+            let v = variation as usize;
+            if w.local.len() <= v {
+                w.local.resize(v + 1, Arm::default());
+            }
+            w.local[v].merge(&arm);
+            w.dirty = true;
+        }
+        let mut rows = Vec::new();
+        for (key, w) in self.watched.iter().filter(|(_, w)| w.dirty) {
+            rows.extend(w.local.iter().enumerate().filter(|(_, a)| a.requests > 0).map(|(v, arm)| {
+                GuardCount {
+                    flag: key.clone(),
+                    epoch: w.epoch,
+                    instance: self.instance.clone(),
+                    variation: v as u32,
+                    arm: arm.clone(),
+                }
+            }));
+        }
+        rows
+    }
+
+    /// The counts were flushed.
+    pub(crate) fn flushed(&mut self) {
+        self.watched.values_mut().for_each(|w| w.dirty = false);
+    }
+
+    /// The rollouts whose every-instance counts to read: (flag, epoch).
+    pub(crate) fn epochs(&self) -> Vec<(String, i64)> {
+        self.watched.iter().map(|(k, w)| (k.clone(), w.epoch)).collect()
+    }
+
+    /// Takes every instance's counts of `flag` (`None`: the store keeps none, or
+    /// could not be read: this instance's own) and tests them.
+    pub(crate) fn combine(
         &mut self,
         snapshot: &Snapshot,
-        counted: Vec<(String, u32, Arm)>,
+        flag: &str,
+        rows: Option<Vec<GuardCount>>,
         now: OffsetDateTime,
-    ) -> Vec<Write> {
-        let mut records: HashMap<String, Option<FlagRecord>> = HashMap::new();
-        for (key, variation, arm) in counted {
-            let record = records.entry(key.clone()).or_insert_with(|| snapshot.flag(&key));
-            let Some(record) = record else { continue };
-            let Some(guard) = record.targeting.guard.clone() else { continue };
-            let split = split_at(&record.targeting, now).cloned();
-            // Compared as typed values: a float flag's 1.0 is the variation written 1.
-            let control = split
-                .as_ref()
-                .and_then(|s| s.variations.get(variation as usize))
-                .and_then(|v| ff_core::Value::from_json(record.value_type, &v.value).ok())
-                .is_some_and(|v| v == record.value);
-            let under = (guard, split);
-            let w = self.watched.entry(key).or_insert_with(|| Watched::new(under.clone()));
-            if w.under != under {
-                *w = Watched::new(under);
+    ) {
+        let (Some(w), Some(record)) = (self.watched.get_mut(flag), snapshot.flag(flag)) else { return };
+        match rows {
+            Some(rows) => {
+                // Our own latest counts, whether or not their flush went through.
+                let rows = rows.into_iter().filter(|r| r.instance != self.instance && r.epoch == w.epoch);
+                let mut all = w.local.clone();
+                let mut instances = std::collections::BTreeSet::new();
+                for r in rows {
+                    let v = r.variation as usize;
+                    if v >= all.len() {
+                        all.resize(v + 1, Arm::default());
+                    }
+                    all[v].merge(&r.arm);
+                    instances.insert(r.instance);
+                }
+                w.instances = instances.len() + usize::from(w.local.iter().any(|a| a.requests > 0));
+                w.all = all;
             }
-            if control { w.control.merge(&arm) } else { w.treatment.merge(&arm) }
+            None => {
+                w.all = w.local.clone();
+                w.instances = usize::from(w.local.iter().any(|a| a.requests > 0));
+            }
         }
+        w.test(&record);
+        w.remember(now);
+    }
+
+    /// Whether this instance holds the lease and acts.
+    pub(crate) fn set_acting(&mut self, acting: bool) {
+        self.acting = acting;
+    }
+
+    /// The writes the tests call for, made only by the acting instance: the
+    /// rollback or pause of a regression not acted on yet, or a ramp's due step
+    /// while the guard is healthy with every metric within its allowance so far
+    /// (or has nothing to watch yet).
+    pub(crate) fn decide(&mut self, snapshot: &Snapshot, now: OffsetDateTime) -> Vec<(String, Write)> {
         let mut writes = Vec::new();
-        // Flags that lost their guard (rolled back, edited, archived) are dropped.
-        self.watched.retain(|key, _| snapshot.flag(key).is_some_and(|r| r.targeting.guard.is_some()));
         for (key, w) in &mut self.watched {
-            w.verdict = w.under.0.verdict(&w.control, &w.treatment);
-            let Verdict::Regressed { .. } = &w.verdict else { continue };
-            if w.acted {
-                continue;
-            }
-            w.acted = true;
             let Some(record) = snapshot.flag(key) else { continue };
-            writes.push(action(record, &w.under.0, &w.verdict, now));
+            let step = record.targeting.schedule.first().filter(|s| s.at <= now).cloned();
+            match &w.verdict {
+                Verdict::Regressed { .. } if !w.acted => {
+                    if !self.acting {
+                        continue;
+                    }
+                    w.acted = true;
+                    match action(record, &w.guard, &w.verdict) {
+                        Some(write) => writes.push((key.clone(), write)),
+                        None => w.note = Some("regressed: no ramp steps left to pause".into()),
+                    }
+                }
+                Verdict::Regressed { .. } => {}
+                verdict => {
+                    let Some(step) = step else { continue };
+                    let nothing_watched = record.targeting.split.is_none();
+                    // Healthy, and no worse than allowed so far: a treatment above the
+                    // margin whose excess is not yet significant holds the ramp too.
+                    let within = match verdict {
+                        Verdict::Healthy { evidence } => match evidence.iter().find(|e| e.excess > e.allowed)
+                        {
+                            Some(e) => Err(format!("worse than allowed so far, not yet significant: {e}")),
+                            None => Ok(()),
+                        },
+                        other => Err(other.to_string()),
+                    };
+                    if let (false, Err(why)) = (nothing_watched, within) {
+                        w.note = Some(format!("ramp step due at {} waits: {why}", rfc3339(step.at)));
+                        continue;
+                    }
+                    if !self.acting || w.acted {
+                        continue;
+                    }
+                    w.acted = true;
+                    writes.push((key.clone(), advance(record, verdict)));
+                }
+            }
         }
         writes
     }
 
+    /// The write for `key` went through.
+    pub(crate) fn wrote(&mut self, key: &str, what: &str) {
+        if let Some(w) = self.watched.get_mut(key) {
+            w.note = Some(what.to_owned());
+        }
+    }
+
     /// The write for `key` was refused or failed: the next tick tries again (on the
     /// flag as it is then; a flag another instance rolled back is no longer watched).
-    /// Whether it is the first failure for this regression (worth a warning).
-    pub(crate) fn write_failed(&mut self, key: &str) -> bool {
+    /// Whether it is the first failure for this rollout (worth a warning).
+    pub(crate) fn write_failed(&mut self, key: &str, error: &StoreError) -> bool {
         let Some(w) = self.watched.get_mut(key) else { return false };
         w.acted = false;
         w.failures += 1;
+        w.note = Some(format!("not written: {error}"));
         w.failures == 1
     }
 
     /// Each watched flag's state and counts, for the page, the API and `ff guard`.
-    pub(crate) fn states(&self) -> Vec<GuardState> {
+    pub(crate) fn states(&self, snapshot: &Snapshot) -> Vec<GuardState> {
         let mut states: Vec<GuardState> = self
             .watched
             .iter()
-            .map(|(key, w)| GuardState {
-                flag: key.clone(),
-                verdict: w.verdict.clone(),
-                control: w.control.clone(),
-                treatment: w.treatment.clone(),
-                acted: w.acted,
-            })
+            .map(|(key, w)| w.state(key, snapshot.flag(key).as_ref(), self.acting))
             .collect();
         states.sort_by(|a, b| a.flag.cmp(&b.flag));
         states
     }
 }
 
-/// One guarded flag as the guardian sees it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// A guarded flag's state read from the store alone (no `Source` in this process):
+/// every instance's counts, tested; no history. `None` without a guard.
+pub async fn report(store: &dyn Store, record: &FlagRecord) -> Result<Option<GuardState>, StoreError> {
+    let Some(guard) = record.targeting.guard.clone() else { return Ok(None) };
+    let mut w = Watched::new(guard);
+    let rows = store.guard_counts(&record.key, w.epoch).await?.unwrap_or_default();
+    let mut instances = std::collections::BTreeSet::new();
+    for r in rows {
+        let v = r.variation as usize;
+        if v >= w.all.len() {
+            w.all.resize(v + 1, Arm::default());
+        }
+        w.all[v].merge(&r.arm);
+        instances.insert(r.instance);
+    }
+    w.instances = instances.len();
+    w.test(record);
+    Ok(Some(w.state(&record.key, Some(record), false)))
+}
+
+/// One guarded flag as a guardian sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GuardState {
     /// The flag.
     pub flag: String,
+    /// The guard's settings.
+    pub guard: Guard,
+    /// When the rollout being watched started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started: Option<OffsetDateTime>,
     /// The test's state: collecting, healthy or regressed (with the numbers).
     pub verdict: Verdict,
     /// Requests served the flag's own value, and the others.
-    pub control: Arm,
+    pub control: Summary,
     /// See `control`.
-    pub treatment: Arm,
-    /// Whether the guardian wrote its action for this regression.
+    pub treatment: Summary,
+    /// Each variation of the split in force, with its counts.
+    pub variations: Vec<VariationState>,
+    /// Instances whose counts are in.
+    pub instances: usize,
+    /// Whether this instance holds the lease and makes the guard's writes.
+    pub acting: bool,
+    /// Whether the guardian wrote its action for this rollout.
     pub acted: bool,
+    /// What the guardian last did, or is waiting for.
+    pub note: Option<String>,
+    /// When the ramp's next step is due.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_step: Option<OffsetDateTime>,
+    /// Counts per 10-second window, oldest first (the last hour; only a `Source` keeps them).
+    pub history: Vec<HistoryPoint>,
 }
 
-/// The write a regression calls for: the rollback (or pause), version-checked,
-/// by [`GUARD_ACTOR`], with the numbers as its reason.
-fn action(record: FlagRecord, guard: &Guard, verdict: &Verdict, now: OffsetDateTime) -> Write {
-    let t = record.targeting;
-    let targeting = match guard.action {
+/// One variation of a guarded split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VariationState {
+    /// What it serves.
+    pub value: serde_json::Value,
+    /// Its share, in basis points.
+    pub weight: u32,
+    /// Whether it serves the flag's own value (the control side).
+    pub control: bool,
+    /// Its requests, errors and latency.
+    pub counts: Summary,
+}
+
+/// Requests, errors and latency percentiles of some requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// `errors / requests` (0 with none).
+    pub error_rate: f64,
+    /// Latency percentiles in ms (to within 12.5 %); `None` with no requests.
+    pub p50_ms: Option<f64>,
+    /// See `p50_ms`.
+    pub p95_ms: Option<f64>,
+    /// See `p50_ms`.
+    pub p99_ms: Option<f64>,
+}
+
+impl Summary {
+    fn of(arm: &Arm) -> Self {
+        let ms = |q| arm.latency_quantile(q).map(|us| (us / 10.0).round() / 100.0);
+        Summary {
+            requests: arm.requests,
+            errors: arm.errors,
+            error_rate: arm.error_rate(),
+            p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
+/// What one window counted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// The window's end.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Control's requests in the window.
+    pub control: Summary,
+    /// Treatment's requests in the window.
+    pub treatment: Summary,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// `split` as "true 10 %, false 90 %".
+fn describe(split: Option<&Split>) -> String {
+    let Some(split) = split else { return "no split".into() };
+    let parts: Vec<String> =
+        split.variations.iter().map(|v| format!("{} {} %", v.value, f64::from(v.weight) / 100.0)).collect();
+    parts.join(", ")
+}
+
+fn update(record: &FlagRecord, targeting: Targeting) -> Mutation {
+    let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
+    Mutation::UpdateFlag { key: record.key.clone(), patch, expected_version: Some(record.version) }
+}
+
+/// The write a regression calls for: the rollback (or pause), version-checked, by
+/// [`GUARD_ACTOR`], with the numbers as its reason. `None`: a pause with no ramp
+/// steps left.
+fn action(record: FlagRecord, guard: &Guard, verdict: &Verdict) -> Option<Write> {
+    let t = record.targeting.clone();
+    let (targeting, what) = match guard.action {
         // Back to before the rollout: the rules stay; no split, ramp or guard.
-        GuardAction::Rollback => Targeting { split: None, schedule: Vec::new(), guard: None, ..t },
-        // The ramp stops where it is: later steps are dropped.
+        GuardAction::Rollback => {
+            (Targeting { split: None, schedule: Vec::new(), guard: None, ..t }, "rolled back".to_owned())
+        }
+        // The ramp stops where it is: its steps are dropped, the split stays watched.
+        GuardAction::Pause if t.schedule.is_empty() => return None,
         GuardAction::Pause => {
-            let schedule = t.schedule.iter().filter(|s| s.at <= now).cloned().collect();
-            Targeting { schedule, ..t }
+            let held = describe(t.split.as_ref());
+            (Targeting { schedule: Vec::new(), ..t }, format!("ramp paused at {held}"))
         }
     };
-    let what = match guard.action {
-        GuardAction::Rollback => "rolled back",
-        GuardAction::Pause => "ramp paused",
+    Some(
+        Write::new(GUARD_ACTOR, update(&record, targeting))
+            .reason(format!("guarded rollout {what}: {verdict}")),
+    )
+}
+
+/// The write that applies a guarded ramp's first step (due) into its split.
+fn advance(record: FlagRecord, verdict: &Verdict) -> Write {
+    let mut t = record.targeting.clone();
+    let step = t.schedule.remove(0);
+    let from = describe(t.split.as_ref());
+    t.split = step.split;
+    let to = describe(t.split.as_ref());
+    let why = match verdict {
+        Verdict::Healthy { .. } => format!("guard healthy on {from}"),
+        _ => "nothing watched yet".to_owned(),
     };
-    let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
-    let mutation = Mutation::UpdateFlag { key: record.key, patch, expected_version: Some(record.version) };
-    Write::new(GUARD_ACTOR, mutation).reason(format!("guarded rollout {what}: {verdict}"))
+    Write::new(GUARD_ACTOR, update(&record, t))
+        .reason(format!("guarded ramp advanced to {to} (step due at {}): {why}", rfc3339(step.at)))
 }
 
 #[cfg(test)]
@@ -185,52 +535,124 @@ mod tests {
         Arm { requests, errors, ..Default::default() }
     }
 
-    #[test]
-    fn a_regression_is_acted_on_once_and_again_after_a_failed_write() {
+    fn bad() -> Vec<(String, u32, Arm)> {
+        vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))]
+    }
+
+    /// One tick as the source runs it, with `others` as the other instances' rows.
+    fn tick(
+        g: &mut Guardian,
+        s: &Snapshot,
+        counted: Vec<(String, u32, Arm)>,
+        others: Vec<GuardCount>,
+    ) -> Vec<Write> {
         let now = OffsetDateTime::now_utc();
+        g.count(s, counted);
+        g.flushed();
+        for (flag, _) in g.epochs() {
+            g.combine(s, &flag, Some(others.clone()), now);
+        }
+        g.decide(s, now).into_iter().map(|(_, w)| w).collect()
+    }
+
+    #[test]
+    fn a_regression_is_acted_on_once_by_the_acting_instance_and_again_after_a_failed_write() {
         // A float flag whose value 1.0 is the variation written `1`: the control.
         let s = snapshot(
             Value::Float(1.0),
             serde_json::json!({"split": {"variations": [{"value": 2, "weight": 1000}, {"value": 1, "weight": 9000}]},
                                "guard": {"min_requests": 100}}),
         );
-        let mut g = Guardian::default();
-        let bad = || vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))];
-        let writes = g.tick(&s, bad(), now);
+        let mut g = Guardian::new("me".into());
+        assert!(tick(&mut g, &s, bad(), Vec::new()).is_empty(), "without the lease nothing is written");
+        g.set_acting(true);
+        let writes = tick(&mut g, &s, Vec::new(), Vec::new());
         assert_eq!(writes.len(), 1);
-        let state = &g.states()[0];
+        let state = &g.states(&s)[0];
         assert_eq!((state.control.requests, state.treatment.requests), (9_000, 1_000));
+        assert!(state.variations[1].control && !state.variations[0].control);
         assert!(state.acted && matches!(state.verdict, Verdict::Regressed { .. }));
         let Mutation::UpdateFlag { patch, expected_version, .. } = &writes[0].mutation else { panic!() };
         let t = patch.targeting.as_ref().unwrap();
         assert!(t.split.is_none() && t.guard.is_none(), "{t:?}");
         assert_eq!(*expected_version, Some(s.flag("F").unwrap().version));
         assert_eq!(writes[0].actor, GUARD_ACTOR);
-        assert!(g.tick(&s, Vec::new(), now).is_empty(), "acted once");
-        assert!(g.write_failed("F"), "the first failure");
-        assert!(g.tick(&s, Vec::new(), now).len() == 1 && !g.write_failed("F"), "tried again, quietly");
-        assert_eq!(g.tick(&s, Vec::new(), now).len(), 1, "and again");
+        assert!(tick(&mut g, &s, Vec::new(), Vec::new()).is_empty(), "acted once");
+        assert!(g.write_failed("F", &StoreError::ReadOnly("file".into())), "the first failure");
+        assert_eq!(tick(&mut g, &s, Vec::new(), Vec::new()).len(), 1, "tried again");
+        assert!(!g.write_failed("F", &StoreError::ReadOnly("file".into())), "quietly");
     }
 
     #[test]
-    fn a_pause_drops_the_ramps_later_steps_only() {
-        let now = OffsetDateTime::now_utc();
-        let at = |days: i64| {
-            (now + time::Duration::days(days)).format(&time::format_description::well_known::Rfc3339).unwrap()
-        };
-        let split = |w: u32| serde_json::json!({"variations": [{"value": true, "weight": w}, {"value": false, "weight": 10_000 - w}]});
+    fn other_instances_counts_are_added_and_ours_are_flushed_whole() {
         let s = snapshot(
             Value::Bool(false),
-            serde_json::json!({"schedule": [{"at": at(-1), "split": split(1000)}, {"at": at(1), "split": split(5000)}],
-                               "guard": {"min_requests": 100, "action": "pause"}}),
+            serde_json::json!({"split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]},
+                               "guard": {"min_requests": 100}}),
         );
-        let mut g = Guardian::default();
-        let writes =
-            g.tick(&s, vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))], now);
+        let mut g = Guardian::new("me".into());
+        g.set_acting(true);
+        let rows = g.count(&s, vec![("F".to_owned(), 0, arm(50, 0))]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(g.count(&s, vec![("F".to_owned(), 0, arm(10, 0))])[0].arm.requests, 60, "all so far");
+        g.flushed();
+        assert!(g.count(&s, Vec::new()).is_empty(), "nothing new: nothing to flush");
+        // Another instance saw the errors: together they are a regression.
+        let epoch = g.epochs()[0].1;
+        let other =
+            |v, a| GuardCount { flag: "F".into(), epoch, instance: "other".into(), variation: v, arm: a };
+        let others = vec![other(0, arm(1_000, 200)), other(1, arm(9_000, 90))];
+        let writes = tick(&mut g, &s, Vec::new(), others);
+        assert_eq!(writes.len(), 1);
+        let state = &g.states(&s)[0];
+        assert_eq!((state.instances, state.treatment.requests), (2, 1_060));
+    }
+
+    #[test]
+    fn a_ramp_step_is_applied_when_due_only_while_healthy_and_a_pause_drops_the_rest() {
+        let now = OffsetDateTime::now_utc();
+        let at = |secs: i64| rfc3339(now + time::Duration::seconds(secs));
+        let split = |w: u32| serde_json::json!({"variations": [{"value": true, "weight": w}, {"value": false, "weight": 10_000 - w}]});
+        let ramp = |guard: serde_json::Value| {
+            snapshot(
+                Value::Bool(false),
+                serde_json::json!({"split": split(1000), "schedule": [{"at": at(-1), "split": split(5000)}, {"at": at(60), "split": split(10_000)}],
+                                   "guard": guard}),
+            )
+        };
+        let s = ramp(serde_json::json!({"min_requests": 100}));
+        let mut g = Guardian::new("me".into());
+        g.set_acting(true);
+        assert!(tick(&mut g, &s, vec![("F".to_owned(), 0, arm(50, 0))], Vec::new()).is_empty(), "collecting");
+        assert!(g.states(&s)[0].note.as_deref().unwrap().contains("waits: collecting"));
+        // Enough requests, no significant regression, but worse than allowed so far: it waits.
+        let suspect = vec![("F".to_owned(), 0, arm(100, 20)), ("F".to_owned(), 1, arm(900, 9))];
+        assert!(tick(&mut g, &s, suspect, Vec::new()).is_empty());
+        assert!(matches!(g.states(&s)[0].verdict, Verdict::Healthy { .. }));
+        assert!(
+            g.states(&s)[0].note.as_deref().unwrap().contains("worse than allowed so far"),
+            "{:?}",
+            g.states(&s)[0].note
+        );
+        let mut g = Guardian::new("me".into());
+        g.set_acting(true);
+        let healthy = vec![("F".to_owned(), 0, arm(1_000, 10)), ("F".to_owned(), 1, arm(9_000, 90))];
+        let writes = tick(&mut g, &s, healthy, Vec::new());
+        assert_eq!(writes.len(), 1, "healthy: the due step is applied");
         let Mutation::UpdateFlag { patch, .. } = &writes[0].mutation else { panic!() };
         let t = patch.targeting.as_ref().unwrap();
-        assert_eq!(t.schedule.len(), 1, "the step in force stays, the next one goes");
-        assert!(t.guard.is_some());
-        assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded rollout ramp paused: regressed"));
+        assert_eq!(t.split.as_ref().unwrap().variations[0].weight, 5000);
+        assert_eq!(t.schedule.len(), 1, "the later step waits its turn");
+        assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded ramp advanced to true 50 %"));
+
+        let s = ramp(serde_json::json!({"min_requests": 100, "action": "pause"}));
+        let mut g = Guardian::new("me".into());
+        g.set_acting(true);
+        let writes = tick(&mut g, &s, bad(), Vec::new());
+        let Mutation::UpdateFlag { patch, .. } = &writes[0].mutation else { panic!() };
+        let t = patch.targeting.as_ref().unwrap();
+        assert!(t.schedule.is_empty() && t.guard.is_some(), "paused: no steps, still watched");
+        assert_eq!(t.split.as_ref().unwrap().variations[0].weight, 1000, "where it was");
+        assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded rollout ramp paused at true 10 %"));
     }
 }

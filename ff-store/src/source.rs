@@ -661,10 +661,15 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
     }
 }
 
-/// Every `every`: adds what the layer counted to each guarded flag's totals,
-/// publishes them, tests each rollout and writes the action a regression calls for.
+/// Every `every`: adds what the layer counted to each guarded flag's counts,
+/// flushes them to the store and reads every instance's back, tests each rollout,
+/// and — holding the store's lease — writes what the tests call for.
 async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Duration) {
-    let mut guardian = crate::guard::Guardian::default();
+    let mut guardian = crate::guard::Guardian::new(instance_id());
+    // Long enough to outlast a slow tick; short enough that another instance takes
+    // over within seconds of this one's death.
+    let ttl = (every * 5).max(Duration::from_millis(500));
+    let mut flush_failed = false;
     loop {
         tokio::time::sleep(every).await;
         let counted = shared.guard_telemetry.take();
@@ -674,26 +679,50 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
             metrics::counter!("ff_guard_errors_total", &labels).increment(arm.errors);
         }
         let snapshot = shared.current.load_full();
-        let writes = guardian.tick(&snapshot, counted, time::OffsetDateTime::now_utc());
-        if let Ok(mut states) = shared.guard_states.lock() {
-            *states = guardian.states();
+        let rows = guardian.count(&snapshot, counted);
+        if guardian.idle() {
+            if let Ok(mut states) = shared.guard_states.lock() {
+                states.clear();
+            }
+            continue;
         }
-        for write in writes {
+        let now = time::OffsetDateTime::now_utc();
+        match store.put_guard_counts(&rows, now).await {
+            Ok(()) => {
+                guardian.flushed();
+                flush_failed = false;
+            }
+            // Kept: the next flush holds everything so far.
+            Err(e) if !flush_failed => {
+                flush_failed = true;
+                tracing::warn!(error = %e, "ff: cannot write guarded rollouts' counts; deciding on this instance's");
+            }
+            Err(_) => {}
+        }
+        for (flag, epoch) in guardian.epochs() {
+            let rows = store.guard_counts(&flag, epoch).await.unwrap_or_else(|e| {
+                tracing::debug!(flag = %flag, error = %e, "ff: cannot read guarded rollout counts");
+                None
+            });
+            guardian.combine(&snapshot, &flag, rows, now);
+        }
+        let acting = store.lease(crate::guard::LEASE, guardian.instance(), ttl, now).await.unwrap_or(false);
+        guardian.set_acting(acting);
+        metrics::gauge!("ff_guard_acting").set(f64::from(u8::from(acting)));
+        let writes = guardian.decide(&snapshot, now);
+        for (key, write) in writes {
             let reason = write.reason.clone().unwrap_or_default();
-            let key = match &write.mutation {
-                crate::Mutation::UpdateFlag { key, .. } => key.clone(),
-                _ => String::new(),
-            };
             match store.write(write).await {
                 Ok(_) => {
                     tracing::warn!(flag = %key, "ff: {reason}");
-                    metrics::counter!("ff_guard_actions_total", "flag" => key).increment(1);
+                    metrics::counter!("ff_guard_actions_total", "flag" => key.clone()).increment(1);
+                    guardian.wrote(&key, &reason);
                     shared.nudge.notify_one();
                 }
                 // Another instance acted first, the flag changed, or the store failed:
                 // the next tick looks again at the flag as it is then.
                 Err(e) => {
-                    if guardian.write_failed(&key) {
+                    if guardian.write_failed(&key, &e) {
                         tracing::warn!(flag = %key, error = %e, "ff: guarded rollout not changed yet: {reason}");
                     } else {
                         tracing::debug!(flag = %key, error = %e, "ff: guarded rollout still not changed");
@@ -701,7 +730,35 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
                 }
             }
         }
+        let states = guardian.states(&snapshot);
+        for st in &states {
+            let state = match st.verdict {
+                ff_core::guard::Verdict::Collecting { .. } => 0.0,
+                ff_core::guard::Verdict::Healthy { .. } => 1.0,
+                ff_core::guard::Verdict::Regressed { .. } => 2.0,
+            };
+            metrics::gauge!("ff_guard_state", "flag" => st.flag.clone()).set(state);
+            for (side, s) in [("control", &st.control), ("treatment", &st.treatment)] {
+                let labels = [("flag", st.flag.clone()), ("side", side.to_owned())];
+                metrics::gauge!("ff_guard_error_rate", &labels).set(s.error_rate);
+                if let Some(p95) = s.p95_ms {
+                    metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(p95 / 1000.0);
+                }
+            }
+        }
+        if let Ok(mut shared_states) = shared.guard_states.lock() {
+            *shared_states = states;
+        }
     }
+}
+
+/// This process's name among the instances that count guarded rollouts.
+fn instance_id() -> String {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let random = std::collections::hash_map::RandomState::new().hash_one(nanos.as_nanos());
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    format!("{host}{}{}-{:08x}", if host.is_empty() { "" } else { "-" }, std::process::id(), random as u32)
 }
 
 /// Logs expired flags and sets the `ff_flags_expired` and `ff_flags_stale` gauges

@@ -36,6 +36,8 @@ struct Data {
     attributes: std::collections::BTreeSet<String>,
     usage: BTreeMap<(String, time::Date, String, String), (u64, time::OffsetDateTime)>,
     unknown: BTreeMap<String, ff_core::UnknownFlag>,
+    guard_counts: BTreeMap<(String, i64, String, u32), (ff_core::guard::Arm, time::OffsetDateTime)>,
+    leases: BTreeMap<String, (String, time::OffsetDateTime)>,
 }
 
 /// A write transaction: reads the data as it is, and commits if no other writer
@@ -342,5 +344,49 @@ impl UsageStore for MemoryStore {
 
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         Ok(self.data().unknown.values().cloned().collect())
+    }
+
+    async fn put_guard_counts(
+        &self,
+        rows: &[super::GuardCount],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        for r in rows {
+            let key = (r.flag.clone(), r.epoch, r.instance.clone(), r.variation);
+            d.guard_counts.insert(key, (r.arm.clone(), at));
+        }
+        d.guard_counts.retain(|_, (_, updated)| *updated >= at - super::GUARD_COUNTS_KEPT);
+        Ok(())
+    }
+
+    async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<super::GuardCount>, StoreError> {
+        let d = self.data();
+        Ok(d.guard_counts
+            .iter()
+            .filter(|((f, e, ..), _)| f == flag && *e == epoch)
+            .map(|((flag, epoch, instance, variation), (arm, _))| super::GuardCount {
+                flag: flag.clone(),
+                epoch: *epoch,
+                instance: instance.clone(),
+                variation: *variation,
+                arm: arm.clone(),
+            })
+            .collect())
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut d = self.data();
+        let held = d.leases.get(name).is_some_and(|(h, until)| h != holder && *until >= at);
+        if !held {
+            d.leases.insert(name.to_owned(), (holder.to_owned(), at + ttl));
+        }
+        Ok(!held)
     }
 }

@@ -616,7 +616,43 @@ pub trait UsageStore: Send + Sync {
 
     /// Keys code read that the store did not have, by key.
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError>;
+
+    /// Replaces this instance's counts of guarded rollouts (each row holds all of one
+    /// instance's counts of one variation since the rollout started, so a retried flush
+    /// counts nothing twice), and drops rows of any instance untouched for a week.
+    async fn put_guard_counts(&self, rows: &[GuardCount], at: OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Every instance's counts of the rollout of `flag` that started at `epoch`.
+    async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<GuardCount>, StoreError>;
+
+    /// Takes or renews lease `name` for `holder` until `at + ttl`, unless another
+    /// holder's has not expired by `at`; whether `holder` holds it now.
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
+
+/// One instance's counts of one variation of a guarded rollout since it started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardCount {
+    /// The flag.
+    pub flag: String,
+    /// When the rollout started ([`Guard::started`](ff_core::guard::Guard::started)), in ms.
+    pub epoch: i64,
+    /// The instance that counted.
+    pub instance: String,
+    /// The split's variation, by index.
+    pub variation: u32,
+    /// Its requests, errors and latency.
+    pub arm: ff_core::guard::Arm,
+}
+
+/// How long guarded rollouts' counts are kept after their last update.
+pub(crate) const GUARD_COUNTS_KEPT: time::Duration = time::Duration::days(7);
 
 /// A store as the [`Source`](crate::Source), the admin and `ff` take it: flags to
 /// read, and the jobs it does besides. Every [`FlagWriter`] that also keeps tokens and
@@ -767,6 +803,37 @@ impl dyn Store {
         match self.usage_store() {
             Some(u) => u.usage(since).await,
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`UsageStore::put_guard_counts`]; kept nowhere without a usage store.
+    pub async fn put_guard_counts(&self, rows: &[GuardCount], at: OffsetDateTime) -> Result<(), StoreError> {
+        match self.usage_store() {
+            Some(u) if !rows.is_empty() => u.put_guard_counts(rows, at).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// [`UsageStore::guard_counts`]; `None` without a usage store (only this
+    /// instance's counts are known).
+    pub async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Option<Vec<GuardCount>>, StoreError> {
+        match self.usage_store() {
+            Some(u) => u.guard_counts(flag, epoch).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`UsageStore::lease`]; never held on a read-only store (nothing can be written).
+    pub async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        match (self.writer(), self.usage_store()) {
+            (Some(_), Some(u)) => u.lease(name, holder, ttl, at).await,
+            _ => Ok(false),
         }
     }
 
@@ -1102,6 +1169,8 @@ pub(crate) fn plan(
             }
             let mut record = before.clone();
             record.archived = false;
+            // A restored rollout starts afresh.
+            stamp_guard(None, &mut record.targeting, now);
             record.version += 1;
             record.updated_at = now;
             Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagRestore }))
@@ -1145,7 +1214,7 @@ fn plan_create(def: &FlagDef, now: OffsetDateTime) -> Result<Plan, StoreError> {
         Some(v) => typed(def.value_type, &def.schema, v).map_err(invalid)?,
         None => ff_core::default_off_value(&value),
     };
-    let record = FlagRecord {
+    let mut record = FlagRecord {
         key: key.to_owned(),
         value_type: def.value_type,
         value,
@@ -1160,6 +1229,7 @@ fn plan_create(def: &FlagDef, now: OffsetDateTime) -> Result<Plan, StoreError> {
         created_at: now,
         updated_at: now,
     };
+    stamp_guard(None, &mut record.targeting, now);
     record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
     Ok(Plan::PutFlag { record, before: None, action: Action::FlagCreate })
 }
@@ -1220,6 +1290,7 @@ fn plan_update(
     if let Some(t) = &patch.targeting {
         record.targeting = t.clone();
     }
+    stamp_guard(Some(&before.targeting), &mut record.targeting, now);
     // Also re-checks targeting values against changed bounds.
     record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
     if record == *before {
@@ -1228,6 +1299,18 @@ fn plan_update(
     record.version += 1;
     record.updated_at = now;
     Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagUpdate }))
+}
+
+/// Stamps when a guarded rollout began: `now` when the guard is set, or its settings
+/// or the split change (a value the writer sent is ignored); else as it was.
+fn stamp_guard(before: Option<&ff_core::Targeting>, after: &mut ff_core::Targeting, now: OffsetDateTime) {
+    let kept = before.filter(|b| b.split == after.split).and_then(|b| match (&b.guard, &after.guard) {
+        (Some(old), Some(new)) if old.same_settings(new) => Some(old.started),
+        _ => None,
+    });
+    if let Some(g) = after.guard.as_mut() {
+        g.started = kept.unwrap_or(Some(from_millis(to_millis(now))));
+    }
 }
 
 fn typed(ty: ValueType, schema: &Schema, json: &serde_json::Value) -> Result<Value, ValidationError> {

@@ -6,7 +6,8 @@
 //! Keys (prefix `ff` by default): `ff:seq`, `ff:flags` (hash key → record),
 //! `ff:overrides` (hash `key␟user` → value), `ff:changes` (sorted set by seq),
 //! `ff:segments`, `ff:tokens`, `ff:token_names`, `ff:attributes`, `ff:usage*`,
-//! `ff:unknown*`; notifications on the channel `ff:changes`.
+//! `ff:unknown*`, `ff:guard:FLAG:EPOCH` (hash `instance␟variation` → counts, expiring a
+//! week after the last flush), `ff:lease:NAME`; notifications on the channel `ff:changes`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -716,6 +717,60 @@ impl UsageStore for RedisStore {
             .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn put_guard_counts(
+        &self,
+        rows: &[super::GuardCount],
+        _at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        for r in rows {
+            let key = self.k(&format!("guard:{}:{}", r.flag, r.epoch));
+            let arm = serde_json::to_string(&r.arm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            pipe.cmd("HSET").arg(&key).arg(format!("{}{SEP}{}", r.instance, r.variation)).arg(arm).ignore();
+            pipe.cmd("EXPIRE").arg(&key).arg(super::GUARD_COUNTS_KEPT.whole_seconds()).ignore();
+        }
+        self.pipe::<()>(pipe.atomic()).await
+    }
+
+    async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<super::GuardCount>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(self.k(&format!("guard:{flag}:{epoch}")));
+        let (fields,): (HashMap<String, String>,) = self.pipe(&pipe).await?;
+        let mut rows = Vec::with_capacity(fields.len());
+        for (field, arm) in fields {
+            let Some((instance, variation)) = field.split_once(SEP) else { continue };
+            let Ok(variation) = variation.parse() else { continue };
+            let arm = serde_json::from_str(&arm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            rows.push(super::GuardCount {
+                flag: flag.to_owned(),
+                epoch,
+                instance: instance.to_owned(),
+                variation,
+                arm,
+            });
+        }
+        rows.sort_by(|a, b| (&a.instance, a.variation).cmp(&(&b.instance, b.variation)));
+        Ok(rows)
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        _at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // Redis's own clock expires the key; its holder renews it, nobody else can.
+        const TAKE_OR_RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+             if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0";
+        let mut pipe = redis::pipe();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        pipe.cmd("EVAL").arg(TAKE_OR_RENEW).arg(1).arg(self.k(&format!("lease:{name}"))).arg(holder).arg(ms);
+        let (held,): (i64,) = self.pipe(&pipe).await?;
+        Ok(held == 1)
     }
 }
 

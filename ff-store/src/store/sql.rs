@@ -43,6 +43,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_attributes.sql")),
     (6, include_str!("../../migrations/sqlite/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/sqlite/0007_batches.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_guards.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -52,6 +53,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_attributes.sql")),
     (6, include_str!("../../migrations/postgres/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/postgres/0007_batches.sql")),
+    (8, include_str!("../../migrations/postgres/0008_guards.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -975,6 +977,61 @@ impl UsageStore for SqlStore {
             .collect()
     }
 
+    async fn put_guard_counts(
+        &self,
+        rows: &[super::GuardCount],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.put_guard_rows(rows, at).await
+    }
+
+    async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<super::GuardCount>, StoreError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query(
+            "SELECT instance, variation, arm FROM ff_guard_counts WHERE flag = $1 AND epoch = $2 \
+             ORDER BY instance, variation",
+        )
+        .bind(flag)
+        .bind(epoch)
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let arm: String = r.try_get("arm")?;
+                Ok(super::GuardCount {
+                    flag: flag.to_owned(),
+                    epoch,
+                    instance: r.try_get("instance")?,
+                    variation: u32::try_from(r.try_get::<i64, _>("variation")?).unwrap_or(u32::MAX),
+                    arm: serde_json::from_str(&arm).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let pool = self.ready().await?;
+        // Taken when free or expired, renewed by its holder; otherwise the row stays.
+        let done = sqlx::query(
+            "INSERT INTO ff_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE ff_leases.holder = excluded.holder OR ff_leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(to_millis(at + ttl))
+        .bind(to_millis(at))
+        .execute(pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {
         let pool = self.ready().await?;
         let rows = sqlx::query("SELECT key, count, first_at, last_at FROM ff_unknown_flags ORDER BY key")
@@ -994,6 +1051,37 @@ impl UsageStore for SqlStore {
 }
 
 impl SqlStore {
+    async fn put_guard_rows(
+        &self,
+        rows: &[super::GuardCount],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let pool = self.ready().await?;
+        let mut tx = pool.begin().await?;
+        for r in rows {
+            let arm = serde_json::to_string(&r.arm).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO ff_guard_counts (flag, epoch, instance, variation, arm, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flag, epoch, instance, variation) \
+                 DO UPDATE SET arm = excluded.arm, updated_at = excluded.updated_at",
+            )
+            .bind(&r.flag)
+            .bind(r.epoch)
+            .bind(&r.instance)
+            .bind(i64::from(r.variation))
+            .bind(arm)
+            .bind(to_millis(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM ff_guard_counts WHERE updated_at < $1")
+            .bind(to_millis(at - super::GUARD_COUNTS_KEPT))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Writes a change row and, on PostgreSQL, its notification (delivered at commit).
     async fn record(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
         sqlx::query(&format!(

@@ -151,4 +151,26 @@ impl UsageStore for Hooked {
         (self.hook)("unknown_flags")?;
         self.inner.unknown_flags().await
     }
+    async fn put_guard_counts(
+        &self,
+        rows: &[ff_store::GuardCount],
+        at: time::OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (self.hook)("put_guard_counts")?;
+        self.inner.put_guard_counts(rows, at).await
+    }
+    async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<ff_store::GuardCount>, StoreError> {
+        (self.hook)("guard_counts")?;
+        self.inner.guard_counts(flag, epoch).await
+    }
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        (self.hook)("lease")?;
+        self.inner.lease(name, holder, ttl, at).await
+    }
 }
