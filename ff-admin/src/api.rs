@@ -280,6 +280,11 @@ pub(crate) async fn get_flag(
     Ok(with_etag(StatusCode::OK, version, body))
 }
 
+pub(crate) async fn guard(State(admin): State<Admin>, caller: Caller, Path(key): Path<String>) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    Ok(Json(admin.guard_view(&key).await?).into_response())
+}
+
 pub(crate) async fn patch_flag(
     State(admin): State<Admin>,
     caller: Caller,

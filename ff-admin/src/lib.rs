@@ -224,6 +224,35 @@ impl Admin {
         Ok(snapshot)
     }
 
+    /// A flag's guarded rollout as the application's guardian sees it (with its
+    /// history), or from the store's counts without a `Source` (or before its
+    /// guardian's first look); and what the guard wrote to the flag.
+    pub(crate) async fn guard_view(&self, key: &str) -> Result<ff_api::GuardView, crate::error::AdminError> {
+        let store = &self.inner.store;
+        let record = store
+            .flag(key)
+            .await?
+            .ok_or_else(|| crate::error::AdminError::NotFound(format!("flag {key:?} does not exist")))?;
+        let started = record.targeting.guard.as_ref().map(|g| g.started);
+        let from_source =
+            self.inner.source.as_ref().and_then(|s| {
+                s.guard_states().into_iter().find(|g| g.flag == key && Some(g.started) == started)
+            });
+        let state = match from_source {
+            Some(state) => Some(state),
+            None if record.archived => None,
+            None => ff_store::guard::report(&**store, &record).await?,
+        };
+        let query = ff_store::ChangeQuery {
+            key: Some(key.to_owned()),
+            actor: Some(ff_store::guard::GUARD_ACTOR.to_owned()),
+            limit: 20,
+            ..Default::default()
+        };
+        let actions = store.changes(&query).await?;
+        Ok(ff_api::GuardView { flag: key.to_owned(), state, actions })
+    }
+
     /// Every live flag, override and segment: the source's snapshot, or a load of the store.
     pub(crate) async fn state(&self) -> Result<ff_core::StoreState, StoreError> {
         match &self.inner.source {

@@ -80,6 +80,7 @@ pub(crate) fn build() -> (Router<Admin>, Vec<Route>) {
         .add(get.clone(), "/api/flags", Token(V), api::list_flags)
         .add(post.clone(), "/api/batch", Token(E), api::batch)
         .add(get.clone(), "/api/flags/{key}", Token(V), api::get_flag)
+        .add(get.clone(), "/api/flags/{key}/guard", Token(V), api::guard)
         .add(patch, "/api/flags/{key}", Token(E), api::patch_flag)
         .add(put.clone(), "/api/flags/{key}", Token(E), api::create_flag)
         .add(delete.clone(), "/api/flags/{key}", Token(E), api::archive_flag)

@@ -308,6 +308,18 @@ pub struct ChangeList {
     pub changes: Vec<Change>,
 }
 
+/// `GET /admin/api/flags/{key}/guard`: a guarded rollout's test and counts, and
+/// what the guard wrote for the flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardView {
+    /// The flag.
+    pub flag: String,
+    /// Its guard's state, counts and history; `None` when it has no guard (now).
+    pub state: Option<ff_store::guard::GuardState>,
+    /// The guardian's writes to the flag (rollbacks, pauses, ramp steps), newest first.
+    pub actions: Vec<Change>,
+}
+
 /// `POST /admin/api/changes/{seq}/revert`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reverted {

@@ -15,6 +15,7 @@ use ff_store::Source;
 use ff_tower::{FlagsLayer, FlagsService, UserIdHeader};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tower::Layer;
@@ -296,11 +297,45 @@ async fn pay(body: Result<Json<Payment>, JsonRejection>) -> ApiResult {
 
 /// The checkout page's model: the page and its prices come from one snapshot, so
 /// they always match.
-async fn checkout() -> Json<Value> {
+async fn checkout() -> Result<Json<Value>, ApiError> {
     let (page, pricing) = (Current::get(NEW_CHECKOUT), Current::get(NEW_CHECKOUT_PRICING));
+    if page && demo_fault() {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "demo_fault",
+            "the new checkout failed (a demo fault: FF_DEMO_CHECKOUT_FAILURES)",
+        ));
+    }
     let name = |new| if new { "new" } else { "classic" };
     let hour_cents = if pricing { 5_900 } else { 6_000 };
-    Json(json!({ "checkout": name(page), "pricing": name(pricing), "captioning_hour_cents": hour_cents }))
+    Ok(Json(json!({ "checkout": name(page), "pricing": name(pricing), "captioning_hour_cents": hour_cents })))
+}
+
+/// The share of new-checkout requests the demo fault fails (0: none), as f64 bits.
+static DEMO_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// New-checkout requests served so far, for spreading the demo's failures evenly.
+static DEMO_SERVED: AtomicU64 = AtomicU64::new(0);
+
+/// Demo only: makes `share` (0 to 1) of the new checkout's requests fail with a 500,
+/// evenly spread, so a guarded rollout has something to catch. What the binary's
+/// `FF_DEMO_CHECKOUT_FAILURES` sets.
+pub fn set_demo_checkout_failures(share: f64) -> Result<(), String> {
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("must be a share from 0 to 1, not {share}"));
+    }
+    DEMO_FAILURES.store(share.to_bits(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether this new-checkout request is one the demo fault fails.
+fn demo_fault() -> bool {
+    let share = f64::from_bits(DEMO_FAILURES.load(Ordering::Relaxed));
+    if share <= 0.0 {
+        return false;
+    }
+    let n = DEMO_SERVED.fetch_add(1, Ordering::Relaxed) as f64;
+    // Fails exactly `share` of them: whenever n·share crosses an integer.
+    ((n + 1.0) * share).floor() > (n * share).floor()
 }
 
 async fn my_config() -> Json<Value> {

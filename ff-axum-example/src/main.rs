@@ -3,7 +3,9 @@
 //! `FF_LISTEN` (default `127.0.0.1:3000`), `DATABASE_URL` (default a SQLite file
 //! `ff-example.db` in the working directory; `postgres://...` for PostgreSQL),
 //! `FF_SNAPSHOT_FILE` (optional: last snapshot saved to disk, served while the
-//! database is unreachable at start).
+//! database is unreachable at start), `FF_POLL_MS`, `FF_USAGE_MS` and `FF_GUARD_MS`
+//! (intervals), and `FF_DEMO_CHECKOUT_FAILURES` (demo only: the share, 0 to 1, of the
+//! new checkout's requests that fail, for a guarded rollout to catch).
 
 use std::time::Duration;
 
@@ -37,6 +39,19 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(ms) = std::env::var("FF_POLL_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.poll_interval(Duration::from_millis(ms));
+    }
+    if let Some(ms) = std::env::var("FF_GUARD_MS").ok().and_then(|v| v.parse().ok()) {
+        builder = builder.guard_interval(Duration::from_millis(ms));
+    }
+    if let Ok(share) = std::env::var("FF_DEMO_CHECKOUT_FAILURES") {
+        let share: f64 =
+            share.trim().parse().map_err(|e| anyhow::anyhow!("FF_DEMO_CHECKOUT_FAILURES={share:?}: {e}"))?;
+        ff_axum_example::set_demo_checkout_failures(share)
+            .map_err(|e| anyhow::anyhow!("FF_DEMO_CHECKOUT_FAILURES: {e}"))?;
+        tracing::warn!(
+            "demo: {:.0} % of the new checkout's requests fail (FF_DEMO_CHECKOUT_FAILURES)",
+            share * 100.0
+        );
     }
     let source = builder.try_start().await.context("the app's declarations")?;
     // OFREP evaluates against the live flags, as the app's own handlers do.

@@ -115,6 +115,19 @@ enum Command {
         #[arg(long)]
         one_value_days: Option<u32>,
     },
+    /// A guarded rollout: the test's state, each variation's requests, errors and
+    /// latency, recent windows, and what the guard wrote. `--set JSON` sets the flag's
+    /// guard (e.g. '{"max_error_increase": 1, "max_latency_increase": 20}'), keeping the
+    /// rest of its targeting; `--remove` removes it.
+    Guard {
+        key: String,
+        #[arg(long, conflicts_with = "remove")]
+        set: Option<String>,
+        #[arg(long)]
+        remove: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// The audit log, newest first.
     History {
         key: Option<String>,
@@ -452,6 +465,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Coverage { dir, scan, fail } => cmd_coverage(json_out, &dir, &scan, fail)?,
         Command::Stale { not_evaluated_days, one_value_days } => {
             cmd_stale(&api, json_out, not_evaluated_days, one_value_days).await?
+        }
+        Command::Guard { key, set, remove, reason } => {
+            cmd_guard(&api, json_out, key, set, remove, reason).await?
         }
         Command::History { key, actor, limit } => cmd_history(&api, json_out, key, actor, limit).await?,
         Command::Revert { seq, reason } => cmd_revert(&api, json_out, seq, reason).await?,
@@ -820,6 +836,137 @@ async fn cmd_history(
         })
         .collect();
     table(&["SEQ", "TIME", "ACTOR", "ACTION", "KEY", "USER", "CHANGE", "REASON"], rows);
+    Ok(())
+}
+
+async fn cmd_guard(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    set: Option<String>,
+    remove: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    if set.is_some() || remove {
+        let (body, etag) = api.call(Method::GET, &["flags", &key], &[], None::<&NoFields>, None).await?;
+        let detail: ff_api::FlagDetail = serde_json::from_value(body)?;
+        let mut targeting = detail.flag.record.targeting;
+        targeting.guard = match &set {
+            Some(json) => Some(serde_json::from_str(json).context("--set takes the guard as JSON")?),
+            None => None,
+        };
+        let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
+        let body = Reasoned::new(patch, reason);
+        let (body, _) = api.call(Method::PATCH, &["flags", &key], &[], Some(&body), etag.as_deref()).await?;
+        if json_out {
+            return print(&body);
+        }
+        let written: ff_api::FlagWritten = serde_json::from_value(body)?;
+        let what = if remove { "guard removed" } else { "guarded" };
+        say!("{key}: {what} (version {})", written.flag.version);
+        return Ok(());
+    }
+    let body = api.get(&["flags", &key, "guard"], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let view: ff_api::GuardView = serde_json::from_value(body)?;
+    match &view.state {
+        None => say!("{key}: no guard"),
+        Some(st) => {
+            let g = &st.guard;
+            let latency = g.max_latency_increase.map_or(String::new(), |l| format!(", latency +{l} %"));
+            say!("{key}: {}", st.verdict);
+            say!(
+                "  guard: errors +{} points{latency}, alpha {}, {} requests a side, then {:?}",
+                g.max_error_increase,
+                g.alpha,
+                g.min_requests,
+                g.action
+            );
+            say!(
+                "  since {}; {} instance(s) counted; this admin's process {}",
+                time_or_dash(st.started),
+                st.instances,
+                if st.acting { "acts" } else { "does not act" }
+            );
+            if let Some(next) = st.next_step {
+                say!("  next ramp step due {}", time_or_dash(Some(next)));
+            }
+            if let Some(note) = &st.note {
+                say!("  {note}");
+            }
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v}"));
+            let row = |name: String, side: &str, weight: String, c: &ff_store::guard::Summary| {
+                vec![
+                    name,
+                    side.to_owned(),
+                    weight,
+                    c.requests.to_string(),
+                    c.errors.to_string(),
+                    format!("{:.2} %", c.error_rate * 100.0),
+                    ms(c.p50_ms),
+                    ms(c.p95_ms),
+                    ms(c.p99_ms),
+                ]
+            };
+            let mut rows: Vec<Vec<String>> = st
+                .variations
+                .iter()
+                .map(|v| {
+                    let side = if v.control { "control" } else { "treatment" };
+                    row(text(&v.value), side, format!("{} %", f64::from(v.weight) / 100.0), &v.counts)
+                })
+                .collect();
+            rows.push(row("(all)".into(), "control", "-".into(), &st.control));
+            rows.push(row("(all)".into(), "treatment", "-".into(), &st.treatment));
+            say!("");
+            table(
+                &[
+                    "VARIATION",
+                    "SIDE",
+                    "WEIGHT",
+                    "REQUESTS",
+                    "ERRORS",
+                    "ERROR RATE",
+                    "P50 MS",
+                    "P95 MS",
+                    "P99 MS",
+                ],
+                rows,
+            );
+            if !st.history.is_empty() {
+                let rows = st
+                    .history
+                    .iter()
+                    .rev()
+                    .take(12)
+                    .map(|h| {
+                        let side = |c: &ff_store::guard::Summary| {
+                            format!(
+                                "{} req, {:.2} % errors, p95 {} ms",
+                                c.requests,
+                                c.error_rate * 100.0,
+                                ms(c.p95_ms)
+                            )
+                        };
+                        vec![time_or_dash(Some(h.at)), side(&h.control), side(&h.treatment)]
+                    })
+                    .collect();
+                say!("");
+                table(&["WINDOW END", "CONTROL", "TREATMENT"], rows);
+            }
+        }
+    }
+    if !view.actions.is_empty() {
+        let rows = view
+            .actions
+            .iter()
+            .map(|c| vec![c.seq.to_string(), time_or_dash(Some(c.at)), c.reason.clone().unwrap_or_default()])
+            .collect();
+        say!("");
+        table(&["SEQ", "TIME", "WHAT THE GUARD DID"], rows);
+    }
     Ok(())
 }
 

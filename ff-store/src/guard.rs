@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 
 use ff_core::guard::{Arm, Guard, GuardAction, Verdict};
 use ff_core::{FlagRecord, Snapshot, Split, Targeting};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{FlagPatch, GuardCount, Mutation, Store, StoreError, Write};
@@ -375,7 +375,7 @@ pub async fn report(store: &dyn Store, record: &FlagRecord) -> Result<Option<Gua
 }
 
 /// One guarded flag as a guardian sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuardState {
     /// The flag.
     pub flag: String,
@@ -408,7 +408,7 @@ pub struct GuardState {
 }
 
 /// One variation of a guarded split.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariationState {
     /// What it serves.
     pub value: serde_json::Value,
@@ -421,7 +421,7 @@ pub struct VariationState {
 }
 
 /// Requests, errors and latency percentiles of some requests.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Requests.
     pub requests: u64,
@@ -452,7 +452,7 @@ impl Summary {
 }
 
 /// What one window counted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
     /// The window's end.
     #[serde(with = "time::serde::rfc3339")]
