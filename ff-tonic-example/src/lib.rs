@@ -3,6 +3,7 @@
 //! them, and handlers read `Current` exactly as axum handlers do.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ff_core::{EvalContext, Flag, FlagKind};
 use ff_store::Source;
@@ -47,13 +48,43 @@ pub fn context_from_metadata(parts: &http::request::Parts) -> EvalContext {
 
 /// The checkout service: every value from the request's snapshot.
 #[derive(Debug, Default)]
-pub struct CheckoutService;
+pub struct CheckoutService {
+    /// Demo only: the share of new-checkout requests that fail.
+    fail_share: f64,
+    /// New-checkout requests so far, to spread the failures evenly.
+    served: AtomicU64,
+}
+
+impl CheckoutService {
+    /// Demo only: fails `share` (0 to 1) of the new checkout's requests with
+    /// `UNAVAILABLE`, evenly spread, for a guarded rollout to catch.
+    pub fn failing(share: f64) -> Result<Self, String> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!("must be a share from 0 to 1, not {share}"));
+        }
+        Ok(CheckoutService { fail_share: share, served: AtomicU64::new(0) })
+    }
+
+    /// Whether this new-checkout request is one the demo fault fails.
+    fn fault(&self) -> bool {
+        if self.fail_share <= 0.0 {
+            return false;
+        }
+        let n = self.served.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * self.fail_share).floor() > (n * self.fail_share).floor()
+    }
+}
 
 #[tonic::async_trait]
 impl Checkout for CheckoutService {
     async fn get_checkout(&self, _: Request<CheckoutRequest>) -> Result<Response<CheckoutReply>, Status> {
         let name = |new: bool| if new { "new" } else { "classic" }.to_owned();
         let checkout = Current::detail(NEW_CHECKOUT);
+        if checkout.value && self.fault() {
+            return Err(Status::unavailable(
+                "the new checkout failed (a demo fault: FF_DEMO_CHECKOUT_FAILURES)",
+            ));
+        }
         Ok(Response::new(CheckoutReply {
             checkout: name(checkout.value),
             pricing: name(Current::get(NEW_CHECKOUT_PRICING)),
@@ -69,10 +100,20 @@ pub async fn serve(
     source: Source,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_service(listener, source, CheckoutService::default(), shutdown).await
+}
+
+/// [`serve`] with a given service (a demo fault's).
+pub async fn serve_service(
+    listener: tokio::net::TcpListener,
+    source: Source,
+    service: CheckoutService,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     let layer = FlagsLayer::new(source).make_context(context_from_metadata);
     tonic::transport::Server::builder()
         .layer(layer)
-        .add_service(CheckoutServer::new(CheckoutService))
+        .add_service(CheckoutServer::new(service))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await
 }

@@ -1,6 +1,8 @@
 //! The checkout gRPC service on an embedded SQLite file: `cargo run -p ff-tonic-example`.
 //! `FF_LISTEN` (default `127.0.0.1:50051`), `DATABASE_URL` (default
-//! `sqlite://ff-example.db?mode=rwc`, shared with the axum example).
+//! `sqlite://ff-example.db?mode=rwc`, shared with the axum example),
+//! `FF_DEMO_CHECKOUT_FAILURES` (demo only: the share, 0 to 1, of the new checkout's
+//! requests that fail with `UNAVAILABLE`, for a guarded rollout to catch).
 
 use anyhow::Context;
 use ff_store::{Source, SqlStore};
@@ -18,5 +20,16 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    ff_tonic_example::serve(listener, source, shutdown).await.context("server failed")
+    let service = match std::env::var("FF_DEMO_CHECKOUT_FAILURES") {
+        Ok(share) => {
+            let share: f64 = share
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("FF_DEMO_CHECKOUT_FAILURES={share:?}: {e}"))?;
+            ff_tonic_example::CheckoutService::failing(share)
+                .map_err(|e| anyhow::anyhow!("FF_DEMO_CHECKOUT_FAILURES: {e}"))?
+        }
+        Err(_) => ff_tonic_example::CheckoutService::default(),
+    };
+    ff_tonic_example::serve_service(listener, source, service, shutdown).await.context("server failed")
 }
