@@ -1181,3 +1181,81 @@ async fn a_revert_that_would_break_a_rule_between_settings_is_refused() {
     );
     assert_eq!(api.log_len().await, log, "nothing written");
 }
+
+/// A guard is set through the API like the rest of the targeting (refused by name
+/// when it makes no test), and `GET /flags/{key}/guard` shows every instance's counts
+/// from the store, the test's state and what the guard wrote.
+#[tokio::test]
+async fn guarded_rollouts_through_the_api() {
+    let api = Api::new().await;
+    let (e, v) = (Some(api.editor.as_str()), Some(api.viewer.as_str()));
+    let path = "/admin/api/flags/CREDITS";
+    let split = json!({"variations": [{"value": false, "weight": 1000}, {"value": true, "weight": 9000}]});
+    let before = api.log_len().await;
+    for (targeting, message) in [
+        (json!({"guard": {}}), "a guard watches a percentage rollout"),
+        (json!({"split": split, "guard": {"alpha": 0.9}}), "alpha must be above 0 and at most 0.5"),
+        (json!({"split": split, "guard": {"min_requests": 1}}), "min_requests must be 10"),
+        (json!({"split": split, "guard": {"max_errors": 1}}), "unknown field `max_errors`"),
+    ] {
+        let r = api
+            .call_with("PATCH", path, e, Some(json!({"targeting": targeting})), &[("if-match", "\"1\"")])
+            .await;
+        assert_eq!(r.status, 422, "{targeting}: {}", r.body);
+        assert!(r.refusal().message.contains(message), "{targeting}: {}", r.body);
+    }
+    assert_eq!(api.log_len().await, before, "nothing written");
+    let targeting = json!({"split": split, "guard": {"max_error_increase": 1, "min_requests": 100}});
+    let r = api
+        .call_with("PATCH", path, e, Some(json!({"targeting": targeting})), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let FlagWritten { flag } = r.typed();
+    let started = flag.targeting.guard.as_ref().unwrap().started.expect("stamped by the store");
+
+    let view: ff_api::GuardView = api.call("GET", "/admin/api/flags/CREDITS/guard", v, None).await.typed();
+    let state = view.state.clone().unwrap();
+    assert_eq!(state.started, Some(started));
+    assert!(matches!(
+        state.verdict,
+        ff_core::guard::Verdict::Collecting { control: 0, treatment: 0, needed: 100 }
+    ));
+    let sides: Vec<bool> = state.variations.iter().map(|v| v.control).collect();
+    assert_eq!(sides, [false, true], "the variation serving the flag's value (true) is the control");
+    assert!(view.actions.is_empty());
+
+    // Two instances' counts, as their guardians flush them: a regression.
+    let epoch = (started.unix_timestamp_nanos() / 1_000_000) as i64;
+    let row = |instance: &str, variation, requests, errors| ff_store::GuardCount {
+        flag: "CREDITS".into(),
+        epoch,
+        instance: instance.into(),
+        variation,
+        arm: ff_core::guard::Arm { requests, errors, ..Default::default() },
+    };
+    let now = time::OffsetDateTime::now_utc();
+    api.store.put_guard_counts(&[row("a", 0, 600, 120), row("a", 1, 5_000, 50)], now).await.unwrap();
+    api.store.put_guard_counts(&[row("b", 0, 400, 80), row("b", 1, 4_000, 40)], now).await.unwrap();
+    let view: ff_api::GuardView = api.call("GET", "/admin/api/flags/CREDITS/guard", v, None).await.typed();
+    let state = view.state.unwrap();
+    assert_eq!((state.instances, state.treatment.requests, state.control.requests), (2, 1_000, 9_000));
+    assert_eq!(state.variations[0].counts.errors, 200);
+    assert!(matches!(state.verdict, ff_core::guard::Verdict::Regressed { .. }), "{:?}", state.verdict);
+    assert!(!state.acting, "no guardian runs in this process");
+
+    // What the guardian writes shows, and the state goes with the guard.
+    let patch = FlagPatch { targeting: Some(Targeting::default()), ..FlagPatch::default() };
+    let rollback = ff_store::Write::new(
+        ff_store::guard::GUARD_ACTOR,
+        ff_store::Mutation::UpdateFlag { key: "CREDITS".into(), patch, expected_version: None },
+    )
+    .reason("guarded rollout rolled back: regressed");
+    api.store.write(rollback).await.unwrap();
+    let view: ff_api::GuardView = api.call("GET", "/admin/api/flags/CREDITS/guard", v, None).await.typed();
+    assert!(view.state.is_none());
+    assert_eq!(view.actions.len(), 1);
+    assert_eq!(view.actions[0].reason.as_deref(), Some("guarded rollout rolled back: regressed"));
+    let r = api.call("GET", "/admin/api/flags/NOPE/guard", v, None).await;
+    assert_eq!((r.status, error(&r).as_str()), (404, "not_found"));
+    assert_eq!(api.call("GET", "/admin/api/flags/CREDITS/guard", None, None).await.status, 401);
+}

@@ -421,3 +421,49 @@ async fn a_duration_is_typed_as_text_with_its_form_shown_and_an_enum_is_chosen()
         r.body
     );
 }
+
+/// The flag page shows a guarded rollout: the test's state, each variation's
+/// counts, and what the guard wrote.
+#[tokio::test]
+async fn a_guarded_rollout_on_the_flag_page() {
+    let (page, editor, _) = Page::new().await;
+    let (cookie, _) = page.login(&editor).await;
+    let targeting = serde_json::json!({
+        "split": {"variations": [{"value": false, "weight": 1000}, {"value": true, "weight": 9000}]},
+        "guard": {"min_requests": 100, "max_latency_increase": 20}
+    });
+    let patch = ff_store::FlagPatch {
+        targeting: Some(serde_json::from_value(targeting).unwrap()),
+        ..Default::default()
+    };
+    let m = Mutation::UpdateFlag { key: "CREDITS".into(), patch, expected_version: None };
+    let written = page.store.write(Write::new("t", m)).await.unwrap().unwrap();
+    let after: ff_core::FlagRecord = serde_json::from_value(written.after.unwrap()).unwrap();
+    let started = after.targeting.guard.unwrap().started.unwrap();
+    let mut arm = ff_core::guard::Arm::default();
+    for i in 0..300 {
+        arm.record(i % 100 == 0, 2_000 + i);
+    }
+    let row = ff_store::GuardCount {
+        flag: "CREDITS".into(),
+        epoch: (started.unix_timestamp_nanos() / 1_000_000) as i64,
+        instance: "a".into(),
+        variation: 1,
+        arm,
+    };
+    page.store.put_guard_counts(&[row], time::OffsetDateTime::now_utc()).await.unwrap();
+    let r = page.send("GET", "/admin/flags/CREDITS", Some(&cookie), None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("<h2>Guarded rollout</h2>"), "{}", r.body);
+    assert!(r.body.contains("collecting: 0 treatment and 300 control requests of 100 each"), "{}", r.body);
+    assert!(r.body.contains("+20 % typical latency"), "{}", r.body);
+    assert!(
+        r.body.contains("<td class=\"num\">300</td><td class=\"num\">3</td><td class=\"num\">1.00 %</td>"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("ms</td>"), "latency percentiles: {}", r.body);
+    // A flag with no guard and no guard writes has no such section.
+    let r = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
+    assert!(!r.body.contains("Guarded rollout"));
+}

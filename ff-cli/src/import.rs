@@ -183,7 +183,7 @@ fn changed(wanted: &FlagPatch, current: &FlagDef, report: &mut dyn FnMut(&str, S
         owner: d.field("owner", &wanted.owner, &m.owner, PartialEq::eq),
         tags: d.field("tags", &wanted.tags, &m.tags, PartialEq::eq),
         ticket: d.field("ticket", &wanted.ticket, &m.ticket, PartialEq::eq),
-        targeting: d.field("targeting", &wanted.targeting, &current.targeting, PartialEq::eq),
+        targeting: d.field("targeting", &wanted.targeting, &current.targeting, same_targeting),
         kind: d.field("kind", &wanted.kind, &m.kind, PartialEq::eq),
         permanent: d.field("permanent", &wanted.permanent, &m.permanent, PartialEq::eq),
         expiry: d.field("expiry", &wanted.expiry, &m.expiry, PartialEq::eq),
@@ -220,6 +220,19 @@ fn json_text<T: Serialize>(v: &T) -> String {
 fn set_override(key: &str, user: String, value: Value) -> Step {
     let says = format!("+ {key} override {user} = {value}");
     Step { op: BatchOp::SetOverride { key: key.to_owned(), user_id: user, value }, says }
+}
+
+/// Equal as targeting: a guard's start is the store's to stamp (another store's
+/// export carries its own), so it is left out.
+fn same_targeting(a: &ff_core::Targeting, b: &ff_core::Targeting) -> bool {
+    let unstamped = |t: &ff_core::Targeting| {
+        let mut t = t.clone();
+        if let Some(g) = t.guard.as_mut() {
+            g.started = None;
+        }
+        t
+    };
+    unstamped(a) == unstamped(b)
 }
 
 /// Equal as flag values: numbers by value, so `60` in a file equals a stored `60.0`.

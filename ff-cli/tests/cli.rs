@@ -529,3 +529,100 @@ fn coverage_reports_flags_read_in_one_state_and_declared_flags_never_read() {
     let bad = ff(&["coverage", d], &[]);
     assert!(bad.code == 1 && bad.stderr.contains("ff-flag-coverage-3.tsv:1"), "{}", bad.stderr);
 }
+
+/// `ff guard`: sets a guard on a rollout (refused by name without one to watch or
+/// with bad JSON), shows the test and each variation's counts as the example's
+/// traffic comes in, and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_a_rollout_from_the_terminal() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    let run = |args: &[&str]| run_as(&url, &token, args);
+
+    let none = run(&["guard", "NEW_CHECKOUT"]).await.unwrap();
+    assert_eq!((none.code, none.stdout.trim()), (0, "NEW_CHECKOUT: no guard"), "{}", none.stderr);
+    let refused = run(&["guard", "NEW_CHECKOUT", "--set", "{}"]).await.unwrap();
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("a guard watches a percentage rollout"), "{}", refused.stderr);
+    let bad = run(&["guard", "NEW_CHECKOUT", "--set", "{max: 1}"]).await.unwrap();
+    assert!(bad.code == 1 && bad.stderr.contains("--set takes the guard as JSON"), "{}", bad.stderr);
+    let unknown = run(&["guard", "NOPE"]).await.unwrap();
+    assert!(unknown.code == 1 && unknown.stderr.contains("does not exist"), "{}", unknown.stderr);
+
+    // A 50 % rollout (written as an import would), then its guard from the terminal.
+    let store = SqlStore::connect(&example.db).await.unwrap();
+    let split =
+        json!({"split": {"variations": [{"value": true, "weight": 5000}, {"value": false, "weight": 5000}]}});
+    let patch =
+        ff_store::FlagPatch { targeting: Some(serde_json::from_value(split).unwrap()), ..Default::default() };
+    let m = ff_store::Mutation::UpdateFlag { key: "NEW_CHECKOUT".into(), patch, expected_version: None };
+    ff_store::FlagWriter::write(&store, ff_store::Write::new("t", m)).await.unwrap();
+    let set = run(&["guard", "NEW_CHECKOUT", "--set", r#"{"min_requests": 100}"#, "--reason", "watch it"])
+        .await
+        .unwrap();
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(set.stdout.starts_with("NEW_CHECKOUT: guarded (version "), "{}", set.stdout);
+
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let shown = loop {
+        for i in 0..100 {
+            let req = client.get(format!("{base}/checkout")).header("x-user-id", format!("user-{i}"));
+            assert!(req.send().await.unwrap().status().is_success());
+        }
+        let shown = run(&["guard", "NEW_CHECKOUT"]).await.unwrap();
+        assert_eq!(shown.code, 0, "{}", shown.stderr);
+        if row(&shown.stdout, "(all)").get(3).is_some_and(|n| *n != "0") {
+            break shown.stdout;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no counts shown: {}", shown.stdout);
+    };
+    assert!(
+        shown.contains("guard: errors +1 points, alpha 0.05, 100 requests a side, then Rollback"),
+        "{shown}"
+    );
+    assert!(shown.contains("1 instance(s) counted"), "{shown}");
+    let treatment = row(&shown, "true");
+    assert_eq!(treatment[1..3], ["treatment", "50"], "{shown}");
+    assert!(row(&shown, "false")[1] == "control", "{shown}");
+    let json_out = run(&["guard", "NEW_CHECKOUT", "--json"]).await.unwrap();
+    let view: ff_api::GuardView = serde_json::from_str(&json_out.stdout).unwrap();
+    assert!(view.state.unwrap().control.requests > 0);
+
+    // Exported with its guard; imported from another store's export (its own start
+    // stamp), the same guard is no change.
+    let exported = run(&["export"]).await.unwrap();
+    let mut doc: Value = serde_yaml_ng::from_str(&exported.stdout).unwrap();
+    let flags = doc["flags"].as_array_mut().unwrap();
+    let i = flags.iter().position(|f| f["key"] == "NEW_CHECKOUT").unwrap();
+    assert_eq!(flags[i]["targeting"]["guard"]["min_requests"], 100, "{}", exported.stdout);
+    flags[i]["targeting"]["guard"]["started"] = json!("2020-01-01T00:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flags.yaml");
+    std::fs::write(&file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let dry = run(&["import", file.to_str().unwrap(), "--dry-run"]).await.unwrap();
+    assert!(dry.code == 0 && !dry.stdout.contains("NEW_CHECKOUT targeting"), "{}", dry.stdout);
+    flags_guard_changed(&mut doc);
+    std::fs::write(&file, serde_yaml_ng::to_string(&doc).unwrap()).unwrap();
+    let dry = run(&["import", file.to_str().unwrap(), "--dry-run"]).await.unwrap();
+    assert!(dry.stdout.contains("~ NEW_CHECKOUT targeting:"), "a changed guard is a change: {}", dry.stdout);
+
+    let removed = run(&["guard", "NEW_CHECKOUT", "--remove"]).await.unwrap();
+    assert!(
+        removed.code == 0 && removed.stdout.starts_with("NEW_CHECKOUT: guard removed"),
+        "{}",
+        removed.stderr
+    );
+    let none = run(&["guard", "NEW_CHECKOUT"]).await.unwrap();
+    assert_eq!(none.stdout.trim(), "NEW_CHECKOUT: no guard");
+    let history = run(&["history", "NEW_CHECKOUT", "--limit", "2"]).await.unwrap();
+    assert!(history.stdout.contains("watch it"), "{}", history.stdout);
+}
+
+/// `NEW_CHECKOUT`'s guard in an export, made stricter.
+fn flags_guard_changed(doc: &mut Value) {
+    let flags = doc["flags"].as_array_mut().unwrap();
+    let i = flags.iter().position(|f| f["key"] == "NEW_CHECKOUT").unwrap();
+    flags[i]["targeting"]["guard"]["max_error_increase"] = json!(0.5);
+}

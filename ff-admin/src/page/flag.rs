@@ -39,6 +39,10 @@ pub(crate) async fn flag_page(
         Ok(u) => u,
         Err(e) => return visitor.fail(e),
     };
+    let guard = match admin.guard_view(&key).await {
+        Ok(g) => g,
+        Err(e) => return visitor.fail(e),
+    };
     let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
     let body = html! {
         h1 { code { (key) } }
@@ -46,6 +50,7 @@ pub(crate) async fn flag_page(
         section { h2 { "Switch" } (switch_form(&visitor, &flag)) }
         (value_section(&visitor, &flag, sparkline(&days, daily, last)))
         (targeting_section(&visitor, &flag))
+        (guard_section(&guard))
         (overrides_section(&visitor, &flag, &overrides))
         section {
             h2 { "History" }
@@ -155,6 +160,84 @@ fn targeting_section(visitor: &Visitor, flag: &FlagRecord) -> Markup {
                 }
                 br;
                 input name="reason" placeholder="reason"; " " button { "Save targeting" }
+            }
+        }
+    }
+}
+
+/// A guarded rollout's test, each variation's counts, recent windows, and what the
+/// guard wrote (revert those from the history below). Nothing without either.
+fn guard_section(view: &ff_api::GuardView) -> Markup {
+    use ff_store::guard::Summary;
+    if view.state.is_none() && view.actions.is_empty() {
+        return html! {};
+    }
+    let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v} ms"));
+    let pct = |c: &Summary| format!("{:.2} %", c.error_rate * 100.0);
+    let cells = |c: &Summary| {
+        html! {
+            td.num { (c.requests) } td.num { (c.errors) } td.num { (pct(c)) }
+            td.num { (ms(c.p50_ms)) } td.num { (ms(c.p95_ms)) } td.num { (ms(c.p99_ms)) }
+        }
+    };
+    html! {
+        section #guard {
+            h2 { "Guarded rollout" }
+            @if let Some(st) = &view.state {
+                @let verdict = st.verdict.to_string();
+                p class=(match st.verdict { ff_core::guard::Verdict::Regressed { .. } => "off", _ => "" }) {
+                    strong { (verdict) }
+                }
+                p.muted {
+                    "Allowed: +" (st.guard.max_error_increase) " points of errors"
+                    @if let Some(l) = st.guard.max_latency_increase { ", +" (l) " % typical latency" }
+                    "; tested at α " (st.guard.alpha) " after " (st.guard.min_requests) " requests a side; on a regression: "
+                    (match st.guard.action { ff_core::guard::GuardAction::Rollback => "roll back", ff_core::guard::GuardAction::Pause => "pause the ramp" })
+                    ". Watching since " (st.started.map(rfc3339).unwrap_or_else(|| "–".into()))
+                    ", counts from " (st.instances) " instance(s)"
+                    @if st.acting { "; this process acts" }
+                    "."
+                }
+                @if let Some(next) = st.next_step { p { "Next ramp step due " (rfc3339(next)) " (applied once the guard finds the rollout healthy)." } }
+                @if let Some(note) = &st.note { p.muted { (note) } }
+                table {
+                    tr { th { "Variation" } th { "Side" } th { "Weight" } th { "Requests" } th { "Errors" } th { "Error rate" } th { "p50" } th { "p95" } th { "p99" } }
+                    @for v in &st.variations {
+                        tr {
+                            td { code { (show(&v.value)) } }
+                            td { (if v.control { "control" } else { "treatment" }) }
+                            td.num { (f64::from(v.weight) / 100.0) " %" }
+                            (cells(&v.counts))
+                        }
+                    }
+                    tr { td { "all" } td { "control" } td {} (cells(&st.control)) }
+                    tr { td { "all" } td { "treatment" } td {} (cells(&st.treatment)) }
+                }
+                @if !st.history.is_empty() {
+                    h3 { "Over time (10-second windows, newest first)" }
+                    table {
+                        tr { th { "Window end" } th { "Control requests" } th { "errors" } th { "p95" } th { "Treatment requests" } th { "errors" } th { "p95" } }
+                        @for h in st.history.iter().rev().take(30) {
+                            tr {
+                                td { (rfc3339(h.at)) }
+                                td.num { (h.control.requests) } td.num { (pct(&h.control)) } td.num { (ms(h.control.p95_ms)) }
+                                td.num { (h.treatment.requests) } td.num { (pct(&h.treatment)) } td.num { (ms(h.treatment.p95_ms)) }
+                            }
+                        }
+                    }
+                }
+            } @else {
+                p.muted { "No guard now." }
+            }
+            @if !view.actions.is_empty() {
+                h3 { "What the guard did" }
+                table {
+                    tr { th { "#" } th { "Time" } th { "What" } }
+                    @for c in &view.actions {
+                        tr { td { (c.seq) } td { (rfc3339(c.at)) } td { (c.reason.clone().unwrap_or_default()) } }
+                    }
+                }
+                p.muted { "Revert one from the history below to undo it." }
             }
         }
     }

@@ -41,7 +41,8 @@ th{background:#eef0f4;font-weight:600}code{font-size:.92em}
 form.inline{display:inline}input,select,textarea,button{font:inherit;padding:.25rem .45rem}
 button{cursor:pointer;border:1px solid #9aa3b2;background:#fff;border-radius:4px}
 button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding:1rem 1.2rem;margin:1rem 0;border:1px solid #e3e6eb;border-radius:6px}
-form.spaced{margin-top:.6rem}.muted{color:#667085}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
+form.spaced{margin-top:.6rem}.muted{color:#667085}td.num{text-align:right;font-variant-numeric:tabular-nums}
+section{overflow-x:auto}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
 ";
 
 /// A whole page; `who` (the caller and the session's CSRF token) adds the navigation.
