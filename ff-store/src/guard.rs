@@ -168,11 +168,13 @@ pub(crate) struct Guardian {
     instance: String,
     watched: HashMap<String, Watched>,
     acting: bool,
+    /// The store takes no writes (a file): regressions are shown, never acted on.
+    read_only: bool,
 }
 
 impl Guardian {
-    pub(crate) fn new(instance: String) -> Self {
-        Guardian { instance, watched: HashMap::new(), acting: false }
+    pub(crate) fn new(instance: String, read_only: bool) -> Self {
+        Guardian { instance, watched: HashMap::new(), acting: false, read_only }
     }
 
     pub(crate) fn instance(&self) -> &str {
@@ -286,6 +288,10 @@ impl Guardian {
             let step = record.targeting.schedule.first().filter(|s| s.at <= now).cloned();
             match &w.verdict {
                 Verdict::Regressed { .. } if !w.acted => {
+                    if self.read_only {
+                        w.note = Some("the store is read-only: roll the rollout back in its file".into());
+                        continue;
+                    }
                     if !self.acting {
                         continue;
                     }
@@ -563,7 +569,7 @@ mod tests {
             serde_json::json!({"split": {"variations": [{"value": 2, "weight": 1000}, {"value": 1, "weight": 9000}]},
                                "guard": {"min_requests": 100}}),
         );
-        let mut g = Guardian::new("me".into());
+        let mut g = Guardian::new("me".into(), false);
         assert!(tick(&mut g, &s, bad(), Vec::new()).is_empty(), "without the lease nothing is written");
         g.set_acting(true);
         let writes = tick(&mut g, &s, Vec::new(), Vec::new());
@@ -590,7 +596,7 @@ mod tests {
             serde_json::json!({"split": {"variations": [{"value": true, "weight": 1000}, {"value": false, "weight": 9000}]},
                                "guard": {"min_requests": 100}}),
         );
-        let mut g = Guardian::new("me".into());
+        let mut g = Guardian::new("me".into(), false);
         g.set_acting(true);
         let rows = g.count(&s, vec![("F".to_owned(), 0, arm(50, 0))]);
         assert_eq!(rows.len(), 1);
@@ -621,7 +627,7 @@ mod tests {
             )
         };
         let s = ramp(serde_json::json!({"min_requests": 100}));
-        let mut g = Guardian::new("me".into());
+        let mut g = Guardian::new("me".into(), false);
         g.set_acting(true);
         assert!(tick(&mut g, &s, vec![("F".to_owned(), 0, arm(50, 0))], Vec::new()).is_empty(), "collecting");
         assert!(g.states(&s)[0].note.as_deref().unwrap().contains("waits: collecting"));
@@ -634,7 +640,7 @@ mod tests {
             "{:?}",
             g.states(&s)[0].note
         );
-        let mut g = Guardian::new("me".into());
+        let mut g = Guardian::new("me".into(), false);
         g.set_acting(true);
         let healthy = vec![("F".to_owned(), 0, arm(1_000, 10)), ("F".to_owned(), 1, arm(9_000, 90))];
         let writes = tick(&mut g, &s, healthy, Vec::new());
@@ -646,7 +652,7 @@ mod tests {
         assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded ramp advanced to true 50 %"));
 
         let s = ramp(serde_json::json!({"min_requests": 100, "action": "pause"}));
-        let mut g = Guardian::new("me".into());
+        let mut g = Guardian::new("me".into(), false);
         g.set_acting(true);
         let writes = tick(&mut g, &s, bad(), Vec::new());
         let Mutation::UpdateFlag { patch, .. } = &writes[0].mutation else { panic!() };

@@ -665,7 +665,7 @@ async fn collect_usage(store: Arc<dyn Store>, shared: Arc<Shared>, write_every: 
 /// flushes them to the store and reads every instance's back, tests each rollout,
 /// and — holding the store's lease — writes what the tests call for.
 async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Duration) {
-    let mut guardian = crate::guard::Guardian::new(instance_id());
+    let mut guardian = crate::guard::Guardian::new(instance_id(), store.read_only());
     // Long enough to outlast a slow tick; short enough that another instance takes
     // over within seconds of this one's death.
     let ttl = (every * 5).max(Duration::from_millis(500));

@@ -201,3 +201,38 @@ async fn a_pin_beats_rules_and_expiry() {
     let unpinned = start(store.clone(), &[]).await;
     assert_eq!(eval(&unpinned, "u1").detail(CHECKOUT).reason, Reason::Expired);
 }
+
+/// A flag the environment pins is not guarded in this process: its reads are no
+/// split's, and the guardian does not watch it (counts for it are dropped).
+#[tokio::test]
+async fn a_pinned_guarded_flag_is_not_watched() {
+    let store = MemoryStore::new();
+    let targeting = serde_json::json!({
+        "split": {"variations": [{"value": true, "weight": 5000}, {"value": false, "weight": 5000}]},
+        "guard": {"min_requests": 10}
+    });
+    let patch = ff_store::FlagPatch {
+        targeting: Some(serde_json::from_value(targeting).unwrap()),
+        ..Default::default()
+    };
+    let source = start(store.clone(), &[]).await;
+    store
+        .write(w(Mutation::UpdateFlag { key: "NEW_CHECKOUT".into(), patch, expected_version: None }))
+        .await
+        .unwrap();
+    drop(source);
+    let source = Source::builder(store.clone())
+        .declare([CHECKOUT.decl()])
+        .env_vars([("FF_NEW_CHECKOUT", "true")])
+        .guard_interval(Duration::from_millis(20))
+        .start()
+        .await;
+    assert!(!source.snapshot().has_guards(), "pinned: not guarded here");
+    assert_eq!(eval(&source, "u").detail(CHECKOUT).reason, Reason::Env);
+    for _ in 0..100 {
+        source.guard_telemetry().record("NEW_CHECKOUT", 0, true, 1_000);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(source.guard_states().is_empty());
+    assert!(store.flag("NEW_CHECKOUT").await.unwrap().unwrap().targeting.guard.is_some(), "nothing written");
+}

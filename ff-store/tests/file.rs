@@ -255,3 +255,44 @@ async fn versions_come_from_the_content_and_a_restored_file_clears_its_error() {
     write_file(&path);
     assert_eq!(first.latest_seq().await.unwrap(), v24);
 }
+
+/// A guarded rollout in a file: its counts are tested on this instance alone (the
+/// file keeps none), and the regression is shown, never written: the guardian holds
+/// no lease on a store it cannot write, and says to roll back in the file.
+#[tokio::test]
+async fn a_guarded_rollout_in_a_file_is_watched_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.yaml");
+    let guarded = flags(false, 24).replace(
+        "      rules:",
+        "      split: {variations: [{value: true, weight: 1000}, {value: false, weight: 9000}]}\n      guard: {min_requests: 100}\n      rules:",
+    );
+    std::fs::write(&path, guarded).unwrap();
+    let source = Source::builder(FileStore::open(&path).unwrap())
+        .declare([CHECKOUT.decl(), LEAD.decl()])
+        .guard_interval(Duration::from_millis(20))
+        .start()
+        .await;
+    assert!(source.snapshot().has_guards());
+    // As the layer counts: a failing treatment.
+    let telemetry = source.guard_telemetry();
+    for i in 0..1_000u64 {
+        telemetry.record("NEW_CHECKOUT", 0, i % 5 == 0, 1_000);
+        telemetry.record("NEW_CHECKOUT", 1, false, 1_000);
+    }
+    until(&source, "regressed", |s| {
+        s.guard_states()
+            .first()
+            .is_some_and(|g| matches!(g.verdict, ff_core::guard::Verdict::Regressed { .. }))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = &source.guard_states()[0];
+    assert!(!state.acting && !state.acted, "{state:?}");
+    assert_eq!((state.instances, state.treatment.requests), (1, 1_000));
+    assert!(state.note.as_deref().unwrap().contains("read-only"), "{:?}", state.note);
+    assert!(
+        source.snapshot().flag("NEW_CHECKOUT").unwrap().targeting.split.is_some(),
+        "the file is as it was"
+    );
+}

@@ -12,9 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use ff_core::Flag;
-use ff_store::{
-    ChangeQuery, FlagPatch, FlagReader, FlagWriter, Mutation, Role, Source, SqlStore, UsageStore, Write,
-};
+use ff_store::{ChangeQuery, FlagPatch, Mutation, Role, Source, SqlStore, Store, Write};
 use ff_tower::{Current, FlagsLayer, UserIdHeader};
 use http::StatusCode;
 use tower::ServiceExt;
@@ -34,9 +32,9 @@ async fn setup(fail_every: u64) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect(&url).await.unwrap());
-    let (source, app) = instance(store.clone(), fail_every).await;
+    let (source, app) = instance(store.clone() as Arc<dyn Store>, fail_every).await;
     guard(
-        &store,
+        &*store,
         serde_json::json!({
             "split": {"variations": [{"value": true, "weight": 5000}, {"value": false, "weight": 5000}]},
             "guard": {"max_error_increase": 1, "min_requests": 100}
@@ -48,7 +46,7 @@ async fn setup(fail_every: u64) -> Setup {
 }
 
 /// Sets `NEW_CHECKOUT`'s targeting.
-async fn guard(store: &SqlStore, targeting: serde_json::Value) {
+async fn guard(store: &dyn Store, targeting: serde_json::Value) {
     let patch =
         FlagPatch { targeting: Some(serde_json::from_value(targeting).unwrap()), ..FlagPatch::default() };
     let mutation = Mutation::UpdateFlag { key: "NEW_CHECKOUT".into(), patch, expected_version: None };
@@ -56,7 +54,7 @@ async fn guard(store: &SqlStore, targeting: serde_json::Value) {
 }
 
 /// One instance of the app on `store`: its source and router.
-async fn instance(store: Arc<SqlStore>, fail_every: u64) -> (Source, Router) {
+async fn instance(store: Arc<dyn Store>, fail_every: u64) -> (Source, Router) {
     let source = Source::builder_arc(store)
         .declare([NEW_CHECKOUT.decl()])
         .poll_interval(Duration::from_millis(20))
@@ -116,7 +114,7 @@ async fn drive_all(apps: &[Router], n: usize, mut stop: impl FnMut() -> bool) ->
     stop().then_some(n)
 }
 
-async fn rolled_back_store(store: &SqlStore) -> bool {
+async fn rolled_back_store(store: &dyn Store) -> bool {
     store.flag("NEW_CHECKOUT").await.unwrap().is_some_and(|f| f.targeting.split.is_none())
 }
 
@@ -124,7 +122,7 @@ fn rolled_back(source: &Source) -> bool {
     source.snapshot().flag("NEW_CHECKOUT").is_some_and(|f| f.targeting.split.is_none())
 }
 
-async fn guard_changes(store: &SqlStore) -> Vec<ff_core::Change> {
+async fn guard_changes(store: &dyn Store) -> Vec<ff_core::Change> {
     let query = ChangeQuery {
         key: Some("NEW_CHECKOUT".into()),
         actor: Some("ff-guard".into()),
@@ -143,7 +141,7 @@ async fn a_failing_treatment_is_rolled_back_once_and_a_revert_undoes_it() {
     // More traffic after the rollback writes nothing more.
     drive(&s.app, 500, || false).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let changes = guard_changes(&s.store).await;
+    let changes = guard_changes(&*s.store).await;
     assert_eq!(changes.len(), 1, "{changes:?}");
     let reason = changes[0].reason.clone().unwrap();
     assert!(reason.starts_with("guarded rollout rolled back: regressed: error rate"), "{reason}");
@@ -186,7 +184,7 @@ async fn a_failing_treatment_is_rolled_back_once_and_a_revert_undoes_it() {
     );
     assert!(state.acting, "the one instance holds the lease");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(guard_changes(&s.store).await.len(), 1);
+    assert_eq!(guard_changes(&*s.store).await.len(), 1);
 }
 
 /// A guarded ramp's step is applied by the guardian once due and only after the
@@ -200,7 +198,7 @@ async fn a_guarded_ramp_advances_only_while_healthy() {
             .unwrap();
         let split = |w: u32| serde_json::json!({"variations": [{"value": true, "weight": w}, {"value": false, "weight": 10_000 - w}]});
         guard(
-            &s.store,
+            &*s.store,
             serde_json::json!({
                 "split": split(1000), "schedule": [{"at": at, "split": split(5000)}],
                 "guard": {"max_error_increase": 1, "min_requests": 100}
@@ -213,7 +211,7 @@ async fn a_guarded_ramp_advances_only_while_healthy() {
         assert_eq!(s.source.snapshot().flag("NEW_CHECKOUT").unwrap().targeting.schedule.len(), 1);
         let advanced = || s.source.snapshot().flag("NEW_CHECKOUT").unwrap().targeting.schedule.is_empty();
         drive(&s.app, 20_000, advanced).await.expect("the ramp moved on or was rolled back");
-        let changes = guard_changes(&s.store).await;
+        let changes = guard_changes(&*s.store).await;
         let reason = changes[0].reason.clone().unwrap();
         let record = s.source.snapshot().flag("NEW_CHECKOUT").unwrap();
         if fail_every == 0 {
@@ -228,14 +226,23 @@ async fn a_guarded_ramp_advances_only_while_healthy() {
     }
 }
 
-/// Three instances on one PostgreSQL database: each counts its own requests, the
-/// guardian holding the lease decides on all three's counts, and one rollback is
-/// written. Then, on a fresh rollout, the acting instance dies mid-rollout: another
-/// takes the lease over and rolls back, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_on_postgresql_combine_counts_and_one_acts() {
+async fn three_instances_on_postgresql() {
     let Some(url) = ff_store::postgres_test_database().await else { return };
-    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    three_instances_combine_counts_and_one_acts(Arc::new(SqlStore::connect(&url).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_redis() {
+    let Some(store) = ff_store::redis_test_store().await else { return };
+    three_instances_combine_counts_and_one_acts(Arc::new(store)).await;
+}
+
+/// Three instances on one store: each counts its own requests, the guardian
+/// holding the lease decides on all three's counts, and one rollback is written.
+/// Then, on a fresh rollout, the acting instance dies mid-rollout: another takes the
+/// lease over and rolls back, once.
+async fn three_instances_combine_counts_and_one_acts(store: Arc<dyn Store>) {
     let mut instances = Vec::new();
     for _ in 0..3 {
         instances.push(instance(store.clone(), 5).await);
@@ -245,24 +252,32 @@ async fn three_instances_on_postgresql_combine_counts_and_one_acts() {
         // Needs more than any one instance sees before the evidence is in.
         "guard": {"max_error_increase": 1, "min_requests": 300}
     });
-    guard(&store, rollout.clone()).await;
+    guard(&*store, rollout.clone()).await;
     wait(|| instances.iter().all(|(s, _)| s.snapshot().has_guards())).await;
     let apps: Vec<Router> = instances.iter().map(|(_, a)| a.clone()).collect();
     let mut done = false;
     for _ in 0..200 {
-        if drive_all(&apps, 300, || false).await.is_some() && rolled_back_store(&store).await {
+        drive_all(&apps, 300, || false).await;
+        if rolled_back_store(&*store).await {
             done = true;
             break;
         }
     }
-    assert!(done, "rolled back within 60,000 requests");
+    assert!(
+        done,
+        "rolled back within 60,000 requests: {:#?}",
+        instances.iter().map(|(s, _)| s.guard_states()).collect::<Vec<_>>()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let changes = guard_changes(&store).await;
+    let changes = guard_changes(&*store).await;
     assert_eq!(changes.len(), 1, "exactly one rollback: {changes:?}");
     let before = serde_json::from_value::<ff_core::FlagRecord>(changes[0].before.clone().unwrap()).unwrap();
     let epoch = before.targeting.guard.unwrap().started.unwrap();
-    let rows =
-        store.guard_counts(&before.key, (epoch.unix_timestamp_nanos() / 1_000_000) as i64).await.unwrap();
+    let rows = store
+        .guard_counts(&before.key, (epoch.unix_timestamp_nanos() / 1_000_000) as i64)
+        .await
+        .unwrap()
+        .unwrap();
     let per_instance = |i: &str| rows.iter().filter(|r| r.instance == i).map(|r| r.arm.requests).sum::<u64>();
     let names: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.instance.as_str()).collect();
     assert_eq!(names.len(), 3, "every instance flushed its counts: {names:?}");
@@ -272,22 +287,24 @@ async fn three_instances_on_postgresql_combine_counts_and_one_acts() {
     assert!(names.iter().all(|n| decided_on > per_instance(n)), "decided on all three's counts: {reason}");
 
     // A new rollout; the instance acting for it dies before it decides.
-    guard(&store, rollout).await;
+    guard(&*store, rollout).await;
     wait(|| instances.iter().all(|(s, _)| s.snapshot().has_guards())).await;
     wait(|| instances.iter().any(|(s, _)| s.guard_states().first().is_some_and(|g| g.acting))).await;
-    let acting = instances.iter().position(|(s, _)| s.guard_states()[0].acting).unwrap();
+    let acting =
+        instances.iter().position(|(s, _)| s.guard_states().first().is_some_and(|g| g.acting)).unwrap();
     drop(instances.remove(acting));
     let apps: Vec<Router> = instances.iter().map(|(_, a)| a.clone()).collect();
     let mut done = false;
     for _ in 0..200 {
-        if drive_all(&apps, 300, || false).await.is_some() && rolled_back_store(&store).await {
+        drive_all(&apps, 300, || false).await;
+        if rolled_back_store(&*store).await {
             done = true;
             break;
         }
     }
     assert!(done, "another instance took over and rolled back");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let changes = guard_changes(&store).await;
+    let changes = guard_changes(&*store).await;
     assert_eq!(changes.len(), 2, "one more rollback, written once: {changes:?}");
     let record = store.flag("NEW_CHECKOUT").await.unwrap().unwrap();
     assert!(record.targeting.guard.is_none() && record.targeting.split.is_none(), "consistent: {record:?}");
@@ -299,7 +316,7 @@ async fn an_equal_treatment_is_left_alone() {
     let s = setup(0).await;
     assert_eq!(drive(&s.app, 5_000, || rolled_back(&s.source)).await, None);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(guard_changes(&s.store).await.is_empty());
+    assert!(guard_changes(&*s.store).await.is_empty());
     let states = s.source.guard_states();
     assert_eq!(states.len(), 1, "{states:?}");
     assert_eq!(states[0].flag, "NEW_CHECKOUT");
