@@ -350,7 +350,19 @@ fn text(v: &Value) -> String {
 
 /// Prints a line with [`clean_lines`]: what the server sent cannot drive the terminal.
 macro_rules! say {
-    ($($arg:tt)*) => { println!("{}", clean_lines(&format!($($arg)*))) };
+    ($($arg:tt)*) => { out(&format!("{}\n", clean_lines(&format!($($arg)*)))) };
+}
+
+/// Writes to stdout; a reader that went away (`ff ... | head -1`) ends `ff` quietly.
+fn out(text: &str) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ff: cannot write the output: {e}");
+        std::process::exit(1);
+    }
 }
 use say;
 
@@ -424,7 +436,7 @@ fn summary(state: Result<Option<ff_core::ChangeState>, serde_json::Error>) -> St
 
 /// Prints a response as the API sent it (`--json`).
 fn print(v: &Value) -> anyhow::Result<()> {
-    println!("{}", json_out(v)?);
+    out(&format!("{}\n", json_out(v)?));
     Ok(())
 }
 
@@ -876,7 +888,8 @@ async fn cmd_guard(
         Some(st) => {
             let g = &st.guard;
             let latency = g.max_latency_increase.map_or(String::new(), |l| format!(", latency +{l} %"));
-            say!("{key}: {}", st.verdict);
+            let at = st.regressed_at.map(|t| format!(" (at {})", time_or_dash(Some(t)))).unwrap_or_default();
+            say!("{key}: {}{at}", st.verdict);
             say!(
                 "  guard: errors +{} points{latency}, alpha {}, {} requests a side, then {:?}",
                 g.max_error_increase,
@@ -884,12 +897,8 @@ async fn cmd_guard(
                 g.min_requests,
                 g.action
             );
-            say!(
-                "  since {}; {} instance(s) counted; this admin's process {}",
-                time_or_dash(st.started),
-                st.instances,
-                if st.acting { "acts" } else { "does not act" }
-            );
+            let acting = if st.acting { "; the admin's process holds the guardian's lease" } else { "" };
+            say!("  since {}; {} instance(s) counted{acting}", time_or_dash(st.started), st.instances);
             if let Some(next) = st.next_step {
                 say!("  next ramp step due {}", time_or_dash(Some(next)));
             }
@@ -988,7 +997,7 @@ async fn cmd_export(api: &Api, json_out: bool) -> anyhow::Result<()> {
         return print(&body);
     }
     say!("# ff export: every flag and override; `ff import FILE` applies a file like this");
-    print!("{}", document(&serde_yaml_ng::to_string(&import::export_of(body)?)?));
+    out(&document(&serde_yaml_ng::to_string(&import::export_of(body)?)?));
     Ok(())
 }
 
@@ -1063,7 +1072,7 @@ async fn cmd_segment_get(api: &Api, json_out: bool, key: String) -> anyhow::Resu
     let detail: ff_api::SegmentDetail = serde_json::from_value(body)?;
     let s = &detail.segment;
     say!("# segment {} version {}, updated {}", s.key, s.version, time_or_dash(Some(s.updated_at)));
-    print!("{}", document(&serde_yaml_ng::to_string(&s.definition)?));
+    out(&document(&serde_yaml_ng::to_string(&s.definition)?));
     Ok(())
 }
 

@@ -47,6 +47,8 @@ struct Watched {
     control: Arm,
     treatment: Arm,
     verdict: Verdict,
+    /// When this instance first found the rollout regressed.
+    regressed_at: Option<OffsetDateTime>,
     /// Totals at the last history point, and the points (deltas) so far.
     mark: Option<(OffsetDateTime, Arm, Arm)>,
     history: VecDeque<HistoryPoint>,
@@ -72,6 +74,7 @@ impl Watched {
             control: Arm::default(),
             treatment: Arm::default(),
             verdict: Verdict::Collecting { control: 0, treatment: 0, needed },
+            regressed_at: None,
             mark: None,
             history: VecDeque::new(),
             acted: false,
@@ -132,6 +135,7 @@ impl Watched {
             guard: self.guard.clone(),
             started: self.started,
             verdict: self.verdict.clone(),
+            regressed_at: self.regressed_at,
             control: Summary::of(&self.control),
             treatment: Summary::of(&self.treatment),
             variations,
@@ -269,6 +273,9 @@ impl Guardian {
             }
         }
         w.test(&record);
+        if matches!(w.verdict, Verdict::Regressed { .. }) && w.regressed_at.is_none() {
+            w.regressed_at = Some(now);
+        }
         w.remember(now);
     }
 
@@ -392,6 +399,9 @@ pub struct GuardState {
     pub started: Option<OffsetDateTime>,
     /// The test's state: collecting, healthy or regressed (with the numbers).
     pub verdict: Verdict,
+    /// When the rollout was found regressed (by this process's guardian).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub regressed_at: Option<OffsetDateTime>,
     /// Requests served the flag's own value, and the others.
     pub control: Summary,
     /// See `control`.

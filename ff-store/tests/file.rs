@@ -289,6 +289,7 @@ async fn a_guarded_rollout_in_a_file_is_watched_and_never_written() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let state = &source.guard_states()[0];
     assert!(!state.acting && !state.acted, "{state:?}");
+    assert!(state.regressed_at.is_some(), "regressed at a time");
     assert_eq!((state.instances, state.treatment.requests), (1, 1_000));
     assert!(state.note.as_deref().unwrap().contains("read-only"), "{:?}", state.note);
     assert!(

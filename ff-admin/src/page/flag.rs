@@ -187,6 +187,7 @@ fn guard_section(view: &ff_api::GuardView) -> Markup {
                 @let verdict = st.verdict.to_string();
                 p class=(match st.verdict { ff_core::guard::Verdict::Regressed { .. } => "off", _ => "" }) {
                     strong { (verdict) }
+                    @if let Some(at) = st.regressed_at { " (found at " (rfc3339(at)) ")" }
                 }
                 p.muted {
                     "Allowed: +" (st.guard.max_error_increase) " points of errors"
