@@ -430,18 +430,44 @@ impl Served {
 }
 
 /// Each guarded flag's variations' requests, as the layer counted them since the
-/// last [`take`](Self::take): one per `Source`, shared by its layers.
+/// last [`take`](Self::take): one per `Source`, shared by its layers. Counted per
+/// rollout start, so a request served under a split that has since changed is not
+/// added to the new one's counts.
 #[derive(Debug, Default)]
-pub struct Telemetry(Mutex<HashMap<String, Vec<Arm>, foldhash::fast::RandomState>>);
+pub struct Telemetry(Mutex<HashMap<String, Vec<Rollout>, foldhash::fast::RandomState>>);
+
+/// One rollout's counts (its start in ms, and each variation's).
+type Rollout = (i64, Vec<Arm>);
+
+/// What one guarded flag's variation was counted, under the rollout that started at
+/// `epoch` (ms; see [`Guard::started`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Counted {
+    /// The flag.
+    pub flag: String,
+    /// The rollout's start, in ms (0 for a guard never stamped).
+    pub epoch: i64,
+    /// The split's variation, by index.
+    pub variation: u32,
+    /// Its requests, errors and latency.
+    pub arm: Arm,
+}
 
 impl Telemetry {
-    /// Counts one request served `variation` of `flag`'s split.
-    pub fn record(&self, flag: &str, variation: u32, failed: bool, micros: u64) {
+    /// Counts one request served `variation` of the split of `flag`'s rollout `epoch`.
+    pub fn record(&self, flag: &str, epoch: i64, variation: u32, failed: bool, micros: u64) {
         let Ok(mut flags) = self.0.lock() else { return };
         // Found by `&str`: a counted request allocates only for a flag's first.
-        let arms = match flags.get_mut(flag) {
-            Some(arms) => arms,
+        let epochs = match flags.get_mut(flag) {
+            Some(epochs) => epochs,
             None => flags.entry(flag.to_owned()).or_default(),
+        };
+        let arms = match epochs.iter().position(|(e, _)| *e == epoch) {
+            Some(i) => &mut epochs[i].1,
+            None => {
+                epochs.push((epoch, Vec::new()));
+                &mut epochs.last_mut().expect("just pushed").1
+            }
         };
         let v = variation as usize;
         if arms.len() <= v {
@@ -452,21 +478,24 @@ impl Telemetry {
         }
     }
 
-    /// The counts since the last take, by flag and variation (variations no request
-    /// was served are left out), emptied.
-    pub fn take(&self) -> Vec<(String, u32, Arm)> {
+    /// The counts since the last take, by flag, rollout and variation (variations no
+    /// request was served are left out), emptied.
+    pub fn take(&self) -> Vec<Counted> {
         let flags = self.0.lock().map(|mut a| std::mem::take(&mut *a)).unwrap_or_default();
-        let mut arms: Vec<_> = flags
+        let mut counted: Vec<Counted> = flags
             .into_iter()
-            .flat_map(|(f, arms)| {
-                arms.into_iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.requests > 0)
-                    .map(move |(v, a)| (f.clone(), v as u32, a))
+            .flat_map(|(flag, epochs)| {
+                epochs.into_iter().flat_map(move |(epoch, arms)| {
+                    let flag = flag.clone();
+                    arms.into_iter()
+                        .enumerate()
+                        .filter(|(_, a)| a.requests > 0)
+                        .map(move |(v, arm)| Counted { flag: flag.clone(), epoch, variation: v as u32, arm })
+                })
             })
             .collect();
-        arms.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        arms
+        counted.sort_by(|a, b| (&a.flag, a.epoch, a.variation).cmp(&(&b.flag, b.epoch, b.variation)));
+        counted
     }
 }
 

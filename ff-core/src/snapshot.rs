@@ -799,17 +799,20 @@ impl Snapshot {
         self.flags.guarded > 0
     }
 
-    /// The keys of the flags whose targeting has a guard (a pinned one is not guarded).
+    /// The keys of the flags whose targeting has a guard, pinned ones included (a pin
+    /// keeps this process's reads out of the split, not the rollout out of the store).
     pub fn guarded_keys(&self) -> Vec<&str> {
-        if !self.has_guards() {
-            return Vec::new();
-        }
-        self.flags.slots.iter().flatten().filter(|s| s.guarded).map(|s| s.key.as_str()).collect()
+        let stored_guard = |s: &Slot| s.stored.targeting.as_ref().is_some_and(|t| t.guard.is_some());
+        let guarded = |s: &&Arc<Slot>| s.guarded || (s.pinned && stored_guard(s));
+        self.flags.slots.iter().flatten().filter(guarded).map(|s| s.key.as_str()).collect()
     }
 
-    /// The key of the flag in `slot`, as [`Served`](crate::guard::Served) names it.
-    pub fn slot_key(&self, slot: u32) -> Option<&str> {
-        self.flags.slot(slot).map(|s| s.key.as_str())
+    /// The key of the guarded flag in `slot`, as [`Served`](crate::guard::Served)
+    /// names it, and the start of its rollout in ms (0 for a guard never stamped).
+    pub fn slot_guard(&self, slot: u32) -> Option<(&str, i64)> {
+        let s = self.flags.slot(slot)?;
+        let started = s.stored.targeting.as_ref().and_then(|t| t.guard.as_ref()?.started);
+        Some((s.key.as_str(), started.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)))
     }
 
     /// All live flags, in no particular order.

@@ -986,6 +986,58 @@ pub async fn guarded_rollouts(store: Arc<dyn Store>) {
     store.write(update(stricter)).await.unwrap();
     assert!(started(store.flag("G").await.unwrap().unwrap()) > first, "a new test starts afresh");
 
+    // The flag's value changing swaps control and treatment: a new rollout.
+    let stamped = started(store.flag("G").await.unwrap().unwrap());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store.write(update(FlagPatch { value: Some(json!(true)), ..Default::default() })).await.unwrap();
+    assert!(started(store.flag("G").await.unwrap().unwrap()) > stamped);
+    // A guarded split needs a control and a treatment; a step something to roll out.
+    let refused = [
+        (
+            json!({"split": {"variations": [{"value": false, "weight": 10000}]}, "guard": {}}),
+            "the split must serve both",
+        ),
+        (
+            json!({"split": split, "schedule": [{"at": "2099-01-01T00:00:00Z", "split": {"variations": [{"value": true, "weight": 10000}]}}], "guard": {}}),
+            "schedule step 0 serves only the flag's value (true): nothing to roll out",
+        ),
+    ];
+    for (t, message) in refused {
+        let patch = FlagPatch { targeting: Some(serde_json::from_value(t).unwrap()), ..Default::default() };
+        let e = store.write(update(patch)).await.unwrap_err().to_string();
+        assert!(e.contains(message), "{e}");
+    }
+    // A ramp the clock runs, then guarded: the step in force goes into the split.
+    let half = json!({"variations": [{"value": false, "weight": 5000}, {"value": true, "weight": 5000}]});
+    let ramp = json!({"split": split, "schedule": [{"at": "2020-01-01T00:00:00Z", "split": half}, {"at": "2099-01-01T00:00:00Z", "split": {"variations": [{"value": false, "weight": 10000}]}}]});
+    assert!(store.flag("G").await.unwrap().unwrap().targeting.guard.is_some());
+    store
+        .write(update(FlagPatch { targeting: Some(Default::default()), ..Default::default() }))
+        .await
+        .unwrap();
+    let unguarded =
+        FlagPatch { targeting: Some(serde_json::from_value(ramp.clone()).unwrap()), ..Default::default() };
+    store.write(update(unguarded)).await.unwrap();
+    let mut guarded = ramp.clone();
+    guarded["guard"] = json!({});
+    let patch = FlagPatch { targeting: Some(serde_json::from_value(guarded).unwrap()), ..Default::default() };
+    store.write(update(patch)).await.unwrap();
+    let t = store.flag("G").await.unwrap().unwrap().targeting;
+    assert_eq!((t.split.unwrap().variations[0].weight, t.schedule.len()), (5000, 1), "50 % stays in force");
+    // A step waiting on the guard cannot lose it: the clock would serve it at once.
+    let waiting = json!({"split": half, "schedule": [{"at": "2020-06-01T00:00:00Z", "split": {"variations": [{"value": false, "weight": 10000}]}}], "guard": {}});
+    let patch =
+        FlagPatch { targeting: Some(serde_json::from_value(waiting.clone()).unwrap()), ..Default::default() };
+    store.write(update(patch)).await.unwrap();
+    let mut unguarded = waiting;
+    unguarded.as_object_mut().unwrap().remove("guard");
+    let patch =
+        FlagPatch { targeting: Some(serde_json::from_value(unguarded).unwrap()), ..Default::default() };
+    let e = store.write(update(patch)).await.unwrap_err().to_string();
+    assert!(e.contains("schedule step 0 (due 2020-06-01T00:00:00Z) waits on the guard"), "{e}");
+    // A kill switch still flips.
+    store.write(Write::new("t", Mutation::set_enabled("G", false))).await.unwrap();
+
     let at = time::OffsetDateTime::now_utc();
     let arm = |requests, errors| ff_core::guard::Arm { requests, errors, ..Default::default() };
     let row = |instance: &str, epoch, variation, requests| crate::GuardCount {

@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use ff_core::guard::{Arm, Guard, GuardAction, Verdict};
+use ff_core::guard::{Arm, Counted, Guard, GuardAction, Verdict};
 use ff_core::{FlagRecord, Snapshot, Split, Targeting};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -37,6 +37,8 @@ struct Watched {
     epoch: i64,
     started: Option<OffsetDateTime>,
     guard: Guard,
+    /// Variations of the split in force: counts of others are ignored.
+    variations: usize,
     /// This instance's counts, by variation.
     local: Vec<Arm>,
     /// `local` changed since the last flush.
@@ -67,6 +69,7 @@ impl Watched {
             epoch: epoch(&guard),
             started: guard.started,
             guard,
+            variations: 0,
             local: Vec::new(),
             dirty: false,
             all: Vec::new(),
@@ -157,13 +160,25 @@ fn epoch(guard: &Guard) -> i64 {
 /// Whether variation `v` of the flag's split serves the flag's own value: compared
 /// as typed values (a float flag's 1.0 is the variation written 1).
 fn is_control(record: &FlagRecord, v: usize) -> bool {
-    record
-        .targeting
-        .split
-        .as_ref()
-        .and_then(|s| s.variations.get(v))
+    record.targeting.split.as_ref().is_some_and(|split| serves_value(record, split, v))
+}
+
+/// Whether variation `v` of `split` serves `record`'s own value.
+fn serves_value(record: &FlagRecord, split: &Split, v: usize) -> bool {
+    split
+        .variations
+        .get(v)
         .and_then(|v| ff_core::Value::from_json(record.value_type, &v.value).ok())
         .is_some_and(|v| v == record.value)
+}
+
+/// A write the guardian makes: a regression's rollback or pause, or a ramp step.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub(crate) key: String,
+    pub(crate) write: Write,
+    /// A ramp step (not a regression's action).
+    pub(crate) advance: bool,
 }
 
 /// Every guarded flag's counts and state, on one instance.
@@ -171,6 +186,8 @@ fn is_control(record: &FlagRecord, v: usize) -> bool {
 pub(crate) struct Guardian {
     instance: String,
     watched: HashMap<String, Watched>,
+    /// When every watched rollout's counts were last written, changed or not.
+    flushed_all: Option<OffsetDateTime>,
     acting: bool,
     /// The store takes no writes (a file): regressions are shown, never acted on.
     read_only: bool,
@@ -178,7 +195,7 @@ pub(crate) struct Guardian {
 
 impl Guardian {
     pub(crate) fn new(instance: String, read_only: bool) -> Self {
-        Guardian { instance, watched: HashMap::new(), acting: false, read_only }
+        Guardian { instance, watched: HashMap::new(), flushed_all: None, acting: false, read_only }
     }
 
     pub(crate) fn instance(&self) -> &str {
@@ -193,30 +210,48 @@ impl Guardian {
     /// Follows `snapshot`'s guarded flags (a new rollout start resets its counts)
     /// and adds what the layer counted (flag, variation, counts). Returns this
     /// instance's counts to flush: each changed rollout's, all of them so far.
-    pub(crate) fn count(&mut self, snapshot: &Snapshot, counted: Vec<(String, u32, Arm)>) -> Vec<GuardCount> {
+    pub(crate) fn count(
+        &mut self,
+        snapshot: &Snapshot,
+        counted: Vec<Counted>,
+        now: OffsetDateTime,
+    ) -> Vec<GuardCount> {
         let guarded = snapshot.guarded_keys();
         self.watched.retain(|key, _| guarded.contains(&key.as_str()));
         for key in guarded {
-            let Some(guard) = snapshot.flag(key).and_then(|r| r.targeting.guard) else { continue };
+            let Some(t) = snapshot.flag(key).map(|r| r.targeting) else { continue };
+            let Some(guard) = t.guard else { continue };
+            let variations = t.split.map_or(0, |s| s.variations.len());
             match self.watched.get_mut(key) {
-                Some(w) if w.epoch == epoch(&guard) && w.guard.same_settings(&guard) => {}
+                Some(w) if w.epoch == epoch(&guard) && w.guard.same_settings(&guard) => {
+                    w.variations = variations
+                }
                 _ => {
-                    self.watched.insert(key.to_owned(), Watched::new(guard));
+                    self.watched.insert(key.to_owned(), Watched { variations, ..Watched::new(guard) });
                 }
             }
         }
-        for (key, variation, arm) in counted {
-            // A flag whose guard went (rolled back, edited) counts no more.
-            let Some(w) = self.watched.get_mut(&key) else { continue };
-            let v = variation as usize;
+        for c in counted {
+            // A flag whose guard went (rolled back, edited), or requests served under
+            // an earlier split, count no more.
+            let Some(w) = self.watched.get_mut(&c.flag).filter(|w| w.epoch == c.epoch) else { continue };
+            let v = c.variation as usize;
+            if v >= w.variations {
+                continue;
+            }
             if w.local.len() <= v {
                 w.local.resize(v + 1, Arm::default());
             }
-            w.local[v].merge(&arm);
+            w.local[v].merge(&c.arm);
             w.dirty = true;
         }
+        // Rows are dropped after a week untouched: a quiet instance's are rewritten daily.
+        let refresh = self.flushed_all.is_none_or(|t| now - t >= time::Duration::days(1));
+        if refresh {
+            self.flushed_all = Some(now);
+        }
         let mut rows = Vec::new();
-        for (key, w) in self.watched.iter().filter(|(_, w)| w.dirty) {
+        for (key, w) in self.watched.iter().filter(|(_, w)| w.dirty || refresh) {
             rows.extend(w.local.iter().enumerate().filter(|(_, a)| a.requests > 0).map(|(v, arm)| {
                 GuardCount {
                     flag: key.clone(),
@@ -258,6 +293,9 @@ impl Guardian {
                 let mut instances = std::collections::BTreeSet::new();
                 for r in rows {
                     let v = r.variation as usize;
+                    if v >= w.variations {
+                        continue;
+                    }
                     if v >= all.len() {
                         all.resize(v + 1, Arm::default());
                     }
@@ -288,7 +326,7 @@ impl Guardian {
     /// rollback or pause of a regression not acted on yet, or a ramp's due step
     /// while the guard is healthy with every metric within its allowance so far
     /// (or has nothing to watch yet).
-    pub(crate) fn decide(&mut self, snapshot: &Snapshot, now: OffsetDateTime) -> Vec<(String, Write)> {
+    pub(crate) fn decide(&mut self, snapshot: &Snapshot, now: OffsetDateTime) -> Vec<Decision> {
         let mut writes = Vec::new();
         for (key, w) in &mut self.watched {
             let Some(record) = snapshot.flag(key) else { continue };
@@ -304,13 +342,24 @@ impl Guardian {
                     }
                     w.acted = true;
                     match action(record, &w.guard, &w.verdict) {
-                        Some(write) => writes.push((key.clone(), write)),
+                        Some(write) => writes.push(Decision { key: key.clone(), write, advance: false }),
                         None => w.note = Some("regressed: no ramp steps left to pause".into()),
                     }
                 }
                 Verdict::Regressed { .. } => {}
                 verdict => {
                     let Some(step) = step else { continue };
+                    let held = if self.read_only {
+                        Some("the store is read-only: its ramp steps cannot be applied")
+                    } else if !record.enabled {
+                        Some("the flag is switched off")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = held {
+                        w.note = Some(format!("ramp step due at {} waits: {why}", rfc3339(step.at)));
+                        continue;
+                    }
                     let nothing_watched = record.targeting.split.is_none();
                     // Healthy, and no worse than allowed so far: a treatment above the
                     // margin whose excess is not yet significant holds the ramp too.
@@ -330,17 +379,23 @@ impl Guardian {
                         continue;
                     }
                     w.acted = true;
-                    writes.push((key.clone(), advance(record, verdict)));
+                    writes.push(Decision {
+                        key: key.clone(),
+                        write: advance(record, verdict),
+                        advance: true,
+                    });
                 }
             }
         }
         writes
     }
 
-    /// The write for `key` went through.
-    pub(crate) fn wrote(&mut self, key: &str, what: &str) {
-        if let Some(w) = self.watched.get_mut(key) {
+    /// The write for `key` went through. After a ramp step the next one is
+    /// considered on its own (even when the step left the split as it was).
+    pub(crate) fn wrote(&mut self, decision: &Decision, what: &str) {
+        if let Some(w) = self.watched.get_mut(&decision.key) {
             w.note = Some(what.to_owned());
+            w.acted &= !decision.advance;
         }
     }
 
@@ -374,7 +429,8 @@ pub async fn report(store: &dyn Store, record: &FlagRecord) -> Result<Option<Gua
     let mut w = Watched::new(guard);
     let rows = store.guard_counts(&record.key, w.epoch).await?.unwrap_or_default();
     let mut instances = std::collections::BTreeSet::new();
-    for r in rows {
+    let variations = record.targeting.split.as_ref().map_or(0, |s| s.variations.len());
+    for r in rows.into_iter().filter(|r| (r.variation as usize) < variations) {
         let v = r.variation as usize;
         if v >= w.all.len() {
             w.all.resize(v + 1, Arm::default());
@@ -520,6 +576,8 @@ fn action(record: FlagRecord, guard: &Guard, verdict: &Verdict) -> Option<Write>
 }
 
 /// The write that applies a guarded ramp's first step (due) into its split.
+/// A step that leaves no one on the flag's value completes the rollout: the guard,
+/// with nothing left to compare, goes with the remaining steps.
 fn advance(record: FlagRecord, verdict: &Verdict) -> Write {
     let mut t = record.targeting.clone();
     let step = t.schedule.remove(0);
@@ -530,8 +588,15 @@ fn advance(record: FlagRecord, verdict: &Verdict) -> Write {
         Verdict::Healthy { .. } => format!("guard healthy on {from}"),
         _ => "nothing watched yet".to_owned(),
     };
+    let mut what = "advanced";
+    let control = t.split.as_ref().is_some_and(|split| {
+        split.variations.iter().enumerate().any(|(v, var)| var.weight > 0 && serves_value(&record, split, v))
+    });
+    if !control {
+        (t.guard, t.schedule, what) = (None, Vec::new(), "completed");
+    }
     Write::new(GUARD_ACTOR, update(&record, t))
-        .reason(format!("guarded ramp advanced to {to} (step due at {}): {why}", rfc3339(step.at)))
+        .reason(format!("guarded ramp {what} to {to} (step due at {}): {why}", rfc3339(step.at)))
 }
 
 #[cfg(test)]
@@ -551,6 +616,17 @@ mod tests {
         Arm { requests, errors, ..Default::default() }
     }
 
+    /// As the layer counts them, under the flag's rollout in `s`.
+    fn counts(s: &Snapshot, counted: Vec<(String, u32, Arm)>) -> Vec<Counted> {
+        let epoch = |flag: &str| {
+            s.flag(flag).and_then(|r| r.targeting.guard?.started).map_or(0, crate::store::to_millis)
+        };
+        counted
+            .into_iter()
+            .map(|(flag, variation, arm)| Counted { epoch: epoch(&flag), flag, variation, arm })
+            .collect()
+    }
+
     fn bad() -> Vec<(String, u32, Arm)> {
         vec![("F".to_owned(), 0, arm(1_000, 200)), ("F".to_owned(), 1, arm(9_000, 90))]
     }
@@ -563,12 +639,12 @@ mod tests {
         others: Vec<GuardCount>,
     ) -> Vec<Write> {
         let now = OffsetDateTime::now_utc();
-        g.count(s, counted);
+        g.count(s, counts(s, counted), now);
         g.flushed();
         for (flag, _) in g.epochs() {
             g.combine(s, &flag, Some(others.clone()), now);
         }
-        g.decide(s, now).into_iter().map(|(_, w)| w).collect()
+        g.decide(s, now).into_iter().map(|d| d.write).collect()
     }
 
     #[test]
@@ -608,11 +684,20 @@ mod tests {
         );
         let mut g = Guardian::new("me".into(), false);
         g.set_acting(true);
-        let rows = g.count(&s, vec![("F".to_owned(), 0, arm(50, 0))]);
+        let now = OffsetDateTime::now_utc();
+        let rows = g.count(&s, counts(&s, vec![("F".to_owned(), 0, arm(50, 0))]), now);
         assert_eq!(rows.len(), 1);
-        assert_eq!(g.count(&s, vec![("F".to_owned(), 0, arm(10, 0))])[0].arm.requests, 60, "all so far");
+        let rows = g.count(&s, counts(&s, vec![("F".to_owned(), 0, arm(10, 0))]), now);
+        assert_eq!(rows[0].arm.requests, 60, "all so far");
         g.flushed();
-        assert!(g.count(&s, Vec::new()).is_empty(), "nothing new: nothing to flush");
+        assert!(g.count(&s, Vec::new(), now).is_empty(), "nothing new: nothing to flush");
+        let tomorrow = now + time::Duration::days(1);
+        assert_eq!(g.count(&s, Vec::new(), tomorrow).len(), 1, "rewritten daily, so kept while it runs");
+        g.flushed();
+        // Requests served under another rollout of the flag, or a variation it lacks, are not counted.
+        let stale = Counted { flag: "F".into(), epoch: 1, variation: 0, arm: arm(5, 5) };
+        let beyond = Counted { flag: "F".into(), epoch: g.epochs()[0].1, variation: 7, arm: arm(5, 5) };
+        assert!(g.count(&s, vec![stale, beyond], tomorrow).is_empty());
         // Another instance saw the errors: together they are a regression.
         let epoch = g.epochs()[0].1;
         let other =
@@ -660,6 +745,49 @@ mod tests {
         assert_eq!(t.split.as_ref().unwrap().variations[0].weight, 5000);
         assert_eq!(t.schedule.len(), 1, "the later step waits its turn");
         assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded ramp advanced to true 50 %"));
+
+        // Applied, the next step is considered on its own, even one that keeps the split.
+        let same = snapshot(
+            Value::Bool(false),
+            serde_json::json!({"split": split(1000), "schedule": [{"at": at(-2), "split": split(1000)}, {"at": at(-1), "split": split(10_000)}],
+                               "guard": {"min_requests": 100}}),
+        );
+        let mut g = Guardian::new("me".into(), false);
+        g.set_acting(true);
+        let healthy = || vec![("F".to_owned(), 0, arm(1_000, 10)), ("F".to_owned(), 1, arm(9_000, 90))];
+        let now = OffsetDateTime::now_utc();
+        g.count(&same, counts(&same, healthy()), now);
+        g.combine(&same, "F", None, now);
+        let d = g.decide(&same, now);
+        assert_eq!(d.len(), 1);
+        g.wrote(&d[0], "advanced");
+        assert_eq!(g.decide(&same, now).len(), 1, "not stuck after a step that kept the split");
+        // A step serving the treatment to everyone completes the rollout: the guard goes.
+        let last = snapshot(
+            Value::Bool(false),
+            serde_json::json!({"split": split(5000), "schedule": [{"at": at(-1), "split": split(10_000)}, {"at": at(60), "split": split(10_000)}],
+                               "guard": {"min_requests": 100}}),
+        );
+        let writes = tick(
+            &mut Guardian { acting: true, ..Guardian::new("me".into(), false) },
+            &last,
+            healthy(),
+            Vec::new(),
+        );
+        let Mutation::UpdateFlag { patch, .. } = &writes[0].mutation else { panic!() };
+        let t = patch.targeting.as_ref().unwrap();
+        assert!(t.guard.is_none() && t.schedule.is_empty(), "{t:?}");
+        assert!(writes[0].reason.as_deref().unwrap().starts_with("guarded ramp completed to true 100 %"));
+        // A switched-off flag's ramp waits.
+        let mut off = FlagRecord {
+            targeting: serde_json::from_value(serde_json::json!({"split": split(1000), "schedule": [{"at": at(-1), "split": split(5000)}], "guard": {"min_requests": 100}})).unwrap(),
+            ..FlagRecord::new("F", Value::Bool(false))
+        };
+        off.enabled = false;
+        let off = Snapshot::from_state(&StoreState { seq: 1, flags: vec![off], ..Default::default() });
+        let mut g = Guardian { acting: true, ..Guardian::new("me".into(), false) };
+        assert!(tick(&mut g, &off, healthy(), Vec::new()).is_empty());
+        assert!(g.states(&off)[0].note.as_deref().unwrap().ends_with("waits: the flag is switched off"));
 
         let s = ramp(serde_json::json!({"min_requests": 100, "action": "pause"}));
         let mut g = Guardian::new("me".into(), false);

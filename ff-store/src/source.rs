@@ -670,23 +670,22 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
     // over within seconds of this one's death.
     let ttl = (every * 5).max(Duration::from_millis(500));
     let mut flush_failed = false;
+    let mut published = std::collections::BTreeSet::new();
     loop {
         tokio::time::sleep(every).await;
         let counted = shared.guard_telemetry.take();
-        for (flag, variation, arm) in &counted {
-            let labels = [("flag", flag.clone()), ("variation", variation.to_string())];
-            metrics::counter!("ff_guard_requests_total", &labels).increment(arm.requests);
-            metrics::counter!("ff_guard_errors_total", &labels).increment(arm.errors);
+        for c in &counted {
+            let labels = [("flag", c.flag.clone()), ("variation", c.variation.to_string())];
+            metrics::counter!("ff_guard_requests_total", &labels).increment(c.arm.requests);
+            metrics::counter!("ff_guard_errors_total", &labels).increment(c.arm.errors);
         }
         let snapshot = shared.current.load_full();
-        let rows = guardian.count(&snapshot, counted);
+        let now = time::OffsetDateTime::now_utc();
+        let rows = guardian.count(&snapshot, counted, now);
         if guardian.idle() {
-            if let Ok(mut states) = shared.guard_states.lock() {
-                states.clear();
-            }
+            publish(&shared, &mut published, Vec::new(), false);
             continue;
         }
-        let now = time::OffsetDateTime::now_utc();
         match store.put_guard_counts(&rows, now).await {
             Ok(()) => {
                 guardian.flushed();
@@ -699,24 +698,28 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
             }
             Err(_) => {}
         }
+        // A decision on part of the evidence is not made: this tick only shows it.
+        let mut complete = true;
         for (flag, epoch) in guardian.epochs() {
             let rows = store.guard_counts(&flag, epoch).await.unwrap_or_else(|e| {
                 tracing::debug!(flag = %flag, error = %e, "ff: cannot read guarded rollout counts");
+                complete = false;
                 None
             });
             guardian.combine(&snapshot, &flag, rows, now);
         }
-        let acting = store.lease(crate::guard::LEASE, guardian.instance(), ttl, now).await.unwrap_or(false);
+        let at = time::OffsetDateTime::now_utc();
+        let acting =
+            complete && store.lease(crate::guard::LEASE, guardian.instance(), ttl, at).await.unwrap_or(false);
         guardian.set_acting(acting);
-        metrics::gauge!("ff_guard_acting").set(f64::from(u8::from(acting)));
-        let writes = guardian.decide(&snapshot, now);
-        for (key, write) in writes {
-            let reason = write.reason.clone().unwrap_or_default();
-            match store.write(write).await {
+        let decisions = guardian.decide(&snapshot, now);
+        for d in decisions {
+            let (key, reason) = (d.key.clone(), d.write.reason.clone().unwrap_or_default());
+            match store.write(d.write.clone()).await {
                 Ok(_) => {
                     tracing::warn!(flag = %key, "ff: {reason}");
                     metrics::counter!("ff_guard_actions_total", "flag" => key.clone()).increment(1);
-                    guardian.wrote(&key, &reason);
+                    guardian.wrote(&d, &reason);
                     shared.nudge.notify_one();
                 }
                 // Another instance acted first, the flag changed, or the store failed:
@@ -730,25 +733,43 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
                 }
             }
         }
-        let states = guardian.states(&snapshot);
-        for st in &states {
-            let state = match st.verdict {
-                ff_core::guard::Verdict::Collecting { .. } => 0.0,
-                ff_core::guard::Verdict::Healthy { .. } => 1.0,
-                ff_core::guard::Verdict::Regressed { .. } => 2.0,
-            };
-            metrics::gauge!("ff_guard_state", "flag" => st.flag.clone()).set(state);
-            for (side, s) in [("control", &st.control), ("treatment", &st.treatment)] {
-                let labels = [("flag", st.flag.clone()), ("side", side.to_owned())];
-                metrics::gauge!("ff_guard_error_rate", &labels).set(s.error_rate);
-                if let Some(p95) = s.p95_ms {
-                    metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(p95 / 1000.0);
-                }
+        publish(&shared, &mut published, guardian.states(&snapshot), acting);
+    }
+}
+
+/// The guardian's states for the page and API, and as gauges: `ff_guard_state` (0
+/// collecting, 1 healthy, 2 regressed; -1 once the flag has no guard), error rates and
+/// p95 latency per side, and whether this instance acts. `published`: the flags with
+/// gauges set, so a flag no longer guarded is set to -1 once instead of left as it was.
+fn publish(
+    shared: &Shared,
+    published: &mut std::collections::BTreeSet<String>,
+    states: Vec<crate::guard::GuardState>,
+    acting: bool,
+) {
+    metrics::gauge!("ff_guard_acting").set(f64::from(u8::from(acting)));
+    for gone in published.iter().filter(|f| !states.iter().any(|s| &s.flag == *f)) {
+        metrics::gauge!("ff_guard_state", "flag" => gone.clone()).set(-1.0);
+    }
+    published.clear();
+    for st in &states {
+        let state = match st.verdict {
+            ff_core::guard::Verdict::Collecting { .. } => 0.0,
+            ff_core::guard::Verdict::Healthy { .. } => 1.0,
+            ff_core::guard::Verdict::Regressed { .. } => 2.0,
+        };
+        metrics::gauge!("ff_guard_state", "flag" => st.flag.clone()).set(state);
+        for (side, s) in [("control", &st.control), ("treatment", &st.treatment)] {
+            let labels = [("flag", st.flag.clone()), ("side", side.to_owned())];
+            metrics::gauge!("ff_guard_error_rate", &labels).set(s.error_rate);
+            if let Some(p95) = s.p95_ms {
+                metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(p95 / 1000.0);
             }
         }
-        if let Ok(mut shared_states) = shared.guard_states.lock() {
-            *shared_states = states;
-        }
+        published.insert(st.flag.clone());
+    }
+    if let Ok(mut shared_states) = shared.guard_states.lock() {
+        *shared_states = states;
     }
 }
 

@@ -202,8 +202,8 @@ async fn a_pin_beats_rules_and_expiry() {
     assert_eq!(eval(&unpinned, "u1").detail(CHECKOUT).reason, Reason::Expired);
 }
 
-/// A flag the environment pins is not guarded in this process: its reads are no
-/// split's, and the guardian does not watch it (counts for it are dropped).
+/// A flag the environment pins is not counted in this process (its reads are no
+/// split's), yet its guardian watches the rollout: the lease holder decides for all.
 #[tokio::test]
 async fn a_pinned_guarded_flag_is_not_watched() {
     let store = MemoryStore::new();
@@ -227,12 +227,20 @@ async fn a_pinned_guarded_flag_is_not_watched() {
         .guard_interval(Duration::from_millis(20))
         .start()
         .await;
-    assert!(!source.snapshot().has_guards(), "pinned: not guarded here");
+    assert!(!source.snapshot().has_guards(), "pinned: this process's reads are not the split's");
     assert_eq!(eval(&source, "u").detail(CHECKOUT).reason, Reason::Env);
-    for _ in 0..100 {
-        source.guard_telemetry().record("NEW_CHECKOUT", 0, true, 1_000);
+    // Still watched here: were this instance the one acting, the other instances'
+    // counts would reach a decision.
+    let mut waited = 0;
+    while source.guard_states().is_empty() && waited < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(source.guard_states().is_empty());
+    let state = &source.guard_states()[0];
+    assert_eq!(
+        (state.flag.as_str(), state.control.requests, state.treatment.requests),
+        ("NEW_CHECKOUT", 0, 0)
+    );
+    assert!(state.acting, "the one instance holds the lease");
     assert!(store.flag("NEW_CHECKOUT").await.unwrap().unwrap().targeting.guard.is_some(), "nothing written");
 }

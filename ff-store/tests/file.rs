@@ -263,11 +263,7 @@ async fn versions_come_from_the_content_and_a_restored_file_clears_its_error() {
 async fn a_guarded_rollout_in_a_file_is_watched_and_never_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flags.yaml");
-    let guarded = flags(false, 24).replace(
-        "      rules:",
-        "      split: {variations: [{value: true, weight: 1000}, {value: false, weight: 9000}]}\n      guard: {min_requests: 100}\n      rules:",
-    );
-    std::fs::write(&path, guarded).unwrap();
+    std::fs::write(&path, guarded_file(24)).unwrap();
     let source = Source::builder(FileStore::open(&path).unwrap())
         .declare([CHECKOUT.decl(), LEAD.decl()])
         .guard_interval(Duration::from_millis(20))
@@ -277,8 +273,8 @@ async fn a_guarded_rollout_in_a_file_is_watched_and_never_written() {
     // As the layer counts: a failing treatment.
     let telemetry = source.guard_telemetry();
     for i in 0..1_000u64 {
-        telemetry.record("NEW_CHECKOUT", 0, i % 5 == 0, 1_000);
-        telemetry.record("NEW_CHECKOUT", 1, false, 1_000);
+        telemetry.record("NEW_CHECKOUT", 0, 0, i % 5 == 0, 1_000);
+        telemetry.record("NEW_CHECKOUT", 0, 1, false, 1_000);
     }
     until(&source, "regressed", |s| {
         s.guard_states()
@@ -296,4 +292,19 @@ async fn a_guarded_rollout_in_a_file_is_watched_and_never_written() {
         source.snapshot().flag("NEW_CHECKOUT").unwrap().targeting.split.is_some(),
         "the file is as it was"
     );
+    // Another flag edited in the file: the rollout's counts and verdict stay.
+    let version = source.snapshot().version();
+    std::fs::write(&path, guarded_file(25)).unwrap();
+    until(&source, "reloaded", |s| s.snapshot().version() != version).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = &source.guard_states()[0];
+    assert!(matches!(state.verdict, ff_core::guard::Verdict::Regressed { .. }), "{state:?}");
+    assert_eq!(state.treatment.requests, 1_000);
+}
+
+fn guarded_file(lead: i64) -> String {
+    flags(false, lead).replace(
+        "      rules:",
+        "      split: {variations: [{value: true, weight: 1000}, {value: false, weight: 9000}]}\n      guard: {min_requests: 100}\n      rules:",
+    )
 }

@@ -202,8 +202,8 @@ impl Guarded {
         self.reported = true;
         let micros = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
         for (slot, variation) in self.served.take() {
-            if let Some(key) = self.snapshot.slot_key(slot) {
-                self.telemetry.record(key, variation, failed, micros);
+            if let Some((key, epoch)) = self.snapshot.slot_guard(slot) {
+                self.telemetry.record(key, epoch, variation, failed, micros);
             }
         }
     }

@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use ff_core::guard::Arm;
 use ff_core::{EvalContext, Flag, FlagRecord, Snapshot, StoreState, Value};
 use ff_store::Source;
 use ff_tower::{Current, FlagsLayer, UserIdHeader};
@@ -67,8 +66,8 @@ fn request(path: &str, user: usize) -> Request<()> {
 /// Requests and errors per variation, from what the layer counted.
 fn counted(source: &Source) -> Vec<(u32, u64, u64)> {
     let arms = source.guard_telemetry().take();
-    assert!(arms.iter().all(|(flag, ..)| flag == "NEW_CHECKOUT"), "{arms:?}");
-    arms.into_iter().map(|(_, v, a): (String, u32, Arm)| (v, a.requests, a.errors)).collect()
+    assert!(arms.iter().all(|c| c.flag == "NEW_CHECKOUT" && c.epoch > 0), "{arms:?}");
+    arms.into_iter().map(|c| (c.variation, c.arm.requests, c.arm.errors)).collect()
 }
 
 fn service(

@@ -39,10 +39,8 @@ pub(crate) async fn flag_page(
         Ok(u) => u,
         Err(e) => return visitor.fail(e),
     };
-    let guard = match admin.guard_view(&key).await {
-        Ok(g) => g,
-        Err(e) => return visitor.fail(e),
-    };
+    // Its trouble stays in its section: the switch above must always work.
+    let guard = admin.guard_view(&key).await.map_err(|e| e.to_string());
     let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
     let body = html! {
         h1 { code { (key) } }
@@ -149,8 +147,9 @@ fn targeting_section(visitor: &Visitor, flag: &FlagRecord) -> Markup {
         section {
             h2 { "Targeting" }
             p.muted {
-                "Rules (first match wins), then the split, then the schedule's step in force; \
-                 weights are basis points (100% = 10000). Everyone else gets the value above."
+                "Rules (first match wins), then the split, then the schedule's step in force (under a \
+                 guard, steps wait for the guardian to apply them); weights are basis points (100% = 10000). \
+                 Everyone else gets the value above."
             }
             form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/targeting" } {
                 (visitor.csrf_field())
@@ -167,8 +166,14 @@ fn targeting_section(visitor: &Visitor, flag: &FlagRecord) -> Markup {
 
 /// A guarded rollout's test, each variation's counts, recent windows, and what the
 /// guard wrote (revert those from the history below). Nothing without either.
-fn guard_section(view: &ff_api::GuardView) -> Markup {
+fn guard_section(view: &Result<ff_api::GuardView, String>) -> Markup {
     use ff_store::guard::Summary;
+    let view = match view {
+        Ok(v) => v,
+        Err(e) => {
+            return html! { section #guard { h2 { "Guarded rollout" } p.error { "Cannot show it: " (e) } } };
+        }
+    };
     if view.state.is_none() && view.actions.is_empty() {
         return html! {};
     }

@@ -252,11 +252,17 @@ fn parse(text: &str) -> Result<StoreState, String> {
         if records.iter().any(|r| r.key == key) {
             return Err(format!("flag {key:?} appears twice"));
         }
+        // A guarded rollout's start is the file's: a reload does not restart it.
+        let started = def.targeting.guard.as_ref().and_then(|g| g.started);
         let create = Mutation::CreateFlag { def, if_missing: false };
-        let Some(Plan::PutFlag { record, .. }) = plan(&create, None, None, at).map_err(|e| e.to_string())?
+        let Some(Plan::PutFlag { mut record, .. }) =
+            plan(&create, None, None, at).map_err(|e| e.to_string())?
         else {
             return Err(format!("flag {key:?} could not be read"));
         };
+        if let Some(g) = record.targeting.guard.as_mut() {
+            g.started = started;
+        }
         for s in record.targeting.segment_keys() {
             check_segment(key, s, segments.contains(s)).map_err(|e| e.to_string())?;
         }

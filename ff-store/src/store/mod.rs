@@ -1170,7 +1170,7 @@ pub(crate) fn plan(
             let mut record = before.clone();
             record.archived = false;
             // A restored rollout starts afresh.
-            stamp_guard(None, &mut record.targeting, now);
+            guard_write(None, &mut record, now).map_err(invalid)?;
             record.version += 1;
             record.updated_at = now;
             Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagRestore }))
@@ -1229,7 +1229,7 @@ fn plan_create(def: &FlagDef, now: OffsetDateTime) -> Result<Plan, StoreError> {
         created_at: now,
         updated_at: now,
     };
-    stamp_guard(None, &mut record.targeting, now);
+    guard_write(None, &mut record, now).map_err(invalid)?;
     record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
     Ok(Plan::PutFlag { record, before: None, action: Action::FlagCreate })
 }
@@ -1290,7 +1290,7 @@ fn plan_update(
     if let Some(t) = &patch.targeting {
         record.targeting = t.clone();
     }
-    stamp_guard(Some(&before.targeting), &mut record.targeting, now);
+    guard_write(Some(before), &mut record, now).map_err(invalid)?;
     // Also re-checks targeting values against changed bounds.
     record.targeting.validate(key, record.value_type, &record.schema).map_err(invalid)?;
     if record == *before {
@@ -1301,16 +1301,86 @@ fn plan_update(
     Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagUpdate }))
 }
 
-/// Stamps when a guarded rollout began: `now` when the guard is set, or its settings
-/// or the split change (a value the writer sent is ignored); else as it was.
-fn stamp_guard(before: Option<&ff_core::Targeting>, after: &mut ff_core::Targeting, now: OffsetDateTime) {
-    let kept = before.filter(|b| b.split == after.split).and_then(|b| match (&b.guard, &after.guard) {
-        (Some(old), Some(new)) if old.same_settings(new) => Some(old.started),
-        _ => None,
-    });
-    if let Some(g) = after.guard.as_mut() {
-        g.started = kept.unwrap_or(Some(from_millis(to_millis(now))));
+/// What a write does to a guarded rollout (ff-store/src/guard.rs watches it):
+/// - removing a guard while ramp steps wait on it is refused: the clock would serve
+///   them at once;
+/// - a guard added to a ramp the clock was running takes the steps in force into its
+///   split (they were being served);
+/// - a guarded split must serve the flag's value (the control) and another (the
+///   treatment), and each ramp step something to roll out;
+/// - the rollout's start is stamped (`now`; a value the writer sent is ignored) when
+///   the guard is set, its settings, the split, the flag's value, the bucketing or salt
+///   change, or steps are added to a ramp that had none left; otherwise it is kept.
+fn guard_write(
+    before: Option<&FlagRecord>,
+    record: &mut FlagRecord,
+    now: OffsetDateTime,
+) -> Result<(), ValidationError> {
+    let bad = |problem: String| ValidationError::BadField { field: "targeting", problem };
+    let FlagRecord { targeting: t, value, value_type, .. } = record;
+    let old = before.map(|b| &b.targeting);
+    let old_guard = old.and_then(|o| o.guard.as_ref());
+    if t.guard.is_none() {
+        if old_guard.is_some()
+            && let Some((i, step)) = t.schedule.iter().enumerate().find(|(_, s)| s.at <= now)
+        {
+            let due = step.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            return Err(bad(format!(
+                "schedule step {i} (due {due}) waits on the guard: without the guard the clock would serve it at \
+                 once; drop or re-time the due steps in the same change"
+            )));
+        }
+        return Ok(());
     }
+    if let (Some(old), None) = (old, old_guard) {
+        let in_force = |s: &ff_core::Step| s.at <= now && old.schedule.contains(s);
+        if let Some(split) = t.schedule.iter().rev().filter(|s| in_force(s)).find_map(|s| s.split.clone()) {
+            t.split = Some(split);
+        }
+        t.schedule.retain(|s| !in_force(s));
+    }
+    let changed = before.is_none_or(|b| b.targeting != *t || b.value != *value);
+    if changed {
+        let serves = |split: &ff_core::Split, control: bool| {
+            split.variations.iter().any(|v| {
+                v.weight > 0
+                    && ff_core::Value::from_json(*value_type, &v.value).is_ok_and(|v| v == *value) == control
+            })
+        };
+        if let Some(split) = &t.split
+            && !(serves(split, true) && serves(split, false))
+        {
+            return Err(bad(format!(
+                "a guard compares the split's variations serving the flag's value ({value}, the control) with the \
+                 others (the treatment): the split must serve both"
+            )));
+        }
+        if let Some(i) =
+            t.schedule.iter().position(|s| s.split.as_ref().is_some_and(|split| !serves(split, false)))
+        {
+            return Err(bad(format!(
+                "schedule step {i} serves only the flag's value ({value}): nothing to roll out"
+            )));
+        }
+    }
+    let same = before.is_some_and(|b| {
+        let o = &b.targeting;
+        o.guard.as_ref().zip(t.guard.as_ref()).is_some_and(|(x, y)| x.same_settings(y))
+            && o.split == t.split
+            && o.bucket_by == t.bucket_by
+            && o.salt == t.salt
+            && b.value == *value
+            // Steps added to a ramp that had none left (after a pause): afresh.
+            && (!o.schedule.is_empty() || t.schedule.is_empty())
+    });
+    let started = match (same, old_guard) {
+        (true, Some(g)) => g.started,
+        _ => Some(from_millis(to_millis(now))),
+    };
+    if let Some(g) = t.guard.as_mut() {
+        g.started = started;
+    }
+    Ok(())
 }
 
 fn typed(ty: ValueType, schema: &Schema, json: &serde_json::Value) -> Result<Value, ValidationError> {
