@@ -223,8 +223,9 @@ fn set_override(key: &str, user: String, value: Value) -> Step {
 }
 
 /// Equal as targeting: a guard's start is the store's to stamp (another store's
-/// export carries its own), so it is left out.
-fn same_targeting(a: &ff_core::Targeting, b: &ff_core::Targeting) -> bool {
+/// export carries its own), so it is left out; and a guarded ramp the guardian has
+/// moved on (due steps written into the split) is still the file's ramp.
+fn same_targeting(file: &ff_core::Targeting, store: &ff_core::Targeting) -> bool {
     let unstamped = |t: &ff_core::Targeting| {
         let mut t = t.clone();
         if let Some(g) = t.guard.as_mut() {
@@ -232,7 +233,20 @@ fn same_targeting(a: &ff_core::Targeting, b: &ff_core::Targeting) -> bool {
         }
         t
     };
-    unstamped(a) == unstamped(b)
+    let (file, store) = (unstamped(file), unstamped(store));
+    if file == store {
+        return true;
+    }
+    let applied = file.schedule.len().saturating_sub(store.schedule.len());
+    let now = time::OffsetDateTime::now_utc();
+    let without_ramp =
+        |t: &ff_core::Targeting| ff_core::Targeting { split: None, schedule: Vec::new(), ..t.clone() };
+    file.guard.is_some()
+        && applied > 0
+        && file.schedule[applied..] == store.schedule[..]
+        && file.schedule[..applied].iter().all(|s| s.at <= now)
+        && store.split == file.schedule[applied - 1].split
+        && without_ramp(&file) == without_ramp(&store)
 }
 
 /// Equal as flag values: numbers by value, so `60` in a file equals a stored `60.0`.
@@ -324,5 +338,25 @@ mod tests {
             let e = lines(&current, file).unwrap_err().to_string();
             assert!(e.contains(says), "{file}: {e}");
         }
+    }
+
+    /// A guarded ramp the guardian moved on is the file's ramp: importing the file
+    /// again changes nothing; any other difference is a change.
+    #[test]
+    fn a_guarded_ramp_moved_on_is_the_same_ramp() {
+        let split = |w: u32| serde_json::json!({"variations": [{"value": true, "weight": w}, {"value": false, "weight": 10_000 - w}]});
+        let t = |v: serde_json::Value| serde_json::from_value::<ff_core::Targeting>(v).unwrap();
+        let file = t(serde_json::json!({"split": split(1000), "guard": {"started": "2020-01-01T00:00:00Z"},
+            "schedule": [{"at": "2020-01-02T00:00:00Z", "split": split(5000)}, {"at": "2099-01-01T00:00:00Z", "split": split(9000)}]}));
+        let moved = t(serde_json::json!({"split": split(5000), "guard": {"started": "2026-12-02T00:00:00Z"},
+            "schedule": [{"at": "2099-01-01T00:00:00Z", "split": split(9000)}]}));
+        assert!(same_targeting(&file, &moved));
+        assert!(same_targeting(&file, &file));
+        let other = t(serde_json::json!({"split": split(2000), "guard": {},
+            "schedule": [{"at": "2099-01-01T00:00:00Z", "split": split(9000)}]}));
+        assert!(!same_targeting(&file, &other), "a split the ramp never had");
+        let stricter = t(serde_json::json!({"split": split(5000), "guard": {"alpha": 0.01},
+            "schedule": [{"at": "2099-01-01T00:00:00Z", "split": split(9000)}]}));
+        assert!(!same_targeting(&file, &stricter), "another guard");
     }
 }

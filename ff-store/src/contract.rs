@@ -1020,10 +1020,18 @@ pub async fn guarded_rollouts(store: Arc<dyn Store>) {
     store.write(update(unguarded)).await.unwrap();
     let mut guarded = ramp.clone();
     guarded["guard"] = json!({});
-    let patch = FlagPatch { targeting: Some(serde_json::from_value(guarded).unwrap()), ..Default::default() };
+    let patch =
+        FlagPatch { targeting: Some(serde_json::from_value(guarded.clone()).unwrap()), ..Default::default() };
     store.write(update(patch)).await.unwrap();
     let t = store.flag("G").await.unwrap().unwrap().targeting;
     assert_eq!((t.split.unwrap().variations[0].weight, t.schedule.len()), (5000, 1), "50 % stays in force");
+    // Undone (as a revert would): the clock serves the same 50 % again, so it may.
+    let unguarded =
+        FlagPatch { targeting: Some(serde_json::from_value(ramp.clone()).unwrap()), ..Default::default() };
+    store.write(update(unguarded)).await.unwrap();
+    let patch =
+        FlagPatch { targeting: Some(serde_json::from_value(guarded.clone()).unwrap()), ..Default::default() };
+    store.write(update(patch)).await.unwrap();
     // A step waiting on the guard cannot lose it: the clock would serve it at once.
     let waiting = json!({"split": half, "schedule": [{"at": "2020-06-01T00:00:00Z", "split": {"variations": [{"value": false, "weight": 10000}]}}], "guard": {}});
     let patch =

@@ -39,6 +39,13 @@ struct Watched {
     guard: Guard,
     /// Variations of the split in force: counts of others are ignored.
     variations: usize,
+    /// What identifies the rollout besides its start ([`fingerprint`]).
+    rollout: u64,
+    /// This tick's every-instance counts could not be read: nothing is decided on it.
+    partial: bool,
+    /// The flag version a write of ours was based on: nothing more is decided until
+    /// the snapshot has moved past it.
+    wrote_on: Option<u64>,
     /// This instance's counts, by variation.
     local: Vec<Arm>,
     /// `local` changed since the last flush.
@@ -70,6 +77,9 @@ impl Watched {
             started: guard.started,
             guard,
             variations: 0,
+            rollout: 0,
+            partial: false,
+            wrote_on: None,
             local: Vec::new(),
             dirty: false,
             all: Vec::new(),
@@ -157,6 +167,18 @@ fn epoch(guard: &Guard) -> i64 {
     guard.started.map_or(0, crate::store::to_millis)
 }
 
+/// What else makes a rollout: the guard's settings, the split, the flag's value (which
+/// decides control and treatment) and the bucketing.
+fn fingerprint(record: &FlagRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let t = &record.targeting;
+    let guard = t.guard.as_ref().map(|g| Guard { started: None, ..g.clone() });
+    let parts = (guard, &t.split, record.value.to_json(), &t.bucket_by, &t.salt);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&parts).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
 /// Whether variation `v` of the flag's split serves the flag's own value: compared
 /// as typed values (a float flag's 1.0 is the variation written 1).
 fn is_control(record: &FlagRecord, v: usize) -> bool {
@@ -219,15 +241,17 @@ impl Guardian {
         let guarded = snapshot.guarded_keys();
         self.watched.retain(|key, _| guarded.contains(&key.as_str()));
         for key in guarded {
-            let Some(t) = snapshot.flag(key).map(|r| r.targeting) else { continue };
-            let Some(guard) = t.guard else { continue };
-            let variations = t.split.map_or(0, |s| s.variations.len());
+            let Some(record) = snapshot.flag(key) else { continue };
+            let Some(guard) = record.targeting.guard.clone() else { continue };
+            let variations = record.targeting.split.as_ref().map_or(0, |s| s.variations.len());
+            // The rollout as the test sees it: a store stamps a new start when it changes;
+            // a file (whose start is whatever it says) is caught here.
+            let rollout = fingerprint(&record);
             match self.watched.get_mut(key) {
-                Some(w) if w.epoch == epoch(&guard) && w.guard.same_settings(&guard) => {
-                    w.variations = variations
-                }
+                Some(w) if w.epoch == epoch(&guard) && w.rollout == rollout => {}
                 _ => {
-                    self.watched.insert(key.to_owned(), Watched { variations, ..Watched::new(guard) });
+                    self.watched
+                        .insert(key.to_owned(), Watched { variations, rollout, ..Watched::new(guard) });
                 }
             }
         }
@@ -275,16 +299,19 @@ impl Guardian {
         self.watched.iter().map(|(k, w)| (k.clone(), w.epoch)).collect()
     }
 
-    /// Takes every instance's counts of `flag` (`None`: the store keeps none, or
-    /// could not be read: this instance's own) and tests them.
+    /// Takes every instance's counts of `flag` (`Ok(None)`: the store keeps none;
+    /// `Err`: they could not be read this tick, so nothing is decided on them) and
+    /// tests them, with this instance's own.
     pub(crate) fn combine(
         &mut self,
         snapshot: &Snapshot,
         flag: &str,
-        rows: Option<Vec<GuardCount>>,
+        rows: Result<Option<Vec<GuardCount>>, ()>,
         now: OffsetDateTime,
     ) {
         let (Some(w), Some(record)) = (self.watched.get_mut(flag), snapshot.flag(flag)) else { return };
+        w.partial = rows.is_err();
+        let rows = rows.unwrap_or(None);
         match rows {
             Some(rows) => {
                 // Our own latest counts, whether or not their flush went through.
@@ -330,6 +357,9 @@ impl Guardian {
         let mut writes = Vec::new();
         for (key, w) in &mut self.watched {
             let Some(record) = snapshot.flag(key) else { continue };
+            if w.partial || w.wrote_on.is_some_and(|v| record.version <= v) {
+                continue;
+            }
             let step = record.targeting.schedule.first().filter(|s| s.at <= now).cloned();
             match &w.verdict {
                 Verdict::Regressed { .. } if !w.acted => {
@@ -396,6 +426,9 @@ impl Guardian {
         if let Some(w) = self.watched.get_mut(&decision.key) {
             w.note = Some(what.to_owned());
             w.acted &= !decision.advance;
+            if let Mutation::UpdateFlag { expected_version, .. } = &decision.write.mutation {
+                w.wrote_on = *expected_version;
+            }
         }
     }
 
@@ -642,7 +675,7 @@ mod tests {
         g.count(s, counts(s, counted), now);
         g.flushed();
         for (flag, _) in g.epochs() {
-            g.combine(s, &flag, Some(others.clone()), now);
+            g.combine(s, &flag, Ok(Some(others.clone())), now);
         }
         g.decide(s, now).into_iter().map(|d| d.write).collect()
     }
@@ -757,11 +790,17 @@ mod tests {
         let healthy = || vec![("F".to_owned(), 0, arm(1_000, 10)), ("F".to_owned(), 1, arm(9_000, 90))];
         let now = OffsetDateTime::now_utc();
         g.count(&same, counts(&same, healthy()), now);
-        g.combine(&same, "F", None, now);
+        g.combine(&same, "F", Ok(None), now);
         let d = g.decide(&same, now);
         assert_eq!(d.len(), 1);
         g.wrote(&d[0], "advanced");
-        assert_eq!(g.decide(&same, now).len(), 1, "not stuck after a step that kept the split");
+        assert!(g.decide(&same, now).is_empty(), "nothing more until the write is in the snapshot");
+        let mut moved = same.flag("F").unwrap();
+        moved.version += 1;
+        moved.targeting.schedule.remove(0);
+        let moved = Snapshot::from_state(&StoreState { seq: 2, flags: vec![moved], ..Default::default() });
+        g.count(&moved, Vec::new(), now);
+        assert_eq!(g.decide(&moved, now).len(), 1, "not stuck after a step that kept the split");
         // A step serving the treatment to everyone completes the rollout: the guard goes.
         let last = snapshot(
             Value::Bool(false),

@@ -698,19 +698,15 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
             }
             Err(_) => {}
         }
-        // A decision on part of the evidence is not made: this tick only shows it.
-        let mut complete = true;
+        // A flag whose counts could not be read is shown, not decided on, this tick.
         for (flag, epoch) in guardian.epochs() {
-            let rows = store.guard_counts(&flag, epoch).await.unwrap_or_else(|e| {
+            let rows = store.guard_counts(&flag, epoch).await.map_err(|e| {
                 tracing::debug!(flag = %flag, error = %e, "ff: cannot read guarded rollout counts");
-                complete = false;
-                None
             });
             guardian.combine(&snapshot, &flag, rows, now);
         }
         let at = time::OffsetDateTime::now_utc();
-        let acting =
-            complete && store.lease(crate::guard::LEASE, guardian.instance(), ttl, at).await.unwrap_or(false);
+        let acting = store.lease(crate::guard::LEASE, guardian.instance(), ttl, at).await.unwrap_or(false);
         guardian.set_acting(acting);
         let decisions = guardian.decide(&snapshot, now);
         for d in decisions {
@@ -739,7 +735,7 @@ async fn guard_rollouts(store: Arc<dyn Store>, shared: Arc<Shared>, every: Durat
 
 /// The guardian's states for the page and API, and as gauges: `ff_guard_state` (0
 /// collecting, 1 healthy, 2 regressed; -1 once the flag has no guard), error rates and
-/// p95 latency per side, and whether this instance acts. `published`: the flags with
+/// p95 latency per side (NaN when there is none), and whether this instance acts. `published`: the flags with
 /// gauges set, so a flag no longer guarded is set to -1 once instead of left as it was.
 fn publish(
     shared: &Shared,
@@ -750,6 +746,11 @@ fn publish(
     metrics::gauge!("ff_guard_acting").set(f64::from(u8::from(acting)));
     for gone in published.iter().filter(|f| !states.iter().any(|s| &s.flag == *f)) {
         metrics::gauge!("ff_guard_state", "flag" => gone.clone()).set(-1.0);
+        for side in ["control", "treatment"] {
+            let labels = [("flag", gone.clone()), ("side", side.to_owned())];
+            metrics::gauge!("ff_guard_error_rate", &labels).set(f64::NAN);
+            metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(f64::NAN);
+        }
     }
     published.clear();
     for st in &states {
@@ -762,9 +763,8 @@ fn publish(
         for (side, s) in [("control", &st.control), ("treatment", &st.treatment)] {
             let labels = [("flag", st.flag.clone()), ("side", side.to_owned())];
             metrics::gauge!("ff_guard_error_rate", &labels).set(s.error_rate);
-            if let Some(p95) = s.p95_ms {
-                metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(p95 / 1000.0);
-            }
+            let p95 = s.p95_ms.map_or(f64::NAN, |ms| ms / 1000.0);
+            metrics::gauge!("ff_guard_latency_p95_seconds", &labels).set(p95);
         }
         published.insert(st.flag.clone());
     }

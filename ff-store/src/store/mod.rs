@@ -1169,8 +1169,10 @@ pub(crate) fn plan(
             }
             let mut record = before.clone();
             record.archived = false;
-            // A restored rollout starts afresh.
-            guard_write(None, &mut record, now).map_err(invalid)?;
+            // A restored rollout starts afresh; it is otherwise as it was archived.
+            if let Some(g) = record.targeting.guard.as_mut() {
+                g.started = Some(from_millis(to_millis(now)));
+            }
             record.version += 1;
             record.updated_at = now;
             Ok(Some(Plan::PutFlag { record, before: Some(before.clone()), action: Action::FlagRestore }))
@@ -1303,11 +1305,12 @@ fn plan_update(
 
 /// What a write does to a guarded rollout (ff-store/src/guard.rs watches it):
 /// - removing a guard while ramp steps wait on it is refused: the clock would serve
-///   them at once;
-/// - a guard added to a ramp the clock was running takes the steps in force into its
-///   split (they were being served);
+///   them at once (steps the write itself brings are the writer's to time);
+/// - a guard added to a ramp the clock was running takes the steps in force into the
+///   flag (their split, their switch); one serving a value is refused;
 /// - a guarded split must serve the flag's value (the control) and another (the
-///   treatment), and each ramp step something to roll out;
+///   treatment), and each new ramp step something to roll out (parts the write does
+///   not change are not re-checked, so a kill switch always flips);
 /// - the rollout's start is stamped (`now`; a value the writer sent is ignored) when
 ///   the guard is set, its settings, the split, the flag's value, the bucketing or salt
 ///   change, or steps are added to a ramp that had none left; otherwise it is kept.
@@ -1317,51 +1320,66 @@ fn guard_write(
     now: OffsetDateTime,
 ) -> Result<(), ValidationError> {
     let bad = |problem: String| ValidationError::BadField { field: "targeting", problem };
-    let FlagRecord { targeting: t, value, value_type, .. } = record;
+    let rfc3339 =
+        |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let FlagRecord { targeting: t, value, value_type, enabled, .. } = record;
     let old = before.map(|b| &b.targeting);
     let old_guard = old.and_then(|o| o.guard.as_ref());
+    let was = |s: &ff_core::Step| old.is_some_and(|o| o.schedule.contains(s));
     if t.guard.is_none() {
         if old_guard.is_some()
-            && let Some((i, step)) = t.schedule.iter().enumerate().find(|(_, s)| s.at <= now)
+            && let Some((i, step)) = t.schedule.iter().enumerate().find(|(_, s)| s.at <= now && was(s))
         {
-            let due = step.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
             return Err(bad(format!(
-                "schedule step {i} (due {due}) waits on the guard: without the guard the clock would serve it at \
-                 once; drop or re-time the due steps in the same change"
+                "schedule step {i} (due {}) waits on the guard: without the guard the clock would serve it at \
+                 once; drop or re-time the due steps in the same change",
+                rfc3339(step.at)
             )));
         }
         return Ok(());
     }
-    if let (Some(old), None) = (old, old_guard) {
-        let in_force = |s: &ff_core::Step| s.at <= now && old.schedule.contains(s);
-        if let Some(split) = t.schedule.iter().rev().filter(|s| in_force(s)).find_map(|s| s.split.clone()) {
-            t.split = Some(split);
+    if old.is_some() && old_guard.is_none() {
+        let in_force: Vec<ff_core::Step> =
+            t.schedule.iter().filter(|s| s.at <= now && was(s)).cloned().collect();
+        if let Some(step) = in_force.iter().rev().find(|s| s.split.is_some() || s.value.is_some()) {
+            if step.value.is_some() {
+                return Err(bad(format!(
+                    "the ramp's step in force (due {}) serves a value: a guard watches a split",
+                    rfc3339(step.at)
+                )));
+            }
+            t.split = step.split.clone();
         }
-        t.schedule.retain(|s| !in_force(s));
+        if let Some(on) = in_force.iter().rev().find_map(|s| s.enabled) {
+            *enabled = on;
+        }
+        t.schedule.retain(|s| !in_force.contains(s));
     }
-    let changed = before.is_none_or(|b| b.targeting != *t || b.value != *value);
-    if changed {
-        let serves = |split: &ff_core::Split, control: bool| {
-            split.variations.iter().any(|v| {
-                v.weight > 0
-                    && ff_core::Value::from_json(*value_type, &v.value).is_ok_and(|v| v == *value) == control
-            })
-        };
-        if let Some(split) = &t.split
-            && !(serves(split, true) && serves(split, false))
-        {
-            return Err(bad(format!(
-                "a guard compares the split's variations serving the flag's value ({value}, the control) with the \
-                 others (the treatment): the split must serve both"
-            )));
-        }
-        if let Some(i) =
-            t.schedule.iter().position(|s| s.split.as_ref().is_some_and(|split| !serves(split, false)))
-        {
-            return Err(bad(format!(
-                "schedule step {i} serves only the flag's value ({value}): nothing to roll out"
-            )));
-        }
+    let serves = |split: &ff_core::Split, control: bool| {
+        split.variations.iter().any(|v| {
+            v.weight > 0
+                && ff_core::Value::from_json(*value_type, &v.value).is_ok_and(|v| v == *value) == control
+        })
+    };
+    let split_changed = before.is_none_or(|b| b.targeting.split != t.split || b.value != *value);
+    if split_changed
+        && let Some(split) = &t.split
+        && !(serves(split, true) && serves(split, false))
+    {
+        return Err(bad(format!(
+            "a guard compares the split's variations serving the flag's value ({value}, the control) with the \
+             others (the treatment): the split must serve both"
+        )));
+    }
+    let new_step = |s: &ff_core::Step| split_changed || !was(s);
+    if let Some(i) = t
+        .schedule
+        .iter()
+        .position(|s| new_step(s) && s.split.as_ref().is_some_and(|split| !serves(split, false)))
+    {
+        return Err(bad(format!(
+            "schedule step {i} serves only the flag's value ({value}): nothing to roll out"
+        )));
     }
     let same = before.is_some_and(|b| {
         let o = &b.targeting;
