@@ -135,6 +135,14 @@ async fn a_failing_new_checkout_is_rolled_back_and_a_healthy_one_ramps_on() {
     let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ff_guard_actions_total{flag=\"NEW_CHECKOUT\"} 1"), "{metrics}");
     assert!(metrics.contains("ff_guard_errors_total{flag=\"NEW_CHECKOUT\""), "{metrics}");
+    assert!(
+        metrics.contains("ff_guard_latency_seconds{flag=\"NEW_CHECKOUT\",variation=\"0\",quantile=\"0.95\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ff_guard_state{flag=\"NEW_CHECKOUT\"} -1"),
+        "cleared after the rollback: {metrics}"
+    );
     drop(app);
 
     // A/A: the same length of traffic, nothing failing.

@@ -174,9 +174,14 @@ impl Arm {
             seen += n;
             seen >= rank
         })?;
+        Some(Self::bucket_middle(b))
+    }
+
+    /// The middle of latency bucket `b`, in µs.
+    pub fn bucket_middle(b: usize) -> f64 {
         // Bucket `4k + q` spans 2^k · [1 + q/4, 1 + (q+1)/4): its middle.
         let (k, q) = ((b / 4) as i32, (b % 4) as f64);
-        Some(2f64.powi(k) * (1.0 + (q + 0.5) / PER_DOUBLING))
+        2f64.powi(k) * (1.0 + (q + 0.5) / PER_DOUBLING)
     }
 
     /// Mean and variance of `ln(latency)`.
