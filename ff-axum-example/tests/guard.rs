@@ -132,7 +132,16 @@ async fn a_failing_new_checkout_is_rolled_back_and_a_healthy_one_ramps_on() {
     for i in 0..50 {
         assert_eq!(app.checkout(&user(i)).await, StatusCode::OK);
     }
-    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    // The guardian clears the state gauge on its first tick after the rollback.
+    let cleared = "ff_guard_state{flag=\"NEW_CHECKOUT\"} -1";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+        if metrics.contains(cleared) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(metrics.contains("ff_guard_actions_total{flag=\"NEW_CHECKOUT\"} 1"), "{metrics}");
     assert!(metrics.contains("ff_guard_errors_total{flag=\"NEW_CHECKOUT\""), "{metrics}");
     assert!(
