@@ -285,6 +285,114 @@ pub(crate) async fn guard(State(admin): State<Admin>, caller: Caller, Path(key):
     Ok(Json(admin.guard_view(&key).await?).into_response())
 }
 
+/// Users one preview may try.
+const PREVIEW_USERS: usize = 100;
+
+pub(crate) async fn preview(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(key): Path<String>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Role::Viewer)?;
+    let req: ff_api::PreviewRequest = parse_body(object(body)?)?;
+    if req.users.len() > PREVIEW_USERS {
+        return Err(AdminError::BadRequest(format!("at most {PREVIEW_USERS} users a preview")));
+    }
+    for u in &req.users {
+        if let Some(id) = &u.user_id {
+            validate_user_id(id).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        }
+    }
+    let store = admin.store();
+    let current = store
+        .flag(&key)
+        .await?
+        .filter(|f| !f.archived)
+        .ok_or_else(|| AdminError::NotFound(format!("flag {key:?} does not exist")))?;
+    // The store's own validation, as a save would run it, without the save.
+    let edited = match serde_json::from_value::<ff_core::Targeting>(req.targeting) {
+        Err(e) => Err(format!("targeting: {e}")),
+        Ok(targeting) => {
+            let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
+            let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(current.version) };
+            match store.check(write(&caller, m, None)).await {
+                Ok(Some(change)) => change
+                    .after
+                    .and_then(|a| serde_json::from_value::<FlagRecord>(a).ok())
+                    .ok_or_else(|| "the edit could not be read back".to_owned()),
+                Ok(None) => Ok(current.clone()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    // Snapshots of this flag alone (with its overrides and every segment): cheap at any scale.
+    let (overrides, segments) = (store.overrides(&key).await?, store.segments().await?);
+    let snapshot = |record: &FlagRecord| {
+        ff_core::Snapshot::from_state(&ff_core::StoreState {
+            seq: record.version,
+            flags: vec![record.clone()],
+            overrides: overrides.clone(),
+            segments: segments.clone(),
+        })
+    };
+    let (now, then) = (snapshot(&current), edited.as_ref().ok().map(snapshot));
+    let served = |s: &ff_core::Snapshot, ctx: &EvalContext| {
+        s.evaluate_all(ctx).next().map(|(_, value, reason)| ff_api::Served { value: value.to_json(), reason })
+    };
+    let mut users = Vec::with_capacity(req.users.len());
+    for user in req.users {
+        let mut ctx = user.user_id.as_deref().map_or_else(EvalContext::anonymous, EvalContext::user);
+        for (name, value) in &user.attributes {
+            ctx = ctx.with_attribute(name, value.clone());
+        }
+        let Some(now_served) = served(&now, &ctx) else { continue };
+        let edited = then.as_ref().and_then(|s| served(s, &ctx));
+        users.push(ff_api::PreviewServed { user, now: now_served, edited });
+    }
+    let changes = match &edited {
+        Ok(record) => targeting_changes(&current.targeting, &record.targeting),
+        Err(_) => Vec::new(),
+    };
+    let body = ff_api::Preview { flag: key, version: current.version, problem: edited.err(), changes, users };
+    Ok(Json(body).into_response())
+}
+
+/// What an edit changes in a targeting, a line per part (rules and steps by position).
+fn targeting_changes(before: &ff_core::Targeting, after: &ff_core::Targeting) -> Vec<String> {
+    let parts = |t: &ff_core::Targeting| {
+        let mut t = t.clone();
+        if let Some(g) = t.guard.as_mut() {
+            g.started = None;
+        }
+        match serde_json::to_value(t) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        }
+    };
+    let (old, new) = (parts(before), parts(after));
+    let mut lines = Vec::new();
+    for name in ["rules", "split", "bucket_by", "salt", "schedule", "guard"] {
+        match (old.get(name), new.get(name)) {
+            (Some(Value::Array(a)), Some(Value::Array(b))) => {
+                for i in 0..a.len().max(b.len()) {
+                    match (a.get(i), b.get(i)) {
+                        (Some(x), Some(y)) if x != y => lines.push(format!("~ {name}[{i}]: {x} -> {y}")),
+                        (Some(x), None) => lines.push(format!("- {name}[{i}]: {x}")),
+                        (None, Some(y)) => lines.push(format!("+ {name}[{i}]: {y}")),
+                        _ => {}
+                    }
+                }
+            }
+            (Some(x), Some(y)) if x != y => lines.push(format!("~ {name}: {x} -> {y}")),
+            (Some(x), None) => lines.push(format!("- {name}: {x}")),
+            (None, Some(y)) => lines.push(format!("+ {name}: {y}")),
+            _ => {}
+        }
+    }
+    lines
+}
+
 pub(crate) async fn patch_flag(
     State(admin): State<Admin>,
     caller: Caller,

@@ -81,6 +81,7 @@ pub(crate) fn build() -> (Router<Admin>, Vec<Route>) {
         .add(post.clone(), "/api/batch", Token(E), api::batch)
         .add(get.clone(), "/api/flags/{key}", Token(V), api::get_flag)
         .add(get.clone(), "/api/flags/{key}/guard", Token(V), api::guard)
+        .add(post.clone(), "/api/flags/{key}/preview", Token(V), api::preview)
         .add(patch, "/api/flags/{key}", Token(E), api::patch_flag)
         .add(put.clone(), "/api/flags/{key}", Token(E), api::create_flag)
         .add(delete.clone(), "/api/flags/{key}", Token(E), api::archive_flag)

@@ -1259,3 +1259,77 @@ async fn guarded_rollouts_through_the_api() {
     assert_eq!((r.status, error(&r).as_str()), (404, "not_found"));
     assert_eq!(api.call("GET", "/admin/api/flags/CREDITS/guard", None, None).await.status, 401);
 }
+
+/// An edit previewed: the store's own validation (every refusal a save would give,
+/// named), the changes it makes, and what each user gets now and with it; nothing is
+/// written, and any viewer may ask.
+#[tokio::test]
+async fn a_targeting_edit_is_previewed_without_writing() {
+    let api = Api::new().await;
+    let v = Some(api.viewer.as_str());
+    let path = "/admin/api/flags/LEAD_HOURS/preview";
+    let before = api.log_len().await;
+    let users = json!([
+        {"user_id": "alice", "attributes": {"plan": "pro"}},
+        {"user_id": "bob", "attributes": {"plan": "free"}},
+        {}
+    ]);
+    let rule = json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro", "enterprise"]}], "value": 2}]});
+    let r = api.call("POST", path, v, Some(json!({"targeting": rule, "users": users}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let p: ff_api::Preview = r.typed();
+    assert_eq!(p.problem, None);
+    assert_eq!(p.changes.len(), 1, "{:?}", p.changes);
+    assert!(p.changes[0].starts_with("+ rules: [{\"clauses\""), "{:?}", p.changes);
+    let got: Vec<(Value, Option<Value>, Option<Reason>)> = p
+        .users
+        .iter()
+        .map(|u| {
+            (
+                u.now.value.clone(),
+                u.edited.as_ref().map(|e| e.value.clone()),
+                u.edited.as_ref().map(|e| e.reason),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(24), Some(json!(2)), Some(Reason::Rule(0))),
+            (json!(24), Some(json!(24)), Some(Reason::Global)),
+            (json!(24), Some(json!(24)), Some(Reason::Global)),
+        ]
+    );
+    // Refusals, as a save would give them, and the users still shown as they are now.
+    for (targeting, problem) in [
+        (
+            json!({"rules": [{"clauses": [{"attribute": "plan", "op": "inn", "values": ["pro"]}], "value": 2}]}),
+            "unknown variant `inn`",
+        ),
+        (
+            json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": 5000}]}),
+            "above the maximum 1000",
+        ),
+        (json!({"split": {"variations": [{"value": 1, "weight": 10}]}}), "weights"),
+        (
+            json!({"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["nope"]}], "value": 2}]}),
+            "nope",
+        ),
+    ] {
+        let r = api
+            .call("POST", path, v, Some(json!({"targeting": targeting, "users": [{"user_id": "alice"}]})))
+            .await;
+        let p: ff_api::Preview = r.typed();
+        let why = p.problem.unwrap_or_default();
+        assert!(why.contains(problem), "{targeting}: {why}");
+        assert!(p.changes.is_empty() && p.users[0].edited.is_none() && p.users[0].now.value == json!(24));
+    }
+    assert_eq!(api.log_len().await, before, "nothing written");
+    let too_many = json!({"targeting": {}, "users": vec![json!({}); 101]});
+    assert_eq!(api.call("POST", path, v, Some(too_many)).await.status, 400);
+    assert_eq!(
+        api.call("POST", "/admin/api/flags/NOPE/preview", v, Some(json!({"targeting": {}}))).await.status,
+        404
+    );
+    assert_eq!(api.call("POST", path, None, Some(json!({"targeting": {}}))).await.status, 401);
+}

@@ -320,6 +320,65 @@ pub struct GuardView {
     pub actions: Vec<Change>,
 }
 
+/// `POST /admin/api/flags/{key}/preview`: a flag's targeting as an editor would save
+/// it, checked by the store's own validation and tried on users; nothing is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewRequest {
+    /// The targeting as it would be saved (JSON; what does not parse is a `problem`).
+    pub targeting: Value,
+    /// Who to try it on (at most 100).
+    #[serde(default)]
+    pub users: Vec<PreviewUser>,
+}
+
+/// Someone to try an edit on: a user id (none: anonymous) and attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewUser {
+    /// The user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Attributes rules may read (`plan`, `country`...).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+}
+
+/// What a preview found: whether the store would take the edit, what it changes, and
+/// what each user gets now and with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The flag.
+    pub flag: String,
+    /// The flag's version the preview was made against (send it as `If-Match` to save).
+    pub version: u64,
+    /// Why the store would refuse the edit; `None`: it would be saved as it is.
+    pub problem: Option<String>,
+    /// What would change, a line per part: `~ split: OLD -> NEW`, `+ rules[1]: NEW`,
+    /// `- schedule[0]: OLD` (the guard's start, stamped by the store, left out).
+    pub changes: Vec<String>,
+    /// Each user tried, in order.
+    pub users: Vec<PreviewServed>,
+}
+
+/// One user's value and reason, now and with the edit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewServed {
+    /// The user, as given.
+    pub user: PreviewUser,
+    /// What they get now.
+    pub now: Served,
+    /// What they would get with the edit (`None` when the store would refuse it).
+    pub edited: Option<Served>,
+}
+
+/// A value served and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    /// The value.
+    pub value: Value,
+    /// Why.
+    pub reason: Reason,
+}
+
 /// `POST /admin/api/changes/{seq}/revert`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reverted {

@@ -66,7 +66,7 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             flags_overrides_and_tokens, segments, attributes, sync_declarations, setting_rules, lifecycle,
-            batches, usage, racing_writers, guarded_rollouts);
+            batches, usage, racing_writers, guarded_rollouts, checking_writes_nothing);
     };
 }
 
@@ -1075,4 +1075,29 @@ pub async fn guarded_rollouts(store: Arc<dyn Store>) {
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(store.lease("guard", "b", ttl, now()).await.unwrap(), "expired: taken over");
     assert!(!store.lease("guard", "a", ttl, now()).await.unwrap());
+}
+
+/// `check` validates a write as `write` would and shows its change row, writing nothing.
+pub async fn checking_writes_nothing(store: Arc<dyn Store>) {
+    let store = &*store;
+    let def = FlagDef::from(&Flag::<i64>::new("LEAD", 24).range(0, 100).decl());
+    store.write(Write::new("t", Mutation::CreateFlag { def, if_missing: false })).await.unwrap();
+    let seq = store.latest_seq().await.unwrap();
+    let change = store.check(Write::new("t", Mutation::set_value("LEAD", 12))).await.unwrap().unwrap();
+    let value = |state: Option<serde_json::Value>| {
+        serde_json::from_value::<ff_core::FlagRecord>(state.unwrap()).unwrap().value
+    };
+    assert_eq!(value(change.after.clone()), ff_core::Value::Int(12));
+    assert_eq!(value(change.before.clone()), ff_core::Value::Int(24));
+    let e = store.check(Write::new("t", Mutation::set_value("LEAD", 500))).await.unwrap_err();
+    assert!(e.to_string().contains("above the maximum 100"), "{e}");
+    assert!(
+        store.check(Write::new("t", Mutation::set_value("LEAD", 24))).await.unwrap().is_none(),
+        "no change"
+    );
+    assert_eq!(store.latest_seq().await.unwrap(), seq, "nothing written");
+    assert_eq!(store.flag("LEAD").await.unwrap().unwrap().value, ff_core::Value::Int(24));
+    // And the write itself still goes through afterwards.
+    store.write(Write::new("t", Mutation::set_value("LEAD", 12))).await.unwrap();
+    assert_eq!(store.latest_seq().await.unwrap(), seq + 1);
 }

@@ -545,6 +545,11 @@ pub trait FlagWriter: FlagReader {
     /// `Ok(None)` means there was nothing to do and nothing was written.
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
 
+    /// Validates `write` exactly as [`write`](Self::write) would, against the data as
+    /// it is now, and returns the change row it would write (`None`: nothing to do),
+    /// writing nothing: a preview of an edit before it is saved.
+    async fn check(&self, write: Write) -> Result<Option<Change>, StoreError>;
+
     /// Validates and applies every mutation of `batch` in one transaction: all of them
     /// or, on the first refusal ([`StoreError::InBatch`], naming which), none. Returns the
     /// change rows written (no-op mutations write none), which share a `batch_end`.
@@ -702,6 +707,11 @@ impl dyn Store {
     /// [`FlagWriter::write`], or the refusal.
     pub async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         self.writer().ok_or_else(|| self.refusal())?.write(write).await
+    }
+
+    /// [`FlagWriter::check`], or the refusal.
+    pub async fn check(&self, write: Write) -> Result<Option<Change>, StoreError> {
+        self.writer().ok_or_else(|| self.refusal())?.check(write).await
     }
 
     /// [`FlagWriter::write_batch`], or the refusal.

@@ -128,6 +128,16 @@ pub(crate) async fn run<B: Backend>(
     op: WriteOp<'_>,
     who: (&str, Option<&str>),
 ) -> Result<(Vec<Change>, Staged), StoreError> {
+    run_or_check(backend, op, who, true).await
+}
+
+/// [`run`]; with `commit` false, everything but the commit: what it would write.
+async fn run_or_check<B: Backend>(
+    backend: &B,
+    op: WriteOp<'_>,
+    who: (&str, Option<&str>),
+    commit: bool,
+) -> Result<(Vec<Change>, Staged), StoreError> {
     // Every write comes here, from every route: one cap for the reason.
     if who.1.is_some_and(|r| r.len() > ff_core::MAX_TEXT_BYTES) {
         return Err(StoreError::TooLong { field: "reason", max: ff_core::MAX_TEXT_BYTES });
@@ -155,6 +165,10 @@ pub(crate) async fn run<B: Backend>(
             .zip(last + 1..)
             .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
             .collect();
+        if !commit {
+            tx.abort().await?;
+            return Ok((changes, staged));
+        }
         if tx.commit(&staged, &changes).await? {
             return Ok((changes, staged));
         }
@@ -302,6 +316,13 @@ async fn plan_compiled(
 pub(crate) async fn write<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
     let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
     Ok(run(backend, op, (&write.actor, write.reason.as_deref())).await?.0.pop())
+}
+
+/// One mutation checked as [`write`] would make it, against the data as it is now:
+/// the change row it would write (`None`: nothing to do), writing nothing.
+pub(crate) async fn check<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
+    let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
+    Ok(run_or_check(backend, op, (&write.actor, write.reason.as_deref()), false).await?.0.pop())
 }
 
 /// A batch: all of its mutations or none.
