@@ -296,6 +296,18 @@ pub(crate) async fn preview(
 ) -> ApiResult {
     caller.require(Role::Viewer)?;
     let req: ff_api::PreviewRequest = parse_body(object(body)?)?;
+    Ok(Json(preview_edit(&admin, &caller, key, req).await?).into_response())
+}
+
+/// A targeting edit checked by the store's own validation (a save's refusal becomes
+/// `problem`), its changes, and each user's value now and with it; nothing written.
+/// For the API and the page's editor.
+pub(crate) async fn preview_edit(
+    admin: &Admin,
+    caller: &Caller,
+    key: String,
+    req: ff_api::PreviewRequest,
+) -> Result<ff_api::Preview, AdminError> {
     if req.users.len() > PREVIEW_USERS {
         return Err(AdminError::BadRequest(format!("at most {PREVIEW_USERS} users a preview")));
     }
@@ -316,7 +328,7 @@ pub(crate) async fn preview(
         Ok(targeting) => {
             let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
             let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(current.version) };
-            match store.check(write(&caller, m, None)).await {
+            match store.check(write(caller, m, None)).await {
                 Ok(Some(change)) => change
                     .after
                     .and_then(|a| serde_json::from_value::<FlagRecord>(a).ok())
@@ -354,8 +366,7 @@ pub(crate) async fn preview(
         Ok(record) => targeting_changes(&current.targeting, &record.targeting),
         Err(_) => Vec::new(),
     };
-    let body = ff_api::Preview { flag: key, version: current.version, problem: edited.err(), changes, users };
-    Ok(Json(body).into_response())
+    Ok(ff_api::Preview { flag: key, version: current.version, problem: edited.err(), changes, users })
 }
 
 /// What an edit changes in a targeting, a line per part (rules and steps by position).

@@ -37,9 +37,9 @@ pub use auth::{
 pub use error::AdminError;
 pub use routes::{Access, Route};
 
-/// What pages may load: their own stylesheet and script, nothing inline, nothing
-/// from elsewhere, never in a frame.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+/// What pages may load: their own stylesheet and script (whose editor posts its checks
+/// back to the admin), nothing inline, nothing from elsewhere, never in a frame.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
      img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The headers every admin response carries (page, API and OFREP alike).

@@ -1,6 +1,7 @@
 // Drives the ff admin page in headless Chromium: log in, add an override for
-// `tester`, switch a kill switch off (accepting the confirmation), and save a
-// screenshot of the flag page. Env: FF_BASE (app URL), FF_TOKEN, FF_SCREENSHOT.
+// `tester`, switch a kill switch off (accepting the confirmation), build a targeting
+// rule and a 10 % rollout in the editor, and save screenshots of the flag page and
+// the editor. Env: FF_BASE (app URL), FF_TOKEN, FF_SCREENSHOT, FF_EDITOR_SCREENSHOT.
 import { chromium } from 'playwright-core';
 
 const base = process.env.FF_BASE;
@@ -17,6 +18,7 @@ try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(15000);
   const check = (cond, what) => { if (!cond) throw new Error(what); };
+  page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
 
   await page.goto(`${base}/admin`);
   check(page.url().endsWith('/admin/login'), `not sent to the login page: ${page.url()}`);
@@ -45,6 +47,40 @@ try {
   check(asked.includes('OFF for everyone'), `no confirmation before switching off: ${asked}`);
   check(await page.isVisible('span.off'), 'the flag does not show as off');
   check(await page.isVisible('td:has-text("flag.update")'), 'the history does not show the change');
+
+  // Target the new checkout without typing JSON: a rule on the plan and a 10 % rollout,
+  // checked by the server as it is edited, tried on two users, then saved.
+  await page.goto(`${base}/admin/flags/NEW_CHECKOUT`);
+  const ed = page.locator('#targeting-editor');
+  await ed.locator('button:has-text("Add rule")').click();
+  const clause = ed.locator('.clause').first();
+  await clause.locator('input').first().fill('plan');
+  await clause.locator('select').selectOption('in');
+  await clause.locator('input[placeholder^="values"]').fill('pro, enterprise');
+  await ed.locator('select.serve').selectOption('true');
+  const split = ed.locator('.variations').first();
+  await split.locator('button:has-text("Add variation")').click();
+  await split.locator('button:has-text("Add variation")').click();
+  const vs = split.locator('.variation');
+  await vs.nth(0).locator('select').selectOption('true');
+  await vs.nth(0).locator('input.weight').fill('10');
+  await vs.nth(1).locator('select').selectOption('false');
+  await vs.nth(1).locator('input.weight').fill('95');
+  await ed.locator('textarea').fill('alice plan=pro\nbob plan=free');
+  const status = ed.locator('p[role=status]');
+  await page.waitForSelector('#targeting-editor p.error:has-text("would refuse")')
+    .catch(async (e) => { throw new Error(`${e.message}; the editor says: ${await status.innerText()}`); });
+  check(await ed.locator('button:has-text("Save targeting")').isDisabled(), 'a refused edit can be saved');
+  await vs.nth(1).locator('input.weight').fill('90');
+  await page.waitForSelector('#targeting-editor p.on:has-text("would accept")');
+  const alice = await ed.locator('tr.tried').nth(0).innerText();
+  check(alice.includes('alice') && alice.includes('true (rule 0)'), `alice would not get the rule: ${alice}`);
+  check(await ed.locator('ul.changes li').count() === 2, 'the changes are not listed');
+  await ed.locator('input[placeholder=reason]').fill('pro plans, and 10 % of the rest');
+  await page.screenshot({ path: process.env.FF_EDITOR_SCREENSHOT, fullPage: true });
+  await ed.locator('button:has-text("Save targeting")').click();
+  await page.waitForURL(`${base}/admin/flags/NEW_CHECKOUT`);
+  check(await page.isVisible('td:has-text("pro plans, and 10 % of the rest")'), 'the history does not show the save');
 
   await page.goto(`${base}/admin/flags/${lead}`);
   await page.screenshot({ path: screenshot, fullPage: true });

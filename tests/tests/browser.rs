@@ -54,6 +54,7 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect(&db).await.unwrap());
     let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    let source_view = source.clone();
     let (_, token) =
         ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test", None).await.unwrap();
     let admin = ff_admin::Admin::new(store.clone());
@@ -72,6 +73,7 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         .env("FF_BASE", &base)
         .env("FF_TOKEN", &token)
         .env("FF_SCREENSHOT", &screenshot)
+        .env("FF_EDITOR_SCREENSHOT", target.join("ff-admin-targeting-editor.png"))
         .output();
     let out =
         tokio::time::timeout(Duration::from_secs(120), out).await.expect("the browser test hung").unwrap();
@@ -96,4 +98,23 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
             .await
             .unwrap();
     assert!(log.iter().all(|c| c.actor == "browser-operator"), "{log:?}");
+
+    // The rule and the rollout built in the editor: pro plans get the new checkout,
+    // and about a tenth of everyone else.
+    let snapshot = source_view.snapshot();
+    let checkout = ff_core::Flag::<bool>::new("NEW_CHECKOUT", false);
+    let pro = ff_core::EvalContext::user("carol").with_attribute("plan", "enterprise");
+    assert_eq!(snapshot.evaluate(&checkout, &pro).reason, ff_core::Reason::Rule(0));
+    assert!(snapshot.evaluate(&checkout, &pro).value);
+    let on = (0..2_000)
+        .filter(|i| {
+            snapshot
+                .evaluate(
+                    &checkout,
+                    &ff_core::EvalContext::user(format!("user-{i}")).with_attribute("plan", "free"),
+                )
+                .value
+        })
+        .count();
+    assert!((150..=250).contains(&on), "{on} of 2,000 free users got it");
 }

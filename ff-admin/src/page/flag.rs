@@ -39,6 +39,10 @@ pub(crate) async fn flag_page(
         Ok(u) => u,
         Err(e) => return visitor.fail(e),
     };
+    // The editor offers what rules may name; without them it takes any name.
+    let attributes = store.attributes().await.unwrap_or_default();
+    let segment_keys: Vec<String> =
+        store.segments().await.unwrap_or_default().into_iter().map(|s| s.key).collect();
     // Its trouble stays in its section: the switch above must always work.
     let guard = admin.guard_view(&key).await.map_err(|e| e.to_string());
     let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
@@ -47,7 +51,7 @@ pub(crate) async fn flag_page(
         p { (flag.description) }
         section { h2 { "Switch" } (switch_form(&visitor, &flag)) }
         (value_section(&visitor, &flag, sparkline(&days, daily, last)))
-        (targeting_section(&visitor, &flag))
+        (targeting_section(&visitor, &flag, &attributes, &segment_keys))
         (guard_section(&guard))
         (overrides_section(&visitor, &flag, &overrides))
         section {
@@ -142,25 +146,87 @@ fn lifecycle(flag: &FlagRecord, sparkline: Markup) -> Markup {
 }
 
 /// The targeting as JSON in a textarea.
-fn targeting_section(visitor: &Visitor, flag: &FlagRecord) -> Markup {
+/// The structured editor (built by the page's script from `data-state`; every check
+/// is the server's, through the preview route) over the JSON form it saves with,
+/// which stays for experts and for browsers without script.
+fn targeting_section(
+    visitor: &Visitor,
+    flag: &FlagRecord,
+    attributes: &[String],
+    segments: &[String],
+) -> Markup {
+    let state = serde_json::json!({
+        "targeting": flag.targeting,
+        "type": flag.value_type,
+        "value": flag.value.to_json(),
+        "attributes": attributes,
+        "segments": segments,
+        "preview": format!("{}/flags/{}/preview", visitor.base, seg(&flag.key)),
+        "csrf": visitor.csrf(),
+    });
     html! {
-        section {
+        section #targeting {
             h2 { "Targeting" }
             p.muted {
                 "Rules (first match wins), then the split, then the schedule's step in force (under a \
-                 guard, steps wait for the guardian to apply them); weights are basis points (100% = 10000). \
-                 Everyone else gets the value above."
+                 guard, steps wait for the guardian to apply them). Everyone else gets the value above."
             }
-            form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/targeting" } {
-                (visitor.csrf_field())
-                input type="hidden" name="version" value=(flag.version);
-                textarea name="targeting" rows="8" cols="90" spellcheck="false" {
-                    (serde_json::to_string_pretty(&flag.targeting).unwrap_or_default())
+            div #targeting-editor data-state=(state.to_string()) {}
+            details #targeting-json-view {
+                summary { "JSON (weights in basis points: 100% = 10000)" }
+                form #targeting-form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/targeting" } {
+                    (visitor.csrf_field())
+                    input type="hidden" name="version" value=(flag.version);
+                    textarea #targeting-json name="targeting" rows="8" cols="90" spellcheck="false" aria-label="targeting as JSON" {
+                        (serde_json::to_string_pretty(&flag.targeting).unwrap_or_default())
+                    }
+                    br;
+                    input name="reason" placeholder="reason" aria-label="reason"; " " button { "Save targeting" }
                 }
-                br;
-                input name="reason" placeholder="reason"; " " button { "Save targeting" }
             }
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PreviewBody {
+    csrf: String,
+    #[serde(flatten)]
+    request: ff_api::PreviewRequest,
+}
+
+/// The editor's checks: the API's preview, for a page session. The CSRF token comes
+/// in the JSON body; it is checked first, whatever the body (a forged form included).
+pub(crate) async fn preview_targeting(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    use axum::response::IntoResponse;
+    let json = serde_json::from_slice::<PreviewBody>(&body);
+    let csrf = match &json {
+        Ok(b) => b.csrf.clone(),
+        // Not the editor's JSON: whatever token a form carries, for the refusal.
+        Err(_) => String::from_utf8_lossy(&body)
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("csrf="))
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    if let Err(r) = visitor.check(&csrf, Role::Viewer) {
+        return r;
+    }
+    let body = match json {
+        Ok(b) => b,
+        Err(e) => {
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("expected the editor's JSON: {e}"))
+                .into_response();
+        }
+    };
+    match crate::api::preview_edit(&admin, &visitor.caller, key, body.request).await {
+        Ok(preview) => axum::Json(preview).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -11,10 +11,13 @@ use crate::auth::Caller;
 
 /// The page's only script, served as a file so the Content-Security-Policy can forbid
 /// inline script: a form with `data-confirm` asks that question before it is sent.
-const SCRIPT: &str = "document.addEventListener('submit', function (e) {\n\
+const SCRIPT: &str = concat!(
+    "document.addEventListener('submit', function (e) {\n\
   var ask = e.target.getAttribute('data-confirm');\n\
   if (ask !== null && !window.confirm(ask)) { e.preventDefault(); }\n\
-});\n";
+});\n",
+    include_str!("editor.js")
+);
 
 /// `GET {base}/page.css`.
 pub(crate) async fn stylesheet() -> impl IntoResponse {
@@ -42,7 +45,9 @@ form.inline{display:inline}input,select,textarea,button{font:inherit;padding:.25
 button{cursor:pointer;border:1px solid #9aa3b2;background:#fff;border-radius:4px}
 button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding:1rem 1.2rem;margin:1rem 0;border:1px solid #e3e6eb;border-radius:6px}
 form.spaced{margin-top:.6rem}.muted{color:#667085}td.num{text-align:right;font-variant-numeric:tabular-nums}
-section{overflow-x:auto}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
+section{overflow-x:auto}.row{display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:center;margin:.3rem 0}
+.field{display:inline-flex;gap:.3rem;align-items:center}.rule{border-left:3px solid #d0d5dd;padding:.3rem .6rem;margin:.5rem 0}
+ul.changes code{white-space:pre-wrap;word-break:break-all}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
 ";
 
 /// A whole page; `who` (the caller and the session's CSRF token) adds the navigation.

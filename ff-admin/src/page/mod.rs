@@ -15,7 +15,9 @@ mod segments;
 mod session;
 mod users;
 
-pub(crate) use flag::{add_override, flag_page, remove_override, revert, set_targeting, set_value, switch};
+pub(crate) use flag::{
+    add_override, flag_page, preview_targeting, remove_override, revert, set_targeting, set_value, switch,
+};
 pub(crate) use flags::{list, stale_page};
 pub(crate) use layout::{script, stylesheet};
 pub(crate) use login::{login, login_page, logout};

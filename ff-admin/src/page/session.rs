@@ -189,6 +189,11 @@ impl Visitor {
         self.caller.require(needed).map_err(|e| self.fail(e))
     }
 
+    /// The session's CSRF token, for the page's script to send with what it posts.
+    pub(super) fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
     /// The session's CSRF token as a hidden form field.
     pub(super) fn csrf_field(&self) -> Markup {
         csrf_field(&self.csrf)
