@@ -81,6 +81,17 @@ try {
   await ed.locator('button:has-text("Save targeting")').click();
   await page.waitForURL(`${base}/admin/flags/NEW_CHECKOUT`);
   check(await page.isVisible('td:has-text("pro plans, and 10 % of the rest")'), 'the history does not show the save');
+  // On a phone's width the editor wraps instead of running off the screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.reload();
+  const widths = await page.evaluate(() => {
+    const e = document.getElementById('targeting-editor');
+    const wide = [...document.querySelectorAll('body *')].filter((x) => x.getBoundingClientRect().right > 391)
+      .slice(0, 5).map((x) => x.tagName + '.' + x.className + '#' + x.id);
+    return [e.scrollWidth, e.clientWidth, document.documentElement.scrollWidth, wide.join(' ')];
+  });
+  check(widths[0] <= widths[1] + 1 && widths[2] <= 391, `the editor does not fit a phone: ${widths}`);
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   await page.goto(`${base}/admin/flags/${lead}`);
   await page.screenshot({ path: screenshot, fullPage: true });

@@ -45,8 +45,10 @@ form.inline{display:inline}input,select,textarea,button{font:inherit;padding:.25
 button{cursor:pointer;border:1px solid #9aa3b2;background:#fff;border-radius:4px}
 button.danger{border-color:#b42318;color:#b42318}section{background:#fff;padding:1rem 1.2rem;margin:1rem 0;border:1px solid #e3e6eb;border-radius:6px}
 form.spaced{margin-top:.6rem}.muted{color:#667085}td.num{text-align:right;font-variant-numeric:tabular-nums}
-section{overflow-x:auto}.row{display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:center;margin:.3rem 0}
-.field{display:inline-flex;gap:.3rem;align-items:center}.rule{border-left:3px solid #d0d5dd;padding:.3rem .6rem;margin:.5rem 0}
+section{overflow-x:auto}input,select,textarea{max-width:100%;box-sizing:border-box}header{flex-wrap:wrap}
+#targeting-editor textarea{width:100%}.row{display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:center;margin:.3rem 0}
+.field{display:inline-flex;flex-wrap:wrap;max-width:100%;gap:.3rem;align-items:center}
+#targeting-editor table{display:block;overflow-x:auto}.rule{border-left:3px solid #d0d5dd;padding:.3rem .6rem;margin:.5rem 0}
 ul.changes code{white-space:pre-wrap;word-break:break-all}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
 ";
 
