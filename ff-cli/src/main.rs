@@ -128,6 +128,16 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Check a targeting edit without saving it: the store's own validation, what it
+    /// would change, and what each `--user "ID attr=value ..."` gets now and with it.
+    /// FILE holds the targeting as YAML or JSON. Exits 1 when the store would refuse it.
+    Preview {
+        key: String,
+        file: std::path::PathBuf,
+        /// A user to try: `ID attribute=value ...` (repeatable; without an ID: anonymous).
+        #[arg(long = "user")]
+        users: Vec<String>,
+    },
     /// The audit log, newest first.
     History {
         key: Option<String>,
@@ -478,6 +488,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stale { not_evaluated_days, one_value_days } => {
             cmd_stale(&api, json_out, not_evaluated_days, one_value_days).await?
         }
+        Command::Preview { key, file, users } => cmd_preview(&api, json_out, key, file, users).await?,
         Command::Guard { key, set, remove, reason } => {
             cmd_guard(&api, json_out, key, set, remove, reason).await?
         }
@@ -848,6 +859,70 @@ async fn cmd_history(
         })
         .collect();
     table(&["SEQ", "TIME", "ACTOR", "ACTION", "KEY", "USER", "CHANGE", "REASON"], rows);
+    Ok(())
+}
+
+async fn cmd_preview(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    file: std::path::PathBuf,
+    users: Vec<String>,
+) -> anyhow::Result<()> {
+    let raw = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let targeting: Value = serde_yaml_ng::from_str(&raw)
+        .map_err(|e| anyhow::anyhow!("{} is not YAML or JSON: {e}", file.display()))?;
+    let users = users
+        .iter()
+        .map(|u| {
+            let mut words = u.split_whitespace();
+            let id = words.next().filter(|w| !w.contains('=')).map(str::to_owned);
+            let attributes = u
+                .split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                .collect();
+            ff_api::PreviewUser { user_id: id, attributes }
+        })
+        .collect();
+    let req = ff_api::PreviewRequest { targeting, users };
+    let (body, _) = api.call(Method::POST, &["flags", &key, "preview"], &[], Some(&req), None).await?;
+    let preview: ff_api::Preview = serde_json::from_value(body.clone())?;
+    if json_out {
+        print(&body)?;
+    } else {
+        match &preview.problem {
+            Some(p) => say!("{key}: the store would refuse this: {p}"),
+            None if preview.changes.is_empty() => say!("{key}: no change (version {})", preview.version),
+            None => say!("{key}: the store would accept this (version {})", preview.version),
+        }
+        for c in &preview.changes {
+            say!("  {c}");
+        }
+        if !preview.users.is_empty() {
+            let served = |s: Option<&ff_api::Served>| {
+                s.map_or("-".to_owned(), |s| {
+                    format!("{} ({})", text(&s.value), ff_api::open_feature_variant(s.reason))
+                })
+            };
+            let rows = preview
+                .users
+                .iter()
+                .map(|u| {
+                    let mut who = u.user.user_id.clone().unwrap_or_else(|| "anonymous".into());
+                    for (k, v) in &u.user.attributes {
+                        who.push_str(&format!(" {k}={}", text(v)));
+                    }
+                    vec![who, served(Some(&u.now)), served(u.edited.as_ref())]
+                })
+                .collect();
+            say!("");
+            table(&["USER", "NOW", "WITH THE EDIT"], rows);
+        }
+    }
+    if preview.problem.is_some() {
+        bail!("the edit would be refused");
+    }
     Ok(())
 }
 

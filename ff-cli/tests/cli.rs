@@ -626,3 +626,45 @@ fn flags_guard_changed(doc: &mut Value) {
     let i = flags.iter().position(|f| f["key"] == "NEW_CHECKOUT").unwrap();
     flags[i]["targeting"]["guard"]["max_error_increase"] = json!(0.5);
 }
+
+/// `ff preview`: a targeting file checked by the store's own validation, what it would
+/// change and what given users would get; exit 1 when it would be refused; nothing saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_a_targeting_edit_from_the_terminal() {
+    let example = start_example().await;
+    let (base, token) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    let run = |args: &[&str]| run_as(&url, &token, args);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targeting.yaml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    write(
+        "rules:\n  - clauses: [{attribute: plan, op: in, values: [pro, enterprise]}]\n    value: true\n\
+         split: {variations: [{value: true, weight: 1000}, {value: false, weight: 9000}]}\n",
+    );
+    let f = file.to_str().unwrap();
+    let ok = run(&["preview", "NEW_CHECKOUT", f, "--user", "alice plan=pro", "--user", "plan=free"])
+        .await
+        .unwrap();
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(ok.stdout.starts_with("NEW_CHECKOUT: the store would accept this (version"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("  + rules: ") && ok.stdout.contains("  + split: "), "{}", ok.stdout);
+    assert_eq!(
+        row(&ok.stdout, "alice")[1..],
+        ["plan=pro", "false", "(value)", "true", "(rule:0)"],
+        "{}",
+        ok.stdout
+    );
+    assert_eq!(row(&ok.stdout, "anonymous")[1..], ["plan=free", "false", "(value)", "false", "(value)"]);
+    write("split: {variations: [{value: true, weight: 1000}, {value: false, weight: 9500}]}\n");
+    let refused = run(&["preview", "NEW_CHECKOUT", f]).await.unwrap();
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stdout.contains("the store would refuse this: ") && refused.stdout.contains("weights"),
+        "{}",
+        refused.stdout
+    );
+    assert!(refused.stderr.contains("the edit would be refused"), "{}", refused.stderr);
+    let history = run(&["history", "NEW_CHECKOUT"]).await.unwrap();
+    assert_eq!(history.stdout.lines().count(), 2, "only its creation: {}", history.stdout);
+}
