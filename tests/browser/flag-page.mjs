@@ -81,6 +81,14 @@ try {
   await ed.locator('button:has-text("Save targeting")').click();
   await page.waitForURL(`${base}/admin/flags/NEW_CHECKOUT`);
   check(await page.isVisible('td:has-text("pro plans, and 10 % of the rest")'), 'the history does not show the save');
+  // Reopened, the editor reads the saved targeting back exactly: nothing to save.
+  await page.waitForSelector('#targeting-editor p.on:has-text("No change.")');
+  // A targeting with parts the editor shows but does not build reads back unchanged.
+  await page.goto(`${base}/admin/flags/EXTERNAL_CALENDAR_INTEGRATION`);
+  await page.waitForSelector('#targeting-editor p[role=status]:not(:empty)');
+  const said = await page.locator('#targeting-editor p[role=status]').innerText();
+  check(said === 'No change.', `the editor changed a targeting it only read: ${said}; ${await page.locator('ul.changes').innerText()}`);
+  await page.goto(`${base}/admin/flags/NEW_CHECKOUT`);
   // On a phone's width the editor wraps instead of running off the screen.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.reload();

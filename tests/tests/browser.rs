@@ -63,6 +63,26 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
     assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
 
+    // A targeting using what the editor shows but does not build (a rule's split,
+    // numbers in a list, a step's switch, bucketing, a salt): read back unchanged.
+    let rich = json!({
+        "rules": [
+            {"clauses": [{"attribute": "age", "op": "in", "values": [30, 40]}, {"attribute": "plan", "op": "eq", "values": ["pro"], "negate": true}],
+             "split": {"variations": [{"value": true, "weight": 2500}, {"value": false, "weight": 7500}]}, "description": "thirties"},
+            {"clauses": [{"attribute": "score", "op": "gte", "values": [7.5]}], "value": true}
+        ],
+        "bucket_by": "org_id",
+        "salt": "calendar-2026",
+        "schedule": [{"at": "2030-01-01T00:00:00Z", "enabled": false}]
+    });
+    let patch =
+        ff_store::FlagPatch { targeting: Some(serde_json::from_value(rich).unwrap()), ..Default::default() };
+    let m = ff_store::Mutation::UpdateFlag {
+        key: "EXTERNAL_CALENDAR_INTEGRATION".into(),
+        patch,
+        expected_version: None,
+    };
+    ff_store::FlagWriter::write(&*store, ff_store::Write::new("tests", m)).await.unwrap();
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     std::fs::create_dir_all(&target).unwrap();
     let screenshot = target.join("ff-admin-flag-page.png");

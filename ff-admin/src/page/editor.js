@@ -97,10 +97,16 @@
     var row = el('div', { 'class': 'row clause' }, [labelled('attribute', attr), labelled('op', op),
       labelled('values', values), labelled('not', negate)]);
     row.appendChild(button('Remove', function () { row.remove(); changed(); }, 'remove this condition'));
+    // Values other than text (numbers, true) read back as such when the clause had them.
+    var typed = (c.values || []).some(function (v) { return typeof v !== 'string'; });
     row.read = function () {
       var numeric = NUMERIC.indexOf(op.value) >= 0;
       var vs = values.value.split(',').map(function (s) { return s.trim(); }).filter(function (s) { return s !== ''; })
-        .map(function (s) { return numeric && s !== '' && !isNaN(Number(s)) ? Number(s) : s; });
+        .map(function (s) {
+          if (numeric && !isNaN(Number(s))) { return Number(s); }
+          if (typed) { try { return JSON.parse(s); } catch (e) { return s; } }
+          return s;
+        });
       var out = { attribute: attr.value.trim(), op: op.value, values: vs };
       if (negate.checked) { out.negate = true; }
       return out;
@@ -111,17 +117,19 @@
     var box = el('div', { 'class': 'rule' });
     var clauses = el('div');
     (r.clauses && r.clauses.length ? r.clauses : [{}]).forEach(function (c) { clauses.appendChild(clauseRow(c)); });
-    var serve = valueInput(r.value);
+    // A rule serves a value, or splits its users (kept as a split).
+    var serve = r.split ? variationsEditor(r.split) : valueInput(r.value);
     serve.classList.add('serve');
     box.appendChild(el('strong', { text: 'If all of:' }));
     box.appendChild(clauses);
     box.appendChild(button('Add condition', function () { clauses.appendChild(clauseRow({})); changed(); }));
-    box.appendChild(el('div', { 'class': 'row' }, [labelled('then serve', serve),
+    box.appendChild(el('div', { 'class': 'row' }, [r.split ? el('span', { text: 'then split:' }) : labelled('then serve', serve),
       button('Remove rule', function () { box.remove(); changed(); })]));
+    if (r.split) { box.appendChild(serve); }
     box.read = function () {
       var out = { clauses: [] };
       clauses.querySelectorAll('.clause').forEach(function (c) { out.clauses.push(c.read()); });
-      out.value = readValue(serve);
+      if (r.split) { out.split = serve.read(); } else { out.value = readValue(serve); }
       if (r.description) { out.description = r.description; }
       return out;
     };
