@@ -853,7 +853,12 @@ async fn cmd_history(
                 c.action.as_str().to_owned(),
                 c.key.clone(),
                 c.subject.clone().unwrap_or_else(|| "-".into()),
-                format!("{} -> {}", summary(c.before_state()), summary(c.after_state())),
+                {
+                    let fields = c.other_fields();
+                    let fields =
+                        if fields.is_empty() { String::new() } else { format!(" ({})", fields.join(", ")) };
+                    format!("{} -> {}{fields}", summary(c.before_state()), summary(c.after_state()))
+                },
                 c.reason.clone().unwrap_or_else(|| "-".into()),
             ]
         })

@@ -492,6 +492,27 @@ impl Change {
         self.state(self.after.as_ref())
     }
 
+    /// The fields a change of a flag changed besides its value and switch (`targeting`,
+    /// `description`, ...), by name; empty for other changes. What a history shows
+    /// beside `value -> value`.
+    pub fn other_fields(&self) -> Vec<String> {
+        let (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) =
+            (&self.before, &self.after)
+        else {
+            return Vec::new();
+        };
+        let skip = ["value", "enabled", "version", "created_at", "updated_at"];
+        let mut names: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| !skip.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     fn state(&self, json: Option<&serde_json::Value>) -> Result<Option<ChangeState>, serde_json::Error> {
         let Some(json) = json else { return Ok(None) };
         Ok(Some(match self.action {

@@ -369,7 +369,11 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
                 td { (c.actor) }
                 td { (c.action.as_str()) }
                 td { (c.subject.as_deref().unwrap_or("")) }
-                td { code { (summary(&c.before)) } " → " code { (summary(&c.after)) } }
+                td {
+                    code { (summary(&c.before)) } " → " code { (summary(&c.after)) }
+                    @let fields = c.other_fields();
+                    @if !fields.is_empty() { " " span.muted { "(" (fields.join(", ")) ")" } }
+                }
                 td { (c.reason.as_deref().unwrap_or("")) }
                 td {
                     @if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
