@@ -618,7 +618,11 @@ async fn guard_a_rollout_from_the_terminal() {
     assert_eq!(none.stdout.trim(), "NEW_CHECKOUT: no guard");
     let history = run(&["history", "NEW_CHECKOUT", "--limit", "2"]).await.unwrap();
     assert!(history.stdout.contains("watch it"), "{}", history.stdout);
-    assert!(history.stdout.contains("false -> false (targeting)"), "what changed is named: {}", history.stdout);
+    assert!(
+        history.stdout.contains("false -> false (targeting)"),
+        "what changed is named: {}",
+        history.stdout
+    );
 }
 
 /// `NEW_CHECKOUT`'s guard in an export, made stricter.

@@ -630,8 +630,10 @@ pub trait UsageStore: Send + Sync {
     /// Every instance's counts of the rollout of `flag` that started at `epoch`.
     async fn guard_counts(&self, flag: &str, epoch: i64) -> Result<Vec<GuardCount>, StoreError>;
 
-    /// Takes or renews lease `name` for `holder` until `at + ttl`, unless another
-    /// holder's has not expired by `at`; whether `holder` holds it now.
+    /// Takes or renews lease `name` for `holder` for `ttl`, unless another holder's
+    /// has not expired; whether `holder` holds it now. Timed by the store's own clock
+    /// where it has one (SQL, Redis), so instances' clocks need not agree; `at` is the
+    /// caller's time, for a store without one (memory).
     async fn lease(
         &self,
         name: &str,

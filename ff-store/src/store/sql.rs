@@ -1018,21 +1018,22 @@ impl UsageStore for SqlStore {
         name: &str,
         holder: &str,
         ttl: std::time::Duration,
-        at: time::OffsetDateTime,
+        _at: time::OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let pool = self.ready().await?;
+        // The database's clock, one for every instance (theirs may disagree), in ms.
+        let now = match self.inner.dialect {
+            Dialect::Postgres => "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        };
         // Taken when free or expired, renewed by its holder; otherwise the row stays.
-        let done = sqlx::query(
-            "INSERT INTO ff_leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+        let sql = format!(
+            "INSERT INTO ff_leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE ff_leases.holder = excluded.holder OR ff_leases.expires_at < $4",
-        )
-        .bind(name)
-        .bind(holder)
-        .bind(to_millis(at + ttl))
-        .bind(to_millis(at))
-        .execute(pool)
-        .await?;
+             WHERE ff_leases.holder = excluded.holder OR ff_leases.expires_at < {now}"
+        );
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        let done = sqlx::query(&sql).bind(name).bind(holder).bind(ttl).execute(pool).await?;
         Ok(done.rows_affected() == 1)
     }
 
