@@ -322,24 +322,37 @@ pub(crate) async fn preview_edit(
         .await?
         .filter(|f| !f.archived)
         .ok_or_else(|| AdminError::NotFound(format!("flag {key:?} does not exist")))?;
-    // The store's own validation, as a save would run it, without the save.
+    // The store's own validation, as a save would run it (on the version the editor
+    // loaded, and within the snapshot's regex budget), without the save.
+    let expected = req.version.unwrap_or(current.version);
     let edited = match serde_json::from_value::<ff_core::Targeting>(req.targeting) {
         Err(e) => Err(format!("targeting: {e}")),
         Ok(targeting) => {
             let patch = FlagPatch { targeting: Some(targeting), ..FlagPatch::default() };
-            let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(current.version) };
-            match store.check(write(caller, m, None)).await {
-                Ok(Some(change)) => change
-                    .after
-                    .and_then(|a| serde_json::from_value::<FlagRecord>(a).ok())
-                    .ok_or_else(|| "the edit could not be read back".to_owned()),
-                Ok(None) => Ok(current.clone()),
+            let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(expected) };
+            let budget = admin.check_regex_budget(std::slice::from_ref(&m)).await;
+            match budget.map(|()| m) {
                 Err(e) => Err(e.to_string()),
+                Ok(m) => match store.check(write(caller, m, None)).await {
+                    Ok(Some(change)) => change
+                        .after
+                        .and_then(|a| serde_json::from_value::<FlagRecord>(a).ok())
+                        .ok_or_else(|| "the edit could not be read back".to_owned()),
+                    Ok(None) => Ok(current.clone()),
+                    Err(e) => Err(e.to_string()),
+                },
             }
         }
     };
-    // Snapshots of this flag alone (with its overrides and every segment): cheap at any scale.
-    let (overrides, segments) = (store.overrides(&key).await?, store.segments().await?);
+    let read_only =
+        store.read_only().then(|| "the flags come from a read-only store: edit its file".to_owned());
+    // Snapshots of this flag alone (with its overrides and every segment): cheap at any
+    // scale, and only when there is someone to try.
+    let (overrides, segments) = if req.users.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (store.overrides(&key).await?, store.segments().await?)
+    };
     let snapshot = |record: &FlagRecord| {
         ff_core::Snapshot::from_state(&ff_core::StoreState {
             seq: record.version,
@@ -348,7 +361,8 @@ pub(crate) async fn preview_edit(
             segments: segments.clone(),
         })
     };
-    let (now, then) = (snapshot(&current), edited.as_ref().ok().map(snapshot));
+    let tried = !req.users.is_empty();
+    let (now, then) = (snapshot(&current), edited.as_ref().ok().filter(|_| tried).map(snapshot));
     let served = |s: &ff_core::Snapshot, ctx: &EvalContext| {
         s.evaluate_all(ctx).next().map(|(_, value, reason)| ff_api::Served { value: value.to_json(), reason })
     };
@@ -366,7 +380,8 @@ pub(crate) async fn preview_edit(
         Ok(record) => targeting_changes(&current.targeting, &record.targeting),
         Err(_) => Vec::new(),
     };
-    Ok(ff_api::Preview { flag: key, version: current.version, problem: edited.err(), changes, users })
+    let problem = edited.err().or(read_only);
+    Ok(ff_api::Preview { flag: key, version: current.version, problem, changes, users })
 }
 
 /// What an edit changes in a targeting, a line per part (rules and steps by position).
@@ -382,22 +397,32 @@ fn targeting_changes(before: &ff_core::Targeting, after: &ff_core::Targeting) ->
         }
     };
     let (old, new) = (parts(before), parts(after));
+    // A part with a long id list is shown by its start.
+    let short = |v: &Value| {
+        let text = v.to_string();
+        match text.char_indices().nth(300) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text,
+        }
+    };
     let mut lines = Vec::new();
     for name in ["rules", "split", "bucket_by", "salt", "schedule", "guard"] {
         match (old.get(name), new.get(name)) {
             (Some(Value::Array(a)), Some(Value::Array(b))) => {
                 for i in 0..a.len().max(b.len()) {
                     match (a.get(i), b.get(i)) {
-                        (Some(x), Some(y)) if x != y => lines.push(format!("~ {name}[{i}]: {x} -> {y}")),
-                        (Some(x), None) => lines.push(format!("- {name}[{i}]: {x}")),
-                        (None, Some(y)) => lines.push(format!("+ {name}[{i}]: {y}")),
+                        (Some(x), Some(y)) if x != y => {
+                            lines.push(format!("~ {name}[{i}]: {} -> {}", short(x), short(y)))
+                        }
+                        (Some(x), None) => lines.push(format!("- {name}[{i}]: {}", short(x))),
+                        (None, Some(y)) => lines.push(format!("+ {name}[{i}]: {}", short(y))),
                         _ => {}
                     }
                 }
             }
-            (Some(x), Some(y)) if x != y => lines.push(format!("~ {name}: {x} -> {y}")),
-            (Some(x), None) => lines.push(format!("- {name}: {x}")),
-            (None, Some(y)) => lines.push(format!("+ {name}: {y}")),
+            (Some(x), Some(y)) if x != y => lines.push(format!("~ {name}: {} -> {}", short(x), short(y))),
+            (Some(x), None) => lines.push(format!("- {name}: {}", short(x))),
+            (None, Some(y)) => lines.push(format!("+ {name}: {}", short(y))),
             _ => {}
         }
     }

@@ -1324,6 +1324,18 @@ async fn a_targeting_edit_is_previewed_without_writing() {
         assert!(why.contains(problem), "{targeting}: {why}");
         assert!(p.changes.is_empty() && p.users[0].edited.is_none() && p.users[0].now.value == json!(24));
     }
+    // Numbers in a rule meet numbers from the app; an edit on an old version is refused as a save would be.
+    let adults =
+        json!({"rules": [{"clauses": [{"attribute": "age", "op": "gte", "values": [18]}], "value": 1}]});
+    let users =
+        json!([{"user_id": "a", "attributes": {"age": 30}}, {"user_id": "b", "attributes": {"age": 12}}]);
+    let p: ff_api::Preview =
+        api.call("POST", path, v, Some(json!({"targeting": adults, "users": users}))).await.typed();
+    let got: Vec<Value> = p.users.iter().map(|u| u.edited.clone().unwrap().value).collect();
+    assert_eq!(got, [json!(1), json!(24)]);
+    let stale = json!({"targeting": adults, "version": 0});
+    let p: ff_api::Preview = api.call("POST", path, v, Some(stale)).await.typed();
+    assert!(p.problem.as_deref().unwrap_or_default().contains("version"), "{:?}", p.problem);
     assert_eq!(api.log_len().await, before, "nothing written");
     let too_many = json!({"targeting": {}, "users": vec![json!({}); 101]});
     assert_eq!(api.call("POST", path, v, Some(too_many)).await.status, 400);

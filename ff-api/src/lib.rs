@@ -326,6 +326,10 @@ pub struct GuardView {
 pub struct PreviewRequest {
     /// The targeting as it would be saved (JSON; what does not parse is a `problem`).
     pub targeting: Value,
+    /// The flag's version the edit is based on (default: the current one); a flag
+    /// changed since is a `problem`, as the save would be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// Who to try it on (at most 100).
     #[serde(default)]
     pub users: Vec<PreviewUser>,

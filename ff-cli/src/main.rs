@@ -885,12 +885,17 @@ async fn cmd_preview(
             let attributes = u
                 .split_whitespace()
                 .filter_map(|w| w.split_once('='))
-                .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                // `30` and `true` as a number and a boolean (as an app sends them); `"30"` as text.
+                .map(|(k, v)| {
+                    let typed = v.parse::<f64>().is_ok() || v == "true" || v == "false" || v.starts_with('"');
+                    let value = typed.then(|| serde_json::from_str(v).ok()).flatten();
+                    (k.to_owned(), value.unwrap_or_else(|| Value::String(v.to_owned())))
+                })
                 .collect();
             ff_api::PreviewUser { user_id: id, attributes }
         })
         .collect();
-    let req = ff_api::PreviewRequest { targeting, users };
+    let req = ff_api::PreviewRequest { targeting, version: None, users };
     let (body, _) = api.call(Method::POST, &["flags", &key, "preview"], &[], Some(&req), None).await?;
     let preview: ff_api::Preview = serde_json::from_value(body.clone())?;
     if json_out {

@@ -496,8 +496,12 @@ impl Change {
     /// `description`, ...), by name; empty for other changes. What a history shows
     /// beside `value -> value`.
     pub fn other_fields(&self) -> Vec<String> {
-        let (Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) =
-            (&self.before, &self.after)
+        let flag = matches!(
+            self.action,
+            Action::FlagCreate | Action::FlagUpdate | Action::FlagArchive | Action::FlagRestore
+        );
+        let (true, Some(serde_json::Value::Object(a)), Some(serde_json::Value::Object(b))) =
+            (flag, &self.before, &self.after)
         else {
             return Vec::new();
         };

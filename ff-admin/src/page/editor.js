@@ -26,8 +26,8 @@
     input.id = id;
     return el('span', { 'class': 'field' }, [el('label', { 'for': id, text: text }), input]);
   }
-  function button(text, onclick, title) {
-    return el('button', { type: 'button', text: text, title: title || text, onclick: onclick });
+  function button(text, onclick, name) {
+    return el('button', { type: 'button', text: text, 'aria-label': name || text, onclick: onclick });
   }
   function select(options, value) {
     var s = el('select');
@@ -38,21 +38,30 @@
     });
     return s;
   }
-  // A value of the flag's type, as an input; read back with `readValue`.
+  // A value of the flag's type, as an input; read back with `readValue`. An input left
+  // as it was gives back what was loaded, exactly (1.0 stays 1.0): opening and saving
+  // changes nothing.
   function valueInput(v) {
-    if (data.type === 'bool') { return select(['true', 'false'], String(v === undefined ? true : v)); }
-    var text = v === undefined ? '' : (typeof v === 'string' ? v : JSON.stringify(v));
-    var input = el('input', { value: text, size: 14 });
-    if (data.type === 'int' || data.type === 'float') { input.type = 'number'; input.step = 'any'; }
+    var input;
+    if (data.type === 'bool') {
+      input = select(['true', 'false'], String(v === undefined ? true : v));
+    } else {
+      var text = v === undefined ? '' : (typeof v === 'string' && data.type !== 'json' ? v : JSON.stringify(v));
+      input = el('input', { value: text, size: 14 });
+      if (data.type === 'int' || data.type === 'float') { input.type = 'number'; input.step = 'any'; }
+    }
+    var initial = input.value;
+    input.read = function () {
+      var s = input.value;
+      if (v !== undefined && s === initial) { return v; }
+      if (data.type === 'bool') { return s === 'true'; }
+      if (data.type === 'int' || data.type === 'float') { return s === '' ? s : Number(s); }
+      if (data.type === 'json') { try { return JSON.parse(s); } catch (e) { return s; } }
+      return s;
+    };
     return input;
   }
-  function readValue(input) {
-    var s = input.value;
-    if (data.type === 'bool') { return s === 'true'; }
-    if (data.type === 'int' || data.type === 'float') { return s === '' ? s : Number(s); }
-    if (data.type === 'json') { try { return JSON.parse(s); } catch (e) { return s; } }
-    return s;
-  }
+  function readValue(input) { return input.read(); }
   // Splits are edited in percent; stored in basis points.
   function variationsEditor(split) {
     var box = el('div', { 'class': 'variations' });
@@ -67,7 +76,12 @@
       var value = valueInput(v ? v.value : undefined);
       var weight = el('input', { type: 'number', min: '0', max: '100', step: '0.01', size: 6, 'class': 'weight',
         value: v ? String(v.weight / 100) : '0' });
+      var initial = weight.value;
       var row = el('div', { 'class': 'row variation' }, [labelled('serve', value), labelled('to %', weight)]);
+      row.read = function () {
+        var w = v && weight.value === initial ? v.weight : Math.round((Number(weight.value) || 0) * 100);
+        return { value: readValue(value), weight: w };
+      };
       row.appendChild(button('Remove', function () { row.remove(); total(); changed(); }, 'remove this variation'));
       rows.appendChild(row);
       total();
@@ -78,10 +92,7 @@
     box.addEventListener('input', total);
     box.read = function () {
       var vs = [];
-      rows.querySelectorAll('.variation').forEach(function (r) {
-        var inputs = r.querySelectorAll('input, select');
-        vs.push({ value: readValue(inputs[0]), weight: Math.round((Number(inputs[1].value) || 0) * 100) });
-      });
+      rows.querySelectorAll('.variation').forEach(function (r) { vs.push(r.read()); });
       return vs.length ? { variations: vs } : null;
     };
     return box;
@@ -89,24 +100,31 @@
   function clauseRow(c) {
     var attr = el('input', { value: c.attribute || 'user_id', list: 'ed-attributes', size: 12 });
     var op = select(OPS, c.op || 'in');
-    var values = el('input', { value: (c.values || []).join(', '), size: 28,
-      placeholder: 'values, comma separated' });
+    // Plain words as a comma-separated list; anything else (commas, numbers, spaces at
+    // the ends, empty text) as a JSON list, so it reads back as it was.
+    var plain = (c.values || []).every(function (v) {
+      return typeof v === 'string' && v !== '' && v.indexOf(',') < 0 && v.trim() === v;
+    });
+    var values = el('input', { value: plain ? (c.values || []).join(', ') : JSON.stringify(c.values), size: 28,
+      placeholder: plain ? 'values, comma separated' : 'values as a JSON list' });
+    var initial = values.value;
     if (data.segments && data.segments.length) { values.setAttribute('list', 'ed-segments'); }
     var negate = el('input', { type: 'checkbox' });
     negate.checked = !!c.negate;
     var row = el('div', { 'class': 'row clause' }, [labelled('attribute', attr), labelled('op', op),
       labelled('values', values), labelled('not', negate)]);
     row.appendChild(button('Remove', function () { row.remove(); changed(); }, 'remove this condition'));
-    // Values other than text (numbers, true) read back as such when the clause had them.
-    var typed = (c.values || []).some(function (v) { return typeof v !== 'string'; });
     row.read = function () {
       var numeric = NUMERIC.indexOf(op.value) >= 0;
-      var vs = values.value.split(',').map(function (s) { return s.trim(); }).filter(function (s) { return s !== ''; })
-        .map(function (s) {
-          if (numeric && !isNaN(Number(s))) { return Number(s); }
-          if (typed) { try { return JSON.parse(s); } catch (e) { return s; } }
-          return s;
-        });
+      var vs;
+      if (c.values && values.value === initial) {
+        vs = c.values;
+      } else if (!plain || values.value.trim().charAt(0) === '[') {
+        try { vs = JSON.parse(values.value); } catch (e) { vs = [values.value]; }
+      } else {
+        vs = values.value.split(',').map(function (s) { return s.trim(); }).filter(function (s) { return s !== ''; })
+          .map(function (s) { return numeric && !isNaN(Number(s)) ? Number(s) : s; });
+      }
       var out = { attribute: attr.value.trim(), op: op.value, values: vs };
       if (negate.checked) { out.negate = true; }
       return out;
@@ -140,15 +158,18 @@
     var d = new Date(iso);
     if (isNaN(d)) { return ''; }
     var p = function (n) { return (n < 10 ? '0' : '') + n; };
-    return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes());
+    return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' +
+      p(d.getMinutes()) + ':' + p(d.getSeconds());
   }
   function stepBox(s) {
-    var at = el('input', { type: 'datetime-local', value: s.at ? localTime(s.at) : '' });
+    var at = el('input', { type: 'datetime-local', step: '1', value: s.at ? localTime(s.at) : '' });
+    var initialAt = at.value;
     var split = variationsEditor(s.split);
     var box = el('div', { 'class': 'rule step' }, [labelled('from (your time)', at), split]);
     box.appendChild(button('Remove step', function () { box.remove(); changed(); }));
     box.read = function () {
-      var out = { at: at.value ? new Date(at.value).toISOString().replace('.000Z', 'Z') : '' };
+      var when = s.at && at.value === initialAt ? s.at : (at.value ? new Date(at.value).toISOString().replace('.000Z', 'Z') : '');
+      var out = { at: when };
       var sp = split.read();
       if (sp) { out.split = sp; }
       if (s.value !== undefined) { out.value = s.value; }
@@ -184,8 +205,8 @@
     if (rs.length) { out.rules = rs; }
     var sp = split.read();
     if (sp) { out.split = sp; }
-    if (t.bucket_by) { out.bucket_by = t.bucket_by; }
-    if (t.salt) { out.salt = t.salt; }
+    if (t.bucket_by !== undefined) { out.bucket_by = t.bucket_by; }
+    if (t.salt !== undefined) { out.salt = t.salt; }
     var ss = [];
     steps.querySelectorAll('.step').forEach(function (s) { ss.push(s.read()); });
     if (ss.length) { out.schedule = ss; }
@@ -196,13 +217,18 @@
     }
     return out;
   }
+  // `30` and `true` as a number and a boolean (as an app would send them); `"30"` as text.
+  function attribute(s) {
+    if (/^(-?\d+(\.\d+)?|true|false)$/.test(s) || /^".*"$/.test(s)) { try { return JSON.parse(s); } catch (e) { return s; } }
+    return s;
+  }
   function tryUsers() {
     return users.value.split('\n').map(function (l) { return l.trim(); }).filter(Boolean).map(function (l) {
       var parts = l.split(/\s+/);
       var u = { attributes: {} };
       parts.forEach(function (p, i) {
         var eq = p.indexOf('=');
-        if (eq > 0) { u.attributes[p.slice(0, eq)] = p.slice(eq + 1); } else if (i === 0) { u.user_id = p; }
+        if (eq > 0) { u.attributes[p.slice(0, eq)] = attribute(p.slice(eq + 1)); } else if (i === 0) { u.user_id = p; }
       });
       return u;
     });
@@ -230,18 +256,30 @@
     });
     save.disabled = !!p.problem || !p.changes.length;
   }
+  // Save waits for the server's verdict on the edit as it is now: a newer edit makes an
+  // older answer moot.
   var timer = null;
-  function changed() {
+  var asked = 0;
+  function changed(e) {
+    if (e && e.target === reason) { return; }
+    save.disabled = true;
     clearTimeout(timer);
     timer = setTimeout(function () {
+      var n = (asked += 1);
       fetch(data.preview, { method: 'POST', credentials: 'same-origin', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ csrf: data.csrf, targeting: collect(), users: tryUsers() }) })
+        body: JSON.stringify({ csrf: data.csrf, version: data.version, targeting: collect(), users: tryUsers() }) })
         .then(function (r) {
+          if (r.redirected) { throw new Error('the session has ended: log in again'); }
           if (!r.ok) { throw new Error('the check failed (' + r.status + '): reload the page'); }
           return r.json();
         })
-        .then(show)
-        .catch(function (e) { verdict.className = 'error'; verdict.textContent = e.message; });
+        .then(function (p) { if (n === asked) { show(p); } })
+        .catch(function (err) {
+          if (n !== asked) { return; }
+          save.disabled = true;
+          verdict.className = 'error';
+          verdict.textContent = err.message;
+        });
     }, 250);
   }
   var save = button('Save targeting', function () {

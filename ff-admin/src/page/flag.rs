@@ -161,9 +161,12 @@ fn targeting_section(
         "value": flag.value.to_json(),
         "attributes": attributes,
         "segments": segments,
+        "version": flag.version,
         "preview": format!("{}/flags/{}/preview", visitor.base, seg(&flag.key)),
         "csrf": visitor.csrf(),
     });
+    // Editing is for editors, and for a live flag.
+    let editable = !flag.archived && visitor.caller.require(Role::Editor).is_ok();
     html! {
         section #targeting {
             h2 { "Targeting" }
@@ -171,8 +174,8 @@ fn targeting_section(
                 "Rules (first match wins), then the split, then the schedule's step in force (under a \
                  guard, steps wait for the guardian to apply them). Everyone else gets the value above."
             }
-            div #targeting-editor data-state=(state.to_string()) {}
-            details #targeting-json-view {
+            @if editable { div #targeting-editor data-state=(state.to_string()) {} }
+            details #targeting-json-view open[!editable] {
                 summary { "JSON (weights in basis points: 100% = 10000)" }
                 form #targeting-form method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/targeting" } {
                     (visitor.csrf_field())

@@ -545,11 +545,6 @@ pub trait FlagWriter: FlagReader {
     /// `Ok(None)` means there was nothing to do and nothing was written.
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError>;
 
-    /// Validates `write` exactly as [`write`](Self::write) would, against the data as
-    /// it is now, and returns the change row it would write (`None`: nothing to do),
-    /// writing nothing: a preview of an edit before it is saved.
-    async fn check(&self, write: Write) -> Result<Option<Change>, StoreError>;
-
     /// Validates and applies every mutation of `batch` in one transaction: all of them
     /// or, on the first refusal ([`StoreError::InBatch`], naming which), none. Returns the
     /// change rows written (no-op mutations write none), which share a `batch_end`.
@@ -711,9 +706,13 @@ impl dyn Store {
         self.writer().ok_or_else(|| self.refusal())?.write(write).await
     }
 
-    /// [`FlagWriter::check`], or the refusal.
+    /// Validates `write` exactly as [`FlagWriter::write`] would (the same planning and
+    /// checks), against the data as it is now, and returns the change row it would
+    /// write (`None`: nothing to do), writing nothing: a preview of an edit before it is
+    /// saved. It reads without a transaction, so it never holds a writer up; on a
+    /// read-only store it checks the edit all the same (a save would be refused).
     pub async fn check(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        self.writer().ok_or_else(|| self.refusal())?.check(write).await
+        write::check(self, &write).await
     }
 
     /// [`FlagWriter::write_batch`], or the refusal.

@@ -523,10 +523,6 @@ impl FlagWriter for RedisStore {
         write::write(self, &write).await
     }
 
-    async fn check(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        write::check(self, &write).await
-    }
-
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
         write::write_batch(self, &batch).await
     }

@@ -13,8 +13,8 @@ use ff_core::{Action, Change, FlagRecord, SegmentDef, SegmentRecord};
 use time::OffsetDateTime;
 
 use super::{
-    Batch, Mutation, Plan, TokenRecord, Write, check_attributes, check_segment, now, plan, plan_segment,
-    validate_token_name,
+    Batch, FlagReader, Mutation, Plan, TokenRecord, Write, check_attributes, check_segment, now, plan,
+    plan_segment, validate_token_name,
 };
 use crate::error::StoreError;
 
@@ -128,16 +128,6 @@ pub(crate) async fn run<B: Backend>(
     op: WriteOp<'_>,
     who: (&str, Option<&str>),
 ) -> Result<(Vec<Change>, Staged), StoreError> {
-    run_or_check(backend, op, who, true).await
-}
-
-/// [`run`]; with `commit` false, everything but the commit: what it would write.
-async fn run_or_check<B: Backend>(
-    backend: &B,
-    op: WriteOp<'_>,
-    who: (&str, Option<&str>),
-    commit: bool,
-) -> Result<(Vec<Change>, Staged), StoreError> {
     // Every write comes here, from every route: one cap for the reason.
     if who.1.is_some_and(|r| r.len() > ff_core::MAX_TEXT_BYTES) {
         return Err(StoreError::TooLong { field: "reason", max: ff_core::MAX_TEXT_BYTES });
@@ -165,10 +155,6 @@ async fn run_or_check<B: Backend>(
             .zip(last + 1..)
             .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
             .collect();
-        if !commit {
-            tx.abort().await?;
-            return Ok((changes, staged));
-        }
         if tx.commit(&staged, &changes).await? {
             return Ok((changes, staged));
         }
@@ -319,10 +305,65 @@ pub(crate) async fn write<B: Backend>(backend: &B, write: &Write) -> Result<Opti
 }
 
 /// One mutation checked as [`write`] would make it, against the data as it is now:
-/// the change row it would write (`None`: nothing to do), writing nothing.
-pub(crate) async fn check<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
+/// the change row it would write (`None`: nothing to do), writing nothing. Planned on
+/// the store's plain reads, with no transaction: a check never holds a writer up.
+pub(crate) async fn check<R: FlagReader + ?Sized>(
+    reader: &R,
+    write: &Write,
+) -> Result<Option<Change>, StoreError> {
+    let at = now();
+    let mut staged = Staged::default();
     let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
-    Ok(run_or_check(backend, op, (&write.actor, write.reason.as_deref()), false).await?.0.pop())
+    let plans = plan_op(&mut Reads(reader), &mut staged, op, at).await?;
+    let seq = reader.latest_seq().await? + 1;
+    Ok(plans.first().map(|p| p.change(seq, at, (&write.actor, write.reason.as_deref()))))
+}
+
+/// A store's plain reads where the write path plans: what a check reads.
+struct Reads<'a, R: ?Sized>(&'a R);
+
+#[async_trait]
+impl<R: FlagReader + ?Sized> WriteTx for Reads<'_, R> {
+    async fn flag(&mut self, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        self.0.flag(key).await
+    }
+
+    async fn override_value(
+        &mut self,
+        key: &str,
+        user: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.0.overrides(key).await?.into_iter().find(|o| o.user_id == user).map(|o| o.value))
+    }
+
+    async fn overrides_of(&mut self, key: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        Ok(self.0.overrides(key).await?.into_iter().map(|o| (o.user_id, o.value)).collect())
+    }
+
+    async fn segment(&mut self, key: &str) -> Result<Option<SegmentRecord>, StoreError> {
+        Ok(self.0.segments().await?.into_iter().find(|s| s.key == key))
+    }
+
+    async fn flags_using_segment(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
+        let flags: Vec<FlagRecord> = self.0.list_flags().await?.into_iter().filter(|f| !f.archived).collect();
+        Ok(super::flags_using(&flags, key))
+    }
+
+    async fn token_named(&mut self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(None)
+    }
+
+    async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError> {
+        self.0.attributes().await
+    }
+
+    async fn commit(self, _: &Staged, _: &[Change]) -> Result<bool, StoreError> {
+        Err(StoreError::Corrupt("a check does not commit".into()))
+    }
+
+    async fn abort(self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A batch: all of its mutations or none.

@@ -77,9 +77,6 @@ impl FlagWriter for Hooked {
     async fn write(&self, write: Write) -> Result<Option<Change>, StoreError> {
         self.inner.write(write).await
     }
-    async fn check(&self, write: Write) -> Result<Option<Change>, StoreError> {
-        self.inner.check(write).await
-    }
     async fn write_batch(&self, batch: Batch) -> Result<Vec<Change>, StoreError> {
         self.inner.write_batch(batch).await
     }
