@@ -114,6 +114,19 @@ async fn drive_all(apps: &[Router], n: usize, mut stop: impl FnMut() -> bool) ->
     stop().then_some(n)
 }
 
+/// Traffic spread over `instances` in bursts of 300 until the store has the rollback
+/// (at most 60,000 requests); whether it came.
+async fn drive_until_rolled_back(instances: &[(Source, Router)], store: &dyn Store) -> bool {
+    let apps: Vec<Router> = instances.iter().map(|(_, a)| a.clone()).collect();
+    for _ in 0..200 {
+        drive_all(&apps, 300, || false).await;
+        if rolled_back_store(store).await {
+            return true;
+        }
+    }
+    false
+}
+
 async fn rolled_back_store(store: &dyn Store) -> bool {
     store.flag("NEW_CHECKOUT").await.unwrap().is_some_and(|f| f.targeting.split.is_none())
 }
@@ -254,17 +267,8 @@ async fn three_instances_combine_counts_and_one_acts(store: Arc<dyn Store>) {
     });
     guard(&*store, rollout.clone()).await;
     wait(|| instances.iter().all(|(s, _)| s.snapshot().has_guards())).await;
-    let apps: Vec<Router> = instances.iter().map(|(_, a)| a.clone()).collect();
-    let mut done = false;
-    for _ in 0..200 {
-        drive_all(&apps, 300, || false).await;
-        if rolled_back_store(&*store).await {
-            done = true;
-            break;
-        }
-    }
     assert!(
-        done,
+        drive_until_rolled_back(&instances, &*store).await,
         "rolled back within 60,000 requests: {:#?}",
         instances.iter().map(|(s, _)| s.guard_states()).collect::<Vec<_>>()
     );
@@ -293,16 +297,7 @@ async fn three_instances_combine_counts_and_one_acts(store: Arc<dyn Store>) {
     let acting =
         instances.iter().position(|(s, _)| s.guard_states().first().is_some_and(|g| g.acting)).unwrap();
     drop(instances.remove(acting));
-    let apps: Vec<Router> = instances.iter().map(|(_, a)| a.clone()).collect();
-    let mut done = false;
-    for _ in 0..200 {
-        drive_all(&apps, 300, || false).await;
-        if rolled_back_store(&*store).await {
-            done = true;
-            break;
-        }
-    }
-    assert!(done, "another instance took over and rolled back");
+    assert!(drive_until_rolled_back(&instances, &*store).await, "another instance took over and rolled back");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let changes = guard_changes(&*store).await;
     assert_eq!(changes.len(), 2, "one more rollback, written once: {changes:?}");
