@@ -485,7 +485,12 @@ fn batch_mutation(admin: &Admin, index: usize, item: Value) -> Result<Mutation, 
         status: StatusCode::UNPROCESSABLE_ENTITY,
         message: format!("changes[{index}]: {e}"),
     })?;
-    Ok(match op {
+    Ok(op_mutation(admin, op))
+}
+
+/// A batch op as the store takes it: a new flag without an expiry gets its kind's default.
+pub(crate) fn op_mutation(admin: &Admin, op: ff_api::BatchOp) -> Mutation {
+    match op {
         ff_api::BatchOp::Create(mut def) => {
             if def.meta.expires_at.is_none() {
                 def.meta.expires_at = default_expiry(&def, admin.lifetimes_ref(), OffsetDateTime::now_utc());
@@ -493,7 +498,12 @@ fn batch_mutation(admin: &Admin, index: usize, item: Value) -> Result<Mutation, 
             Mutation::CreateFlag { def, if_missing: false }
         }
         op => op.into(),
-    })
+    }
+}
+
+/// A time as RFC 3339, for messages.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// `POST /api/batch`: many changes in one transaction; every instance serves all of
@@ -532,7 +542,9 @@ pub(crate) async fn batch(
         .enumerate()
         .map(|(i, item)| batch_mutation(&admin, i, item))
         .collect::<Result<Vec<_>, _>>()?;
-    let changes = admin.write_batch(Batch { mutations, actor: caller.name.clone(), reason }).await?;
+    let mut batch = Batch::new(caller.name.clone(), mutations);
+    batch.reason = reason;
+    let changes = admin.write_batch(batch).await?;
     let seq = match changes.last() {
         Some(c) => c.seq,
         None => admin.store().latest_seq().await?,
@@ -540,7 +552,7 @@ pub(crate) async fn batch(
     Ok(Json(ff_api::BatchResponse { changes, seq }).into_response())
 }
 
-fn optional_reason(body: &Bytes) -> Result<Option<String>, AdminError> {
+pub(crate) fn optional_reason(body: &Bytes) -> Result<Option<String>, AdminError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }

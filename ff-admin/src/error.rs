@@ -32,6 +32,11 @@ pub enum AdminError {
     NotFound(String),
     /// The request is based on a state that has changed since.
     Conflict(String),
+    /// The caller's role would do, but not for this (approving their own request).
+    NotAllowed(String),
+    /// Not a failure: the approval policy holds the change in a request (202), and
+    /// nothing was written to the flag.
+    Held(Box<ff_api::RequestMade>),
     /// The store refused or failed.
     Store(StoreError),
     /// Too many failed authentications from this address.
@@ -122,6 +127,8 @@ impl AdminError {
             }
             E::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone()),
             E::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
+            E::NotAllowed(m) => (StatusCode::FORBIDDEN, "not_allowed", m.clone()),
+            E::Held(made) => (StatusCode::ACCEPTED, "held", made.message.clone()),
             E::Store(e) => {
                 let (status, code) = match e.root() {
                     StoreError::UnknownFlag(_)
@@ -132,6 +139,7 @@ impl AdminError {
                         (StatusCode::CONFLICT, "conflict")
                     }
                     StoreError::VersionConflict { .. } => (StatusCode::CONFLICT, "version_conflict"),
+                    StoreError::RequestConflict { .. } => (StatusCode::CONFLICT, "conflict"),
                     StoreError::ReadOnly(_) => (StatusCode::CONFLICT, "read_only"),
                     StoreError::Invalid { .. } | StoreError::TooLong { .. } => {
                         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value")
@@ -150,6 +158,9 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        if let AdminError::Held(made) = self {
+            return (StatusCode::ACCEPTED, Json(*made)).into_response();
+        }
         let (status, code, message) = self.parts();
         if status.is_server_error() {
             tracing::warn!(error = %message, "ff-admin: request failed");

@@ -22,6 +22,7 @@ mod auth;
 mod error;
 mod ofrep;
 mod page;
+mod requests;
 mod routes;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use auth::{
     Caller, ENV_ADMIN, MAX_FAILURES, MIN_ENV_TOKEN_LEN, THROTTLE_WINDOW, WeakAdminToken, create_token,
 };
 pub use error::AdminError;
+pub use requests::{SCHEDULER, parse_kinds};
 pub use routes::{Access, Route};
 
 /// What pages may load: their own stylesheet and script (whose editor posts its checks
@@ -79,6 +81,10 @@ struct Inner {
     secure_cookies: bool,
     regex_budget: usize,
     trusted_proxies: usize,
+    /// Kinds of flags whose changes by editors wait for a second editor's approval.
+    approval_kinds: Vec<ff_core::FlagKind>,
+    /// How often due scheduled changes are looked for.
+    schedule_interval: std::time::Duration,
     /// Without a `Source`: the last snapshot loaded, reused while the store's seq stays;
     /// one request builds it while the others wait for it.
     loaded: Arc<tokio::sync::Mutex<Option<Arc<Snapshot>>>>,
@@ -117,6 +123,8 @@ impl Admin {
                 loaded: Arc::default(),
                 regex_budget: ff_core::REGEX_BUDGET_PER_SNAPSHOT,
                 trusted_proxies: 0,
+                approval_kinds: Vec::new(),
+                schedule_interval: std::time::Duration::from_secs(1),
             }),
         }
     }
@@ -192,6 +200,22 @@ impl Admin {
     /// request came over HTTPS, as `X-Forwarded-Proto: https` from a proxy says).
     pub fn secure_cookies(mut self, secure: bool) -> Self {
         self.inner_mut().secure_cookies = secure;
+        self
+    }
+
+    /// Changes by editors (page, API, `ff`) to flags of these kinds wait in a change
+    /// request until another editor approves them (default: none). A flag's own
+    /// `approval` overrides its kind's. Switching a flag off never waits: it is an
+    /// emergency, and the audit log marks it so.
+    pub fn require_approval(mut self, kinds: impl IntoIterator<Item = ff_core::FlagKind>) -> Self {
+        self.inner_mut().approval_kinds = kinds.into_iter().collect();
+        self
+    }
+
+    /// How often this admin applies scheduled changes whose time has come (default 1 s);
+    /// of several instances, the one holding the scheduler's lease does.
+    pub fn schedule_interval(mut self, every: std::time::Duration) -> Self {
+        self.inner_mut().schedule_interval = every;
         self
     }
 
@@ -297,6 +321,7 @@ impl Admin {
     /// router where the admin should live).
     pub fn router(&self) -> Router {
         self.prune_sessions_every(std::time::Duration::from_secs(60));
+        self.schedule_every(self.inner.schedule_interval);
         routes::build()
             .0
             // Unknown paths under the admin get its JSON 404, with its headers.
@@ -351,16 +376,6 @@ impl Admin {
 
 /// Writes, each held to the snapshot's regex budget before it reaches the store.
 impl Admin {
-    pub(crate) async fn write(&self, w: ff_store::Write) -> Result<Option<ff_core::Change>, AdminError> {
-        self.check_regex_budget(std::slice::from_ref(&w.mutation)).await?;
-        Ok(self.inner.store.write(w).await?)
-    }
-
-    pub(crate) async fn write_batch(&self, b: ff_store::Batch) -> Result<Vec<ff_core::Change>, AdminError> {
-        self.check_regex_budget(&b.mutations).await?;
-        Ok(self.inner.store.write_batch(b).await?)
-    }
-
     pub(crate) async fn put_segment(
         &self,
         key: &str,

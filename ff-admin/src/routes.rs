@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 use ff_store::Role;
 
-use crate::{Admin, api, ofrep, page};
+use crate::{Admin, api, ofrep, page, requests};
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,13 @@ pub(crate) fn build() -> (Router<Admin>, Vec<Route>) {
         .add(get.clone(), "/api/users/{user_id}", Token(V), api::user_lookup)
         .add(get.clone(), "/api/stale", Token(V), api::stale)
         .add(get.clone(), "/api/usage", Token(V), api::usage)
+        .add(get.clone(), "/api/requests", Token(V), requests::list)
+        .add(post.clone(), "/api/requests", Token(E), requests::create)
+        .add(get.clone(), "/api/requests/{id}", Token(V), requests::get)
+        .add(put.clone(), "/api/requests/{id}", Token(E), requests::edit)
+        .add(post.clone(), "/api/requests/{id}/approve", Token(E), requests::approve)
+        .add(post.clone(), "/api/requests/{id}/reject", Token(E), requests::reject)
+        .add(post.clone(), "/api/requests/{id}/rebase", Token(E), requests::rebase)
         .add(get.clone(), "/api/changes", Token(V), api::changes)
         .add(post.clone(), "/api/changes/{seq}/revert", Token(E), api::revert)
         .add(get.clone(), "/api/export", Token(V), api::export)

@@ -337,6 +337,7 @@ fn concrete(path: &str) -> String {
         .replace("{key}", "NOPE")
         .replace("{user_id}", "u1")
         .replace("{seq}", "999999")
+        .replace("{id}", "999999")
         .replace("{name}", "nobody");
     if path == "/" { "/admin".into() } else { format!("/admin{path}") }
 }

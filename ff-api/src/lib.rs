@@ -606,3 +606,227 @@ mod tests {
         }
     }
 }
+
+impl BatchOp {
+    /// The op a mutation is made of, as a change request keeps it; `None` for a
+    /// mutation the batch API does not take.
+    pub fn of(m: Mutation) -> Option<BatchOp> {
+        Some(match m {
+            Mutation::CreateFlag { def, .. } => BatchOp::Create(def),
+            Mutation::UpdateFlag { key, patch, expected_version } => {
+                BatchOp::Update { key, version: expected_version, patch }
+            }
+            Mutation::ArchiveFlag { key, expected_version } => {
+                BatchOp::Archive { key, version: expected_version }
+            }
+            Mutation::RestoreFlag { key } => BatchOp::Restore { key },
+            Mutation::SetOverride { key, user_id, value } => BatchOp::SetOverride { key, user_id, value },
+            Mutation::DeleteOverride { key, user_id } => BatchOp::DeleteOverride { key, user_id },
+            _ => return None,
+        })
+    }
+}
+
+/// Where a change request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Waiting for approval (or, approved, for its time): nothing of it is served.
+    Pending,
+    /// Approved, waiting for `apply_at`.
+    Approved,
+    /// Its changes were written.
+    Applied,
+    /// Turned down, or withdrawn by its author.
+    Rejected,
+    /// Its time came but the store refused its changes (`decision.error` says why).
+    Failed,
+}
+
+impl RequestStatus {
+    /// Its name, as JSON has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Applied => "applied",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Failed => "failed",
+        }
+    }
+
+    /// Still to be applied: pending or approved.
+    pub fn is_open(self) -> bool {
+        matches!(self, RequestStatus::Pending | RequestStatus::Approved)
+    }
+}
+
+/// One approval of a change request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who approved.
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+}
+
+/// How a change request ended: applied, rejected or failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Who decided (the approver for an applied request; `ff-scheduler` for one
+    /// applied or failed at its time).
+    pub by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    /// Why it was rejected, or why the store refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Changes an editor asked for that wait for a second editor's approval, a time, or
+/// both (a scheduled change): applied together, through the normal write path, once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    /// Its number.
+    pub id: u64,
+    /// The flag it is about (its first change's).
+    pub key: String,
+    /// The changes, with the flag versions they were made on.
+    pub changes: Vec<BatchOp>,
+    /// Each flag's version when the request was made (or last re-based): applying it
+    /// when one has moved is refused, and the request must be re-based.
+    pub base: std::collections::BTreeMap<String, u64>,
+    /// Who asked; the change rows name them as the actor.
+    pub author: String,
+    /// Why: the change rows' reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    /// Apply then, not before (a scheduled change).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub apply_at: Option<time::OffsetDateTime>,
+    /// Whether a flag it changes needs a second editor's approval.
+    pub needs_approval: bool,
+    /// Approvals of this revision.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// How it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    /// 1, plus one per edit or re-base (each drops the approvals).
+    pub revision: u32,
+    /// The store's version of it: what a decision is checked against. Not stored in the body.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl ChangeRequest {
+    /// The request a stored one holds.
+    pub fn from_record(record: &ff_store::RequestRecord) -> Result<ChangeRequest, serde_json::Error> {
+        let mut r: ChangeRequest = serde_json::from_value(record.body.clone())?;
+        r.version = record.version;
+        Ok(r)
+    }
+
+    /// The body to store (without `version`, which the store keeps).
+    pub fn body(&self) -> Value {
+        let mut body = serde_json::to_value(self).unwrap_or_default();
+        if let Value::Object(m) = &mut body {
+            m.remove("version");
+        }
+        body
+    }
+
+    /// One line per change, for lists: `update value=1`, `set_override u1 = true`, ...
+    pub fn summary(&self) -> Vec<String> {
+        self.changes.iter().map(op_summary).collect()
+    }
+}
+
+/// One change of a request, in a line.
+pub fn op_summary(op: &BatchOp) -> String {
+    match op {
+        BatchOp::Create(def) => format!("create {}", def.key),
+        BatchOp::Update { key, patch, .. } => {
+            let mut fields = Vec::new();
+            if let Some(e) = patch.enabled {
+                fields.push(if e { "switch on".to_owned() } else { "switch off".to_owned() });
+            }
+            if let Some(v) = &patch.value {
+                fields.push(format!("value = {v}"));
+            }
+            if let Some(v) = &patch.off_value {
+                fields.push(format!("off value = {v}"));
+            }
+            if patch.targeting.is_some() {
+                fields.push("targeting".into());
+            }
+            if patch.description.is_some() {
+                fields.push("description".into());
+            }
+            let lifecycle = [
+                patch.owner.is_some(),
+                patch.tags.is_some(),
+                patch.ticket.is_some(),
+                patch.kind.is_some(),
+                patch.permanent.is_some(),
+                patch.expiry.is_some(),
+                patch.expires_at.is_some(),
+            ];
+            if lifecycle.contains(&true) {
+                fields.push("lifecycle".into());
+            }
+            if let Some(a) = patch.approval {
+                fields.push(format!(
+                    "approval = {}",
+                    a.map_or("as its kind", |a| if a { "required" } else { "not required" })
+                ));
+            }
+            if fields.is_empty() {
+                fields.push("no fields".into());
+            }
+            format!("{key}: {}", fields.join(", "))
+        }
+        BatchOp::Archive { key, .. } => format!("{key}: archive"),
+        BatchOp::Restore { key } => format!("{key}: restore"),
+        BatchOp::SetOverride { key, user_id, value } => format!("{key}: {user_id} gets {value}"),
+        BatchOp::DeleteOverride { key, user_id } => format!("{key}: remove {user_id}'s value"),
+    }
+}
+
+/// `POST /admin/api/requests`: changes to make later, or after approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    /// The changes, as `POST /api/batch` takes them.
+    pub changes: Vec<BatchOp>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Apply then (RFC 3339), not before; unset: as soon as approved (or now, when no
+    /// flag it changes needs approval).
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub apply_at: Option<time::OffsetDateTime>,
+}
+
+/// `GET /admin/api/requests`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestList {
+    /// Newest first.
+    pub requests: Vec<ChangeRequest>,
+}
+
+/// What a write that needs approval (or was scheduled) answers, with status 202.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestMade {
+    /// Why nothing was written yet.
+    pub message: String,
+    /// The request that holds the change.
+    pub request: ChangeRequest,
+}

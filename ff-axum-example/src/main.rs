@@ -4,8 +4,10 @@
 //! `ff-example.db` in the working directory; `postgres://...` for PostgreSQL),
 //! `FF_SNAPSHOT_FILE` (optional: last snapshot saved to disk, served while the
 //! database is unreachable at start), `FF_POLL_MS`, `FF_USAGE_MS` and `FF_GUARD_MS`
-//! (intervals), and `FF_DEMO_CHECKOUT_FAILURES` (demo only: the share, 0 to 1, of the
-//! new checkout's requests that fail, for a guarded rollout to catch).
+//! (intervals), `FF_APPROVALS` (kinds of flags whose changes wait for a second
+//! editor's approval, e.g. `release,config`; `FF_SCHEDULE_MS` how often due scheduled
+//! changes are applied), and `FF_DEMO_CHECKOUT_FAILURES` (demo only: the share, 0 to 1,
+//! of the new checkout's requests that fail, for a guarded rollout to catch).
 
 use std::time::Duration;
 
@@ -27,8 +29,15 @@ async fn main() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = ff_store::store_from_url(&database_url).context("DATABASE_URL")?;
     let env_token = std::env::var("FF_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty());
     // The app's flags and settings are registered where they are declared: no list here.
-    let admin =
+    let mut admin =
         ff_admin::Admin::new(store.clone()).env_admin_token(env_token.clone()).context("FF_ADMIN_TOKEN")?;
+    if let Ok(kinds) = std::env::var("FF_APPROVALS") {
+        let kinds = ff_admin::parse_kinds(&kinds).map_err(|e| anyhow::anyhow!("FF_APPROVALS: {e}"))?;
+        admin = admin.require_approval(kinds);
+    }
+    if let Some(ms) = std::env::var("FF_SCHEDULE_MS").ok().and_then(|v| v.parse().ok()) {
+        admin = admin.schedule_interval(Duration::from_millis(ms));
+    }
     ff_axum_example::install_metrics();
     let mut builder = Source::builder_arc(store.clone());
     if let Ok(path) = std::env::var("FF_SNAPSHOT_FILE") {

@@ -118,6 +118,7 @@ fn create(w: ImportFlag, steps: &mut Vec<Step>) -> anyhow::Result<()> {
             tags: f.tags.unwrap_or_default(),
             ticket: f.ticket.unwrap_or_default(),
             expires_at: f.expires_at.flatten(),
+            approval: f.approval.flatten(),
         },
         targeting: f.targeting.unwrap_or_default(),
     };
@@ -186,6 +187,7 @@ fn changed(wanted: &FlagPatch, current: &FlagDef, report: &mut dyn FnMut(&str, S
         targeting: d.field("targeting", &wanted.targeting, &current.targeting, same_targeting),
         kind: d.field("kind", &wanted.kind, &m.kind, PartialEq::eq),
         permanent: d.field("permanent", &wanted.permanent, &m.permanent, PartialEq::eq),
+        approval: d.field("approval", &wanted.approval, &m.approval, PartialEq::eq),
         expiry: d.field("expiry", &wanted.expiry, &m.expiry, PartialEq::eq),
         expires_at: d
             .field("expires_at", &wanted.expires_at.map(|t| times(&t)), &times(&m.expires_at), PartialEq::eq)

@@ -440,6 +440,10 @@ fn summary(state: Result<Option<ff_core::ChangeState>, serde_json::Error>) -> St
             s.definition.rules.len()
         ),
         Ok(Some(ChangeState::Token(t))) => format!("{} ({})", t.name, t.role),
+        Ok(Some(ChangeState::Request(r))) => r
+            .get("status")
+            .and_then(Value::as_str)
+            .map_or_else(|| "request".into(), |s| format!("request {s}")),
         Err(e) => format!("(unreadable: {e})"),
     }
 }

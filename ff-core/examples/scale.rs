@@ -72,6 +72,8 @@ fn change(seq: u64, action: Action, key: &str, subject: Option<String>, after: s
         after: Some(after),
         reason: None,
         batch_end: None,
+        approved_by: None,
+        emergency: false,
     }
 }
 

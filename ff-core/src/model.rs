@@ -291,6 +291,10 @@ pub struct FlagMeta {
     /// When the flag should be cleaned up.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// Whether an editor's change through the admin waits for a second editor's
+    /// approval; unset: as the admin's policy for the flag's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<bool>,
 }
 
 impl FlagMeta {
@@ -392,6 +396,10 @@ pub enum Action {
     /// An API token was revoked.
     #[serde(rename = "token.revoke")]
     TokenRevoke,
+    /// A change request was made, approved, rejected, applied or changed (`subject`
+    /// is its id; `before` and `after` are the request).
+    #[serde(rename = "request.put")]
+    RequestPut,
 }
 
 impl Action {
@@ -408,6 +416,7 @@ impl Action {
             Action::SegmentDelete => "segment.delete",
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
+            Action::RequestPut => "request.put",
         }
     }
 
@@ -424,6 +433,7 @@ impl Action {
             "segment.delete" => Action::SegmentDelete,
             "token.create" => Action::TokenCreate,
             "token.revoke" => Action::TokenRevoke,
+            "request.put" => Action::RequestPut,
             _ => return None,
         })
     }
@@ -455,6 +465,13 @@ pub struct Change {
     /// changes from the batch's first through `batch_end` commit, and are served, together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_end: Option<u64>,
+    /// For a change an approved request made: who approved it (`actor` asked for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// Made without the approval the flag's policy asks for, as an emergency:
+    /// switching a flag off, which never waits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
 }
 
 /// What the audit log records of a token: never its secret or hash.
@@ -479,6 +496,8 @@ pub enum ChangeState {
     Segment(crate::targeting::SegmentRecord),
     /// A token (token changes).
     Token(TokenAudit),
+    /// A change request, as the admin keeps it (request changes).
+    Request(serde_json::Value),
 }
 
 impl Change {
@@ -530,6 +549,7 @@ impl Change {
             Action::TokenCreate | Action::TokenRevoke => {
                 ChangeState::Token(serde_json::from_value(json.clone())?)
             }
+            Action::RequestPut => ChangeState::Request(json.clone()),
         }))
     }
 }

@@ -649,7 +649,7 @@ impl Snapshot {
         let bad = |problem: &str| ApplyError::Bad { seq: c.seq, problem: problem.to_owned() };
         let after = || c.after_state().map_err(|e| bad(&e.to_string()))?.ok_or_else(|| bad("no after state"));
         match c.action {
-            Action::TokenCreate | Action::TokenRevoke => {}
+            Action::TokenCreate | Action::TokenRevoke | Action::RequestPut => {}
             Action::SegmentPut => {
                 let ChangeState::Segment(record) = after()? else { return Err(bad("not a segment")) };
                 let map = next.segments.get_or_insert_with(|| (*self.segments).clone());
@@ -1718,6 +1718,8 @@ mod tests {
             after: Some(serde_json::to_value(&state.flags[0]).unwrap()),
             reason: None,
             batch_end: None,
+            approved_by: None,
+            emergency: false,
         };
         let next = snapshot.apply(&[change]).unwrap();
         assert_eq!(next.to_state(), StoreState { seq: 5, ..state });
@@ -1867,6 +1869,8 @@ mod tests {
             after,
             reason: None,
             batch_end: None,
+            approved_by: None,
+            emergency: false,
         };
         let s = s
             .apply(&[

@@ -17,7 +17,9 @@ use ff_core::UsageCount;
 use ff_core::{Action, ApplyError, Flag, FlagDef, Schema, SegmentDef, Snapshot, ValidationError, ValueType};
 use serde_json::json;
 
-use crate::{Batch, ChangeQuery, FlagPatch, Mutation, Role, Store, StoreError, TokenRecord, Write, sync};
+use crate::{
+    Batch, ChangeQuery, FlagPatch, Mutation, RequestPut, Role, Store, StoreError, TokenRecord, Write, sync,
+};
 
 /// A store under test, with whatever must live as long as it (a temporary directory).
 pub struct Subject {
@@ -66,7 +68,7 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             flags_overrides_and_tokens, segments, attributes, sync_declarations, setting_rules, lifecycle,
-            batches, usage, racing_writers, guarded_rollouts, checking_writes_nothing);
+            batches, usage, racing_writers, guarded_rollouts, checking_writes_nothing, change_requests);
     };
 }
 
@@ -1100,4 +1102,81 @@ pub async fn checking_writes_nothing(store: Arc<dyn Store>) {
     // And the write itself still goes through afterwards.
     store.write(Write::new("t", Mutation::set_value("LEAD", 12))).await.unwrap();
     assert_eq!(store.latest_seq().await.unwrap(), seq + 1);
+}
+
+/// Change requests: written version-checked, alone or in the transaction of the
+/// changes they hold (all or nothing), with audit rows; change rows say who approved
+/// them, or that they were an emergency.
+pub async fn change_requests(store: Arc<dyn Store>) {
+    let store = &*store;
+    let def = FlagDef::from(&Flag::<i64>::new("RATE", 60).range(0, 100).decl());
+    store.write(Write::new("t", Mutation::CreateFlag { def, if_missing: false })).await.unwrap();
+    let put = |version: u64, status: &str| RequestPut {
+        id: 7,
+        key: "RATE".into(),
+        body: json!({"status": status, "value": 1}),
+        expected_version: version,
+    };
+    // Made: a new request, with its audit row.
+    let made = store.write_batch(Batch::new("ann", vec![]).request(put(0, "pending"))).await.unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        (made[0].action, made[0].key.as_str(), made[0].subject.as_deref()),
+        (Action::RequestPut, "RATE", Some("7"))
+    );
+    assert_eq!(made[0].after, Some(json!({"status": "pending", "value": 1})));
+    let stored = store.request(7).await.unwrap().unwrap();
+    assert_eq!((stored.id, stored.key.as_str(), stored.version), (7, "RATE", 1));
+    assert_eq!(store.requests().await.unwrap(), vec![stored]);
+    // A second maker of the same id, or a decider on an old version, is refused.
+    let seq = store.latest_seq().await.unwrap();
+    for stale in [put(0, "pending"), put(2, "applied")] {
+        let e = store.write_batch(Batch::new("bob", vec![]).request(stale)).await.unwrap_err();
+        assert!(matches!(e, StoreError::RequestConflict { id: 7, actual: 1, .. }), "{e:?}");
+    }
+    // Refused with the changes it holds: neither is written.
+    let applying =
+        Batch::new("ann", vec![Mutation::set_value("RATE", 1)]).approved_by("bob").request(put(2, "applied"));
+    assert!(matches!(store.write_batch(applying).await.unwrap_err(), StoreError::RequestConflict { .. }));
+    assert_eq!(store.latest_seq().await.unwrap(), seq, "nothing written");
+    assert_eq!(store.flag("RATE").await.unwrap().unwrap().value, ff_core::Value::Int(60));
+    // A change the request holds that the store refuses leaves the request as it was.
+    let bad = Batch::new("ann", vec![Mutation::set_value("RATE", 500)]).request(put(1, "applied"));
+    assert!(store.write_batch(bad).await.is_err());
+    assert_eq!(store.request(7).await.unwrap().unwrap().version, 1);
+    // Applied: the change and the request together; the change row names both people.
+    let applied = Batch::new("ann", vec![Mutation::set_value("RATE", 1)])
+        .reason("tester rate")
+        .approved_by("bob")
+        .request(put(1, "applied"));
+    let changes = store.write_batch(applied).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!((changes[0].action, changes[0].actor.as_str()), (Action::FlagUpdate, "ann"));
+    assert_eq!(changes[0].approved_by.as_deref(), Some("bob"));
+    assert!(!changes[0].emergency);
+    assert_eq!(store.flag("RATE").await.unwrap().unwrap().value, ff_core::Value::Int(1));
+    assert_eq!(store.request(7).await.unwrap().unwrap().body["status"], "applied");
+    let logged = store.change(changes[0].seq).await.unwrap().unwrap();
+    assert_eq!(logged, changes[0], "the log keeps who approved");
+    // An emergency is marked as such in the log.
+    let off = Batch::new(
+        "ann",
+        vec![Mutation::UpdateFlag {
+            key: "RATE".into(),
+            patch: FlagPatch { enabled: Some(false), ..FlagPatch::default() },
+            expected_version: None,
+        }],
+    )
+    .emergency();
+    let changes = store.write_batch(off).await.unwrap();
+    assert!(changes[0].emergency && changes[0].approved_by.is_none());
+    assert!(store.change(changes[0].seq).await.unwrap().unwrap().emergency);
+    // Sources skip request rows: a snapshot follows the log across them.
+    let state = store.load().await.unwrap();
+    let snapshot = Snapshot::from_state(&state);
+    assert!(!snapshot.flag("RATE").unwrap().enabled);
+    let log = store.changes_since(0, 1000).await.unwrap();
+    let following = Snapshot::from_state(&ff_core::StoreState::default()).apply(&log).unwrap();
+    assert_eq!(following.version(), state.seq);
+    assert!(!following.flag("RATE").unwrap().enabled);
 }

@@ -42,6 +42,17 @@ pub enum StoreError {
         /// The current version.
         actual: u64,
     },
+    /// The change request is not at the version the caller read: someone else decided
+    /// or changed it first (`expected` 0: it was to be new).
+    #[error("change request {id} is at version {actual}, not {expected}: reload it")]
+    RequestConflict {
+        /// The request.
+        id: u64,
+        /// The version the caller based its write on.
+        expected: u64,
+        /// The current version (0: none).
+        actual: u64,
+    },
     /// The value or declaration did not fit the flag's schema.
     #[error("flag {key:?}: {error}")]
     Invalid {

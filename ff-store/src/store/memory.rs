@@ -8,7 +8,8 @@ use tokio::sync::watch;
 
 use super::write::{self, Backend, Staged, WriteTx};
 use super::{
-    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, flags_using,
+    Batch, ChangeQuery, FlagReader, FlagWriter, RequestRecord, TokenRecord, TokenStore, UsageStore, Write,
+    flags_using,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -38,6 +39,7 @@ struct Data {
     unknown: BTreeMap<String, ff_core::UnknownFlag>,
     guard_counts: BTreeMap<(String, i64, String, u32), (ff_core::guard::Arm, time::OffsetDateTime)>,
     leases: BTreeMap<String, (String, time::OffsetDateTime)>,
+    requests: BTreeMap<u64, RequestRecord>,
 }
 
 /// A write transaction: reads the data as it is, and commits if no other writer
@@ -99,6 +101,10 @@ impl WriteTx for MemoryTx {
         Ok(self.store.data().attributes.iter().cloned().collect())
     }
 
+    async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.store.data().requests.get(&id).cloned())
+    }
+
     async fn commit(self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
         let mut d = self.store.data();
         if d.changes.len() as u64 != self.last {
@@ -121,6 +127,9 @@ impl WriteTx for MemoryTx {
         }
         for (id, token) in &staged.tokens {
             d.tokens.insert(id.clone(), token.clone());
+        }
+        for (id, request) in &staged.requests {
+            d.requests.insert(*id, request.clone());
         }
         d.changes.extend(changes.iter().cloned());
         drop(d);
@@ -261,6 +270,14 @@ impl FlagWriter for MemoryStore {
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         let mut d = self.data();
         Ok(names.iter().filter(|n| d.attributes.insert((*n).clone())).cloned().collect())
+    }
+
+    async fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        Ok(self.data().requests.values().cloned().collect())
+    }
+
+    async fn request(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(self.data().requests.get(&id).cloned())
     }
 }
 

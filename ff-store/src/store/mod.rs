@@ -140,6 +140,13 @@ pub struct Batch {
     pub actor: String,
     /// Why: recorded in every change row.
     pub reason: Option<String>,
+    /// Change requests written in the same transaction, after the mutations
+    /// (a request made, decided, or marked applied by the changes it holds).
+    pub requests: Vec<RequestPut>,
+    /// Who approved the changes (an approved request's): recorded in every change row.
+    pub approved_by: Option<String>,
+    /// Made without the approval policy asks for, as an emergency: recorded in every change row.
+    pub emergency: bool,
 }
 
 impl Batch {
@@ -148,7 +155,32 @@ impl Batch {
 
     /// A batch by `actor` with no reason.
     pub fn new(actor: impl Into<String>, mutations: Vec<Mutation>) -> Self {
-        Batch { mutations, actor: actor.into(), reason: None }
+        Batch {
+            mutations,
+            actor: actor.into(),
+            reason: None,
+            requests: Vec::new(),
+            approved_by: None,
+            emergency: false,
+        }
+    }
+
+    /// Writes `put` with the mutations, or nothing.
+    pub fn request(mut self, put: RequestPut) -> Self {
+        self.requests.push(put);
+        self
+    }
+
+    /// Records who approved the changes.
+    pub fn approved_by(mut self, name: impl Into<String>) -> Self {
+        self.approved_by = Some(name.into());
+        self
+    }
+
+    /// Marks the changes as made in an emergency, without the approval policy asks for.
+    pub fn emergency(mut self) -> Self {
+        self.emergency = true;
+        self
     }
 
     /// Adds the reason recorded in the change log.
@@ -164,6 +196,37 @@ impl Batch {
         Ok(())
     }
 }
+
+/// A change request as the store keeps it: the admin's JSON (`body`), versioned,
+/// with the flag it is about (what the audit row names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Its number.
+    pub id: u64,
+    /// The flag it is about.
+    pub key: String,
+    /// 1 when made; each write adds 1.
+    pub version: u64,
+    /// The request.
+    pub body: serde_json::Value,
+}
+
+/// A change request to write: refused unless the stored one is at `expected_version`
+/// (0: it must not exist yet), so two deciders never both act on one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestPut {
+    /// Its number.
+    pub id: u64,
+    /// The flag it is about.
+    pub key: String,
+    /// The request.
+    pub body: serde_json::Value,
+    /// The version it replaces.
+    pub expected_version: u64,
+}
+
+/// The largest request body a store takes, as JSON.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// Every change a store accepts. Each one is validated against the flag's
 /// stored schema and written together with its change row, or not at all.
@@ -313,6 +376,9 @@ pub struct FlagPatch {
     /// New expiry; `Some(None)` (JSON `null`) clears it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "double_option_time")]
     pub expires_at: Option<Option<OffsetDateTime>>,
+    /// Whether editors' changes wait for approval; `Some(None)` (JSON `null`): as the kind says.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "double_option")]
+    pub approval: Option<Option<bool>>,
 }
 
 impl FlagPatch {
@@ -331,6 +397,7 @@ impl FlagPatch {
         "permanent",
         "expiry",
         "targeting",
+        "approval",
     ];
 }
 
@@ -354,6 +421,7 @@ impl FlagPatch {
             targeting: back(&before.targeting, &after.targeting),
             kind: back(&b.kind, &a.kind),
             permanent: back(&b.permanent, &a.permanent),
+            approval: back(&b.approval, &a.approval),
             expiry: back(&b.expiry, &a.expiry),
             expires_at: back(&b.expires_at, &a.expires_at),
         }
@@ -571,6 +639,12 @@ pub trait FlagWriter: FlagReader {
 
     /// Adds declared attributes (never removes any); returns the ones that were new.
     async fn declare_attributes(&self, names: &[String]) -> Result<Vec<String>, StoreError>;
+
+    /// Every change request, by id (written with [`Batch::request`]).
+    async fn requests(&self) -> Result<Vec<RequestRecord>, StoreError>;
+
+    /// One change request.
+    async fn request(&self, id: u64) -> Result<Option<RequestRecord>, StoreError>;
 }
 
 /// API tokens: stored hashed, created and revoked with audit rows.
@@ -732,6 +806,22 @@ impl dyn Store {
     pub async fn change(&self, seq: u64) -> Result<Option<Change>, StoreError> {
         match self.writer() {
             Some(w) => w.change(seq).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`FlagWriter::requests`]; none without writes.
+    pub async fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        match self.writer() {
+            Some(w) => w.requests().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`FlagWriter::request`]; none without writes.
+    pub async fn request(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        match self.writer() {
+            Some(w) => w.request(id).await,
             None => Ok(None),
         }
     }
@@ -1074,6 +1164,8 @@ pub(crate) enum Plan {
     DeleteSegment { before: SegmentRecord },
     /// Insert or replace one token (created, or revoked).
     PutToken { token: TokenRecord, action: Action },
+    /// Insert or replace one change request.
+    PutRequest { record: RequestRecord, before: Option<RequestRecord> },
 }
 
 impl Plan {
@@ -1125,6 +1217,13 @@ impl Plan {
             Plan::PutToken { token, action } => {
                 (*action, "", Some(token.name.clone()), None, Some(token_audit(token)))
             }
+            Plan::PutRequest { record: r, before } => (
+                Action::RequestPut,
+                r.key.as_str(),
+                Some(r.id.to_string()),
+                before.as_ref().map(|b| b.body.clone()),
+                Some(r.body.clone()),
+            ),
         };
         Change {
             seq,
@@ -1137,6 +1236,8 @@ impl Plan {
             after,
             reason: reason.map(str::to_owned),
             batch_end: None,
+            approved_by: None,
+            emergency: false,
         }
     }
 }
@@ -1289,6 +1390,9 @@ fn plan_update(
     }
     if let Some(k) = patch.kind {
         record.meta.kind = k;
+    }
+    if let Some(a) = patch.approval {
+        record.meta.approval = a;
     }
     if let Some(p) = patch.permanent {
         record.meta.permanent = p;

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 
 use super::write::{self, Backend, Staged, WriteTx};
 use super::{
-    Batch, ChangeQuery, FlagReader, FlagWriter, TokenRecord, TokenStore, UsageStore, Write, flags_using,
-    from_millis, to_millis,
+    Batch, ChangeQuery, FlagReader, FlagWriter, RequestRecord, TokenRecord, TokenStore, UsageStore, Write,
+    flags_using, from_millis, to_millis,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -346,6 +346,10 @@ impl WriteTx for RedisTx {
         Ok(names)
     }
 
+    async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        self.hget("requests", &id.to_string()).await
+    }
+
     async fn commit(mut self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
         let mut pipe = redis::pipe();
         for (key, record) in &staged.flags {
@@ -369,6 +373,9 @@ impl WriteTx for RedisTx {
         for (id, token) in &staged.tokens {
             pipe.cmd("HSET").arg(self.store.k("tokens")).arg(id).arg(StoredToken::of(token)).ignore();
             pipe.cmd("HSET").arg(self.store.k("token_names")).arg(&token.name).arg(id).ignore();
+        }
+        for (id, request) in &staged.requests {
+            pipe.cmd("HSET").arg(self.store.k("requests")).arg(id).arg(json(request)).ignore();
         }
         let store = self.store.clone();
         let c = self.c()?;
@@ -600,6 +607,17 @@ impl FlagWriter for RedisStore {
         }
         let added: Vec<i64> = self.pipe(&pipe).await?;
         Ok(names.iter().zip(added).filter(|(_, a)| *a == 1).map(|(n, _)| n.clone()).collect())
+    }
+
+    async fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        let mut all: Vec<RequestRecord> = self.all("requests").await?;
+        all.sort_by_key(|r| r.id);
+        Ok(all)
+    }
+
+    async fn request(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        let text: Option<String> = self.query(redis::cmd("HGET").arg(self.k("requests")).arg(id)).await?;
+        text.map(|t| parse(&t, "requests")).transpose()
     }
 }
 

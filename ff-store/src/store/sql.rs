@@ -16,8 +16,8 @@ use tokio::sync::{OnceCell, watch};
 
 use super::write::{self, Backend, Staged, WriteTx};
 use super::{
-    Batch, ChangeQuery, FlagReader, FlagWriter, Role, TokenRecord, TokenStore, UsageStore, Write,
-    flags_using, from_millis, now, redact, to_millis,
+    Batch, ChangeQuery, FlagReader, FlagWriter, RequestRecord, Role, TokenRecord, TokenStore, UsageStore,
+    Write, flags_using, from_millis, now, redact, to_millis,
 };
 use crate::error::StoreError;
 use ff_core::SegmentDef;
@@ -44,6 +44,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/sqlite/0007_batches.sql")),
     (8, include_str!("../../migrations/sqlite/0008_guards.sql")),
+    (9, include_str!("../../migrations/sqlite/0009_requests.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -54,6 +55,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/postgres/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/postgres/0007_batches.sql")),
     (8, include_str!("../../migrations/postgres/0008_guards.sql")),
+    (9, include_str!("../../migrations/postgres/0009_requests.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -288,7 +290,7 @@ async fn listen(url: String, signal: watch::Sender<u64>) {
 }
 
 const FLAG_COLUMNS: &str = "key, value_type, value, off_value, enabled, schema, description, archived, version, \
-     created_at, updated_at, owner, tags, ticket, expires_at, targeting, kind, permanent, expiry";
+     created_at, updated_at, owner, tags, ticket, expires_at, targeting, kind, permanent, expiry, approval";
 const SEGMENT_COLUMNS: &str = "key, definition, version, created_at, updated_at";
 
 fn segment_from_row(row: &AnyRow) -> Result<SegmentRecord, StoreError> {
@@ -430,6 +432,16 @@ impl WriteTx for SqlTx {
         declared_attributes(&mut self.tx).await
     }
 
+    async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        sqlx::query("SELECT id, key, version, body FROM ff_requests WHERE id = $1")
+            .bind(id as i64)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .as_ref()
+            .map(request_from_row)
+            .transpose()
+    }
+
     async fn commit(mut self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError> {
         let at = changes.first().map_or_else(now, |c| c.at);
         for record in staged.flags.values() {
@@ -443,6 +455,9 @@ impl WriteTx for SqlTx {
         }
         for token in staged.tokens.values() {
             put_token(&mut self.tx, token).await?;
+        }
+        for request in staged.requests.values() {
+            put_request(&mut self.tx, request).await?;
         }
         for change in changes {
             self.store.record(&mut self.tx, change).await?;
@@ -540,8 +555,7 @@ async fn put_token(conn: &mut AnyConnection, token: &TokenRecord) -> Result<(), 
     Ok(())
 }
 
-const CHANGE_COLUMNS: &str =
-    "seq, at_ms, actor, action, key, subject, before_state, after_state, reason, batch_end";
+const CHANGE_COLUMNS: &str = "seq, at_ms, actor, action, key, subject, before_state, after_state, reason, batch_end, approved_by, emergency";
 
 fn corrupt(what: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -580,6 +594,7 @@ fn flag_from_row(row: &AnyRow) -> Result<FlagRecord, StoreError> {
                 .map(|k| FlagKind::parse(&k).ok_or_else(|| corrupt(format!("flag {key:?} kind {k:?}"))))
                 .transpose()?,
             permanent: row.try_get::<Option<i64>, _>("permanent")?.map(|p| p != 0),
+            approval: row.try_get::<Option<i64>, _>("approval")?.map(|p| p != 0),
             expiry: {
                 let e: String = row.try_get("expiry")?;
                 ExpiryPolicy::parse(&e).ok_or_else(|| corrupt(format!("flag {key:?} expiry {e:?}")))?
@@ -611,7 +626,34 @@ fn change_from_row(row: &AnyRow) -> Result<Change, StoreError> {
         after: state("after_state")?,
         reason: row.try_get("reason")?,
         batch_end: row.try_get::<Option<i64>, _>("batch_end")?.map(|s| s as u64),
+        approved_by: row.try_get("approved_by")?,
+        emergency: row.try_get::<i64, _>("emergency")? != 0,
     })
+}
+
+fn request_from_row(row: &AnyRow) -> Result<RequestRecord, StoreError> {
+    let body: String = row.try_get("body")?;
+    Ok(RequestRecord {
+        id: row.try_get::<i64, _>("id")? as u64,
+        key: row.try_get("key")?,
+        version: row.try_get::<i64, _>("version")? as u64,
+        body: json(&body, "request")?,
+    })
+}
+
+/// Inserts or replaces one change request.
+async fn put_request(conn: &mut AnyConnection, r: &RequestRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ff_requests (id, key, version, body) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET key = excluded.key, version = excluded.version, body = excluded.body",
+    )
+    .bind(r.id as i64)
+    .bind(&r.key)
+    .bind(r.version as i64)
+    .bind(r.body.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
@@ -626,14 +668,14 @@ fn override_from_row(row: &AnyRow) -> Result<OverrideRecord, StoreError> {
 async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO ff_flags ({FLAG_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
          ON CONFLICT (key) DO UPDATE SET value_type = excluded.value_type, value = excluded.value, \
          off_value = excluded.off_value, enabled = excluded.enabled, schema = excluded.schema, \
          description = excluded.description, archived = excluded.archived, version = excluded.version, \
          updated_at = excluded.updated_at, owner = excluded.owner, tags = excluded.tags, \
          ticket = excluded.ticket, expires_at = excluded.expires_at, \
          targeting = excluded.targeting, kind = excluded.kind, permanent = excluded.permanent, \
-         expiry = excluded.expiry"
+         expiry = excluded.expiry, approval = excluded.approval"
     );
     sqlx::query(&sql)
         .bind(&r.key)
@@ -655,6 +697,7 @@ async fn put_flag(conn: &mut AnyConnection, r: &FlagRecord) -> Result<(), StoreE
         .bind(r.meta.kind.map(FlagKind::as_str))
         .bind(r.meta.permanent.map(i64::from))
         .bind(r.meta.expiry.as_str())
+        .bind(r.meta.approval.map(i64::from))
         .execute(conn)
         .await?;
     Ok(())
@@ -860,6 +903,27 @@ impl FlagWriter for SqlStore {
             }
         }
         Ok(added)
+    }
+
+    async fn requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query("SELECT id, key, version, body FROM ff_requests ORDER BY id")
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(request_from_row)
+            .collect()
+    }
+
+    async fn request(&self, id: u64) -> Result<Option<RequestRecord>, StoreError> {
+        let pool = self.ready().await?;
+        sqlx::query("SELECT id, key, version, body FROM ff_requests WHERE id = $1")
+            .bind(id as i64)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(request_from_row)
+            .transpose()
     }
 }
 
@@ -1086,7 +1150,7 @@ impl SqlStore {
     /// Writes a change row and, on PostgreSQL, its notification (delivered at commit).
     async fn record(&self, conn: &mut AnyConnection, change: &Change) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO ff_changes ({CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(change.seq as i64)
         .bind(to_millis(change.at))
@@ -1098,6 +1162,8 @@ impl SqlStore {
         .bind(change.after.as_ref().map(|v| v.to_string()))
         .bind(change.reason.as_deref())
         .bind(change.batch_end.map(|s| s as i64))
+        .bind(change.approved_by.as_deref())
+        .bind(i64::from(change.emergency))
         .execute(&mut *conn)
         .await?;
         if self.inner.dialect == Dialect::Postgres {

@@ -13,8 +13,8 @@ use ff_core::{Action, Change, FlagRecord, SegmentDef, SegmentRecord};
 use time::OffsetDateTime;
 
 use super::{
-    Batch, FlagReader, Mutation, Plan, TokenRecord, Write, check_attributes, check_segment, now, plan,
-    plan_segment, validate_token_name,
+    Batch, FlagReader, MAX_REQUEST_BYTES, Mutation, Plan, RequestPut, RequestRecord, TokenRecord, Write,
+    check_attributes, check_segment, now, plan, plan_segment, validate_token_name,
 };
 use crate::error::StoreError;
 
@@ -32,6 +32,8 @@ pub(crate) struct Staged {
     pub(crate) segments: BTreeMap<String, Option<SegmentRecord>>,
     /// Tokens to insert or replace, by id.
     pub(crate) tokens: BTreeMap<String, TokenRecord>,
+    /// Change requests to insert or replace, by id.
+    pub(crate) requests: BTreeMap<u64, RequestRecord>,
 }
 
 impl Staged {
@@ -54,6 +56,9 @@ impl Staged {
             }
             Plan::PutToken { token, .. } => {
                 self.tokens.insert(token.id.clone(), token.clone());
+            }
+            Plan::PutRequest { record, .. } => {
+                self.requests.insert(record.id, record.clone());
             }
         }
     }
@@ -97,6 +102,9 @@ pub(crate) trait WriteTx: Send + Sized {
     /// The attributes the application declared, sorted.
     async fn declared_attributes(&mut self) -> Result<Vec<String>, StoreError>;
 
+    /// One change request.
+    async fn request(&mut self, id: u64) -> Result<Option<RequestRecord>, StoreError>;
+
     /// Writes `staged` and `changes`, moves the seq to the last change's, commits and
     /// notifies. `Ok(false)`: another writer committed first and nothing was written.
     async fn commit(self, staged: &Staged, changes: &[Change]) -> Result<bool, StoreError>;
@@ -108,9 +116,9 @@ pub(crate) trait WriteTx: Send + Sized {
 /// One write the shared path carries out.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum WriteOp<'a> {
-    /// Flag and override mutations: all of them or none. `batched`: a refusal names
-    /// its index, and the change rows carry the batch's end.
-    Flags { mutations: &'a [Mutation], batched: bool },
+    /// Flag and override mutations, then change requests: all of them or none.
+    /// `batched`: a refusal names its index, and the change rows carry the batch's end.
+    Flags { mutations: &'a [Mutation], batched: bool, requests: &'a [RequestPut] },
     /// Creates or replaces a segment.
     PutSegment { key: &'a str, definition: &'a SegmentDef, expected_version: Option<u64> },
     /// Deletes a segment no live flag uses.
@@ -126,10 +134,11 @@ pub(crate) enum WriteOp<'a> {
 pub(crate) async fn run<B: Backend>(
     backend: &B,
     op: WriteOp<'_>,
-    who: (&str, Option<&str>),
+    who: impl Into<Who<'_>>,
 ) -> Result<(Vec<Change>, Staged), StoreError> {
+    let who = who.into();
     // Every write comes here, from every route: one cap for the reason.
-    if who.1.is_some_and(|r| r.len() > ff_core::MAX_TEXT_BYTES) {
+    if who.reason.is_some_and(|r| r.len() > ff_core::MAX_TEXT_BYTES) {
         return Err(StoreError::TooLong { field: "reason", max: ff_core::MAX_TEXT_BYTES });
     }
     for _ in 0..MAX_ATTEMPTS {
@@ -153,7 +162,12 @@ pub(crate) async fn run<B: Backend>(
         let changes: Vec<Change> = plans
             .iter()
             .zip(last + 1..)
-            .map(|(p, seq)| Change { batch_end, ..p.change(seq, at, who) })
+            .map(|(p, seq)| Change {
+                batch_end,
+                approved_by: who.approved_by.map(str::to_owned),
+                emergency: who.emergency,
+                ..p.change(seq, at, (who.actor, who.reason))
+            })
             .collect();
         if tx.commit(&staged, &changes).await? {
             return Ok((changes, staged));
@@ -171,8 +185,14 @@ async fn plan_op<T: WriteTx>(
     at: OffsetDateTime,
 ) -> Result<Vec<Plan>, StoreError> {
     let plan = match op {
-        WriteOp::Flags { mutations, batched } => {
-            return plan_mutations(tx, staged, mutations, batched, at).await;
+        WriteOp::Flags { mutations, batched, requests } => {
+            let mut plans = plan_mutations(tx, staged, mutations, batched, at).await?;
+            for put in requests {
+                let p = plan_request(tx, staged, put).await?;
+                staged.stage(&p);
+                plans.push(p);
+            }
+            return Ok(plans);
         }
         WriteOp::PutSegment { key, definition, expected_version } => {
             let declared = tx.declared_attributes().await?;
@@ -210,6 +230,39 @@ async fn plan_op<T: WriteTx>(
         staged.stage(p);
     }
     Ok(plan.into_iter().collect())
+}
+
+/// Who writes: recorded in every change row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Who<'a> {
+    pub(crate) actor: &'a str,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) approved_by: Option<&'a str>,
+    pub(crate) emergency: bool,
+}
+
+impl<'a> From<(&'a str, Option<&'a str>)> for Who<'a> {
+    fn from((actor, reason): (&'a str, Option<&'a str>)) -> Self {
+        Who { actor, reason, approved_by: None, emergency: false }
+    }
+}
+
+/// A change request's write, if the stored one is at the version it expects.
+async fn plan_request<T: WriteTx>(tx: &mut T, staged: &Staged, put: &RequestPut) -> Result<Plan, StoreError> {
+    let before = match staged.requests.get(&put.id) {
+        Some(r) => Some(r.clone()),
+        None => tx.request(put.id).await?,
+    };
+    let actual = before.as_ref().map_or(0, |r| r.version);
+    if actual != put.expected_version {
+        return Err(StoreError::RequestConflict { id: put.id, expected: put.expected_version, actual });
+    }
+    if put.body.to_string().len() > MAX_REQUEST_BYTES {
+        return Err(StoreError::TooLong { field: "request", max: MAX_REQUEST_BYTES });
+    }
+    let record =
+        RequestRecord { id: put.id, key: put.key.clone(), version: actual + 1, body: put.body.clone() };
+    Ok(Plan::PutRequest { record, before })
 }
 
 /// Plans a batch's mutations in order; on the first refusal, none.
@@ -300,8 +353,9 @@ async fn plan_compiled(
 
 /// One mutation; `None` when it changed nothing.
 pub(crate) async fn write<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
-    let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
-    Ok(run(backend, op, (&write.actor, write.reason.as_deref())).await?.0.pop())
+    let op =
+        WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false, requests: &[] };
+    Ok(run(backend, op, (write.actor.as_str(), write.reason.as_deref())).await?.0.pop())
 }
 
 /// One mutation checked as [`write`] would make it, against the data as it is now:
@@ -313,7 +367,8 @@ pub(crate) async fn check<R: FlagReader + ?Sized>(
 ) -> Result<Option<Change>, StoreError> {
     let at = now();
     let mut staged = Staged::default();
-    let op = WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false };
+    let op =
+        WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false, requests: &[] };
     let plans = plan_op(&mut Reads(reader), &mut staged, op, at).await?;
     let seq = reader.latest_seq().await? + 1;
     Ok(plans.first().map(|p| p.change(seq, at, (&write.actor, write.reason.as_deref()))))
@@ -357,6 +412,10 @@ impl<R: FlagReader + ?Sized> WriteTx for Reads<'_, R> {
         self.0.attributes().await
     }
 
+    async fn request(&mut self, _: u64) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(None)
+    }
+
     async fn commit(self, _: &Staged, _: &[Change]) -> Result<bool, StoreError> {
         Err(StoreError::Corrupt("a check does not commit".into()))
     }
@@ -369,8 +428,14 @@ impl<R: FlagReader + ?Sized> WriteTx for Reads<'_, R> {
 /// A batch: all of its mutations or none.
 pub(crate) async fn write_batch<B: Backend>(backend: &B, batch: &Batch) -> Result<Vec<Change>, StoreError> {
     batch.check_size()?;
-    let op = WriteOp::Flags { mutations: &batch.mutations, batched: true };
-    Ok(run(backend, op, (&batch.actor, batch.reason.as_deref())).await?.0)
+    let op = WriteOp::Flags { mutations: &batch.mutations, batched: true, requests: &batch.requests };
+    let who = Who {
+        actor: &batch.actor,
+        reason: batch.reason.as_deref(),
+        approved_by: batch.approved_by.as_deref(),
+        emergency: batch.emergency,
+    };
+    Ok(run(backend, op, who).await?.0)
 }
 
 /// Creates or replaces a segment; `None` when it is unchanged.

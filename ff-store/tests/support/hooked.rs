@@ -104,6 +104,14 @@ impl FlagWriter for Hooked {
         (self.hook)("declare_attributes")?;
         self.inner.declare_attributes(names).await
     }
+    async fn requests(&self) -> Result<Vec<ff_store::RequestRecord>, StoreError> {
+        (self.hook)("requests")?;
+        self.inner.requests().await
+    }
+    async fn request(&self, id: u64) -> Result<Option<ff_store::RequestRecord>, StoreError> {
+        (self.hook)("request")?;
+        self.inner.request(id).await
+    }
 }
 
 #[async_trait]
