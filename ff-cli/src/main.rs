@@ -61,19 +61,47 @@ enum Command {
         value: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Schedule it: RFC 3339 (`2026-12-24T08:00:00Z`) or from now (`+30m`, `+2h`, `+1d`).
+        #[arg(long, value_parser = parse_at)]
+        at: Option<time::OffsetDateTime>,
     },
     /// Switch a flag on.
     On {
         key: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Schedule it (as for `set`).
+        #[arg(long, value_parser = parse_at)]
+        at: Option<time::OffsetDateTime>,
     },
     /// Switch a flag off: its off value for everyone, overrides included.
     Off {
         key: String,
         #[arg(long)]
         reason: Option<String>,
+        /// Schedule it (as for `set`).
+        #[arg(long, value_parser = parse_at)]
+        at: Option<time::OffsetDateTime>,
     },
+    /// Change requests: changes waiting for a second editor's approval or for their time.
+    Requests {
+        /// Also applied, rejected and failed ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One change request, whole.
+    Request { id: u64 },
+    /// Approve another editor's change request: applied now, or at its time.
+    Approve { id: u64 },
+    /// Reject a change request (its author withdraws it the same way).
+    Reject {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Base your change request on the flags as they are now (a flag it changes moved
+    /// since): its approvals are dropped.
+    Rebase { id: u64 },
     /// Per-user values.
     #[command(subcommand)]
     Override(OverrideCommand),
@@ -318,6 +346,11 @@ impl Api {
         let status = res.status();
         let etag = res.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body: Value = res.json().await.unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::ACCEPTED
+            && let Ok(made) = serde_json::from_value::<ff_api::RequestMade>(body.clone())
+        {
+            return Err(Held { made, body }.into());
+        }
         if !status.is_success() {
             let e = serde_json::from_value::<ff_api::ApiError>(body)
                 .unwrap_or(ff_api::ApiError { error: "error".into(), message: "no details".into() });
@@ -477,9 +510,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Flags { q, tag, owner, stale } => cmd_flags(&api, json_out, q, tag, owner, stale).await?,
         Command::Get { key } => cmd_get(&api, json_out, key).await?,
-        Command::Set { key, value, reason } => cmd_set(&api, json_out, key, value, reason).await?,
-        Command::On { key, reason } => switch(&api, &key, true, reason, json_out).await?,
-        Command::Off { key, reason } => switch(&api, &key, false, reason, json_out).await?,
+        Command::Set { key, value, reason, at: Some(at) } => {
+            let patch = FlagPatch { value: Some(parse_value(&value)), ..FlagPatch::default() };
+            schedule(&api, json_out, key, patch, reason, at).await?
+        }
+        Command::On { key, reason, at: Some(at) } => {
+            let patch = FlagPatch { enabled: Some(true), ..FlagPatch::default() };
+            schedule(&api, json_out, key, patch, reason, at).await?
+        }
+        Command::Off { key, reason, at: Some(at) } => {
+            let patch = FlagPatch { enabled: Some(false), ..FlagPatch::default() };
+            schedule(&api, json_out, key, patch, reason, at).await?
+        }
+        Command::Set { key, value, reason, at: None } => cmd_set(&api, json_out, key, value, reason).await?,
+        Command::On { key, reason, at: None } => switch(&api, &key, true, reason, json_out).await?,
+        Command::Off { key, reason, at: None } => switch(&api, &key, false, reason, json_out).await?,
+        Command::Requests { all } => cmd_requests(&api, json_out, all).await?,
+        Command::Request { id } => cmd_request(&api, json_out, id).await?,
+        Command::Approve { id } => decide(&api, json_out, id, "approve", None).await?,
+        Command::Reject { id, reason } => decide(&api, json_out, id, "reject", reason).await?,
+        Command::Rebase { id } => decide(&api, json_out, id, "rebase", None).await?,
         Command::Override(OverrideCommand::Set { key, user, value, reason }) => {
             cmd_override_set(&api, json_out, key, user, value, reason).await?
         }
@@ -853,8 +903,15 @@ async fn cmd_history(
             vec![
                 c.seq.to_string(),
                 time_or_dash(Some(c.at)),
-                c.actor.clone(),
-                c.action.as_str().to_owned(),
+                match &c.approved_by {
+                    Some(by) => format!("{} (approved by {by})", c.actor),
+                    None => c.actor.clone(),
+                },
+                if c.emergency {
+                    format!("{} (emergency)", c.action.as_str())
+                } else {
+                    c.action.as_str().to_owned()
+                },
                 c.key.clone(),
                 c.subject.clone().unwrap_or_else(|| "-".into()),
                 {
@@ -1293,6 +1350,174 @@ async fn switch(
     Ok(())
 }
 
+/// A change the approval policy holds in a request: what the API answered with 202.
+#[derive(Debug)]
+struct Held {
+    made: ff_api::RequestMade,
+    body: Value,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.made.message)
+    }
+}
+
+impl std::error::Error for Held {}
+
+impl Held {
+    fn report(&self, json_out: bool) -> anyhow::Result<()> {
+        if json_out {
+            return print(&self.body);
+        }
+        let r = &self.made.request;
+        say!("held: {}", self.made.message);
+        say!("request {}: {}", r.id, r.summary().join("; "));
+        say!("another editor approves it with `ff approve {}`", r.id);
+        Ok(())
+    }
+}
+
+/// `--at`: RFC 3339, or `+N` followed by `m`, `h` or `d` from now.
+fn parse_at(text: &str) -> Result<time::OffsetDateTime, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Some(rel) = text.strip_prefix('+') {
+        let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
+        let n: i64 = n.parse().map_err(|_| format!("{text:?}: expected +N followed by m, h or d"))?;
+        let d = match unit {
+            "m" => time::Duration::minutes(n),
+            "h" => time::Duration::hours(n),
+            "d" => time::Duration::days(n),
+            _ => return Err(format!("{text:?}: expected +N followed by m, h or d")),
+        };
+        return Ok(time::OffsetDateTime::now_utc() + d);
+    }
+    time::OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-12-24T08:00:00Z, nor +30m: {e}"))
+}
+
+/// One change of `key`, applied at `at` (or when approved, after it).
+async fn schedule(
+    api: &Api,
+    json_out: bool,
+    key: String,
+    patch: FlagPatch,
+    reason: Option<String>,
+    at: time::OffsetDateTime,
+) -> anyhow::Result<()> {
+    let body = ff_api::NewRequest {
+        changes: vec![BatchOp::Update { key, version: None, patch }],
+        reason,
+        apply_at: Some(at),
+    };
+    let (made, _) = api.call(Method::POST, &["requests"], &[], Some(&body), None).await?;
+    if json_out {
+        return print(&made);
+    }
+    let r: ff_api::ChangeRequest = serde_json::from_value(made)?;
+    let when = r.apply_at.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    say!(
+        "request {} ({}): {} at {}",
+        r.id,
+        r.status.as_str(),
+        r.summary().join("; "),
+        when.unwrap_or_default()
+    );
+    if r.status == ff_api::RequestStatus::Pending {
+        say!("it also needs another editor's approval: `ff approve {}`", r.id);
+    }
+    Ok(())
+}
+
+fn request_rows(requests: &[ff_api::ChangeRequest]) -> Vec<Vec<String>> {
+    let time = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    };
+    requests
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.status.as_str().to_owned(),
+                r.summary().join("; "),
+                r.author.clone(),
+                r.approvals.iter().map(|a| a.by.clone()).collect::<Vec<_>>().join(", "),
+                r.apply_at.map(time).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect()
+}
+
+async fn cmd_requests(api: &Api, json_out: bool, all: bool) -> anyhow::Result<()> {
+    let query = if all { vec![("status", "all".to_owned())] } else { Vec::new() };
+    let body = api.get(&["requests"], &query).await?;
+    if json_out {
+        return print(&body);
+    }
+    let list: ff_api::RequestList = serde_json::from_value(body)?;
+    if list.requests.is_empty() {
+        say!("{}", if all { "no change requests" } else { "no open change requests" });
+        return Ok(());
+    }
+    table(&["ID", "STATUS", "CHANGES", "AUTHOR", "APPROVED BY", "APPLY AT"], request_rows(&list.requests));
+    Ok(())
+}
+
+async fn cmd_request(api: &Api, json_out: bool, id: u64) -> anyhow::Result<()> {
+    let body = api.get(&["requests", &id.to_string()], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let r: ff_api::ChangeRequest = serde_json::from_value(body)?;
+    say!("request {} (revision {}): {}", r.id, r.revision, r.status.as_str());
+    say!("by {}{}", r.author, r.reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default());
+    for line in r.summary() {
+        say!("  {line}");
+    }
+    let bases: Vec<String> = r.base.iter().map(|(k, v)| format!("{k} at version {v}")).collect();
+    say!("made on {}", bases.join(", "));
+    if r.needs_approval {
+        let by: Vec<&str> = r.approvals.iter().map(|a| a.by.as_str()).collect();
+        say!("approved by: {}", if by.is_empty() { "nobody yet".to_owned() } else { by.join(", ") });
+    }
+    if let Some(d) = &r.decision {
+        say!(
+            "{} by {}{}",
+            r.status.as_str(),
+            d.by,
+            d.reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `approve`, `reject` or `rebase` a request.
+async fn decide(
+    api: &Api,
+    json_out: bool,
+    id: u64,
+    verb: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let body = Reasoned::new(NoFields {}, reason);
+    let (body, _) =
+        api.call(Method::POST, &["requests", &id.to_string(), verb], &[], Some(&body), None).await?;
+    if json_out {
+        return print(&body);
+    }
+    let r: ff_api::ChangeRequest = serde_json::from_value(body)?;
+    match r.status {
+        ff_api::RequestStatus::Applied => {
+            say!("request {id} approved and applied: {}", r.summary().join("; "))
+        }
+        ff_api::RequestStatus::Approved if verb == "approve" => {
+            say!("request {id} approved: it applies at its time")
+        }
+        status => say!("request {id} is {} (revision {})", status.as_str(), r.revision),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -1302,8 +1527,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json_out = cli.json;
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Not a failure: the change waits in a request.
+        Err(e) if e.is::<Held>() => match e.downcast_ref::<Held>().map(|h| h.report(json_out)) {
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                eprintln!("ff: {e}");
+                ExitCode::FAILURE
+            }
+            None => ExitCode::FAILURE,
+        },
         Err(e) => {
             eprintln!("ff: {}", clean(&format!("{e:#}").replace('\n', " ")));
             ExitCode::FAILURE

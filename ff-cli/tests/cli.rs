@@ -80,11 +80,16 @@ struct Example {
 }
 
 async fn start_example() -> Example {
+    start_example_with(|admin| admin).await
+}
+
+/// [`start_example`] with the admin as `admin` makes it.
+async fn start_example_with(admin: impl FnOnce(ff_admin::Admin) -> ff_admin::Admin) -> Example {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
     let store = Arc::new(SqlStore::connect_lazy(&db).unwrap());
     let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
-    let admin = ff_admin::Admin::new(store);
+    let admin = admin(ff_admin::Admin::new(store));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
@@ -672,4 +677,97 @@ async fn preview_a_targeting_edit_from_the_terminal() {
     assert!(refused.stderr.contains("the edit would be refused"), "{}", refused.stderr);
     let history = run(&["history", "NEW_CHECKOUT"]).await.unwrap();
     assert_eq!(history.stdout.lines().count(), 2, "only its creation: {}", history.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_requests_and_scheduled_changes_from_the_terminal() {
+    let example = start_example_with(|a| {
+        a.require_approval([ff_core::FlagKind::Config]).schedule_interval(Duration::from_millis(100))
+    })
+    .await;
+    let (base, root) = (example.base.clone(), first_token(&example.db).await);
+    let url = format!("{base}/admin");
+    let mut tokens = Vec::new();
+    for name in ["ann", "bob"] {
+        let made =
+            run_as(&url, &root, &["token", "create", "--name", name, "--role", "editor"]).await.unwrap();
+        assert_eq!(made.code, 0, "{}", made.stderr);
+        tokens.push(made.stdout.trim().to_owned());
+    }
+    let (ann, bob) = (tokens[0].clone(), tokens[1].clone());
+    const KEY: &str = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING";
+
+    // A config flag's change waits: `ff set` says so, exits 0, and nothing is served.
+    let held = run_as(&url, &ann, &["set", KEY, "12h", "--reason", "shorter lead"]).await.unwrap();
+    assert_eq!(held.code, 0, "{}", held.stderr);
+    assert!(held.stdout.starts_with("held: request 1 holds this change"), "{}", held.stdout);
+    assert!(held.stdout.contains("ff approve 1"), "{}", held.stdout);
+    assert_eq!(config(&base, "alice").await[KEY], "24h");
+    let list = run_as(&url, &bob, &["requests"]).await.unwrap();
+    assert_eq!(row(&list.stdout, "1")[1], "pending", "{}", list.stdout);
+    assert!(list.stdout.contains("value = \"12h\"") && list.stdout.contains("ann"), "{}", list.stdout);
+
+    // Not by its author; by another editor, applied and served.
+    let own = run_as(&url, &ann, &["approve", "1"]).await.unwrap();
+    assert_eq!(own.code, 1);
+    assert!(own.stderr.contains("403 not_allowed: ann made request 1"), "{}", own.stderr);
+    let approved = run_as(&url, &bob, &["approve", "1"]).await.unwrap();
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    assert!(approved.stdout.contains("request 1 approved and applied"), "{}", approved.stdout);
+    wait_for(&base, "alice", KEY, json!("12h")).await;
+    let history = run_as(&url, &ann, &["history", KEY, "--limit", "5"]).await.unwrap();
+    assert!(history.stdout.contains("ann (approved by bob)"), "{}", history.stdout);
+    let again = run_as(&url, &bob, &["approve", "1"]).await.unwrap();
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("409 conflict: request 1 is applied, not pending"), "{}", again.stderr);
+
+    // Switching off never waits, and the log says it was an emergency.
+    let off = run_as(&url, &ann, &["off", KEY, "--reason", "incident"]).await.unwrap();
+    assert_eq!(off.code, 0, "{}", off.stderr);
+    assert!(off.stdout.contains("is OFF"), "{}", off.stdout);
+    let history = run_as(&url, &ann, &["history", KEY, "--limit", "1"]).await.unwrap();
+    assert!(history.stdout.contains("flag.update (emergency)"), "{}", history.stdout);
+    let on = run_as(&url, &ann, &["on", KEY]).await.unwrap();
+    assert!(on.stdout.starts_with("held: request 2"), "{}", on.stdout);
+    let rejected = run_as(&url, &bob, &["reject", "2", "--reason", "keep it off"]).await.unwrap();
+    assert_eq!(rejected.code, 0, "{}", rejected.stderr);
+    assert!(rejected.stdout.contains("request 2 is rejected"), "{}", rejected.stdout);
+
+    // Scheduled: waits for approval and for its time, then applies once.
+    let at = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let scheduled =
+        run_as(&url, &ann, &["on", KEY, "--at", &at, "--reason", "after the incident"]).await.unwrap();
+    assert_eq!(scheduled.code, 0, "{}", scheduled.stderr);
+    assert!(
+        scheduled.stdout.contains("request 3 (pending): MINIMUM_TIME_REQUIRED_BEFORE_BOOKING: switch on at"),
+        "{}",
+        scheduled.stdout
+    );
+    let approved = run_as(&url, &bob, &["approve", "3"]).await.unwrap();
+    assert!(approved.stdout.contains("request 3 approved: it applies at its time"), "{}", approved.stdout);
+    let shown = run_as(&url, &ann, &["request", "3"]).await.unwrap();
+    assert!(shown.stdout.contains("approved by: bob"), "{}", shown.stdout);
+    assert_eq!(config(&base, "alice").await[KEY], "24h", "still off (its off value is the default)");
+    wait_for(&base, "alice", KEY, json!("12h")).await;
+    let all = run_as(&url, &ann, &["requests", "--all", "--json"]).await.unwrap();
+    let all: ff_api::RequestList = serde_json::from_str(&all.stdout).unwrap();
+    let statuses: Vec<&str> = all.requests.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, ["applied", "rejected", "applied"]);
+    assert_eq!(all.requests[0].decision.as_ref().unwrap().by, ff_admin::SCHEDULER);
+
+    // Bad times are refused before anything is sent, or by the server.
+    let bad = run_as(&url, &ann, &["set", KEY, "1h", "--at", "tomorrow"]).await.unwrap();
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("is not an RFC 3339 time"), "{}", bad.stderr);
+    let past = run_as(&url, &ann, &["set", KEY, "1h", "--at", "2020-01-01T00:00:00Z"]).await.unwrap();
+    assert_eq!(past.code, 1);
+    assert!(
+        past.stderr.contains("400 bad_request: apply_at 2020-01-01T00:00:00Z is not in the future"),
+        "{}",
+        past.stderr
+    );
+    let none = run_as(&url, &ann, &["approve", "99"]).await.unwrap();
+    assert!(none.stderr.contains("404 not_found: no request 99"), "{}", none.stderr);
 }
