@@ -80,7 +80,8 @@ fn write(caller: &Caller, mutation: Mutation, reason: Option<String>) -> Write {
 
 fn flag_view(admin: &Admin, record: FlagRecord, overrides: usize) -> ff_api::FlagView {
     let declared = admin.decls().iter().any(|d| d.key == record.key);
-    ff_api::FlagView { record, overrides, declared, stale: None }
+    let needs_approval = admin.needs_approval(&record);
+    ff_api::FlagView { record, overrides, declared, stale: None, needs_approval }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -216,6 +216,18 @@ impl Admin {
         Err(AdminError::Conflict("too many requests made at once; try again".into()))
     }
 
+    /// A request that applies `mutations` at `at` (after approval, if a flag needs it).
+    pub(crate) async fn schedule(
+        &self,
+        author: &str,
+        reason: Option<String>,
+        mutations: Vec<Mutation>,
+        at: OffsetDateTime,
+    ) -> Result<ChangeRequest, AdminError> {
+        check_schedule(Some(at))?;
+        self.make_request(author, reason, mutations, Some(at)).await
+    }
+
     /// One request, as stored.
     pub(crate) async fn change_request(&self, id: u64) -> Result<ChangeRequest, AdminError> {
         let record = self

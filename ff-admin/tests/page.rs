@@ -467,3 +467,99 @@ async fn a_guarded_rollout_on_the_flag_page() {
     let r = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&cookie), None).await;
     assert!(!r.body.contains("Guarded rollout"));
 }
+
+#[tokio::test]
+async fn change_requests_and_scheduled_changes_on_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    sync(&*store, &[LEAD.decl(), CREDITS.decl()], &Default::default()).await.unwrap();
+    let (_, ann) = ff_admin::create_token(&*store, "ann", Role::Editor, "test", None).await.unwrap();
+    let (_, bob) = ff_admin::create_token(&*store, "bob", Role::Editor, "test", None).await.unwrap();
+    let admin = Admin::new(store.clone()).require_approval([ff_core::FlagKind::Config]);
+    let page = Page { app: Router::new().nest("/admin", admin.router()), store: store.clone(), _dir: dir };
+    let (ann_cookie, ann_csrf) = page.login(&ann).await;
+    let (bob_cookie, bob_csrf) = page.login(&bob).await;
+    let flag = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&ann_cookie), None).await;
+    assert!(flag.body.contains("Changes to this flag wait for a second editor"), "{}", flag.body);
+    assert!(flag.body.contains("name=\"apply_at\""), "every change can be scheduled");
+
+    // Ann's change is held: she is taken to its request, which says so.
+    let form = format!("csrf={ann_csrf}&value=12&version=1&reason=shorter");
+    let r = page.send("POST", "/admin/flags/LEAD_HOURS/value", Some(&ann_cookie), Some(&form)).await;
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/requests/1?held=1")), "{}", r.body);
+    assert_eq!(store.flag("LEAD_HOURS").await.unwrap().unwrap().value, ff_core::Value::Int(24));
+    let shown = page.send("GET", "/admin/requests/1?held=1", Some(&ann_cookie), None).await;
+    assert!(shown.body.contains("Your change was not made yet"), "{}", shown.body);
+    assert!(shown.body.contains("LEAD_HOURS: value = 12"), "{}", shown.body);
+    assert!(!shown.body.contains(">Approve"), "no approve button for its author");
+    assert!(shown.body.contains("another editor approves it"));
+    // Listed on the flag's page and the requests page.
+    let flag = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&bob_cookie), None).await;
+    assert!(flag.body.contains("href=\"/admin/requests/1\""), "{}", flag.body);
+    let list = page.send("GET", "/admin/requests", Some(&bob_cookie), None).await;
+    assert!(list.body.contains("Open (1)") && list.body.contains("nobody yet"), "{}", list.body);
+
+    // Ann cannot approve it by posting the form anyway; Bob's approval applies it.
+    let own = format!("csrf={ann_csrf}");
+    let r = page.send("POST", "/admin/requests/1/approve", Some(&ann_cookie), Some(&own)).await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("another editor must approve it"), "{}", r.body);
+    let forged = page.send("POST", "/admin/requests/1/approve", Some(&bob_cookie), Some("csrf=forged")).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(store.flag("LEAD_HOURS").await.unwrap().unwrap().value, ff_core::Value::Int(24));
+    let shown = page.send("GET", "/admin/requests/1", Some(&bob_cookie), None).await;
+    assert!(shown.body.contains(">Approve and apply<"), "{}", shown.body);
+    let ok = format!("csrf={bob_csrf}");
+    let r = page.send("POST", "/admin/requests/1/approve", Some(&bob_cookie), Some(&ok)).await;
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/requests/1")), "{}", r.body);
+    assert_eq!(store.flag("LEAD_HOURS").await.unwrap().unwrap().value, ff_core::Value::Int(12));
+    let flag = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&bob_cookie), None).await;
+    assert!(flag.body.contains("approved by bob"), "the history names both");
+    let r = page.send("POST", "/admin/requests/1/nonsense", Some(&bob_cookie), Some(&ok)).await;
+    assert_eq!(r.status, 404);
+
+    // Switching off never waits, and the history marks it.
+    let form = format!("csrf={ann_csrf}&enabled=false&version=2");
+    let r = page.send("POST", "/admin/flags/LEAD_HOURS/switch", Some(&ann_cookie), Some(&form)).await;
+    assert_eq!(r.location.as_deref(), Some("/admin/flags/LEAD_HOURS"), "{}", r.body);
+    let flag = page.send("GET", "/admin/flags/LEAD_HOURS", Some(&ann_cookie), None).await;
+    assert!(flag.body.contains("class=\"off\">emergency<"), "{}", flag.body);
+
+    // Scheduled from the value form, in the visitor's time zone (UTC+1 here).
+    let local =
+        (time::OffsetDateTime::now_utc() + time::Duration::hours(3)).to_offset(time::macros::offset!(+1));
+    let at = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}",
+        local.year(),
+        u8::from(local.month()),
+        local.day(),
+        local.hour(),
+        local.minute()
+    );
+    let form = format!("csrf={bob_csrf}&value=true&version=1&apply_at={at}&tz=60");
+    let r = page.send("POST", "/admin/flags/CREDITS/value", Some(&bob_cookie), Some(&form)).await;
+    assert_eq!(r.location.as_deref(), Some("/admin/requests/2"), "{}", r.body);
+    let scheduled = page.send("GET", "/admin/requests/2", Some(&bob_cookie), None).await;
+    let utc = local.to_offset(time::UtcOffset::UTC);
+    let want = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:00Z",
+        utc.year(),
+        u8::from(utc.month()),
+        utc.day(),
+        utc.hour(),
+        utc.minute()
+    );
+    assert!(scheduled.body.contains(&format!("datetime=\"{want}\"")), "stored in UTC: {}", scheduled.body);
+    assert!(scheduled.body.contains("not needed (only its time holds it)"));
+    for (at, says) in [("yesterday", "not a date and time"), ("2020-01-01T10:00", "not in the future")] {
+        let form = format!("csrf={bob_csrf}&value=true&version=1&apply_at={at}");
+        let r = page.send("POST", "/admin/flags/CREDITS/value", Some(&bob_cookie), Some(&form)).await;
+        assert!(r.status >= 400 && r.body.contains(says), "{at}: {} {}", r.status, r.body);
+    }
+    // Withdrawn by its author from its page.
+    let form = format!("csrf={bob_csrf}&reason=later");
+    page.send("POST", "/admin/requests/2/reject", Some(&bob_cookie), Some(&form)).await;
+    let list = page.send("GET", "/admin/requests", Some(&bob_cookie), None).await;
+    assert!(list.body.contains("Open (0)") && list.body.contains("rejected"), "{}", list.body);
+}

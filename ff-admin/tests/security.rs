@@ -476,6 +476,33 @@ async fn every_page_escapes_hostile_text() {
     let def =
         serde_json::from_value(serde_json::json!({ "description": evil, "included": [evil_id] })).unwrap();
     f.store.put_segment("evil", def, None, ("test", Some(evil))).await.unwrap();
+    // A change request whose every text is hostile.
+    let request = ff_api::ChangeRequest {
+        id: 1,
+        key: "KILL".into(),
+        changes: vec![ff_api::BatchOp::SetOverride {
+            key: "KILL".into(),
+            user_id: evil_id.into(),
+            value: serde_json::json!(evil),
+        }],
+        base: [("KILL".to_owned(), 1)].into(),
+        author: evil.into(),
+        reason: Some(evil.into()),
+        created_at: time::OffsetDateTime::now_utc(),
+        apply_at: None,
+        needs_approval: true,
+        approvals: vec![ff_api::Approval { by: evil.into(), at: time::OffsetDateTime::now_utc() }],
+        status: ff_api::RequestStatus::Rejected,
+        decision: Some(ff_api::Decision {
+            by: evil.into(),
+            at: time::OffsetDateTime::now_utc(),
+            reason: Some(evil.into()),
+        }),
+        revision: 1,
+        version: 0,
+    };
+    let put = ff_store::RequestPut { id: 1, key: "KILL".into(), body: request.body(), expected_version: 0 };
+    f.store.write_batch(ff_store::Batch::new("test", vec![]).request(put)).await.unwrap();
     let app = app(Admin::new(f.store.clone()));
     let (_, session, _) = login(&app, &f.editor, &[]).await;
     let pages: Vec<_> = Admin::routes()
@@ -490,12 +517,13 @@ async fn every_page_escapes_hostile_text() {
             p => format!(
                 "/admin{}",
                 p.replace("{key}", if p.starts_with("/segments") { "evil" } else { "KILL" })
+                    .replace("{id}", "1")
             ),
         };
         let r = send(&app, "GET", &path, &[("cookie", &session)], None).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert!(!r.body.contains(evil) && !r.body.contains(evil_id), "{path} shows raw markup: {}", r.body);
-        if ["/flags/{key}", "/segments/{key}"].contains(&route.path) {
+        if ["/flags/{key}", "/segments/{key}", "/requests/{id}", "/requests"].contains(&route.path) {
             assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path} shows it as text");
         }
     }

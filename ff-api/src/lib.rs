@@ -232,6 +232,9 @@ pub struct FlagView {
     /// Why it is stale (listings only; empty: it is not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<Vec<StaleReason>>,
+    /// Whether editors' changes to it wait for a second editor's approval.
+    #[serde(default)]
+    pub needs_approval: bool,
 }
 
 /// `GET /admin/api/flags` (`?offset=&limit=` pages it; all by default).

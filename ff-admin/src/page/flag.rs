@@ -45,10 +45,18 @@ pub(crate) async fn flag_page(
         store.segments().await.unwrap_or_default().into_iter().map(|s| s.key).collect();
     // Its trouble stays in its section: the switch above must always work.
     let guard = admin.guard_view(&key).await.map_err(|e| e.to_string());
+    let open: Vec<ff_api::ChangeRequest> = admin
+        .change_requests(false)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.changes.iter().any(|c| c.key() == key))
+        .collect();
     let (daily, last) = usage.get(&key).map_or((&[][..], None), |(d, l)| (&d[..], *l));
     let body = html! {
         h1 { code { (key) } }
         p { (flag.description) }
+        (super::requests::flag_section(&visitor, admin.needs_approval(&flag), &open))
         section { h2 { "Switch" } (switch_form(&visitor, &flag)) }
         (value_section(&visitor, &flag, sparkline(&days, daily, last)))
         (targeting_section(&visitor, &flag, &attributes, &segment_keys))
@@ -87,6 +95,7 @@ fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> Markup {
                 input type="hidden" name="enabled" value="false";
                 input type="hidden" name="version" value=(flag.version);
                 span.on { "on" } " " button.danger { "Turn off" } " " input name="reason" placeholder="reason";
+                " " (schedule_fields())
             }
         } @else {
             form.inline method="post" action=(action) {
@@ -95,6 +104,7 @@ fn switch_form(visitor: &Visitor, flag: &FlagRecord) -> Markup {
                 input type="hidden" name="version" value=(flag.version);
                 span.off { "OFF" } " (serving " (off) " to everyone) " button { "Turn on" } " "
                 input name="reason" placeholder="reason";
+                " " (schedule_fields())
             }
         }
     }
@@ -116,6 +126,7 @@ fn value_section(visitor: &Visitor, flag: &FlagRecord, sparkline: Markup) -> Mar
                 input type="hidden" name="version" value=(flag.version);
                 (value_input(flag, "value", Some(&current)))
                 " " input name="reason" placeholder="reason"; " " button { "Save value" }
+                " " (schedule_fields())
             }
             p.muted {
                 "owner " (meta.owner) " · tags " (meta.tags.join(", ")) " · ticket " (meta.ticket)
@@ -123,6 +134,60 @@ fn value_section(visitor: &Visitor, flag: &FlagRecord, sparkline: Markup) -> Mar
             }
             (lifecycle(flag, sparkline))
         }
+    }
+}
+
+/// An optional time to apply a form's change at instead of now, in the visitor's
+/// time zone (the page's script sends its offset; without it, UTC).
+fn schedule_fields() -> Markup {
+    html! {
+        span.field {
+            label { "or at " input type="datetime-local" name="apply_at" aria-label="apply at (your time)"; }
+            input type="hidden" name="tz" value="";
+        }
+    }
+}
+
+/// `apply_at` from a form (local time, `tz` minutes east of UTC) as UTC; `None` when empty.
+fn form_time(apply_at: &str, tz: &str) -> Result<Option<time::OffsetDateTime>, String> {
+    let text = apply_at.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let seconds = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let local = time::PrimitiveDateTime::parse(text, &format)
+        .or_else(|_| time::PrimitiveDateTime::parse(text, &seconds))
+        .map_err(|_| format!("{text:?} is not a date and time like 2026-12-24T08:00"))?;
+    let minutes: i32 = if tz.trim().is_empty() {
+        0
+    } else {
+        tz.trim().parse().map_err(|_| format!("bad time zone {tz:?}"))?
+    };
+    if minutes.abs() > 18 * 60 {
+        return Err(format!("bad time zone {tz:?}"));
+    }
+    Ok(Some(local.assume_utc() - time::Duration::minutes(i64::from(minutes))))
+}
+
+/// Writes `m` now, or (with a time) makes a request that applies it then.
+async fn apply_or_schedule(
+    admin: &Admin,
+    visitor: &Visitor,
+    m: Mutation,
+    reason: &str,
+    key: &str,
+    (apply_at, tz): (&str, &str),
+) -> Response {
+    let at = match form_time(apply_at, tz) {
+        Ok(at) => at,
+        Err(e) => return visitor.error(StatusCode::UNPROCESSABLE_ENTITY, &format!("apply at: {e}")),
+    };
+    let Some(at) = at else { return visitor.apply(admin, m, reason, key).await };
+    let reason = Some(reason.trim().to_owned()).filter(|r| !r.is_empty());
+    match admin.schedule(&visitor.caller.name, reason, vec![m], at).await {
+        Ok(r) => visitor.to_request(r.id, false),
+        Err(e) => visitor.fail(e),
     }
 }
 
@@ -350,9 +415,13 @@ fn overrides_section(visitor: &Visitor, flag: &FlagRecord, overrides: &[Override
     }
 }
 
-/// A change's before or after as people read it (a flag's value, marked if off).
+/// A change's before or after as people read it (a flag's value, marked if off; a
+/// request's status).
 fn summary(v: &Option<Value>) -> String {
     match v {
+        Some(Value::Object(m)) if m.contains_key("changes") && m.contains_key("status") => {
+            format!("request {}", show(&m["status"]))
+        }
         Some(Value::Object(m)) if m.contains_key("value") => {
             let off = if m.get("enabled") == Some(&Value::Bool(false)) { " (off)" } else { "" };
             format!("{}{off}", show(&m["value"]))
@@ -369,8 +438,8 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
             tr {
                 td { (c.seq) }
                 td { (rfc3339(c.at)) }
-                td { (c.actor) }
-                td { (c.action.as_str()) }
+                td { (c.actor) @if let Some(by) = &c.approved_by { br; span.muted { "approved by " (by) } } }
+                td { (c.action.as_str()) @if c.emergency { br; span.off { "emergency" } } }
                 td { (c.subject.as_deref().unwrap_or("")) }
                 td {
                     code { (summary(&c.before)) } " → " code { (summary(&c.after)) }
@@ -379,7 +448,9 @@ fn history_rows(visitor: &Visitor, key: &str, history: &[Change]) -> Markup {
                 }
                 td { (c.reason.as_deref().unwrap_or("")) }
                 td {
-                    @if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
+                    @if c.action == Action::RequestPut {
+                        a href={ (visitor.base) "/requests/" (c.subject.as_deref().unwrap_or("")) } { "Request" }
+                    } @else if !matches!(c.action, Action::TokenCreate | Action::TokenRevoke) {
                         form.inline method="post" action={ (visitor.base) "/changes/" (c.seq) "/revert" }
                             data-confirm={ "Undo change #" (c.seq) "?" } {
                             (visitor.csrf_field())
@@ -507,6 +578,10 @@ pub(crate) struct SwitchForm {
     version: u64,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    apply_at: String,
+    #[serde(default)]
+    tz: String,
 }
 
 pub(crate) async fn switch(
@@ -520,7 +595,7 @@ pub(crate) async fn switch(
     }
     let patch = FlagPatch { enabled: Some(f.enabled == "true"), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
-    visitor.apply(&admin, m, &f.reason, &key).await
+    apply_or_schedule(&admin, &visitor, m, &f.reason, &key, (&f.apply_at, &f.tz)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,6 +605,10 @@ pub(crate) struct ValueForm {
     version: u64,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    apply_at: String,
+    #[serde(default)]
+    tz: String,
 }
 
 /// The form's text as a value of the flag's type, or the page saying why not.
@@ -558,7 +637,7 @@ pub(crate) async fn set_value(
     };
     let patch = FlagPatch { value: Some(value), ..FlagPatch::default() };
     let m = Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
-    visitor.apply(&admin, m, &f.reason, &key).await
+    apply_or_schedule(&admin, &visitor, m, &f.reason, &key, (&f.apply_at, &f.tz)).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,15 @@ use crate::auth::Caller;
 const SCRIPT: &str = concat!(
     "document.addEventListener('submit', function (e) {\n\
   var ask = e.target.getAttribute('data-confirm');\n\
-  if (ask !== null && !window.confirm(ask)) { e.preventDefault(); }\n\
+  if (ask !== null && !window.confirm(ask)) { e.preventDefault(); return; }\n\
+  var tz = e.target.querySelector('input[name=tz]');\n\
+  if (tz) { tz.value = String(-new Date().getTimezoneOffset()); }\n\
+});\n\
+document.addEventListener('DOMContentLoaded', function () {\n\
+  document.querySelectorAll('time[datetime]').forEach(function (t) {\n\
+    var d = new Date(t.getAttribute('datetime'));\n\
+    if (!isNaN(d)) { t.title = t.getAttribute('datetime'); t.textContent = d.toLocaleString(); }\n\
+  });\n\
 });\n",
     include_str!("editor.js")
 );
@@ -49,7 +57,7 @@ section{overflow-x:auto}input,select,textarea{max-width:100%;box-sizing:border-b
 #targeting-editor textarea{width:100%}.row{display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:center;margin:.3rem 0}
 .field{display:inline-flex;flex-wrap:wrap;max-width:100%;gap:.3rem;align-items:center}
 #targeting-editor table{display:block;overflow-x:auto}.rule{border-left:3px solid #d0d5dd;padding:.3rem .6rem;margin:.5rem 0}
-ul.changes code{white-space:pre-wrap;word-break:break-all}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
+ul.changes code{white-space:pre-wrap;word-break:break-all}.notice{background:#eff8ff;border:1px solid #84caff;padding:.8rem 1rem;border-radius:6px}.error{background:#fef3f2;border:1px solid #fda29b;padding:.8rem 1rem;border-radius:6px}
 ";
 
 /// A whole page; `who` (the caller and the session's CSRF token) adds the navigation.
@@ -83,6 +91,7 @@ fn nav(base: &str, caller: &Caller, csrf: &str) -> Markup {
         a href=(base) { "Flags" }
         a href={ (base) "/stale" } { "Stale" }
         a href={ (base) "/segments" } { "Segments" }
+        a href={ (base) "/requests" } { "Requests" }
         a href={ (base) "/users" } { "User lookup" }
         span.who { (caller.name) " (" (caller.role.as_str()) ")" }
         form.inline method="post" action={ (base) "/logout" } {
@@ -114,6 +123,13 @@ pub(super) fn show(v: &Value) -> String {
         Value::Null => "—".into(),
         other => other.to_string(),
     }
+}
+
+/// A time people read in their own time zone: RFC 3339 (UTC) in the markup, which the
+/// page's script shows as local time (the UTC form stays as its tooltip).
+pub(super) fn local_time(t: OffsetDateTime) -> Markup {
+    let text = rfc3339(t);
+    html! { time datetime=(text) { (text) } }
 }
 
 /// A time as RFC 3339, or nothing if it cannot be written so.

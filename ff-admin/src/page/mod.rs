@@ -11,6 +11,7 @@ mod flag;
 mod flags;
 mod layout;
 mod login;
+mod requests;
 mod segments;
 mod session;
 mod users;
@@ -21,6 +22,7 @@ pub(crate) use flag::{
 pub(crate) use flags::{list, stale_page};
 pub(crate) use layout::{script, stylesheet};
 pub(crate) use login::{login, login_page, logout};
+pub(crate) use requests::{decide as decide_request, request_page, requests_page};
 pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
 pub(crate) use session::Sessions;
 pub(crate) use users::user_page;

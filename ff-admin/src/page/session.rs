@@ -225,8 +225,15 @@ impl Visitor {
     pub(super) async fn apply(&self, admin: &Admin, m: Mutation, reason: &str, key: &str) -> Response {
         match admin.write(self.write(m, reason)).await {
             Ok(_) => self.back_to(key),
+            Err(AdminError::Held(made)) => self.to_request(made.request.id, true),
             Err(e) => self.fail(e),
         }
+    }
+
+    /// To a change request's page; `held`: saying the visitor's change waits there.
+    pub(super) fn to_request(&self, id: u64, held: bool) -> Response {
+        let query = if held { "?held=1" } else { "" };
+        Redirect::to(&format!("{}/requests/{id}{query}", self.base)).into_response()
     }
 
     fn back_to(&self, key: &str) -> Response {
