@@ -68,7 +68,7 @@ macro_rules! store_contract_tests {
     ($make:expr) => {
         $crate::store_contract_tests!(@each $make;
             flags_overrides_and_tokens, segments, attributes, sync_declarations, setting_rules, lifecycle,
-            batches, usage, racing_writers, guarded_rollouts, checking_writes_nothing, change_requests);
+            batches, usage, racing_writers, guarded_rollouts, checking_writes_nothing, change_requests, operational_records);
     };
 }
 
@@ -1179,4 +1179,28 @@ pub async fn change_requests(store: Arc<dyn Store>) {
     let following = Snapshot::from_state(&ff_core::StoreState::default()).apply(&log).unwrap();
     assert_eq!(following.version(), state.seq);
     assert!(!following.flag("RATE").unwrap().enabled);
+}
+
+/// Operational records: written only on the version read (two instances never both
+/// advance one), listed by prefix, deleted; never in the change log.
+pub async fn operational_records(store: Arc<dyn Store>) {
+    let usage = store.usage_store().expect("a writable store keeps records");
+    let seq = store.latest_seq().await.unwrap();
+    assert_eq!(usage.put_record("webhook:1", Some(&json!({"url": "a"})), 0).await.unwrap(), 1);
+    assert_eq!(usage.put_record("webhook:2", Some(&json!({"url": "b"})), 0).await.unwrap(), 1);
+    assert_eq!(usage.put_record("other", Some(&json!(1)), 0).await.unwrap(), 1);
+    let e = usage.put_record("webhook:1", Some(&json!({"url": "c"})), 0).await.unwrap_err();
+    assert!(matches!(&e, StoreError::RecordConflict { expected: 0, actual: 1, .. }), "{e:?}");
+    assert_eq!(usage.put_record("webhook:1", Some(&json!({"url": "c"})), 1).await.unwrap(), 2);
+    let stale = usage.put_record("webhook:1", Some(&json!({"url": "d"})), 1).await.unwrap_err();
+    assert!(matches!(stale, StoreError::RecordConflict { expected: 1, actual: 2, .. }), "{stale:?}");
+    let listed = usage.records("webhook:").await.unwrap();
+    let names: Vec<(&str, u64)> = listed.iter().map(|r| (r.name.as_str(), r.version)).collect();
+    assert_eq!(names, [("webhook:1", 2), ("webhook:2", 1)]);
+    assert_eq!(listed[0].body, json!({"url": "c"}));
+    assert!(usage.put_record("webhook:2", None, 5).await.is_err(), "a delete checks the version too");
+    usage.put_record("webhook:2", None, 1).await.unwrap();
+    assert_eq!(usage.records("webhook:").await.unwrap().len(), 1);
+    assert_eq!(usage.records("").await.unwrap().len(), 2);
+    assert_eq!(store.latest_seq().await.unwrap(), seq, "not in the change log");
 }

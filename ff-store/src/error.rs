@@ -53,6 +53,17 @@ pub enum StoreError {
         /// The current version (0: none).
         actual: u64,
     },
+    /// An operational record is not at the version the caller read (another instance
+    /// wrote it first).
+    #[error("record {name:?} is at version {actual}, not {expected}")]
+    RecordConflict {
+        /// The record.
+        name: String,
+        /// The version the caller based its write on.
+        expected: u64,
+        /// The current version (0: none).
+        actual: u64,
+    },
     /// The value or declaration did not fit the flag's schema.
     #[error("flag {key:?}: {error}")]
     Invalid {

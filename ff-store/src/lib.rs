@@ -23,8 +23,8 @@ pub use store::RedisStore;
 pub use store::{
     Batch, ChangeQuery, FlagPatch, FlagReader, FlagWriter, GuardCount, MAX_REQUEST_BYTES, MemoryStore,
     Mutation, RESERVED_ACTORS, RESERVED_PREFIX, RequestPut, RequestRecord, Role, SYNC_ACTOR, Store,
-    SyncReport, TokenRecord, TokenStore, UsageStore, Write, default_expiry, redact, store_from_url, sync,
-    validate_token_name,
+    StoredRecord, SyncReport, TokenRecord, TokenStore, UsageStore, Write, default_expiry, redact,
+    store_from_url, sync, validate_token_name,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use store::{PoolConfig, SqlStore};

@@ -40,6 +40,7 @@ struct Data {
     guard_counts: BTreeMap<(String, i64, String, u32), (ff_core::guard::Arm, time::OffsetDateTime)>,
     leases: BTreeMap<String, (String, time::OffsetDateTime)>,
     requests: BTreeMap<u64, RequestRecord>,
+    records: BTreeMap<String, (u64, serde_json::Value)>,
 }
 
 /// A write transaction: reads the data as it is, and commits if no other writer
@@ -405,5 +406,36 @@ impl UsageStore for MemoryStore {
             d.leases.insert(name.to_owned(), (holder.to_owned(), at + ttl));
         }
         Ok(!held)
+    }
+
+    async fn put_record(
+        &self,
+        name: &str,
+        body: Option<&serde_json::Value>,
+        expected_version: u64,
+    ) -> Result<u64, StoreError> {
+        let mut d = self.data();
+        let actual = d.records.get(name).map_or(0, |(v, _)| *v);
+        if actual != expected_version {
+            return Err(super::record_conflict(name, expected_version, actual));
+        }
+        match body {
+            Some(b) => d.records.insert(name.to_owned(), (actual + 1, b.clone())),
+            None => d.records.remove(name),
+        };
+        Ok(actual + 1)
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<super::StoredRecord>, StoreError> {
+        let d = self.data();
+        Ok(d.records
+            .iter()
+            .filter(|(n, _)| n.starts_with(prefix))
+            .map(|(name, (version, body))| super::StoredRecord {
+                name: name.clone(),
+                version: *version,
+                body: body.clone(),
+            })
+            .collect())
     }
 }

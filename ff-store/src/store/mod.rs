@@ -710,6 +710,35 @@ pub trait UsageStore: Send + Sync {
         ttl: std::time::Duration,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Writes the operational record `name` (webhook endpoints and their delivery
+    /// state) if it is at `expected_version` (0: it must not exist yet); returns its
+    /// new version. Not in the change log; `None` deletes it.
+    async fn put_record(
+        &self,
+        name: &str,
+        body: Option<&serde_json::Value>,
+        expected_version: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// The records whose names start with `prefix`, by name, with their versions.
+    async fn records(&self, prefix: &str) -> Result<Vec<StoredRecord>, StoreError>;
+}
+
+/// An operational record ([`UsageStore::put_record`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Its name.
+    pub name: String,
+    /// 1 when written first; each write adds 1.
+    pub version: u64,
+    /// What it holds.
+    pub body: serde_json::Value,
+}
+
+/// The refusal of a record write on another version.
+pub(crate) fn record_conflict(name: &str, expected: u64, actual: u64) -> StoreError {
+    StoreError::RecordConflict { name: name.to_owned(), expected, actual }
 }
 
 /// One instance's counts of one variation of a guarded rollout since it started.

@@ -790,6 +790,45 @@ impl UsageStore for RedisStore {
         let (held,): (i64,) = self.pipe(&pipe).await?;
         Ok(held == 1)
     }
+
+    async fn put_record(
+        &self,
+        name: &str,
+        body: Option<&serde_json::Value>,
+        expected_version: u64,
+    ) -> Result<u64, StoreError> {
+        // `version:json` in one hash field, compared and set in one script.
+        const PUT: &str = "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
+             local v = 0 if cur then v = tonumber(string.match(cur, '^(%d+):')) end \
+             if v ~= tonumber(ARGV[2]) then return -1 - v end \
+             if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) \
+             else redis.call('HSET', KEYS[1], ARGV[1], (v + 1) .. ':' .. ARGV[3]) end return v + 1";
+        let mut pipe = redis::pipe();
+        let text = body.map(ToString::to_string).unwrap_or_default();
+        pipe.cmd("EVAL").arg(PUT).arg(1).arg(self.k("records")).arg(name).arg(expected_version).arg(text);
+        let (done,): (i64,) = self.pipe(&pipe).await?;
+        if done < 0 {
+            return Err(super::record_conflict(name, expected_version, (-1 - done) as u64));
+        }
+        Ok(done as u64)
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<super::StoredRecord>, StoreError> {
+        let map: HashMap<String, String> = self.query(redis::cmd("HGETALL").arg(self.k("records"))).await?;
+        let mut out = Vec::new();
+        for (name, text) in map {
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let (version, body) =
+                text.split_once(':').ok_or_else(|| StoreError::Corrupt(format!("record {name:?}")))?;
+            let version =
+                version.parse().map_err(|_| StoreError::Corrupt(format!("record {name:?} version")))?;
+            out.push(super::StoredRecord { body: parse(body, "records")?, name, version });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
 }
 
 /// A token as kept in Redis: with its secret's hash, which the API form never shows.

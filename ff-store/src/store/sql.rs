@@ -45,6 +45,7 @@ const MIGRATIONS_SQLITE: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_batches.sql")),
     (8, include_str!("../../migrations/sqlite/0008_guards.sql")),
     (9, include_str!("../../migrations/sqlite/0009_requests.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_records.sql")),
 ];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
@@ -56,6 +57,7 @@ const MIGRATIONS_POSTGRES: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_batches.sql")),
     (8, include_str!("../../migrations/postgres/0008_guards.sql")),
     (9, include_str!("../../migrations/postgres/0009_requests.sql")),
+    (10, include_str!("../../migrations/postgres/0010_records.sql")),
 ];
 
 /// A store in SQLite or PostgreSQL. Clones share one connection pool.
@@ -1095,6 +1097,66 @@ impl UsageStore for SqlStore {
         let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let done = sqlx::query(&sql).bind(name).bind(holder).bind(ttl).execute(pool).await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn put_record(
+        &self,
+        name: &str,
+        body: Option<&serde_json::Value>,
+        expected_version: u64,
+    ) -> Result<u64, StoreError> {
+        let pool = self.ready().await?;
+        let expected = expected_version as i64;
+        // One statement each, conditional on the version: no transaction to hold.
+        let done = match (body, expected_version) {
+            (Some(b), 0) => {
+                sqlx::query("INSERT INTO ff_records (name, version, body) VALUES ($1, 1, $2) ON CONFLICT (name) DO NOTHING")
+                    .bind(name)
+                    .bind(b.to_string())
+                    .execute(pool)
+                    .await?
+            }
+            (Some(b), _) => {
+                sqlx::query("UPDATE ff_records SET version = version + 1, body = $1 WHERE name = $2 AND version = $3")
+                    .bind(b.to_string())
+                    .bind(name)
+                    .bind(expected)
+                    .execute(pool)
+                    .await?
+            }
+            (None, _) => {
+                sqlx::query("DELETE FROM ff_records WHERE name = $1 AND version = $2")
+                    .bind(name)
+                    .bind(expected)
+                    .execute(pool)
+                    .await?
+            }
+        };
+        if done.rows_affected() == 1 {
+            return Ok(expected_version + 1);
+        }
+        let actual: Option<i64> = sqlx::query_scalar("SELECT version FROM ff_records WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+        Err(super::record_conflict(name, expected_version, actual.unwrap_or(0) as u64))
+    }
+
+    async fn records(&self, prefix: &str) -> Result<Vec<super::StoredRecord>, StoreError> {
+        let pool = self.ready().await?;
+        let rows =
+            sqlx::query("SELECT name, version, body FROM ff_records ORDER BY name").fetch_all(pool).await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            if !name.starts_with(prefix) {
+                continue;
+            }
+            let body: String = r.try_get("body")?;
+            let version = r.try_get::<i64, _>("version")? as u64;
+            out.push(super::StoredRecord { body: json(&body, &name)?, name, version });
+        }
+        Ok(out)
     }
 
     async fn unknown_flags(&self) -> Result<Vec<ff_core::UnknownFlag>, StoreError> {

@@ -181,4 +181,17 @@ impl UsageStore for Hooked {
         (self.hook)("lease")?;
         self.inner.lease(name, holder, ttl, at).await
     }
+    async fn put_record(
+        &self,
+        name: &str,
+        body: Option<&serde_json::Value>,
+        expected: u64,
+    ) -> Result<u64, StoreError> {
+        (self.hook)("put_record")?;
+        self.inner.put_record(name, body, expected).await
+    }
+    async fn records(&self, prefix: &str) -> Result<Vec<ff_store::StoredRecord>, StoreError> {
+        (self.hook)("records")?;
+        self.inner.records(prefix).await
+    }
 }
