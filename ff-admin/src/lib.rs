@@ -24,6 +24,7 @@ mod ofrep;
 mod page;
 mod requests;
 mod routes;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub use auth::{
 pub use error::AdminError;
 pub use requests::{SCHEDULER, parse_kinds};
 pub use routes::{Access, Route};
+pub use webhooks::signature as webhook_signature;
 
 /// What pages may load: their own stylesheet and script (whose editor posts its checks
 /// back to the admin), nothing inline, nothing from elsewhere, never in a frame.

@@ -460,7 +460,8 @@ impl Admin {
     }
 
     /// Applies due scheduled changes every `every`, on the instance holding the
-    /// scheduler's lease, while this admin lives.
+    /// scheduler's lease, and delivers webhooks on the one holding theirs, while this
+    /// admin lives.
     pub(crate) fn schedule_every(&self, every: std::time::Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         if self.store().read_only() || self.store().usage_store().is_none() {
@@ -471,6 +472,28 @@ impl Admin {
         let _ = getrandom::getrandom(&mut holder);
         let holder = format!("admin-{}", hex::encode(holder));
         let ttl = (every * 5).max(std::time::Duration::from_secs(1));
+        let deliverer = (admin.clone(), holder.clone());
+        runtime.spawn(async move {
+            let (admin, holder) = deliverer;
+            let http = crate::webhooks::client();
+            let ttl = crate::webhooks::DELIVERY_LEASE;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = admin.upgrade() else { return };
+                let admin = Admin { inner };
+                let Some(leases) = admin.store().usage_store() else { return };
+                match leases.lease(crate::webhooks::DELIVERER, &holder, ttl, OffsetDateTime::now_utc()).await
+                {
+                    Ok(true) => {
+                        if let Err(e) = admin.deliver_webhooks(&http).await {
+                            tracing::warn!(error = %e, "ff-admin: delivering webhooks failed");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "ff-admin: webhook lease unavailable"),
+                }
+            }
+        });
         runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;

@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, on};
 use ff_store::Role;
 
-use crate::{Admin, api, ofrep, page, requests};
+use crate::{Admin, api, ofrep, page, requests, webhooks};
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,9 @@ pub(crate) fn build() -> (Router<Admin>, Vec<Route>) {
         .add(get.clone(), "/api/segments/{key}", Token(V), api::get_segment)
         .add(put, "/api/segments/{key}", Token(E), api::put_segment)
         .add(delete.clone(), "/api/segments/{key}", Token(E), api::delete_segment)
+        .add(get.clone(), "/api/webhooks", Token(A), webhooks::list)
+        .add(post.clone(), "/api/webhooks", Token(A), webhooks::create)
+        .add(delete.clone(), "/api/webhooks/{id}", Token(A), webhooks::remove)
         .add(get.clone(), "/api/tokens", Token(A), api::list_tokens)
         .add(post.clone(), "/api/tokens", Token(A), api::create_token)
         .add(delete, "/api/tokens/{name}", Token(A), api::revoke_token)

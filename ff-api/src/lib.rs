@@ -833,3 +833,124 @@ pub struct RequestMade {
     /// The request that holds the change.
     pub request: ChangeRequest,
 }
+
+/// What a webhook sends: JSON events, or Slack's `{"text": ...}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// A [`WebhookEvent`].
+    #[default]
+    Json,
+    /// `{"text": "..."}`, as Slack's incoming webhooks (and Mattermost's, Discord's `/slack`) take.
+    Slack,
+}
+
+/// The kinds of events a webhook can ask for.
+pub const WEBHOOK_EVENTS: &[&str] = &["flag", "override", "segment", "request", "guard", "token"];
+
+/// A webhook endpoint: where every change of the kinds it asks for is sent, signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Its number.
+    pub id: u64,
+    /// Where events are posted (http or https).
+    pub url: String,
+    /// The kinds it gets ([`WEBHOOK_EVENTS`]); empty: all of them.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// JSON events or Slack text.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// Who added it.
+    pub created_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+/// `POST /admin/api/webhooks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where to post.
+    pub url: String,
+    /// The kinds to send ([`WEBHOOK_EVENTS`]); none: all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// JSON (default) or Slack text.
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// The signing secret (16 to 256 characters); none: one is made and shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A webhook as made: its secret is shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookCreated {
+    /// The endpoint.
+    pub webhook: Webhook,
+    /// The secret its signatures are made with (`X-FF-Signature`).
+    pub secret: String,
+}
+
+/// One attempt to deliver one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The change's seq.
+    pub seq: u64,
+    /// Its action (`flag.update`, ...).
+    pub event: String,
+    /// When it was tried.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    /// The HTTP status, if an answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed (no answer, or not a 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// 1 for the first try of this event.
+    pub attempt: u32,
+}
+
+/// A webhook with where its deliveries stand.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookView {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// Every change up to this seq was delivered (or was not for it).
+    pub delivered_seq: u64,
+    /// Failures in a row of the next event.
+    pub failures: u32,
+    /// When the next event is tried again, after a failure.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<time::OffsetDateTime>,
+    /// The last attempts, newest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// `GET /admin/api/webhooks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookList {
+    /// By id.
+    pub webhooks: Vec<WebhookView>,
+}
+
+/// What a JSON webhook receives: one change of the audit log, with a line for people.
+/// Signed: `X-FF-Signature: sha256=HEX` is HMAC-SHA256 with the webhook's secret over
+/// `X-FF-Timestamp`, a `.`, and the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    /// `WEBHOOK-SEQ`: the same on every retry of this event to this webhook.
+    pub id: String,
+    /// The change's action (`flag.update`, `request.put`, ...).
+    pub event: String,
+    /// Its kind ([`WEBHOOK_EVENTS`]): a guard's rollback is `guard`.
+    pub kind: String,
+    /// The change itself.
+    pub change: Change,
+    /// What happened, in a line.
+    pub text: String,
+}

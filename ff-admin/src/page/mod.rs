@@ -24,5 +24,5 @@ pub(crate) use layout::{script, stylesheet};
 pub(crate) use login::{login, login_page, logout};
 pub(crate) use requests::{decide as decide_request, request_page, requests_page};
 pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
-pub(crate) use session::Sessions;
+pub(crate) use session::{Sessions, random_hex};
 pub(crate) use users::user_page;

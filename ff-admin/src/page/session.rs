@@ -49,7 +49,7 @@ impl Session {
     }
 }
 
-pub(super) fn random_hex(bytes: usize) -> Result<String, AdminError> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String, AdminError> {
     let mut buf = vec![0u8; bytes];
     getrandom::getrandom(&mut buf).map_err(|e| AdminError::BadRequest(format!("no randomness: {e}")))?;
     Ok(hex::encode(buf))
