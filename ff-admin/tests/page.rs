@@ -563,3 +563,38 @@ async fn change_requests_and_scheduled_changes_on_the_page() {
     let list = page.send("GET", "/admin/requests", Some(&bob_cookie), None).await;
     assert!(list.body.contains("Open (0)") && list.body.contains("rejected"), "{}", list.body);
 }
+
+#[tokio::test]
+async fn webhooks_on_the_page_are_for_admins() {
+    let (page, editor, _) = Page::new().await;
+    let (_, root) = ff_admin::create_token(&*page.store, "root", Role::Admin, "test", None).await.unwrap();
+    let (cookie, csrf) = page.login(&root).await;
+    let list = page.send("GET", "/admin", Some(&cookie), None).await;
+    assert!(list.body.contains("href=\"/admin/webhooks\""), "admins see the link");
+    let form =
+        format!("csrf={csrf}&url=http%3A%2F%2F127.0.0.1%3A9%2Fhook&events=flag&events=request&format=slack");
+    let added = page.send("POST", "/admin/webhooks", Some(&cookie), Some(&form)).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let secret = added.body.split("id=\"secret\">").nth(1).unwrap().split('<').next().unwrap().to_owned();
+    assert_eq!(secret.len(), 64, "shown once: {}", added.body);
+    let shown = page.send("GET", "/admin/webhooks", Some(&cookie), None).await;
+    assert!(shown.body.contains("http://127.0.0.1:9/hook") && shown.body.contains("flag, request"));
+    assert!(shown.body.contains("Slack text") && !shown.body.contains(&secret), "never shown again");
+    let bad = format!("csrf={csrf}&url=ftp%3A%2F%2Fx");
+    let r = page.send("POST", "/admin/webhooks", Some(&cookie), Some(&bad)).await;
+    assert!(r.status == 400 && r.body.contains("must be http or https"), "{}", r.body);
+    let forged = page.send("POST", "/admin/webhooks/1/delete", Some(&cookie), Some("csrf=nope")).await;
+    assert_eq!(forged.status, 403);
+    // Editors neither see nor change them.
+    let (ed_cookie, ed_csrf) = page.login(&editor).await;
+    let list = page.send("GET", "/admin", Some(&ed_cookie), None).await;
+    assert!(!list.body.contains("href=\"/admin/webhooks\""));
+    assert_eq!(page.send("GET", "/admin/webhooks", Some(&ed_cookie), None).await.status, 403);
+    let r = page
+        .send("POST", "/admin/webhooks/1/delete", Some(&ed_cookie), Some(&format!("csrf={ed_csrf}")))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = page.send("POST", "/admin/webhooks/1/delete", Some(&cookie), Some(&format!("csrf={csrf}"))).await;
+    assert_eq!((r.status, r.location.as_deref()), (303, Some("/admin/webhooks")));
+    assert!(!page.send("GET", "/admin/webhooks", Some(&cookie), None).await.body.contains("127.0.0.1:9"));
+}

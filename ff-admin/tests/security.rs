@@ -504,7 +504,20 @@ async fn every_page_escapes_hostile_text() {
     let put = ff_store::RequestPut { id: 1, key: "KILL".into(), body: request.body(), expected_version: 0 };
     f.store.write_batch(ff_store::Batch::new("test", vec![]).request(put)).await.unwrap();
     let app = app(Admin::new(f.store.clone()));
+    // A webhook whose URL is hostile (a URL may hold any of it in its query).
+    let auth = format!("Bearer {}", f.admin_token);
+    let hook = serde_json::json!({ "url": format!("http://example.com/?q={evil}") }).to_string();
+    let made = send(
+        &app,
+        "POST",
+        "/admin/api/webhooks",
+        &[("authorization", &auth), ("content-type", "application/json")],
+        Some(hook),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
     let (_, session, _) = login(&app, &f.editor, &[]).await;
+    let (_, admin_session, _) = login(&app, &f.admin_token, &[]).await;
     let pages: Vec<_> = Admin::routes()
         .into_iter()
         .filter(|r| r.method == http::Method::GET && matches!(r.access, ff_admin::Access::Session(_)))
@@ -520,10 +533,14 @@ async fn every_page_escapes_hostile_text() {
                     .replace("{id}", "1")
             ),
         };
-        let r = send(&app, "GET", &path, &[("cookie", &session)], None).await;
+        let cookie =
+            if route.access == ff_admin::Access::Session(Role::Admin) { &admin_session } else { &session };
+        let r = send(&app, "GET", &path, &[("cookie", cookie)], None).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert!(!r.body.contains(evil) && !r.body.contains(evil_id), "{path} shows raw markup: {}", r.body);
-        if ["/flags/{key}", "/segments/{key}", "/requests/{id}", "/requests"].contains(&route.path) {
+        if ["/flags/{key}", "/segments/{key}", "/requests/{id}", "/requests", "/webhooks"]
+            .contains(&route.path)
+        {
             assert!(r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path} shows it as text");
         }
     }

@@ -202,6 +202,33 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Webhook endpoints and their deliveries (admins).
+    Webhooks,
+    /// Add or remove a webhook endpoint (admins).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Post every change (or the kinds named) to URL, signed; prints the secret once.
+    Add {
+        /// Where to post (http or https).
+        #[arg(value_name = "URL")]
+        endpoint: String,
+        /// A kind of event to send: flag, override, segment, request, guard or token
+        /// (repeatable; none: all).
+        #[arg(long = "event")]
+        events: Vec<String>,
+        /// Send Slack's `{"text": ...}` instead of JSON events.
+        #[arg(long)]
+        slack: bool,
+        /// The signing secret (16 to 256 characters); none: one is made.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Remove a webhook: nothing more is sent to it.
+    Rm { id: u64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -565,6 +592,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cmd_token_create_via_api(&api, json_out, name, role, reason).await?
         }
         Command::Token(TokenCommand::List) => cmd_token_list(&api, json_out).await?,
+        Command::Webhooks => cmd_webhooks(&api, json_out).await?,
+        Command::Webhook(WebhookCommand::Add { endpoint, events, slack, secret }) => {
+            let format = if slack { ff_api::WebhookFormat::Slack } else { ff_api::WebhookFormat::Json };
+            let new = ff_api::NewWebhook { url: endpoint, events, format, secret };
+            let (body, _) = api.call(Method::POST, &["webhooks"], &[], Some(&new), None).await?;
+            if json_out {
+                print(&body)?;
+            } else {
+                let made: ff_api::WebhookCreated = serde_json::from_value(body)?;
+                say!("webhook {} added; its signing secret (shown once):", made.webhook.id);
+                say!("{}", made.secret);
+            }
+        }
+        Command::Webhook(WebhookCommand::Rm { id }) => {
+            api.call(Method::DELETE, &["webhooks", &id.to_string()], &[], None::<&NoFields>, None).await?;
+            if !json_out {
+                say!("webhook {id} removed");
+            }
+        }
         Command::Token(TokenCommand::Revoke { name, reason }) => {
             cmd_token_revoke(&api, json_out, name, reason).await?
         }
@@ -1394,6 +1440,35 @@ fn parse_at(text: &str) -> Result<time::OffsetDateTime, String> {
     }
     time::OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-12-24T08:00:00Z, nor +30m: {e}"))
+}
+
+async fn cmd_webhooks(api: &Api, json_out: bool) -> anyhow::Result<()> {
+    let body = api.get(&["webhooks"], &[]).await?;
+    if json_out {
+        return print(&body);
+    }
+    let list: ff_api::WebhookList = serde_json::from_value(body)?;
+    let rows = list
+        .webhooks
+        .iter()
+        .map(|h| {
+            let last = h.deliveries.first().map_or_else(
+                || "-".to_owned(),
+                |d| d.error.clone().unwrap_or_else(|| d.status.map_or_else(String::new, |s| s.to_string())),
+            );
+            vec![
+                h.webhook.id.to_string(),
+                h.webhook.url.clone(),
+                if h.webhook.events.is_empty() { "all".into() } else { h.webhook.events.join(",") },
+                if h.webhook.format == ff_api::WebhookFormat::Slack { "slack".into() } else { "json".into() },
+                h.delivered_seq.to_string(),
+                h.failures.to_string(),
+                last,
+            ]
+        })
+        .collect();
+    table(&["ID", "URL", "EVENTS", "FORMAT", "DELIVERED", "FAILURES", "LAST"], rows);
+    Ok(())
 }
 
 /// One change of `key`, applied at `at` (or when approved, after it).

@@ -770,4 +770,33 @@ async fn change_requests_and_scheduled_changes_from_the_terminal() {
     );
     let none = run_as(&url, &ann, &["approve", "99"]).await.unwrap();
     assert!(none.stderr.contains("404 not_found: no request 99"), "{}", none.stderr);
+
+    // Webhooks: admins only; an unreachable one shows its failures.
+    let refused = run_as(&url, &ann, &["webhook", "add", "http://127.0.0.1:9/hook"]).await.unwrap();
+    assert!(refused.stderr.contains("403 forbidden"), "{}", refused.stderr);
+    let added =
+        run_as(&url, &root, &["webhook", "add", "http://127.0.0.1:9/hook", "--event", "flag", "--slack"]);
+    let added = added.await.unwrap();
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert!(added.stdout.starts_with("webhook 1 added"), "{}", added.stdout);
+    assert_eq!(added.stdout.lines().nth(1).unwrap().len(), 64, "the secret");
+    run_as(&url, &ann, &["set", "NEW_CHECKOUT", "true"]).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let list = run_as(&url, &root, &["webhooks"]).await.unwrap();
+        let r = row(&list.stdout, "1");
+        if r.len() > 5 && r[5] != "0" {
+            assert_eq!(&r[1..4], ["http://127.0.0.1:9/hook", "flag", "slack"]);
+            assert!(list.stdout.contains("cannot connect"), "{}", list.stdout);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no failure shown: {}", list.stdout);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bad = run_as(&url, &root, &["webhook", "add", "ftp://x", "--event", "flags"]).await.unwrap();
+    assert!(bad.stderr.contains("400 bad_request"), "{}", bad.stderr);
+    let rm = run_as(&url, &root, &["webhook", "rm", "1"]).await.unwrap();
+    assert_eq!(rm.stdout.trim(), "webhook 1 removed");
+    let gone = run_as(&url, &root, &["webhook", "rm", "1"]).await.unwrap();
+    assert!(gone.stderr.contains("404 not_found: no webhook 1"), "{}", gone.stderr);
 }

@@ -92,6 +92,7 @@ fn nav(base: &str, caller: &Caller, csrf: &str) -> Markup {
         a href={ (base) "/stale" } { "Stale" }
         a href={ (base) "/segments" } { "Segments" }
         a href={ (base) "/requests" } { "Requests" }
+        @if caller.role >= ff_store::Role::Admin { a href={ (base) "/webhooks" } { "Webhooks" } }
         a href={ (base) "/users" } { "User lookup" }
         span.who { (caller.name) " (" (caller.role.as_str()) ")" }
         form.inline method="post" action={ (base) "/logout" } {

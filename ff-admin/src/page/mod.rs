@@ -15,6 +15,7 @@ mod requests;
 mod segments;
 mod session;
 mod users;
+mod webhooks;
 
 pub(crate) use flag::{
     add_override, flag_page, preview_targeting, remove_override, revert, set_targeting, set_value, switch,
@@ -26,3 +27,4 @@ pub(crate) use requests::{decide as decide_request, request_page, requests_page}
 pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
 pub(crate) use session::{Sessions, random_hex};
 pub(crate) use users::user_page;
+pub(crate) use webhooks::{add_webhook, delete_webhook, webhooks_page};
