@@ -138,3 +138,120 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         .count();
     assert!((150..=250).contains(&on), "{on} of 2,000 free users got it");
 }
+
+/// What the test's webhook receiver got: headers and body of each post.
+type Inbox = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
+
+async fn receiver() -> (String, Inbox) {
+    let inbox: Inbox = Arc::default();
+    let shared = inbox.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let inbox = shared.clone();
+            async move {
+                inbox.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, inbox)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_approved_a_scheduled_change_and_a_signed_webhook_in_chromium() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    if !browser_ready(&scripts) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&db).await.unwrap());
+    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    let view = source.clone();
+    let mut tokens = Vec::new();
+    for (name, role) in [("root", Role::Admin), ("ann", Role::Editor), ("bob", Role::Editor)] {
+        tokens.push(ff_admin::create_token(&*store, name, role, "test", None).await.unwrap().1);
+    }
+    let admin = ff_admin::Admin::new(store.clone())
+        .require_approval([ff_core::FlagKind::Config])
+        .schedule_interval(Duration::from_millis(100));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
+    let (hook, inbox) = receiver().await;
+    let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ff-admin-request-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let out = tokio::process::Command::new("node")
+        .arg(scripts.join("requests.mjs"))
+        .env("FF_BASE", &base)
+        .env("FF_ROOT", &tokens[0])
+        .env("FF_ANN", &tokens[1])
+        .env("FF_BOB", &tokens[2])
+        .env("FF_HOOK", &hook)
+        .env("FF_REQUEST_SCREENSHOT", &screenshot)
+        .output();
+    let started = time::OffsetDateTime::now_utc();
+    let out =
+        tokio::time::timeout(Duration::from_secs(120), out).await.expect("the browser test hung").unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser script failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("browser test ok"), "{stdout}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000, "screenshot saved under target/");
+    let secret = stdout.lines().find_map(|l| l.strip_prefix("secret=")).unwrap().to_owned();
+
+    // Approved by Bob, so served.
+    let lead = ff_core::Flag::<String>::new("MINIMUM_TIME_REQUIRED_BEFORE_BOOKING", "");
+    let anyone = ff_core::EvalContext::user("alice");
+    let start = Instant::now();
+    while view.snapshot().evaluate(&lead, &anyone).value != "12h" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the approved change is not served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The scheduled change: stored in UTC from Ann's Berlin time, applied at its time.
+    let requests = ff_store::FlagWriter::requests(&*store).await.unwrap();
+    let scheduled = ff_api::ChangeRequest::from_record(&requests[1]).unwrap();
+    let at = scheduled.apply_at.unwrap();
+    assert!(
+        at > started && at < started + time::Duration::seconds(30),
+        "{at} is not a few seconds after {started}"
+    );
+    let pricing = ff_core::Flag::<bool>::new("NEW_CHECKOUT_PRICING", false);
+    assert!(!view.snapshot().evaluate(&pricing, &anyone).value || time::OffsetDateTime::now_utc() >= at);
+    while !view.snapshot().evaluate(&pricing, &anyone).value {
+        assert!(start.elapsed() < Duration::from_secs(20), "the scheduled change was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(time::OffsetDateTime::now_utc() >= at, "applied before its time");
+
+    // The webhook got the request, its approval and the changes, signed with its secret.
+    let start = Instant::now();
+    let events = loop {
+        let got = inbox.lock().unwrap().clone();
+        let events: Vec<ff_api::WebhookEvent> =
+            got.iter().map(|(_, b)| serde_json::from_slice(b).unwrap()).collect();
+        if events.iter().any(|e| e.change.key == "NEW_CHECKOUT_PRICING" && e.event == "flag.update") {
+            for (headers, body) in &got {
+                let h = |n: &str| headers.get(n).unwrap().to_str().unwrap().to_owned();
+                let ts: i64 = h("x-ff-timestamp").parse().unwrap();
+                assert_eq!(h("x-ff-signature"), ff_admin::webhook_signature(&secret, ts, body));
+            }
+            break events;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the webhook did not get the changes: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let approved = events
+        .iter()
+        .find(|e| e.event == "flag.update" && e.change.key == "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING")
+        .unwrap();
+    assert_eq!(
+        (approved.change.actor.as_str(), approved.change.approved_by.as_deref()),
+        ("ann", Some("bob"))
+    );
+    assert!(events.iter().any(|e| e.kind == "request"), "requests are sent too");
+}

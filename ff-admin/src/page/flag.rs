@@ -142,7 +142,7 @@ fn value_section(visitor: &Visitor, flag: &FlagRecord, sparkline: Markup) -> Mar
 fn schedule_fields() -> Markup {
     html! {
         span.field {
-            label { "or at " input type="datetime-local" name="apply_at" aria-label="apply at (your time)"; }
+            label { "or at " input type="datetime-local" name="apply_at" step="1" aria-label="apply at (your time)"; }
             input type="hidden" name="tz" value="";
         }
     }
