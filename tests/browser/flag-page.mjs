@@ -58,7 +58,27 @@ try {
   await clause.locator('select').selectOption('in');
   await clause.locator('input[placeholder^="values"]').fill('pro, enterprise');
   await ed.locator('select.serve').selectOption('true');
-  const split = ed.locator('.variations').first();
+  // A second rule that splits its users half and half, one share set with the slider.
+  await ed.locator('button:has-text("Add rule")').click();
+  const second = ed.locator('.rule').nth(1);
+  const c2 = second.locator('.clause').first();
+  await c2.locator('input').first().fill('country');
+  await c2.locator('select').selectOption('in');
+  await c2.locator('input[placeholder^="values"]').fill('de');
+  await second.locator('select.mode').selectOption('a split');
+  check(!(await second.locator('select.serve').isVisible()), 'a splitting rule still offers one value');
+  const rs = second.locator('.variations');
+  await rs.locator('button:has-text("Add variation")').click();
+  await rs.locator('button:has-text("Add variation")').click();
+  const rv = rs.locator('.variation');
+  await rv.nth(0).locator('select').selectOption('true');
+  await rv.nth(0).locator('input[type=range]').fill('50');
+  check(await rv.nth(0).locator('input.weight').inputValue() === '50', 'the slider does not set the share');
+  await rv.nth(1).locator('select').selectOption('false');
+  await rv.nth(1).locator('input.weight').fill('50');
+  const total = await rs.locator('span[role=status]').innerText();
+  check(total === 'total 100 %', `the rule's split does not add up: ${total}`);
+  const split = ed.locator('.variations.everyone');
   await split.locator('button:has-text("Add variation")').click();
   await split.locator('button:has-text("Add variation")').click();
   const vs = split.locator('.variation');

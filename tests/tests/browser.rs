@@ -137,6 +137,16 @@ async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
         })
         .count();
     assert!((150..=250).contains(&on), "{on} of 2,000 free users got it");
+    // The second rule's split, built with the slider: half of Germany.
+    let german = (0..2_000)
+        .filter(|i| {
+            let ctx = ff_core::EvalContext::user(format!("user-{i}")).with_attribute("country", "de");
+            let d = snapshot.evaluate(&checkout, &ctx);
+            assert_eq!(d.reason, ff_core::Reason::Rule(1));
+            d.value
+        })
+        .count();
+    assert!((900..=1100).contains(&german), "{german} of 2,000 German users got it");
 }
 
 /// What the test's webhook receiver got: headers and body of each post.

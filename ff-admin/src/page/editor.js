@@ -66,7 +66,8 @@
   function variationsEditor(split) {
     var box = el('div', { 'class': 'variations' });
     var rows = el('div');
-    var sum = el('span', { 'class': 'muted' });
+    var sum = el('span', { 'class': 'muted', role: 'status', 'aria-live': 'polite' });
+    var adder;
     function total() {
       var n = 0;
       rows.querySelectorAll('input.weight').forEach(function (w) { n += Number(w.value) || 0; });
@@ -77,18 +78,24 @@
       var weight = el('input', { type: 'number', min: '0', max: '100', step: '0.01', size: 6, 'class': 'weight',
         value: v ? String(v.weight / 100) : '0' });
       var initial = weight.value;
-      var row = el('div', { 'class': 'row variation' }, [labelled('serve', value), labelled('to %', weight)]);
+      // The same share as a slider, kept in step with the number.
+      var slider = el('input', { type: 'range', min: '0', max: '100', step: '0.5', value: weight.value,
+        'aria-label': 'share in percent, as a slider' });
+      slider.addEventListener('input', function () { weight.value = slider.value; });
+      weight.addEventListener('input', function () { slider.value = weight.value; });
+      var row = el('div', { 'class': 'row variation' }, [labelled('serve', value), labelled('to %', weight), slider]);
       row.read = function () {
         var w = v && weight.value === initial ? v.weight : Math.round((Number(weight.value) || 0) * 100);
         return { value: readValue(value), weight: w };
       };
-      row.appendChild(button('Remove', function () { row.remove(); total(); changed(); }, 'remove this variation'));
+      row.appendChild(button('Remove', function () { row.remove(); total(); adder.focus(); changed(); }, 'remove this variation'));
       rows.appendChild(row);
       total();
     }
     (split ? split.variations : []).forEach(add);
     box.appendChild(rows);
-    box.appendChild(el('div', {}, [button('Add variation', function () { add(); changed(); }), sum]));
+    adder = button('Add variation', function () { add(); changed(); });
+    box.appendChild(el('div', {}, [adder, sum]));
     box.addEventListener('input', total);
     box.read = function () {
       var vs = [];
@@ -108,12 +115,25 @@
     var values = el('input', { value: plain ? (c.values || []).join(', ') : JSON.stringify(c.values), size: 28,
       placeholder: plain ? 'values, comma separated' : 'values as a JSON list' });
     var initial = values.value;
-    if (data.segments && data.segments.length) { values.setAttribute('list', 'ed-segments'); }
+    // Segment keys are offered where a segment is meant.
+    function suggest() {
+      if (op.value === 'in_segment' && data.segments && data.segments.length) {
+        values.setAttribute('list', 'ed-segments');
+      } else { values.removeAttribute('list'); }
+    }
+    suggest();
+    op.addEventListener('change', suggest);
     var negate = el('input', { type: 'checkbox' });
     negate.checked = !!c.negate;
     var row = el('div', { 'class': 'row clause' }, [labelled('attribute', attr), labelled('op', op),
       labelled('values', values), labelled('not', negate)]);
-    row.appendChild(button('Remove', function () { row.remove(); changed(); }, 'remove this condition'));
+    row.appendChild(button('Remove', function () {
+      var rule = row.closest('.rule');
+      row.remove();
+      var next = rule && rule.querySelector('button');
+      if (next) { next.focus(); }
+      changed();
+    }, 'remove this condition'));
     row.read = function () {
       var numeric = NUMERIC.indexOf(op.value) >= 0;
       var vs;
@@ -135,19 +155,30 @@
     var box = el('div', { 'class': 'rule' });
     var clauses = el('div');
     (r.clauses && r.clauses.length ? r.clauses : [{}]).forEach(function (c) { clauses.appendChild(clauseRow(c)); });
-    // A rule serves a value, or splits its users (kept as a split).
-    var serve = r.split ? variationsEditor(r.split) : valueInput(r.value);
-    serve.classList.add('serve');
+    // A rule serves a value, or splits its users among values (in percent).
+    var value = valueInput(r.value);
+    value.classList.add('serve');
+    var split = variationsEditor(r.split);
+    var mode = select(['a value', 'a split'], r.split ? 'a split' : 'a value');
+    mode.classList.add('mode');
+    var valueField = labelled('value', value);
+    function showMode() {
+      var splitting = mode.value === 'a split';
+      valueField.hidden = splitting;
+      split.hidden = !splitting;
+    }
+    mode.addEventListener('change', showMode);
     box.appendChild(el('strong', { text: 'If all of:' }));
     box.appendChild(clauses);
     box.appendChild(button('Add condition', function () { clauses.appendChild(clauseRow({})); changed(); }));
-    box.appendChild(el('div', { 'class': 'row' }, [r.split ? el('span', { text: 'then split:' }) : labelled('then serve', serve),
-      button('Remove rule', function () { box.remove(); changed(); })]));
-    if (r.split) { box.appendChild(serve); }
+    box.appendChild(el('div', { 'class': 'row' }, [labelled('then serve', mode), valueField,
+      button('Remove rule', function () { box.remove(); addRule.focus(); changed(); })]));
+    box.appendChild(split);
+    showMode();
     box.read = function () {
       var out = { clauses: [] };
       clauses.querySelectorAll('.clause').forEach(function (c) { out.clauses.push(c.read()); });
-      if (r.split) { out.split = serve.read(); } else { out.value = readValue(serve); }
+      if (mode.value === 'a split') { out.split = split.read() || { variations: [] }; } else { out.value = readValue(value); }
       if (r.description) { out.description = r.description; }
       return out;
     };
@@ -166,7 +197,7 @@
     var initialAt = at.value;
     var split = variationsEditor(s.split);
     var box = el('div', { 'class': 'rule step' }, [labelled('from (your time)', at), split]);
-    box.appendChild(button('Remove step', function () { box.remove(); changed(); }));
+    box.appendChild(button('Remove step', function () { box.remove(); addStep.focus(); changed(); }));
     box.read = function () {
       var when = s.at && at.value === initialAt ? s.at : (at.value ? new Date(at.value).toISOString().replace('.000Z', 'Z') : '');
       var out = { at: when };
@@ -180,9 +211,12 @@
   }
 
   var rules = el('div');
+  var addRule = button('Add rule', function () { rules.appendChild(ruleBox({})); changed(); });
   (t.rules || []).forEach(function (r) { rules.appendChild(ruleBox(r)); });
   var split = variationsEditor(t.split);
+  split.classList.add('everyone');
   var steps = el('div');
+  var addStep = button('Add step', function () { steps.appendChild(stepBox({})); changed(); });
   (t.schedule || []).forEach(function (s) { steps.appendChild(stepBox(s)); });
   var g = t.guard || {};
   var guarded = el('input', { type: 'checkbox' });
@@ -191,6 +225,11 @@
   var maxLatency = el('input', { type: 'number', step: 'any', size: 5, value: g.max_latency_increase === undefined ? '' : String(g.max_latency_increase) });
   var minRequests = el('input', { type: 'number', size: 7, value: String(g.min_requests || 200) });
   var action = select(['rollback', 'pause'], g.action || 'rollback');
+  function guardFields() {
+    [maxErrors, maxLatency, minRequests, action].forEach(function (f) { f.disabled = !guarded.checked; });
+  }
+  guarded.addEventListener('change', guardFields);
+  guardFields();
   var users = el('textarea', { rows: 3, cols: 50, spellcheck: 'false',
     placeholder: 'one user a line: USER_ID attribute=value ...' });
   var reason = el('input', { placeholder: 'reason', size: 30 });
@@ -297,12 +336,12 @@
   root.appendChild(lists);
   root.appendChild(el('h3', { text: 'Rules (first match wins)' }));
   root.appendChild(rules);
-  root.appendChild(button('Add rule', function () { rules.appendChild(ruleBox({})); changed(); }));
+  root.appendChild(addRule);
   root.appendChild(el('h3', { text: 'Everyone else: percentage rollout' }));
   root.appendChild(split);
   root.appendChild(el('h3', { text: 'Ramp' }));
   root.appendChild(steps);
-  root.appendChild(button('Add step', function () { steps.appendChild(stepBox({})); changed(); }));
+  root.appendChild(addStep);
   root.appendChild(el('h3', { text: 'Guard' }));
   root.appendChild(el('div', { 'class': 'row' }, [labelled('guard the rollout', guarded),
     labelled('errors +points', maxErrors), labelled('latency +%', maxLatency),

@@ -42,6 +42,7 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
 }
 
 const STYLE: &str = "
+[hidden]{display:none!important}
 body{font:15px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:.6rem 1.5rem;display:flex;gap:1.5rem;align-items:center}
 header a{color:#fff;text-decoration:none}header .who{margin-left:auto;opacity:.8}
