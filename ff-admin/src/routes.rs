@@ -75,6 +75,7 @@ pub(crate) fn build() -> (Router<Admin>, Vec<Route>) {
         .add(post.clone(), "/flags/{key}/value", Session(E), page::set_value)
         .add(post.clone(), "/flags/{key}/targeting", Session(E), page::set_targeting)
         .add(post.clone(), "/flags/{key}/preview", Session(V), page::preview_targeting)
+        .add(post.clone(), "/flags/{key}/approval", Session(E), page::set_approval)
         .add(post.clone(), "/flags/{key}/overrides", Session(E), page::add_override)
         .add(post.clone(), "/flags/{key}/overrides/remove", Session(E), page::remove_override)
         .add(post.clone(), "/changes/{seq}/revert", Session(E), page::revert)

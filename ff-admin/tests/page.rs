@@ -492,6 +492,7 @@ async fn change_requests_and_scheduled_changes_on_the_page() {
     let shown = page.send("GET", "/admin/requests/1?held=1", Some(&ann_cookie), None).await;
     assert!(shown.body.contains("Your change was not made yet"), "{}", shown.body);
     assert!(shown.body.contains("LEAD_HOURS: value = 12"), "{}", shown.body);
+    assert!(shown.body.contains("(now value = 24)"), "what it serves now: {}", shown.body);
     assert!(!shown.body.contains(">Approve"), "no approve button for its author");
     assert!(shown.body.contains("another editor approves it"));
     // Listed on the flag's page and the requests page.
@@ -557,11 +558,23 @@ async fn change_requests_and_scheduled_changes_on_the_page() {
         let r = page.send("POST", "/admin/flags/CREDITS/value", Some(&bob_cookie), Some(&form)).await;
         assert!(r.status >= 400 && r.body.contains(says), "{at}: {} {}", r.status, r.body);
     }
+    // A flag's own policy, set from its page: tightening is at once, loosening waits.
+    let form = format!("csrf={bob_csrf}&approval=always&version=1");
+    let r = page.send("POST", "/admin/flags/CREDITS/approval", Some(&bob_cookie), Some(&form)).await;
+    assert_eq!(r.location.as_deref(), Some("/admin/flags/CREDITS"), "{}", r.body);
+    assert_eq!(store.flag("CREDITS").await.unwrap().unwrap().meta.approval, Some(true));
+    let form = format!("csrf={bob_csrf}&approval=kind&version=2");
+    let r = page.send("POST", "/admin/flags/CREDITS/approval", Some(&bob_cookie), Some(&form)).await;
+    assert!(r.location.as_deref().unwrap().ends_with("?held=1"), "loosening waits: {:?}", r.location);
+    assert_eq!(store.flag("CREDITS").await.unwrap().unwrap().meta.approval, Some(true));
+    let form = format!("csrf={bob_csrf}&approval=sometimes&version=2");
+    let r = page.send("POST", "/admin/flags/CREDITS/approval", Some(&bob_cookie), Some(&form)).await;
+    assert_eq!(r.status, 422);
     // Withdrawn by its author from its page.
     let form = format!("csrf={bob_csrf}&reason=later");
     page.send("POST", "/admin/requests/2/reject", Some(&bob_cookie), Some(&form)).await;
     let list = page.send("GET", "/admin/requests", Some(&bob_cookie), None).await;
-    assert!(list.body.contains("Open (0)") && list.body.contains("rejected"), "{}", list.body);
+    assert!(list.body.contains("Open (1)") && list.body.contains("rejected"), "{}", list.body);
 }
 
 #[tokio::test]

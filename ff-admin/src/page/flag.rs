@@ -56,7 +56,7 @@ pub(crate) async fn flag_page(
     let body = html! {
         h1 { code { (key) } }
         p { (flag.description) }
-        (super::requests::flag_section(&visitor, admin.needs_approval(&flag), &open))
+        (super::requests::flag_section(&visitor, &flag, admin.needs_approval(&flag), &open))
         section { h2 { "Switch" } (switch_form(&visitor, &flag)) }
         (value_section(&visitor, &flag, sparkline(&days, daily, last)))
         (targeting_section(&visitor, &flag, &attributes, &segment_keys))

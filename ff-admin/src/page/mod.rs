@@ -23,7 +23,7 @@ pub(crate) use flag::{
 pub(crate) use flags::{list, stale_page};
 pub(crate) use layout::{script, stylesheet};
 pub(crate) use login::{login, login_page, logout};
-pub(crate) use requests::{decide as decide_request, request_page, requests_page};
+pub(crate) use requests::{decide as decide_request, request_page, requests_page, set_approval};
 pub(crate) use segments::{delete_segment, save_segment, segment_page, segments_page};
 pub(crate) use session::{Sessions, random_hex};
 pub(crate) use users::user_page;

@@ -98,6 +98,13 @@ pub(crate) async fn request_page(
         Ok(r) => r,
         Err(e) => return visitor.fail(e),
     };
+    // What each change's flag serves now, beside what the request asks for.
+    let mut now = std::collections::BTreeMap::new();
+    for key in r.base.keys() {
+        if let Ok(Some(f)) = admin.store().flag(key).await {
+            now.insert(key.clone(), f);
+        }
+    }
     let mine = r.author == visitor.caller.name;
     let editor = visitor.caller.require(Role::Editor).is_ok();
     let action = |verb: &str| format!("{}/requests/{id}/{verb}", visitor.base);
@@ -113,7 +120,11 @@ pub(crate) async fn request_page(
             p { (status(&r)) " · revision " (r.revision) " · asked by " strong { (r.author) } " at " (local_time(r.created_at)) }
             @if let Some(w) = &r.reason { p { "Why: " (w) } }
             h2 { "Changes" }
-            ul.changes { @for line in r.summary() { li { (line) } } }
+            ul.changes {
+                @for (op, line) in r.changes.iter().zip(r.summary()) {
+                    li { (line) @if let Some(n) = serving_now(op, &now) { " " span.muted { "(now " (n) ")" } } }
+                }
+            }
             p.muted {
                 "Made on "
                 @for (i, (k, v)) in r.base.iter().enumerate() {
@@ -161,6 +172,23 @@ pub(crate) async fn request_page(
     visitor.page(&format!("Request {id}"), body)
 }
 
+/// What the flag an update changes serves now, in the parts it changes.
+fn serving_now(
+    op: &ff_api::BatchOp,
+    now: &std::collections::BTreeMap<String, ff_core::FlagRecord>,
+) -> Option<String> {
+    let ff_api::BatchOp::Update { key, patch, .. } = op else { return None };
+    let f = now.get(key)?;
+    let mut parts = Vec::new();
+    if patch.enabled.is_some() {
+        parts.push(if f.enabled { "on".to_owned() } else { "off".to_owned() });
+    }
+    if patch.value.is_some() {
+        parts.push(format!("value = {}", f.value.to_json()));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct DecideForm {
     csrf: String,
@@ -191,19 +219,79 @@ pub(crate) async fn decide(
     }
 }
 
-/// The flag page's section: its policy, and the open requests that change it.
-pub(super) fn flag_section(visitor: &Visitor, needs_approval: bool, open: &[ChangeRequest]) -> Markup {
-    if !needs_approval && open.is_empty() {
-        return html! {};
-    }
+/// The flag page's section: its policy (and, for editors, the flag's own setting of
+/// it), and the open requests that change it.
+pub(super) fn flag_section(
+    visitor: &Visitor,
+    flag: &ff_core::FlagRecord,
+    needs_approval: bool,
+    open: &[ChangeRequest],
+) -> Markup {
     let open: Vec<&ChangeRequest> = open.iter().collect();
+    let own = match flag.meta.approval {
+        None => "kind",
+        Some(true) => "always",
+        Some(false) => "never",
+    };
+    let editor = visitor.caller.require(Role::Editor).is_ok() && !flag.archived;
     html! {
         section #requests {
             h2 { "Change requests" }
             @if needs_approval {
                 p.muted { "Changes to this flag wait for a second editor's approval. Switching it off never waits: it is an emergency, and the history marks it." }
+            } @else {
+                p.muted { "Changes to this flag are made at once." }
+            }
+            @if editor {
+                form.inline method="post" action={ (visitor.base) "/flags/" (seg(&flag.key)) "/approval" } {
+                    (visitor.csrf_field())
+                    input type="hidden" name="version" value=(flag.version);
+                    label { "Approval: " select name="approval" {
+                        option value="kind" selected[own == "kind"] { "as its kind's policy" }
+                        option value="always" selected[own == "always"] { "always needed" }
+                        option value="never" selected[own == "never"] { "never needed" }
+                    } }
+                    " " button { "Set" }
+                }
             }
             @if open.is_empty() { p.muted { "None open." } } @else { (table(visitor, &open)) }
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApprovalForm {
+    csrf: String,
+    // Defaults: the CSRF check comes first, whatever else the form lacks.
+    #[serde(default)]
+    approval: String,
+    #[serde(default)]
+    version: u64,
+}
+
+/// `POST {base}/flags/{key}/approval`: the flag's own policy (loosening it waits for
+/// approval like any change to the flag).
+pub(crate) async fn set_approval(
+    State(admin): State<Admin>,
+    visitor: Visitor,
+    Path(key): Path<String>,
+    Form(f): Form<ApprovalForm>,
+) -> Response {
+    if let Err(r) = visitor.check(&f.csrf, Role::Editor) {
+        return r;
+    }
+    let approval = match f.approval.as_str() {
+        "kind" => None,
+        "always" => Some(true),
+        "never" => Some(false),
+        other => {
+            return visitor.error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("approval {other:?}: expected kind, always or never"),
+            );
+        }
+    };
+    let patch = ff_store::FlagPatch { approval: Some(approval), ..ff_store::FlagPatch::default() };
+    let m = ff_store::Mutation::UpdateFlag { key: key.clone(), patch, expected_version: Some(f.version) };
+    visitor.apply(&admin, m, "", &key).await
 }
