@@ -900,6 +900,7 @@ pub(crate) async fn put_segment(
     let reason = take_reason(&mut body)?;
     let definition: ff_core::SegmentDef = parse_body(body)?;
     let expected = if_match(&headers)?;
+    admin.check_segment_policy(&caller, &key).await?;
     let change = admin.put_segment(&key, definition, expected, (&caller.name, reason.as_deref())).await?;
     let version = change.as_ref().and_then(|c| c.after.as_ref()).and_then(|a| a["version"].as_u64());
     let status = if version == Some(1) { StatusCode::CREATED } else { StatusCode::OK };
@@ -914,6 +915,7 @@ pub(crate) async fn delete_segment(
 ) -> ApiResult {
     caller.require(Role::Editor)?;
     let reason = optional_reason(&body)?;
+    admin.check_segment_policy(&caller, &key).await?;
     admin.store().delete_segment(&key, (&caller.name, reason.as_deref())).await?;
     Ok(Json(json!({ "deleted": key })).into_response())
 }

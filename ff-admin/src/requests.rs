@@ -103,6 +103,28 @@ impl Admin {
         }
     }
 
+    /// Segments hold no change requests: one that a flag under approval uses is changed
+    /// by admins only (an editor could otherwise widen it to roll that flag out).
+    pub(crate) async fn check_segment_policy(&self, caller: &Caller, key: &str) -> Result<(), AdminError> {
+        if caller.role >= Role::Admin {
+            return Ok(());
+        }
+        let guarded: Vec<String> = self
+            .live_flags()
+            .await?
+            .into_iter()
+            .filter(|f| self.needs_approval(f) && f.targeting.segment_keys().contains(&key))
+            .map(|f| f.key)
+            .collect();
+        if guarded.is_empty() {
+            return Ok(());
+        }
+        Err(AdminError::NotAllowed(format!(
+            "segment {key:?} is used by {} whose changes need approval; only an admin may change it",
+            guarded.join(", ")
+        )))
+    }
+
     /// Makes a request of `mutations` and answers with it.
     async fn hold(
         &self,
@@ -133,11 +155,15 @@ impl Admin {
         }
         self.check_regex_budget(&mutations).await?;
         let (mut ops, mut base, mut needs) = (Vec::new(), BTreeMap::new(), false);
-        let mut created = Vec::new();
+        // Flags an earlier change of this request touches: a later change of one is
+        // planned on the earlier one's result, so it is checked (and its version
+        // taken) only when the whole request is applied.
+        let mut touched: Vec<String> = Vec::new();
         for (i, mut m) in mutations.into_iter().enumerate() {
+            let first = !touched.iter().any(|k| k == m.key());
             let current = self.store().flag(m.key()).await?;
-            if let Some(c) = &current {
-                base.entry(c.key.clone()).or_insert(c.version);
+            if let Some(c) = current.as_ref().filter(|_| first) {
+                base.insert(c.key.clone(), c.version);
                 needs |= !matches!(m, Mutation::CreateFlag { .. }) && self.needs_approval(c);
                 match &mut m {
                     Mutation::UpdateFlag { expected_version, .. }
@@ -147,18 +173,15 @@ impl Admin {
                     _ => {}
                 }
             }
-            // Refused now rather than when approved; a change to a flag the request
-            // creates is checked when it is applied.
-            if !created.iter().any(|k| k == m.key()) {
+            // Refused now rather than when approved.
+            if first {
                 let check = self.store().check(Write::new("ff-check", m.clone())).await;
                 check.map_err(|e| match e {
                     e @ StoreError::VersionConflict { .. } => AdminError::Store(e),
                     e => AdminError::Store(StoreError::InBatch { index: i, error: Box::new(e) }),
                 })?;
             }
-            if let Mutation::CreateFlag { def, .. } = &m {
-                created.push(def.key.clone());
-            }
+            touched.push(m.key().to_owned());
             ops.push(
                 BatchOp::of(m).ok_or_else(|| AdminError::BadRequest(format!("change {i} cannot wait")))?,
             );
@@ -176,6 +199,13 @@ impl Admin {
         apply_at: Option<OffsetDateTime>,
     ) -> Result<ChangeRequest, AdminError> {
         let (changes, base, needs_approval) = self.pin(mutations).await?;
+        if apply_at.is_none() && !needs_approval {
+            return Err(AdminError::BadRequest(
+                "nothing here waits: no flag it changes needs approval and it has no apply_at; \
+                 make the changes directly (POST /api/batch)"
+                    .into(),
+            ));
+        }
         let now = OffsetDateTime::now_utc();
         let mut request = ChangeRequest {
             id: 0,
@@ -279,31 +309,47 @@ impl Admin {
         &self,
         mut request: ChangeRequest,
         by: &str,
+        pinned: bool,
     ) -> Result<(ChangeRequest, Vec<Change>), AdminError> {
         let mut mutations: Vec<Mutation> = Vec::new();
-        // Flags whose version no change pins are checked all the same (an override
-        // request is stale once its flag has moved too).
-        let pinned: Vec<&str> = request
-            .changes
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    BatchOp::Update { version: Some(_), .. } | BatchOp::Archive { version: Some(_), .. }
-                )
-            })
-            .map(BatchOp::key)
-            .collect();
-        for (key, version) in &request.base {
-            if !pinned.contains(&key.as_str()) {
-                mutations.push(Mutation::UpdateFlag {
-                    key: key.clone(),
-                    patch: FlagPatch::default(),
-                    expected_version: Some(*version),
-                });
+        if pinned {
+            // Flags whose version no change pins are checked all the same (an override
+            // request is stale once its flag has moved too); a restored flag is
+            // checked by its restore (an archived flag takes no update).
+            let pins: Vec<&str> = request
+                .changes
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        BatchOp::Update { version: Some(_), .. }
+                            | BatchOp::Archive { version: Some(_), .. }
+                            | BatchOp::Restore { .. }
+                    )
+                })
+                .map(BatchOp::key)
+                .collect();
+            for (key, version) in &request.base {
+                if !pins.contains(&key.as_str()) {
+                    mutations.push(Mutation::UpdateFlag {
+                        key: key.clone(),
+                        patch: FlagPatch::default(),
+                        expected_version: Some(*version),
+                    });
+                }
             }
+            mutations.extend(request.changes.iter().cloned().map(Mutation::from));
+        } else {
+            // At its time: applied to the flags as they are then (it was approved, or
+            // needed no approval, when it was made; other changes may come between).
+            mutations.extend(request.changes.iter().cloned().map(|op| match Mutation::from(op) {
+                Mutation::UpdateFlag { key, patch, .. } => {
+                    Mutation::UpdateFlag { key, patch, expected_version: None }
+                }
+                Mutation::ArchiveFlag { key, .. } => Mutation::ArchiveFlag { key, expected_version: None },
+                m => m,
+            }));
         }
-        mutations.extend(request.changes.iter().cloned().map(Mutation::from));
         self.check_regex_budget(&mutations).await?;
         let version = request.version;
         request.status = RequestStatus::Applied;
@@ -326,15 +372,26 @@ impl Admin {
                  re-base it and have it approved again",
                 request.id
             )),
-            _ => stale_request(request.id, e),
+            _ => AdminError::Store(e),
         })?;
         request.version = version + 1;
         Ok((request, changes))
     }
 
     /// Approves `id` as `caller`: applied at once (or at its time) once approved.
-    pub(crate) async fn approve(&self, caller: &Caller, id: u64) -> Result<ChangeRequest, AdminError> {
+    pub(crate) async fn approve(
+        &self,
+        caller: &Caller,
+        id: u64,
+        revision: Option<u32>,
+    ) -> Result<ChangeRequest, AdminError> {
         let mut request = self.change_request(id).await?;
+        if let Some(read) = revision.filter(|r| *r != request.revision) {
+            return Err(AdminError::Conflict(format!(
+                "request {id} was changed since you read it (revision {read}, now {}): read it again",
+                request.revision
+            )));
+        }
         if request.status != RequestStatus::Pending {
             return Err(AdminError::Conflict(format!(
                 "request {id} is {}, not pending",
@@ -350,7 +407,17 @@ impl Admin {
         request.approvals.push(Approval { by: caller.name.clone(), at: OffsetDateTime::now_utc() });
         let due = request.apply_at.is_none_or(|t| t <= OffsetDateTime::now_utc());
         if due {
-            return Ok(self.apply(request, &caller.name).await?.0);
+            return Ok(self.apply(request, &caller.name, true).await.map_err(stale_request_for_api)?.0);
+        }
+        // Approved for later: what was approved must be what the flags are now.
+        for (key, version) in &request.base {
+            let now = self.store().flag(key).await?.map_or(0, |f| f.version);
+            if now != *version {
+                return Err(AdminError::Conflict(format!(
+                    "request {id} is stale: {key} changed since it was made (version {version}, now {now}); \
+                     re-base it and have it approved again"
+                )));
+            }
         }
         request.status = RequestStatus::Approved;
         self.put_request(&caller.name, &request, None).await?;
@@ -429,7 +496,9 @@ impl Admin {
 
     /// Applies every approved request whose time has come (and that nothing else
     /// applied first): what the scheduler does each tick while it holds the lease.
-    /// A request the store refuses is marked failed, with why.
+    /// A request the store refuses is marked failed, with why; one it could not reach
+    /// is tried again on the next tick. One made without approval whose flags have come
+    /// under the policy since waits for approval instead.
     pub async fn apply_due(&self) -> Result<Vec<ChangeRequest>, AdminError> {
         let now = OffsetDateTime::now_utc();
         let mut applied = Vec::new();
@@ -439,24 +508,47 @@ impl Admin {
                 continue;
             }
             let id = request.id;
-            match self.apply(request.clone(), SCHEDULER).await {
+            if !request.needs_approval
+                && request.approvals.is_empty()
+                && self.now_needs_approval(&request).await?
+            {
+                let mut held = request;
+                held.needs_approval = true;
+                held.status = RequestStatus::Pending;
+                if let Err(e) = self.put_request(SCHEDULER, &held, None).await {
+                    tracing::debug!(request = id, error = %e, "ff-admin: a request moved meanwhile");
+                }
+                continue;
+            }
+            match self.apply(request.clone(), SCHEDULER, false).await {
                 Ok((done, _)) => applied.push(done),
                 // Another instance applied or decided it first.
                 Err(AdminError::Store(StoreError::RequestConflict { .. })) => {}
-                Err(e) => {
+                Err(e) if e.parts().0.is_client_error() => {
                     let (_, _, why) = e.parts();
                     tracing::warn!(request = id, error = %why, "ff-admin: a scheduled change was refused");
                     let mut failed = request;
                     failed.status = RequestStatus::Failed;
                     failed.decision = Some(Decision { by: SCHEDULER.into(), at: now, reason: Some(why) });
-                    match self.put_request(SCHEDULER, &failed, None).await {
-                        Ok(()) | Err(AdminError::Store(StoreError::RequestConflict { .. })) => {}
-                        Err(e) => return Err(e),
+                    if let Err(e) = self.put_request(SCHEDULER, &failed, None).await {
+                        tracing::debug!(request = id, error = %e, "ff-admin: a request moved meanwhile");
                     }
                 }
+                // The store could not be reached, or gave up: tried again next tick.
+                Err(e) => tracing::warn!(request = id, error = %e, "ff-admin: a scheduled change must wait"),
             }
         }
         Ok(applied)
+    }
+
+    /// Whether any flag `request` changes needs approval now.
+    async fn now_needs_approval(&self, request: &ChangeRequest) -> Result<bool, AdminError> {
+        for key in request.base.keys() {
+            if self.store().flag(key).await?.is_some_and(|f| self.needs_approval(&f)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Applies due scheduled changes every `every`, on the instance holding the
@@ -464,6 +556,8 @@ impl Admin {
     /// admin lives.
     pub(crate) fn schedule_every(&self, every: std::time::Duration) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // Not a busy loop, whatever was configured.
+        let every = every.max(std::time::Duration::from_millis(10));
         if self.store().read_only() || self.store().usage_store().is_none() {
             return;
         }
@@ -475,7 +569,7 @@ impl Admin {
         let deliverer = (admin.clone(), holder.clone());
         runtime.spawn(async move {
             let (admin, holder) = deliverer;
-            let http = crate::webhooks::client();
+            let Some(http) = crate::webhooks::client() else { return };
             let ttl = crate::webhooks::DELIVERY_LEASE;
             loop {
                 tokio::time::sleep(every).await;
@@ -511,6 +605,16 @@ impl Admin {
                 }
             }
         });
+    }
+}
+
+/// A refused apply, for a person: another decider came first.
+fn stale_request_for_api(e: AdminError) -> AdminError {
+    match e {
+        AdminError::Store(StoreError::RequestConflict { id, .. }) => AdminError::Conflict(format!(
+            "request {id} was changed or decided by someone else meanwhile: reload it"
+        )),
+        e => e,
     }
 }
 
@@ -595,11 +699,6 @@ pub(crate) async fn create(
     let Json(body) = body?;
     let mutations = admin.request_mutations(&body)?;
     let request = admin.make_request(&caller.name, body.reason, mutations, body.apply_at).await?;
-    if !request.needs_approval && request.apply_at.is_none() {
-        // Nothing to wait for: applied now, as a batch would be.
-        let (request, _) = admin.apply(request, &caller.name).await?;
-        return Ok((StatusCode::CREATED, Json(request)).into_response());
-    }
     Ok((StatusCode::CREATED, Json(request)).into_response())
 }
 
@@ -617,9 +716,25 @@ pub(crate) async fn edit(
     Ok(Json(admin.revise(&caller, id, edit).await?).into_response())
 }
 
-pub(crate) async fn approve(State(admin): State<Admin>, caller: Caller, Path(id): Path<u64>) -> ApiResult {
+/// `POST /api/requests/{id}/approve`, optionally `{"revision": N}`: the revision the
+/// approver read (refused if it was edited since).
+pub(crate) async fn approve(
+    State(admin): State<Admin>,
+    caller: Caller,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> ApiResult {
     caller.require(Role::Editor)?;
-    Ok(Json(admin.approve(&caller, id).await?).into_response())
+    let revision = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let read: ff_api::Approve = serde_json::from_slice(&body).map_err(|e| AdminError::InvalidBody {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: e.to_string(),
+        })?;
+        read.revision
+    };
+    Ok(Json(admin.approve(&caller, id, revision).await?).into_response())
 }
 
 pub(crate) async fn reject(

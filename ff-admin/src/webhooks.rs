@@ -4,8 +4,9 @@
 //!
 //! The change log is the outbox: a change row is written in the transaction of the
 //! change, so no event is lost if a process dies; each endpoint keeps the seq it has
-//! delivered up to, and the instance holding the scheduler's lease delivers what
-//! follows, in order, retrying a failed event with a growing backoff. Nothing here runs
+//! delivered up to, and the instance holding the lease `ff-webhooks` delivers what
+//! follows, in order, at least once (an event may come twice: `X-FF-Delivery` names it),
+//! retrying a failed event with a growing backoff. Nothing here runs
 //! on a write's path, so a slow or unreachable endpoint never holds a change up.
 
 use std::time::Duration;
@@ -31,8 +32,10 @@ const ENDPOINT: &str = "webhook:";
 const STATE: &str = "webhook-state:";
 /// Deliveries kept per endpoint, for the page.
 const LOG: usize = 50;
+/// Changes read per endpoint per tick (those it does not want are passed over).
+const READ_PER_TICK: u32 = 1000;
 /// Events one endpoint is sent per tick.
-const PER_TICK: usize = 20;
+const PER_TICK: usize = 200;
 /// The longest wait before an event is tried again.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long one round of deliveries may take, all endpoints together.
@@ -183,6 +186,16 @@ impl Admin {
         let since = self.store().latest_seq().await?;
         for _ in 0..5 {
             let id = self.webhook_ids().await?.into_iter().max().unwrap_or(0) + 1;
+            // Its state first, so the deliverer never finds the endpoint without one
+            // (and sends it old history); one left by a removed endpoint is replaced.
+            let state = DeliveryState { delivered_seq: since, ..DeliveryState::default() };
+            let state = serde_json::to_value(&state).unwrap_or_default();
+            let old = usage.records(&name(STATE, id)).await?.first().map_or(0, |r| r.version);
+            match usage.put_record(&name(STATE, id), Some(&state), old).await {
+                Ok(_) => {}
+                Err(StoreError::RecordConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
             let webhook = Webhook {
                 id,
                 url: new.url.clone(),
@@ -195,12 +208,10 @@ impl Admin {
             let body = serde_json::to_value(&stored).unwrap_or_default();
             match usage.put_record(&name(ENDPOINT, id), Some(&body), 0).await {
                 Ok(_) => {
-                    let state = DeliveryState { delivered_seq: since, ..DeliveryState::default() };
-                    let state = serde_json::to_value(&state).unwrap_or_default();
-                    // A state left by an endpoint of this number deleted meanwhile is replaced.
-                    let old = usage.records(&name(STATE, id)).await?.first().map_or(0, |r| r.version);
-                    usage.put_record(&name(STATE, id), Some(&state), old).await?;
-                    tracing::info!(webhook = id, url = %webhook.url, by = %caller.name, "ff-admin: webhook added");
+                    // The host only: a URL may hold a token (Slack's do).
+                    let host =
+                        reqwest::Url::parse(&webhook.url).ok().and_then(|u| u.host_str().map(str::to_owned));
+                    tracing::info!(webhook = id, host = ?host, by = %caller.name, "ff-admin: webhook added");
                     return Ok(WebhookCreated { webhook, secret });
                 }
                 Err(StoreError::RecordConflict { .. }) => continue,
@@ -270,19 +281,22 @@ impl Admin {
             }
             let endpoint: Stored = parse(r)?;
             let state_name = name(STATE, endpoint.webhook.id);
-            let (version, mut state) = match states.iter().find(|s| s.name == state_name) {
-                Some(s) => (s.version, parse::<DeliveryState>(s)?),
-                None => (0, DeliveryState::default()),
-            };
+            // An endpoint is written after its state: none yet means it is being added.
+            let Some(found) = states.iter().find(|s| s.name == state_name) else { continue };
+            let (version, mut state) = (found.version, parse::<DeliveryState>(found)?);
             let now = OffsetDateTime::now_utc();
             if state.retry_at.is_some_and(|t| t > now) {
                 continue;
             }
-            let changes = self.store().changes_since(state.delivered_seq, PER_TICK as u32).await?;
+            let changes = self.store().changes_since(state.delivered_seq, READ_PER_TICK).await?;
             if changes.is_empty() {
                 continue;
             }
+            let mut sent = 0;
             for c in &changes {
+                if sent == PER_TICK {
+                    break;
+                }
                 if started.elapsed() > DELIVERY_BUDGET {
                     break;
                 }
@@ -293,6 +307,7 @@ impl Admin {
                     continue;
                 }
                 let attempt = state.failures + 1;
+                sent += 1;
                 let outcome = post(http, &endpoint, c).await;
                 let (status, error) = match &outcome {
                     Ok(s) => (Some(*s), None),
@@ -316,7 +331,8 @@ impl Admin {
                     state.retry_at = None;
                 } else {
                     state.failures += 1;
-                    let wait = Duration::from_secs(1u64 << state.failures.min(9)).min(MAX_BACKOFF);
+                    // 1, 2, 4 ... s after the first, second, third failure.
+                    let wait = Duration::from_secs(1u64 << (state.failures - 1).min(9)).min(MAX_BACKOFF);
                     state.retry_at = Some(OffsetDateTime::now_utc() + wait);
                     tracing::debug!(
                         webhook = endpoint.webhook.id,
@@ -388,13 +404,13 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 /// The client deliveries use: a short timeout, no redirects (a redirect could send a
-/// signed event somewhere the admin did not name).
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+/// signed event somewhere the admin did not name). `None` if it cannot be made.
+pub(crate) fn client() -> Option<reqwest::Client> {
+    let built =
+        reqwest::Client::builder().timeout(TIMEOUT).redirect(reqwest::redirect::Policy::none()).build();
+    built
+        .map_err(|e| tracing::error!(error = %e, "ff-admin: no HTTP client: webhooks are not delivered"))
+        .ok()
 }
 
 type ApiResult = Result<Response, AdminError>;

@@ -401,3 +401,103 @@ async fn a_change_due_while_everything_was_down_applies_on_start_and_a_refused_o
     .await;
     assert!(!store.flag(CHECKOUT.key()).await.unwrap().unwrap().archived, "nothing of it was written");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_archives_and_restores_batches_of_one_flag_and_approvals_of_what_was_read() {
+    let api = Api::new().await;
+    // Archive and restore of a flag under the policy: each held, each applied once approved.
+    let req = http::Request::builder()
+        .method("DELETE")
+        .uri("/admin/api/flags/MIN_RATE")
+        .header("authorization", format!("Bearer {}", api.ann))
+        .header("if-match", format!("\"{}\"", api.rate().await.2))
+        .body(Body::empty())
+        .unwrap();
+    let archive = held(&send(&api.app, req).await);
+    let ok = api.call("POST", &format!("/admin/api/requests/{}/approve", archive.id), &api.bob, None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(api.store.flag("MIN_RATE").await.unwrap().unwrap().archived);
+    let restore = held(&api.call("POST", "/admin/api/flags/MIN_RATE/restore", &api.ann, None).await);
+    let ok = api.call("POST", &format!("/admin/api/requests/{}/approve", restore.id), &api.bob, None).await;
+    assert_eq!(ok.status, 200, "a held restore applies: {}", ok.body);
+    assert!(!api.store.flag("MIN_RATE").await.unwrap().unwrap().archived);
+
+    // Two changes of one flag in one held batch apply together.
+    let batch = json!({"changes": [
+        {"op": "update", "key": "MIN_RATE", "value": 7},
+        {"op": "update", "key": "MIN_RATE", "enabled": false, "value": 8},
+    ]});
+    let r = held(&api.call("POST", "/admin/api/batch", &api.ann, Some(batch)).await);
+    let ok = api.call("POST", &format!("/admin/api/requests/{}/approve", r.id), &api.bob, None).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!((api.rate().await.0, api.rate().await.1), (json!(8), false));
+
+    // An approval is of the revision the approver read.
+    let made = held(&api.patch_rate(&api.ann, json!({"value": 9})).await);
+    let path = format!("/admin/api/requests/{}", made.id);
+    let later = at(OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let edit = json!({"changes": [{"op": "update", "key": "MIN_RATE", "value": 900}], "apply_at": later});
+    assert_eq!(api.call("PUT", &path, &api.ann, Some(edit)).await.status, 200);
+    let old = api.call("POST", &format!("{path}/approve"), &api.bob, Some(json!({"revision": 1}))).await;
+    assert_eq!(old.status, 409, "{}", old.body);
+    assert!(old.body["message"].as_str().unwrap().contains("changed since you read it"), "{}", old.body);
+    let bad = api.call("POST", &format!("{path}/approve"), &api.bob, Some(json!({"rev": 2}))).await;
+    assert_eq!(bad.status, 422, "{}", bad.body);
+    let ok = api.call("POST", &format!("{path}/approve"), &api.bob, Some(json!({"revision": 2}))).await;
+    assert_eq!(request(&ok).status, RequestStatus::Approved);
+
+    // Nothing to wait for: no request.
+    let r = api
+        .call(
+            "POST",
+            "/admin/api/requests",
+            &api.ann,
+            Some(json!({"changes": [{"op": "update", "key": "NEW_CHECKOUT", "value": true}]})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.body["message"].as_str().unwrap().contains("nothing here waits"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduled_changes_of_one_flag_both_apply_and_segments_of_guarded_flags_are_for_admins() {
+    let api = Api::new().await;
+    let soon = |ms| at(OffsetDateTime::now_utc() + time::Duration::milliseconds(ms));
+    for (value, ms) in [(true, 600), (false, 1200)] {
+        let body = json!({"changes": [{"op": "update", "key": "NEW_CHECKOUT", "value": value}], "apply_at": soon(ms)});
+        assert_eq!(api.call("POST", "/admin/api/requests", &api.ann, Some(body)).await.status, 201);
+    }
+    // Something else changes the flag between them.
+    assert_eq!(
+        api.call("PUT", "/admin/api/flags/NEW_CHECKOUT/overrides/u1", &api.ann, Some(json!({"value": true})))
+            .await
+            .status,
+        200
+    );
+    eventually(|| async {
+        let all: RequestList = serde_json::from_value(
+            api.call("GET", "/admin/api/requests?status=all", &api.viewer, None).await.body,
+        )
+        .unwrap();
+        all.requests.iter().all(|r| r.status == RequestStatus::Applied)
+    })
+    .await;
+    assert_eq!(api.store.flag(CHECKOUT.key()).await.unwrap().unwrap().value.to_json(), json!(false));
+
+    // A segment a flag under approval uses: editors may not widen it, admins may.
+    let seg = json!({"included": ["u1"]});
+    let (_, root) = ff_admin::create_token(&*api.store, "root", Role::Admin, "test", None).await.unwrap();
+    assert_eq!(api.call("PUT", "/admin/api/segments/beta", &api.ann, Some(seg.clone())).await.status, 201);
+    let rule = json!({"targeting": {"rules": [{"clauses": [{"attribute": "user_id", "op": "in_segment", "values": ["beta"]}], "value": 1}]}});
+    let r = held(&api.patch_rate(&api.ann, rule).await);
+    assert_eq!(
+        api.call("POST", &format!("/admin/api/requests/{}/approve", r.id), &api.bob, None).await.status,
+        200
+    );
+    let wide = json!({"included": ["u1", "u2"]});
+    let refused = api.call("PUT", "/admin/api/segments/beta", &api.ann, Some(wide.clone())).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body["message"].as_str().unwrap().contains("MIN_RATE"), "{}", refused.body);
+    assert_eq!(api.call("DELETE", "/admin/api/segments/beta", &api.ann, None).await.status, 403);
+    assert_eq!(api.call("PUT", "/admin/api/segments/beta", &root, Some(wide)).await.status, 200);
+}

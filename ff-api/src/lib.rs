@@ -642,7 +642,7 @@ pub enum RequestStatus {
     Applied,
     /// Turned down, or withdrawn by its author.
     Rejected,
-    /// Its time came but the store refused its changes (`decision.error` says why).
+    /// Its time came but the store refused its changes (`decision.reason` says why).
     Failed,
 }
 
@@ -816,6 +816,15 @@ pub struct NewRequest {
     /// flag it changes needs approval).
     #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
     pub apply_at: Option<time::OffsetDateTime>,
+}
+
+/// `POST /admin/api/requests/{id}/approve`'s optional body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    /// The revision the approver read: refused if the request was edited since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
 }
 
 /// `GET /admin/api/requests`.

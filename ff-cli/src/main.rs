@@ -1219,13 +1219,28 @@ async fn cmd_import(
     let total = batches.len();
     for (i, changes) in batches.into_iter().enumerate() {
         let body = BatchRequest { changes, reason: Some(reason.clone()) };
-        api.call(Method::POST, &["batch"], &[], Some(&body), None).await.with_context(|| {
-            if total == 1 {
-                "nothing was written".to_owned()
-            } else {
-                format!("batch {} of {total} failed; the {i} before it were applied", i + 1)
+        match api.call(Method::POST, &["batch"], &[], Some(&body), None).await {
+            Ok(_) => {}
+            // Held for approval: the rest waits until it is applied.
+            Err(e) if e.is::<Held>() && i + 1 < total => {
+                if let Some(held) = e.downcast_ref::<Held>() {
+                    held.report(false)?;
+                }
+                bail!(
+                    "batch {} of {total} waits for approval; the {i} before it were applied and the rest \
+                     were not sent: run `ff import` again once it is approved",
+                    i + 1
+                );
             }
-        })?;
+            Err(e) if e.is::<Held>() => return Err(e),
+            Err(e) => {
+                return Err(e.context(if total == 1 {
+                    "nothing was written".to_owned()
+                } else {
+                    format!("batch {} of {total} failed; the {i} before it were applied", i + 1)
+                }));
+            }
+        }
     }
     say!("{count} change(s) applied");
     Ok(())
@@ -1428,15 +1443,14 @@ impl Held {
 fn parse_at(text: &str) -> Result<time::OffsetDateTime, String> {
     use time::format_description::well_known::Rfc3339;
     if let Some(rel) = text.strip_prefix('+') {
-        let (n, unit) = rel.split_at(rel.len().saturating_sub(1));
-        let n: i64 = n.parse().map_err(|_| format!("{text:?}: expected +N followed by m, h or d"))?;
-        let d = match unit {
-            "m" => time::Duration::minutes(n),
-            "h" => time::Duration::hours(n),
-            "d" => time::Duration::days(n),
-            _ => return Err(format!("{text:?}: expected +N followed by m, h or d")),
-        };
-        return Ok(time::OffsetDateTime::now_utc() + d);
+        let bad = || format!("{text:?}: expected +N followed by m, h or d, within a year");
+        let (n, per) = [('m', 60), ('h', 3600), ('d', 86_400)]
+            .into_iter()
+            .find_map(|(unit, secs)| Some((rel.strip_suffix(unit)?, secs)))
+            .ok_or_else(bad)?;
+        let n: i64 = n.parse().map_err(|_| bad())?;
+        let seconds = n.checked_mul(per).filter(|s| (0..=366 * 86_400).contains(s)).ok_or_else(bad)?;
+        return Ok(time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds));
     }
     time::OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-12-24T08:00:00Z, nor +30m: {e}"))

@@ -142,7 +142,7 @@ fn value_section(visitor: &Visitor, flag: &FlagRecord, sparkline: Markup) -> Mar
 fn schedule_fields() -> Markup {
     html! {
         span.field {
-            label { "or at " input type="datetime-local" name="apply_at" step="1" aria-label="apply at (your time)"; }
+            label { "or at " input type="datetime-local" name="apply_at" step="1" aria-label="apply at (your time; UTC if the page's script does not run)"; }
             input type="hidden" name="tz" value="";
         }
     }
@@ -167,7 +167,8 @@ fn form_time(apply_at: &str, tz: &str) -> Result<Option<time::OffsetDateTime>, S
     if minutes.abs() > 18 * 60 {
         return Err(format!("bad time zone {tz:?}"));
     }
-    Ok(Some(local.assume_utc() - time::Duration::minutes(i64::from(minutes))))
+    let at = local.assume_utc().checked_sub(time::Duration::minutes(i64::from(minutes)));
+    at.map(Some).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// Writes `m` now, or (with a time) makes a request that applies it then.

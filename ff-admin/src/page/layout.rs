@@ -16,7 +16,9 @@ const SCRIPT: &str = concat!(
   var ask = e.target.getAttribute('data-confirm');\n\
   if (ask !== null && !window.confirm(ask)) { e.preventDefault(); return; }\n\
   var tz = e.target.querySelector('input[name=tz]');\n\
-  if (tz) { tz.value = String(-new Date().getTimezoneOffset()); }\n\
+  var at = e.target.querySelector('input[name=apply_at]');\n\
+  var when = at && at.value ? new Date(at.value) : new Date();\n\
+  if (tz) { tz.value = String(-(isNaN(when) ? new Date() : when).getTimezoneOffset()); }\n\
 });\n\
 document.addEventListener('DOMContentLoaded', function () {\n\
   document.querySelectorAll('time[datetime]').forEach(function (t) {\n\

@@ -146,6 +146,7 @@ pub(crate) async fn request_page(
                 @if r.status == RequestStatus::Pending && !mine {
                     form.inline method="post" action=(action("approve")) {
                         (visitor.csrf_field())
+                        input type="hidden" name="revision" value=(r.revision);
                         button { "Approve" @if r.apply_at.is_none() { " and apply" } }
                     }
                     " "
@@ -194,6 +195,9 @@ pub(crate) struct DecideForm {
     csrf: String,
     #[serde(default)]
     reason: String,
+    /// The revision the page showed: an approval is of what was read.
+    #[serde(default)]
+    revision: Option<u32>,
 }
 
 /// `POST {base}/requests/{id}/{approve|reject|rebase}`.
@@ -208,7 +212,7 @@ pub(crate) async fn decide(
     }
     let reason = Some(f.reason.trim().to_owned()).filter(|r| !r.is_empty());
     let done = match verb.as_str() {
-        "approve" => admin.approve(&visitor.caller, id).await,
+        "approve" => admin.approve(&visitor.caller, id, f.revision).await,
         "reject" => admin.reject(&visitor.caller, id, reason).await,
         "rebase" => admin.revise(&visitor.caller, id, None).await,
         _ => return visitor.error(StatusCode::NOT_FOUND, "No such action."),

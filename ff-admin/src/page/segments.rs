@@ -118,6 +118,9 @@ pub(crate) async fn save_segment(
     };
     let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
     let expected = Some(f.version.unwrap_or(0));
+    if let Err(e) = admin.check_segment_policy(&visitor.caller, key).await {
+        return visitor.fail(e);
+    }
     match admin.put_segment(key, definition, expected, (&visitor.caller.name, reason)).await {
         Ok(_) => Redirect::to(&format!("{}/segments/{}", visitor.base, seg(key))).into_response(),
         Err(e) => visitor.fail(e),
@@ -141,6 +144,9 @@ pub(crate) async fn delete_segment(
         return r;
     }
     let reason = Some(f.reason.trim()).filter(|r| !r.is_empty());
+    if let Err(e) = admin.check_segment_policy(&visitor.caller, &key).await {
+        return visitor.fail(e);
+    }
     match admin.store().delete_segment(&key, (&visitor.caller.name, reason)).await {
         Ok(_) => Redirect::to(&format!("{}/segments", visitor.base)).into_response(),
         Err(e) => visitor.fail(e.into()),

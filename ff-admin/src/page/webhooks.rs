@@ -31,8 +31,9 @@ async fn page(admin: &Admin, visitor: &Visitor, created: Option<ff_api::WebhookC
         p.muted {
             "Every change of the audit log of the kinds an endpoint asks for is posted to it, signed: "
             code { "X-FF-Signature: sha256=HMAC-SHA256(secret, X-FF-Timestamp + \".\" + body)" } ". "
-            "Events arrive once each, in order; an endpoint that fails is retried with a growing wait (up to 5 minutes), "
-            "and the events after it wait for it. Changes are never held up by an endpoint."
+            "Events arrive in order, at least once (" code { "X-FF-Delivery" } " names each, for spotting a repeat); an endpoint "
+            "that fails is retried after 1, 2, 4 ... seconds (up to 5 minutes), and the events after it wait for it. "
+            "Changes are never held up by an endpoint."
         }
         @if let Some(c) = &created {
             p.notice role="status" {
