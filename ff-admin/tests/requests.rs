@@ -162,6 +162,20 @@ async fn a_change_under_approval_waits_for_another_editor_then_is_served_once() 
     assert_eq!(api.call("GET", "/admin/api/requests?status=nope", &api.viewer, None).await.status, 400);
     assert_eq!(api.call("GET", "/admin/api/requests/999", &api.viewer, None).await.status, 404);
 
+    // A user's value of a flag under the policy waits too; removing it as well.
+    let o = held(
+        &api.call("PUT", "/admin/api/flags/MIN_RATE/overrides/tester", &api.ann, Some(json!({"value": 1})))
+            .await,
+    );
+    assert!(api.store.overrides("MIN_RATE").await.unwrap().is_empty(), "nothing served yet");
+    assert_eq!(
+        api.call("POST", &format!("/admin/api/requests/{}/approve", o.id), &api.bob, None).await.status,
+        200
+    );
+    assert_eq!(api.store.overrides("MIN_RATE").await.unwrap().len(), 1);
+    held(&api.call("DELETE", "/admin/api/flags/MIN_RATE/overrides/tester", &api.ann, None).await);
+    assert_eq!(api.store.overrides("MIN_RATE").await.unwrap().len(), 1);
+
     // A flag outside the policy is written at once.
     let version = api.store.flag(CHECKOUT.key()).await.unwrap().unwrap().version;
     let req = http::Request::builder()
@@ -500,4 +514,26 @@ async fn two_scheduled_changes_of_one_flag_both_apply_and_segments_of_guarded_fl
     assert!(refused.body["message"].as_str().unwrap().contains("MIN_RATE"), "{}", refused.body);
     assert_eq!(api.call("DELETE", "/admin/api/segments/beta", &api.ann, None).await.status, 403);
     assert_eq!(api.call("PUT", "/admin/api/segments/beta", &root, Some(wide)).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_read_only_file_store_keeps_no_requests_or_webhooks_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.yaml");
+    std::fs::write(&path, "flags:\n  - key: MIN_RATE\n    type: int\n    value: 60\n    kind: config\n")
+        .unwrap();
+    let store = Arc::new(ff_store::FileStore::open(&path).unwrap());
+    const TOKEN: &str = "env-secret-token-0123456789abcdef";
+    let admin =
+        Admin::new(store).require_approval([FlagKind::Config]).env_admin_token(Some(TOKEN.into())).unwrap();
+    let app = Router::new().nest("/admin", admin.router());
+    let list = call(&app, "GET", "/admin/api/requests", TOKEN, None).await;
+    assert_eq!((list.status, list.body["requests"].clone()), (200, json!([])));
+    let body = json!({"changes": [{"op": "update", "key": "MIN_RATE", "value": 1}]});
+    let r = call(&app, "POST", "/admin/api/requests", TOKEN, Some(body)).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (409, Some("read_only")), "{}", r.body);
+    let r =
+        call(&app, "POST", "/admin/api/webhooks", TOKEN, Some(json!({"url": "http://127.0.0.1:9/h"}))).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("keeps no webhooks"), "{}", r.body);
 }

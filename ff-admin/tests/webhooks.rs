@@ -52,6 +52,7 @@ async fn receiver() -> (String, Arc<Mutex<Inbox>>) {
 }
 
 struct Api {
+    store: Arc<SqlStore>,
     app: Router,
     second: Router,
     root: String,
@@ -76,7 +77,7 @@ async fn api() -> Api {
     // Two instances: one delivers (the lease), each event once.
     let app = Router::new().nest("/admin", admin().router());
     let second = Router::new().nest("/admin", admin().router());
-    Api { app, second, root, ann, bob, _dir: dir }
+    Api { store, app, second, root, ann, bob, _dir: dir }
 }
 
 async fn call(app: &Router, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -274,6 +275,25 @@ async fn slack_text_for_the_events_asked_for_and_refusals() {
     }
     let (status, _) = call(&api.app, "POST", "/webhooks", &api.ann, Some(json!({"url": "http://x/y"}))).await;
     assert_eq!(status, 403, "admins only");
+
+    // A guard's action (a write by the guardian's actor) is its own kind.
+    let (guard_url, guard_inbox) = receiver().await;
+    let body = json!({"url": guard_url, "events": ["guard"]});
+    assert_eq!(call(&api.app, "POST", "/webhooks", &api.root, Some(body)).await.0, 201);
+    let rollback = ff_store::Write::new(
+        ff_store::guard::GUARD_ACTOR,
+        ff_store::Mutation::set_value("NEW_CHECKOUT", false),
+    )
+    .reason("rolled back: error rate 20 % against 0 %");
+    ff_store::FlagWriter::write(&*api.store, rollback).await.unwrap();
+    assert_eq!(patch(&api.app, &api.ann, "NEW_CHECKOUT", json!({"value": true})).await, 200);
+    wait_for(&guard_inbox, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = guard_inbox.lock().unwrap().got.clone();
+    assert_eq!(got.len(), 1, "only the guard's write");
+    let event: WebhookEvent = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!((event.kind.as_str(), event.change.actor.as_str()), ("guard", ff_store::guard::GUARD_ACTOR));
+    assert!(event.text.contains("rolled back"), "{}", event.text);
     let (_, list) = call(&api.app, "GET", "/webhooks", &api.root, None).await;
-    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1, "nothing refused was added");
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 2, "the two added, nothing refused");
 }

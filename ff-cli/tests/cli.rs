@@ -241,6 +241,7 @@ async fn export_and_import_round_trip() {
     let find = |flags: &mut Vec<Value>, key: &str| flags.iter().position(|f| f["key"] == key).unwrap();
     let i = find(flags, "NEW_CHECKOUT");
     flags[i]["value"] = json!(true);
+    flags[i]["approval"] = json!(true);
     let i = find(flags, "CREDITS_PAYMENTS");
     flags[i]["enabled"] = json!(false);
     let i = find(flags, "CAPTIONER_HOURLY_RATE_MIN");
@@ -258,6 +259,7 @@ async fn export_and_import_round_trip() {
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     let lines: Vec<&str> = dry.stdout.lines().collect();
     assert!(lines.contains(&"~ NEW_CHECKOUT value: false -> true"), "{}", dry.stdout);
+    assert!(lines.contains(&"~ NEW_CHECKOUT approval: null -> true"), "{}", dry.stdout);
     assert!(lines.contains(&"~ CREDITS_PAYMENTS enabled: true -> false"), "{}", dry.stdout);
     assert!(lines.contains(&"+ CAPTIONER_HOURLY_RATE_MIN override tester = 1"), "{}", dry.stdout);
     assert!(lines.contains(&"+ create BANNER (string) = \"hello\""), "{}", dry.stdout);
@@ -285,6 +287,10 @@ async fn export_and_import_round_trip() {
     assert_eq!(config(&base, "alice").await["CREDITS_PAYMENTS"], false);
     let again = run(&["import", file]).await.unwrap();
     assert_eq!(again.stdout.trim(), "0 change(s)", "idempotent");
+    let exported = run(&["export"]).await.unwrap().stdout;
+    let doc_now: Value = serde_yaml_ng::from_str(&exported).unwrap();
+    let checkout = doc_now["flags"].as_array().unwrap().iter().find(|f| f["key"] == "NEW_CHECKOUT").unwrap();
+    assert_eq!(checkout["approval"], json!(true), "the flag's own policy is exported");
     let history = run(&["history", "--json", "--limit", "5"]).await.unwrap();
     let history: Value = serde_json::from_str(&history.stdout).unwrap();
     assert!(
@@ -770,6 +776,16 @@ async fn change_requests_and_scheduled_changes_from_the_terminal() {
     );
     let none = run_as(&url, &ann, &["approve", "99"]).await.unwrap();
     assert!(none.stderr.contains("404 not_found: no request 99"), "{}", none.stderr);
+
+    // An import touching a flag under the policy is held whole.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flags.yaml");
+    std::fs::write(&file, format!("flags:\n  - key: {KEY}\n    value: 6h\n")).unwrap();
+    let imported = run_as(&url, &ann, &["import", file.to_str().unwrap()]).await.unwrap();
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    assert!(imported.stdout.contains("held: request 4 holds this change"), "{}", imported.stdout);
+    assert_eq!(config(&base, "alice").await[KEY], "12h");
+    run_as(&url, &ann, &["reject", "4"]).await.unwrap();
 
     // Webhooks: admins only; an unreachable one shows its failures.
     let refused = run_as(&url, &ann, &["webhook", "add", "http://127.0.0.1:9/hook"]).await.unwrap();
