@@ -502,7 +502,9 @@ impl Admin {
     pub async fn apply_due(&self) -> Result<Vec<ChangeRequest>, AdminError> {
         let now = OffsetDateTime::now_utc();
         let mut applied = Vec::new();
-        for request in self.change_requests(false).await? {
+        let open = self.change_requests(false).await?;
+        metrics::gauge!("ff_change_requests_open").set(open.len() as f64);
+        for request in open {
             let due = request.status == RequestStatus::Approved && request.apply_at.is_none_or(|t| t <= now);
             if !due {
                 continue;
@@ -521,12 +523,16 @@ impl Admin {
                 continue;
             }
             match self.apply(request.clone(), SCHEDULER, false).await {
-                Ok((done, _)) => applied.push(done),
+                Ok((done, _)) => {
+                    metrics::counter!("ff_scheduled_changes_total", "result" => "applied").increment(1);
+                    applied.push(done);
+                }
                 // Another instance applied or decided it first.
                 Err(AdminError::Store(StoreError::RequestConflict { .. })) => {}
                 Err(e) if e.parts().0.is_client_error() => {
                     let (_, _, why) = e.parts();
                     tracing::warn!(request = id, error = %why, "ff-admin: a scheduled change was refused");
+                    metrics::counter!("ff_scheduled_changes_total", "result" => "failed").increment(1);
                     let mut failed = request;
                     failed.status = RequestStatus::Failed;
                     failed.decision = Some(Decision { by: SCHEDULER.into(), at: now, reason: Some(why) });

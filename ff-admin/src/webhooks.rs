@@ -273,6 +273,7 @@ impl Admin {
             return Ok(());
         }
         let states = usage.records(STATE).await?;
+        let latest = self.store().latest_seq().await?;
         let started = std::time::Instant::now();
         for r in &endpoints {
             // A slow endpoint does not keep the others waiting past the lease.
@@ -288,10 +289,16 @@ impl Admin {
             if state.retry_at.is_some_and(|t| t > now) {
                 continue;
             }
-            let changes = self.store().changes_since(state.delivered_seq, READ_PER_TICK).await?;
-            if changes.is_empty() {
+            let backlog = |delivered: u64| {
+                let gauge =
+                    metrics::gauge!("ff_webhook_backlog", "webhook" => endpoint.webhook.id.to_string());
+                gauge.set(latest.saturating_sub(delivered) as f64);
+            };
+            if state.delivered_seq >= latest {
+                backlog(state.delivered_seq);
                 continue;
             }
+            let changes = self.store().changes_since(state.delivered_seq, READ_PER_TICK).await?;
             let mut sent = 0;
             for c in &changes {
                 if sent == PER_TICK {
@@ -325,6 +332,9 @@ impl Admin {
                     },
                 );
                 state.deliveries.truncate(LOG);
+                let result = if outcome.is_ok() { "ok" } else { "failed" };
+                metrics::counter!("ff_webhook_deliveries_total", "webhook" => endpoint.webhook.id.to_string(), "result" => result)
+                    .increment(1);
                 if outcome.is_ok() {
                     state.delivered_seq = c.seq;
                     state.failures = 0;
@@ -343,6 +353,8 @@ impl Admin {
                     break;
                 }
             }
+            // How far behind the log this endpoint is.
+            backlog(state.delivered_seq);
             let body = serde_json::to_value(&state).unwrap_or_default();
             match usage.put_record(&state_name, Some(&body), version).await {
                 // Another instance delivered meanwhile (its lease lapsed): its state stands.
