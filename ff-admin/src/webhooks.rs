@@ -87,6 +87,7 @@ pub(crate) fn kind(c: &Change) -> &'static str {
         Action::SegmentPut | Action::SegmentDelete => "segment",
         Action::RequestPut => "request",
         Action::TokenCreate | Action::TokenRevoke => "token",
+        Action::WebhookAdd | Action::WebhookRemove => "webhook",
         // An action added later: sent to endpoints that take every kind.
         _ => "other",
     }
@@ -208,6 +209,7 @@ impl Admin {
             let body = serde_json::to_value(&stored).unwrap_or_default();
             match usage.put_record(&name(ENDPOINT, id), Some(&body), 0).await {
                 Ok(_) => {
+                    self.audit_webhook(caller, Action::WebhookAdd, &webhook).await?;
                     // The host only: a URL may hold a token (Slack's do).
                     let host =
                         reqwest::Url::parse(&webhook.url).ok().and_then(|u| u.host_str().map(str::to_owned));
@@ -219,6 +221,21 @@ impl Admin {
             }
         }
         Err(AdminError::Conflict("too many webhooks added at once; try again".into()))
+    }
+
+    /// The audit row of an endpoint added or removed (never its secret).
+    async fn audit_webhook(
+        &self,
+        caller: &Caller,
+        action: Action,
+        webhook: &Webhook,
+    ) -> Result<(), AdminError> {
+        let shown = serde_json::to_value(webhook).unwrap_or_default();
+        let (before, after) =
+            if action == Action::WebhookAdd { (None, Some(shown)) } else { (Some(shown), None) };
+        let note = ff_store::Note { action, subject: webhook.id.to_string(), before, after };
+        self.store().write_batch(ff_store::Batch::new(caller.name.clone(), Vec::new()).note(note)).await?;
+        Ok(())
     }
 
     async fn webhook_ids(&self) -> Result<Vec<u64>, AdminError> {
@@ -255,7 +272,9 @@ impl Admin {
         let usage = usage(self)?;
         let found = usage.records(&name(ENDPOINT, id)).await?;
         let r = found.first().ok_or_else(|| AdminError::NotFound(format!("no webhook {id}")))?;
+        let stored: Stored = parse(r)?;
         usage.put_record(&r.name, None, r.version).await?;
+        self.audit_webhook(caller, Action::WebhookRemove, &stored.webhook).await?;
         if let Some(s) = usage.records(&name(STATE, id)).await?.first() {
             // Gone with it; another instance's write meanwhile only leaves it behind.
             let _ = usage.put_record(&s.name, None, s.version).await;

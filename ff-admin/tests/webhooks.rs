@@ -150,10 +150,10 @@ async fn every_change_arrives_signed_once_in_order() {
     assert_eq!(patch(&api.app, &api.ann, "MIN_RATE", json!({"value": 1})).await, 202);
     let (status, _) = call(&api.second, "POST", "/requests/1/approve", &api.bob, None).await;
     assert_eq!(status, 200);
-    wait_for(&inbox, 4).await;
+    wait_for(&inbox, 5).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = inbox.lock().unwrap().got.clone();
-    assert_eq!(got.len(), 4, "each once, though two instances run");
+    assert_eq!(got.len(), 5, "each once, though two instances run");
     let events: Vec<WebhookEvent> = got.iter().map(|(_, b)| serde_json::from_slice(b).unwrap()).collect();
     let seqs: Vec<u64> = events.iter().map(|e| e.change.seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
@@ -161,16 +161,20 @@ async fn every_change_arrives_signed_once_in_order() {
     assert_eq!(
         summary,
         [
+            ("webhook.add", "webhook"),
             ("flag.update", "flag"),
             ("request.put", "request"),
             ("flag.update", "flag"),
             ("request.put", "request")
         ]
     );
-    assert_eq!(events[0].change.reason.as_deref(), Some("launch"));
-    assert_eq!(events[2].change.approved_by.as_deref(), Some("bob"));
-    assert!(events[2].text.contains("(approved by bob)"), "{}", events[2].text);
-    assert_eq!(events[3].change.after.as_ref().unwrap()["status"], "applied");
+    // Its own addition, audited without the secret, is the first thing it gets.
+    assert_eq!((events[0].change.actor.as_str(), events[0].change.subject.as_deref()), ("root", Some("1")));
+    assert!(!serde_json::to_string(&events[0]).unwrap().contains(&made.secret));
+    assert_eq!(events[1].change.reason.as_deref(), Some("launch"));
+    assert_eq!(events[3].change.approved_by.as_deref(), Some("bob"));
+    assert!(events[3].text.contains("(approved by bob)"), "{}", events[3].text);
+    assert_eq!(events[4].change.after.as_ref().unwrap()["status"], "applied");
     for ((headers, body), e) in got.iter().zip(&events) {
         let ts: i64 = header(headers, "x-ff-timestamp").parse().unwrap();
         assert_eq!(header(headers, "x-ff-signature"), ff_admin::webhook_signature(&made.secret, ts, body));
@@ -182,15 +186,21 @@ async fn every_change_arrives_signed_once_in_order() {
     let list: WebhookList = serde_json::from_value(list).unwrap();
     let view = &list.webhooks[0];
     assert_eq!((view.delivered_seq, view.failures), (*seqs.last().unwrap(), 0));
-    assert_eq!(view.deliveries.len(), 4);
+    assert_eq!(view.deliveries.len(), 5);
     assert!(view.deliveries.iter().all(|d| d.status == Some(204) && d.error.is_none()));
 
     // Removed: nothing more is sent.
     assert_eq!(call(&api.app, "DELETE", "/webhooks/1", &api.root, None).await.0, 204);
     assert_eq!(patch(&api.app, &api.ann, "NEW_CHECKOUT", json!({"value": false})).await, 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(inbox.lock().unwrap().got.len(), 4);
+    assert_eq!(inbox.lock().unwrap().got.len(), 5);
     assert_eq!(call(&api.app, "DELETE", "/webhooks/1", &api.root, None).await.0, 404);
+    // Both in the audit log, by the admin who did them, never with the secret.
+    let (_, log) = call(&api.app, "GET", "/changes?actor=root", &api.root, None).await;
+    let actions: Vec<&str> =
+        log["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["webhook.remove", "webhook.add"]);
+    assert!(!log.to_string().contains(&made.secret), "never the secret");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -855,7 +855,7 @@ pub enum WebhookFormat {
 }
 
 /// The kinds of events a webhook can ask for.
-pub const WEBHOOK_EVENTS: &[&str] = &["flag", "override", "segment", "request", "guard", "token"];
+pub const WEBHOOK_EVENTS: &[&str] = &["flag", "override", "segment", "request", "guard", "token", "webhook"];
 
 /// A webhook endpoint: where every change of the kinds it asks for is sent, signed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

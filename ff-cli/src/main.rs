@@ -500,6 +500,9 @@ fn summary(state: Result<Option<ff_core::ChangeState>, serde_json::Error>) -> St
             s.definition.rules.len()
         ),
         Ok(Some(ChangeState::Token(t))) => format!("{} ({})", t.name, t.role),
+        Ok(Some(ChangeState::Webhook(w))) => {
+            w.get("url").and_then(Value::as_str).map_or_else(|| "webhook".into(), |u| format!("webhook {u}"))
+        }
         Ok(Some(ChangeState::Request(r))) => r
             .get("status")
             .and_then(Value::as_str)

@@ -400,9 +400,22 @@ pub enum Action {
     /// is its id; `before` and `after` are the request).
     #[serde(rename = "request.put")]
     RequestPut,
+    /// An admin added a webhook endpoint (`subject` is its id; `after` is it, without
+    /// its secret).
+    #[serde(rename = "webhook.add")]
+    WebhookAdd,
+    /// An admin removed a webhook endpoint (`before` is it).
+    #[serde(rename = "webhook.remove")]
+    WebhookRemove,
 }
 
 impl Action {
+    /// Whether a change row of this action only records what happened elsewhere (a
+    /// webhook's endpoint): it changes nothing a snapshot holds.
+    pub const fn is_note(self) -> bool {
+        matches!(self, Action::WebhookAdd | Action::WebhookRemove)
+    }
+
     /// The name stored in the change log.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -417,6 +430,8 @@ impl Action {
             Action::TokenCreate => "token.create",
             Action::TokenRevoke => "token.revoke",
             Action::RequestPut => "request.put",
+            Action::WebhookAdd => "webhook.add",
+            Action::WebhookRemove => "webhook.remove",
         }
     }
 
@@ -434,6 +449,8 @@ impl Action {
             "token.create" => Action::TokenCreate,
             "token.revoke" => Action::TokenRevoke,
             "request.put" => Action::RequestPut,
+            "webhook.add" => Action::WebhookAdd,
+            "webhook.remove" => Action::WebhookRemove,
             _ => return None,
         })
     }
@@ -498,6 +515,8 @@ pub enum ChangeState {
     Token(TokenAudit),
     /// A change request, as the admin keeps it (request changes).
     Request(serde_json::Value),
+    /// A webhook endpoint, without its secret (webhook changes).
+    Webhook(serde_json::Value),
 }
 
 impl Change {
@@ -550,6 +569,7 @@ impl Change {
                 ChangeState::Token(serde_json::from_value(json.clone())?)
             }
             Action::RequestPut => ChangeState::Request(json.clone()),
+            Action::WebhookAdd | Action::WebhookRemove => ChangeState::Webhook(json.clone()),
         }))
     }
 }

@@ -650,6 +650,7 @@ impl Snapshot {
         let after = || c.after_state().map_err(|e| bad(&e.to_string()))?.ok_or_else(|| bad("no after state"));
         match c.action {
             Action::TokenCreate | Action::TokenRevoke | Action::RequestPut => {}
+            Action::WebhookAdd | Action::WebhookRemove => {}
             Action::SegmentPut => {
                 let ChangeState::Segment(record) = after()? else { return Err(bad("not a segment")) };
                 let map = next.segments.get_or_insert_with(|| (*self.segments).clone());

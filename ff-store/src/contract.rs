@@ -1171,7 +1171,18 @@ pub async fn change_requests(store: Arc<dyn Store>) {
     let changes = store.write_batch(off).await.unwrap();
     assert!(changes[0].emergency && changes[0].approved_by.is_none());
     assert!(store.change(changes[0].seq).await.unwrap().unwrap().emergency);
-    // Sources skip request rows: a snapshot follows the log across them.
+    // Notes: audit rows of what was done outside the flags; only note actions.
+    let note =
+        |action| crate::Note { action, subject: "1".into(), before: None, after: Some(json!({"url": "x"})) };
+    let noted = store.write_batch(Batch::new("root", vec![]).note(note(Action::WebhookAdd))).await.unwrap();
+    assert_eq!(
+        (noted[0].action, noted[0].subject.as_deref(), noted[0].key.as_str()),
+        (Action::WebhookAdd, Some("1"), "")
+    );
+    let seq = store.latest_seq().await.unwrap();
+    assert!(store.write_batch(Batch::new("root", vec![]).note(note(Action::FlagUpdate))).await.is_err());
+    assert_eq!(store.latest_seq().await.unwrap(), seq, "a note may not pass for a flag change");
+    // Sources skip request and note rows: a snapshot follows the log across them.
     let state = store.load().await.unwrap();
     let snapshot = Snapshot::from_state(&state);
     assert!(!snapshot.flag("RATE").unwrap().enabled);

@@ -22,7 +22,7 @@ pub use store::FileStore;
 pub use store::RedisStore;
 pub use store::{
     Batch, ChangeQuery, FlagPatch, FlagReader, FlagWriter, GuardCount, MAX_REQUEST_BYTES, MemoryStore,
-    Mutation, RESERVED_ACTORS, RESERVED_PREFIX, RequestPut, RequestRecord, Role, SYNC_ACTOR, Store,
+    Mutation, Note, RESERVED_ACTORS, RESERVED_PREFIX, RequestPut, RequestRecord, Role, SYNC_ACTOR, Store,
     StoredRecord, SyncReport, TokenRecord, TokenStore, UsageStore, Write, default_expiry, redact,
     store_from_url, sync, validate_token_name,
 };

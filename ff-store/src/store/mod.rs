@@ -147,6 +147,23 @@ pub struct Batch {
     pub approved_by: Option<String>,
     /// Made without the approval policy asks for, as an emergency: recorded in every change row.
     pub emergency: bool,
+    /// Audit rows of what was done outside the flags (a webhook added): written after
+    /// the rest, in the same transaction.
+    pub notes: Vec<Note>,
+}
+
+/// An audit row of something done outside the flags; its action must be a note
+/// ([`Action::is_note`]), or the batch is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// What was done.
+    pub action: Action,
+    /// What it was done to.
+    pub subject: String,
+    /// Before, if anything.
+    pub before: Option<serde_json::Value>,
+    /// After, if anything.
+    pub after: Option<serde_json::Value>,
 }
 
 impl Batch {
@@ -162,7 +179,14 @@ impl Batch {
             requests: Vec::new(),
             approved_by: None,
             emergency: false,
+            notes: Vec::new(),
         }
+    }
+
+    /// Adds an audit row of something done outside the flags.
+    pub fn note(mut self, note: Note) -> Self {
+        self.notes.push(note);
+        self
     }
 
     /// Writes `put` with the mutations, or nothing.
@@ -1195,6 +1219,8 @@ pub(crate) enum Plan {
     PutToken { token: TokenRecord, action: Action },
     /// Insert or replace one change request.
     PutRequest { record: RequestRecord, before: Option<RequestRecord> },
+    /// Only an audit row.
+    Note(Note),
 }
 
 impl Plan {
@@ -1253,6 +1279,7 @@ impl Plan {
                 before.as_ref().map(|b| b.body.clone()),
                 Some(r.body.clone()),
             ),
+            Plan::Note(n) => (n.action, "", Some(n.subject.clone()), n.before.clone(), n.after.clone()),
         };
         Change {
             seq,

@@ -13,8 +13,8 @@ use ff_core::{Action, Change, FlagRecord, SegmentDef, SegmentRecord};
 use time::OffsetDateTime;
 
 use super::{
-    Batch, FlagReader, MAX_REQUEST_BYTES, Mutation, Plan, RequestPut, RequestRecord, TokenRecord, Write,
-    check_attributes, check_segment, now, plan, plan_segment, validate_token_name,
+    Batch, FlagReader, MAX_REQUEST_BYTES, Mutation, Note, Plan, RequestPut, RequestRecord, TokenRecord,
+    Write, check_attributes, check_segment, now, plan, plan_segment, validate_token_name,
 };
 use crate::error::StoreError;
 
@@ -60,6 +60,7 @@ impl Staged {
             Plan::PutRequest { record, .. } => {
                 self.requests.insert(record.id, record.clone());
             }
+            Plan::Note(_) => {}
         }
     }
 }
@@ -118,7 +119,7 @@ pub(crate) trait WriteTx: Send + Sized {
 pub(crate) enum WriteOp<'a> {
     /// Flag and override mutations, then change requests: all of them or none.
     /// `batched`: a refusal names its index, and the change rows carry the batch's end.
-    Flags { mutations: &'a [Mutation], batched: bool, requests: &'a [RequestPut] },
+    Flags { mutations: &'a [Mutation], batched: bool, requests: &'a [RequestPut], notes: &'a [Note] },
     /// Creates or replaces a segment.
     PutSegment { key: &'a str, definition: &'a SegmentDef, expected_version: Option<u64> },
     /// Deletes a segment no live flag uses.
@@ -185,12 +186,18 @@ async fn plan_op<T: WriteTx>(
     at: OffsetDateTime,
 ) -> Result<Vec<Plan>, StoreError> {
     let plan = match op {
-        WriteOp::Flags { mutations, batched, requests } => {
+        WriteOp::Flags { mutations, batched, requests, notes } => {
             let mut plans = plan_mutations(tx, staged, mutations, batched, at).await?;
             for put in requests {
                 let p = plan_request(tx, staged, put).await?;
                 staged.stage(&p);
                 plans.push(p);
+            }
+            for n in notes {
+                if !n.action.is_note() {
+                    return Err(StoreError::Corrupt(format!("{} is not a note", n.action.as_str())));
+                }
+                plans.push(Plan::Note(n.clone()));
             }
             return Ok(plans);
         }
@@ -353,8 +360,12 @@ async fn plan_compiled(
 
 /// One mutation; `None` when it changed nothing.
 pub(crate) async fn write<B: Backend>(backend: &B, write: &Write) -> Result<Option<Change>, StoreError> {
-    let op =
-        WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false, requests: &[] };
+    let op = WriteOp::Flags {
+        mutations: std::slice::from_ref(&write.mutation),
+        batched: false,
+        requests: &[],
+        notes: &[],
+    };
     Ok(run(backend, op, (write.actor.as_str(), write.reason.as_deref())).await?.0.pop())
 }
 
@@ -367,8 +378,12 @@ pub(crate) async fn check<R: FlagReader + ?Sized>(
 ) -> Result<Option<Change>, StoreError> {
     let at = now();
     let mut staged = Staged::default();
-    let op =
-        WriteOp::Flags { mutations: std::slice::from_ref(&write.mutation), batched: false, requests: &[] };
+    let op = WriteOp::Flags {
+        mutations: std::slice::from_ref(&write.mutation),
+        batched: false,
+        requests: &[],
+        notes: &[],
+    };
     let plans = plan_op(&mut Reads(reader), &mut staged, op, at).await?;
     let seq = reader.latest_seq().await? + 1;
     Ok(plans.first().map(|p| p.change(seq, at, (&write.actor, write.reason.as_deref()))))
@@ -428,7 +443,12 @@ impl<R: FlagReader + ?Sized> WriteTx for Reads<'_, R> {
 /// A batch: all of its mutations or none.
 pub(crate) async fn write_batch<B: Backend>(backend: &B, batch: &Batch) -> Result<Vec<Change>, StoreError> {
     batch.check_size()?;
-    let op = WriteOp::Flags { mutations: &batch.mutations, batched: true, requests: &batch.requests };
+    let op = WriteOp::Flags {
+        mutations: &batch.mutations,
+        batched: true,
+        requests: &batch.requests,
+        notes: &batch.notes,
+    };
     let who = Who {
         actor: &batch.actor,
         reason: batch.reason.as_deref(),
