@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::http::HeaderMap;
 use ff_admin::Admin;
 use ff_api::{WebhookCreated, WebhookEvent, WebhookList};
 use ff_core::{Flag, FlagKind};
@@ -19,37 +19,9 @@ use tower::ServiceExt;
 const RATE: Flag<i64> = Flag::new("MIN_RATE", 60).range(0, 1000);
 const CHECKOUT: Flag<bool> = Flag::new("NEW_CHECKOUT", false);
 
-/// What the receiver got: headers and body of each post, and how many to refuse first.
-#[derive(Default)]
-struct Inbox {
-    got: Vec<(HeaderMap, Bytes)>,
-    refuse: usize,
-}
-
-/// A receiver on a loopback port; answers 500 while `refuse` lasts.
-async fn receiver() -> (String, Arc<Mutex<Inbox>>) {
-    let inbox = Arc::new(Mutex::new(Inbox::default()));
-    let shared = inbox.clone();
-    let app = Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let inbox = shared.clone();
-            async move {
-                let mut inbox = inbox.lock().unwrap();
-                if inbox.refuse > 0 {
-                    inbox.refuse -= 1;
-                    return StatusCode::INTERNAL_SERVER_ERROR;
-                }
-                inbox.got.push((headers, body));
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, inbox)
-}
+#[path = "support/receiver.rs"]
+mod receiver;
+use receiver::{Inbox, receiver};
 
 struct Api {
     store: Arc<SqlStore>,

@@ -2,7 +2,6 @@
 //! environment (`FF_APPROVALS`, `FF_SCHEDULE_MS`): a config setting's change waits for
 //! a second editor, is then served, reaches a webhook signed, and shows in `/metrics`.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -14,26 +13,8 @@ mod binary;
 const OPERATOR: &str = "requests-operator-secret-0123456789abcdef";
 const LEAD: &str = "MINIMUM_TIME_REQUIRED_BEFORE_BOOKING";
 
-type Inbox = Arc<Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>;
-
-async fn receiver() -> (String, Inbox) {
-    let inbox: Inbox = Arc::default();
-    let shared = inbox.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let inbox = shared.clone();
-            async move {
-                inbox.lock().unwrap().push((headers, body));
-                StatusCode::NO_CONTENT
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, inbox)
-}
+#[path = "../../ff-admin/tests/support/receiver.rs"]
+mod receiver;
 
 async fn api(
     base: &str,
@@ -76,7 +57,7 @@ async fn a_config_change_waits_for_a_second_editor_then_is_served_signed_and_cou
         editors.push(made["token"].as_str().unwrap().to_owned());
     }
     let (ann, bob) = (&editors[0], &editors[1]);
-    let (hook, inbox) = receiver().await;
+    let (hook, inbox) = receiver::receiver().await;
     let (status, made) = api(
         &base,
         OPERATOR,
@@ -114,11 +95,15 @@ async fn a_config_change_waits_for_a_second_editor_then_is_served_signed_and_cou
 
     // The webhook got the request, the change and the applied request, signed.
     let start = Instant::now();
-    while inbox.lock().unwrap().len() < 3 {
-        assert!(start.elapsed() < Duration::from_secs(15), "{} events arrived", inbox.lock().unwrap().len());
+    while inbox.lock().unwrap().got.len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{} events arrived",
+            inbox.lock().unwrap().got.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let got = inbox.lock().unwrap().clone();
+    let got = inbox.lock().unwrap().got.clone();
     let events: Vec<ff_api::WebhookEvent> =
         got.iter().map(|(_, b)| serde_json::from_slice(b).unwrap()).collect();
     let change = events.iter().find(|e| e.event == "flag.update").unwrap();

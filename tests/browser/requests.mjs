@@ -66,10 +66,11 @@ try {
   await bob.goto(`${base}/admin/flags/${lead}`);
   check(await bob.isVisible('text=approved by bob'), 'the history does not name the approver');
 
-  // Ann schedules the new pricing five seconds ahead, in Berlin time.
+  // Ann schedules the new pricing fifteen seconds ahead, in Berlin time.
   await ann.goto(`${base}/admin/flags/NEW_CHECKOUT_PRICING`);
   const at = await ann.evaluate(() => {
-    const d = new Date(Date.now() + 5000);
+    // Far enough ahead that a slow submit never lands after it.
+    const d = new Date(Date.now() + 15000);
     const two = (n) => String(n).padStart(2, '0');
     return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
   });
