@@ -469,20 +469,14 @@ impl Admin {
                 mutations
             }
             // Re-based: the same changes, on the versions there are now.
-            None => request
-                .changes
-                .iter()
-                .cloned()
-                .map(|op| match op {
-                    BatchOp::Update { key, patch, .. } => {
-                        Mutation::UpdateFlag { key, patch, expected_version: None }
-                    }
-                    BatchOp::Archive { key, .. } => Mutation::ArchiveFlag { key, expected_version: None },
-                    op => op.into(),
-                })
-                .collect(),
+            None => unpinned(&request.changes),
         };
         let (changes, base, needs_approval) = self.pin(mutations).await?;
+        if request.apply_at.is_none() && !needs_approval {
+            return Err(AdminError::BadRequest(
+                "nothing would wait: no flag it changes needs approval and it has no apply_at".into(),
+            ));
+        }
         request.changes = changes;
         request.base = base;
         request.needs_approval = needs_approval;
@@ -502,22 +496,26 @@ impl Admin {
     pub async fn apply_due(&self) -> Result<Vec<ChangeRequest>, AdminError> {
         let now = OffsetDateTime::now_utc();
         let mut applied = Vec::new();
-        let open = self.change_requests(false).await?;
+        let mut open = self.change_requests(false).await?;
         metrics::gauge!("ff_change_requests_open").set(open.len() as f64);
+        // In the order of their times: "on at 9" before "off at 18", however late both are.
+        open.sort_by_key(|r| (r.apply_at, r.id));
         for request in open {
             let due = request.status == RequestStatus::Approved && request.apply_at.is_none_or(|t| t <= now);
             if !due {
                 continue;
             }
             let id = request.id;
-            if !request.needs_approval
-                && request.approvals.is_empty()
-                && self.now_needs_approval(&request).await?
-            {
-                let mut held = request;
-                held.needs_approval = true;
-                held.status = RequestStatus::Pending;
-                if let Err(e) = self.put_request(SCHEDULER, &held, None).await {
+            let now_needs = match self.now_needs_approval(&request).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(request = id, error = %e, "ff-admin: a scheduled change must wait");
+                    continue;
+                }
+            };
+            if !request.needs_approval && request.approvals.is_empty() && now_needs {
+                // Held for approval, on the flags as they are now (so it can be approved).
+                if let Err(e) = self.hold_for_approval(request).await {
                     tracing::debug!(request = id, error = %e, "ff-admin: a request moved meanwhile");
                 }
                 continue;
@@ -545,6 +543,16 @@ impl Admin {
             }
         }
         Ok(applied)
+    }
+
+    /// A request that needs approval now, re-based on the flags as they are.
+    async fn hold_for_approval(&self, mut request: ChangeRequest) -> Result<(), AdminError> {
+        let (changes, base, _) = self.pin(unpinned(&request.changes)).await?;
+        (request.changes, request.base) = (changes, base);
+        request.needs_approval = true;
+        request.status = RequestStatus::Pending;
+        request.revision += 1;
+        self.put_request(SCHEDULER, &request, None).await
     }
 
     /// Whether any flag `request` changes needs approval now.
@@ -612,6 +620,19 @@ impl Admin {
             }
         });
     }
+}
+
+/// A request's changes without the versions they were pinned to.
+fn unpinned(changes: &[BatchOp]) -> Vec<Mutation> {
+    changes
+        .iter()
+        .cloned()
+        .map(|op| match op {
+            BatchOp::Update { key, patch, .. } => Mutation::UpdateFlag { key, patch, expected_version: None },
+            BatchOp::Archive { key, .. } => Mutation::ArchiveFlag { key, expected_version: None },
+            op => op.into(),
+        })
+        .collect()
 }
 
 /// A refused apply, for a person: another decider came first.

@@ -146,6 +146,15 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// `scheme://host[:port]` of a URL, and `/…` if it has more: what logs and the audit
+/// log may show of it.
+fn origin(url: &str) -> String {
+    let Ok(u) = reqwest::Url::parse(url) else { return String::new() };
+    let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let more = if u.path().len() > 1 || u.query().is_some() { "/…" } else { "" };
+    format!("{}://{}{port}{more}", u.scheme(), u.host_str().unwrap_or_default())
+}
+
 fn check_url(url: &str) -> Result<(), AdminError> {
     let bad = |why: &str| Err(AdminError::BadRequest(format!("url {url:?} {why}")));
     let Ok(parsed) = reqwest::Url::parse(url) else { return bad("is not a URL") };
@@ -208,8 +217,12 @@ impl Admin {
             let stored = Stored { webhook: webhook.clone(), secret: secret.clone() };
             let body = serde_json::to_value(&stored).unwrap_or_default();
             match usage.put_record(&name(ENDPOINT, id), Some(&body), 0).await {
-                Ok(_) => {
-                    self.audit_webhook(caller, Action::WebhookAdd, &webhook).await?;
+                Ok(v) => {
+                    if let Err(e) = self.audit_webhook(caller, Action::WebhookAdd, &webhook).await {
+                        // Not audited, not added: its secret would be lost with the error.
+                        let _ = usage.put_record(&name(ENDPOINT, id), None, v).await;
+                        return Err(e);
+                    }
                     // The host only: a URL may hold a token (Slack's do).
                     let host =
                         reqwest::Url::parse(&webhook.url).ok().and_then(|u| u.host_str().map(str::to_owned));
@@ -230,7 +243,10 @@ impl Admin {
         action: Action,
         webhook: &Webhook,
     ) -> Result<(), AdminError> {
-        let shown = serde_json::to_value(webhook).unwrap_or_default();
+        // Its URL's origin only: the rest may be a credential (a Slack hook's path is).
+        let mut shown = webhook.clone();
+        shown.url = origin(&webhook.url);
+        let shown = serde_json::to_value(shown).unwrap_or_default();
         let (before, after) =
             if action == Action::WebhookAdd { (None, Some(shown)) } else { (Some(shown), None) };
         let note = ff_store::Note { action, subject: webhook.id.to_string(), before, after };
@@ -272,9 +288,19 @@ impl Admin {
         let usage = usage(self)?;
         let found = usage.records(&name(ENDPOINT, id)).await?;
         let r = found.first().ok_or_else(|| AdminError::NotFound(format!("no webhook {id}")))?;
-        let stored: Stored = parse(r)?;
+        // One that cannot be read is removed all the same, audited by its number.
+        let shown = parse::<Stored>(r).map(|s| s.webhook).unwrap_or_else(|_| Webhook {
+            id,
+            url: String::new(),
+            events: Vec::new(),
+            format: WebhookFormat::Json,
+            created_by: String::new(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        });
         usage.put_record(&r.name, None, r.version).await?;
-        self.audit_webhook(caller, Action::WebhookRemove, &stored.webhook).await?;
+        if let Err(e) = self.audit_webhook(caller, Action::WebhookRemove, &shown).await {
+            tracing::warn!(webhook = id, error = %e, "ff-admin: a webhook was removed but its audit row was not written");
+        }
         if let Some(s) = usage.records(&name(STATE, id)).await?.first() {
             // Gone with it; another instance's write meanwhile only leaves it behind.
             let _ = usage.put_record(&s.name, None, s.version).await;
@@ -299,7 +325,13 @@ impl Admin {
             if started.elapsed() > DELIVERY_BUDGET {
                 break;
             }
-            let endpoint: Stored = parse(r)?;
+            let endpoint: Stored = match parse(r) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(record = %r.name, error = %e, "ff-admin: skipping a webhook it cannot read");
+                    continue;
+                }
+            };
             let state_name = name(STATE, endpoint.webhook.id);
             // An endpoint is written after its state: none yet means it is being added.
             let Some(found) = states.iter().find(|s| s.name == state_name) else { continue };
@@ -512,6 +544,13 @@ mod tests {
         (off.emergency, off.approved_by, off.reason) = (true, None, None);
         off.after = Some(serde_json::json!({"value": 60, "enabled": false}));
         assert_eq!(text(&off), "ann: flag.update RATE: 60 -> 60 (off) (emergency)");
+    }
+
+    #[test]
+    fn only_a_urls_origin_is_shown() {
+        assert_eq!(origin("https://hooks.slack.com/services/T0/B0/secret"), "https://hooks.slack.com/…");
+        assert_eq!(origin("http://127.0.0.1:9000/"), "http://127.0.0.1:9000");
+        assert_eq!(origin("http://x.example?token=1"), "http://x.example/…");
     }
 
     #[test]

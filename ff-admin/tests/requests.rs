@@ -537,3 +537,29 @@ async fn a_read_only_file_store_keeps_no_requests_or_webhooks_and_says_so() {
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.body["message"].as_str().unwrap().contains("keeps no webhooks"), "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_due_together_apply_in_the_order_of_their_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&url).await.unwrap());
+    sync(&*store, &[RATE.decl(), CHECKOUT.decl()], &Default::default()).await.unwrap();
+    let (_, ann) = ff_admin::create_token(&*store, "ann", Role::Editor, "test", None).await.unwrap();
+    // Made while no scheduler runs (its first tick an hour away): both are overdue at once.
+    let idle = Router::new()
+        .nest("/admin", Admin::new(store.clone()).schedule_interval(Duration::from_secs(3600)).router());
+    let at_ms = |ms| at(OffsetDateTime::now_utc() + time::Duration::milliseconds(ms));
+    for (value, ms) in [(false, 200), (true, 300)] {
+        let body = json!({"changes": [{"op": "update", "key": "NEW_CHECKOUT", "value": value}], "apply_at": at_ms(ms)});
+        assert_eq!(call(&idle, "POST", "/admin/api/requests", &ann, Some(body)).await.status, 201);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _running = Router::new().nest("/admin", admin(store.clone()).router());
+    eventually(|| async {
+        let all = call(&idle, "GET", "/admin/api/requests?status=all", &ann, None).await;
+        all.body["requests"].as_array().unwrap().iter().all(|r| r["status"] == "applied")
+    })
+    .await;
+    // Off (due first, made first) then on (made last, which a newest-first walk takes first): on.
+    assert_eq!(store.flag(CHECKOUT.key()).await.unwrap().unwrap().value.to_json(), json!(true));
+}

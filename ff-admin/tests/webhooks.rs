@@ -173,6 +173,7 @@ async fn every_change_arrives_signed_once_in_order() {
         log["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["webhook.remove", "webhook.add"]);
     assert!(!log.to_string().contains(&made.secret), "never the secret");
+    assert!(!log.to_string().contains("/hook"), "the URL's origin only: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1591,9 +1591,19 @@ async fn decide(
     verb: &str,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = Reasoned::new(NoFields {}, reason);
-    let (body, _) =
-        api.call(Method::POST, &["requests", &id.to_string(), verb], &[], Some(&body), None).await?;
+    let path = id.to_string();
+    let path = ["requests", path.as_str(), verb];
+    let (body, _) = if verb == "approve" {
+        // An approval is of what was read: the revision shown here, refused if edited since.
+        let read: ff_api::ChangeRequest = serde_json::from_value(api.get(&path[..2], &[]).await?)?;
+        if !json_out {
+            say!("approving request {id}, revision {}: {}", read.revision, read.summary().join("; "));
+        }
+        let body = ff_api::Approve { revision: Some(read.revision) };
+        api.call(Method::POST, &path, &[], Some(&body), None).await?
+    } else {
+        api.call(Method::POST, &path, &[], Some(&Reasoned::new(NoFields {}, reason)), None).await?
+    };
     if json_out {
         return print(&body);
     }
