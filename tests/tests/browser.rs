@@ -44,23 +44,36 @@ async fn wait_for(base: &str, user: &str, key: &str, value: Value) {
     }
 }
 
+/// The example app over a fresh SQLite file: its store and `Source` (the directory
+/// lives as long as the returned guard).
+async fn example_store() -> (tempfile::TempDir, Arc<SqlStore>, Source) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
+    let store = Arc::new(SqlStore::connect(&db).await.unwrap());
+    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    (dir, store, source)
+}
+
+/// Serves the example's router with `admin` on a loopback port; its base URL.
+async fn serve(source: Source, admin: ff_admin::Admin) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
+    base
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_in_flip_a_flag_and_add_an_override_in_chromium() {
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
     if !browser_ready(&scripts) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-    let store = Arc::new(SqlStore::connect(&db).await.unwrap());
-    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    let (_dir, store, source) = example_store().await;
     let source_view = source.clone();
     let (_, token) =
         ff_admin::create_token(&*store, "browser-operator", Role::Editor, "test", None).await.unwrap();
     let admin = ff_admin::Admin::new(store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
+    let base = serve(source, admin).await;
     assert_eq!(config(&base, "tester").await["MINIMUM_TIME_REQUIRED_BEFORE_BOOKING"], "24h");
 
     // A targeting using what the editor shows but does not build (a rule's split,
@@ -158,10 +171,7 @@ async fn a_request_approved_a_scheduled_change_and_a_signed_webhook_in_chromium(
     if !browser_ready(&scripts) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("ff.db").display());
-    let store = Arc::new(SqlStore::connect(&db).await.unwrap());
-    let source = Source::builder_arc(store.clone()).poll_interval(Duration::from_millis(50)).start().await;
+    let (_dir, store, source) = example_store().await;
     let view = source.clone();
     let mut tokens = Vec::new();
     for (name, role) in [("root", Role::Admin), ("ann", Role::Editor), ("bob", Role::Editor)] {
@@ -170,9 +180,7 @@ async fn a_request_approved_a_scheduled_change_and_a_signed_webhook_in_chromium(
     let admin = ff_admin::Admin::new(store.clone())
         .require_approval([ff_core::FlagKind::Config])
         .schedule_interval(Duration::from_millis(100));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, ff_axum_example::make_service(source, admin)).await });
+    let base = serve(source, admin).await;
     let (hook, inbox) = receiver::receiver().await;
     let screenshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ff-admin-request-page.png");
     let _ = std::fs::remove_file(&screenshot);
