@@ -93,8 +93,8 @@ struct Slot {
     expires_at: Option<OffsetDateTime>,
     /// The key's hash: read only when the index grows.
     hash: u64,
-    /// Evaluation counters, shared with the flag's other versions (read only on a
-    /// thread's first count of the flag).
+    /// The flag's identity for counting, shared with its other versions: held so
+    /// its counts are collected while any snapshot can still count it.
     usage: Arc<FlagUsage>,
     stored: Stored,
 }
@@ -910,7 +910,6 @@ impl Snapshot {
         }
         if count {
             crate::usage::record(
-                &s.usage,
                 s.usage_id,
                 reason,
                 crate::usage::variant(s.stored.value_type, value, number),
@@ -1069,7 +1068,7 @@ impl Snapshot {
         {
             #[cfg(feature = "coverage")]
             crate::coverage::record(flag.key(), T::TYPE, value);
-            crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
+            crate::usage::record(s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
             return (Some(slot), Detail { value: v, reason, version });
         }
         self.served_default(flag, s, value, reason)
@@ -1109,7 +1108,7 @@ impl Snapshot {
         crate::coverage::record(flag.key(), T::TYPE, &flag.default_as_value());
         let served =
             if T::TYPE == crate::ValueType::Bool { flag.default_as_value() } else { Value::Bool(false) };
-        crate::usage::record(&s.usage, s.usage_id, reason, crate::usage::variant(T::TYPE, &served, 0));
+        crate::usage::record(s.usage_id, reason, crate::usage::variant(T::TYPE, &served, 0));
         (Some(s.slot), Detail { value: default, reason, version: self.version })
     }
 

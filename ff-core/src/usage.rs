@@ -6,7 +6,7 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use hashbrown::HashTable;
 use smol_str::SmolStr;
@@ -51,52 +51,90 @@ const NOT_COUNTED: u32 = u32::MAX;
 /// gets near it.
 const ID_LIMIT: u32 = 1 << 22;
 
-/// One thread's counters of one flag. Only that thread writes `counts` (32 bits
-/// wrap: the collector takes differences every second, far below 4 billion reads).
+/// Flags per chunk: a thread counts 16 flags in one chunk, cell by cell, so reads
+/// of many flags that serve alike (a page reading all its flags) share cache lines.
+const LANES: usize = 16;
+/// Chunk pointers per block of a thread's table; `TOP` blocks cover every id below `ID_LIMIT`.
+const LOW: usize = 512;
+const TOP: usize = ID_LIMIT as usize / LANES / LOW;
+
+/// One thread's counters of 16 flags (ids `16 * index ..`). Only that thread writes
+/// `counts` (32 bits wrap: the collector takes differences every second, far below
+/// 4 billion reads).
 #[derive(Debug)]
-struct Cells {
-    counts: [AtomicU32; CELLS],
-    /// What the collector took last; only the flag's collector touches it.
-    seen: [AtomicU32; CELLS],
-    /// Gone once no `Usage` or snapshot has the flag: the cells are then dropped.
-    flag: Weak<FlagUsage>,
+struct Chunk {
+    counts: [[AtomicU32; LANES]; CELLS],
+    /// What collectors took last: each lane only its flag's collector touches.
+    seen: [[AtomicU32; LANES]; CELLS],
+    index: u32,
 }
 
-/// One thread's cells, as collectors see them.
+impl Chunk {
+    fn new(index: u32) -> Self {
+        let zeros = || std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0)));
+        Chunk { counts: zeros(), seen: zeros(), index }
+    }
+
+    fn pending(&self, lane: usize) -> bool {
+        self.counts
+            .iter()
+            .zip(&self.seen)
+            .any(|(n, s)| n[lane].load(Ordering::Relaxed) != s[lane].load(Ordering::Relaxed))
+    }
+}
+
+/// One thread's chunks, as collectors see them.
 #[derive(Debug, Default)]
 struct ThreadCells {
-    /// Cleared when the thread ends: its cells are dropped once collected.
+    /// Cleared when the thread ends: its chunks are dropped once collected.
     alive: AtomicBool,
-    cells: Mutex<Vec<Arc<Cells>>>,
+    chunks: Mutex<Vec<Arc<Chunk>>>,
 }
 
 /// Every thread that has counted.
 static THREADS: Mutex<Vec<Arc<ThreadCells>>> = Mutex::new(Vec::new());
 
-/// The calling thread's cells by flag id, and its entry in `THREADS`.
-/// Cells for a run of ids, made on the first count of any of them.
-type Bucket = OnceCell<Box<[OnceCell<Arc<Cells>>]>>;
+/// Ids of flags some `Usage` or snapshot still has, a bit each: an ended thread's
+/// chunk is kept while it holds counts of such a flag that no collector took yet.
+static LIVE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
+fn set_live(id: u32, live: bool) {
+    let mut bits = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+    if live {
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        bits[word] |= bit;
+    } else if let Some(w) = bits.get_mut(word) {
+        *w &= !bit;
+    }
+}
+
+impl Drop for FlagUsage {
+    fn drop(&mut self) {
+        if self.id != NOT_COUNTED {
+            set_live(self.id, false);
+        }
+    }
+}
+
+/// A block of a thread's table: chunk pointers, each made on the first count of any of its ids.
+type Block = OnceCell<Box<[OnceCell<Arc<Chunk>>; LOW]>>;
+
+/// The calling thread's chunks by id, and its entry in `THREADS`.
 struct Local {
-    /// Bucket `b` holds ids `2^b - 1 .. 2^(b+1) - 1`: the table grows without moving
-    /// what it holds, so a read takes no borrow (no write but the count itself).
-    buckets: [Bucket; 32],
+    /// Two levels of fixed size: the table grows without moving what it holds, so a
+    /// read takes no borrow (no write but the count itself).
+    blocks: [Block; TOP],
     shared: OnceLock<Arc<ThreadCells>>,
 }
 
 impl Local {
-    /// Bucket and position of `id`.
     #[inline]
-    fn place(id: u32) -> (usize, usize) {
-        let n = id as u64 + 1;
-        let b = 63 - n.leading_zeros() as usize;
-        (b, (n - (1 << b)) as usize)
-    }
-
-    #[inline]
-    fn cells(&self, id: u32) -> Option<&Arc<Cells>> {
-        let (b, at) = Self::place(id);
-        self.buckets.get(b)?.get()?.get(at)?.get()
+    fn chunk(&self, id: u32) -> Option<&Chunk> {
+        let c = id as usize / LANES;
+        self.blocks.get(c / LOW)?.get()?[c % LOW].get().map(|c| &**c)
     }
 }
 
@@ -109,49 +147,48 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: Local = const { Local { buckets: [const { OnceCell::new() }; 32], shared: OnceLock::new() } };
+    static LOCAL: Local = const { Local { blocks: [const { OnceCell::new() }; TOP], shared: OnceLock::new() } };
 }
 
-/// Counts one evaluation of the flag `usage` (whose id is `id`) on this thread.
+/// Counts one evaluation of the flag whose `FlagUsage::id` is `id` on this thread.
 #[inline]
-pub(crate) fn record(usage: &Arc<FlagUsage>, id: u32, reason: Reason, variant: usize) {
+pub(crate) fn record(id: u32, reason: Reason, variant: usize) {
     let i = reason_index(reason) * WIDTH + variant.min(WIDTH - 1);
     // A thread being torn down counts nothing rather than panic.
     let _ = LOCAL.try_with(|local| {
-        if let Some(c) = local.cells(id)
-            && let Some(n) = c.counts.get(i)
+        if let Some(c) = local.chunk(id)
+            && let Some(row) = c.counts.get(i)
         {
             // Only this thread writes it: a load and a store cannot lose a count.
+            let n = &row[id as usize % LANES];
             n.store(n.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             return;
         }
-        first_count(local, usage, id, i);
+        first_count(local, id, i);
     });
 }
 
-/// The first count of a flag on this thread: its cells are made and registered.
+/// The first count of one of a chunk's flags on this thread: the chunk is made and registered.
 #[cold]
 #[inline(never)]
-fn first_count(local: &Local, usage: &Arc<FlagUsage>, id: u32, i: usize) {
-    let (b, at) = Local::place(id);
-    let Some(bucket) = local.buckets.get(b) else { return };
-    let bucket = bucket.get_or_init(|| (0..1usize << b).map(|_| OnceCell::new()).collect());
-    let Some(cell) = bucket.get(at) else { return };
-    let c = Arc::new(Cells {
-        counts: std::array::from_fn(|_| AtomicU32::new(0)),
-        seen: std::array::from_fn(|_| AtomicU32::new(0)),
-        flag: Arc::downgrade(usage),
+fn first_count(local: &Local, id: u32, i: usize) {
+    let c = id as usize / LANES;
+    let Some(block) = local.blocks.get(c / LOW) else { return };
+    let block = block.get_or_init(|| Box::new(std::array::from_fn(|_| OnceCell::new())));
+    let chunk = block[c % LOW].get_or_init(|| {
+        let chunk = Arc::new(Chunk::new(c as u32));
+        let shared = local.shared.get_or_init(|| {
+            let t = Arc::new(ThreadCells { alive: AtomicBool::new(true), chunks: Mutex::default() });
+            THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(t.clone());
+            t
+        });
+        shared.chunks.lock().unwrap_or_else(|e| e.into_inner()).push(chunk.clone());
+        chunk
     });
-    if let Some(n) = c.counts.get(i) {
-        n.store(1, Ordering::Relaxed);
+    if let Some(row) = chunk.counts.get(i) {
+        let n = &row[id as usize % LANES];
+        n.store(n.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
-    let shared = local.shared.get_or_init(|| {
-        let t = Arc::new(ThreadCells { alive: AtomicBool::new(true), cells: Mutex::default() });
-        THREADS.lock().unwrap_or_else(|e| e.into_inner()).push(t.clone());
-        t
-    });
-    shared.cells.lock().unwrap_or_else(|e| e.into_inner()).push(c.clone());
-    let _ = cell.set(c);
 }
 
 #[inline]
@@ -219,7 +256,7 @@ pub struct Usage {
     /// By the key's hash (the one flag lookups use), key checked.
     flags: Mutex<HashTable<Arc<FlagUsage>>>,
     unknown: RwLock<HashMap<&'static str, AtomicU64>>,
-    /// One collection at a time: `Cells::seen` is the collector's alone.
+    /// One collection at a time: a lane of `Chunk::seen` is its flag's collector's alone.
     collecting: Mutex<()>,
     /// Reads through it count nothing (see [`Usage::uncounted`]).
     uncounted: bool,
@@ -264,6 +301,9 @@ impl Usage {
                     NOT_COUNTED
                 })
             };
+            if id != NOT_COUNTED {
+                set_live(id, true);
+            }
             Arc::new(FlagUsage { key: SmolStr::new(key), value_type, id })
         };
         match flags.entry(hash, |u| u.key == key, |u| key_hash(&u.key)) {
@@ -305,20 +345,32 @@ impl Usage {
         for t in &threads {
             // Read before the counts: a thread that ended has written its last count.
             let alive = t.alive.load(Ordering::Acquire);
-            let mut cells = t.cells.lock().unwrap_or_else(|e| e.into_inner());
-            cells.retain(|c| {
-                let Some(flag) = c.flag.upgrade() else { return false };
-                let Some(&at) = position.get(&flag.id) else { return true };
-                for (total, (n, seen)) in totals[at].iter_mut().zip(c.counts.iter().zip(&c.seen)) {
-                    let now = n.load(Ordering::Relaxed);
-                    *total += u64::from(now.wrapping_sub(seen.swap(now, Ordering::Relaxed)));
+            let mut chunks = t.chunks.lock().unwrap_or_else(|e| e.into_inner());
+            let live = (!alive).then(|| LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone());
+            chunks.retain(|c| {
+                let mut keep = alive;
+                for lane in 0..LANES {
+                    let id = c.index as usize * LANES + lane;
+                    let Some(&at) = position.get(&(id as u32)) else {
+                        // Another `Usage`'s flag: an ended thread's chunk waits for its collector.
+                        let is_live = live
+                            .as_ref()
+                            .and_then(|l| l.get(id / 64))
+                            .is_some_and(|w| w & 1 << (id % 64) != 0);
+                        keep |= is_live && c.pending(lane);
+                        continue;
+                    };
+                    for (total, (n, seen)) in totals[at].iter_mut().zip(c.counts.iter().zip(&c.seen)) {
+                        let now = n[lane].load(Ordering::Relaxed);
+                        *total += u64::from(now.wrapping_sub(seen[lane].swap(now, Ordering::Relaxed)));
+                    }
                 }
-                // An ended thread's cells are final once taken.
-                alive
+                // An ended thread's counts are final once taken.
+                keep
             });
         }
         THREADS.lock().unwrap_or_else(|e| e.into_inner()).retain(|t| {
-            t.alive.load(Ordering::Acquire) || !t.cells.lock().map(|c| c.is_empty()).unwrap_or(true)
+            t.alive.load(Ordering::Acquire) || !t.chunks.lock().map(|c| c.is_empty()).unwrap_or(true)
         });
         let mut counts = Vec::new();
         for (usage, cells) in flags.iter().zip(&totals) {
@@ -405,14 +457,14 @@ mod tests {
             for _ in 0..4 {
                 s.spawn(|| {
                     for _ in 0..1000 {
-                        record(&a, a.id(), Reason::Global, 1);
+                        record(a.id(), Reason::Global, 1);
                     }
-                    record(&b, b.id(), Reason::Rule(2), 2);
+                    record(b.id(), Reason::Rule(2), 2);
                 });
             }
         });
         // Every counting thread has ended: their cells are read once, then dropped.
-        record(&a, a.id(), Reason::Disabled, 0);
+        record(a.id(), Reason::Disabled, 0);
         let first = count(&usage);
         let key = |k: &str, r: &str, v: &str| (k.to_owned(), r.to_owned(), v.to_owned());
         assert_eq!(first.get(&key("A", "global", "true")), Some(&4000));
@@ -420,7 +472,7 @@ mod tests {
         assert_eq!(first.get(&key("B", "rule", "rule:2")), Some(&4));
         assert_eq!(first.len(), 3);
         assert!(count(&usage).is_empty(), "a second collection takes nothing twice");
-        record(&a, a.id(), Reason::Disabled, 0);
+        record(a.id(), Reason::Disabled, 0);
         assert_eq!(count(&usage), HashMap::from([(key("A", "disabled", "false"), 1)]));
     }
 
@@ -429,10 +481,39 @@ mod tests {
         let (one, two) = (Usage::default(), Usage::default());
         let a = one.flag("A", key_hash("A"), ValueType::Bool);
         let also_a = two.flag("A", key_hash("A"), ValueType::Bool);
-        record(&a, a.id(), Reason::Global, 1);
-        record(&also_a, also_a.id(), Reason::Global, 0);
+        record(a.id(), Reason::Global, 1);
+        record(also_a.id(), Reason::Global, 0);
         assert_eq!(count(&two).values().sum::<u64>(), 1);
         assert_eq!(count(&one).values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn an_ended_threads_counts_wait_for_each_usage_that_has_some() {
+        let (one, two) = (Usage::default(), Usage::default());
+        // Two flags of different `Usage`s counted in one chunk (ids run on across usages).
+        let (a, b) = (0..100)
+            .map(|i| {
+                (
+                    one.flag(&format!("A{i}"), key_hash("A"), ValueType::Bool),
+                    two.flag("B", key_hash("B"), ValueType::Bool),
+                )
+            })
+            .find(|(a, b)| a.id() as usize / LANES == b.id() as usize / LANES)
+            .expect("adjacent ids");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                record(a.id(), Reason::Global, 1);
+                record(b.id(), Reason::Global, 0);
+                record(b.id(), Reason::Global, 0);
+            });
+        });
+        assert_eq!(count(&one).values().sum::<u64>(), 1);
+        assert_eq!(
+            count(&two).values().sum::<u64>(),
+            2,
+            "the ended thread's chunk was kept for the other usage"
+        );
+        assert!(count(&one).is_empty() && count(&two).is_empty(), "each count taken once");
     }
 
     #[test]
@@ -440,19 +521,19 @@ mod tests {
         let usage = Usage::uncounted();
         let a = usage.flag("A", key_hash("A"), ValueType::Bool);
         assert_eq!(a.id(), NOT_COUNTED);
-        record(&a, a.id(), Reason::Global, 1);
+        record(a.id(), Reason::Global, 1);
         assert!(count(&usage).is_empty());
-        assert!(LOCAL.with(|l| l.cells(NOT_COUNTED).is_none()));
+        assert!(LOCAL.with(|l| l.chunk(NOT_COUNTED).is_none()));
     }
 
     #[test]
     fn a_type_change_starts_the_flag_afresh() {
         let usage = Usage::default();
         let old = usage.flag("A", key_hash("A"), ValueType::Bool);
-        record(&old, old.id(), Reason::Global, 1);
+        record(old.id(), Reason::Global, 1);
         let new = usage.flag("A", key_hash("A"), ValueType::Int);
         assert_ne!(old.id(), new.id());
-        record(&new, new.id(), Reason::Global, 0);
+        record(new.id(), Reason::Global, 0);
         drop(old);
         let counts = count(&usage);
         assert_eq!(counts.len(), 1, "{counts:?}");
