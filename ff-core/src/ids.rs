@@ -184,13 +184,166 @@ fn chunks_eq(a: &[u8], b: &[u8]) -> bool {
 /// built from can be given back exactly: the ids sit end to end in one buffer, each
 /// behind a header, its length (one byte, or 0xFF and four bytes) or 0xFE for a
 /// canonical UUID packed into 16 bytes. Sets of more than [`SCAN`] ids are indexed
-/// by a table of offsets into the buffer, found by the id's hash.
+/// by the id's hash: a set of UUIDs only (every entry 17 bytes, so an entry's
+/// number is its place) by a small open-addressed table of tags and numbers,
+/// probed inline; any other set by a table of offsets into the buffer.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct IdSet {
     data: Box<[u8]>,
     len: u32,
-    /// Offsets of distinct ids; `None` for short sets, which are scanned.
-    table: Option<HashTable<u32>>,
+    index: Index,
+}
+
+#[derive(Debug, Default, Clone)]
+enum Index {
+    /// Short sets, scanned.
+    #[default]
+    Scan,
+    /// UUIDs only, at most [`SMALL`] entries: groups of four 16-bit slots.
+    Small(Box<[u64]>),
+    /// UUIDs only, more entries: 32-bit slots, 8 bits of tag and 24 of entry number + 1.
+    Large(Box<[u32]>),
+    /// Offsets of distinct ids.
+    Table(HashTable<u32>),
+}
+
+/// Entries a `Small` table can number.
+const SMALL: usize = (1 << 9) - 1;
+/// Entries a `Large` table can number.
+const LARGE: usize = (1 << 24) - 1;
+/// Bytes a packed UUID takes with its header.
+const PACKED: usize = 17;
+
+/// The 16 bytes of UUID entry `entry` (every entry of a UUID set is `PACKED` bytes).
+#[inline]
+fn packed_at(data: &[u8], entry: usize) -> Option<&[u8; 16]> {
+    data.get(entry * PACKED + 1..)?.first_chunk::<16>()
+}
+
+/// Whether `probe` is the UUID at `entry`: the probe is packed once per request,
+/// and only when a tag matches.
+#[inline]
+fn is_at(data: &[u8], entry: usize, probe: &Probe<'_>) -> bool {
+    probe
+        .packed
+        .get_or_init(|| pack_uuid(probe.id))
+        .as_ref()
+        .is_some_and(|u| packed_at(data, entry) == Some(u))
+}
+
+// A `Small` slot is 0 (empty) or 7 bits of tag (the hash's top bits) over 9 bits of
+// entry number + 1; four slots make a group, tested at once (SWAR) for the tag and
+// for an empty slot. At most half the slots are used, so nearly every miss reads one
+// group and takes two predictable branches; the tags make a wrong compare rare.
+const LANE_LOW: u64 = 0x7FFF_7FFF_7FFF_7FFF;
+const LANE_HIGH: u64 = 0x8000_8000_8000_8000;
+const LANE_ONES: u64 = 0x0001_0001_0001_0001;
+const LANE_TAGS: u64 = 0xFE00 * LANE_ONES;
+
+/// The high bit of each 16-bit lane of `x` that is zero (exact: no carry between lanes).
+#[inline]
+fn zero_lanes(x: u64) -> u64 {
+    !(((x & LANE_LOW) + LANE_LOW) | x) & LANE_HIGH
+}
+
+#[inline]
+fn small_tag(hash: u64) -> u64 {
+    (hash >> 57) << 9
+}
+
+/// Whether the `Small` table `groups` over `data` holds the probe's id.
+#[inline]
+fn probe_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
+    let mask = groups.len() - 1;
+    let tags = small_tag(probe.hash) * LANE_ONES;
+    let mut g = probe.hash as usize;
+    loop {
+        g &= mask;
+        let Some(&w) = groups.get(g) else { return false };
+        let mut hits = zero_lanes((w & LANE_TAGS) ^ tags);
+        while hits != 0 {
+            let slot = (w >> (hits.trailing_zeros() & !15)) as usize & 0x1FF;
+            hits &= hits - 1;
+            if slot != 0 && is_at(data, slot - 1, probe) {
+                return true;
+            }
+        }
+        if zero_lanes(w) != 0 {
+            return false;
+        }
+        g += 1;
+    }
+}
+
+/// The `Small` table of entries with hashes `hashes`, duplicates left out.
+fn small_table(data: &[u8], hashes: &[u64]) -> Box<[u64]> {
+    let mut groups = vec![0u64; (hashes.len() * 2).next_power_of_two().max(16) / 4];
+    let mask = groups.len() - 1;
+    'entries: for (entry, &hash) in hashes.iter().enumerate() {
+        let tag = small_tag(hash);
+        let mut g = hash as usize;
+        loop {
+            g &= mask;
+            let w = groups[g];
+            for lane in 0..4 {
+                let slot = (w >> (lane * 16)) as usize & 0xFFFF;
+                if slot == 0 {
+                    groups[g] |= (tag | (entry as u64 + 1)) << (lane * 16);
+                    continue 'entries;
+                }
+                if (slot as u64 & 0xFE00) == tag
+                    && packed_at(data, (slot & 0x1FF) - 1) == packed_at(data, entry)
+                {
+                    continue 'entries;
+                }
+            }
+            g += 1;
+        }
+    }
+    groups.into_boxed_slice()
+}
+
+/// Whether the `Large` table `slots` over `data` holds the probe's id (linear probing).
+fn probe_large(slots: &[u32], data: &[u8], probe: &Probe<'_>) -> bool {
+    let mask = slots.len() - 1;
+    let tag = ((probe.hash >> 56) as u32) << 24;
+    let mut i = probe.hash as usize;
+    loop {
+        i &= mask;
+        let Some(&slot) = slots.get(i) else { return false };
+        if slot == 0 {
+            return false;
+        }
+        if slot & 0xFF00_0000 == tag && is_at(data, (slot & 0xFF_FFFF) as usize - 1, probe) {
+            return true;
+        }
+        i += 1;
+    }
+}
+
+/// The `Large` table of entries with hashes `hashes`, duplicates left out.
+fn large_table(data: &[u8], hashes: &[u64]) -> Box<[u32]> {
+    let mut slots = vec![0u32; (hashes.len() * 2).next_power_of_two()];
+    let mask = slots.len() - 1;
+    for (entry, &hash) in hashes.iter().enumerate() {
+        let tag = ((hash >> 56) as u32) << 24;
+        let mut i = hash as usize;
+        loop {
+            i &= mask;
+            let slot = slots[i];
+            if slot == 0 {
+                slots[i] = tag | (entry as u32 + 1);
+                break;
+            }
+            if slot & 0xFF00_0000 == tag
+                && packed_at(data, (slot & 0xFF_FFFF) as usize - 1) == packed_at(data, entry)
+            {
+                break;
+            }
+            i += 1;
+        }
+    }
+    slots.into_boxed_slice()
 }
 
 /// Sets this short are scanned: comparing a few ids beats hashing one.
@@ -237,9 +390,10 @@ impl IdSet {
     #[inline]
     pub(crate) fn contains_str(&self, id: &str) -> bool {
         let packed = Packed::new();
-        let hash = if self.table.is_none() { 0 } else { id_hash(id) };
+        let scan = matches!(self.index, Index::Scan);
+        let hash = if scan { 0 } else { id_hash(id) };
         let probe = Probe { id, hash, packed: &packed };
-        if self.table.is_none() { self.scan(&probe) } else { self.contains(&probe) }
+        if scan { self.scan(&probe) } else { self.contains(&probe) }
     }
 
     fn scan(&self, probe: &Probe<'_>) -> bool {
@@ -253,15 +407,26 @@ impl IdSet {
         false
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn contains(&self, probe: &Probe<'_>) -> bool {
-        match &self.table {
-            Some(table) => table
+        // The common list (up to 511 UUIDs) inline; the rest out of line.
+        if let Index::Small(slots) = &self.index {
+            return probe_small(slots, &self.data, probe);
+        }
+        self.contains_other(probe)
+    }
+
+    #[inline(never)]
+    fn contains_other(&self, probe: &Probe<'_>) -> bool {
+        match &self.index {
+            Index::Small(slots) => probe_small(slots, &self.data, probe),
+            Index::Large(slots) => probe_large(slots, &self.data, probe),
+            Index::Table(table) => table
                 .find(probe.hash, |&at| {
                     entry(&self.data, at as usize).is_some_and(|(h, b, _)| probe.matches(h, b))
                 })
                 .is_some(),
-            None => self.scan(probe),
+            Index::Scan => self.scan(probe),
         }
     }
 }
@@ -300,7 +465,15 @@ impl<'a> FromIterator<&'a str> for IdSet {
             }
         }
         let data = data.into_boxed_slice();
-        let table = (ids.len() > SCAN).then(|| {
+        let uuids = ids.iter().all(|p| matches!(p.packed.get(), Some(Some(_))));
+        let hashes = || ids.iter().map(|p| p.hash).collect::<Vec<_>>();
+        let index = if ids.len() <= SCAN {
+            Index::Scan
+        } else if uuids && ids.len() <= SMALL {
+            Index::Small(small_table(&data, &hashes()))
+        } else if uuids && ids.len() <= LARGE {
+            Index::Large(large_table(&data, &hashes()))
+        } else {
             let rehash = |&o: &u32| {
                 entry(&data, o as usize).map_or(0, |(h, b, _)| match h {
                     UUID => id_hash(&unpack_uuid(b)),
@@ -314,9 +487,9 @@ impl<'a> FromIterator<&'a str> for IdSet {
                     table.insert_unique(p.hash, at, rehash);
                 }
             }
-            table
-        });
-        IdSet { data, len: ids.len() as u32, table }
+            Index::Table(table)
+        };
+        IdSet { data, len: ids.len() as u32, index }
     }
 }
 
@@ -404,6 +577,47 @@ mod tests {
             }
             for i in n..n + 2000 {
                 assert!(!set.contains_str(&uuid(i)) && !set.contains_str(&format!("user-{i}")), "{i} of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn uuid_sets_of_every_size_find_every_member_and_nothing_else() {
+        let uuid = |i: u32| format!("{i:08x}-9a2d-4e5f-a6b7-c8d9e0f1a2b3");
+        for (n, kind) in
+            [(9, "small"), (100, "small"), (SMALL, "small"), (SMALL + 1, "large"), (5000, "large")]
+        {
+            // Every id twice: duplicates are kept in the list and left out of the table.
+            let ids: Vec<String> = (0..n as u32).map(|i| uuid(i / 2)).collect();
+            let set: IdSet = ids.iter().map(String::as_str).collect();
+            let got = match set.index {
+                Index::Small(_) => "small",
+                Index::Large(_) => "large",
+                _ => "other",
+            };
+            assert_eq!(got, kind, "{n} ids");
+            assert_eq!(set.iter().collect::<Vec<_>>(), ids, "given back exactly");
+            for id in &ids {
+                assert!(set.contains_str(id), "{id} of {n}");
+            }
+            let upper = uuid(0).to_uppercase();
+            for id in (n as u32..n as u32 + 3000).map(uuid).chain([upper, "user-1".into(), String::new()]) {
+                assert!(!set.contains_str(&id), "{id} of {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_lanes_finds_exactly_the_zero_lanes() {
+        for v in 0..=0xFFFFu64 {
+            for lane in 0..4 {
+                for others in [0u64, 0x8001_0001_FFFF_0100] {
+                    let x = (others & !(0xFFFF << (lane * 16))) | v << (lane * 16);
+                    let naive = (0..4)
+                        .filter(|l| (x >> (l * 16)) & 0xFFFF == 0)
+                        .fold(0, |m, l| m | 0x8000 << (l * 16));
+                    assert_eq!(zero_lanes(x), naive, "{x:#x}");
+                }
             }
         }
     }

@@ -908,7 +908,7 @@ impl Compiled {
     }
 
     /// Rules, then the split (the schedule's if a step sets one), then the global value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn decide<'a>(
         &'a self,
         ctx: &EvalContext,
@@ -917,7 +917,10 @@ impl Compiled {
     ) -> Outcome<'a> {
         let mut i = 0;
         while let Some(rule) = self.rules.get(i) {
-            if rule.first.matches(ctx, segments) && rule.rest.iter().all(|c| c.matches(ctx, segments)) {
+            // Most rules have one clause: the others' loop is not entered (nor called) then.
+            if rule.first.matches(ctx, segments)
+                && (rule.rest.is_empty() || rule.rest.iter().all(|c| c.matches(ctx, segments)))
+            {
                 match &rule.serve {
                     CompiledServe::Value(v) => return Outcome::Rule(i, v),
                     CompiledServe::Split(s) => {
@@ -989,7 +992,7 @@ impl<'a> Attr<'a> {
 }
 
 impl CompiledClause {
-    #[inline]
+    #[inline(always)]
     fn matches(&self, ctx: &EvalContext, segments: &Segments) -> bool {
         if self.user_set
             && let Test::Set(ids, ..) = &self.test
@@ -998,6 +1001,12 @@ impl CompiledClause {
             let Some(user) = ctx.user_probe() else { return false };
             return ids.contains(&user) != self.user_set_misses;
         }
+        self.matches_other(ctx, segments)
+    }
+
+    /// Every test but a list of user ids, out of line: the list's probe stays inline.
+    #[inline(never)]
+    fn matches_other(&self, ctx: &EvalContext, segments: &Segments) -> bool {
         if !self.short_set.is_empty()
             && let Some(found) = ctx.short_in(self.attribute_key, &self.attribute, &self.short_set)
         {
