@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ff's instructions per evaluation for each workload of the comparison, from callgrind
-# (N runs minus 0, so loading is not counted), and with `--cache` the simulated cache
+# (2N runs minus N, so neither loading nor a thread's first read of a flag, which
+# allocates its counters, is counted), and with `--cache` the simulated cache
 # misses of the timed loop alone (32 KiB L1, 512 KiB L2: this machine's per-core sizes).
 # Needs valgrind (Debian package `valgrind`). Run from anywhere:
 #   compare/callgrind.sh            instructions, W1..W5
@@ -22,5 +23,5 @@ fi
 count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --instructions "$1" "$2" 2>&1 | awk '/Collected/ {print $4}'; }
 for w in W1 W2 W3 W4 W4off W5; do
   n=$(units "$w")
-  echo "$w: $(( ($(count "$w" "$n") - $(count "$w" 0)) / n )) instructions per unit"
+  echo "$w: $(( ($(count "$w" $((2 * n))) - $(count "$w" "$n")) / n )) instructions per unit"
 done
