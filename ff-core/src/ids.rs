@@ -185,8 +185,8 @@ fn chunks_eq(a: &[u8], b: &[u8]) -> bool {
 /// behind a header, its length (one byte, or 0xFF and four bytes) or 0xFE for a
 /// canonical UUID packed into 16 bytes. Sets of more than [`SCAN`] ids are indexed
 /// by the id's hash: a set of UUIDs only (every entry 17 bytes, so an entry's
-/// number is its place) by a small open-addressed table of tags and numbers,
-/// probed inline; any other set by a table of offsets into the buffer.
+/// number is its place) by a small open-addressed table of tags and numbers; any
+/// other set by a table of offsets into the buffer.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct IdSet {
     data: Box<[u8]>,
@@ -410,7 +410,7 @@ impl IdSet {
 
     #[inline(always)]
     pub(crate) fn contains(&self, probe: &Probe<'_>) -> bool {
-        // The common list (up to 511 UUIDs) inline; the rest out of line.
+        // The common list (up to 511 UUIDs) first; the rest out of line.
         if let Index::Small(slots) = &self.index {
             return probe_small(slots, &self.data, probe);
         }
