@@ -67,8 +67,8 @@ fn unpack_uuid(u: &[u8]) -> String {
 }
 
 /// An id's UUID packing, found when first needed: a context's user id is packed
-/// at most once per request, and only if a list holding UUIDs has an entry with
-/// the same hash tag (a hit, or one miss in 128).
+/// at most once per request, when a set of UUIDs is first probed with it, or a
+/// mixed set holds a UUID with the same hash tag.
 pub(crate) type Packed = std::sync::OnceLock<Option<[u8; 16]>>;
 
 /// An id as tables are probed with it: its text, its hash and its UUID packing.
@@ -220,17 +220,6 @@ fn packed_at(data: &[u8], entry: usize) -> Option<&[u8; 16]> {
     data.get(entry * PACKED + 1..)?.first_chunk::<16>()
 }
 
-/// Whether `probe` is the UUID at `entry`: the probe is packed once per request,
-/// and only when a tag matches.
-#[inline]
-fn is_at(data: &[u8], entry: usize, probe: &Probe<'_>) -> bool {
-    probe
-        .packed
-        .get_or_init(|| pack_uuid(probe.id))
-        .as_ref()
-        .is_some_and(|u| packed_at(data, entry) == Some(u))
-}
-
 // A `Small` slot is 0 (empty) or 7 bits of tag (the hash's top bits) over 9 bits of
 // entry number + 1; four slots make a group, tested at once (SWAR) for the tag and
 // for an empty slot. At most half the slots are used, so nearly every miss reads one
@@ -251,13 +240,14 @@ fn small_tag(hash: u64) -> u64 {
     (hash >> 57) << 9
 }
 
-/// Whether the `Small` table `groups` over `data` holds the probe's id. Out of line
-/// but small: inlined, its constants and registers were paid by every targeted read.
+/// Whether the `Small` table `groups` over `data` holds `uuid`, whose id's hash is
+/// `hash`. Out of line but a leaf: inlined, its constants and registers were paid
+/// by every targeted read.
 #[inline(never)]
-fn probe_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
+fn probe_small(groups: &[u64], data: &[u8], hash: u64, uuid: &[u8; 16]) -> bool {
     let mask = groups.len() - 1;
-    let tags = small_tag(probe.hash) * LANE_ONES;
-    let mut g = probe.hash as usize;
+    let tags = small_tag(hash) * LANE_ONES;
+    let mut g = hash as usize;
     loop {
         g &= mask;
         let Some(&w) = groups.get(g) else { return false };
@@ -265,7 +255,7 @@ fn probe_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
         while hits != 0 {
             let slot = (w >> (hits.trailing_zeros() & !15)) as usize & 0x1FF;
             hits &= hits - 1;
-            if slot != 0 && is_at(data, slot - 1, probe) {
+            if slot != 0 && packed_at(data, slot - 1) == Some(uuid) {
                 return true;
             }
         }
@@ -304,18 +294,18 @@ fn small_table(data: &[u8], hashes: &[u64]) -> Box<[u64]> {
     groups.into_boxed_slice()
 }
 
-/// Whether the `Large` table `slots` over `data` holds the probe's id (linear probing).
-fn probe_large(slots: &[u32], data: &[u8], probe: &Probe<'_>) -> bool {
+/// Whether the `Large` table `slots` over `data` holds `uuid` (linear probing).
+fn probe_large(slots: &[u32], data: &[u8], hash: u64, uuid: &[u8; 16]) -> bool {
     let mask = slots.len() - 1;
-    let tag = ((probe.hash >> 56) as u32) << 24;
-    let mut i = probe.hash as usize;
+    let tag = ((hash >> 56) as u32) << 24;
+    let mut i = hash as usize;
     loop {
         i &= mask;
         let Some(&slot) = slots.get(i) else { return false };
         if slot == 0 {
             return false;
         }
-        if slot & 0xFF00_0000 == tag && is_at(data, (slot & 0xFF_FFFF) as usize - 1, probe) {
+        if slot & 0xFF00_0000 == tag && packed_at(data, (slot & 0xFF_FFFF) as usize - 1) == Some(uuid) {
             return true;
         }
         i += 1;
@@ -412,16 +402,20 @@ impl IdSet {
     pub(crate) fn contains(&self, probe: &Probe<'_>) -> bool {
         // The common list (up to 511 UUIDs) first; the rest out of line.
         if let Index::Small(slots) = &self.index {
-            return probe_small(slots, &self.data, probe);
+            // An id that is not a canonical UUID is in no UUID set; one that is, is
+            // packed once per request.
+            let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
+            return probe_small(slots, &self.data, probe.hash, uuid);
         }
         self.contains_other(probe)
     }
 
     #[inline(never)]
     fn contains_other(&self, probe: &Probe<'_>) -> bool {
+        let uuid = || probe.packed.get_or_init(|| pack_uuid(probe.id)).as_ref();
         match &self.index {
-            Index::Small(slots) => probe_small(slots, &self.data, probe),
-            Index::Large(slots) => probe_large(slots, &self.data, probe),
+            Index::Small(slots) => uuid().is_some_and(|u| probe_small(slots, &self.data, probe.hash, u)),
+            Index::Large(slots) => uuid().is_some_and(|u| probe_large(slots, &self.data, probe.hash, u)),
             Index::Table(table) => table
                 .find(probe.hash, |&at| {
                     entry(&self.data, at as usize).is_some_and(|(h, b, _)| probe.matches(h, b))

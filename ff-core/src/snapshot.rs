@@ -950,12 +950,9 @@ impl Snapshot {
             // No targeting and no expiry: the common case, kept short and inline.
             return self.resolve_plain(slot, s, input);
         }
-        // By value: the plain path above never puts the input in memory.
-        if s.timeless {
-            self.resolve_timeless(slot, s, *input)
-        } else {
-            self.resolve_targeted(slot, s, *input)
-        }
+        // By reference: a copy made by value was read back in wider loads than it
+        // was written with, which stalls store-to-load forwarding on every read.
+        if s.timeless { self.resolve_timeless(slot, s, input) } else { self.resolve_targeted(slot, s, input) }
     }
 
     /// Records a guarded flag's split decision for the request's layer.
@@ -974,9 +971,18 @@ impl Snapshot {
         &'a self,
         slot: u32,
         s: &'a Slot,
-        input: Input<'_>,
+        input: &Input<'_>,
     ) -> (&'a Value, Reason, usize) {
-        let input = &input;
+        self.resolve_timeless_inline(slot, s, input)
+    }
+
+    #[inline(always)]
+    fn resolve_timeless_inline<'a>(
+        &'a self,
+        slot: u32,
+        s: &'a Slot,
+        input: &Input<'_>,
+    ) -> (&'a Value, Reason, usize) {
         let Some(c) = s.compiled.as_ref() else { return self.resolve_plain(slot, s, input) };
         self.decided(slot, s, c, input, None, s.enabled)
     }
@@ -1029,11 +1035,11 @@ impl Snapshot {
         &'a self,
         slot: u32,
         s: &'a Slot,
-        input: Input<'_>,
+        input: &Input<'_>,
     ) -> (&'a Value, Reason, usize) {
         // One clock for the whole evaluation, read only if needed.
         let own = Clock::default();
-        let input = &Input { clock: input.clock.or(Some(&own)), ..input };
+        let input = &Input { clock: input.clock.or(Some(&own)), ..*input };
         if s.expiring
             && let Some(at) = s.expires_at
             && input.now() >= at
@@ -1057,19 +1063,50 @@ impl Snapshot {
         flag: &Flag<T>,
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
-        let version = self.version;
         let Some(s) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
-        let slot = s.slot;
-        let (value, reason, number) = self.resolve(slot, s, input);
+        if !s.plain {
+            return self.evaluate_targeted(flag, s, input);
+        }
+        let (value, reason, number) = self.resolve_plain(s.slot, s, input);
+        self.typed(flag, s, value, reason, number)
+    }
+
+    /// A targeted read, whole, in one frame: the common plain read above calls
+    /// nothing, and the targeting's outcome is not handed back through memory.
+    #[inline(never)]
+    fn evaluate_targeted<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        s: &Slot,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
+        let (value, reason, number) = if s.timeless {
+            self.resolve_timeless_inline(s.slot, s, input)
+        } else {
+            self.resolve_targeted(s.slot, s, input)
+        };
+        self.typed(flag, s, value, reason, number)
+    }
+
+    /// The served value as `T`, counted; the code default if it does not fit.
+    #[inline(always)]
+    fn typed<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        s: &Slot,
+        value: &Value,
+        reason: Reason,
+        number: usize,
+    ) -> (Option<u32>, Detail<T>) {
         if reason != Reason::Expired
             && let Some(v) = T::from_value(value).filter(|v| flag.accepts(v))
         {
             #[cfg(feature = "coverage")]
             crate::coverage::record(flag.key(), T::TYPE, value);
             crate::usage::record(s.usage_id, reason, crate::usage::variant(T::TYPE, value, number));
-            return (Some(slot), Detail { value: v, reason, version });
+            return (Some(s.slot), Detail { value: v, reason, version: self.version });
         }
         self.served_default(flag, s, value, reason)
     }
