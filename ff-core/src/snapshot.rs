@@ -976,6 +976,7 @@ impl Snapshot {
         self.resolve_timeless_inline(slot, s, input)
     }
 
+    /// The same, for a caller that is itself out of line (`evaluate_targeted`).
     #[inline(always)]
     fn resolve_timeless_inline<'a>(
         &'a self,

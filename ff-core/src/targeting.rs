@@ -1004,7 +1004,8 @@ impl CompiledClause {
         self.matches_other(ctx, segments)
     }
 
-    /// Every test but a list of user ids, out of line: the list's probe stays inline.
+    /// Every test but a list of user ids, out of line, so the list's test stays small
+    /// where it is inlined.
     #[inline(never)]
     fn matches_other(&self, ctx: &EvalContext, segments: &Segments) -> bool {
         if !self.short_set.is_empty()
