@@ -124,8 +124,11 @@ type Block = OnceCell<Box<[OnceCell<Arc<Chunk>>; LOW]>>;
 
 /// The calling thread's chunks by id, and its entry in `THREADS`.
 struct Local {
-    /// Two levels of fixed size: the table grows without moving what it holds, so a
-    /// read takes no borrow (no write but the count itself).
+    /// The chunks of the first `LOW * LANES` ids, in the thread-local itself: a read
+    /// finds its chunk in one load from the thread's base.
+    first: [OnceCell<Arc<Chunk>>; LOW],
+    /// Two levels of fixed size for the rest: the table grows without moving what
+    /// it holds, so a read takes no borrow (no write but the count itself).
     blocks: [Block; TOP],
     shared: OnceLock<Arc<ThreadCells>>,
 }
@@ -133,8 +136,17 @@ struct Local {
 impl Local {
     #[inline]
     fn chunk(&self, id: u32) -> Option<&Chunk> {
+        self.cell(id)?.get().map(|c| &**c)
+    }
+
+    /// Where the chunk of `id` is or goes; `None` past `ID_LIMIT` or before its block is made.
+    #[inline]
+    fn cell(&self, id: u32) -> Option<&OnceCell<Arc<Chunk>>> {
         let c = id as usize / LANES;
-        self.blocks.get(c / LOW)?.get()?[c % LOW].get().map(|c| &**c)
+        match self.first.get(c) {
+            Some(cell) => Some(cell),
+            None => self.blocks.get(c / LOW)?.get()?.get(c % LOW),
+        }
     }
 }
 
@@ -147,7 +159,9 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: Local = const { Local { blocks: [const { OnceCell::new() }; TOP], shared: OnceLock::new() } };
+    static LOCAL: Local = const {
+        Local { first: [const { OnceCell::new() }; LOW], blocks: [const { OnceCell::new() }; TOP], shared: OnceLock::new() }
+    };
 }
 
 /// Counts one evaluation of the flag whose `FlagUsage::id` is `id` on this thread.
@@ -173,9 +187,13 @@ pub(crate) fn record(id: u32, reason: Reason, variant: usize) {
 #[inline(never)]
 fn first_count(local: &Local, id: u32, i: usize) {
     let c = id as usize / LANES;
-    let Some(block) = local.blocks.get(c / LOW) else { return };
-    let block = block.get_or_init(|| Box::new(std::array::from_fn(|_| OnceCell::new())));
-    let chunk = block[c % LOW].get_or_init(|| {
+    if local.first.get(c).is_none() {
+        // Make the block (blocks past `first` hold ids from `LOW * LANES` on; block 0 is unused).
+        let Some(block) = local.blocks.get(c / LOW) else { return };
+        block.get_or_init(|| Box::new(std::array::from_fn(|_| OnceCell::new())));
+    }
+    let Some(cell) = local.cell(id) else { return };
+    let chunk = cell.get_or_init(|| {
         let chunk = Arc::new(Chunk::new(c as u32));
         let shared = local.shared.get_or_init(|| {
             let t = Arc::new(ThreadCells { alive: AtomicBool::new(true), chunks: Mutex::default() });
@@ -514,6 +532,29 @@ mod tests {
             "the ended thread's chunk was kept for the other usage"
         );
         assert!(count(&one).is_empty() && count(&two).is_empty(), "each count taken once");
+    }
+
+    #[test]
+    fn ids_past_the_thread_local_are_counted_in_their_own_lanes() {
+        let i = reason_index(Reason::Global) * WIDTH + 1;
+        // Ids no test process hands out, so no other test's flag shares their counts
+        // (the ids below `LOW * LANES`, in the thread-local, are every other test's).
+        for id in [ID_LIMIT / 2 + 21, ID_LIMIT / 2 + 16 * 600, ID_LIMIT - 1] {
+            std::thread::spawn(move || {
+                record(id, Reason::Global, 1);
+                record(id, Reason::Global, 1);
+                LOCAL.with(|l| {
+                    let c = l.chunk(id).expect("a chunk");
+                    assert_eq!(c.index as usize, id as usize / LANES);
+                    let lanes: Vec<u32> = c.counts[i].iter().map(|n| n.load(Ordering::Relaxed)).collect();
+                    let want: Vec<u32> =
+                        (0..LANES).map(|l| if l == id as usize % LANES { 2 } else { 0 }).collect();
+                    assert_eq!(lanes, want, "id {id}");
+                });
+            })
+            .join()
+            .expect("counted");
+        }
     }
 
     #[test]
