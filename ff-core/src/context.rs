@@ -124,6 +124,20 @@ impl EvalContext {
         a.value.is_string().then_some(false)
     }
 
+    /// [`short_in`](Self::short_in) by the name's key alone: `None` also for a
+    /// context of more than eight attributes (found by name, on the general path).
+    #[inline(always)]
+    pub(crate) fn short_in_key(&self, key: Short, set: &[Short]) -> Option<bool> {
+        if self.attributes.len() > 8 {
+            return None;
+        }
+        let a = self.attributes.iter().find(|a| a.name_key.same(key))?;
+        if a.value_key.is_some() {
+            return Some(set.iter().any(|k| k.same(a.value_key)));
+        }
+        a.value.is_string().then_some(false)
+    }
+
     #[inline]
     fn find(&self, name: &str) -> Option<&Attribute> {
         // A request has a few: a scan that mostly compares lengths beats a binary search.

@@ -14,7 +14,7 @@ use crate::flag::key_hash;
 use crate::ids::{id_hash, str_eq};
 use crate::pins::Pins;
 use crate::targeting::SegmentRecord;
-use crate::targeting::{Compiled, CompiledSegment, Outcome, Segments};
+use crate::targeting::{Compiled, CompiledSegment, Fast, Outcome, Segments, Shape};
 use crate::usage::{FlagUsage, Usage};
 use time::OffsetDateTime;
 
@@ -40,10 +40,11 @@ pub struct Snapshot {
 /// incrementally, so per-user overrides can refer to flags by slot.
 #[derive(Clone, Default)]
 struct FlagTable {
-    /// Slots, found by the key's precomputed hash: a read goes from the table
-    /// straight to the slot and its inline key.
-    index: crate::key_index::KeyIndex<Arc<Slot>>,
-    /// The same slots by number.
+    /// Slot numbers, found by the key's precomputed hash.
+    index: crate::key_index::KeyIndex<u32>,
+    /// What a read needs of each slot, by number, one cache line each.
+    hot: Vec<Hot>,
+    /// The slots by number.
     slots: Vec<Option<Arc<Slot>>>,
     /// Counters, shared by every table a `Source` builds.
     usage: Arc<Usage>,
@@ -53,13 +54,84 @@ struct FlagTable {
     guarded: u32,
 }
 
+/// What a read needs of one flag, in one cache line of a table in slot order.
+/// A boolean flag without targeting, or with targeting of a common [`Shape`],
+/// is read from here alone (and the set a shape shares): a read of many flags
+/// touches one line per flag where the slot and its compiled targeting took four
+/// or five, each found through the one before.
+#[derive(Clone)]
+#[repr(align(64))]
+struct Hot {
+    /// The key as two words if at most 15 bytes: a typed read compares these.
+    key_short: crate::ids::Short,
+    usage_id: u32,
+    enabled: bool,
+    /// The value and off value, for `Plain` and `Shape`.
+    value: bool,
+    off: bool,
+    read: HotRead,
+}
+
+#[derive(Clone)]
+enum HotRead {
+    /// No targeting and no expiry; boolean values.
+    Plain,
+    /// Targeting of a common shape, nothing that reads a clock, no guard; boolean values.
+    Shape(Shape),
+    /// Everything else: the slot decides.
+    Slot(Arc<Slot>),
+    /// A removed flag's number (the index no longer leads here).
+    Vacant,
+}
+
+const _: () = assert!(std::mem::size_of::<Hot>() == 64);
+
+/// The boolean values a `Hot` serves, as the `Value` a read converts.
+static BOOLS: [Value; 2] = [Value::Bool(false), Value::Bool(true)];
+
+impl Hot {
+    fn new(s: &Arc<Slot>) -> Self {
+        let (value, off) = match (&s.value, &s.off_value) {
+            (Value::Bool(v), Value::Bool(o)) => (Some(*v), *o),
+            _ => (None, false),
+        };
+        let read = match value {
+            Some(_) if s.plain => HotRead::Plain,
+            Some(_) if s.timeless && !s.guarded => s
+                .compiled
+                .as_ref()
+                .and_then(Compiled::shape)
+                .map_or_else(|| HotRead::Slot(s.clone()), HotRead::Shape),
+            _ => HotRead::Slot(s.clone()),
+        };
+        Hot {
+            key_short: crate::ids::Short::new(&s.key),
+            usage_id: s.usage_id,
+            enabled: s.enabled,
+            value: value.unwrap_or(false),
+            off,
+            read,
+        }
+    }
+
+    fn vacant() -> Self {
+        let read = HotRead::Vacant;
+        Hot {
+            key_short: crate::ids::Short::new(""),
+            usage_id: 0,
+            enabled: false,
+            value: false,
+            off: false,
+            read,
+        }
+    }
+}
+
 /// What a read touches comes first, in declaration order (`repr(C)`), in one
 /// allocation: the key, the switch and the values, then the compiled targeting;
 /// the rest of the record last.
 #[repr(C)]
 struct Slot {
-    /// The key as two words if at most 15 bytes: a typed read compares these.
-    key_short: crate::ids::Short,
     /// Inline up to 23 bytes, so most key checks stay in the slot's cache lines.
     key: SmolStr,
     /// Its number in `FlagTable::slots`.
@@ -181,7 +253,6 @@ impl Slot {
         .then_some(record.meta.expires_at)
         .flatten();
         Slot {
-            key_short: crate::ids::Short::new(&record.key),
             key: SmolStr::new(std::mem::take(&mut record.key)),
             hash,
             slot,
@@ -1064,14 +1135,80 @@ impl Snapshot {
         flag: &Flag<T>,
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
-        let Some(s) = self.flags.find_flag(flag) else {
+        let Some((pos, h)) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
-        if !s.plain {
-            return self.evaluate_targeted(flag, s, input);
+        match &h.read {
+            HotRead::Plain => {
+                let (value, reason) = if !h.enabled {
+                    (&BOOLS[usize::from(h.off)], Reason::Disabled)
+                } else if let Some(v) = self.overridden(pos, input) {
+                    (v, Reason::Override)
+                } else {
+                    (&BOOLS[usize::from(h.value)], Reason::Global)
+                };
+                self.hot_typed(flag, pos, h.usage_id, value, reason, 0)
+            }
+            HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
+            HotRead::Slot(s) if s.plain => {
+                let (value, reason, number) = self.resolve_plain(s.slot, s, input);
+                self.typed(flag, s, value, reason, number)
+            }
+            HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
+            HotRead::Vacant => (None, self.not_found(flag)),
         }
-        let (value, reason, number) = self.resolve_plain(s.slot, s, input);
-        self.typed(flag, s, value, reason, number)
+    }
+
+    /// A boolean flag whose targeting has a common shape, read from its `Hot` and
+    /// the set the shape shares; what the shape cannot decide goes to the slot.
+    #[inline(never)]
+    fn evaluate_shape<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        h: &Hot,
+        shape: &Shape,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
+        let (value, reason, number) = if !h.enabled {
+            (&BOOLS[usize::from(h.off)], Reason::Disabled, 0)
+        } else if let Some(v) = self.overridden(pos, input) {
+            (v, Reason::Override, 0)
+        } else {
+            match shape.decide(input.context) {
+                Some(Fast::Rule(b)) => (&BOOLS[usize::from(b)], Reason::Rule(0), 0),
+                Some(Fast::Split(j, b)) => (&BOOLS[usize::from(b)], Reason::Split, j),
+                Some(Fast::Fallthrough) => (&BOOLS[usize::from(h.value)], Reason::Global, 0),
+                None => match self.flags.slot(pos) {
+                    Some(s) => return self.evaluate_targeted(flag, s, input),
+                    None => return (None, self.not_found(flag)),
+                },
+            }
+        };
+        self.hot_typed(flag, pos, h.usage_id, value, reason, number)
+    }
+
+    /// [`typed`](Self::typed) for a read its `Hot` decided.
+    #[inline(always)]
+    fn hot_typed<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        usage_id: u32,
+        value: &Value,
+        reason: Reason,
+        number: usize,
+    ) -> (Option<u32>, Detail<T>) {
+        if let Some(v) = T::from_value(value).filter(|v| flag.accepts(v)) {
+            #[cfg(feature = "coverage")]
+            crate::coverage::record(flag.key(), T::TYPE, value);
+            crate::usage::record(usage_id, reason, crate::usage::variant(T::TYPE, value, number));
+            return (Some(pos), Detail { value: v, reason, version: self.version });
+        }
+        match self.flags.slot(pos) {
+            Some(s) => self.served_default(flag, s, value, reason),
+            None => (None, self.not_found(flag)),
+        }
     }
 
     /// A targeted read, whole, in one frame: the common plain read above calls
@@ -1456,6 +1593,7 @@ mod load {
 impl FlagTable {
     fn shrink_to_fit(&mut self) {
         self.index.shrink_to_fit();
+        self.hot.shrink_to_fit();
         self.slots.shrink_to_fit();
     }
 
@@ -1465,22 +1603,28 @@ impl FlagTable {
 
     fn reserve(&mut self, n: usize) {
         self.index.reserve(n);
+        self.hot.reserve(n);
         self.slots.reserve(n);
         self.usage.reserve(n);
     }
 
     #[inline]
     fn find_slot(&self, hash: u64, key: &str) -> Option<&Slot> {
-        self.index.find(hash, |s| str_eq(&s.key, key)).map(|s| &**s)
+        let pos = self.index.find(hash, |p| self.slot(*p).is_some_and(|s| str_eq(&s.key, key)))?;
+        self.slot(*pos).map(|s| &**s)
     }
 
-    /// A declared flag's slot: a key of at most 15 bytes is compared as two words.
+    /// A declared flag's number and `Hot`: a key of at most 15 bytes is compared as
+    /// two words, in the `Hot`.
     #[inline]
-    fn find_flag<T: FlagType>(&self, flag: &Flag<T>) -> Option<&Slot> {
+    fn find_flag<T: FlagType>(&self, flag: &Flag<T>) -> Option<(u32, &Hot)> {
         let (short, key) = (flag.key_short(), flag.key());
-        self.index
-            .find(flag.key_hash(), |s| s.key_short.same(short) && (short.is_some() || str_eq(&s.key, key)))
-            .map(|s| &**s)
+        let same = |p: u32| {
+            self.hot.get(p as usize).is_some_and(|h| h.key_short.same(short))
+                && (short.is_some() || self.slot(p).is_some_and(|s| str_eq(&s.key, key)))
+        };
+        let pos = *self.index.find(flag.key_hash(), |p| same(*p))?;
+        Some((pos, self.hot.get(pos as usize)?))
     }
 
     fn find(&self, key: &str) -> Option<u32> {
@@ -1500,32 +1644,38 @@ impl FlagTable {
                 }
             }
         };
-        match self.index.find(hash, |s| s.key == record.key).map(|s| s.slot) {
-            Some(slot) => {
-                let usage = self.usage.flag(&record.key, hash, record.value_type);
-                let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
-                self.guarded += u32::from(new.guarded);
-                if let Ok(old) = self.index.replace(hash, |s| s.slot == slot, new.clone()) {
-                    self.guarded -= u32::from(old.guarded);
-                }
-                self.slots[slot as usize] = Some(new);
+        let found = self.index.find(hash, |p| self.slot(*p).is_some_and(|s| s.key == record.key)).copied();
+        let slot = found.unwrap_or(self.slots.len() as u32);
+        let usage = self.usage.flag(&record.key, hash, record.value_type);
+        let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
+        self.guarded += u32::from(new.guarded);
+        let hot = Hot::new(&new);
+        if found.is_some()
+            && let (Some(h), Some(s)) = (self.hot.get_mut(slot as usize), self.slots.get_mut(slot as usize))
+        {
+            // The key keeps its number: the index stays as it is.
+            *h = hot;
+            if let Some(old) = s.replace(new) {
+                self.guarded -= u32::from(old.guarded);
             }
-            None => {
-                let slot = self.slots.len() as u32;
-                let usage = self.usage.flag(&record.key, hash, record.value_type);
-                let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
-                self.guarded += u32::from(new.guarded);
-                self.index.insert_unique(hash, new.clone());
-                self.slots.push(Some(new));
-            }
+        } else {
+            self.index.insert_unique(hash, slot);
+            self.hot.push(hot);
+            self.slots.push(Some(new));
         }
     }
 
     fn remove(&mut self, key: &str) -> Option<u32> {
-        let removed = self.index.remove(key_hash(key), |s| s.key == key)?;
+        let slots = &self.slots;
+        let slot = self.index.remove(key_hash(key), |p| {
+            slots.get(*p as usize).and_then(Option::as_ref).is_some_and(|s| s.key == key)
+        })?;
+        let removed = self.slots.get_mut(slot as usize)?.take()?;
         self.guarded -= u32::from(removed.guarded);
-        self.slots[removed.slot as usize] = None;
-        Some(removed.slot)
+        if let Some(h) = self.hot.get_mut(slot as usize) {
+            *h = Hot::vacant();
+        }
+        Some(slot)
     }
 
     fn typed_override(&self, o: &OverrideRecord) -> Option<(u32, Value)> {
@@ -1601,6 +1751,284 @@ mod tests {
         assert!(!snapshot.evaluate(&crate::Flag::<bool>::new("F", false), &ctx).value);
         assert_eq!(snapshot.guarded_keys(), vec!["F"]);
         assert_eq!(snapshot.flag("F").unwrap().targeting, ramp, "the steps are kept");
+    }
+
+    /// A UUID-shaped id, distinct for each `n`.
+    fn uuid(n: u64) -> String {
+        let h = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, h & 0xffff, n & 0xfff, (h >> 20) & 0xfff, n)
+    }
+
+    /// Every read a flag's `Hot` decides serves what the general evaluation (the
+    /// untyped read, which goes through the slot) serves, for the reason it gives,
+    /// counted the same; and the shapes it decides are the ones meant to be.
+    #[test]
+    fn hot_reads_agree_with_the_general_evaluation() {
+        use serde_json::json;
+        let split = |w: &[(serde_json::Value, u32)]| {
+            let v: Vec<_> = w.iter().map(|(v, w)| json!({"value": v, "weight": w})).collect();
+            json!({"variations": v})
+        };
+        let rule = |attribute: &str, op: &str, values: serde_json::Value, negate: bool| json!({"rules": [{"clauses": [{"attribute": attribute, "op": op, "values": values, "negate": negate}], "value": true}]});
+        let list: Vec<String> = (0..40).map(uuid).collect();
+        let mixed_list = json!([list[0], list[1], "not-a-uuid"]);
+        let mut flags: Vec<(&str, bool, Value, serde_json::Value, &str)> = vec![
+            ("plain_on", true, Value::Bool(true), json!({}), "plain"),
+            ("plain_off", false, Value::Bool(true), json!({}), "plain"),
+            ("plain_int", true, Value::Int(4), json!({}), "slot"),
+            ("split_1", true, Value::Bool(false), json!({"split": split(&[(json!(true), 10_000)])}), "shape"),
+            (
+                "split_2",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 3_000), (json!(false), 7_000)])}),
+                "shape",
+            ),
+            (
+                "split_off",
+                false,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 10_000)])}),
+                "shape",
+            ),
+            (
+                "split_4",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 2_500), (json!(false), 2_500), (json!(true), 2_500), (json!(false), 2_500)])}),
+                "shape",
+            ),
+            (
+                "split_5",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 2_000), (json!(false), 2_000), (json!(true), 2_000), (json!(false), 2_000), (json!(true), 2_000)])}),
+                "slot",
+            ),
+            (
+                "split_salted",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 5_000), (json!(false), 5_000)]), "salt": "s"}),
+                "shape",
+            ),
+            (
+                "split_by_plan",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 5_000), (json!(false), 5_000)]), "bucket_by": "plan"}),
+                "slot",
+            ),
+            (
+                "guarded",
+                true,
+                Value::Bool(false),
+                json!({"split": split(&[(json!(true), 5_000), (json!(false), 5_000)]), "guard": {}}),
+                "slot",
+            ),
+            (
+                "plan_in",
+                true,
+                Value::Bool(false),
+                rule("plan", "in", json!(["pro", "enterprise"]), false),
+                "shape",
+            ),
+            (
+                "plan_in_off",
+                false,
+                Value::Bool(false),
+                rule("plan", "in", json!(["pro", "enterprise"]), false),
+                "shape",
+            ),
+            (
+                "plan_not_in",
+                true,
+                Value::Bool(false),
+                rule("plan", "not_in", json!(["pro", "enterprise"]), false),
+                "shape",
+            ),
+            ("plan_eq_negated", true, Value::Bool(false), rule("plan", "eq", json!(["pro"]), true), "shape"),
+            ("plan_neq", true, Value::Bool(false), rule("plan", "neq", json!(["pro"]), false), "shape"),
+            (
+                "plan_long_values",
+                true,
+                Value::Bool(false),
+                rule("plan", "in", json!(["a-plan-name-of-many-bytes"]), false),
+                "slot",
+            ),
+            (
+                "long_attribute",
+                true,
+                Value::Bool(false),
+                rule("an_attribute_name_of_many_bytes", "in", json!(["pro"]), false),
+                "slot",
+            ),
+            (
+                "plan_starts",
+                true,
+                Value::Bool(false),
+                rule("plan", "starts_with", json!(["p"]), false),
+                "slot",
+            ),
+            ("on_list", true, Value::Bool(false), rule("user_id", "in", json!(list), false), "shape"),
+            ("off_list", true, Value::Bool(false), rule("user_id", "not_in", json!(list), false), "shape"),
+            ("list_negated", true, Value::Bool(false), rule("user_id", "in", json!(list), true), "shape"),
+            ("mixed_list", true, Value::Bool(false), rule("user_id", "in", mixed_list, false), "shape"),
+            (
+                "two_rules",
+                true,
+                Value::Bool(false),
+                json!({"rules": [
+                {"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true},
+                {"clauses": [{"attribute": "plan", "op": "in", "values": ["free"]}], "value": false}]}),
+                "slot",
+            ),
+            (
+                "rule_and_split",
+                true,
+                Value::Bool(false),
+                json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}],
+                "split": split(&[(json!(true), 5_000), (json!(false), 5_000)])}),
+                "slot",
+            ),
+            (
+                "rule_serves_split",
+                true,
+                Value::Bool(false),
+                json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}],
+                "split": split(&[(json!(true), 5_000), (json!(false), 5_000)])}]}),
+                "slot",
+            ),
+            (
+                "scheduled",
+                true,
+                Value::Bool(false),
+                json!({"schedule": [{"at": "2020-01-01T00:00:00Z", "value": true}]}),
+                "slot",
+            ),
+        ];
+        let mut expiring = FlagRecord::new("expiring", Value::Bool(true));
+        expiring.meta.expiry = crate::model::ExpiryPolicy::ServeDefault;
+        expiring.meta.expires_at = Some(OffsetDateTime::now_utc() + time::Duration::days(1));
+        let mut records: Vec<FlagRecord> = flags
+            .iter()
+            .map(|(key, enabled, value, targeting, _)| {
+                let mut r = FlagRecord::new(*key, value.clone());
+                r.enabled = *enabled;
+                r.off_value = if let Value::Int(_) = value { Value::Int(-1) } else { Value::Bool(false) };
+                r.targeting = serde_json::from_value(targeting.clone()).unwrap();
+                r
+            })
+            .collect();
+        records.push(expiring);
+        flags.push(("expiring", true, Value::Bool(true), json!({}), "slot"));
+        // An override for one user on every boolean flag: served before any shape.
+        let overrides = records
+            .iter()
+            .filter(|r| r.value_type == crate::ValueType::Bool)
+            .map(|r| OverrideRecord { key: r.key.clone(), user_id: list[1].clone(), value: json!(true) })
+            .collect();
+        let state = StoreState { seq: 1, flags: records, overrides, segments: Vec::new() };
+        let (typed_usage, untyped_usage) = (Arc::new(Usage::default()), Arc::new(Usage::default()));
+        let typed = Snapshot::from_state_counted(&state, typed_usage.clone());
+        let untyped = Snapshot::from_state_counted(&state, untyped_usage.clone());
+        for (key, .., kind) in &flags {
+            let pos = typed.flags.find(key).unwrap();
+            let found = match &typed.flags.hot[pos as usize].read {
+                HotRead::Plain => "plain",
+                HotRead::Shape(_) => "shape",
+                HotRead::Slot(_) => "slot",
+                HotRead::Vacant => "vacant",
+            };
+            assert_eq!(found, *kind, "{key}");
+        }
+        let mut contexts =
+            vec![EvalContext::anonymous(), EvalContext::anonymous().with_attribute("plan", "pro")];
+        for user in [list[0].as_str(), list[1].as_str(), &uuid(1_000), "user-7", "not-a-uuid"] {
+            for plan in
+                [json!("pro"), json!("free"), json!(7), json!("a-plan-name-of-many-bytes"), json!(null)]
+            {
+                contexts.push(EvalContext::user(user).with_attribute("plan", plan.clone()));
+            }
+            contexts.push(EvalContext::user(user));
+            let many = (0..9).fold(EvalContext::user(user), |c, i| c.with_attribute(format!("a{i}"), i));
+            contexts.push(many.with_attribute("plan", "pro"));
+        }
+        for n in 0..200 {
+            contexts.push(EvalContext::user(uuid(n)).with_attribute("plan", "enterprise"));
+        }
+        let mut served = std::collections::BTreeSet::new();
+        for ctx in &contexts {
+            for (key, _, value, ..) in &flags {
+                let (want, reason) = untyped.read_key(key, ctx).unwrap();
+                let key: &'static str = Box::leak(key.to_string().into_boxed_str());
+                let Value::Bool(_) = value else {
+                    let got = typed.evaluate(&Flag::<i64>::new(key, 0), ctx);
+                    assert_eq!((Value::Int(got.value), got.reason), (want, reason), "{key}");
+                    continue;
+                };
+                let got = typed.evaluate(&Flag::<bool>::new(key, false), ctx);
+                let want = if reason == Reason::Expired { Value::Bool(false) } else { want };
+                assert_eq!((Value::Bool(got.value), got.reason), (want, reason), "{key} for {ctx:?}");
+                served.insert((key, got.value, format!("{:?}", got.reason)));
+                // Read as another type: the code default, counted as such, on both paths.
+                let int = Flag::<i64>::new(key, 9);
+                assert_eq!(typed.evaluate(&int, ctx).value, 9, "{key}");
+                assert_eq!(untyped.evaluate(&int, ctx).value, 9, "{key}");
+            }
+        }
+        // Both values of each shape, for the reasons meant.
+        for (key, value, reason) in [
+            ("split_2", true, "Split"),
+            ("split_2", false, "Split"),
+            ("split_2", false, "Global"),
+            ("plan_in", true, "Rule(0)"),
+            ("plan_in", false, "Global"),
+            ("plan_not_in", true, "Rule(0)"),
+            ("on_list", true, "Rule(0)"),
+            ("on_list", false, "Global"),
+            ("off_list", true, "Rule(0)"),
+            ("off_list", false, "Global"),
+            ("mixed_list", true, "Rule(0)"),
+            ("plan_in_off", false, "Disabled"),
+            ("plan_in", true, "Override"),
+        ] {
+            assert!(served.contains(&(key, value, reason.to_string())), "{key} serves {value} for {reason}");
+        }
+        let (mut a, mut b) = (typed_usage.collect().0, untyped_usage.collect().0);
+        a.sort_by(|x, y| (&x.key, &x.reason, &x.variant).cmp(&(&y.key, &y.reason, &y.variant)));
+        b.sort_by(|x, y| (&x.key, &x.reason, &x.variant).cmp(&(&y.key, &y.reason, &y.variant)));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "counted alike");
+    }
+
+    /// A flag updated or removed leaves its `Hot` true to it: the number stays, the
+    /// shape follows the new version, and a removed key is not found.
+    #[test]
+    fn hot_entries_follow_changes() {
+        let ctx = EvalContext::user(uuid(3)).with_attribute("plan", "pro");
+        let flag = Flag::<bool>::new("F", false);
+        let mut table = FlagTable::default();
+        table.put(FlagRecord::new("G", Value::Bool(true)));
+        table.put(FlagRecord::new("F", Value::Bool(true)));
+        let snap = |t: &FlagTable| Snapshot::finish(1, t.clone(), &[], &[]);
+        assert_eq!(snap(&table).evaluate(&flag, &ctx).reason, Reason::Global);
+        let mut r = FlagRecord::new("F", Value::Bool(false));
+        r.targeting = serde_json::from_value(serde_json::json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}]})).unwrap();
+        table.put(r);
+        assert_eq!(table.find("F"), Some(1));
+        assert!(matches!(table.hot[1].read, HotRead::Shape(_)));
+        let d = snap(&table).evaluate(&flag, &ctx);
+        assert_eq!((d.value, d.reason), (true, Reason::Rule(0)));
+        table.put(FlagRecord::new("F", Value::Int(3)));
+        assert!(matches!(table.hot[1].read, HotRead::Slot(_)));
+        assert_eq!(snap(&table).evaluate(&flag, &ctx).reason, Reason::Invalid);
+        assert_eq!(table.remove("F"), Some(1));
+        assert!(matches!(table.hot[1].read, HotRead::Vacant));
+        assert_eq!(snap(&table).evaluate(&flag, &ctx).reason, Reason::Default);
+        assert!(snap(&table).evaluate(&Flag::<bool>::new("G", false), &ctx).value);
+        table.put(FlagRecord::new("F", Value::Bool(true)));
+        assert_eq!(table.find("F"), Some(2), "a new number");
+        assert!(snap(&table).evaluate(&flag, &ctx).value);
     }
 
     /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that

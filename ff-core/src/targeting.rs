@@ -2,6 +2,7 @@
 //! flag, validated on write, compiled once per snapshot, evaluated per request.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use crate::ids::IdSet;
 use serde::{Deserialize, Serialize};
@@ -364,7 +365,8 @@ fn bad(message: String) -> ValidationError {
 /// A clause ready to test: lists as sets, regexes and versions parsed.
 #[derive(Debug)]
 enum Test {
-    Set(IdSet, Box<[f64]>, Box<[bool]>),
+    /// Shared with the flag's read-table entry.
+    Set(Arc<IdSet>, Box<[f64]>, Box<[bool]>),
     Strings(Vec<String>),
     Regex(Vec<regex::Regex>),
     Number(f64),
@@ -380,7 +382,7 @@ enum Test {
 struct CompiledClause {
     /// A string set of at most 16 values of at most 15 bytes each, as keys: tested
     /// with integer compares against the context's key (empty: not such a set).
-    short_set: Box<[crate::ids::Short]>,
+    short_set: Arc<[crate::ids::Short]>,
     attribute_key: crate::ids::Short,
     /// The clause reads the user id (decided once, not per evaluation).
     user_id: bool,
@@ -555,9 +557,9 @@ fn compile_clause(c: &Clause, what: &str, left: &mut usize) -> Result<CompiledCl
     let short_set = match &test {
         Test::Set(strings, ..) if !user_id && (1..=16).contains(&strings.len()) => {
             let keys: Vec<_> = strings.iter().map(|s| crate::ids::Short::new(&s)).collect();
-            if keys.iter().all(|k| k.is_some()) { keys.into_boxed_slice() } else { Box::default() }
+            if keys.iter().all(|k| k.is_some()) { keys.into() } else { Arc::default() }
         }
-        _ => Box::default(),
+        _ => Arc::default(),
     };
     Ok(CompiledClause {
         short_set,
@@ -677,7 +679,7 @@ fn set_test(c: &Clause, what: &str) -> Result<Test, ValidationError> {
             other => return Err(bad(format!("{what}: cannot compare with {other}"))),
         }
     }
-    Ok(Test::Set(strings.into_iter().collect(), numbers.into(), bools.into()))
+    Ok(Test::Set(Arc::new(strings.into_iter().collect()), numbers.into(), bools.into()))
 }
 
 fn compile_serve(
@@ -829,7 +831,9 @@ impl Compiled {
             .zip(t.rules.iter_mut())
             .flat_map(|(compiled, rule)| compiled.clauses().zip(rule.clauses.iter_mut()));
         clauses.filter_map(|(compiled, clause)| match &compiled.test {
-            Test::Set(ids, numbers, bools) if numbers.is_empty() && bools.is_empty() => Some((ids, clause)),
+            Test::Set(ids, numbers, bools) if numbers.is_empty() && bools.is_empty() => {
+                Some((&**ids, clause))
+            }
             _ => None,
         })
     }
@@ -958,6 +962,97 @@ impl Compiled {
             },
         };
         split.bounds.iter().enumerate().find(|(_, (upper, _))| b < *upper).map(|(j, (_, v))| (j, v))
+    }
+}
+
+/// Targeting a read decides from the flag's read-table entry alone, for a boolean
+/// flag: the common shapes, with what they read held in the entry (see `Hot` in
+/// the snapshot). Anything else takes the general path.
+#[derive(Debug, Clone)]
+pub(crate) enum Shape {
+    /// A split on the user id and nothing else: up to four variations, bit `j` of
+    /// `values` the value of variation `j`.
+    Split { salt: Salted, bounds: [u32; 4], n: u8, values: u8 },
+    /// One rule of one clause, a string attribute in a set of short strings.
+    Attr { key: crate::ids::Short, set: Arc<[crate::ids::Short]>, not_in: bool, serve: bool },
+    /// One rule of one clause, the user id on a list.
+    List { set: Arc<IdSet>, misses: bool, serve: bool },
+}
+
+/// What a [`Shape`] decided.
+pub(crate) enum Fast {
+    /// Rule 0 served this.
+    Rule(bool),
+    /// Variation `j` of the split served this.
+    Split(usize, bool),
+    Fallthrough,
+}
+
+impl Compiled {
+    /// This targeting as a [`Shape`], if it is one (schedules, pins, segments, more
+    /// rules or clauses, non-boolean values: `None`).
+    pub(crate) fn shape(&self) -> Option<Shape> {
+        let bool_of = |v: &Value| if let Value::Bool(b) = v { Some(*b) } else { None };
+        if self.pin.is_some() || !self.schedule.is_empty() {
+            return None;
+        }
+        match (&*self.rules, &self.split) {
+            ([], Some(split)) if self.bucket_by.is_none() && split.bounds.len() <= 4 => {
+                let (mut bounds, mut values) = ([0; 4], 0u8);
+                for (j, (upper, v)) in split.bounds.iter().enumerate() {
+                    bounds[j] = *upper;
+                    values |= u8::from(bool_of(v)?) << j;
+                }
+                Some(Shape::Split { salt: self.salt, bounds, n: split.bounds.len() as u8, values })
+            }
+            ([rule], None) if rule.rest.is_empty() => {
+                let CompiledServe::Value(v) = &rule.serve else { return None };
+                let serve = bool_of(v)?;
+                let c = &rule.first;
+                if c.user_set
+                    && let Test::Set(ids, ..) = &c.test
+                {
+                    return Some(Shape::List { set: ids.clone(), misses: c.user_set_misses, serve });
+                }
+                // The attribute is found by its key: a name of at most 15 bytes.
+                (!c.short_set.is_empty() && c.attribute_key.is_some()).then(|| Shape::Attr {
+                    key: c.attribute_key,
+                    set: c.short_set.clone(),
+                    not_in: matches!(c.op, Op::NotIn | Op::Neq) != c.negate,
+                    serve,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Shape {
+    /// Decides as [`Compiled::decide`] does; `None` where only the general path can
+    /// (an attribute that is not a short string, a context of many attributes).
+    #[inline(always)]
+    pub(crate) fn decide(&self, ctx: &EvalContext) -> Option<Fast> {
+        Some(match self {
+            Shape::Split { salt, bounds, n, values } => {
+                let Some(id) = ctx.user_id() else { return Some(Fast::Fallthrough) };
+                let b = salt.bucket(id);
+                match bounds[..usize::from(*n)].iter().position(|upper| b < *upper) {
+                    Some(j) => Fast::Split(j, values >> j & 1 == 1),
+                    None => Fast::Fallthrough,
+                }
+            }
+            Shape::Attr { key, set, not_in, serve } => {
+                if ctx.short_in_key(*key, set)? != *not_in {
+                    Fast::Rule(*serve)
+                } else {
+                    Fast::Fallthrough
+                }
+            }
+            Shape::List { set, misses, serve } => {
+                let hit = ctx.user_probe().is_some_and(|user| set.contains(&user) != *misses);
+                if hit { Fast::Rule(*serve) } else { Fast::Fallthrough }
+            }
+        })
     }
 }
 
