@@ -41,16 +41,19 @@ pub const MAX_KEY_LEN: usize = 128;
 ///     .expiry(ExpiryPolicy::ServeDefault);
 /// pub const PAYMENTS_KILL: Flag<bool> = Flag::new("PAYMENTS_KILL", true).kind(FlagKind::KillSwitch);
 /// ```
+// What a read uses comes first (`repr(C)`), in one cache line (for a boolean, the
+// first 61 bytes), wherever the handle is kept.
+#[repr(C, align(64))]
 pub struct Flag<T: FlagType> {
-    key: &'static str,
-    hash: u64,
-    /// The key as a slot compares it, if at most 15 bytes.
+    /// The key as a read compares it, if at most 15 bytes.
     key_short: crate::ids::Short,
+    hash: u64,
+    key: &'static str,
+    allowed: &'static [T::Decl],
     default: T::Decl,
-    description: &'static str,
     min: Option<T::Decl>,
     max: Option<T::Decl>,
-    allowed: &'static [T::Decl],
+    description: &'static str,
     kind: Option<FlagKind>,
     owner: &'static str,
     permanent: Option<bool>,

@@ -189,7 +189,8 @@ fn chunks_eq(a: &[u8], b: &[u8]) -> bool {
 /// other set by a table of offsets into the buffer.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct IdSet {
-    data: Box<[u8]>,
+    /// Shared, with a `Small` table, by the flag's read-table entry.
+    data: std::sync::Arc<[u8]>,
     len: u32,
     index: Index,
 }
@@ -200,7 +201,7 @@ enum Index {
     #[default]
     Scan,
     /// UUIDs only, at most [`SMALL`] entries: groups of four 16-bit slots.
-    Small(Box<[u64]>),
+    Small(std::sync::Arc<[u64]>),
     /// UUIDs only, more entries: 32-bit slots, 8 bits of tag and 24 of entry number + 1.
     Large(Box<[u32]>),
     /// Offsets of distinct ids.
@@ -238,6 +239,15 @@ fn zero_lanes(x: u64) -> u64 {
 #[inline]
 fn small_tag(hash: u64) -> u64 {
     (hash >> 57) << 9
+}
+
+/// Whether the `Small` table `groups` over `data` holds the probed id.
+#[inline(always)]
+pub(crate) fn contains_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
+    // An id that is not a canonical UUID is in no UUID set; one that is, is
+    // packed once per request.
+    let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
+    probe_small(groups, data, probe.hash, uuid)
 }
 
 /// Whether the `Small` table `groups` over `data` holds `uuid`, whose id's hash is
@@ -404,10 +414,17 @@ impl IdSet {
         if let Index::Small(slots) = &self.index {
             // An id that is not a canonical UUID is in no UUID set; one that is, is
             // packed once per request.
-            let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
-            return probe_small(slots, &self.data, probe.hash, uuid);
+            return contains_small(slots, &self.data, probe);
         }
         self.contains_other(probe)
+    }
+
+    /// The `Small` table and the buffer it indexes, if the set has one.
+    pub(crate) fn small(&self) -> Option<(std::sync::Arc<[u64]>, std::sync::Arc<[u8]>)> {
+        match &self.index {
+            Index::Small(groups) => Some((groups.clone(), self.data.clone())),
+            _ => None,
+        }
     }
 
     #[inline(never)]
@@ -459,13 +476,13 @@ impl<'a> FromIterator<&'a str> for IdSet {
                 }
             }
         }
-        let data = data.into_boxed_slice();
+        let data: std::sync::Arc<[u8]> = data.into();
         let uuids = ids.iter().all(|p| matches!(p.packed.get(), Some(Some(_))));
         let hashes = || ids.iter().map(|p| p.hash).collect::<Vec<_>>();
         let index = if ids.len() <= SCAN {
             Index::Scan
         } else if uuids && ids.len() <= SMALL {
-            Index::Small(small_table(&data, &hashes()))
+            Index::Small(small_table(&data, &hashes()).into())
         } else if uuids && ids.len() <= LARGE {
             Index::Large(large_table(&data, &hashes()))
         } else {

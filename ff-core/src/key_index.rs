@@ -1,26 +1,22 @@
-//! `KeyIndex`: values by a precomputed 64-bit hash, in one array probed linearly.
+//! `KeyIndex`: slot numbers by a precomputed 64-bit hash, in one array probed linearly.
 //!
-//! A flag read starts here. Each entry keeps the full hash beside the value, so a
-//! probe is a load and a compare in one cache line, and the value's own key is
-//! compared only when the whole hash matches (nearly always a hit). A hashbrown
-//! table costs a control-byte group, a bitmask walk and a second cache line for
-//! the bucket on every read.
+//! A flag read starts here. Each entry is one word, the hash's low half beside the
+//! number, so a probe is a load and a compare, a thousand flags' index fits in
+//! 16 KiB, and the slot's own key is compared only when the half matches (nearly
+//! always a hit). A hashbrown table costs a control-byte group, a bitmask walk and
+//! a second cache line for the bucket on every read.
 
 /// Homes are `hash & (cap - 1)` with at most three values per four homes; a probe
 /// walks forward from its home and never wraps (entries that would pass the end
 /// are appended), so a find is one slice walk with no bounds check per step.
-#[derive(Clone, Debug)]
-pub(crate) struct KeyIndex<T> {
-    entries: Vec<Option<(u64, T)>>,
-    /// A power of two, or 0 when empty.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KeyIndex {
+    /// `(hash as u32) << 32 | (value + 1)`; 0 is a free entry. The home is in the
+    /// low half, so the index can grow without the keys.
+    entries: Vec<u64>,
+    /// A power of two (at most 2^32), or 0 when empty.
     cap: usize,
     len: usize,
-}
-
-impl<T> Default for KeyIndex<T> {
-    fn default() -> Self {
-        KeyIndex { entries: Vec::new(), cap: 0, len: 0 }
-    }
 }
 
 /// The homes to hold `n` values: a power of two with `n` at most three quarters of it.
@@ -28,7 +24,18 @@ fn capacity_for(n: usize) -> usize {
     if n == 0 { 0 } else { (n * 4).div_ceil(3).next_power_of_two().max(8) }
 }
 
-impl<T> KeyIndex<T> {
+#[inline]
+fn entry(hash: u64, value: u32) -> u64 {
+    (hash & 0xffff_ffff) << 32 | (u64::from(value) + 1)
+}
+
+/// The value of an entry that is not free.
+#[inline]
+fn value(e: u64) -> u32 {
+    (e as u32).wrapping_sub(1)
+}
+
+impl KeyIndex {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -44,11 +51,14 @@ impl<T> KeyIndex<T> {
 
     /// Where the value with `hash` for which `eq` holds is.
     #[inline]
-    fn position(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<usize> {
+    fn position(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
         let home = self.home(hash);
-        for (i, e) in self.entries.get(home..)?.iter().enumerate() {
-            let (h, v) = e.as_ref()?;
-            if *h == hash && eq(v) {
+        let tag = hash & 0xffff_ffff;
+        for (i, &e) in self.entries.get(home..)?.iter().enumerate() {
+            if e == 0 {
+                return None;
+            }
+            if e >> 32 == tag && eq(value(e)) {
                 return Some(home + i);
             }
         }
@@ -56,49 +66,52 @@ impl<T> KeyIndex<T> {
     }
 
     #[inline]
-    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&T> {
-        for e in self.entries.get(self.home(hash)..)? {
-            let (h, v) = e.as_ref()?;
-            if *h == hash && eq(v) {
-                return Some(v);
+    pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        let tag = hash & 0xffff_ffff;
+        for &e in self.entries.get(self.home(hash)..)? {
+            if e == 0 {
+                return None;
+            }
+            if e >> 32 == tag && eq(value(e)) {
+                return Some(value(e));
             }
         }
         None
     }
 
-    /// Adds a value whose key the index does not hold.
-    pub(crate) fn insert_unique(&mut self, hash: u64, value: T) {
+    /// Adds a value whose key the index does not hold (below `u32::MAX`).
+    pub(crate) fn insert_unique(&mut self, hash: u64, value: u32) {
         if capacity_for(self.len + 1) > self.cap {
             self.rebuild(capacity_for((self.len + 1).max(self.len * 2)));
         }
-        self.place(hash, value);
+        self.place(entry(hash, value));
         self.len += 1;
     }
 
-    fn place(&mut self, hash: u64, value: T) {
-        let home = self.home(hash);
-        let free = self.entries.iter().skip(home).position(Option::is_none);
+    fn place(&mut self, e: u64) {
+        let home = self.home(e >> 32);
+        let free = self.entries.iter().skip(home).position(|e| *e == 0);
         match free.and_then(|i| self.entries.get_mut(home + i)) {
-            Some(e) => *e = Some((hash, value)),
-            None => self.entries.push(Some((hash, value))),
+            Some(slot) => *slot = e,
+            None => self.entries.push(e),
         }
     }
 
     /// Removes the value found; the entries after it that may fill the hole move
     /// back, so no probe stops early at it.
-    pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<T> {
+    pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut hole = self.position(hash, eq)?;
-        let (_, removed) = self.entries.get_mut(hole)?.take()?;
+        let removed = std::mem::take(self.entries.get_mut(hole)?);
         self.len -= 1;
         for j in hole + 1..self.entries.len() {
-            let Some(Some((h, _))) = self.entries.get(j) else { break };
+            let Some(&e) = self.entries.get(j).filter(|e| **e != 0) else { break };
             // Probes run forward: an entry whose home is at or before the hole passes it.
-            if self.home(*h) <= hole {
+            if self.home(e >> 32) <= hole {
                 self.entries.swap(hole, j);
                 hole = j;
             }
         }
-        Some(removed)
+        Some(value(removed))
     }
 
     pub(crate) fn reserve(&mut self, additional: usize) {
@@ -117,10 +130,10 @@ impl<T> KeyIndex<T> {
     }
 
     fn rebuild(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.entries, (0..cap).map(|_| None).collect());
+        let old = std::mem::replace(&mut self.entries, vec![0; cap]);
         self.cap = cap;
-        for (hash, value) in old.into_iter().flatten() {
-            self.place(hash, value);
+        for e in old.into_iter().filter(|e| *e != 0) {
+            self.place(e);
         }
     }
 }
@@ -138,34 +151,44 @@ mod tests {
     fn finds_what_it_holds_through_inserts_and_removes() {
         let mut index = KeyIndex::default();
         let mut model = std::collections::BTreeMap::new();
-        assert_eq!(index.find(1, |_: &u64| true), None, "empty");
+        assert_eq!(index.find(1, |_| true), None, "empty");
         for round in 0..4u64 {
             for n in 0..300u64 {
                 let key = n * 31 % 200;
                 let hash = crowded(key);
                 match (n + round) % 5 {
                     0..=2 if !model.contains_key(&key) => {
-                        index.insert_unique(hash, key);
+                        index.insert_unique(hash, key as u32);
                         model.insert(key, ());
                     }
-                    3 => assert_eq!(index.find(hash, |v| *v == key).is_some(), model.contains_key(&key)),
-                    _ => assert_eq!(index.remove(hash, |v| *v == key), model.remove(&key).map(|_| key)),
+                    3 => assert_eq!(
+                        index.find(hash, |v| u64::from(v) == key).is_some(),
+                        model.contains_key(&key)
+                    ),
+                    _ => assert_eq!(
+                        index.remove(hash, |v| u64::from(v) == key),
+                        model.remove(&key).map(|_| key as u32)
+                    ),
                 }
                 assert_eq!(index.len(), model.len());
             }
             for key in 0..200u64 {
-                let found = index.find(crowded(key), |v| *v == key).copied();
-                assert_eq!(found, model.contains_key(&key).then_some(key), "key {key} in round {round}");
+                let found = index.find(crowded(key), |v| u64::from(v) == key);
+                assert_eq!(
+                    found,
+                    model.contains_key(&key).then_some(key as u32),
+                    "key {key} in round {round}"
+                );
             }
             index.shrink_to_fit();
             assert_eq!(index.cap, capacity_for(index.len()));
             index.reserve(50);
         }
         while let Some(&key) = model.keys().next() {
-            assert_eq!(index.remove(crowded(key), |v| *v == key), Some(key));
+            assert_eq!(index.remove(crowded(key), |v| u64::from(v) == key), Some(key as u32));
             model.remove(&key);
         }
         assert!(index.is_empty());
-        assert_eq!(index.entries.iter().flatten().count(), 0);
+        assert_eq!(index.entries.iter().filter(|e| **e != 0).count(), 0);
     }
 }

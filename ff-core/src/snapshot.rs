@@ -41,7 +41,7 @@ pub struct Snapshot {
 #[derive(Clone, Default)]
 struct FlagTable {
     /// Slot numbers, found by the key's precomputed hash.
-    index: crate::key_index::KeyIndex<u32>,
+    index: crate::key_index::KeyIndex,
     /// What a read needs of each slot, by number, one cache line each.
     hot: Vec<Hot>,
     /// The slots by number.
@@ -1140,14 +1140,13 @@ impl Snapshot {
         };
         match &h.read {
             HotRead::Plain => {
-                let (value, reason) = if !h.enabled {
-                    (&BOOLS[usize::from(h.off)], Reason::Disabled)
+                if !h.enabled {
+                    self.hot_bool(flag, pos, h.usage_id, h.off, Reason::Disabled, 0)
                 } else if let Some(v) = self.overridden(pos, input) {
-                    (v, Reason::Override)
+                    self.hot_typed(flag, pos, h.usage_id, v, Reason::Override)
                 } else {
-                    (&BOOLS[usize::from(h.value)], Reason::Global)
-                };
-                self.hot_typed(flag, pos, h.usage_id, value, reason, 0)
+                    self.hot_bool(flag, pos, h.usage_id, h.value, Reason::Global, 0)
+                }
             }
             HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
             HotRead::Slot(s) if s.plain => {
@@ -1170,26 +1169,47 @@ impl Snapshot {
         shape: &Shape,
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
-        let (value, reason, number) = if !h.enabled {
-            (&BOOLS[usize::from(h.off)], Reason::Disabled, 0)
+        let (b, reason, number) = if !h.enabled {
+            (h.off, Reason::Disabled, 0)
         } else if let Some(v) = self.overridden(pos, input) {
-            (v, Reason::Override, 0)
+            return self.hot_typed(flag, pos, h.usage_id, v, Reason::Override);
         } else {
             match shape.decide(input.context) {
-                Some(Fast::Rule(b)) => (&BOOLS[usize::from(b)], Reason::Rule(0), 0),
-                Some(Fast::Split(j, b)) => (&BOOLS[usize::from(b)], Reason::Split, j),
-                Some(Fast::Fallthrough) => (&BOOLS[usize::from(h.value)], Reason::Global, 0),
+                Some(Fast::Rule(b)) => (b, Reason::Rule(0), 0),
+                Some(Fast::Split(j, b)) => (b, Reason::Split, j),
+                Some(Fast::Fallthrough) => (h.value, Reason::Global, 0),
                 None => match self.flags.slot(pos) {
                     Some(s) => return self.evaluate_targeted(flag, s, input),
                     None => return (None, self.not_found(flag)),
                 },
             }
         };
-        self.hot_typed(flag, pos, h.usage_id, value, reason, number)
+        self.hot_bool(flag, pos, h.usage_id, b, reason, number)
     }
 
-    /// [`typed`](Self::typed) for a read its `Hot` decided.
+    /// [`typed`](Self::typed) for a boolean its `Hot` decided.
     #[inline(always)]
+    fn hot_bool<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        usage_id: u32,
+        b: bool,
+        reason: Reason,
+        number: usize,
+    ) -> (Option<u32>, Detail<T>) {
+        let value = &BOOLS[usize::from(b)];
+        if let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v)) {
+            #[cfg(feature = "coverage")]
+            crate::coverage::record(flag.key(), T::TYPE, value);
+            crate::usage::record(usage_id, reason, crate::usage::variant(T::TYPE, value, number));
+            return (Some(pos), Detail { value: v, reason, version: self.version });
+        }
+        self.hot_default(flag, pos, value, reason)
+    }
+
+    /// An override its `Hot` found: as [`typed`](Self::typed).
+    #[inline(never)]
     fn hot_typed<T: FlagType>(
         &self,
         flag: &Flag<T>,
@@ -1197,14 +1217,24 @@ impl Snapshot {
         usage_id: u32,
         value: &Value,
         reason: Reason,
-        number: usize,
     ) -> (Option<u32>, Detail<T>) {
         if let Some(v) = T::from_value(value).filter(|v| flag.accepts(v)) {
             #[cfg(feature = "coverage")]
             crate::coverage::record(flag.key(), T::TYPE, value);
-            crate::usage::record(usage_id, reason, crate::usage::variant(T::TYPE, value, number));
+            crate::usage::record(usage_id, reason, crate::usage::variant(T::TYPE, value, 0));
             return (Some(pos), Detail { value: v, reason, version: self.version });
         }
+        self.hot_default(flag, pos, value, reason)
+    }
+
+    #[cold]
+    fn hot_default<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        value: &Value,
+        reason: Reason,
+    ) -> (Option<u32>, Detail<T>) {
         match self.flags.slot(pos) {
             Some(s) => self.served_default(flag, s, value, reason),
             None => (None, self.not_found(flag)),
@@ -1610,8 +1640,8 @@ impl FlagTable {
 
     #[inline]
     fn find_slot(&self, hash: u64, key: &str) -> Option<&Slot> {
-        let pos = self.index.find(hash, |p| self.slot(*p).is_some_and(|s| str_eq(&s.key, key)))?;
-        self.slot(*pos).map(|s| &**s)
+        let pos = self.index.find(hash, |p| self.slot(p).is_some_and(|s| str_eq(&s.key, key)))?;
+        self.slot(pos).map(|s| &**s)
     }
 
     /// A declared flag's number and `Hot`: a key of at most 15 bytes is compared as
@@ -1623,7 +1653,7 @@ impl FlagTable {
             self.hot.get(p as usize).is_some_and(|h| h.key_short.same(short))
                 && (short.is_some() || self.slot(p).is_some_and(|s| str_eq(&s.key, key)))
         };
-        let pos = *self.index.find(flag.key_hash(), |p| same(*p))?;
+        let pos = self.index.find(flag.key_hash(), same)?;
         Some((pos, self.hot.get(pos as usize)?))
     }
 
@@ -1644,7 +1674,7 @@ impl FlagTable {
                 }
             }
         };
-        let found = self.index.find(hash, |p| self.slot(*p).is_some_and(|s| s.key == record.key)).copied();
+        let found = self.index.find(hash, |p| self.slot(p).is_some_and(|s| s.key == record.key));
         let slot = found.unwrap_or(self.slots.len() as u32);
         let usage = self.usage.flag(&record.key, hash, record.value_type);
         let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
@@ -1668,7 +1698,7 @@ impl FlagTable {
     fn remove(&mut self, key: &str) -> Option<u32> {
         let slots = &self.slots;
         let slot = self.index.remove(key_hash(key), |p| {
-            slots.get(*p as usize).and_then(Option::as_ref).is_some_and(|s| s.key == key)
+            slots.get(p as usize).and_then(Option::as_ref).is_some_and(|s| s.key == key)
         })?;
         let removed = self.slots.get_mut(slot as usize)?.take()?;
         self.guarded -= u32::from(removed.guarded);
@@ -1772,6 +1802,7 @@ mod tests {
         let rule = |attribute: &str, op: &str, values: serde_json::Value, negate: bool| json!({"rules": [{"clauses": [{"attribute": attribute, "op": op, "values": values, "negate": negate}], "value": true}]});
         let list: Vec<String> = (0..40).map(uuid).collect();
         let mixed_list = json!([list[0], list[1], "not-a-uuid"]);
+        let long_list: Vec<String> = (0..600).map(uuid).collect();
         let mut flags: Vec<(&str, bool, Value, serde_json::Value, &str)> = vec![
             ("plain_on", true, Value::Bool(true), json!({}), "plain"),
             ("plain_off", false, Value::Bool(true), json!({}), "plain"),
@@ -1870,10 +1901,23 @@ mod tests {
                 rule("plan", "starts_with", json!(["p"]), false),
                 "slot",
             ),
-            ("on_list", true, Value::Bool(false), rule("user_id", "in", json!(list), false), "shape"),
-            ("off_list", true, Value::Bool(false), rule("user_id", "not_in", json!(list), false), "shape"),
-            ("list_negated", true, Value::Bool(false), rule("user_id", "in", json!(list), true), "shape"),
-            ("mixed_list", true, Value::Bool(false), rule("user_id", "in", mixed_list, false), "shape"),
+            ("on_list", true, Value::Bool(false), rule("user_id", "in", json!(list), false), "small_list"),
+            (
+                "off_list",
+                true,
+                Value::Bool(false),
+                rule("user_id", "not_in", json!(list), false),
+                "small_list",
+            ),
+            (
+                "list_negated",
+                true,
+                Value::Bool(false),
+                rule("user_id", "in", json!(list), true),
+                "small_list",
+            ),
+            ("mixed_list", true, Value::Bool(false), rule("user_id", "in", mixed_list, false), "list"),
+            ("long_list", true, Value::Bool(false), rule("user_id", "in", json!(long_list), false), "list"),
             (
                 "two_rules",
                 true,
@@ -1936,6 +1980,8 @@ mod tests {
             let pos = typed.flags.find(key).unwrap();
             let found = match &typed.flags.hot[pos as usize].read {
                 HotRead::Plain => "plain",
+                HotRead::Shape(Shape::SmallList { .. }) => "small_list",
+                HotRead::Shape(Shape::List { .. }) => "list",
                 HotRead::Shape(_) => "shape",
                 HotRead::Slot(_) => "slot",
                 HotRead::Vacant => "vacant",
@@ -1990,6 +2036,8 @@ mod tests {
             ("off_list", true, "Rule(0)"),
             ("off_list", false, "Global"),
             ("mixed_list", true, "Rule(0)"),
+            ("long_list", true, "Rule(0)"),
+            ("long_list", false, "Global"),
             ("plan_in_off", false, "Disabled"),
             ("plan_in", true, "Override"),
         ] {

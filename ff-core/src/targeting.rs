@@ -975,7 +975,10 @@ pub(crate) enum Shape {
     Split { salt: Salted, bounds: [u32; 4], n: u8, values: u8 },
     /// One rule of one clause, a string attribute in a set of short strings.
     Attr { key: crate::ids::Short, set: Arc<[crate::ids::Short]>, not_in: bool, serve: bool },
-    /// One rule of one clause, the user id on a list.
+    /// One rule of one clause, the user id on a list of at most 511 UUIDs: its
+    /// table and ids, one step closer than through the set.
+    SmallList { groups: Arc<[u64]>, data: Arc<[u8]>, misses: bool, serve: bool },
+    /// One rule of one clause, the user id on another list.
     List { set: Arc<IdSet>, misses: bool, serve: bool },
 }
 
@@ -1012,7 +1015,11 @@ impl Compiled {
                 if c.user_set
                     && let Test::Set(ids, ..) = &c.test
                 {
-                    return Some(Shape::List { set: ids.clone(), misses: c.user_set_misses, serve });
+                    let misses = c.user_set_misses;
+                    return Some(match ids.small() {
+                        Some((groups, data)) => Shape::SmallList { groups, data, misses, serve },
+                        None => Shape::List { set: ids.clone(), misses, serve },
+                    });
                 }
                 // The attribute is found by its key: a name of at most 15 bytes.
                 (!c.short_set.is_empty() && c.attribute_key.is_some()).then(|| Shape::Attr {
@@ -1047,6 +1054,12 @@ impl Shape {
                 } else {
                     Fast::Fallthrough
                 }
+            }
+            Shape::SmallList { groups, data, misses, serve } => {
+                let hit = ctx
+                    .user_probe()
+                    .is_some_and(|user| crate::ids::contains_small(groups, data, &user) != *misses);
+                if hit { Fast::Rule(*serve) } else { Fast::Fallthrough }
             }
             Shape::List { set, misses, serve } => {
                 let hit = ctx.user_probe().is_some_and(|user| set.contains(&user) != *misses);

@@ -382,6 +382,12 @@ pub trait FlagType: Sized + Send + Sync + 'static {
 
     /// Reads a stored value; `None` if it has another type.
     fn from_value(value: &Value) -> Option<Self>;
+    /// [`from_value`](Self::from_value) of a boolean, for reads that hold one as such.
+    #[doc(hidden)]
+    #[inline]
+    fn from_bool(b: bool) -> Option<Self> {
+        Self::from_value(&Value::Bool(b))
+    }
     /// The declared default, materialised.
     fn from_decl(decl: Self::Decl) -> Self;
     /// A declared default or bound as a stored value.
@@ -483,6 +489,10 @@ impl FlagType for bool {
     #[inline]
     fn to_value(&self) -> Value {
         Value::Bool(*self)
+    }
+    #[inline]
+    fn from_bool(b: bool) -> Option<Self> {
+        Some(b)
     }
     #[inline]
     fn within(&self, _: Option<bool>, _: Option<bool>, allowed: &[bool]) -> bool {
