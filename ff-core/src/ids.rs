@@ -241,6 +241,9 @@ fn small_tag(hash: u64) -> u64 {
     (hash >> 57) << 9
 }
 
+/// A `Small` table and the buffer it indexes.
+pub(crate) type SmallParts = (std::sync::Arc<[u64]>, std::sync::Arc<[u8]>);
+
 /// Whether the `Small` table `groups` over `data` holds the probed id.
 #[inline(always)]
 pub(crate) fn contains_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
@@ -420,7 +423,7 @@ impl IdSet {
     }
 
     /// The `Small` table and the buffer it indexes, if the set has one.
-    pub(crate) fn small(&self) -> Option<(std::sync::Arc<[u64]>, std::sync::Arc<[u8]>)> {
+    pub(crate) fn small(&self) -> Option<SmallParts> {
         match &self.index {
             Index::Small(groups) => Some((groups.clone(), self.data.clone())),
             _ => None,
