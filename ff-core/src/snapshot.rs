@@ -69,6 +69,8 @@ struct Hot {
     /// The value and off value, for `Plain` and `Shape`.
     value: bool,
     off: bool,
+    /// `read` is `Plain`: one byte compare for the commonest read.
+    plain: bool,
     read: HotRead,
 }
 
@@ -110,6 +112,7 @@ impl Hot {
             enabled: s.enabled,
             value: value.unwrap_or(false),
             off,
+            plain: matches!(read, HotRead::Plain),
             read,
         }
     }
@@ -122,6 +125,7 @@ impl Hot {
             enabled: false,
             value: false,
             off: false,
+            plain: false,
             read,
         }
     }
@@ -1138,23 +1142,23 @@ impl Snapshot {
         let Some((pos, h)) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
+        if h.plain {
+            return if !h.enabled {
+                self.hot_bool(flag, pos, h.usage_id, h.off, Reason::Disabled, 0)
+            } else if let Some(v) = self.overridden(pos, input) {
+                self.hot_typed(flag, pos, h.usage_id, v, Reason::Override)
+            } else {
+                self.hot_bool(flag, pos, h.usage_id, h.value, Reason::Global, 0)
+            };
+        }
         match &h.read {
-            HotRead::Plain => {
-                if !h.enabled {
-                    self.hot_bool(flag, pos, h.usage_id, h.off, Reason::Disabled, 0)
-                } else if let Some(v) = self.overridden(pos, input) {
-                    self.hot_typed(flag, pos, h.usage_id, v, Reason::Override)
-                } else {
-                    self.hot_bool(flag, pos, h.usage_id, h.value, Reason::Global, 0)
-                }
-            }
             HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
             HotRead::Slot(s) if s.plain => {
                 let (value, reason, number) = self.resolve_plain(s.slot, s, input);
                 self.typed(flag, s, value, reason, number)
             }
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
-            HotRead::Vacant => (None, self.not_found(flag)),
+            HotRead::Plain | HotRead::Vacant => (None, self.not_found(flag)),
         }
     }
 
@@ -1198,14 +1202,15 @@ impl Snapshot {
         reason: Reason,
         number: usize,
     ) -> (Option<u32>, Detail<T>) {
-        let value = &BOOLS[usize::from(b)];
         if let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v)) {
             #[cfg(feature = "coverage")]
-            crate::coverage::record(flag.key(), T::TYPE, value);
-            crate::usage::record(usage_id, reason, crate::usage::variant(T::TYPE, value, number));
+            crate::coverage::record(flag.key(), T::TYPE, &BOOLS[usize::from(b)]);
+            // `usage::variant` of a boolean value.
+            let variant = if T::TYPE == crate::ValueType::Bool { usize::from(b) } else { number };
+            crate::usage::record(usage_id, reason, variant);
             return (Some(pos), Detail { value: v, reason, version: self.version });
         }
-        self.hot_default(flag, pos, value, reason)
+        self.hot_default(flag, pos, &BOOLS[usize::from(b)], reason)
     }
 
     /// An override its `Hot` found: as [`typed`](Self::typed).
