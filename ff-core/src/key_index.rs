@@ -11,8 +11,8 @@
 /// are appended), so a find is one slice walk with no bounds check per step.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyIndex {
-    /// `(hash as u32) << 32 | (value + 1)`; 0 is a free entry. The home is in the
-    /// low half, so the index can grow without the keys.
+    /// `(hash as u32) << 32 | value`; `FREE` is a free entry (values are below
+    /// `u32::MAX`). The home is in the low half, so the index grows without the keys.
     entries: Vec<u64>,
     /// A power of two (at most 2^32), or 0 when empty.
     cap: usize,
@@ -24,15 +24,11 @@ fn capacity_for(n: usize) -> usize {
     if n == 0 { 0 } else { (n * 4).div_ceil(3).next_power_of_two().max(8) }
 }
 
+const FREE: u64 = u64::MAX;
+
 #[inline]
 fn entry(hash: u64, value: u32) -> u64 {
-    (hash & 0xffff_ffff) << 32 | (u64::from(value) + 1)
-}
-
-/// The value of an entry that is not free.
-#[inline]
-fn value(e: u64) -> u32 {
-    (e as u32).wrapping_sub(1)
+    (hash & 0xffff_ffff) << 32 | u64::from(value)
 }
 
 impl KeyIndex {
@@ -55,10 +51,10 @@ impl KeyIndex {
         let home = self.home(hash);
         let tag = hash & 0xffff_ffff;
         for (i, &e) in self.entries.get(home..)?.iter().enumerate() {
-            if e == 0 {
+            if e == FREE {
                 return None;
             }
-            if e >> 32 == tag && eq(value(e)) {
+            if e >> 32 == tag && eq(e as u32) {
                 return Some(home + i);
             }
         }
@@ -67,13 +63,21 @@ impl KeyIndex {
 
     #[inline]
     pub(crate) fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.find_map(hash, |v| eq(v).then_some(v))
+    }
+
+    /// The first `Some` that `f` makes of a value with `hash`.
+    #[inline]
+    pub(crate) fn find_map<R>(&self, hash: u64, mut f: impl FnMut(u32) -> Option<R>) -> Option<R> {
         let tag = hash & 0xffff_ffff;
         for &e in self.entries.get(self.home(hash)..)? {
-            if e == 0 {
+            if e == FREE {
                 return None;
             }
-            if e >> 32 == tag && eq(value(e)) {
-                return Some(value(e));
+            if e >> 32 == tag
+                && let Some(r) = f(e as u32)
+            {
+                return Some(r);
             }
         }
         None
@@ -84,13 +88,14 @@ impl KeyIndex {
         if capacity_for(self.len + 1) > self.cap {
             self.rebuild(capacity_for((self.len + 1).max(self.len * 2)));
         }
+        debug_assert!(value != u32::MAX);
         self.place(entry(hash, value));
         self.len += 1;
     }
 
     fn place(&mut self, e: u64) {
         let home = self.home(e >> 32);
-        let free = self.entries.iter().skip(home).position(|e| *e == 0);
+        let free = self.entries.iter().skip(home).position(|e| *e == FREE);
         match free.and_then(|i| self.entries.get_mut(home + i)) {
             Some(slot) => *slot = e,
             None => self.entries.push(e),
@@ -101,17 +106,17 @@ impl KeyIndex {
     /// back, so no probe stops early at it.
     pub(crate) fn remove(&mut self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
         let mut hole = self.position(hash, eq)?;
-        let removed = std::mem::take(self.entries.get_mut(hole)?);
+        let removed = std::mem::replace(self.entries.get_mut(hole)?, FREE);
         self.len -= 1;
         for j in hole + 1..self.entries.len() {
-            let Some(&e) = self.entries.get(j).filter(|e| **e != 0) else { break };
+            let Some(&e) = self.entries.get(j).filter(|e| **e != FREE) else { break };
             // Probes run forward: an entry whose home is at or before the hole passes it.
             if self.home(e >> 32) <= hole {
                 self.entries.swap(hole, j);
                 hole = j;
             }
         }
-        Some(value(removed))
+        Some(removed as u32)
     }
 
     pub(crate) fn reserve(&mut self, additional: usize) {
@@ -130,9 +135,9 @@ impl KeyIndex {
     }
 
     fn rebuild(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.entries, vec![0; cap]);
+        let old = std::mem::replace(&mut self.entries, vec![FREE; cap]);
         self.cap = cap;
-        for e in old.into_iter().filter(|e| *e != 0) {
+        for e in old.into_iter().filter(|e| *e != FREE) {
             self.place(e);
         }
     }
@@ -189,6 +194,6 @@ mod tests {
             model.remove(&key);
         }
         assert!(index.is_empty());
-        assert_eq!(index.entries.iter().filter(|e| **e != 0).count(), 0);
+        assert_eq!(index.entries.iter().filter(|e| **e != FREE).count(), 0);
     }
 }

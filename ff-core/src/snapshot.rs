@@ -1133,7 +1133,7 @@ impl Snapshot {
         self.decided(slot, s, c, input, step, c.enabled_at(step).unwrap_or(s.enabled))
     }
 
-    #[inline]
+    #[inline(never)]
     pub(crate) fn evaluate_slot<T: FlagType>(
         &self,
         flag: &Flag<T>,
@@ -1153,10 +1153,7 @@ impl Snapshot {
         }
         match &h.read {
             HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
-            HotRead::Slot(s) if s.plain => {
-                let (value, reason, number) = self.resolve_plain(s.slot, s, input);
-                self.typed(flag, s, value, reason, number)
-            }
+            HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
             HotRead::Plain | HotRead::Vacant => (None, self.not_found(flag)),
         }
@@ -1244,6 +1241,19 @@ impl Snapshot {
             Some(s) => self.served_default(flag, s, value, reason),
             None => (None, self.not_found(flag)),
         }
+    }
+
+    /// A flag without targeting of another type than boolean, or a boolean that
+    /// has another type's values.
+    #[inline(never)]
+    fn evaluate_plain<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        s: &Slot,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
+        let (value, reason, number) = self.resolve_plain(s.slot, s, input);
+        self.typed(flag, s, value, reason, number)
     }
 
     /// A targeted read, whole, in one frame: the common plain read above calls
@@ -1654,12 +1664,17 @@ impl FlagTable {
     #[inline]
     fn find_flag<T: FlagType>(&self, flag: &Flag<T>) -> Option<(u32, &Hot)> {
         let (short, key) = (flag.key_short(), flag.key());
-        let same = |p: u32| {
-            self.hot.get(p as usize).is_some_and(|h| h.key_short.same(short))
-                && (short.is_some() || self.slot(p).is_some_and(|s| str_eq(&s.key, key)))
-        };
-        let pos = self.index.find(flag.key_hash(), same)?;
-        Some((pos, self.hot.get(pos as usize)?))
+        self.index.find_map(flag.key_hash(), |p| {
+            let h = self.hot.get(p as usize).filter(|h| h.key_short.same(short))?;
+            (short.is_some() || self.long_key_is(p, key)).then_some((p, h))
+        })
+    }
+
+    /// Whether slot `p` has the key, for a key longer than 15 bytes: out of line,
+    /// so a short key's lookup keeps no more in registers than it needs.
+    #[inline(never)]
+    fn long_key_is(&self, p: u32, key: &str) -> bool {
+        self.slot(p).is_some_and(|s| str_eq(&s.key, key))
     }
 
     fn find(&self, key: &str) -> Option<u32> {
