@@ -1133,7 +1133,7 @@ impl Snapshot {
         self.decided(slot, s, c, input, step, c.enabled_at(step).unwrap_or(s.enabled))
     }
 
-    #[inline(never)]
+    #[inline]
     pub(crate) fn evaluate_slot<T: FlagType>(
         &self,
         flag: &Flag<T>,
@@ -1151,6 +1151,19 @@ impl Snapshot {
                 self.hot_bool(flag, pos, h.usage_id, h.value, Reason::Global, 0)
             };
         }
+        self.evaluate_rest(flag, pos, h, input)
+    }
+
+    /// Every read but a plain boolean's, out of line: where reads are inlined (a
+    /// handler, `Current::get`) they hold no more in registers than the commonest needs.
+    #[inline(never)]
+    fn evaluate_rest<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        h: &Hot,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
         match &h.read {
             HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
             HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
@@ -1161,7 +1174,7 @@ impl Snapshot {
 
     /// A boolean flag whose targeting has a common shape, read from its `Hot` and
     /// the set the shape shares; what the shape cannot decide goes to the slot.
-    #[inline(never)]
+    #[inline(always)]
     fn evaluate_shape<T: FlagType>(
         &self,
         flag: &Flag<T>,
