@@ -69,8 +69,8 @@ struct Hot {
     /// The value and off value, for `Plain` and `Shape`.
     value: bool,
     off: bool,
-    /// `read` is `Plain`: one byte compare for the commonest read.
-    plain: bool,
+    /// `read` is `Plain` and the flag is on: one byte compare for the commonest read.
+    plain_on: bool,
     read: HotRead,
 }
 
@@ -112,7 +112,7 @@ impl Hot {
             enabled: s.enabled,
             value: value.unwrap_or(false),
             off,
-            plain: matches!(read, HotRead::Plain),
+            plain_on: matches!(read, HotRead::Plain) && s.enabled,
             read,
         }
     }
@@ -125,7 +125,7 @@ impl Hot {
             enabled: false,
             value: false,
             off: false,
-            plain: false,
+            plain_on: false,
             read,
         }
     }
@@ -1142,10 +1142,8 @@ impl Snapshot {
         let Some((pos, h)) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
-        if h.plain {
-            return if !h.enabled {
-                self.hot_bool(flag, pos, h.usage_id, h.off, Reason::Disabled, 0)
-            } else if let Some(v) = self.overridden(pos, input) {
+        if h.plain_on {
+            return if let Some(v) = self.overridden(pos, input) {
                 self.hot_typed(flag, pos, h.usage_id, v, Reason::Override)
             } else {
                 self.hot_bool(flag, pos, h.usage_id, h.value, Reason::Global, 0)
@@ -1168,7 +1166,9 @@ impl Snapshot {
             HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
             HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
-            HotRead::Plain | HotRead::Vacant => (None, self.not_found(flag)),
+            // Switched off (switched on, it was read above).
+            HotRead::Plain => self.hot_bool(flag, pos, h.usage_id, h.off, Reason::Disabled, 0),
+            HotRead::Vacant => (None, self.not_found(flag)),
         }
     }
 
