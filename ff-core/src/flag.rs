@@ -61,6 +61,7 @@ pub struct Flag<T: FlagType> {
     expires: &'static str,
 }
 
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(std::mem::size_of::<Flag<bool>>() == 112);
 
 impl<T: FlagType> Clone for Flag<T> {

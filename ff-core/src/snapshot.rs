@@ -2112,6 +2112,73 @@ mod tests {
         assert!(snap(&table).evaluate(&flag, &ctx).value);
     }
 
+    /// The read table through many changes, as `Snapshot::apply` makes them: the
+    /// index grows from empty and shifts back on removals, keys longer than 15 bytes
+    /// find their own entries, an old snapshot keeps its own table, and a request's
+    /// reads (the user looked up once, as the layer does) agree with the slot path.
+    #[test]
+    fn hot_entries_follow_many_changes() {
+        use serde_json::json;
+        let rule = |attribute: &str| {
+            serde_json::from_value::<crate::Targeting>(json!({"rules": [{"clauses": [
+                {"attribute": attribute, "op": "in", "values": ["pro"]}], "value": true}]}))
+            .unwrap()
+        };
+        let key =
+            |i: usize| if i % 3 == 0 { format!("a_key_longer_than_fifteen_{i}") } else { format!("k{i}") };
+        let mut table = FlagTable::default();
+        for i in 0..300 {
+            let mut r = FlagRecord::new(key(i), Value::Bool(i % 2 == 0));
+            if i % 4 == 1 {
+                r.targeting = rule("plan");
+            }
+            table.put(r);
+        }
+        let before = Arc::new(Snapshot::finish(1, table.clone(), &[], &[]));
+        for i in (0..300).step_by(7) {
+            assert!(table.remove(&key(i)).is_some());
+        }
+        for i in (0..300).step_by(5) {
+            // Flip plain and targeted: the entries change kind under the same number.
+            let mut r = FlagRecord::new(key(i), Value::Bool(i % 2 == 1));
+            if i % 4 != 1 {
+                r.targeting = rule("plan");
+            }
+            table.put(r);
+        }
+        let overrides = vec![OverrideRecord { key: key(10), user_id: uuid(1), value: json!(false) }];
+        let after = Arc::new(Snapshot::finish(2, table, &overrides, &[]));
+        for (snapshot, version) in [(&before, 1), (&after, 2)] {
+            for user in [uuid(1), uuid(2)] {
+                let ctx = EvalContext::user(&user).with_attribute("plan", "pro");
+                let evaluator = crate::Evaluator::new(snapshot.clone(), ctx.clone());
+                for i in 0..300 {
+                    let k: &'static str = Box::leak(key(i).into_boxed_str());
+                    let flag = Flag::<bool>::new(k, false);
+                    let d = snapshot.evaluate(&flag, &ctx);
+                    let general = snapshot.evaluate_key(k, &ctx);
+                    match general {
+                        Some((Value::Bool(v), reason)) => {
+                            assert_eq!(
+                                (d.value, d.reason, d.version),
+                                (v, reason, version),
+                                "{k} at {version}"
+                            )
+                        }
+                        _ => assert_eq!(d.reason, Reason::Default, "{k} at {version}"),
+                    }
+                    let e = evaluator.detail(flag);
+                    assert_eq!((e.value, e.reason), (d.value, d.reason), "{k} through an evaluator");
+                }
+            }
+        }
+        let k10 = Flag::<bool>::new("k10", true);
+        let ctx = EvalContext::user(uuid(1)).with_attribute("plan", "pro");
+        assert_eq!(after.evaluate(&k10, &ctx).reason, Reason::Override, "an override over a put");
+        assert_eq!(before.evaluate(&Flag::<bool>::new("k7", true), &ctx).reason, Reason::Global);
+        assert_eq!(after.evaluate(&Flag::<bool>::new("k7", true), &ctx).reason, Reason::Default, "removed");
+    }
+
     /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that
     /// share a prefix across that boundary find their own slot and nothing else.
     #[test]

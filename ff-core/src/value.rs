@@ -383,6 +383,8 @@ pub trait FlagType: Sized + Send + Sync + 'static {
     /// Reads a stored value; `None` if it has another type.
     fn from_value(value: &Value) -> Option<Self>;
     /// [`from_value`](Self::from_value) of a boolean, for reads that hold one as such.
+    /// An implementation must agree with `from_value(&Value::Bool(b))`: the read table
+    /// serves booleans through this, every other read through `from_value`.
     #[doc(hidden)]
     #[inline]
     fn from_bool(b: bool) -> Option<Self> {
