@@ -2124,8 +2124,9 @@ mod tests {
                 {"attribute": attribute, "op": "in", "values": ["pro"]}], "value": true}]}))
             .unwrap()
         };
-        let key =
-            |i: usize| if i % 3 == 0 { format!("a_key_longer_than_fifteen_{i}") } else { format!("k{i}") };
+        let key = |i: usize| {
+            if i.is_multiple_of(3) { format!("a_key_longer_than_fifteen_{i}") } else { format!("k{i}") }
+        };
         let mut table = FlagTable::default();
         for i in 0..300 {
             let mut r = FlagRecord::new(key(i), Value::Bool(i % 2 == 0));
