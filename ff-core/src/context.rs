@@ -112,16 +112,10 @@ impl EvalContext {
     /// `None` if the context lacks it or it is not a string.
     #[inline]
     pub(crate) fn short_in(&self, key: Short, name: &SmolStr, set: &[Short]) -> Option<bool> {
-        let a = if key.is_some() && self.attributes.len() <= 8 {
-            self.attributes.iter().find(|a| a.name_key.same(key))?
-        } else {
-            self.find(name)?
-        };
-        if a.value_key.is_some() {
-            return Some(set.iter().any(|k| k.same(a.value_key)));
+        if key.is_some() && self.attributes.len() <= 8 {
+            return self.short_in_key(key, set);
         }
-        // A longer string is in no set of short ones.
-        a.value.is_string().then_some(false)
+        Self::value_in(self.find(name)?, set)
     }
 
     /// [`short_in`](Self::short_in) by the name's key alone: `None` also for a
@@ -131,10 +125,16 @@ impl EvalContext {
         if self.attributes.len() > 8 {
             return None;
         }
-        let a = self.attributes.iter().find(|a| a.name_key.same(key))?;
+        Self::value_in(self.attributes.iter().find(|a| a.name_key.same(key))?, set)
+    }
+
+    /// Whether `a`'s value is one of `set`; `None` if it is not a string.
+    #[inline(always)]
+    fn value_in(a: &Attribute, set: &[Short]) -> Option<bool> {
         if a.value_key.is_some() {
             return Some(set.iter().any(|k| k.same(a.value_key)));
         }
+        // A longer string is in no set of short ones.
         a.value.is_string().then_some(false)
     }
 

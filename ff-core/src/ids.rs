@@ -415,8 +415,6 @@ impl IdSet {
     pub(crate) fn contains(&self, probe: &Probe<'_>) -> bool {
         // The common list (up to 511 UUIDs) first; the rest out of line.
         if let Index::Small(slots) = &self.index {
-            // An id that is not a canonical UUID is in no UUID set; one that is, is
-            // packed once per request.
             return contains_small(slots, &self.data, probe);
         }
         self.contains_other(probe)
