@@ -5,6 +5,11 @@
 //! 16 KiB, and the slot's own key is compared only when the half matches (nearly
 //! always a hit). A hashbrown table costs a control-byte group, a bitmask walk and
 //! a second cache line for the bucket on every read.
+//!
+//! In front of it, once a table is loaded, a perfect hash ([`Perfect`]) gives each
+//! key held its own 4-byte entry, without a probe: a thousand flags' entries are
+//! 4 KiB and their seeds 1 KiB, which stay in L1 while a request reads many flags,
+//! where the 16 KiB of the index did not (a cache miss per flag read).
 
 /// Homes are `hash & (cap - 1)` with at most three values per four homes; a probe
 /// walks forward from its home and never wraps (entries that would pass the end
@@ -17,6 +22,128 @@ pub(crate) struct KeyIndex {
     /// A power of two (at most 2^32), or 0 when empty.
     cap: usize,
     len: usize,
+    /// Empty until [`seal`](Self::seal) (a loaded table).
+    perfect: Perfect,
+}
+
+/// A perfect hash over the values an index held when it was built (PTHash's
+/// scheme with XOR displacement): a bucket by the hash's high bits, and per bucket
+/// a seed, chosen so that every key of the bucket lands on a position of its own,
+/// `(hash ^ seed) & (len - 1)`. A read is a shift, two loads, an XOR, an AND and a
+/// compare of ten bits of its hash (the caller checks the key). Keys added later
+/// take their position if it is free, or the index; the map is rebuilt when too
+/// many do.
+#[derive(Clone, Debug, Default)]
+struct Perfect {
+    /// By bucket (a power of two of them, about half the keys): few keys each, so
+    /// the last placed are alone and take any free position.
+    seeds: Vec<u16>,
+    /// Shifts a hash's low half down to its bucket.
+    shift: u32,
+    /// By position (a power of two, at least the keys): `P_FREE`, or
+    /// `tag(hash) << 22 | value` (values below `P_VALUE`).
+    map: Vec<u32>,
+    /// Values the index holds that the map does not.
+    missing: usize,
+}
+
+const P_VALUE: u32 = (1 << 22) - 1;
+const P_FREE: u32 = u32::MAX;
+
+/// Ten bits of the hash between a position's and a bucket's.
+#[inline]
+fn p_entry(h: u32, value: u32) -> u32 {
+    (h >> 12) << 22 | value
+}
+
+impl Perfect {
+    /// A map of `keys` (`(hash as u32, value)`): 5 to 10 bytes per key.
+    fn build(keys: &[(u32, u32)]) -> Self {
+        if keys.is_empty() {
+            return Perfect::default();
+        }
+        let n = keys.len();
+        let buckets = (n / 2).next_power_of_two();
+        let mut p = Perfect {
+            seeds: vec![0; buckets],
+            shift: 32 - buckets.trailing_zeros(),
+            map: vec![P_FREE; n.next_power_of_two().max(8)],
+            missing: 0,
+        };
+        let mut keyed: Vec<(usize, u32, u32)> =
+            keys.iter().filter(|(_, v)| *v < P_VALUE).map(|&(h, v)| (p.bucket(h), h, v)).collect();
+        p.missing = n - keyed.len();
+        keyed.sort_unstable();
+        let mut groups: Vec<&[(usize, u32, u32)]> = keyed.chunk_by(|a, b| a.0 == b.0).collect();
+        // The largest buckets first, while most positions are free; a bucket's first
+        // key tries each free position in turn.
+        groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+        let mask = p.map.len() - 1;
+        for group in groups {
+            let Some(&(b, h0, _)) = group.first() else { continue };
+            let at = |h: u32, seed: u16| (h ^ u32::from(seed)) as usize & mask;
+            let fits = |seed: u16| {
+                group.iter().enumerate().all(|(i, &(_, h, _))| {
+                    let s = at(h, seed);
+                    p.map.get(s) == Some(&P_FREE) && group.iter().take(i).all(|&(_, g, _)| at(g, seed) != s)
+                })
+            };
+            // The seeds that put the first key on a free position.
+            let free = (0..p.map.len()).filter(|s| p.map.get(*s) == Some(&P_FREE));
+            let seeds = free.filter_map(|s| u16::try_from((h0 ^ s as u32) & 0xFFFF).ok());
+            match seeds.into_iter().find(|seed| fits(*seed)) {
+                Some(seed) => {
+                    if let Some(slot) = p.seeds.get_mut(b) {
+                        *slot = seed;
+                    }
+                    for &(_, h, v) in group {
+                        if let Some(e) = p.map.get_mut(at(h, seed)) {
+                            *e = p_entry(h, v);
+                        }
+                    }
+                }
+                None => p.missing += group.len(),
+            }
+        }
+        p
+    }
+
+    #[inline]
+    fn bucket(&self, h: u32) -> usize {
+        (u64::from(h) >> self.shift) as usize
+    }
+
+    /// Where `h` goes, if the map is built.
+    #[inline]
+    fn spot(&self, h: u32) -> Option<usize> {
+        let seed = *self.seeds.get(self.bucket(h))?;
+        Some((h ^ u32::from(seed)) as usize & self.map.len().wrapping_sub(1))
+    }
+
+    #[inline]
+    fn get(&self, hash: u64) -> Option<u32> {
+        let h = hash as u32;
+        let e = *self.map.get(self.spot(h)?)?;
+        ((e ^ p_entry(h, 0)) & !P_VALUE == 0).then_some(e & P_VALUE)
+    }
+
+    /// Covers a value just added, if its position is free; `false` without a map.
+    fn insert(&mut self, h: u32, value: u32) -> bool {
+        let Some(s) = self.spot(h) else { return false };
+        match self.map.get_mut(s) {
+            Some(e) if *e == P_FREE && value < P_VALUE => *e = p_entry(h, value),
+            _ => self.missing += 1,
+        }
+        true
+    }
+
+    fn remove(&mut self, h: u32, value: u32) {
+        let Some(s) = self.spot(h) else { return };
+        match self.map.get_mut(s) {
+            Some(e) if *e == p_entry(h, value) && value < P_VALUE => *e = P_FREE,
+            _ => self.missing = self.missing.saturating_sub(1),
+        }
+    }
 }
 
 /// The homes to hold `n` values: a power of two with `n` at most three quarters of it.
@@ -43,6 +170,19 @@ impl KeyIndex {
     #[inline]
     fn home(&self, hash: u64) -> usize {
         hash as usize & self.cap.wrapping_sub(1)
+    }
+
+    /// The value the perfect hash holds for `hash`, if ten of its bits match: the
+    /// value of `hash`'s key if the index holds it (the caller checks the key).
+    #[inline]
+    pub(crate) fn perfect(&self, hash: u64) -> Option<u32> {
+        self.perfect.get(hash)
+    }
+
+    fn build_perfect(&mut self) {
+        let keys: Vec<(u32, u32)> =
+            self.entries.iter().filter(|e| **e != FREE).map(|e| ((e >> 32) as u32, *e as u32)).collect();
+        self.perfect = Perfect::build(&keys);
     }
 
     /// Where the value with `hash` for which `eq` holds is.
@@ -91,6 +231,9 @@ impl KeyIndex {
         debug_assert!(value != u32::MAX);
         self.place(entry(hash, value));
         self.len += 1;
+        if self.perfect.insert(hash as u32, value) && self.perfect.missing > self.len / 16 + 4 {
+            self.build_perfect();
+        }
     }
 
     fn place(&mut self, e: u64) {
@@ -108,6 +251,7 @@ impl KeyIndex {
         let mut hole = self.position(hash, eq)?;
         let removed = std::mem::replace(self.entries.get_mut(hole)?, FREE);
         self.len -= 1;
+        self.perfect.remove(hash as u32, removed as u32);
         for j in hole + 1..self.entries.len() {
             let Some(&e) = self.entries.get(j).filter(|e| **e != FREE) else { break };
             // Probes run forward: an entry whose home is at or before the hole passes it.
@@ -134,11 +278,19 @@ impl KeyIndex {
         self.entries.shrink_to_fit();
     }
 
+    /// Builds the perfect hash over the values held (a table is loaded).
+    pub(crate) fn seal(&mut self) {
+        self.build_perfect();
+    }
+
     fn rebuild(&mut self, cap: usize) {
         let old = std::mem::replace(&mut self.entries, vec![FREE; cap]);
         self.cap = cap;
         for e in old.into_iter().filter(|e| *e != FREE) {
             self.place(e);
+        }
+        if !self.perfect.map.is_empty() {
+            self.build_perfect();
         }
     }
 }
@@ -146,6 +298,43 @@ impl KeyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spread(k: u64) -> u64 {
+        (k ^ 0x5555).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The perfect hash of a sealed index: each key at a position of its own, keys
+    /// added later at theirs if free (else in the index, and the map rebuilt when
+    /// many are), removed keys' positions freed; what the index holds is found.
+    #[test]
+    fn a_sealed_index_places_each_key() {
+        let mut index = KeyIndex::default();
+        let n = 1000u64;
+        for k in 0..n {
+            index.insert_unique(spread(k), k as u32);
+        }
+        assert_eq!(index.perfect(spread(0)), None, "not sealed");
+        index.seal();
+        let placed = (0..n).filter(|k| index.perfect(spread(*k)) == Some(*k as u32)).count();
+        assert!(placed >= 995, "{placed} of {n} placed");
+        assert!(index.perfect.map.len() * 4 + index.perfect.seeds.len() * 2 <= 6 * n as usize, "size");
+        let find = |index: &KeyIndex, k: u64| {
+            let hinted = index.perfect(spread(k)).filter(|v| u64::from(*v) == k);
+            hinted.or_else(|| index.find(spread(k), |v| u64::from(v) == k))
+        };
+        for k in n..n + 300 {
+            index.insert_unique(spread(k), k as u32);
+        }
+        assert!(index.perfect.missing <= index.len() / 16 + 4, "rebuilt when many miss");
+        for k in (0..n + 300).step_by(3) {
+            assert_eq!(index.remove(spread(k), |v| u64::from(v) == k), Some(k as u32));
+            assert_ne!(index.perfect(spread(k)), Some(k as u32), "{k} freed");
+        }
+        for k in 0..n + 400 {
+            let held = k < n + 300 && k % 3 != 0;
+            assert_eq!(find(&index, k), held.then_some(k as u32), "{k}");
+        }
+    }
 
     /// Hashes that pile up on few homes: probes cross each other and wrap around.
     fn crowded(n: u64) -> u64 {
@@ -188,6 +377,14 @@ mod tests {
             index.shrink_to_fit();
             assert_eq!(index.cap, capacity_for(index.len()));
             index.reserve(50);
+            // From the second round on, changes go to a sealed index (as to a loaded
+            // table): keys that share their hash's low half cannot all have a place.
+            index.seal();
+            for &key in model.keys() {
+                let v = index.perfect(crowded(key));
+                // A free position reads as `P_VALUE`: the caller's key check refuses it.
+                assert!(v.is_none_or(|v| v == P_VALUE || model.contains_key(&u64::from(v))), "{key}: {v:?}");
+            }
         }
         while let Some(&key) = model.keys().next() {
             assert_eq!(index.remove(crowded(key), |v| u64::from(v) == key), Some(key as u32));

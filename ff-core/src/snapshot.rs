@@ -652,6 +652,8 @@ impl Snapshot {
                 by_user.entry(&o.user_id).or_default().push(pair);
             }
         }
+        let mut flags = flags;
+        flags.index.seal();
         let mut users = UserTable::default();
         for (user, pairs) in by_user {
             users.put(user, Some(UserEntry::from_pairs(pairs)));
@@ -1673,11 +1675,24 @@ impl FlagTable {
     }
 
     /// A declared flag's number and `Hot`: a key of at most 15 bytes is compared as
-    /// two words, in the `Hot`.
+    /// two words, in the `Hot`. The index's perfect hash first (inline, no loop),
+    /// its probe out of line.
     #[inline]
     fn find_flag<T: FlagType>(&self, flag: &Flag<T>) -> Option<(u32, &Hot)> {
-        let (short, key) = (flag.key_short(), flag.key());
-        self.index.find_map(flag.key_hash(), |p| {
+        let short = flag.key_short();
+        if let Some(p) = self.index.perfect(flag.key_hash())
+            && let Some(h) = self.hot.get(p as usize)
+            && h.key_short.same(short)
+            && short.is_some()
+        {
+            return Some((p, h));
+        }
+        self.probe_flag(short, flag.key(), flag.key_hash())
+    }
+
+    #[inline(never)]
+    fn probe_flag(&self, short: crate::ids::Short, key: &str, hash: u64) -> Option<(u32, &Hot)> {
+        self.index.find_map(hash, |p| {
             let h = self.hot.get(p as usize).filter(|h| h.key_short.same(short))?;
             (short.is_some() || self.long_key_is(p, key)).then_some((p, h))
         })
@@ -2136,6 +2151,8 @@ mod tests {
             table.put(r);
         }
         let before = Arc::new(Snapshot::finish(1, table.clone(), &[], &[]));
+        // Changes to a loaded table (with its perfect hash), as `apply` makes them.
+        table.index.seal();
         for i in (0..300).step_by(7) {
             assert!(table.remove(&key(i)).is_some());
         }
@@ -2147,13 +2164,22 @@ mod tests {
             }
             table.put(r);
         }
+        for i in 300..400 {
+            table.put(FlagRecord::new(key(i), Value::Bool(i % 2 == 0)));
+        }
+        for i in (300..400).step_by(9) {
+            assert!(table.remove(&key(i)).is_some());
+        }
         let overrides = vec![OverrideRecord { key: key(10), user_id: uuid(1), value: json!(false) }];
-        let after = Arc::new(Snapshot::finish(2, table, &overrides, &[]));
-        for (snapshot, version) in [(&before, 1), (&after, 2)] {
+        let after = Arc::new(Snapshot::finish(2, table.clone(), &overrides, &[]));
+        // The same state read through the table as changed (not sealed again).
+        let sealed = Snapshot::finish(2, table.clone(), &overrides, &[]);
+        let changed = Arc::new(Snapshot { flags: Arc::new(table), shared_config: OnceLock::new(), ..sealed });
+        for (snapshot, version) in [(&before, 1), (&after, 2), (&changed, 2)] {
             for user in [uuid(1), uuid(2)] {
                 let ctx = EvalContext::user(&user).with_attribute("plan", "pro");
                 let evaluator = crate::Evaluator::new(snapshot.clone(), ctx.clone());
-                for i in 0..300 {
+                for i in 0..400 {
                     let k: &'static str = Box::leak(key(i).into_boxed_str());
                     let flag = Flag::<bool>::new(k, false);
                     let d = snapshot.evaluate(&flag, &ctx);
@@ -2178,6 +2204,14 @@ mod tests {
         assert_eq!(after.evaluate(&k10, &ctx).reason, Reason::Override, "an override over a put");
         assert_eq!(before.evaluate(&Flag::<bool>::new("k7", true), &ctx).reason, Reason::Global);
         assert_eq!(after.evaluate(&Flag::<bool>::new("k7", true), &ctx).reason, Reason::Default, "removed");
+        for snapshot in [&after, &changed] {
+            for (i, reason) in
+                [(301, Reason::Global), (312, Reason::Global), (309, Reason::Default), (310, Reason::Global)]
+            {
+                let k: &'static str = Box::leak(key(i).into_boxed_str());
+                assert_eq!(snapshot.evaluate(&Flag::<bool>::new(k, true), &ctx).reason, reason, "{k}");
+            }
+        }
     }
 
     /// Keys up to 15 bytes are compared as two words, longer ones as text: keys that
