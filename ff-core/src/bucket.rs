@@ -100,22 +100,15 @@ impl Murmur3 {
     }
 
     /// [`write`](Self::write) without a byte-by-byte fill of the salt's partial
-    /// block: the first block joins the salt's tail with the value's first bytes,
-    /// the rest are read as words at that offset.
+    /// block: the first block is the salt's tail and the value's first word shifted
+    /// past it (its last bytes fall off), the rest are read as words at that offset.
     #[inline]
     fn write_after_tail(&mut self, data: &[u8]) {
-        let t = self.tail_len as usize;
-        let need = (4 - t) % 4;
-        if t == 0 || data.len() < need {
-            return self.write(data);
-        }
+        let t = self.tail_len;
+        let Some(first) = data.first_chunk::<4>().filter(|_| t > 0) else { return self.write(data) };
         self.len = self.len.wrapping_add(data.len() as u32);
-        let mut k = self.tail;
-        for (i, &b) in data[..need].iter().enumerate() {
-            k |= u32::from(b) << (8 * (t + i));
-        }
-        self.mix(k);
-        let mut chunks = data[need..].chunks_exact(4);
+        self.mix(self.tail | u32::from_le_bytes(*first) << (8 * t));
+        let mut chunks = data.get(4 - t as usize..).unwrap_or_default().chunks_exact(4);
         for c in &mut chunks {
             self.mix(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         }
