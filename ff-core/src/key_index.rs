@@ -29,10 +29,10 @@ pub(crate) struct KeyIndex {
 /// A perfect hash over the values an index held when it was built (PTHash's
 /// scheme with XOR displacement): a bucket by the hash's high bits, and per bucket
 /// a seed, chosen so that every key of the bucket lands on a position of its own,
-/// `(hash ^ seed) & (len - 1)`. A read is a shift, two loads, an XOR, an AND and a
-/// compare of ten bits of its hash (the caller checks the key). Keys added later
-/// take their position if it is free, or the index; the map is rebuilt when too
-/// many do.
+/// `(hash ^ seed) & (len - 1)`. A read is a shift, two loads, an XOR and an AND;
+/// the caller checks the key in the slot the value names (a key the map does not
+/// hold reads another key's value, or `P_FREE`). Keys added later take their
+/// position if it is free, or the index; the map is rebuilt when too many do.
 #[derive(Clone, Debug, Default)]
 struct Perfect {
     /// By bucket (a power of two of them, about half the keys): few keys each, so
@@ -40,21 +40,14 @@ struct Perfect {
     seeds: Vec<u16>,
     /// Shifts a hash's low half down to its bucket.
     shift: u32,
-    /// By position (a power of two, at least the keys): `P_FREE`, or
-    /// `tag(hash) << 22 | value` (values below `P_VALUE`).
+    /// By position (a power of two, at least the keys): `P_FREE`, or a value.
     map: Vec<u32>,
     /// Values the index holds that the map does not.
     missing: usize,
 }
 
-const P_VALUE: u32 = (1 << 22) - 1;
+/// No value: values are below `u32::MAX`.
 const P_FREE: u32 = u32::MAX;
-
-/// Ten bits of the hash between a position's and a bucket's.
-#[inline]
-fn p_entry(h: u32, value: u32) -> u32 {
-    (h >> 12) << 22 | value
-}
 
 impl Perfect {
     /// A map of `keys` (`(hash as u32, value)`): 5 to 10 bytes per key.
@@ -70,9 +63,7 @@ impl Perfect {
             map: vec![P_FREE; n.next_power_of_two().max(8)],
             missing: 0,
         };
-        let mut keyed: Vec<(usize, u32, u32)> =
-            keys.iter().filter(|(_, v)| *v < P_VALUE).map(|&(h, v)| (p.bucket(h), h, v)).collect();
-        p.missing = n - keyed.len();
+        let mut keyed: Vec<(usize, u32, u32)> = keys.iter().map(|&(h, v)| (p.bucket(h), h, v)).collect();
         keyed.sort_unstable();
         let mut groups: Vec<&[(usize, u32, u32)]> = keyed.chunk_by(|a, b| a.0 == b.0).collect();
         // The largest buckets first, while most positions are free; a bucket's first
@@ -98,7 +89,7 @@ impl Perfect {
                     }
                     for &(_, h, v) in group {
                         if let Some(e) = p.map.get_mut(at(h, seed)) {
-                            *e = p_entry(h, v);
+                            *e = v;
                         }
                     }
                 }
@@ -122,16 +113,14 @@ impl Perfect {
 
     #[inline]
     fn get(&self, hash: u64) -> Option<u32> {
-        let h = hash as u32;
-        let e = *self.map.get(self.spot(h)?)?;
-        ((e ^ p_entry(h, 0)) & !P_VALUE == 0).then_some(e & P_VALUE)
+        self.map.get(self.spot(hash as u32)?).copied()
     }
 
     /// Covers a value just added, if its position is free; `false` without a map.
     fn insert(&mut self, h: u32, value: u32) -> bool {
         let Some(s) = self.spot(h) else { return false };
         match self.map.get_mut(s) {
-            Some(e) if *e == P_FREE && value < P_VALUE => *e = p_entry(h, value),
+            Some(e) if *e == P_FREE => *e = value,
             _ => self.missing += 1,
         }
         true
@@ -140,7 +129,7 @@ impl Perfect {
     fn remove(&mut self, h: u32, value: u32) {
         let Some(s) = self.spot(h) else { return };
         match self.map.get_mut(s) {
-            Some(e) if *e == p_entry(h, value) && value < P_VALUE => *e = P_FREE,
+            Some(e) if *e == value => *e = P_FREE,
             _ => self.missing = self.missing.saturating_sub(1),
         }
     }
@@ -172,8 +161,8 @@ impl KeyIndex {
         hash as usize & self.cap.wrapping_sub(1)
     }
 
-    /// The value the perfect hash holds for `hash`, if ten of its bits match: the
-    /// value of `hash`'s key if the index holds it (the caller checks the key).
+    /// The value at `hash`'s position in the perfect hash: the value of `hash`'s key
+    /// if the index holds it, else another's or `u32::MAX` (the caller checks the key).
     #[inline]
     pub(crate) fn perfect(&self, hash: u64) -> Option<u32> {
         self.perfect.get(hash)
@@ -382,8 +371,8 @@ mod tests {
             index.seal();
             for &key in model.keys() {
                 let v = index.perfect(crowded(key));
-                // A free position reads as `P_VALUE`: the caller's key check refuses it.
-                assert!(v.is_none_or(|v| v == P_VALUE || model.contains_key(&u64::from(v))), "{key}: {v:?}");
+                // A free position reads as `P_FREE`, which is no value.
+                assert!(v.is_none_or(|v| v == P_FREE || model.contains_key(&u64::from(v))), "{key}: {v:?}");
             }
         }
         while let Some(&key) = model.keys().next() {

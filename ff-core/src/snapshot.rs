@@ -1683,7 +1683,7 @@ impl FlagTable {
         if let Some(p) = self.index.perfect(flag.key_hash())
             && let Some(h) = self.hot.get(p as usize)
             && h.key_short.same(short)
-            && short.is_some()
+            && (short.is_some() || self.long_key_is(p, flag.key()))
         {
             return Some((p, h));
         }
