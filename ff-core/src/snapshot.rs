@@ -74,12 +74,38 @@ struct Hot {
     read: HotRead,
 }
 
+/// A plain tag (`repr(u8)`) and fields ordered to fill 40 bytes: a read
+/// dispatches once, on one byte, where a shape nested in the enum took two.
 #[derive(Clone)]
+#[repr(u8)]
 enum HotRead {
     /// No targeting and no expiry; boolean values.
     Plain,
-    /// Targeting of a common shape, nothing that reads a clock, no guard; boolean values.
-    Shape(Shape),
+    /// The [`Shape`]s: targeting of a common shape, nothing that reads a clock, no
+    /// guard; boolean values.
+    Split {
+        n: u8,
+        values: u8,
+        salt: crate::bucket::Salted,
+        bounds: [u32; 4],
+    },
+    Attr {
+        not_in: bool,
+        serve: bool,
+        key: crate::ids::Short,
+        set: Arc<[crate::ids::Short]>,
+    },
+    SmallList {
+        misses: bool,
+        serve: bool,
+        groups: Arc<[u64]>,
+        data: Arc<[u8]>,
+    },
+    List {
+        misses: bool,
+        serve: bool,
+        set: Arc<crate::ids::IdSet>,
+    },
     /// Everything else: the slot decides.
     Slot(Arc<Slot>),
     /// A removed flag's number (the index no longer leads here).
@@ -87,9 +113,23 @@ enum HotRead {
 }
 
 const _: () = assert!(std::mem::size_of::<Hot>() == 64);
+const _: () = assert!(std::mem::size_of::<HotRead>() == 40);
 
 /// The boolean values a `Hot` serves, as the `Value` a read converts.
 static BOOLS: [Value; 2] = [Value::Bool(false), Value::Bool(true)];
+
+impl From<Shape> for HotRead {
+    fn from(shape: Shape) -> Self {
+        match shape {
+            Shape::Split { salt, bounds, n, values } => HotRead::Split { n, values, salt, bounds },
+            Shape::Attr { key, set, not_in, serve } => HotRead::Attr { not_in, serve, key, set },
+            Shape::SmallList { groups, data, misses, serve } => {
+                HotRead::SmallList { misses, serve, groups, data }
+            }
+            Shape::List { set, misses, serve } => HotRead::List { misses, serve, set },
+        }
+    }
+}
 
 impl Hot {
     fn new(s: &Arc<Slot>) -> Self {
@@ -103,7 +143,7 @@ impl Hot {
                 .compiled
                 .as_ref()
                 .and_then(Compiled::shape)
-                .map_or_else(|| HotRead::Slot(s.clone()), HotRead::Shape),
+                .map_or_else(|| HotRead::Slot(s.clone()), HotRead::from),
             _ => HotRead::Slot(s.clone()),
         };
         Hot {
@@ -1165,7 +1205,10 @@ impl Snapshot {
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
         match &h.read {
-            HotRead::Shape(shape) => self.evaluate_shape(flag, pos, h, shape, input),
+            HotRead::Split { .. }
+            | HotRead::Attr { .. }
+            | HotRead::SmallList { .. }
+            | HotRead::List { .. } => self.evaluate_shape(flag, pos, h, input),
             HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
             // Switched off (switched on, it was read above).
@@ -1182,7 +1225,6 @@ impl Snapshot {
         flag: &Flag<T>,
         pos: u32,
         h: &Hot,
-        shape: &Shape,
         input: &Input<'_>,
     ) -> (Option<u32>, Detail<T>) {
         let (b, reason, number) = if !h.enabled {
@@ -1190,7 +1232,19 @@ impl Snapshot {
         } else if let Some(v) = self.overridden(pos, input) {
             return self.hot_typed(flag, pos, h.usage_id, v, Reason::Override);
         } else {
-            match shape.decide(input.context) {
+            let ctx = input.context;
+            let fast = match &h.read {
+                HotRead::Split { n, values, salt, bounds } => {
+                    Some(Shape::split(salt, bounds, *n, *values, ctx))
+                }
+                HotRead::Attr { not_in, serve, key, set } => Shape::attr(*key, set, *not_in, *serve, ctx),
+                HotRead::SmallList { misses, serve, groups, data } => {
+                    Some(Shape::small_list(groups, data, *misses, *serve, ctx))
+                }
+                HotRead::List { misses, serve, set } => Some(Shape::list(set, *misses, *serve, ctx)),
+                _ => None,
+            };
+            match fast {
                 Some(Fast::Rule(b)) => (b, Reason::Rule(0), 0),
                 Some(Fast::Split(j, b)) => (b, Reason::Split, j),
                 Some(Fast::Fallthrough) => (h.value, Reason::Global, 0),
@@ -2028,9 +2082,9 @@ mod tests {
             let pos = typed.flags.find(key).unwrap();
             let found = match &typed.flags.hot[pos as usize].read {
                 HotRead::Plain => "plain",
-                HotRead::Shape(Shape::SmallList { .. }) => "small_list",
-                HotRead::Shape(Shape::List { .. }) => "list",
-                HotRead::Shape(_) => "shape",
+                HotRead::SmallList { .. } => "small_list",
+                HotRead::List { .. } => "list",
+                HotRead::Split { .. } | HotRead::Attr { .. } => "shape",
                 HotRead::Slot(_) => "slot",
                 HotRead::Vacant => "vacant",
             };
@@ -2112,7 +2166,7 @@ mod tests {
         r.targeting = serde_json::from_value(serde_json::json!({"rules": [{"clauses": [{"attribute": "plan", "op": "in", "values": ["pro"]}], "value": true}]})).unwrap();
         table.put(r);
         assert_eq!(table.find("F"), Some(1));
-        assert!(matches!(table.hot[1].read, HotRead::Shape(_)));
+        assert!(matches!(table.hot[1].read, HotRead::Attr { .. }));
         let d = snap(&table).evaluate(&flag, &ctx);
         assert_eq!((d.value, d.reason), (true, Reason::Rule(0)));
         table.put(FlagRecord::new("F", Value::Int(3)));

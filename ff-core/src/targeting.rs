@@ -1034,38 +1034,48 @@ impl Compiled {
     }
 }
 
+/// What each [`Shape`] decides, as [`Compiled::decide`] does, from the fields a
+/// read-table entry holds; `None` where only the general path can (an attribute
+/// that is not a short string, a context of many attributes).
 impl Shape {
-    /// Decides as [`Compiled::decide`] does; `None` where only the general path can
-    /// (an attribute that is not a short string, a context of many attributes).
     #[inline(always)]
-    pub(crate) fn decide(&self, ctx: &EvalContext) -> Option<Fast> {
-        Some(match self {
-            Shape::Split { salt, bounds, n, values } => {
-                let Some(id) = ctx.user_id() else { return Some(Fast::Fallthrough) };
-                let b = salt.bucket(id);
-                match bounds[..usize::from(*n)].iter().position(|upper| b < *upper) {
-                    Some(j) => Fast::Split(j, values >> j & 1 == 1),
-                    None => Fast::Fallthrough,
-                }
-            }
-            Shape::Attr { key, set, not_in, serve } => {
-                if ctx.short_in_key(*key, set)? != *not_in {
-                    Fast::Rule(*serve)
-                } else {
-                    Fast::Fallthrough
-                }
-            }
-            Shape::SmallList { groups, data, misses, serve } => {
-                let hit = ctx
-                    .user_probe()
-                    .is_some_and(|user| crate::ids::contains_small(groups, data, &user) != *misses);
-                if hit { Fast::Rule(*serve) } else { Fast::Fallthrough }
-            }
-            Shape::List { set, misses, serve } => {
-                let hit = ctx.user_probe().is_some_and(|user| set.contains(&user) != *misses);
-                if hit { Fast::Rule(*serve) } else { Fast::Fallthrough }
-            }
-        })
+    pub(crate) fn split(salt: &Salted, bounds: &[u32; 4], n: u8, values: u8, ctx: &EvalContext) -> Fast {
+        let Some(id) = ctx.user_id() else { return Fast::Fallthrough };
+        let b = salt.bucket(id);
+        match bounds[..usize::from(n)].iter().position(|upper| b < *upper) {
+            Some(j) => Fast::Split(j, values >> j & 1 == 1),
+            None => Fast::Fallthrough,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn attr(
+        key: crate::ids::Short,
+        set: &[crate::ids::Short],
+        not_in: bool,
+        serve: bool,
+        ctx: &EvalContext,
+    ) -> Option<Fast> {
+        Some(if ctx.short_in_key(key, set)? != not_in { Fast::Rule(serve) } else { Fast::Fallthrough })
+    }
+
+    #[inline(always)]
+    pub(crate) fn small_list(
+        groups: &[u64],
+        data: &[u8],
+        misses: bool,
+        serve: bool,
+        ctx: &EvalContext,
+    ) -> Fast {
+        let hit =
+            ctx.user_probe().is_some_and(|user| crate::ids::contains_small(groups, data, &user) != misses);
+        if hit { Fast::Rule(serve) } else { Fast::Fallthrough }
+    }
+
+    #[inline(always)]
+    pub(crate) fn list(set: &IdSet, misses: bool, serve: bool, ctx: &EvalContext) -> Fast {
+        let hit = ctx.user_probe().is_some_and(|user| set.contains(&user) != misses);
+        if hit { Fast::Rule(serve) } else { Fast::Fallthrough }
     }
 }
 
