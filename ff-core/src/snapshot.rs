@@ -2217,11 +2217,14 @@ mod tests {
     #[test]
     fn hot_entries_follow_many_changes() {
         use serde_json::json;
-        let rule = |attribute: &str| {
+        // Sets of one value, or of two (an entry's pooled set is rewritten in place, or
+        // moves, as its length stays or changes).
+        let rules = |attribute: &str, values: &[&str]| {
             serde_json::from_value::<crate::Targeting>(json!({"rules": [{"clauses": [
-                {"attribute": attribute, "op": "in", "values": ["pro"]}], "value": true}]}))
+                {"attribute": attribute, "op": "in", "values": values}], "value": true}]}))
             .unwrap()
         };
+        let rule = |attribute: &str| rules(attribute, &["pro"]);
         let key = |i: usize| {
             if i.is_multiple_of(3) { format!("a_key_longer_than_fifteen_{i}") } else { format!("k{i}") }
         };
@@ -2244,7 +2247,15 @@ mod tests {
             let mut r = FlagRecord::new(key(i), Value::Bool(i % 2 == 1));
             if i % 4 != 1 {
                 r.targeting = rule("plan");
+            } else if i % 3 == 0 {
+                r.targeting = rules("plan", &["free", "team"]);
             }
+            table.put(r);
+        }
+        for i in (0..300).step_by(10) {
+            // Another set of one value: rewritten where the last one was.
+            let mut r = FlagRecord::new(key(i), Value::Bool(false));
+            r.targeting = rules("plan", &["team"]);
             table.put(r);
         }
         for i in 300..400 {
