@@ -46,9 +46,6 @@ struct FlagTable {
     hot: Vec<Hot>,
     /// The slots by number.
     slots: Vec<Option<Arc<Slot>>>,
-    /// The sets of `HotRead::Attr` entries, in the order their flags were put: a
-    /// read of many flags reads them in sequence, not one allocation each.
-    shorts: Vec<crate::ids::Short>,
     /// Counters, shared by every table a `Source` builds.
     usage: Arc<Usage>,
     /// Values the environment pins, likewise.
@@ -92,13 +89,11 @@ enum HotRead {
         salt: crate::bucket::Salted,
         bounds: [u32; 4],
     },
-    /// The set is `n` keys of `FlagTable::shorts` from `at`.
     Attr {
         not_in: bool,
         serve: bool,
-        n: u8,
-        at: u32,
         key: crate::ids::Short,
+        set: Arc<[crate::ids::Short]>,
     },
     SmallList {
         misses: bool,
@@ -123,37 +118,21 @@ const _: () = assert!(std::mem::size_of::<HotRead>() == 40);
 /// The boolean values a `Hot` serves, as the `Value` a read converts.
 static BOOLS: [Value; 2] = [Value::Bool(false), Value::Bool(true)];
 
-impl HotRead {
-    /// The entry of `shape`; an `Attr` set goes to `shorts`, where the flag's
-    /// `old` entry's set was if it is as long.
-    fn of(shape: Shape, shorts: &mut Vec<crate::ids::Short>, old: Option<&HotRead>) -> Option<Self> {
-        Some(match shape {
+impl From<Shape> for HotRead {
+    fn from(shape: Shape) -> Self {
+        match shape {
             Shape::Split { salt, bounds, n, values } => HotRead::Split { n, values, salt, bounds },
-            Shape::Attr { key, set, not_in, serve } => {
-                let n = u8::try_from(set.len()).ok()?;
-                let at = match old {
-                    Some(&HotRead::Attr { n: m, at, .. }) if m == n => {
-                        shorts.get_mut(at as usize..)?.get_mut(..set.len())?.copy_from_slice(&set);
-                        at
-                    }
-                    _ => {
-                        let at = u32::try_from(shorts.len()).ok()?;
-                        shorts.extend_from_slice(&set);
-                        at
-                    }
-                };
-                HotRead::Attr { not_in, serve, n, at, key }
-            }
+            Shape::Attr { key, set, not_in, serve } => HotRead::Attr { not_in, serve, key, set },
             Shape::SmallList { groups, data, misses, serve } => {
                 HotRead::SmallList { misses, serve, groups, data }
             }
             Shape::List { set, misses, serve } => HotRead::List { misses, serve, set },
-        })
+        }
     }
 }
 
 impl Hot {
-    fn new(s: &Arc<Slot>, shorts: &mut Vec<crate::ids::Short>, old: Option<&Hot>) -> Self {
+    fn new(s: &Arc<Slot>) -> Self {
         let (value, off) = match (&s.value, &s.off_value) {
             (Value::Bool(v), Value::Bool(o)) => (Some(*v), *o),
             _ => (None, false),
@@ -164,8 +143,7 @@ impl Hot {
                 .compiled
                 .as_ref()
                 .and_then(Compiled::shape)
-                .and_then(|shape| HotRead::of(shape, shorts, old.map(|h| &h.read)))
-                .unwrap_or_else(|| HotRead::Slot(s.clone())),
+                .map_or_else(|| HotRead::Slot(s.clone()), HotRead::from),
             _ => HotRead::Slot(s.clone()),
         };
         Hot {
@@ -1259,12 +1237,7 @@ impl Snapshot {
                 HotRead::Split { n, values, salt, bounds } => {
                     Some(Shape::split(salt, bounds, *n, *values, ctx))
                 }
-                HotRead::Attr { not_in, serve, n, at, key } => {
-                    match self.flags.shorts.get(*at as usize..).and_then(|s| s.get(..usize::from(*n))) {
-                        Some(set) => Shape::attr(*key, set, *not_in, *serve, ctx),
-                        None => None,
-                    }
-                }
+                HotRead::Attr { not_in, serve, key, set } => Shape::attr(*key, set, *not_in, *serve, ctx),
                 HotRead::SmallList { misses, serve, groups, data } => {
                     Some(Shape::small_list(groups, data, *misses, *serve, ctx))
                 }
@@ -1735,7 +1708,6 @@ impl FlagTable {
     fn shrink_to_fit(&mut self) {
         self.index.shrink_to_fit();
         self.hot.shrink_to_fit();
-        self.shorts.shrink_to_fit();
         self.slots.shrink_to_fit();
     }
 
@@ -1809,8 +1781,7 @@ impl FlagTable {
         let usage = self.usage.flag(&record.key, hash, record.value_type);
         let new = Arc::new(Slot::new(slot, hash, record, compiled, usage));
         self.guarded += u32::from(new.guarded);
-        let old = found.and_then(|p| self.hot.get(p as usize));
-        let hot = Hot::new(&new, &mut self.shorts, old);
+        let hot = Hot::new(&new);
         if found.is_some()
             && let (Some(h), Some(s)) = (self.hot.get_mut(slot as usize), self.slots.get_mut(slot as usize))
         {
