@@ -2188,8 +2188,8 @@ mod tests {
     #[test]
     fn hot_entries_follow_many_changes() {
         use serde_json::json;
-        // Sets of one value, or of two (an entry's pooled set is rewritten in place, or
-        // moves, as its length stays or changes).
+        // Sets of one value, or of two: an entry's set changes with its length and
+        // without.
         let rules = |attribute: &str, values: &[&str]| {
             serde_json::from_value::<crate::Targeting>(json!({"rules": [{"clauses": [
                 {"attribute": attribute, "op": "in", "values": values}], "value": true}]}))
@@ -2224,7 +2224,7 @@ mod tests {
             table.put(r);
         }
         for i in (0..300).step_by(10) {
-            // Another set of one value: rewritten where the last one was.
+            // Another set of one value.
             let mut r = FlagRecord::new(key(i), Value::Bool(false));
             r.targeting = rules("plan", &["team"]);
             table.put(r);
