@@ -24,6 +24,7 @@ pub(crate) struct KeyIndex {
     len: usize,
     /// Empty until [`seal`](Self::seal) (a loaded table).
     perfect: Perfect,
+    sealed: bool,
 }
 
 /// A perfect hash over the values an index held when it was built (PTHash's
@@ -44,10 +45,14 @@ struct Perfect {
     map: Vec<u32>,
     /// Values the index holds that the map does not.
     missing: usize,
+    /// Values added since the map was built.
+    added: usize,
 }
 
 /// No value: values are below `u32::MAX`.
 const P_FREE: u32 = u32::MAX;
+/// Seeds tried per bucket when building.
+const SEED_TRIES: usize = 4096;
 
 impl Perfect {
     /// A map of `keys` (`(hash as u32, value)`): 5 to 10 bytes per key.
@@ -62,6 +67,7 @@ impl Perfect {
             shift: 32 - buckets.trailing_zeros(),
             map: vec![P_FREE; n.next_power_of_two().max(8)],
             missing: 0,
+            added: 0,
         };
         let mut keyed: Vec<(usize, u32, u32)> = keys.iter().map(|&(h, v)| (p.bucket(h), h, v)).collect();
         keyed.sort_unstable();
@@ -79,10 +85,12 @@ impl Perfect {
                     p.map.get(s) == Some(&P_FREE) && group.iter().take(i).all(|&(_, g, _)| at(g, seed) != s)
                 })
             };
-            // The seeds that put the first key on a free position.
+            // The seeds that put the first key on a free position, a bounded number:
+            // past 2^16 positions a seed moves a key within its block of 2^16 only, and
+            // a bucket that finds no place is left to the index.
             let free = (0..p.map.len()).filter(|s| p.map.get(*s) == Some(&P_FREE));
             let seeds = free.filter_map(|s| u16::try_from((h0 ^ s as u32) & 0xFFFF).ok());
-            match seeds.into_iter().find(|seed| fits(*seed)) {
+            match seeds.take(SEED_TRIES).find(|seed| fits(*seed)) {
                 Some(seed) => {
                     if let Some(slot) = p.seeds.get_mut(b) {
                         *slot = seed;
@@ -119,6 +127,7 @@ impl Perfect {
     /// Covers a value just added, if its position is free; `false` without a map.
     fn insert(&mut self, h: u32, value: u32) -> bool {
         let Some(s) = self.spot(h) else { return false };
+        self.added += 1;
         match self.map.get_mut(s) {
             Some(e) if *e == P_FREE => *e = value,
             _ => self.missing += 1,
@@ -220,7 +229,12 @@ impl KeyIndex {
         debug_assert!(value != u32::MAX);
         self.place(entry(hash, value));
         self.len += 1;
-        if self.perfect.insert(hash as u32, value) && self.perfect.missing > self.len / 16 + 4 {
+        // Rebuilt when many added keys miss it (at most once per sixteenth of the keys
+        // added, however many the map could not place), or when the table was sealed
+        // empty.
+        let limit = self.len / 16 + 4;
+        let placed = self.perfect.insert(hash as u32, value);
+        if self.sealed && (!placed || (self.perfect.missing > limit && self.perfect.added > limit)) {
             self.build_perfect();
         }
     }
@@ -269,6 +283,7 @@ impl KeyIndex {
 
     /// Builds the perfect hash over the values held (a table is loaded).
     pub(crate) fn seal(&mut self) {
+        self.sealed = true;
         self.build_perfect();
     }
 
@@ -278,7 +293,7 @@ impl KeyIndex {
         for e in old.into_iter().filter(|e| *e != FREE) {
             self.place(e);
         }
-        if !self.perfect.map.is_empty() {
+        if self.sealed {
             self.build_perfect();
         }
     }
@@ -322,6 +337,38 @@ mod tests {
         for k in 0..n + 400 {
             let held = k < n + 300 && k % 3 != 0;
             assert_eq!(find(&index, k), held.then_some(k as u32), "{k}");
+        }
+    }
+
+    /// A table sealed empty gets its map with its first key; keys the map cannot
+    /// place (all sharing their hash's low half) are found through the index, and
+    /// adding more of them rebuilds the map once per sixteenth of the keys, not on
+    /// every insert.
+    #[test]
+    fn a_sealed_index_rebuilds_its_map_when_it_should() {
+        let mut index = KeyIndex::default();
+        index.seal();
+        assert_eq!(index.perfect(spread(1)), None);
+        index.insert_unique(spread(1), 1);
+        assert_eq!(index.perfect(spread(1)), Some(1), "built with the first key");
+
+        let same = |k: u64| (k << 32) | 7;
+        let mut index = KeyIndex::default();
+        for k in 0..200 {
+            index.insert_unique(same(k), k as u32);
+        }
+        index.seal();
+        assert!(index.perfect.missing >= 199, "one bucket, no seed separates them");
+        for k in 200..205 {
+            index.insert_unique(same(k), k as u32);
+        }
+        assert_eq!(index.perfect.added, 5, "no rebuild yet");
+        for k in 205..240 {
+            index.insert_unique(same(k), k as u32);
+        }
+        assert!(index.perfect.added < 35, "rebuilt once more were added");
+        for k in 0..240 {
+            assert_eq!(index.find(same(k), |v| u64::from(v) == k), Some(k as u32), "{k}");
         }
     }
 
