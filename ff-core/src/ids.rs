@@ -253,11 +253,24 @@ pub(crate) fn contains_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> 
     probe_small(groups, data, probe.hash, uuid)
 }
 
+/// [`contains_small`] with the probe inlined: for the read table's list entries,
+/// read in a function of their own kind's code.
+#[inline(always)]
+pub(crate) fn contains_small_inline(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
+    let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
+    probe_small_inline(groups, data, probe.hash, uuid)
+}
+
 /// Whether the `Small` table `groups` over `data` holds `uuid`, whose id's hash is
 /// `hash`. Out of line but a leaf: inlined, its constants and registers were paid
 /// by every targeted read.
 #[inline(never)]
 fn probe_small(groups: &[u64], data: &[u8], hash: u64, uuid: &[u8; 16]) -> bool {
+    probe_small_inline(groups, data, hash, uuid)
+}
+
+#[inline(always)]
+fn probe_small_inline(groups: &[u64], data: &[u8], hash: u64, uuid: &[u8; 16]) -> bool {
     let mask = groups.len() - 1;
     let tags = small_tag(hash) * LANE_ONES;
     let mut g = hash as usize;

@@ -1067,8 +1067,9 @@ impl Shape {
         serve: bool,
         ctx: &EvalContext,
     ) -> Fast {
-        let hit =
-            ctx.user_probe().is_some_and(|user| crate::ids::contains_small(groups, data, &user) != misses);
+        let hit = ctx
+            .user_probe()
+            .is_some_and(|user| crate::ids::contains_small_inline(groups, data, &user) != misses);
         if hit { Fast::Rule(serve) } else { Fast::Fallthrough }
     }
 
