@@ -80,10 +80,16 @@ pub(crate) struct Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
+    /// The id packed, if it is a canonical UUID: packed once per request.
+    #[inline]
+    fn uuid(&self) -> Option<&[u8; 16]> {
+        self.packed.get_or_init(|| pack_uuid(self.id)).as_ref()
+    }
+
     #[inline]
     fn matches(&self, header: u8, bytes: &[u8]) -> bool {
         match header {
-            UUID => self.packed.get_or_init(|| pack_uuid(self.id)).as_ref().is_some_and(|u| bytes == u),
+            UUID => self.uuid().is_some_and(|u| bytes == u),
             _ => id_eq(bytes, self.id.as_bytes()),
         }
     }
@@ -249,7 +255,7 @@ pub(crate) type SmallParts = (std::sync::Arc<[u64]>, std::sync::Arc<[u8]>);
 pub(crate) fn contains_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
     // An id that is not a canonical UUID is in no UUID set; one that is, is
     // packed once per request.
-    let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
+    let Some(uuid) = probe.uuid() else { return false };
     probe_small(groups, data, probe.hash, uuid)
 }
 
@@ -257,7 +263,7 @@ pub(crate) fn contains_small(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> 
 /// read in a function of their own kind's code.
 #[inline(always)]
 pub(crate) fn contains_small_inline(groups: &[u64], data: &[u8], probe: &Probe<'_>) -> bool {
-    let Some(uuid) = probe.packed.get_or_init(|| pack_uuid(probe.id)) else { return false };
+    let Some(uuid) = probe.uuid() else { return false };
     probe_small_inline(groups, data, probe.hash, uuid)
 }
 
@@ -443,10 +449,13 @@ impl IdSet {
 
     #[inline(never)]
     fn contains_other(&self, probe: &Probe<'_>) -> bool {
-        let uuid = || probe.packed.get_or_init(|| pack_uuid(probe.id)).as_ref();
         match &self.index {
-            Index::Small(slots) => uuid().is_some_and(|u| probe_small(slots, &self.data, probe.hash, u)),
-            Index::Large(slots) => uuid().is_some_and(|u| probe_large(slots, &self.data, probe.hash, u)),
+            Index::Small(slots) => {
+                probe.uuid().is_some_and(|u| probe_small(slots, &self.data, probe.hash, u))
+            }
+            Index::Large(slots) => {
+                probe.uuid().is_some_and(|u| probe_large(slots, &self.data, probe.hash, u))
+            }
             Index::Table(table) => table
                 .find(probe.hash, |&at| {
                     entry(&self.data, at as usize).is_some_and(|(h, b, _)| probe.matches(h, b))
