@@ -289,14 +289,26 @@ mod tests {
         assert_eq!(bad.detail(HOURS), Detail { value: 24, reason: Reason::Invalid, version: 9 });
         // Declared with another type in code.
         assert_eq!(anon.detail(TYPO), Detail { value: "x".to_owned(), reason: Reason::Invalid, version: 9 });
+        // A read on its own (`Snapshot::evaluate`, its own frame) answers the same.
+        for (who, ctx) in [
+            (&anon, EvalContext::anonymous()),
+            (&tester, EvalContext::user("tester")),
+            (&bad, EvalContext::user("bad")),
+        ] {
+            assert_eq!(s.evaluate(&ON, &ctx), who.detail(ON));
+            assert_eq!(s.evaluate(&MISSING, &ctx), who.detail(MISSING));
+            assert_eq!(s.evaluate(&HOURS, &ctx), who.detail(HOURS));
+            assert_eq!(s.evaluate(&TYPO, &ctx), who.detail(TYPO));
+        }
     }
 
     #[test]
     fn kill_switch_beats_override() {
         let s = snapshot(false);
-        let tester = Evaluator::new(s, EvalContext::user("tester"));
+        let tester = Evaluator::new(s.clone(), EvalContext::user("tester"));
         assert!(!tester.detail(ON).value);
         assert_eq!(tester.detail(ON).reason, Reason::Disabled);
+        assert_eq!(s.evaluate(&ON, &EvalContext::user("tester")), tester.detail(ON));
     }
 
     #[test]
