@@ -32,6 +32,48 @@ pub enum Reason {
     Env,
 }
 
+/// A [`Reason`] in one word (the variant in the low four bits, a rule or step number
+/// above): with a `bool` value it comes back from a read in two registers, where a
+/// `Detail` is written to memory and read back.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedReason(u64);
+
+impl PackedReason {
+    #[inline(always)]
+    pub(crate) fn new(reason: Reason) -> Self {
+        let (tag, n) = match reason {
+            Reason::Default => (0, 0),
+            Reason::Disabled => (1, 0),
+            Reason::Override => (2, 0),
+            Reason::Rule(i) => (3, i),
+            Reason::Split => (4, 0),
+            Reason::Global => (5, 0),
+            Reason::Invalid => (6, 0),
+            Reason::Scheduled(i) => (7, i),
+            Reason::Expired => (8, 0),
+            Reason::Env => (9, 0),
+        };
+        PackedReason((n as u64) << 4 | tag)
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(self) -> Reason {
+        let n = (self.0 >> 4) as usize;
+        match self.0 & 15 {
+            0 => Reason::Default,
+            1 => Reason::Disabled,
+            2 => Reason::Override,
+            3 => Reason::Rule(n),
+            4 => Reason::Split,
+            5 => Reason::Global,
+            6 => Reason::Invalid,
+            7 => Reason::Scheduled(n),
+            8 => Reason::Expired,
+            _ => Reason::Env,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::flag::Flag;
 use crate::model::{Action, Change, ChangeState, FlagRecord, OverrideRecord, StoreState};
-use crate::reason::{Detail, Reason};
+use crate::reason::{Detail, PackedReason, Reason};
 use crate::value::{FlagType, Value};
 
 /// Every flag and per-user override at one point of the change log.
@@ -114,6 +114,32 @@ enum HotRead {
 
 const _: () = assert!(std::mem::size_of::<Hot>() == 64);
 const _: () = assert!(std::mem::size_of::<HotRead>() == 40);
+
+/// What a [`Shape`] in a `Hot` decides for `ctx`; `None` where the slot decides.
+#[inline(always)]
+fn shape_decides(h: &Hot, ctx: &EvalContext) -> Option<Fast> {
+    match &h.read {
+        HotRead::Split { n, values, salt, bounds } => Some(Shape::split(salt, bounds, *n, *values, ctx)),
+        HotRead::Attr { not_in, serve, key, set } => Shape::attr(*key, set, *not_in, *serve, ctx),
+        HotRead::SmallList { misses, serve, groups, data } => {
+            Some(Shape::small_list(groups, data, *misses, *serve, ctx))
+        }
+        HotRead::List { misses, serve, set } => Some(Shape::list(set, *misses, *serve, ctx)),
+        HotRead::Plain | HotRead::Slot(_) | HotRead::Vacant => None,
+    }
+}
+
+impl Fast {
+    /// The boolean served, its reason and split variation; `value` where nothing matched.
+    #[inline(always)]
+    fn served(self, value: bool) -> (bool, Reason, usize) {
+        match self {
+            Fast::Rule(b) => (b, Reason::Rule(0), 0),
+            Fast::Split(j, b) => (b, Reason::Split, j),
+            Fast::Fallthrough => (value, Reason::Global, 0),
+        }
+    }
+}
 
 /// The boolean values a `Hot` serves, as the `Value` a read converts.
 static BOOLS: [Value; 2] = [Value::Bool(false), Value::Bool(true)];
@@ -955,24 +981,35 @@ impl Snapshot {
     /// falls back to the code default.
     #[inline]
     pub fn evaluate<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> Detail<T> {
-        self.evaluate_one(flag, context).1
+        let (value, reason) = self.evaluate_one(flag, context);
+        Detail { value, reason: reason.get(), version: self.version }
     }
 
     /// [`evaluate`](Self::evaluate) in one frame, where a read through the request's
     /// scope inlines the plain read and calls out for the rest: a read on its own gains
     /// nothing from the inlining, and a second frame cost a targeted read a tenth of its
-    /// instructions. The whole pair comes back, so the callees' results need no copy.
+    /// instructions. What the read table decides comes back in registers (a `bool` and
+    /// its packed reason), not as a `Detail` written to memory and read back.
     #[inline(never)]
-    fn evaluate_one<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> (Option<u32>, Detail<T>) {
+    fn evaluate_one<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> (T, PackedReason) {
         // The user's overrides are looked up only if the flag has any.
         let input = Input { user: None, lookup: true, context, clock: None };
         let Some((pos, h)) = self.flags.find_perfect(flag) else {
-            return self.evaluate_probed(flag, &input);
+            let (_, d) = self.evaluate_probed(flag, &input);
+            return (d.value, PackedReason::new(d.reason));
         };
-        if h.plain {
-            return self.read_plain(flag, pos, h, &input);
+        // What the line decides comes back in registers; the rest through `evaluate_rest`.
+        if let Some((b, reason, number)) = self.hot_decides(pos, h, &input)
+            && let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v))
+        {
+            #[cfg(feature = "coverage")]
+            crate::coverage::record(flag.key(), T::TYPE, &BOOLS[usize::from(b)]);
+            let variant = if T::TYPE == crate::ValueType::Bool { usize::from(b) } else { number };
+            crate::usage::record(h.usage_id, reason, variant);
+            return (v, PackedReason::new(reason));
         }
-        self.read_rest(flag, pos, h, &input)
+        let (_, d) = self.evaluate_rest(flag, pos, h, &input);
+        (d.value, PackedReason::new(d.reason))
     }
 
     /// A flag the perfect hash does not place (added since the table was sealed) or
@@ -1284,22 +1321,8 @@ impl Snapshot {
         } else if let Some(v) = self.overridden(pos, input) {
             return self.hot_typed(flag, pos, h.usage_id, v, Reason::Override);
         } else {
-            let ctx = input.context;
-            let fast = match &h.read {
-                HotRead::Split { n, values, salt, bounds } => {
-                    Some(Shape::split(salt, bounds, *n, *values, ctx))
-                }
-                HotRead::Attr { not_in, serve, key, set } => Shape::attr(*key, set, *not_in, *serve, ctx),
-                HotRead::SmallList { misses, serve, groups, data } => {
-                    Some(Shape::small_list(groups, data, *misses, *serve, ctx))
-                }
-                HotRead::List { misses, serve, set } => Some(Shape::list(set, *misses, *serve, ctx)),
-                _ => None,
-            };
-            match fast {
-                Some(Fast::Rule(b)) => (b, Reason::Rule(0), 0),
-                Some(Fast::Split(j, b)) => (b, Reason::Split, j),
-                Some(Fast::Fallthrough) => (h.value, Reason::Global, 0),
+            match shape_decides(h, input.context) {
+                Some(fast) => fast.served(h.value),
                 None => match self.flags.slot(pos) {
                     Some(s) => return self.evaluate_targeted(flag, s, input),
                     None => return (None, self.not_found(flag)),
@@ -1307,6 +1330,27 @@ impl Snapshot {
             }
         };
         self.hot_bool(flag, pos, h.usage_id, b, reason, number)
+    }
+
+    /// The boolean a `Hot` serves for `input`, with its reason and split variation, in
+    /// the evaluation order (switched off, an override, the plain value or the shape's
+    /// answer); `None` for an override or what the slot decides.
+    #[inline(always)]
+    fn hot_decides(&self, pos: u32, h: &Hot, input: &Input<'_>) -> Option<(bool, Reason, usize)> {
+        if matches!(h.read, HotRead::Slot(_) | HotRead::Vacant) {
+            return None;
+        }
+        if !h.enabled {
+            return Some((h.off, Reason::Disabled, 0));
+        }
+        if self.overridden(pos, input).is_some() {
+            return None;
+        }
+        let fast = match &h.read {
+            HotRead::Plain => Fast::Fallthrough,
+            _ => shape_decides(h, input.context)?,
+        };
+        Some(fast.served(h.value))
     }
 
     /// [`typed`](Self::typed) for a boolean its `Hot` decided.
@@ -2131,6 +2175,7 @@ mod tests {
         let (typed_usage, untyped_usage) = (Arc::new(Usage::default()), Arc::new(Usage::default()));
         let typed = Snapshot::from_state_counted(&state, typed_usage.clone());
         let untyped = Snapshot::from_state_counted(&state, untyped_usage.clone());
+        let bounded = Snapshot::from_state_counted(&state, Arc::new(Usage::default()));
         for (key, .., kind) in &flags {
             let pos = typed.flags.find(key).unwrap();
             let found = match &typed.flags.hot[pos as usize].read {
@@ -2176,6 +2221,14 @@ mod tests {
                 let int = Flag::<i64>::new(key, 9);
                 assert_eq!(typed.evaluate(&int, ctx).value, 9, "{key}");
                 assert_eq!(untyped.evaluate(&int, ctx).value, 9, "{key}");
+                // A bound the value can fail: a read on its own and a request's read agree.
+                let only_true = Flag::<bool>::new(key, false).one_of(&[true]);
+                let input = Input { user: None, lookup: true, context: ctx, clock: None };
+                assert_eq!(
+                    bounded.evaluate(&only_true, ctx),
+                    bounded.evaluate_slot(&only_true, &input).1,
+                    "{key}"
+                );
             }
         }
         // Both values of each shape, for the reasons meant.
