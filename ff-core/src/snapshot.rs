@@ -992,14 +992,15 @@ impl Snapshot {
     /// its packed reason), not as a `Detail` written to memory and read back.
     #[inline(never)]
     fn evaluate_one<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> (T, PackedReason) {
-        // The user's overrides are looked up only if the flag has any.
-        let input = Input { user: None, lookup: true, context, clock: None };
+        // The user's overrides are looked up only if the flag has any. Built where a
+        // callee takes it, so the line's own reads store nothing.
+        let input = || Input { user: None, lookup: true, context, clock: None };
         let Some((pos, h)) = self.flags.find_perfect(flag) else {
-            let (_, d) = self.evaluate_probed(flag, &input);
+            let (_, d) = self.evaluate_probed(flag, &input());
             return (d.value, PackedReason::new(d.reason));
         };
         // What the line decides comes back in registers; the rest through `evaluate_rest`.
-        if let Some((b, reason, number)) = self.hot_decides(pos, h, &input)
+        if let Some((b, reason, number)) = self.hot_decides(pos, h, &input())
             && let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v))
         {
             #[cfg(feature = "coverage")]
@@ -1008,7 +1009,7 @@ impl Snapshot {
             crate::usage::record(h.usage_id, reason, variant);
             return (v, PackedReason::new(reason));
         }
-        let (_, d) = self.evaluate_rest(flag, pos, h, &input);
+        let (_, d) = self.evaluate_rest(flag, pos, h, &input());
         (d.value, PackedReason::new(d.reason))
     }
 
