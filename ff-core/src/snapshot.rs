@@ -1269,22 +1269,11 @@ impl Snapshot {
         }
     }
 
-    /// Every read but a plain boolean's, out of line: where reads are inlined (a
-    /// handler, `Current::get`) they hold no more in registers than the commonest needs.
+    /// Every read but a plain one through the request's scope and what a read on its
+    /// own decides from the line, out of line: where reads are inlined (a handler,
+    /// `Current::get`) they hold no more in registers than the commonest needs.
     #[inline(never)]
     fn evaluate_rest<T: FlagType>(
-        &self,
-        flag: &Flag<T>,
-        pos: u32,
-        h: &Hot,
-        input: &Input<'_>,
-    ) -> (Option<u32>, Detail<T>) {
-        self.read_rest(flag, pos, h, input)
-    }
-
-    /// Every other read, by what its `Hot` holds.
-    #[inline(always)]
-    fn read_rest<T: FlagType>(
         &self,
         flag: &Flag<T>,
         pos: u32,
@@ -1298,7 +1287,8 @@ impl Snapshot {
             | HotRead::List { .. } => self.evaluate_shape(flag, pos, h, input),
             HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
-            // Read inline above; the slot has it too.
+            // Read inline by `evaluate_slot`; `evaluate_one` sends one here when it is
+            // overridden or the flag's bounds refuse its value.
             HotRead::Plain => match self.flags.slot(pos) {
                 Some(s) => self.evaluate_plain(flag, s, input),
                 None => (None, self.not_found(flag)),
