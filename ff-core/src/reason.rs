@@ -32,9 +32,9 @@ pub enum Reason {
     Env,
 }
 
-/// A [`Reason`] in one word (the variant in the low four bits, a rule or step number
-/// above): with a `bool` value it comes back from a read in two registers, where a
-/// `Detail` is written to memory and read back.
+/// A [`Reason`] in one word (the variant in the low four bits, a rule or step number,
+/// far below 2^60, above): with a `bool` value it comes back from a read in two
+/// registers, where a `Detail` is written to memory and read back.
 #[derive(Clone, Copy)]
 pub(crate) struct PackedReason(u64);
 
@@ -100,4 +100,29 @@ pub struct Detail<T> {
     pub reason: Reason,
     /// The snapshot's version.
     pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_reason_unpacks_to_itself() {
+        for n in [0, 1, 7, 1 << 40] {
+            for reason in [
+                Reason::Default,
+                Reason::Disabled,
+                Reason::Override,
+                Reason::Rule(n),
+                Reason::Split,
+                Reason::Global,
+                Reason::Invalid,
+                Reason::Scheduled(n),
+                Reason::Expired,
+                Reason::Env,
+            ] {
+                assert_eq!(PackedReason::new(reason).get(), reason);
+            }
+        }
+    }
 }

@@ -69,8 +69,6 @@ struct Hot {
     /// The value and off value, for `Plain` and `Shape`.
     value: bool,
     off: bool,
-    /// `read` is `Plain`: one byte compare for the commonest reads, on or off.
-    plain: bool,
     read: HotRead,
 }
 
@@ -178,7 +176,6 @@ impl Hot {
             enabled: s.enabled,
             value: value.unwrap_or(false),
             off,
-            plain: matches!(read, HotRead::Plain),
             read,
         }
     }
@@ -191,7 +188,6 @@ impl Hot {
             enabled: false,
             value: false,
             off: false,
-            plain: false,
             read,
         }
     }
@@ -985,11 +981,13 @@ impl Snapshot {
         Detail { value, reason: reason.get(), version: self.version }
     }
 
-    /// [`evaluate`](Self::evaluate) in one frame, where a read through the request's
-    /// scope inlines the plain read and calls out for the rest: a read on its own gains
-    /// nothing from the inlining, and a second frame cost a targeted read a tenth of its
-    /// instructions. What the read table decides comes back in registers (a `bool` and
-    /// its packed reason), not as a `Detail` written to memory and read back.
+    /// [`evaluate`](Self::evaluate): what the read table's line decides (a boolean
+    /// switched off, plain or of a common shape, without an override) in this one frame,
+    /// handed back in registers (the value and its packed reason) rather than as a
+    /// `Detail` written to memory and read back; the rest through `evaluate_rest`. A read
+    /// through the request's scope inlines the plain read and calls out for the rest
+    /// instead: a read on its own gains nothing from the inlining, and the second frame
+    /// cost a targeted read a tenth of its instructions.
     #[inline(never)]
     fn evaluate_one<T: FlagType>(&self, flag: &Flag<T>, context: &EvalContext) -> (T, PackedReason) {
         // The user's overrides are looked up only if the flag has any. Built where a
@@ -1018,7 +1016,10 @@ impl Snapshot {
     #[cold]
     #[inline(never)]
     fn evaluate_probed<T: FlagType>(&self, flag: &Flag<T>, input: &Input<'_>) -> (Option<u32>, Detail<T>) {
-        self.evaluate_slot(flag, input)
+        match self.flags.probe_flag(flag.key_short(), flag.key(), flag.key_hash()) {
+            Some((pos, h)) => self.read_found(flag, pos, h, input),
+            None => (None, self.not_found(flag)),
+        }
     }
 
     /// Evaluates a flag by key without its Rust type (admin tools, "what does
@@ -1245,7 +1246,20 @@ impl Snapshot {
         let Some((pos, h)) = self.flags.find_flag(flag) else {
             return (None, self.not_found(flag));
         };
-        if h.plain {
+        self.read_found(flag, pos, h, input)
+    }
+
+    /// A found flag's read: a plain one inline (its tag is one byte compare), the rest
+    /// out of line.
+    #[inline(always)]
+    fn read_found<T: FlagType>(
+        &self,
+        flag: &Flag<T>,
+        pos: u32,
+        h: &Hot,
+        input: &Input<'_>,
+    ) -> (Option<u32>, Detail<T>) {
+        if let HotRead::Plain = h.read {
             return self.read_plain(flag, pos, h, input);
         }
         self.evaluate_rest(flag, pos, h, input)
@@ -1270,8 +1284,9 @@ impl Snapshot {
     }
 
     /// Every read but a plain one through the request's scope and what a read on its
-    /// own decides from the line, out of line: where reads are inlined (a handler,
-    /// `Current::get`) they hold no more in registers than the commonest needs.
+    /// own decides from the line (an override's value, other types, what the flag's
+    /// bounds refuse, targeting the slot decides), out of line: where reads are inlined
+    /// (a handler, `Current::get`) they hold no more in registers than the commonest needs.
     #[inline(never)]
     fn evaluate_rest<T: FlagType>(
         &self,
@@ -1288,11 +1303,8 @@ impl Snapshot {
             HotRead::Slot(s) if s.plain => self.evaluate_plain(flag, s, input),
             HotRead::Slot(s) => self.evaluate_targeted(flag, s, input),
             // Read inline by `evaluate_slot`; `evaluate_one` sends one here when it is
-            // overridden or the flag's bounds refuse its value.
-            HotRead::Plain => match self.flags.slot(pos) {
-                Some(s) => self.evaluate_plain(flag, s, input),
-                None => (None, self.not_found(flag)),
-            },
+            // overridden, or the type or the flag's bounds refuse the value it decided.
+            HotRead::Plain => self.read_plain(flag, pos, h, input),
             HotRead::Vacant => (None, self.not_found(flag)),
         }
     }
@@ -1325,7 +1337,7 @@ impl Snapshot {
 
     /// The boolean a `Hot` serves for `input`, with its reason and split variation, in
     /// the evaluation order (switched off, an override, the plain value or the shape's
-    /// answer); `None` for an override or what the slot decides.
+    /// answer); `None` for an override, a removed flag or what the slot decides.
     #[inline(always)]
     fn hot_decides(&self, pos: u32, h: &Hot, input: &Input<'_>) -> Option<(bool, Reason, usize)> {
         if matches!(h.read, HotRead::Slot(_) | HotRead::Vacant) {
@@ -2166,7 +2178,10 @@ mod tests {
         let (typed_usage, untyped_usage) = (Arc::new(Usage::default()), Arc::new(Usage::default()));
         let typed = Snapshot::from_state_counted(&state, typed_usage.clone());
         let untyped = Snapshot::from_state_counted(&state, untyped_usage.clone());
-        let bounded = Snapshot::from_state_counted(&state, Arc::new(Usage::default()));
+        // Read alone and through the request's path, with bounds a value can fail.
+        let (bounded_usage, bounded_slot_usage) = (Arc::new(Usage::default()), Arc::new(Usage::default()));
+        let bounded = Snapshot::from_state_counted(&state, bounded_usage.clone());
+        let bounded_slot = Snapshot::from_state_counted(&state, bounded_slot_usage.clone());
         for (key, .., kind) in &flags {
             let pos = typed.flags.find(key).unwrap();
             let found = match &typed.flags.hot[pos as usize].read {
@@ -2217,7 +2232,7 @@ mod tests {
                 let input = Input { user: None, lookup: true, context: ctx, clock: None };
                 assert_eq!(
                     bounded.evaluate(&only_true, ctx),
-                    bounded.evaluate_slot(&only_true, &input).1,
+                    bounded_slot.evaluate_slot(&only_true, &input).1,
                     "{key}"
                 );
             }
@@ -2242,10 +2257,15 @@ mod tests {
         ] {
             assert!(served.contains(&(key, value, reason.to_string())), "{key} serves {value} for {reason}");
         }
-        let (mut a, mut b) = (typed_usage.collect().0, untyped_usage.collect().0);
-        a.sort_by(|x, y| (&x.key, &x.reason, &x.variant).cmp(&(&y.key, &y.reason, &y.variant)));
-        b.sort_by(|x, y| (&x.key, &x.reason, &x.variant).cmp(&(&y.key, &y.reason, &y.variant)));
-        assert_eq!(format!("{a:?}"), format!("{b:?}"), "counted alike");
+        let counted = |usage: &Usage| {
+            let mut all = usage.collect().0;
+            all.sort_by(|x, y| (&x.key, &x.reason, &x.variant).cmp(&(&y.key, &y.reason, &y.variant)));
+            format!("{all:?}")
+        };
+        assert_eq!(counted(&typed_usage), counted(&untyped_usage), "counted alike");
+        let refused = counted(&bounded_usage);
+        assert_eq!(refused, counted(&bounded_slot_usage), "bounded reads counted alike");
+        assert!(refused.contains(r#"reason: "invalid""#), "a refused value is counted as invalid: {refused}");
     }
 
     /// A flag updated or removed leaves its `Hot` true to it: the number stays, the
