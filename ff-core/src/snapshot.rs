@@ -139,6 +139,25 @@ impl Fast {
     }
 }
 
+/// A boolean a `Hot` decided as `flag`'s value, counted, if its type and bounds take
+/// it; `None` (nothing counted) where they refuse it.
+#[inline(always)]
+fn served_bool<T: FlagType>(
+    flag: &Flag<T>,
+    usage_id: u32,
+    b: bool,
+    reason: Reason,
+    number: usize,
+) -> Option<T> {
+    let v = T::from_bool(b).filter(|v| flag.accepts(v))?;
+    #[cfg(feature = "coverage")]
+    crate::coverage::record(flag.key(), T::TYPE, &BOOLS[usize::from(b)]);
+    // `usage::variant` of a boolean value.
+    let variant = if T::TYPE == crate::ValueType::Bool { usize::from(b) } else { number };
+    crate::usage::record(usage_id, reason, variant);
+    Some(v)
+}
+
 /// The boolean values a `Hot` serves, as the `Value` a read converts.
 static BOOLS: [Value; 2] = [Value::Bool(false), Value::Bool(true)];
 
@@ -999,12 +1018,8 @@ impl Snapshot {
         };
         // What the line decides comes back in registers; the rest through `evaluate_rest`.
         if let Some((b, reason, number)) = self.hot_decides(pos, h, &input())
-            && let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v))
+            && let Some(v) = served_bool(flag, h.usage_id, b, reason, number)
         {
-            #[cfg(feature = "coverage")]
-            crate::coverage::record(flag.key(), T::TYPE, &BOOLS[usize::from(b)]);
-            let variant = if T::TYPE == crate::ValueType::Bool { usize::from(b) } else { number };
-            crate::usage::record(h.usage_id, reason, variant);
             return (v, PackedReason::new(reason));
         }
         let (_, d) = self.evaluate_rest(flag, pos, h, &input());
@@ -1367,12 +1382,7 @@ impl Snapshot {
         reason: Reason,
         number: usize,
     ) -> (Option<u32>, Detail<T>) {
-        if let Some(v) = T::from_bool(b).filter(|v| flag.accepts(v)) {
-            #[cfg(feature = "coverage")]
-            crate::coverage::record(flag.key(), T::TYPE, &BOOLS[usize::from(b)]);
-            // `usage::variant` of a boolean value.
-            let variant = if T::TYPE == crate::ValueType::Bool { usize::from(b) } else { number };
-            crate::usage::record(usage_id, reason, variant);
+        if let Some(v) = served_bool(flag, usage_id, b, reason, number) {
             return (Some(pos), Detail { value: v, reason, version: self.version });
         }
         self.hot_default(flag, pos, &BOOLS[usize::from(b)], reason)
